@@ -1,0 +1,115 @@
+//! OAuth error codes and the error value every rule returns.
+//!
+//! One variant per code of RFC 6749 §5.2, RFC 7591 §3.2.2 and RFC 8693 §2.2.2,
+//! each documented with the RFC's words, so an error's meaning and HTTP
+//! status live in one place.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An error code a client receives in the `error` member of the response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is missing a required parameter, includes an unsupported
+    /// parameter value, repeats a parameter, or is otherwise malformed.
+    InvalidRequest,
+    /// Client authentication failed (unknown client, no client
+    /// authentication included, or unsupported authentication method).
+    InvalidClient,
+    /// The provided authorization grant or refresh token is invalid,
+    /// expired, revoked, or was issued to another client.
+    InvalidGrant,
+    /// The authenticated client is not authorized to use this grant type.
+    UnauthorizedClient,
+    /// The authorization grant type is not supported by the server.
+    UnsupportedGrantType,
+    /// The requested scope is invalid, unknown, malformed, or exceeds the
+    /// scope granted by the resource owner.
+    InvalidScope,
+    /// The value of one of the client metadata fields is invalid (RFC 7591).
+    InvalidClientMetadata,
+    /// The value of one or more redirection URIs is invalid (RFC 7591).
+    InvalidRedirectUri,
+    /// The server cannot issue a token for the requested audience or
+    /// resource (RFC 8693).
+    InvalidTarget,
+    /// The server met an unexpected condition, such as a failing policy.
+    ServerError,
+    /// The server is temporarily unable to handle the request.
+    TemporarilyUnavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidTarget => "invalid_target",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// The HTTP status that carries the code (RFC 6749 §5.2: 400, except
+    /// 401 for a failed client authentication).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidClient => 401,
+            Self::ServerError => 500,
+            Self::TemporarilyUnavailable => 503,
+            _ => 400,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An OAuth error: a code and a human-readable description for the
+/// client's developer. Descriptions never contain secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: Cow<'static, str>,
+}
+
+impl OAuthError {
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, description: description.into() }
+    }
+
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, description)
+    }
+
+    pub fn invalid_client_metadata(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClientMetadata, description)
+    }
+
+    pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidScope, description)
+    }
+
+    pub fn server_error(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::ServerError, description)
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.description)
+    }
+}
+
+impl std::error::Error for OAuthError {}

@@ -1,0 +1,155 @@
+//! Token exchange (RFC 8693) where the acting party is the authenticated
+//! client itself, as on the seed page: an agent trades its read token for a
+//! broader one, which its subject token's `may_act` claim allows.
+
+use crate::client::{Client, GrantType};
+use crate::error::OAuthError;
+use crate::grant::{narrow_scopes, require_grant};
+use crate::scope::Scopes;
+use crate::token::{AccessTokenClaims, Act, TokenRequest};
+
+/// The only `subject_token_type` accepted so far.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Decides an exchange for `client` of a subject token that has already
+/// been verified (signature, issuer, type, expiry) by the caller.
+///
+/// - `may_act.client_id` must be the authenticated client;
+/// - `may_act.sub`, when present, must be the subject the client acts as,
+///   `(age!<client_id>)` for an AI agent;
+/// - the scopes requested (by default the subject token's) must be within
+///   the client's registered scopes: an exchange may broaden the subject
+///   token's scope, which is its purpose here, but never beyond what the
+///   client registered.
+///
+/// The new token keeps the subject token's `sub` and names the actor in
+/// `act`, nesting any `act` the subject token already had (RFC 8693 §4.1).
+pub fn decide(
+    client: &Client,
+    subject: &AccessTokenClaims,
+    requested: Option<Scopes>,
+) -> Result<TokenRequest, OAuthError> {
+    require_grant(client, GrantType::TokenExchange)?;
+    let Some(may_act) = &subject.may_act else {
+        return Err(OAuthError::invalid_request("the subject token has no may_act claim, so no one may act on it"));
+    };
+    if may_act.client_id != client.client_id {
+        return Err(OAuthError::invalid_request("the subject token's may_act does not name this client"));
+    }
+    let actor = client.actor_subject();
+    if may_act.sub.as_ref().is_some_and(|sub| *sub != actor) {
+        return Err(OAuthError::invalid_request("the subject token's may_act does not name this actor"));
+    }
+    let requested = requested.or_else(|| Some(subject.scopes()));
+    let scopes = narrow_scopes(requested, &client.metadata.scopes(), "the client's registered scopes")?;
+    Ok(TokenRequest {
+        sub: subject.sub.clone(),
+        client_id: client.client_id.clone(),
+        scopes,
+        act: Some(Act {
+            sub: actor,
+            client_id: Some(client.client_id.clone()),
+            act: subject.act.clone().map(Box::new),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{AuthMethod, ClientAttributes, ClientMetadata};
+    use crate::error::ErrorCode;
+    use crate::token::MayAct;
+
+    fn agent(id: &str) -> Client {
+        Client {
+            client_id: id.into(),
+            metadata: ClientMetadata {
+                redirect_uris: vec![],
+                grant_types: vec![GrantType::ClientCredentials, GrantType::TokenExchange],
+                response_types: vec![],
+                client_name: None,
+                scope: "read write".into(),
+                token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+            },
+            attributes: ClientAttributes::default(),
+            is_ai_agent: true,
+            issued_at: 0,
+        }
+    }
+
+    fn read_token_for(id: &str, may_act: Option<MayAct>) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://as.example/am/oauth2/realms/root/realms/alpha".into(),
+            sub: id.into(),
+            aud: id.into(),
+            client_id: id.into(),
+            scope: "read".into(),
+            iat: 0,
+            exp: 3600,
+            jti: "j".into(),
+            may_act,
+            act: None,
+        }
+    }
+
+    fn seed_may_act(id: &str) -> Option<MayAct> {
+        Some(MayAct { client_id: id.into(), sub: Some(format!("(age!{id})")) })
+    }
+
+    #[test]
+    fn agent_exchanges_its_read_token_for_read_write() {
+        let out =
+            decide(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), Some(Scopes::parse("read write").unwrap()))
+                .unwrap();
+        assert_eq!(out.scopes.to_string(), "read write");
+        assert_eq!(out.sub, "a1");
+        let act = out.act.unwrap();
+        assert_eq!(act.sub, "(age!a1)");
+        assert_eq!(act.act, None);
+    }
+
+    #[test]
+    fn exchange_rejects_subject_token_naming_another_client() {
+        let err = decide(&agent("a2"), &read_token_for("a1", seed_may_act("a1")), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn exchange_rejects_may_act_with_another_subject() {
+        let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
+        let err = decide(&agent("a1"), &read_token_for("a1", may_act), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn exchange_without_may_act_is_refused() {
+        let err = decide(&agent("a1"), &read_token_for("a1", None), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn exchange_may_not_exceed_registered_scopes() {
+        let err =
+            decide(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), Some(Scopes::parse("read admin").unwrap()))
+                .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn exchange_nests_an_existing_actor() {
+        let mut subject = read_token_for("a1", seed_may_act("a1"));
+        subject.act = Some(Act { sub: "earlier".into(), client_id: None, act: None });
+        let out = decide(&agent("a1"), &subject, None).unwrap();
+        assert_eq!(out.scopes.to_string(), "read");
+        assert_eq!(out.act.unwrap().act.unwrap().sub, "earlier");
+    }
+
+    #[test]
+    fn exchange_needs_the_grant_registered() {
+        let mut client = agent("a1");
+        client.metadata.grant_types = vec![GrantType::ClientCredentials];
+        let err = decide(&client, &read_token_for("a1", seed_may_act("a1")), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnauthorizedClient);
+    }
+}

@@ -1,0 +1,19 @@
+//! The OAuth 2.0 domain of agentauth: client metadata, scopes, attributes
+//! set by policies, token claims and the rules of each grant.
+//!
+//! This crate performs no I/O. It knows nothing of HTTP, SQL, WebAssembly
+//! or an async runtime; time and randomness come in as arguments. The
+//! server crate gathers facts (the authenticated client, a verified subject
+//! token, a policy decision) and asks this crate what they allow.
+
+pub mod client;
+pub mod error;
+pub mod grant;
+pub mod registration;
+pub mod scope;
+pub mod token;
+
+pub use client::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
+pub use error::{ErrorCode, OAuthError};
+pub use scope::Scopes;
+pub use token::{AccessTokenClaims, Act, MayAct};

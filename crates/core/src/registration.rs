@@ -1,0 +1,277 @@
+//! Dynamic client registration (RFC 7591): turning a registration request
+//! into validated metadata, and a registered client into the response.
+
+use serde_json::{Map, Value, json};
+
+use crate::client::{AuthMethod, Client, ClientMetadata, GrantType};
+use crate::error::{ErrorCode, OAuthError};
+use crate::scope::Scopes;
+
+/// Most entries a metadata array may hold.
+const MAX_ARRAY: usize = 32;
+/// Longest string a metadata field may hold.
+const MAX_STRING: usize = 2048;
+
+/// Validates a registration request body (a JSON object) into metadata.
+///
+/// Unknown fields are ignored (RFC 7591 §2), and so are fields the server
+/// owns, such as `client_id` and `client_secret`: a client never chooses
+/// its own identifier.
+///
+/// Choices where RFC 7591 leaves room, or where this server differs:
+/// - `grant_types` defaults to `client_credentials`, because this server
+///   has no authorization endpoint (RFC 7591's default is
+///   `authorization_code`, which would make an unusable client).
+/// - PingAM's `scopes` array is accepted beside `scope`; both may be given
+///   only when they agree.
+/// - `response_types` are recorded and echoed; without an authorization
+///   endpoint they have no effect.
+pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
+    let Some(fields) = body.as_object() else {
+        return Err(OAuthError::invalid_client_metadata("the request body must be a JSON object"));
+    };
+
+    let grant_types = match string_array(fields, "grant_types")? {
+        None => vec![GrantType::ClientCredentials],
+        Some(names) => {
+            let mut grants = Vec::new();
+            for name in names {
+                let grant = GrantType::parse(name).ok_or_else(|| {
+                    OAuthError::invalid_client_metadata(format!(
+                        "grant type {name:?} is not supported; supported: client_credentials, \
+                         {}, refresh_token",
+                        GrantType::TOKEN_EXCHANGE_URN
+                    ))
+                })?;
+                if !grants.contains(&grant) {
+                    grants.push(grant);
+                }
+            }
+            if grants.is_empty() {
+                return Err(OAuthError::invalid_client_metadata("grant_types must not be empty"));
+            }
+            grants
+        }
+    };
+
+    let response_types = string_array(fields, "response_types")?
+        .map(|v| v.into_iter().map(str::to_string).collect())
+        .unwrap_or_default();
+
+    let redirect_uris: Vec<String> =
+        string_array(fields, "redirect_uris")?.map(|v| v.into_iter().map(str::to_string).collect()).unwrap_or_default();
+    for uri in &redirect_uris {
+        check_redirect_uri(uri)?;
+    }
+
+    let client_name = optional_string(fields, "client_name")?.map(str::to_string);
+
+    let scope = optional_string(fields, "scope")?
+        .map(Scopes::parse)
+        .transpose()
+        .map_err(|e| OAuthError::invalid_client_metadata(format!("scope: {}", e.description)))?;
+    let scopes = string_array(fields, "scopes")?
+        .map(Scopes::from_tokens)
+        .transpose()
+        .map_err(|e| OAuthError::invalid_client_metadata(format!("scopes: {}", e.description)))?;
+    let scope = match (scope, scopes) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(OAuthError::invalid_client_metadata("scope and scopes disagree"));
+        }
+        (a, b) => a.or(b).unwrap_or_default(),
+    };
+
+    let token_endpoint_auth_method = match optional_string(fields, "token_endpoint_auth_method")? {
+        None => AuthMethod::ClientSecretBasic,
+        Some(m) => AuthMethod::parse(m).ok_or_else(|| {
+            OAuthError::invalid_client_metadata(format!(
+                "token_endpoint_auth_method {m:?} is not supported; supported: \
+                 client_secret_basic, client_secret_post"
+            ))
+        })?,
+    };
+
+    Ok(ClientMetadata {
+        redirect_uris,
+        grant_types,
+        response_types,
+        client_name,
+        scope: scope.to_string(),
+        token_endpoint_auth_method,
+    })
+}
+
+fn optional_string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, OAuthError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_STRING => Ok(Some(s)),
+        Some(Value::String(_)) => Err(OAuthError::invalid_client_metadata(format!("{name} is too long"))),
+        Some(_) => Err(OAuthError::invalid_client_metadata(format!("{name} must be a string"))),
+    }
+}
+
+fn string_array<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<Vec<&'a str>>, OAuthError> {
+    let items = match fields.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) if items.len() <= MAX_ARRAY => items,
+        Some(Value::Array(_)) => {
+            return Err(OAuthError::invalid_client_metadata(format!("{name} has more than {MAX_ARRAY} entries")));
+        }
+        Some(_) => return Err(OAuthError::invalid_client_metadata(format!("{name} must be an array of strings"))),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) if !s.is_empty() && s.len() <= MAX_STRING => Ok(s.as_str()),
+            _ => Err(OAuthError::invalid_client_metadata(format!(
+                "{name} must hold non-empty strings of at most {MAX_STRING} bytes"
+            ))),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// Checks one redirect URI: absolute, no fragment (RFC 6749 §3.1.2), and
+/// `https` unless it points at the loopback interface (RFC 8252 §7.3).
+pub fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
+    let bad = |why: &str| Err(OAuthError::new(ErrorCode::InvalidRedirectUri, format!("redirect URI {uri:?} {why}")));
+    if uri.contains('#') {
+        return bad("must not contain a fragment");
+    }
+    if uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return bad("must not contain spaces or control characters");
+    }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return bad("must be an absolute URI");
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split_once(']').map_or("", |(h, _)| h)
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return bad("must name a host");
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if matches!(host, "localhost" | "127.0.0.1" | "::1") => Ok(()),
+        "http" => bad("must use https (http is allowed only for loopback)"),
+        _ => bad("must use https"),
+    }
+}
+
+/// The server-generated credentials returned once, at registration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedCredentials {
+    pub client_secret: String,
+    pub registration_access_token: String,
+}
+
+impl std::fmt::Debug for IssuedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuedCredentials { [redacted] }")
+    }
+}
+
+/// The registration response (RFC 7591 §3.2.1): the metadata as
+/// registered, the server's fields, and the attributes the DCR policy set.
+pub fn response(client: &Client, credentials: &IssuedCredentials, registration_client_uri: &str) -> Value {
+    let m = &client.metadata;
+    let scopes = m.scopes();
+    let mut body = json!({
+        "client_id": client.client_id,
+        "client_id_issued_at": client.issued_at,
+        "client_secret": credentials.client_secret,
+        "client_secret_expires_at": 0,
+        "registration_access_token": credentials.registration_access_token,
+        "registration_client_uri": registration_client_uri,
+        "grant_types": m.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "redirect_uris": m.redirect_uris,
+        "response_types": m.response_types,
+        "scope": scopes.to_string(),
+        "scopes": scopes.to_vec(),
+        "token_endpoint_auth_method": m.token_endpoint_auth_method.as_str(),
+        "client_type": "Confidential",
+        "providerOverridesEnabled": client.attributes.provider_overrides_enabled,
+        "statelessTokensEnabled": client.attributes.stateless_tokens_enabled,
+    });
+    if let Some(name) = &m.client_name {
+        body["client_name"] = json!(name);
+    }
+    if let Some(plugin) = &client.attributes.access_token_may_act_script {
+        body["accessTokenMayActScript"] = json!(plugin);
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_request() -> Value {
+        json!({
+            "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+            "client_name": "software agent",
+            "response_types": ["token"],
+            "redirect_uris": ["https://www.example.com:443/callback"],
+            "scopes": ["read", "write"]
+        })
+    }
+
+    #[test]
+    fn seed_registration_is_accepted() {
+        let m = parse_metadata(&seed_request()).unwrap();
+        assert_eq!(m.grant_types, vec![GrantType::ClientCredentials, GrantType::TokenExchange]);
+        assert_eq!(m.scope, "read write");
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::ClientSecretBasic);
+        assert_eq!(m.client_name.as_deref(), Some("software agent"));
+    }
+
+    #[test]
+    fn non_object_body_is_invalid_client_metadata() {
+        let err = parse_metadata(&json!(["x"])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClientMetadata);
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_grants_are_refused() {
+        for bad in [
+            json!({"grant_types": "client_credentials"}),
+            json!({"grant_types": ["password"]}),
+            json!({"grant_types": []}),
+            json!({"client_name": 7}),
+            json!({"scope": "read", "scopes": ["write"]}),
+            json!({"token_endpoint_auth_method": "none"}),
+        ] {
+            let err = parse_metadata(&bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirect_uris_are_checked() {
+        for ok in ["https://a.example/cb", "http://localhost:8080/cb", "http://127.0.0.1/cb", "http://[::1]:9/cb"] {
+            check_redirect_uri(ok).unwrap();
+        }
+        for bad in [
+            "/relative",
+            "https://a.example/cb#frag",
+            "http://a.example/cb",
+            "javascript://x",
+            "https:///nohost",
+            "https://a.example/c b",
+        ] {
+            assert_eq!(check_redirect_uri(bad).unwrap_err().code, ErrorCode::InvalidRedirectUri, "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_owned_fields_are_ignored() {
+        let mut req = seed_request();
+        req["client_id"] = json!("chosen-by-client");
+        let m = parse_metadata(&req).unwrap();
+        assert_eq!(m, parse_metadata(&seed_request()).unwrap());
+    }
+}

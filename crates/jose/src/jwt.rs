@@ -1,0 +1,179 @@
+//! Compact JWS (RFC 7515) signing and strict verification of JWTs.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::{Value, json};
+use std::fmt;
+
+use crate::key::{Algorithm, KeyError, SigningKey, VerifyingKey};
+
+/// Longest token accepted for verification: larger inputs are refused
+/// before any decoding.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Signs `claims` with `key`, with the given `typ` header (`at+jwt` for
+/// access tokens, RFC 9068 §2.1).
+pub fn sign(key: &SigningKey, typ: &str, claims: &Value) -> Result<String, KeyError> {
+    let header = json!({"alg": key.alg().as_str(), "kid": key.kid(), "typ": typ});
+    let mut token = String::with_capacity(512);
+    B64.encode_string(header.to_string(), &mut token);
+    token.push('.');
+    B64.encode_string(claims.to_string(), &mut token);
+    let signature = key.sign_bytes(token.as_bytes())?;
+    token.push('.');
+    B64.encode_string(signature, &mut token);
+    Ok(token)
+}
+
+/// Why a token did not verify. The variants are for logs and tests; a
+/// client is told only that its token is invalid.
+#[derive(Debug, PartialEq, Eq)]
+pub enum VerifyError {
+    TooLong,
+    Malformed,
+    UnsupportedAlgorithm,
+    UnknownKey,
+    WrongType,
+    BadSignature,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TooLong => "token is too long",
+            Self::Malformed => "token is not a well-formed JWS",
+            Self::UnsupportedAlgorithm => "token's algorithm is not accepted",
+            Self::UnknownKey => "token's key is unknown",
+            Self::WrongType => "token has the wrong type",
+            Self::BadSignature => "token's signature is invalid",
+        })
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Verifies a compact JWS against `keys` and returns its claims, a JSON
+/// object. The caller checks the claims (issuer, expiry, ...).
+pub fn verify(token: &str, keys: &[VerifyingKey], typ: &str) -> Result<Value, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(sig_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed);
+    };
+    let header: Value = decode_json(header_b64)?;
+    let header = header.as_object().ok_or(VerifyError::Malformed)?;
+    // Only the members this server writes; anything else (crit, jku, jwk,
+    // x5u, b64, zip, ...) could change how the token must be read.
+    if header.keys().any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ")) {
+        return Err(VerifyError::Malformed);
+    }
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(Algorithm::parse)
+        .ok_or(VerifyError::UnsupportedAlgorithm)?;
+    // RFC 8725 §3.11: compare `typ` case-insensitively, with or without
+    // the `application/` prefix.
+    let token_typ = header.get("typ").and_then(Value::as_str).unwrap_or_default();
+    let token_typ = token_typ.strip_prefix("application/").unwrap_or(token_typ);
+    if !token_typ.eq_ignore_ascii_case(typ) {
+        return Err(VerifyError::WrongType);
+    }
+    let kid = header.get("kid").and_then(Value::as_str).ok_or(VerifyError::UnknownKey)?;
+    let key = keys.iter().find(|k| k.kid() == kid && k.alg() == alg).ok_or(VerifyError::UnknownKey)?;
+    let signature = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
+    let signed_len = header_b64.len() + 1 + claims_b64.len();
+    if !key.verify_bytes(&token.as_bytes()[..signed_len], &signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    let claims: Value = decode_json(claims_b64)?;
+    if !claims.is_object() {
+        return Err(VerifyError::Malformed);
+    }
+    Ok(claims)
+}
+
+fn decode_json(part: &str) -> Result<Value, VerifyError> {
+    let bytes = B64.decode(part).map_err(|_| VerifyError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::generate_pkcs8;
+
+    fn key(alg: Algorithm) -> SigningKey {
+        SigningKey::from_pkcs8(alg, &generate_pkcs8(alg).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn each_algorithm_round_trips() {
+        for alg in [Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa] {
+            let k = key(alg);
+            let token = sign(&k, "at+jwt", &json!({"sub": "a"})).unwrap();
+            let claims = verify(&token, &[k.verifying_key().clone()], "at+jwt").unwrap();
+            assert_eq!(claims["sub"], "a", "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn kid_is_the_rfc7638_thumbprint_and_jwk_carries_it() {
+        let k = key(Algorithm::Es256);
+        let jwk = k.verifying_key().jwk();
+        assert_eq!(jwk["kid"], k.kid());
+        assert_eq!(jwk["kty"], "EC");
+        assert_eq!(k.kid().len(), 43);
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let k = key(Algorithm::Es256);
+        let token = sign(&k, "at+jwt", &json!({"scope": "read"})).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], B64.encode(r#"{"scope":"admin"}"#), parts[2]);
+        assert_eq!(verify(&forged, &[k.verifying_key().clone()], "at+jwt"), Err(VerifyError::BadSignature));
+    }
+
+    #[test]
+    fn alg_none_and_foreign_headers_are_refused() {
+        let k = key(Algorithm::Es256);
+        let claims = B64.encode(r#"{"sub":"a"}"#);
+        let none =
+            format!("{}.{claims}.", B64.encode(format!(r#"{{"alg":"none","kid":"{}","typ":"at+jwt"}}"#, k.kid())));
+        assert_eq!(verify(&none, &[k.verifying_key().clone()], "at+jwt"), Err(VerifyError::UnsupportedAlgorithm));
+        let jku = format!("{}.{claims}.AA", B64.encode(r#"{"alg":"ES256","jku":"https://evil","typ":"at+jwt"}"#));
+        assert_eq!(verify(&jku, &[k.verifying_key().clone()], "at+jwt"), Err(VerifyError::Malformed));
+    }
+
+    #[test]
+    fn wrong_type_unknown_key_and_algorithm_confusion_are_refused() {
+        let k = key(Algorithm::Es256);
+        let other = key(Algorithm::Es256);
+        let token = sign(&k, "JWT", &json!({})).unwrap();
+        assert_eq!(verify(&token, &[k.verifying_key().clone()], "at+jwt"), Err(VerifyError::WrongType));
+        let token = sign(&k, "at+jwt", &json!({})).unwrap();
+        assert_eq!(verify(&token, &[other.verifying_key().clone()], "at+jwt"), Err(VerifyError::UnknownKey));
+        // A header naming the right kid with another algorithm finds no key.
+        let (_, rest) = token.split_once('.').unwrap();
+        let header = B64.encode(format!(r#"{{"alg":"EdDSA","kid":"{}","typ":"at+jwt"}}"#, k.kid()));
+        assert_eq!(
+            verify(&format!("{header}.{rest}"), &[k.verifying_key().clone()], "at+jwt"),
+            Err(VerifyError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn oversized_and_malformed_tokens_are_refused() {
+        let k = key(Algorithm::EdDsa);
+        let keys = [k.verifying_key().clone()];
+        assert_eq!(verify(&"a".repeat(MAX_TOKEN_LEN + 1), &keys, "at+jwt"), Err(VerifyError::TooLong));
+        for bad in ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.e30.e30"] {
+            assert!(verify(bad, &keys, "at+jwt").is_err(), "{bad}");
+        }
+    }
+}

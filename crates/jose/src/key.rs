@@ -1,0 +1,233 @@
+//! Signing keys, their public halves and their JWK form.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use serde_json::{Value, json};
+use std::fmt;
+
+/// A JWS algorithm this server signs and verifies with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
+    Rs256,
+    /// ECDSA on P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    EdDsa,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            _ => None,
+        }
+    }
+}
+
+/// Why a key could not be made or loaded.
+#[derive(Debug)]
+pub struct KeyError(String);
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// Makes a new private key as a PKCS#8 v1 document.
+///
+/// ring cannot generate RSA keys, so RSA keys come from the `rsa` crate;
+/// ring loads and uses them. ECDSA and Ed25519 keys come from ring.
+pub fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
+    let rng = SystemRandom::new();
+    match alg {
+        Algorithm::Rs256 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)
+                .map_err(|e| KeyError(format!("RSA key generation failed: {e}")))?;
+            let der = key.to_pkcs8_der().map_err(|e| KeyError(format!("RSA key encoding failed: {e}")))?;
+            Ok(der.as_bytes().to_vec())
+        }
+        Algorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| KeyError("ECDSA key generation failed".into())),
+        Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| KeyError("Ed25519 key generation failed".into())),
+    }
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// A private key that signs a realm's tokens, with its public half.
+pub struct SigningKey {
+    pair: Pair,
+    verifying: VerifyingKey,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.verifying.kid)
+            .field("alg", &self.verifying.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Loads a PKCS#8 private key for `alg`.
+    pub fn from_pkcs8(alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
+        let rejected = |e: ring::error::KeyRejected| KeyError(format!("{} private key rejected: {e}", alg.as_str()));
+        let rng = SystemRandom::new();
+        let (pair, public) = match alg {
+            Algorithm::Rs256 => {
+                let pair = RsaKeyPair::from_pkcs8(der).map_err(rejected)?;
+                let c = signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+                (Pair::Rsa(pair), PublicKey::Rsa { n: c.n, e: c.e })
+            }
+            Algorithm::Es256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+                    .map_err(rejected)?;
+                let point = pair.public_key().as_ref().to_vec();
+                (Pair::Ecdsa(pair), PublicKey::P256 { point })
+            }
+            Algorithm::EdDsa => {
+                let pair = Ed25519KeyPair::from_pkcs8(der).map_err(rejected)?;
+                let x = pair.public_key().as_ref().to_vec();
+                (Pair::Ed25519(pair), PublicKey::Ed25519 { x })
+            }
+        };
+        Ok(Self { pair, verifying: VerifyingKey::new(alg, public), rng })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.verifying.kid
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.verifying.alg
+    }
+
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying
+    }
+
+    /// Signs `message`, returning the JWS signature bytes.
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let failed = |_| KeyError("signing failed".into());
+        match &self.pair {
+            Pair::Rsa(pair) => {
+                let mut sig = vec![0; pair.public().modulus_len()];
+                pair.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut sig).map_err(failed)?;
+                Ok(sig)
+            }
+            Pair::Ecdsa(pair) => pair.sign(&self.rng, message).map(|s| s.as_ref().to_vec()).map_err(failed),
+            Pair::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum PublicKey {
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    /// Uncompressed SEC1 point: 0x04 || x || y.
+    P256 {
+        point: Vec<u8>,
+    },
+    Ed25519 {
+        x: Vec<u8>,
+    },
+}
+
+/// A public key that verifies a realm's tokens, named by its `kid`: the
+/// RFC 7638 thumbprint of its JWK.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    kid: String,
+    alg: Algorithm,
+    public: PublicKey,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    fn new(alg: Algorithm, public: PublicKey) -> Self {
+        let thumbprint_input = match &public {
+            // RFC 7638 §3.2: the required members, in lexicographic order.
+            PublicKey::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, B64.encode(e), B64.encode(n)),
+            PublicKey::P256 { point } => format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                B64.encode(&point[1..33]),
+                B64.encode(&point[33..65])
+            ),
+            PublicKey::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, B64.encode(x)),
+        };
+        let kid = B64.encode(ring::digest::digest(&ring::digest::SHA256, thumbprint_input.as_bytes()));
+        Self { kid, alg, public }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public JWK (RFC 7517), with `kid`, `alg` and `use: sig`.
+    pub fn jwk(&self) -> Value {
+        let mut jwk = match &self.public {
+            PublicKey::Rsa { n, e } => json!({"kty": "RSA", "n": B64.encode(n), "e": B64.encode(e)}),
+            PublicKey::P256 { point } => json!({
+                "kty": "EC", "crv": "P-256",
+                "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+            }),
+            PublicKey::Ed25519 { x } => json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(x)}),
+        };
+        jwk["kid"] = json!(self.kid);
+        jwk["alg"] = json!(self.alg.as_str());
+        jwk["use"] = json!("sig");
+        jwk
+    }
+
+    /// True when `signature` is a valid signature of `message`.
+    pub(crate) fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> bool {
+        use signature::{ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+        match &self.public {
+            PublicKey::Rsa { n, e } => signature::RsaPublicKeyComponents { n, e }
+                .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
+                .is_ok(),
+            PublicKey::P256 { point } => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(message, signature).is_ok()
+            }
+            PublicKey::Ed25519 { x } => UnparsedPublicKey::new(&ED25519, x).verify(message, signature).is_ok(),
+        }
+    }
+}

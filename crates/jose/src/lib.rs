@@ -1,0 +1,17 @@
+//! JWS and JWK with ring: key generation, signing, strict verification and
+//! the JWKS a realm publishes.
+//!
+//! This is the only crate that touches private key bytes. Keys enter as
+//! PKCS#8 documents and leave only as public JWKs; `Debug` never prints
+//! key material.
+//!
+//! Verification is strict (RFC 8725): the header must name an algorithm
+//! this server signs with, a `kid` it knows whose algorithm matches, and
+//! the expected `typ`. `alg: none`, unknown `crit` headers, and keys
+//! chosen by the token (`jwk`, `jku`, `x5u`) are refused.
+
+mod jwt;
+mod key;
+
+pub use jwt::{VerifyError, sign, verify};
+pub use key::{Algorithm, KeyError, SigningKey, VerifyingKey, generate_pkcs8};
