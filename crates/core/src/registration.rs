@@ -175,31 +175,37 @@ impl std::fmt::Debug for IssuedCredentials {
     }
 }
 
-/// The registration response (RFC 7591 §3.2.1): the metadata as
-/// registered, the server's fields, and the attributes the DCR policy set.
-pub fn response(client: &Client, credentials: &IssuedCredentials, registration_client_uri: &str) -> Value {
-    let m = &client.metadata;
+/// The registered metadata as RFC 7591 names it: what a policy sees and
+/// what registration responses echo.
+pub fn metadata_json(m: &ClientMetadata) -> Value {
     let scopes = m.scopes();
     let mut body = json!({
-        "client_id": client.client_id,
-        "client_id_issued_at": client.issued_at,
-        "client_secret": credentials.client_secret,
-        "client_secret_expires_at": 0,
-        "registration_access_token": credentials.registration_access_token,
-        "registration_client_uri": registration_client_uri,
         "grant_types": m.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
         "redirect_uris": m.redirect_uris,
         "response_types": m.response_types,
         "scope": scopes.to_string(),
         "scopes": scopes.to_vec(),
         "token_endpoint_auth_method": m.token_endpoint_auth_method.as_str(),
-        "client_type": "Confidential",
-        "providerOverridesEnabled": client.attributes.provider_overrides_enabled,
-        "statelessTokensEnabled": client.attributes.stateless_tokens_enabled,
     });
     if let Some(name) = &m.client_name {
         body["client_name"] = json!(name);
     }
+    body
+}
+
+/// The registration response (RFC 7591 §3.2.1): the metadata as
+/// registered, the server's fields, and the attributes the DCR policy set.
+pub fn response(client: &Client, credentials: &IssuedCredentials, registration_client_uri: &str) -> Value {
+    let mut body = metadata_json(&client.metadata);
+    body["client_id"] = json!(client.client_id);
+    body["client_id_issued_at"] = json!(client.issued_at);
+    body["client_secret"] = json!(credentials.client_secret);
+    body["client_secret_expires_at"] = json!(0);
+    body["registration_access_token"] = json!(credentials.registration_access_token);
+    body["registration_client_uri"] = json!(registration_client_uri);
+    body["client_type"] = json!("Confidential");
+    body["providerOverridesEnabled"] = json!(client.attributes.provider_overrides_enabled);
+    body["statelessTokensEnabled"] = json!(client.attributes.stateless_tokens_enabled);
     if let Some(plugin) = &client.attributes.access_token_may_act_script {
         body["accessTokenMayActScript"] = json!(plugin);
     }

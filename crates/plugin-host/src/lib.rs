@@ -1,1 +1,470 @@
-//! placeholder
+//! Runs a realm's policy plugins: WebAssembly components that export one
+//! hook world of `wit/policy.wit`.
+//!
+//! This crate holds the only `bindgen!` of the contract. A plugin is
+//! compiled and type-checked against its hook world once, when it is
+//! loaded (`InstancePre`); each call then gets a fresh `Store` with the
+//! realm's deadline and memory cap, so no state leaks between calls and a
+//! trap never poisons the next one. The WASI a plugin sees grants nothing:
+//! no files, no network, no environment, no arguments.
+//!
+//! Every answer is checked before the host uses it; a trap, a timeout,
+//! exhausted memory or an invalid answer is a [`HookError::Failed`], and
+//! the caller fails closed.
+
+mod bindings;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use bindings::dcr_world::exports::agentauth::policy::dcr as wit_dcr;
+use bindings::dcr_world::{DcrHook, DcrHookPre};
+use bindings::may_act_world::MayActHookPre;
+use bindings::may_act_world::exports::agentauth::policy::may_act as wit_may_act;
+use bindings::types as wit_types;
+
+pub use agentauth_core::Client;
+
+/// How often the epoch ticks; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Longest string a plugin may return in any field.
+const MAX_OUTPUT_STRING: usize = 1024;
+/// Most attributes a DCR decision may set.
+const MAX_ATTRIBUTES: usize = 32;
+
+/// The hook point a plugin serves, named as in its WIT world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    Dcr,
+    MayAct,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dcr => "dcr",
+            Self::MayAct => "may-act",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "dcr" => Some(Self::Dcr),
+            "may-act" => Some(Self::MayAct),
+            _ => None,
+        }
+    }
+}
+
+/// Resource limits for one hook call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time one call may take, instantiation included.
+    pub timeout: Duration,
+    /// Linear memory one instance may grow to, in bytes.
+    pub memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { timeout: Duration::from_millis(100), memory: 64 << 20 }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug)]
+pub struct LoadError(String);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Why a hook call produced no usable decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    /// The policy refused; the text is meant for the caller.
+    Denied(String),
+    /// The plugin failed: trap, timeout, memory cap, or an invalid answer.
+    /// The text is for the operator's log.
+    Failed(String),
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Denied(why) => write!(f, "denied by policy: {why}"),
+            Self::Failed(why) => write!(f, "policy failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for HookError {}
+
+enum Pre {
+    Dcr(DcrHookPre<HostState>),
+    MayAct(MayActHookPre<HostState>),
+}
+
+/// A compiled, type-checked plugin version, ready to run.
+pub struct Plugin {
+    name: String,
+    version: i64,
+    kind: HookKind,
+    pre: Pre,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    pub fn kind(&self) -> HookKind {
+        self.kind
+    }
+}
+
+/// Per-call state: a WASI that grants nothing, the memory limiter, and the
+/// label put on the plugin's log lines.
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    label: Arc<str>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit_types::Host for HostState {}
+
+impl bindings::log::Host for HostState {
+    fn write(&mut self, level: bindings::log::Level, message: String) {
+        use bindings::log::Level;
+        let message = truncate(&message, MAX_OUTPUT_STRING);
+        let plugin = &*self.label;
+        match level {
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// The wasmtime engine and linker shared by every realm, and the thread
+/// that drives deadlines.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginHost").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    pub fn new() -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        // A plugin that recurses without bound hits this and traps.
+        config.max_wasm_stack(512 << 10);
+        let engine = Engine::new(&config).map_err(|e| LoadError(format!("wasmtime engine: {e}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError(format!("linking WASI: {e}")))?;
+        // Both worlds import the same `log` interface; adding one world's
+        // imports serves both.
+        DcrHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError(format!("linking the policy imports: {e}")))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticking, stop) = (engine.weak(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("agentauth-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticking.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| LoadError(format!("starting the epoch thread: {e}")))?;
+        Ok(Self { engine, linker, stop_ticker })
+    }
+
+    /// Compiles `component` and checks that it exports `kind`'s world and
+    /// imports nothing the host does not provide.
+    pub fn load(&self, kind: HookKind, name: &str, version: i64, component: &[u8]) -> Result<Plugin, LoadError> {
+        let compiled = Component::new(&self.engine, component)
+            .map_err(|e| LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled)
+            .map_err(|e| LoadError(format!("plugin {name} v{version} cannot be linked: {e:#}")))?;
+        let wrong_world = |e: wasmtime::Error| {
+            LoadError(format!("plugin {name} v{version} does not export the {} hook: {e:#}", kind.as_str()))
+        };
+        let pre = match kind {
+            HookKind::Dcr => Pre::Dcr(DcrHookPre::new(pre).map_err(wrong_world)?),
+            HookKind::MayAct => Pre::MayAct(MayActHookPre::new(pre).map_err(wrong_world)?),
+        };
+        Ok(Plugin { name: name.to_string(), version, kind, pre })
+    }
+
+    fn store(&self, plugin: &Plugin, limits: &Limits, realm: &str) -> Store<HostState> {
+        let state = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory)
+                .instances(16)
+                .tables(16)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            label: format!("{realm}/{}@{}", plugin.name, plugin.version).into(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store
+    }
+
+    /// Runs a DCR plugin on one registration operation and returns the
+    /// attributes it sets.
+    pub fn run_dcr(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        realm: &str,
+        input: &DcrInput<'_>,
+    ) -> Result<Vec<Attribute>, HookError> {
+        let Pre::Dcr(pre) = &plugin.pre else {
+            return Err(HookError::Failed(format!("plugin {} is not a dcr plugin", plugin.name)));
+        };
+        let mut store = self.store(plugin, limits, realm);
+        let registration = wit_dcr::Registration {
+            operation: match input.operation {
+                Operation::Create => wit_dcr::Operation::Create,
+                Operation::Update => wit_dcr::Operation::Update,
+                Operation::Delete => wit_dcr::Operation::Delete,
+            },
+            request: input.request.to_wit(),
+            client: client_view(input.client),
+            software_statement: input.software_statement.map(str::to_string),
+        };
+        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
+        let answer = instance
+            .agentauth_policy_dcr()
+            .call_evaluate(&mut store, &registration)
+            .map_err(|e| failure(&e, limits))?;
+        let decision = answer.map_err(refusal)?;
+        if decision.set_attributes.len() > MAX_ATTRIBUTES {
+            return Err(HookError::Failed(format!("the decision sets more than {MAX_ATTRIBUTES} attributes")));
+        }
+        decision
+            .set_attributes
+            .into_iter()
+            .map(|a| {
+                if a.name.len() > MAX_OUTPUT_STRING
+                    || a.values.len() > MAX_ATTRIBUTES
+                    || a.values.iter().any(|v| v.len() > MAX_OUTPUT_STRING)
+                {
+                    return Err(HookError::Failed("the decision holds an oversized attribute".into()));
+                }
+                Ok(Attribute { name: a.name, values: a.values })
+            })
+            .collect()
+    }
+
+    /// Runs a may-act plugin for a token about to be issued to `client`.
+    pub fn run_may_act(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        realm: &str,
+        client: &Client,
+        token: &TokenView<'_>,
+    ) -> Result<Option<MayActClaim>, HookError> {
+        let Pre::MayAct(pre) = &plugin.pre else {
+            return Err(HookError::Failed(format!("plugin {} is not a may-act plugin", plugin.name)));
+        };
+        let mut store = self.store(plugin, limits, realm);
+        let view = wit_may_act::TokenView {
+            realm: realm.to_string(),
+            grant_type: token.grant_type.to_string(),
+            sub: token.sub.to_string(),
+            scopes: token.scopes.to_vec(),
+        };
+        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
+        let answer = instance
+            .agentauth_policy_may_act()
+            .call_decide(&mut store, &client_view(client), &view)
+            .map_err(|e| failure(&e, limits))?;
+        let Some(claim) = answer.map_err(refusal)? else {
+            return Ok(None);
+        };
+        check_claim_value("may_act.client_id", &claim.client_id)?;
+        if let Some(sub) = &claim.sub {
+            check_claim_value("may_act.sub", sub)?;
+        }
+        Ok(Some(MayActClaim { client_id: claim.client_id, sub: claim.sub }))
+    }
+}
+
+/// A value a plugin puts into a token: printable, non-empty and short.
+fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {
+    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+        return Err(HookError::Failed(format!("{what} must be 1 to 256 printable characters")));
+    }
+    Ok(())
+}
+
+fn refusal(error: wit_types::Error) -> HookError {
+    match error {
+        wit_types::Error::Denied(why) => HookError::Denied(truncate(&why, MAX_OUTPUT_STRING).to_string()),
+        wit_types::Error::Other(why) => {
+            HookError::Failed(format!("plugin error: {}", truncate(&why, MAX_OUTPUT_STRING)))
+        }
+    }
+}
+
+/// Names what went wrong in a call that did not return.
+fn failure(error: &wasmtime::Error, limits: &Limits) -> HookError {
+    let why = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("timed out after {} ms", limits.timeout.as_millis()),
+        Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
+        Some(trap) => format!("trapped: {trap}"),
+        None if format!("{error:#}").contains("forcing trap when growing memory") => {
+            format!("exceeded its memory limit of {} bytes", limits.memory)
+        }
+        None => format!("failed: {}", truncate(&format!("{error:#}"), MAX_OUTPUT_STRING)),
+    };
+    HookError::Failed(why)
+}
+
+fn client_view(client: &Client) -> wit_types::ClientView {
+    wit_types::ClientView {
+        client_id: client.client_id.clone(),
+        is_ai_agent: client.is_ai_agent,
+        metadata: agentauth_core::registration::metadata_json(&client.metadata).to_string(),
+        attributes: client
+            .attributes
+            .as_pairs()
+            .into_iter()
+            .map(|(name, values)| wit_types::Attribute { name: name.to_string(), values })
+            .collect(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A registration operation (RFC 7591 / RFC 7592).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+/// The HTTP request a hook runs for, with credentials already removed.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub parameters: Vec<(String, String)>,
+}
+
+impl RequestContext {
+    fn to_wit(&self) -> wit_types::RequestContext {
+        let pairs = |v: &[(String, String)]| {
+            v.iter().map(|(name, value)| wit_types::Pair { name: name.clone(), value: value.clone() }).collect()
+        };
+        wit_types::RequestContext {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            headers: pairs(&self.headers),
+            parameters: pairs(&self.parameters),
+        }
+    }
+}
+
+/// Input of the DCR hook.
+#[derive(Debug)]
+pub struct DcrInput<'a> {
+    pub operation: Operation,
+    pub request: &'a RequestContext,
+    pub client: &'a Client,
+    pub software_statement: Option<&'a str>,
+}
+
+/// An attribute a DCR plugin sets, not yet interpreted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// The token a may-act plugin is asked about.
+#[derive(Debug)]
+pub struct TokenView<'a> {
+    pub grant_type: &'a str,
+    pub sub: &'a str,
+    pub scopes: &'a [String],
+}
+
+/// A may-act plugin's answer, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MayActClaim {
+    pub client_id: String,
+    pub sub: Option<String>,
+}

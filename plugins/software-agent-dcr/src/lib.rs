@@ -19,8 +19,8 @@ wit_bindgen::generate!({
     path: "../../wit",
 });
 
-use exports::agentauth::policy::dcr::{Decision, Guest, Operation, Registration};
 use agentauth::policy::types::{Attribute, Error};
+use exports::agentauth::policy::dcr::{Decision, Guest, Operation, Registration};
 
 /// The realm plugin that decides `may_act` for the agents this policy admits.
 const MAY_ACT_PLUGIN: &str = "software-agent-may-act";

@@ -24,10 +24,7 @@ struct SoftwareAgentMayAct;
 
 impl Guest for SoftwareAgentMayAct {
     fn decide(client: ClientView, _token: TokenView) -> Result<Option<MayActClaim>, Error> {
-        Ok(Some(MayActClaim {
-            sub: Some(format!("(age!{})", client.client_id)),
-            client_id: client.client_id,
-        }))
+        Ok(Some(MayActClaim { sub: Some(format!("(age!{})", client.client_id)), client_id: client.client_id }))
     }
 }
 

@@ -1,0 +1,20 @@
+//! The policy plugins in `plugins/`, compiled to WebAssembly components by
+//! this crate's build script and embedded as bytes.
+//!
+//! The binary embeds the seed's two policies so `agentauth serve --demo`
+//! needs nothing built beforehand; tests use the same bytes.
+
+/// The seed's "Software agent DCR script" (`plugins/software-agent-dcr`).
+pub const SOFTWARE_AGENT_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/software_agent_dcr.wasm"));
+
+/// The seed's "Software agent may act script" (`plugins/software-agent-may-act`).
+pub const SOFTWARE_AGENT_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/software_agent_may_act.wasm"));
+
+/// Test fixture: a DCR plugin that denies, loops, traps or sets an unknown
+/// attribute when the registration's `client_name` says so.
+pub const MISBEHAVING_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_dcr.wasm"));
+
+/// Test fixture: a may-act plugin that loops, traps, allocates without
+/// bound, recurses, or returns invalid claims when the client's
+/// `client_name` says so.
+pub const MISBEHAVING_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_may_act.wasm"));

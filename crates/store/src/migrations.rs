@@ -1,0 +1,73 @@
+//! Numbered schema migrations, applied in order at open. A database made
+//! by a newer agentauth is refused rather than misread.
+
+use rusqlite::Connection;
+
+use crate::{Error, Result};
+
+/// Each entry moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: realms, keys, plugins, clients, server-side tokens.
+    "CREATE TABLE server_secrets (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE realms (
+        name       TEXT PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE signing_keys (
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        alg        TEXT NOT NULL,
+        pkcs8      BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX signing_keys_by_realm ON signing_keys (realm, created_at);
+    CREATE TABLE plugins (
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        hook       TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        component  BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        active     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (realm, name, version)
+    );
+    CREATE TABLE clients (
+        realm                   TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        client_id               TEXT NOT NULL,
+        metadata                TEXT NOT NULL,
+        attributes              TEXT NOT NULL,
+        is_ai_agent             INTEGER NOT NULL,
+        secret_hash             BLOB NOT NULL,
+        registration_token_hash BLOB NOT NULL,
+        issued_at               INTEGER NOT NULL,
+        PRIMARY KEY (realm, client_id)
+    );
+    CREATE TABLE tokens (
+        hash       BLOB PRIMARY KEY,
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        kind       TEXT NOT NULL,
+        grant_json TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
+];
+
+pub fn apply(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(Error(format!(
+            "the database has schema version {current}, newer than this agentauth knows ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! Test fixture: a may-act plugin that misbehaves on demand, so the host's
+//! fail-closed handling can be shown for each way a plugin can go wrong.
+//! The client's `client_name` picks the misbehaviour.
+
+wit_bindgen::generate!({
+    world: "may-act-hook",
+    path: "../../wit",
+});
+
+use agentauth::policy::log::{Level, write};
+use agentauth::policy::types::{ClientView, Error};
+use exports::agentauth::policy::may_act::{Guest, MayActClaim, TokenView};
+
+struct Misbehaving;
+
+fn client_name(client: &ClientView) -> String {
+    // The metadata is JSON; a crude scan keeps this fixture free of a JSON
+    // parser: `"client_name":"<mode>"`.
+    let key = "\"client_name\":\"";
+    client.metadata.find(key).map_or(String::new(), |i| {
+        let rest = &client.metadata[i + key.len()..];
+        rest[..rest.find('"').unwrap_or(rest.len())].to_string()
+    })
+}
+
+impl Guest for Misbehaving {
+    fn decide(client: ClientView, _token: TokenView) -> Result<Option<MayActClaim>, Error> {
+        let mode = client_name(&client);
+        write(Level::Info, &format!("misbehaving as {mode:?}"));
+        match mode.as_str() {
+            "loop" => loop {
+                std::hint::black_box(());
+            },
+            "trap" => panic!("asked to trap"),
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => Ok(Some(recurse(1))),
+            "huge" => Ok(Some(MayActClaim { client_id: "x".repeat(1 << 20), sub: None })),
+            "control" => Ok(Some(MayActClaim { client_id: "a\nb".into(), sub: None })),
+            "deny" => Err(Error::Denied("this agent may not be delegated to".into())),
+            "other" => Err(Error::Other("configuration missing".into())),
+            "someone-else" => Ok(Some(MayActClaim { client_id: "someone-else".into(), sub: None })),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[allow(unconditional_recursion)] // the point of this mode
+fn recurse(depth: u64) -> MayActClaim {
+    let claim = recurse(std::hint::black_box(depth + 1));
+    std::hint::black_box(claim)
+}
+
+export!(Misbehaving);
