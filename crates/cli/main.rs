@@ -1,1 +1,159 @@
-fn main() {}
+//! `agentauth`: the command line. Parses arguments, validates them into a
+//! configuration, wires the store, the plugin host and the server, and
+//! runs until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentauth_plugin_host::HookKind;
+use agentauth_server::{App, Config, RealmSettings};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "agentauth", version, about = "An OAuth 2.0 authorization server for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port; the address in use
+    /// is printed on standard output.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory holding the SQLite database. Created if missing.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// The origin clients use to reach the server, e.g.
+    /// https://am.example.com:8443. Issuers and endpoint URLs start with it.
+    /// Defaults to http://<listen address>.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Path prefix of the OAuth endpoints (`/am` as in PingAM; "" for none).
+    #[arg(long, default_value = "/am")]
+    base_path: String,
+    /// Create realm `alpha` as the PingAM "AI agent acting autonomously"
+    /// example configures it, unless it exists: AI agents and open
+    /// registration enabled, the software-agent DCR policy selected, the
+    /// software-agent may-act policy stored.
+    #[arg(long)]
+    demo: bool,
+}
+
+const DEMO_REALM: &str = "alpha";
+const DEMO_DCR: &str = "software-agent-dcr";
+const DEMO_MAY_ACT: &str = "software-agent-may-act";
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agentauth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let base_path = check_base_path(&args.base_path)?;
+    let public_url = args.public_url.as_deref().map(check_public_url).transpose()?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("agentauth.sqlite3");
+    let store = agentauth_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+        let local = listener.local_addr().context("reading the listening address")?;
+        let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
+        let app = App::new(Config { public_url: public_url.clone(), base_path: base_path.clone() }, store)?;
+        if args.demo {
+            let settings = RealmSettings {
+                ai_agents_enabled: true,
+                open_registration: true,
+                dcr_plugin: Some(DEMO_DCR.into()),
+                ..RealmSettings::default()
+            };
+            let plugins: &[(&str, HookKind, &[u8])] = &[
+                (DEMO_DCR, HookKind::Dcr, agentauth_plugins::SOFTWARE_AGENT_DCR),
+                (DEMO_MAY_ACT, HookKind::MayAct, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT),
+            ];
+            if app.provision_realm(DEMO_REALM, &settings, plugins)? {
+                tracing::info!(realm = DEMO_REALM, "created the demo realm");
+            }
+            let warm = std::sync::Arc::clone(&app);
+            tokio::task::spawn_blocking(move || warm.warm_up(DEMO_REALM)).await.context("loading the demo realm")??;
+        }
+        tracing::info!(data = %db.display(), "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
+        println!("agentauth listening on http://{local}");
+        agentauth_server::serve(listener, app, shutdown_signal()).await;
+        tracing::info!("stopped");
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn check_base_path(path: &str) -> anyhow::Result<String> {
+    let path = path.trim_end_matches('/');
+    if !path.is_empty() && !path.starts_with('/') {
+        bail!("--base-path must be empty or start with '/': {path:?}");
+    }
+    if path.contains(['?', '#', ' ']) {
+        bail!("--base-path must be a plain path: {path:?}");
+    }
+    Ok(path.to_string())
+}
+
+fn check_public_url(url: &str) -> anyhow::Result<String> {
+    let url = url.trim_end_matches('/');
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        bail!("--public-url must start with https:// or http://: {url:?}");
+    };
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        bail!("--public-url must be an origin with an optional path, no query or fragment: {url:?}");
+    }
+    Ok(url.to_string())
+}

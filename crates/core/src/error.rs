@@ -34,6 +34,9 @@ pub enum ErrorCode {
     /// The server cannot issue a token for the requested audience or
     /// resource (RFC 8693).
     InvalidTarget,
+    /// The resource owner or the server refused the request, e.g. because
+    /// open registration is disabled in the realm.
+    AccessDenied,
     /// The server met an unexpected condition, such as a failing policy.
     ServerError,
     /// The server is temporarily unable to handle the request.
@@ -53,6 +56,7 @@ impl ErrorCode {
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidTarget => "invalid_target",
+            Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -63,6 +67,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             Self::InvalidClient => 401,
+            Self::AccessDenied => 403,
             Self::ServerError => 500,
             Self::TemporarilyUnavailable => 503,
             _ => 400,

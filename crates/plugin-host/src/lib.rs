@@ -422,6 +422,7 @@ pub struct RequestContext {
     pub uri: String,
     pub headers: Vec<(String, String)>,
     pub parameters: Vec<(String, String)>,
+    pub body: Option<String>,
 }
 
 impl RequestContext {
@@ -434,6 +435,7 @@ impl RequestContext {
             uri: self.uri.clone(),
             headers: pairs(&self.headers),
             parameters: pairs(&self.parameters),
+            body: self.body.clone(),
         }
     }
 }

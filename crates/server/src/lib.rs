@@ -1,1 +1,193 @@
-//! placeholder
+//! The HTTP edge of agentauth: routing, bounded parsing, client
+//! authentication, and the mapping of domain outcomes to RFC responses.
+//!
+//! [`App`] is the whole server without a socket: [`App::handle`] takes a
+//! request and returns a response, so tests can call it directly;
+//! [`serve`] runs it on a listener with hyper.
+
+mod client_auth;
+mod endpoint;
+mod http;
+mod realm;
+mod route;
+mod secrets;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agentauth_plugin_host::{HookKind, PluginHost};
+use agentauth_store::Store;
+use http_body_util::Full;
+use hyper::body::Body;
+use hyper::body::Bytes;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+pub use realm::RealmSettings;
+
+use crate::http::Reply;
+use crate::realm::Realms;
+use crate::route::Route;
+use crate::secrets::Hasher;
+
+/// Largest request body accepted; registration metadata and token
+/// requests are far smaller.
+const MAX_BODY: usize = 64 * 1024;
+/// How long a client may take to send its request head, or its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Validated server configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The externally visible origin, e.g. `https://am.example.com:8443`,
+    /// without a trailing slash. Issuers and endpoint URLs start with it.
+    pub public_url: String,
+    /// The path prefix of the OAuth endpoints, `/am` by default so PingAM
+    /// clients work unchanged. Empty, or starting with `/`.
+    pub base_path: String,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The server's state, shared by every request.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    store: Arc<Store>,
+    host: PluginHost,
+    realms: Realms,
+    hasher: Hasher,
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl App {
+    pub fn new(config: Config, store: Store) -> Result<Arc<Self>, StartError> {
+        let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
+        let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
+        Ok(Arc::new(Self { config, store: Arc::new(store), host, realms: Realms::default(), hasher }))
+    }
+
+    /// Creates realm `name` with `settings` unless it exists, storing
+    /// `plugins` (name, hook, component) as their first versions. Each
+    /// plugin is validated first, so a realm never starts with one that
+    /// cannot run. Returns whether the realm was created.
+    pub fn provision_realm(
+        &self,
+        name: &str,
+        settings: &RealmSettings,
+        plugins: &[(&str, HookKind, &[u8])],
+    ) -> Result<bool, StartError> {
+        if self.store.realm(name).map_err(|e| StartError(e.to_string()))?.is_some() {
+            return Ok(false);
+        }
+        for (plugin, kind, component) in plugins {
+            self.host.load(*kind, plugin, 1, component).map_err(|e| StartError(e.to_string()))?;
+        }
+        let settings = serde_json::to_string(settings).map_err(|e| StartError(e.to_string()))?;
+        let created =
+            self.store.create_realm_if_absent(name, &settings, now()).map_err(|e| StartError(e.to_string()))?;
+        if created {
+            for (plugin, kind, component) in plugins {
+                let sha256 = secrets::sha256_hex(component);
+                self.store
+                    .add_plugin_version(name, plugin, kind.as_str(), &sha256, component, now())
+                    .map_err(|e| StartError(e.to_string()))?;
+            }
+        }
+        Ok(created)
+    }
+
+    /// Loads realm `name` (its keys, generated on first use, and its
+    /// plugins, compiled) so the first request does not pay for it.
+    pub fn warm_up(&self, name: &str) -> Result<(), StartError> {
+        let issuer_prefix = format!("{}{}", self.config.public_url, self.config.base_path);
+        match self.realms.get(name, &self.store, &self.host, &issuer_prefix, now()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(StartError(format!("realm {name} does not exist"))),
+            Err(e) => Err(StartError(format!("loading realm {name}: {}", e.description))),
+        }
+    }
+
+    /// Answers one request. Never fails: every error becomes a response.
+    pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let route = route::route(request.method(), request.uri().path(), &self.config.base_path);
+        if let Route::NotFound = route {
+            return Reply::not_found().into_response();
+        }
+        if let Route::Health = route {
+            return Reply::text(200, "ok").into_response();
+        }
+        let (parts, body) = request.into_parts();
+        let body = match http::read_body(body, MAX_BODY, READ_TIMEOUT).await {
+            Ok(body) => body,
+            Err(reply) => return reply.into_response(),
+        };
+        // Handlers do blocking work (SQLite, RSA signing, plugin calls):
+        // keep it off the threads that drive connections.
+        let app = Arc::clone(self);
+        let reply = tokio::task::spawn_blocking(move || endpoint::dispatch(&app, route, &parts, &body)).await;
+        match reply {
+            Ok(reply) => reply.into_response(),
+            Err(e) => {
+                tracing::error!("request handler panicked: {e}");
+                Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response()
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish (for at most 10 seconds).
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(64 * 1024);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = Arc::clone(&app);
+        let service = hyper::service::service_fn(move |request| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, Infallible>(app.handle(request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection closed: {e}");
+            }
+        });
+    }
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after 10 s; stopping anyway");
+    }
+}

@@ -104,12 +104,16 @@ impl std::fmt::Debug for ClientRow {
 /// What a server-side token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
+    /// An opaque access token; its grant is the token's claims.
+    Access,
+    /// A refresh token; its grant says what it may be refreshed into.
     Refresh,
 }
 
 impl TokenKind {
     fn as_str(self) -> &'static str {
         match self {
+            Self::Access => "access",
             Self::Refresh => "refresh",
         }
     }
@@ -342,62 +346,65 @@ impl Store {
 
     // ---- server-side tokens ----
 
-    /// Stores a token by its keyed hash with its grant, as JSON.
-    pub fn insert_token(&self, hash: &[u8], realm: &str, kind: TokenKind, grant: &str, expires_at: i64) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, realm, kind.as_str(), grant, expires_at],
-            )?;
-            Ok(())
-        })
+    /// Stores tokens by their keyed hashes, all in one commit.
+    pub fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
+        self.write(|tx| tokens.iter().try_for_each(|t| insert_token(tx, realm, t)))
     }
 
-    /// Atomically consumes a live token of `kind` in `realm`, returning its
-    /// grant: a refresh token can be used once, even by racing requests.
-    pub fn take_token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
-        self.write(|tx| {
-            let grant = tx
-                .query_row(
-                    "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = ?3 AND expires_at > ?4
-                     RETURNING grant_json",
-                    params![hash, realm, kind.as_str(), now],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(grant)
-        })
+    /// The grant of a live token of `kind` in `realm`: a token of another
+    /// realm, or expired, is not found.
+    pub fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
+        let conn = self.conn();
+        let grant = conn
+            .query_row(
+                "SELECT grant_json FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = ?3 AND expires_at > ?4",
+                params![hash, realm, kind.as_str(), now],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(grant)
     }
 
-    /// Replaces a consumed refresh token with its successor in one commit.
+    /// Replaces a live token of `kind` with its successors in one commit;
+    /// returns false, changing nothing, if the old token was already used,
+    /// so a refresh token can be used once even by racing requests.
     pub fn rotate_token(
         &self,
-        old_hash: &[u8],
-        new_hash: &[u8],
         realm: &str,
         kind: TokenKind,
-        grant: &str,
-        expires_at: i64,
+        old_hash: &[u8],
+        successors: &[NewToken<'_>],
         now: i64,
-    ) -> Result<Option<String>> {
+    ) -> Result<bool> {
         self.write(|tx| {
-            let old: Option<String> = tx
-                .query_row(
-                    "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = ?3 AND expires_at > ?4
-                     RETURNING grant_json",
-                    params![old_hash, realm, kind.as_str(), now],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if old.is_some() {
-                tx.execute(
-                    "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![new_hash, realm, kind.as_str(), grant, expires_at],
-                )?;
+            let removed = tx.execute(
+                "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = ?3 AND expires_at > ?4",
+                params![old_hash, realm, kind.as_str(), now],
+            )?;
+            if removed == 1 {
+                successors.iter().try_for_each(|t| insert_token(tx, realm, t))?;
             }
-            Ok(old)
+            Ok(removed == 1)
         })
     }
+}
+
+/// A server-side token to store: its keyed hash, what it is, its grant
+/// as JSON, and when it expires.
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub hash: &'a [u8],
+    pub kind: TokenKind,
+    pub grant: &'a str,
+    pub expires_at: i64,
+}
+
+fn insert_token(tx: &rusqlite::Transaction<'_>, realm: &str, t: &NewToken<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -469,13 +476,18 @@ mod tests {
     fn a_refresh_token_rotates_once() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_token(b"old", "alpha", TokenKind::Refresh, "{\"g\":1}", 100).unwrap();
-        assert_eq!(store.take_token(b"old", "beta", TokenKind::Refresh, 0).unwrap(), None);
-        let got = store.rotate_token(b"old", b"new", "alpha", TokenKind::Refresh, "{\"g\":2}", 100, 0).unwrap();
-        assert_eq!(got.as_deref(), Some("{\"g\":1}"));
-        assert_eq!(store.rotate_token(b"old", b"x", "alpha", TokenKind::Refresh, "{}", 100, 0).unwrap(), None);
-        assert_eq!(store.take_token(b"new", "alpha", TokenKind::Refresh, 200).unwrap(), None, "expired");
-        assert_eq!(store.take_token(b"new", "alpha", TokenKind::Refresh, 0).unwrap().as_deref(), Some("{\"g\":2}"));
+        store.create_realm_if_absent("beta", "{}", 0).unwrap();
+        let token = |hash, grant| NewToken { hash, kind: TokenKind::Refresh, grant, expires_at: 100 };
+        store.insert_tokens("alpha", &[token(b"old", "{\"g\":1}")]).unwrap();
+        assert_eq!(store.token(b"old", "beta", TokenKind::Refresh, 0).unwrap(), None, "other realm");
+        assert_eq!(store.token(b"old", "alpha", TokenKind::Access, 0).unwrap(), None, "other kind");
+        let refresh = TokenKind::Refresh;
+        assert!(!store.rotate_token("beta", refresh, b"old", &[token(b"new", "{}")], 0).unwrap());
+        assert!(store.rotate_token("alpha", refresh, b"old", &[token(b"new", "{\"g\":2}")], 0).unwrap());
+        assert!(!store.rotate_token("alpha", refresh, b"old", &[token(b"x", "{}")], 0).unwrap(), "used twice");
+        assert_eq!(store.token(b"x", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 100).unwrap(), None, "expired");
+        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 99).unwrap().as_deref(), Some("{\"g\":2}"));
     }
 
     #[test]

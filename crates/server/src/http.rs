@@ -1,0 +1,183 @@
+//! HTTP plumbing: bounded body reading, form parsing and the one place
+//! where outcomes become responses.
+
+use std::time::Duration;
+
+use agentauth_core::{ErrorCode, OAuthError};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Bytes};
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+
+/// A response about to be sent.
+#[derive(Debug)]
+pub struct Reply {
+    status: u16,
+    body: Bytes,
+    content_type: &'static str,
+    /// Token and registration responses carry secrets: never cache them.
+    no_store: bool,
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &Value) -> Self {
+        Self {
+            status,
+            body: Bytes::from(body.to_string()),
+            content_type: "application/json",
+            no_store: true,
+            headers: Vec::new(),
+        }
+    }
+
+    /// JSON that may be cached for a while (discovery, JWKS).
+    pub fn public_json(body: &Value) -> Self {
+        let mut reply = Self::json(200, body);
+        reply.no_store = false;
+        reply.headers.push((header::CACHE_CONTROL, "public, max-age=300".into()));
+        reply
+    }
+
+    pub fn text(status: u16, text: &'static str) -> Self {
+        Self {
+            status,
+            body: Bytes::from_static(text.as_bytes()),
+            content_type: "text/plain",
+            no_store: false,
+            headers: Vec::new(),
+        }
+    }
+
+    /// An OAuth error response (RFC 6749 §5.2).
+    pub fn error(error: &OAuthError) -> Self {
+        let mut reply = Self::json(
+            error.code.http_status(),
+            &json!({"error": error.code.as_str(), "error_description": error.description}),
+        );
+        if error.code == ErrorCode::InvalidClient {
+            // RFC 6749 §5.2: 401 carries a challenge for the scheme used.
+            reply.headers.push((header::WWW_AUTHENTICATE, "Basic realm=\"agentauth\"".into()));
+        }
+        reply
+    }
+
+    pub fn not_found() -> Self {
+        Self::json(404, &json!({"error": "not_found", "error_description": "no such endpoint or realm"}))
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut reply = Self::json(
+            405,
+            &json!({"error": "invalid_request", "error_description": format!("this endpoint answers {allow} only")}),
+        );
+        reply.headers.push((header::ALLOW, allow.into()));
+        reply
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body));
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if self.no_store {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        }
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+        response
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout`.
+pub async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, Reply>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large(limit));
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
+        Ok(Err(e)) => Err(Reply::error(&OAuthError::invalid_request(format!("reading the request body failed: {e}")))),
+        Err(_) => Err(Reply::json(
+            408,
+            &json!({"error": "invalid_request", "error_description": "the request body arrived too slowly"}),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> Reply {
+    Reply::json(
+        413,
+        &json!({"error": "invalid_request", "error_description": format!("the request body exceeds {limit} bytes")}),
+    )
+}
+
+/// True when the request's media type is `expected` (parameters such as
+/// `charset` allowed).
+pub fn has_media_type(headers: &hyper::HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected))
+}
+
+/// Form parameters (application/x-www-form-urlencoded). RFC 6749 §3.2:
+/// parameters sent without a value are treated as omitted, and request
+/// parameters must not be included more than once.
+#[derive(Debug, Default)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let mut params: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            if value.is_empty() {
+                continue;
+            }
+            if params.iter().any(|(n, _)| *n == name) {
+                return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
+            }
+            params.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self(params))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is required")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_refuse_repeats_and_drop_empty_values() {
+        let form = Form::parse(b"grant_type=client_credentials&scope=&scope=read%20write").unwrap();
+        assert_eq!(form.get("scope"), Some("read write"));
+        assert_eq!(form.get("grant_type"), Some("client_credentials"));
+        assert!(Form::parse(b"a=1&a=2").is_err());
+    }
+
+    #[test]
+    fn errors_render_as_rfc6749_json_and_are_not_cached() {
+        let reply = Reply::error(&OAuthError::new(ErrorCode::InvalidClient, "nope")).into_response();
+        assert_eq!(reply.status(), 401);
+        assert_eq!(reply.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(reply.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+}

@@ -1,0 +1,166 @@
+//! Realms: their settings, and the runtime snapshot each request uses.
+//!
+//! A realm's runtime (settings, keys, compiled plugins) is one `Arc`. It
+//! is built on first use: the realm's first signing key is generated then,
+//! and its plugins are compiled. Replacing a realm's snapshot never
+//! disturbs requests in flight, which keep the `Arc` they started with.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use agentauth_core::OAuthError;
+use agentauth_jose::{Algorithm, SigningKey, VerifyingKey};
+use agentauth_plugin_host::{HookKind, Limits, Plugin, PluginHost};
+use agentauth_store::{KeyRow, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A realm's configuration, stored as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RealmSettings {
+    /// Agents may register at `aiagent/register`.
+    pub ai_agents_enabled: bool,
+    /// Anyone may register a client, with no initial access token.
+    pub open_registration: bool,
+    /// The plugin that serves the DCR hook, if any.
+    pub dcr_plugin: Option<String>,
+    /// `RS256`, `ES256` or `EdDSA`.
+    pub signing_alg: String,
+    /// Access token lifetime, seconds.
+    pub access_token_lifetime: i64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_token_lifetime: i64,
+    /// Time one plugin call may take, milliseconds.
+    pub plugin_timeout_ms: u64,
+    /// Memory one plugin instance may use, bytes.
+    pub plugin_memory_bytes: usize,
+}
+
+impl Default for RealmSettings {
+    fn default() -> Self {
+        Self {
+            ai_agents_enabled: false,
+            open_registration: false,
+            dcr_plugin: None,
+            signing_alg: "RS256".into(),
+            access_token_lifetime: 3600,
+            refresh_token_lifetime: 7 * 24 * 3600,
+            plugin_timeout_ms: 100,
+            plugin_memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Everything a request needs to know about its realm.
+#[derive(Debug)]
+pub struct RealmRuntime {
+    pub name: String,
+    pub settings: RealmSettings,
+    /// `{public-url}{base}/oauth2/realms/root/realms/{name}`.
+    pub issuer: String,
+    pub signing_key: SigningKey,
+    pub verifying_keys: Vec<VerifyingKey>,
+    pub jwks: Value,
+    pub plugin_limits: Limits,
+    plugins: HashMap<String, Plugin>,
+}
+
+impl RealmRuntime {
+    /// The realm's active plugin `name`, if it serves `kind`.
+    pub fn plugin(&self, name: &str, kind: HookKind) -> Result<&Plugin, OAuthError> {
+        match self.plugins.get(name) {
+            Some(plugin) if plugin.kind() == kind => Ok(plugin),
+            _ => {
+                tracing::error!(realm = %self.name, plugin = name, hook = kind.as_str(), "the realm names a plugin it does not have");
+                Err(OAuthError::server_error(format!("the realm's {} policy is not available", kind.as_str())))
+            }
+        }
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}/{path}", self.issuer)
+    }
+}
+
+/// The runtimes of the realms used so far.
+#[derive(Debug, Default)]
+pub struct Realms {
+    loaded: RwLock<HashMap<String, Arc<RealmRuntime>>>,
+}
+
+impl Realms {
+    /// The realm's runtime, built on first use. `Ok(None)` for a realm
+    /// that does not exist.
+    pub fn get(
+        &self,
+        name: &str,
+        store: &Store,
+        host: &PluginHost,
+        issuer_prefix: &str,
+        now: i64,
+    ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+        if let Some(runtime) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(Some(Arc::clone(runtime)));
+        }
+        let Some(row) = store.realm(name).map_err(internal)? else {
+            return Ok(None);
+        };
+        let settings: RealmSettings =
+            serde_json::from_str(&row.settings).map_err(|e| internal(format!("realm {name} settings: {e}")))?;
+        let alg = Algorithm::parse(&settings.signing_alg)
+            .ok_or_else(|| internal(format!("realm {name}: unknown signing algorithm {:?}", settings.signing_alg)))?;
+
+        let mut keys = store.keys(name).map_err(internal)?;
+        if keys.is_empty() {
+            let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
+            let first = store
+                .insert_first_key(name, &KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now })
+                .map_err(internal)?;
+            tracing::info!(realm = name, alg = %first.alg, "generated the realm's first signing key");
+            keys.push(first);
+        }
+        let mut verifying_keys = Vec::new();
+        let mut signing_key = None;
+        for key in &keys {
+            let key_alg = Algorithm::parse(&key.alg)
+                .ok_or_else(|| internal(format!("stored key has unknown alg {}", key.alg)))?;
+            let loaded = SigningKey::from_pkcs8(key_alg, &key.pkcs8).map_err(internal)?;
+            verifying_keys.push(loaded.verifying_key().clone());
+            // Keys are newest first: the newest signs.
+            signing_key.get_or_insert(loaded);
+        }
+        let signing_key = signing_key.ok_or_else(|| internal("realm has no signing key"))?;
+        let jwks = serde_json::json!({"keys": verifying_keys.iter().map(VerifyingKey::jwk).collect::<Vec<_>>()});
+
+        let mut plugins = HashMap::new();
+        for row in store.active_plugins(name).map_err(internal)? {
+            let kind = HookKind::parse(&row.hook)
+                .ok_or_else(|| internal(format!("plugin {} has unknown hook {}", row.name, row.hook)))?;
+            let plugin = host.load(kind, &row.name, row.version, &row.component).map_err(internal)?;
+            plugins.insert(row.name, plugin);
+        }
+
+        let runtime = Arc::new(RealmRuntime {
+            name: name.to_string(),
+            issuer: format!("{issuer_prefix}/oauth2/realms/root/realms/{name}"),
+            plugin_limits: Limits {
+                timeout: Duration::from_millis(settings.plugin_timeout_ms),
+                memory: settings.plugin_memory_bytes,
+            },
+            settings,
+            signing_key,
+            verifying_keys,
+            jwks,
+            plugins,
+        });
+        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(Arc::clone(loaded.entry(name.to_string()).or_insert(runtime))))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> OAuthError {
+    tracing::error!("{e}");
+    OAuthError::server_error("internal error")
+}

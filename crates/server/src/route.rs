@@ -1,0 +1,117 @@
+//! Which endpoint a request is for: a pure function of method and path.
+//!
+//! OAuth endpoints live under `{base}/oauth2/realms/root/realms/{realm}/`,
+//! as in PingAM, so PingAM clients and the seed's curl commands work
+//! unchanged.
+
+use hyper::Method;
+
+/// An endpoint and the realm it is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Register {
+        realm: String,
+        ai_agent: bool,
+    },
+    Token {
+        realm: String,
+    },
+    Jwks {
+        realm: String,
+    },
+    Discovery {
+        realm: String,
+    },
+    /// A known path with a method it does not answer.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    NotFound,
+}
+
+pub fn route(method: &Method, path: &str, base: &str) -> Route {
+    if path == "/healthz" {
+        return if method == Method::GET { Route::Health } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
+    let Some(rest) = path.strip_prefix(base).and_then(|p| p.strip_prefix("/oauth2/realms/root/realms/")) else {
+        return Route::NotFound;
+    };
+    let Some((realm, endpoint)) = rest.split_once('/') else {
+        return Route::NotFound;
+    };
+    if !is_realm_name(realm) {
+        return Route::NotFound;
+    }
+    let realm = realm.to_string();
+    let (route, allow) = match endpoint {
+        "aiagent/register" => (Route::Register { realm, ai_agent: true }, Method::POST),
+        "register" => (Route::Register { realm, ai_agent: false }, Method::POST),
+        "access_token" => (Route::Token { realm }, Method::POST),
+        "connect/jwk_uri" => (Route::Jwks { realm }, Method::GET),
+        ".well-known/openid-configuration" => (Route::Discovery { realm }, Method::GET),
+        _ => return Route::NotFound,
+    };
+    if *method == allow {
+        route
+    } else {
+        Route::MethodNotAllowed { allow: if allow == Method::GET { "GET" } else { "POST" } }
+    }
+}
+
+/// Realm names: what an operator can type and a URL carries unescaped.
+pub fn is_realm_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REALM: &str = "/am/oauth2/realms/root/realms/alpha";
+
+    #[test]
+    fn seed_paths_route_to_their_endpoints() {
+        assert_eq!(
+            route(&Method::POST, &format!("{REALM}/aiagent/register"), "/am"),
+            Route::Register { realm: "alpha".into(), ai_agent: true }
+        );
+        assert_eq!(
+            route(&Method::POST, &format!("{REALM}/access_token"), "/am"),
+            Route::Token { realm: "alpha".into() }
+        );
+        assert_eq!(
+            route(&Method::GET, &format!("{REALM}/connect/jwk_uri"), "/am"),
+            Route::Jwks { realm: "alpha".into() }
+        );
+    }
+
+    #[test]
+    fn wrong_method_is_not_a_missing_page() {
+        assert_eq!(
+            route(&Method::GET, &format!("{REALM}/access_token"), "/am"),
+            Route::MethodNotAllowed { allow: "POST" }
+        );
+    }
+
+    #[test]
+    fn base_path_is_configurable_and_required() {
+        assert_eq!(
+            route(&Method::POST, "/oauth2/realms/root/realms/alpha/access_token", ""),
+            Route::Token { realm: "alpha".into() }
+        );
+        assert_eq!(route(&Method::POST, "/oauth2/realms/root/realms/alpha/access_token", "/am"), Route::NotFound);
+    }
+
+    #[test]
+    fn odd_realm_names_and_paths_are_not_found() {
+        for path in [
+            "/am/oauth2/realms/root/realms/../access_token",
+            "/am/oauth2/realms/root/realms/al%20pha/access_token",
+            "/am/oauth2/realms/root/realms/alpha/access_token/",
+            "/am/oauth2/realms/root/realms/alpha",
+        ] {
+            assert_eq!(route(&Method::POST, path, "/am"), Route::NotFound, "{path}");
+        }
+    }
+}
