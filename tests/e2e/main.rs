@@ -1,1 +1,11 @@
+//! End-to-end tests: the real `agentauth` binary, started on 127.0.0.1
+//! with a temporary data directory, driven over HTTP as a client would.
+//! One test binary, modules by endpoint; `support` makes the tests read
+//! like the specification they check.
 
+mod registration;
+mod restart;
+mod seed_flow;
+mod support;
+mod token_endpoint;
+mod token_exchange;

@@ -1,6 +1,8 @@
 //! The host runs the shipped policies and fails closed on every way a
 //! plugin can misbehave.
 
+#![allow(clippy::unwrap_used)] // a test that unwraps fails with a location
+
 use std::time::{Duration, Instant};
 
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};

@@ -11,7 +11,8 @@ pub const SOFTWARE_AGENT_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/
 pub const SOFTWARE_AGENT_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/software_agent_may_act.wasm"));
 
 /// Test fixture: a DCR plugin that denies, loops, traps or sets an unknown
-/// attribute when the registration's `client_name` says so.
+/// attribute when the registration's `client_name` says so, and otherwise
+/// gives the client the `misbehaving-may-act` plugin.
 pub const MISBEHAVING_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_dcr.wasm"));
 
 /// Test fixture: a may-act plugin that loops, traps, allocates without

@@ -11,6 +11,8 @@ mod http;
 mod realm;
 mod route;
 mod secrets;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -344,6 +344,20 @@ impl Store {
         }))
     }
 
+    /// How many clients the realm has.
+    pub fn count_clients(&self, realm: &str) -> Result<i64> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM clients WHERE realm = ?1", [realm], |r| r.get(0))?)
+    }
+
+    /// How many server-side tokens of `kind` the realm holds.
+    pub fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM tokens WHERE realm = ?1 AND kind = ?2",
+            params![realm, kind.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
     // ---- server-side tokens ----
 
     /// Stores tokens by their keyed hashes, all in one commit.

@@ -1,6 +1,8 @@
 //! Test fixture: a DCR plugin that misbehaves on demand. The registration's
-//! `client_name` picks the misbehaviour; any other name is allowed with the
-//! seed's attributes.
+//! `client_name` picks the misbehaviour (`dcr-deny`, `dcr-loop`,
+//! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`); any other
+//! client is admitted with stateless tokens and the `misbehaving-may-act`
+//! plugin, whose misbehaviour its `client_name` then picks.
 
 wit_bindgen::generate!({
     world: "dcr-hook",
@@ -16,25 +18,38 @@ fn set(name: &str, value: &str) -> Attribute {
     Attribute { name: name.into(), values: vec![value.into()] }
 }
 
+fn admitted(may_act_plugin: &str) -> Decision {
+    Decision {
+        set_attributes: vec![
+            set("providerOverridesEnabled", "true"),
+            set("accessTokenMayActScript", may_act_plugin),
+            set("statelessTokensEnabled", "true"),
+        ],
+    }
+}
+
 impl Guest for Misbehaving {
     fn evaluate(registration: Registration) -> Result<Decision, Error> {
         let metadata = &registration.client.metadata;
         let is = |mode: &str| metadata.contains(&format!("\"client_name\":\"{mode}\""));
-        if is("deny") {
-            return Err(Error::Denied("registrations named deny are refused".into()));
+        if is("dcr-deny") {
+            return Err(Error::Denied("registrations named dcr-deny are refused".into()));
         }
-        if is("loop") {
+        if is("dcr-loop") {
             loop {
                 std::hint::black_box(());
             }
         }
-        if is("trap") {
+        if is("dcr-trap") {
             panic!("asked to trap");
         }
-        if is("unknown-attribute") {
+        if is("dcr-unknown-attribute") {
             return Ok(Decision { set_attributes: vec![set("clientId", "chosen-by-plugin")] });
         }
-        Ok(Decision { set_attributes: vec![set("statelessTokensEnabled", "true")] })
+        if is("dcr-missing-may-act") {
+            return Ok(admitted("no-such-plugin"));
+        }
+        Ok(admitted("misbehaving-may-act"))
     }
 }
 

@@ -1,0 +1,30 @@
+# The two commands of the README, and the checks CI runs.
+#
+#   make serve   run the server with the demo realm of the seed example
+#   make test    formatting, lints and every test (what .ci/run runs)
+
+CARGO ?= cargo
+
+.PHONY: serve test fmt lint unit wasm-target
+
+serve:
+	$(CARGO) run --release -- serve --demo
+
+test: wasm-target fmt lint unit
+
+# A fresh machine lacks the wasm32-wasip2 standard library, and rustup
+# does not install targets by itself here. (The build script of
+# crates/plugins adds it too, so `cargo run` alone also works.)
+wasm-target:
+	rustup target add wasm32-wasip2
+
+fmt:
+	$(CARGO) fmt --all -- --check
+	cd plugins && $(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --release --locked --target wasm32-wasip2 --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --release --workspace

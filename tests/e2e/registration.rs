@@ -1,0 +1,73 @@
+//! `aiagent/register`: RFC 7591 registration of AI agents.
+
+use serde_json::json;
+
+use crate::support::{Server, seed_registration};
+
+#[test]
+fn malformed_json_is_invalid_client_metadata() {
+    let server = Server::start();
+    for body in ["{", "not json", "[1, 2]", "\"string\""] {
+        server.register_raw(body).assert_error(400, "invalid_client_metadata");
+    }
+}
+
+#[test]
+fn metadata_of_the_wrong_shape_is_invalid_client_metadata() {
+    let server = Server::start();
+    for bad in [
+        json!({"grant_types": "client_credentials"}),
+        json!({"grant_types": ["password"]}),
+        json!({"scopes": "read"}),
+        json!({"token_endpoint_auth_method": "none"}),
+    ] {
+        server.register_raw(&bad.to_string()).assert_error(400, "invalid_client_metadata");
+    }
+}
+
+#[test]
+fn a_bad_redirect_uri_is_invalid_redirect_uri() {
+    let server = Server::start();
+    for uri in ["not-a-uri", "https://a.example/cb#fragment", "http://a.example/cb"] {
+        let mut body = seed_registration();
+        body["redirect_uris"] = json!([uri]);
+        server.register_raw(&body.to_string()).assert_error(400, "invalid_redirect_uri");
+    }
+}
+
+#[test]
+fn a_client_cannot_choose_its_client_id() {
+    let server = Server::start();
+    let mut body = seed_registration();
+    body["client_id"] = json!("my-own-id");
+    body["client_secret"] = json!("my-own-secret");
+    let reply = server.register_raw(&body.to_string());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_ne!(reply.json["client_id"], "my-own-id");
+    assert_ne!(reply.json["client_secret"], "my-own-secret");
+}
+
+#[test]
+fn each_registration_gets_fresh_credentials() {
+    let server = Server::start();
+    let (a, b) = (server.register_agent(), server.register_agent());
+    assert_ne!(a.client_id, b.client_id);
+    assert_ne!(a.client_secret, b.client_secret);
+}
+
+#[test]
+fn an_unknown_realm_is_not_found() {
+    let server = Server::start();
+    let url = format!("{}/am/oauth2/realms/root/realms/nowhere/aiagent/register", server.base);
+    let reply = server.post_json(&url, &seed_registration().to_string());
+    assert_eq!(reply.status, 404, "{}", reply.body);
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused() {
+    let server = Server::start();
+    let mut body = seed_registration();
+    body["client_name"] = json!("x".repeat(100 * 1024));
+    let reply = server.register_raw(&body.to_string());
+    assert_eq!(reply.status, 413, "{}", reply.body);
+}
