@@ -2,12 +2,15 @@
 //! configuration, wires the store, the plugin host and the server, and
 //! runs until SIGINT or SIGTERM.
 
+mod admin;
+mod plugin_test;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentauth_plugin_host::HookKind;
-use agentauth_server::{App, Config, RealmSettings};
+use agentauth_server::{AdminToken, App, Config, RealmSettings};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Manage a realm's plugins on a running server, or test one locally.
+    #[command(subcommand)]
+    Plugin(admin::PluginCommand),
+    /// Configure a realm on a running server.
+    #[command(subcommand)]
+    Realm(admin::RealmCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,12 +82,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Plugin(command) => admin::plugin(command),
+        Command::Realm(command) => admin::realm(command),
     }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let base_path = check_base_path(&args.base_path)?;
     let public_url = args.public_url.as_deref().map(check_public_url).transpose()?;
+    let admin_token = match std::env::var("AGENTAUTH_ADMIN_TOKEN") {
+        Ok(token) => Some(AdminToken::new(token)?),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => bail!("AGENTAUTH_ADMIN_TOKEN is not valid UTF-8"),
+    };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let db = args.data_dir.join("agentauth.sqlite3");
     let store = agentauth_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
@@ -90,7 +106,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
         let local = listener.local_addr().context("reading the listening address")?;
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
-        let app = App::new(Config { public_url: public_url.clone(), base_path: base_path.clone() }, store)?;
+        let admin = if admin_token.is_some() { "enabled" } else { "disabled (set AGENTAUTH_ADMIN_TOKEN)" };
+        let config = Config { admin_token, public_url: public_url.clone(), base_path: base_path.clone() };
+        let app = App::new(config, store)?;
         if args.demo {
             let settings = RealmSettings {
                 ai_agents_enabled: true,
@@ -108,7 +126,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let warm = std::sync::Arc::clone(&app);
             tokio::task::spawn_blocking(move || warm.warm_up(DEMO_REALM)).await.context("loading the demo realm")??;
         }
-        tracing::info!(data = %db.display(), "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
+        tracing::info!(data = %db.display(), admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
         println!("agentauth listening on http://{local}");
         agentauth_server::serve(listener, app, shutdown_signal()).await;
         tracing::info!("stopped");

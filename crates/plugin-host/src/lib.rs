@@ -31,6 +31,26 @@ use bindings::types as wit_types;
 
 pub use agentauth_core::Client;
 
+/// The version of the `agentauth:policy` package this host serves.
+pub const CONTRACT_VERSION: &str = "0.1.0";
+/// Largest component accepted. Python and JavaScript policies carry their
+/// interpreter and weigh 12-18 MB.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// What a plugin may import: the contract's own interfaces, and WASI
+/// interfaces that the host links to a context granting nothing (no
+/// preopened directories, no environment, no arguments). Rust's standard
+/// library, componentize-py and componentize-js import these. Sockets and
+/// HTTP are refused by name, before linking.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "agentauth:policy/log@",
+    "agentauth:policy/types@",
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+];
+
 /// How often the epoch ticks; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Longest string a plugin may return in any field.
@@ -59,6 +79,14 @@ impl HookKind {
             "may-act" => Some(Self::MayAct),
             _ => None,
         }
+    }
+
+    /// Every hook kind.
+    pub const ALL: [HookKind; 2] = [HookKind::Dcr, HookKind::MayAct];
+
+    /// The interface a plugin of this kind exports, with its version.
+    pub fn export_name(self) -> String {
+        format!("agentauth:policy/{}@{CONTRACT_VERSION}", self.as_str())
     }
 }
 
@@ -145,6 +173,11 @@ impl Plugin {
     pub fn kind(&self) -> HookKind {
         self.kind
     }
+
+    /// The same compiled plugin under the version number the store gave it.
+    pub fn with_version(self, version: i64) -> Self {
+        Self { version, ..self }
+    }
 }
 
 /// Per-call state: a WASI that grants nothing, the memory limiter, and the
@@ -230,11 +263,20 @@ impl PluginHost {
         Ok(Self { engine, linker, stop_ticker })
     }
 
-    /// Compiles `component` and checks that it exports `kind`'s world and
-    /// imports nothing the host does not provide.
+    /// Compiles `component` and checks, by name, that it exports exactly
+    /// `kind`'s hook interface of this contract version and imports only
+    /// what [`ALLOWED_IMPORTS`] allows; then type-checks it against the
+    /// hook's world.
     pub fn load(&self, kind: HookKind, name: &str, version: i64, component: &[u8]) -> Result<Plugin, LoadError> {
+        if component.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError(format!(
+                "plugin {name} is {} bytes; the limit is {MAX_COMPONENT_BYTES}",
+                component.len()
+            )));
+        }
         let compiled = Component::new(&self.engine, component)
             .map_err(|e| LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}")))?;
+        self.check_interface(&compiled, kind).map_err(|why| LoadError(format!("plugin {name} v{version} {why}")))?;
         let pre = self
             .linker
             .instantiate_pre(&compiled)
@@ -247,6 +289,32 @@ impl PluginHost {
             HookKind::MayAct => Pre::MayAct(MayActHookPre::new(pre).map_err(wrong_world)?),
         };
         Ok(Plugin { name: name.to_string(), version, kind, pre })
+    }
+
+    /// Checks a compiled component's imports and exports by name, so a
+    /// refusal says exactly what is wrong.
+    fn check_interface(&self, compiled: &Component, kind: HookKind) -> Result<(), String> {
+        let ty = compiled.component_type();
+        for (import, _) in ty.imports(&self.engine) {
+            let allowed = ALLOWED_IMPORTS.iter().any(|prefix| import.starts_with(prefix))
+                && (!import.starts_with("agentauth:") || import.ends_with(&format!("@{CONTRACT_VERSION}")));
+            if !allowed {
+                return Err(format!(
+                    "imports {import}, which is not allowed: plugins may import agentauth:policy/log \
+                     and WASI cli, clocks, filesystem, io and random (granting nothing), \
+                     never sockets or HTTP"
+                ));
+            }
+        }
+        let wanted = kind.export_name();
+        let hooks: Vec<&str> =
+            ty.exports(&self.engine).map(|(n, _)| n).filter(|n| n.starts_with("agentauth:")).collect();
+        match hooks.as_slice() {
+            [only] if *only == wanted => Ok(()),
+            [] => Err(format!("exports no hook; a {} plugin exports {wanted}", kind.as_str())),
+            [only] => Err(format!("exports {only}, not {wanted}")),
+            many => Err(format!("exports {} hooks ({}); a plugin serves exactly one", many.len(), many.join(", "))),
+        }
     }
 
     fn store(&self, plugin: &Plugin, limits: &Limits, realm: &str) -> Store<HostState> {

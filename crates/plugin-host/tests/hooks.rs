@@ -83,9 +83,26 @@ fn seed_dcr_policy_sets_the_seed_attributes_for_agents_only() {
 fn a_plugin_for_another_hook_is_refused_at_load() {
     let host = PluginHost::new().unwrap();
     let err = host.load(HookKind::Dcr, "p", 1, plugins::SOFTWARE_AGENT_MAY_ACT).unwrap_err();
-    assert!(err.to_string().contains("does not export the dcr hook"), "{err}");
+    assert_eq!(err.to_string(), "plugin p v1 exports agentauth:policy/may-act@0.1.0, not agentauth:policy/dcr@0.1.0");
     let err = host.load(HookKind::MayAct, "p", 1, b"not wasm").unwrap_err();
     assert!(err.to_string().contains("not a valid component"), "{err}");
+}
+
+#[test]
+fn a_plugin_importing_sockets_is_refused_by_name() {
+    let host = PluginHost::new().unwrap();
+    let err = host.load(HookKind::MayAct, "nosy", 1, plugins::NOSY_MAY_ACT).unwrap_err().to_string();
+    assert!(err.starts_with("plugin nosy v1 imports wasi:sockets/"), "{err}");
+    assert!(err.contains("never sockets or HTTP"), "{err}");
+}
+
+#[test]
+fn files_and_environment_are_not_there_to_read() {
+    let host = PluginHost::new().unwrap();
+    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("read-file"), Limits::default()));
+    assert!(why.contains("no file"), "{why}");
+    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("read-env"), Limits::default()));
+    assert!(why.contains("no environment"), "{why}");
 }
 
 #[test]

@@ -19,3 +19,7 @@ pub const MISBEHAVING_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mis
 /// bound, recurses, or returns invalid claims when the client's
 /// `client_name` says so.
 pub const MISBEHAVING_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_may_act.wasm"));
+
+/// Test fixture: a may-act plugin that uses `std::net`, so it imports
+/// `wasi:sockets` and must be refused at upload.
+pub const NOSY_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nosy_may_act.wasm"));

@@ -5,6 +5,7 @@
 //! request and returns a response, so tests can call it directly;
 //! [`serve`] runs it on a listener with hyper.
 
+mod admin;
 mod client_auth;
 mod endpoint;
 mod http;
@@ -43,12 +44,44 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Validated server configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The bearer token of the admin API; `None` disables the admin API.
+    pub admin_token: Option<AdminToken>,
     /// The externally visible origin, e.g. `https://am.example.com:8443`,
     /// without a trailing slash. Issuers and endpoint URLs start with it.
     pub public_url: String,
     /// The path prefix of the OAuth endpoints, `/am` by default so PingAM
     /// clients work unchanged. Empty, or starting with `/`.
     pub base_path: String,
+}
+
+/// The admin API's bearer token. `Debug` never prints it.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Accepts tokens of at least 16 characters: a short token would be a
+    /// guessable key to every realm.
+    pub fn new(token: String) -> Result<Self, StartError> {
+        if token.len() < 16 {
+            return Err(StartError("the admin token must be at least 16 characters".into()));
+        }
+        Ok(Self(token))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let (a, b) = (
+            ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes()),
+            ring::digest::digest(&ring::digest::SHA256, presented.as_bytes()),
+        );
+        bool::from(a.as_ref().ct_eq(b.as_ref()))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken([redacted])")
+    }
 }
 
 /// Why the server could not start.
@@ -67,6 +100,8 @@ impl std::error::Error for StartError {}
 #[derive(Debug)]
 pub struct App {
     config: Config,
+    /// `{public-url}{base}`, the start of every issuer.
+    issuer_prefix: String,
     store: Arc<Store>,
     host: PluginHost,
     realms: Realms,
@@ -82,7 +117,8 @@ impl App {
     pub fn new(config: Config, store: Store) -> Result<Arc<Self>, StartError> {
         let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
         let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
-        Ok(Arc::new(Self { config, store: Arc::new(store), host, realms: Realms::default(), hasher }))
+        let issuer_prefix = format!("{}{}", config.public_url, config.base_path);
+        Ok(Arc::new(Self { config, issuer_prefix, store: Arc::new(store), host, realms: Realms::default(), hasher }))
     }
 
     /// Creates realm `name` with `settings` unless it exists, storing
@@ -115,11 +151,28 @@ impl App {
         Ok(created)
     }
 
+    fn sources(&self) -> realm::Sources<'_> {
+        realm::Sources { store: &self.store, host: &self.host, issuer_prefix: &self.issuer_prefix, now: now() }
+    }
+
+    /// The realm's current runtime; `None` if there is no such realm.
+    fn realm(&self, name: &str) -> Result<Option<Arc<realm::RealmRuntime>>, agentauth_core::OAuthError> {
+        self.realms.get(name, &self.sources())
+    }
+
+    /// Rebuilds and publishes the realm's runtime after a change.
+    fn republish(
+        &self,
+        name: &str,
+        fresh: Option<Arc<agentauth_plugin_host::Plugin>>,
+    ) -> Result<Option<Arc<realm::RealmRuntime>>, agentauth_core::OAuthError> {
+        self.realms.rebuild(name, &self.sources(), fresh)
+    }
+
     /// Loads realm `name` (its keys, generated on first use, and its
     /// plugins, compiled) so the first request does not pay for it.
     pub fn warm_up(&self, name: &str) -> Result<(), StartError> {
-        let issuer_prefix = format!("{}{}", self.config.public_url, self.config.base_path);
-        match self.realms.get(name, &self.store, &self.host, &issuer_prefix, now()) {
+        match self.realm(name) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(StartError(format!("realm {name} does not exist"))),
             Err(e) => Err(StartError(format!("loading realm {name}: {}", e.description))),
@@ -139,8 +192,16 @@ impl App {
         if let Route::Health = route {
             return Reply::text(200, "ok").into_response();
         }
+        let mut limit = MAX_BODY;
+        if let Route::Admin { .. } = route {
+            // The bearer token is checked before a byte of the body is read.
+            if let Err(reply) = admin::authorize(&self.config, request.headers()) {
+                return reply.into_response();
+            }
+            limit = admin::MAX_BODY;
+        }
         let (parts, body) = request.into_parts();
-        let body = match http::read_body(body, MAX_BODY, READ_TIMEOUT).await {
+        let body = match http::read_body(body, limit, READ_TIMEOUT).await {
             Ok(body) => body,
             Err(reply) => return reply.into_response(),
         };

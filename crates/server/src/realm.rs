@@ -6,7 +6,7 @@
 //! disturbs requests in flight, which keep the `Arc` they started with.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use agentauth_core::OAuthError;
@@ -64,7 +64,7 @@ pub struct RealmRuntime {
     pub verifying_keys: Vec<VerifyingKey>,
     pub jwks: Value,
     pub plugin_limits: Limits,
-    plugins: HashMap<String, Plugin>,
+    plugins: HashMap<String, Arc<Plugin>>,
 }
 
 impl RealmRuntime {
@@ -88,23 +88,47 @@ impl RealmRuntime {
 #[derive(Debug, Default)]
 pub struct Realms {
     loaded: RwLock<HashMap<String, Arc<RealmRuntime>>>,
+    /// Serialises rebuilds, so a rebuild that read older rows can never
+    /// publish over one that read newer rows.
+    rebuilding: Mutex<()>,
+}
+
+/// Where a realm's runtime comes from.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    pub store: &'a Store,
+    pub host: &'a PluginHost,
+    /// `{public-url}{base}`: issuers are this plus the realm's path.
+    pub issuer_prefix: &'a str,
+    pub now: i64,
 }
 
 impl Realms {
     /// The realm's runtime, built on first use. `Ok(None)` for a realm
     /// that does not exist.
-    pub fn get(
-        &self,
-        name: &str,
-        store: &Store,
-        host: &PluginHost,
-        issuer_prefix: &str,
-        now: i64,
-    ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+    pub fn get(&self, name: &str, from: &Sources<'_>) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
         if let Some(runtime) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(Some(Arc::clone(runtime)));
         }
+        self.rebuild(name, from, None)
+    }
+
+    /// Rebuilds the realm's runtime from the store and publishes it: the
+    /// swap that makes a plugin activation or a settings change take
+    /// effect. Requests in flight keep the runtime they started with.
+    /// Compiled plugins of the previous runtime, and `fresh` (a plugin
+    /// just validated), are reused rather than compiled again.
+    pub fn rebuild(
+        &self,
+        name: &str,
+        from: &Sources<'_>,
+        fresh: Option<Arc<Plugin>>,
+    ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+        let Sources { store, host, issuer_prefix, now } = *from;
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         let Some(row) = store.realm(name).map_err(internal)? else {
+            self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
             return Ok(None);
         };
         let settings: RealmSettings =
@@ -135,10 +159,26 @@ impl Realms {
         let jwks = serde_json::json!({"keys": verifying_keys.iter().map(VerifyingKey::jwk).collect::<Vec<_>>()});
 
         let mut plugins = HashMap::new();
-        for row in store.active_plugins(name).map_err(internal)? {
-            let kind = HookKind::parse(&row.hook)
-                .ok_or_else(|| internal(format!("plugin {} has unknown hook {}", row.name, row.hook)))?;
-            let plugin = host.load(kind, &row.name, row.version, &row.component).map_err(internal)?;
+        for row in store.plugin_versions(name).map_err(internal)?.into_iter().filter(|v| v.active) {
+            let known = previous
+                .as_ref()
+                .and_then(|p| p.plugins.get(&row.name))
+                .into_iter()
+                .chain(fresh.as_ref())
+                .find(|p| p.name() == row.name && p.version() == row.version)
+                .cloned();
+            let plugin = match known {
+                Some(plugin) => plugin,
+                None => {
+                    let kind = HookKind::parse(&row.hook)
+                        .ok_or_else(|| internal(format!("plugin {} has unknown hook {}", row.name, row.hook)))?;
+                    let component = store
+                        .plugin_component(name, &row.name, row.version)
+                        .map_err(internal)?
+                        .ok_or_else(|| internal(format!("plugin {} v{} vanished", row.name, row.version)))?;
+                    Arc::new(host.load(kind, &row.name, row.version, &component).map_err(internal)?)
+                }
+            };
             plugins.insert(row.name, plugin);
         }
 
@@ -155,8 +195,8 @@ impl Realms {
             jwks,
             plugins,
         });
-        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
-        Ok(Some(Arc::clone(loaded.entry(name.to_string()).or_insert(runtime))))
+        self.loaded.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Arc::clone(&runtime));
+        Ok(Some(runtime))
     }
 }
 

@@ -23,6 +23,11 @@ pub enum Route {
     Discovery {
         realm: String,
     },
+    /// The admin API, `/admin/v1/realms/{realm}/...`.
+    Admin {
+        realm: String,
+        op: AdminOp,
+    },
     /// A known path with a method it does not answer.
     MethodNotAllowed {
         allow: &'static str,
@@ -30,9 +35,27 @@ pub enum Route {
     NotFound,
 }
 
+/// An operation of the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    ListPlugins,
+    PushPlugin { name: String },
+    PluginVersions { name: String },
+    DeletePlugin { name: String },
+    Activate { name: String },
+    Rollback { name: String },
+    DeleteVersion { name: String, version: i64 },
+    Hooks,
+    SetHooks,
+    Audit,
+}
+
 pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if path == "/healthz" {
         return if method == Method::GET { Route::Health } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
+    if let Some(rest) = path.strip_prefix("/admin/v1/realms/") {
+        return admin_route(method, rest);
     }
     let Some(rest) = path.strip_prefix(base).and_then(|p| p.strip_prefix("/oauth2/realms/root/realms/")) else {
         return Route::NotFound;
@@ -56,6 +79,43 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
         route
     } else {
         Route::MethodNotAllowed { allow: if allow == Method::GET { "GET" } else { "POST" } }
+    }
+}
+
+fn admin_route(method: &Method, rest: &str) -> Route {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let Some((realm, segments)) = segments.split_first() else {
+        return Route::NotFound;
+    };
+    if !is_realm_name(realm) || segments.iter().skip(1).any(|s| s.is_empty()) {
+        return Route::NotFound;
+    }
+    let name = |n: &str| n.to_string();
+    let (op, allow): (Option<AdminOp>, &'static str) = match (segments, method.as_str()) {
+        (["plugins"], "GET") => (Some(AdminOp::ListPlugins), ""),
+        (["plugins"], _) => (None, "GET"),
+        (["plugins", n], "POST") => (Some(AdminOp::PushPlugin { name: name(n) }), ""),
+        (["plugins", n], "GET") => (Some(AdminOp::PluginVersions { name: name(n) }), ""),
+        (["plugins", n], "DELETE") => (Some(AdminOp::DeletePlugin { name: name(n) }), ""),
+        (["plugins", _], _) => (None, "GET, POST, DELETE"),
+        (["plugins", n, "activate"], "POST") => (Some(AdminOp::Activate { name: name(n) }), ""),
+        (["plugins", n, "rollback"], "POST") => (Some(AdminOp::Rollback { name: name(n) }), ""),
+        (["plugins", _, "activate" | "rollback"], _) => (None, "POST"),
+        (["plugins", n, "versions", v], "DELETE") => match v.parse() {
+            Ok(version) => (Some(AdminOp::DeleteVersion { name: name(n), version }), ""),
+            Err(_) => return Route::NotFound,
+        },
+        (["plugins", _, "versions", _], _) => (None, "DELETE"),
+        (["hooks"], "GET") => (Some(AdminOp::Hooks), ""),
+        (["hooks"], "PUT") => (Some(AdminOp::SetHooks), ""),
+        (["hooks"], _) => (None, "GET, PUT"),
+        (["audit"], "GET") => (Some(AdminOp::Audit), ""),
+        (["audit"], _) => (None, "GET"),
+        _ => return Route::NotFound,
+    };
+    match op {
+        Some(op) => Route::Admin { realm: realm.to_string(), op },
+        None => Route::MethodNotAllowed { allow },
     }
 }
 
@@ -101,6 +161,31 @@ mod tests {
             Route::Token { realm: "alpha".into() }
         );
         assert_eq!(route(&Method::POST, "/oauth2/realms/root/realms/alpha/access_token", "/am"), Route::NotFound);
+    }
+
+    #[test]
+    fn admin_paths_route_to_their_operations() {
+        let admin = |op| Route::Admin { realm: "alpha".into(), op };
+        let name = || "p".to_string();
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/realms/alpha/plugins/p", "/am"),
+            admin(AdminOp::PushPlugin { name: name() })
+        );
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/realms/alpha/plugins/p/rollback", ""),
+            admin(AdminOp::Rollback { name: name() })
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/admin/v1/realms/alpha/plugins/p/versions/3", ""),
+            admin(AdminOp::DeleteVersion { name: name(), version: 3 })
+        );
+        assert_eq!(route(&Method::PUT, "/admin/v1/realms/alpha/hooks", ""), admin(AdminOp::SetHooks));
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/realms/alpha/plugins/p/activate", ""),
+            Route::MethodNotAllowed { allow: "POST" }
+        );
+        assert_eq!(route(&Method::DELETE, "/admin/v1/realms/alpha/plugins/p/versions/x", ""), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/admin/v1/realms/../plugins", ""), Route::NotFound);
     }
 
     #[test]

@@ -10,12 +10,17 @@ use hyper::body::Bytes;
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 
-use crate::{App, Config, RealmSettings};
+use crate::{AdminToken, App, Config, RealmSettings};
 
 const REALM: &str = "hostile";
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 fn app() -> Arc<App> {
-    let config = Config { public_url: "https://as.example.test".into(), base_path: "/am".into() };
+    let config = Config {
+        admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
+        public_url: "https://as.example.test".into(),
+        base_path: "/am".into(),
+    };
     let app = App::new(config, Store::open_in_memory().unwrap()).unwrap();
     let settings = RealmSettings {
         ai_agents_enabled: true,
@@ -138,4 +143,185 @@ async fn wrong_methods_and_unknown_paths_are_told_apart() {
     assert_eq!(status, 404);
     let (status, jwks) = call(&app, get(&format!("/am/oauth2/realms/root/realms/{REALM}/connect/jwk_uri"))).await;
     assert_eq!((status, jwks["keys"][0]["alg"].as_str()), (200, Some("ES256")));
+}
+
+// ---- admin API and hot swap ----
+
+fn admin_request(method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> Request<Full<Bytes>> {
+    let mut request = Request::builder().method(method).uri(format!("/admin/v1/realms/{REALM}/{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.header("agentauth-actor", "tester").body(Full::new(Bytes::from(body))).unwrap()
+}
+
+async fn admin(app: &Arc<App>, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    call(app, admin_request(method, path, Some(ADMIN_TOKEN), body)).await
+}
+
+fn claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_bearer_token() {
+    let app = app();
+    let (status, body) = call(&app, admin_request("GET", "plugins", None, vec![])).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
+    let (status, _) = call(&app, admin_request("GET", "plugins", Some("wrong-token-wrong-token"), vec![])).await;
+    assert_eq!(status, 401);
+    let (status, body) = admin(&app, "GET", "plugins", vec![]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugins"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_bad_upload_is_refused_with_its_reason_and_the_active_version_keeps_serving() {
+    let app = app();
+    for (bytes, hook, why) in [
+        (b"not a component".to_vec(), "may-act", "not a valid component"),
+        (agentauth_plugins::NOSY_MAY_ACT.to_vec(), "may-act", "imports wasi:sockets/"),
+        (agentauth_plugins::SOFTWARE_AGENT_DCR.to_vec(), "may-act", "exports agentauth:policy/dcr@0.1.0, not"),
+    ] {
+        let (status, body) = admin(&app, "POST", &format!("plugins/misbehaving-may-act?hook={hook}"), bytes).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_plugin")), "{body}");
+        assert!(body["error_description"].as_str().unwrap().contains(why), "{body}");
+    }
+    let (status, body) =
+        admin(&app, "POST", "plugins/misbehaving-may-act?hook=dcr", agentauth_plugins::MISBEHAVING_DCR.to_vec()).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "{body}");
+    // Version 1 still serves.
+    let (_, versions) = admin(&app, "GET", "plugins/misbehaving-may-act", vec![]).await;
+    assert_eq!(versions["plugins"].as_array().unwrap().len(), 1);
+    let (_, client) = register(&app, "someone-else").await;
+    let (status, token) = client_credentials(&app, &client).await;
+    assert_eq!(status, 200, "{token}");
+    assert_eq!(claims(token["access_token"].as_str().unwrap())["may_act"]["client_id"], "someone-else");
+}
+
+#[tokio::test]
+async fn push_activate_rollback_and_delete_are_audited() {
+    let app = app();
+    let (_, client) = register(&app, "someone-else").await;
+    let may_act_of = |token: &Value| claims(token["access_token"].as_str().unwrap())["may_act"].clone();
+
+    let (status, pushed) = admin(
+        &app,
+        "POST",
+        "plugins/misbehaving-may-act?hook=may-act",
+        agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec(),
+    )
+    .await;
+    assert_eq!((status, pushed["version"].as_i64()), (201, Some(2)), "{pushed}");
+    let (_, token) = client_credentials(&app, &client).await;
+    assert_eq!(may_act_of(&token)["sub"], format!("(age!{})", client["client_id"].as_str().unwrap()), "v2 serves");
+
+    let (status, _) = admin(&app, "POST", "plugins/misbehaving-may-act/rollback", vec![]).await;
+    assert_eq!(status, 200);
+    let (_, token) = client_credentials(&app, &client).await;
+    assert_eq!(may_act_of(&token)["client_id"], "someone-else", "v1 serves again");
+
+    let (status, body) = admin(&app, "DELETE", "plugins/misbehaving-may-act/versions/1", vec![]).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "the active version stays");
+    let (status, _) = admin(&app, "POST", "plugins/misbehaving-may-act/activate", br#"{"version": 2}"#.to_vec()).await;
+    assert_eq!(status, 200);
+    let (status, _) = admin(&app, "DELETE", "plugins/misbehaving-may-act/versions/1", vec![]).await;
+    assert_eq!(status, 200);
+    let (status, body) = admin(&app, "DELETE", "plugins/misbehaving-dcr", vec![]).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "the dcr hook uses it");
+
+    let (_, log) = admin(&app, "GET", "audit", vec![]).await;
+    let entries: Vec<(String, Option<i64>)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap().to_string(), e["version"].as_i64()))
+        .collect();
+    let expected: Vec<(String, Option<i64>)> = [("push", 2), ("rollback", 1), ("activate", 2), ("delete", 1)]
+        .iter()
+        .map(|(a, v)| (a.to_string(), Some(*v)))
+        .collect();
+    assert_eq!(entries, expected);
+    let first = &log["entries"][0];
+    assert_eq!(first["actor"], "admin:tester");
+    assert_eq!(first["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn the_dcr_hook_can_be_switched_off_and_on() {
+    let app = app();
+    let (status, body) = admin(&app, "PUT", "hooks", br#"{"dcr": null}"#.to_vec()).await;
+    assert_eq!((status, &body), (200, &json!({"dcr": null})));
+    let (status, client) = register(&app, "dcr-deny").await;
+    assert_eq!(status, 201, "no policy runs: {client}");
+    assert_eq!(client["statelessTokensEnabled"], false);
+    let (status, body) = admin(&app, "PUT", "hooks", br#"{"dcr": "misbehaving-may-act"}"#.to_vec()).await;
+    assert_eq!(status, 400, "a may-act plugin cannot serve the dcr hook: {body}");
+    let (status, _) = admin(&app, "PUT", "hooks", br#"{"dcr": "misbehaving-dcr"}"#.to_vec()).await;
+    assert_eq!(status, 200);
+    assert_eq!(register(&app, "dcr-deny").await.0, 400);
+}
+
+/// Swaps a may-act plugin between two versions many times while tokens
+/// are issued concurrently: every request succeeds, and every token's
+/// `may_act` is wholly one version's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_a_plugin_under_load_fails_no_request_and_mixes_no_versions() {
+    let app = app();
+    let (_, client) = register(&app, "someone-else").await;
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let (status, _) = admin(
+        &app,
+        "POST",
+        "plugins/misbehaving-may-act?hook=may-act",
+        agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (app, client, stop) = (Arc::clone(&app), client.clone(), Arc::clone(&stop));
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || seen.is_empty() {
+                let (status, token) = client_credentials(&app, &client).await;
+                assert_eq!(status, 200, "{token}");
+                seen.push(claims(token["access_token"].as_str().unwrap())["may_act"].clone());
+            }
+            seen
+        }));
+    }
+    for swap in 0..20 {
+        let version = 1 + swap % 2;
+        let (status, body) = admin(
+            &app,
+            "POST",
+            "plugins/misbehaving-may-act/activate",
+            format!("{{\"version\": {version}}}").into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let version_1 = json!({"client_id": "someone-else"});
+    let version_2 = json!({"client_id": client_id, "sub": format!("(age!{client_id})")});
+    let (mut ones, mut twos) = (0, 0);
+    for worker in workers {
+        for may_act in worker.await.unwrap() {
+            if may_act == version_1 {
+                ones += 1;
+            } else if may_act == version_2 {
+                twos += 1;
+            } else {
+                panic!("a decision from no single version: {may_act}");
+            }
+        }
+    }
+    assert!(ones > 0 && twos > 0, "both versions served: {ones} and {twos}");
 }

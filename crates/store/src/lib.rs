@@ -284,6 +284,144 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every version of every plugin of the realm, without the component
+    /// bytes, by name and version.
+    pub fn plugin_versions(&self, realm: &str) -> Result<Vec<PluginVersion>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, version, hook, sha256, length(component), created_at, active
+             FROM plugins WHERE realm = ?1 ORDER BY name, version",
+        )?;
+        let rows = stmt.query_map([realm], |r| {
+            Ok(PluginVersion {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                hook: r.get(2)?,
+                sha256: r.get(3)?,
+                size: r.get(4)?,
+                created_at: r.get(5)?,
+                active: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The component bytes of one plugin version.
+    pub fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT component FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
+                params![realm, name, version],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores a new plugin version, activating it if `activate`, and
+    /// records `audit` in the same commit. A name keeps one hook kind.
+    pub fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
+        self.write(|tx| {
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT hook FROM plugins WHERE realm = ?1 AND name = ?2 LIMIT 1",
+                    params![realm, push.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(hook) = existing.filter(|h| h != push.hook) {
+                return Ok(PushOutcome::HookMismatch { existing: hook });
+            }
+            let version: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2",
+                params![realm, push.name],
+                |r| r.get(0),
+            )?;
+            if push.activate {
+                tx.execute("UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, push.name])?;
+            }
+            tx.execute(
+                "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![realm, push.name, version, push.hook, push.sha256, push.component, audit.at, push.activate],
+            )?;
+            record(tx, realm, &AuditEntry { version: Some(version), ..audit.clone() })?;
+            Ok(PushOutcome::Stored { version })
+        })
+    }
+
+    /// Makes `version` of plugin `name` the active one; returns false if
+    /// there is no such version. Records `audit`, with the version and its
+    /// sha256, in the same commit.
+    pub fn activate_plugin(&self, realm: &str, name: &str, version: i64, audit: &AuditEntry) -> Result<bool> {
+        self.write(|tx| {
+            let Some(sha256) = version_sha256(tx, realm, name, version)? else {
+                return Ok(false);
+            };
+            tx.execute(
+                "UPDATE plugins SET active = (version = ?3) WHERE realm = ?1 AND name = ?2",
+                params![realm, name, version],
+            )?;
+            record(tx, realm, &AuditEntry { version: Some(version), sha256: Some(sha256), ..audit.clone() })?;
+            Ok(true)
+        })
+    }
+
+    /// Deletes one version of a plugin, or all of them (`version: None`);
+    /// returns how many rows went. Records `audit` in the same commit.
+    pub fn delete_plugin(&self, realm: &str, name: &str, version: Option<i64>, audit: &AuditEntry) -> Result<usize> {
+        self.write(|tx| {
+            let sha256 = match version {
+                Some(v) => version_sha256(tx, realm, name, v)?,
+                None => None,
+            };
+            let deleted = tx.execute(
+                "DELETE FROM plugins WHERE realm = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3)",
+                params![realm, name, version],
+            )?;
+            if deleted > 0 {
+                record(tx, realm, &AuditEntry { version, sha256, ..audit.clone() })?;
+            }
+            Ok(deleted)
+        })
+    }
+
+    /// Replaces the realm's settings JSON, recording `audit`.
+    pub fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute("UPDATE realms SET settings = ?2 WHERE name = ?1", params![realm, settings])?;
+            if n == 1 {
+                record(tx, realm, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    /// The realm's audit log, oldest first, at most `limit` entries after
+    /// entry `after`.
+    pub fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, actor, action, plugin, version, sha256, detail FROM audit
+             WHERE realm = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![realm, after, limit], |r| {
+            Ok((
+                r.get(0)?,
+                AuditEntry {
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    plugin: r.get(4)?,
+                    version: r.get(5)?,
+                    sha256: r.get(6)?,
+                    detail: r.get(7)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     // ---- clients ----
 
     /// Stores a newly registered client. Fails if the id is taken.
@@ -403,6 +541,71 @@ impl Store {
     }
 }
 
+/// One version of a plugin, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginVersion {
+    pub name: String,
+    pub version: i64,
+    pub hook: String,
+    pub sha256: String,
+    pub size: i64,
+    pub created_at: i64,
+    pub active: bool,
+}
+
+/// A plugin version to store.
+#[derive(Debug)]
+pub struct PluginPush<'a> {
+    pub name: &'a str,
+    pub hook: &'a str,
+    pub sha256: &'a str,
+    pub component: &'a [u8],
+    pub activate: bool,
+}
+
+/// What storing a plugin version did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    Stored {
+        version: i64,
+    },
+    /// The name already serves another hook.
+    HookMismatch {
+        existing: String,
+    },
+}
+
+/// One administrative change: who, when, what.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub plugin: Option<String>,
+    pub version: Option<i64>,
+    pub sha256: Option<String>,
+    pub detail: Option<String>,
+}
+
+fn version_sha256(tx: &rusqlite::Transaction<'_>, realm: &str, name: &str, version: i64) -> Result<Option<String>> {
+    Ok(tx
+        .query_row(
+            "SELECT sha256 FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
+            params![realm, name, version],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+fn record(tx: &rusqlite::Transaction<'_>, realm: &str, e: &AuditEntry) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.at, e.actor, realm, e.action, e.plugin, e.version, e.sha256, e.detail],
+    )?;
+    Ok(())
+}
+
 /// A server-side token to store: its keyed hash, what it is, its grant
 /// as JSON, and when it expires.
 #[derive(Debug)]
@@ -502,6 +705,56 @@ mod tests {
         assert_eq!(store.token(b"x", "alpha", TokenKind::Refresh, 0).unwrap(), None);
         assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 100).unwrap(), None, "expired");
         assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 99).unwrap().as_deref(), Some("{\"g\":2}"));
+    }
+
+    fn audit(action: &str) -> AuditEntry {
+        AuditEntry { at: 1, actor: "admin".into(), action: action.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn pushes_activations_and_deletions_are_audited_in_the_same_commit() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        let push = |c: &'static [u8], activate| PluginPush {
+            name: "p",
+            hook: "may-act",
+            sha256: "aa",
+            component: c,
+            activate,
+        };
+        assert_eq!(
+            store.push_plugin("alpha", &push(b"v1", true), &audit("push")).unwrap(),
+            PushOutcome::Stored { version: 1 }
+        );
+        assert_eq!(
+            store.push_plugin("alpha", &push(b"v2", false), &audit("push")).unwrap(),
+            PushOutcome::Stored { version: 2 }
+        );
+        let dcr = PluginPush { hook: "dcr", ..push(b"v3", true) };
+        assert_eq!(
+            store.push_plugin("alpha", &dcr, &audit("push")).unwrap(),
+            PushOutcome::HookMismatch { existing: "may-act".into() }
+        );
+        let active = |s: &Store| {
+            s.plugin_versions("alpha").unwrap().iter().filter(|v| v.active).map(|v| v.version).collect::<Vec<_>>()
+        };
+        assert_eq!(active(&store), vec![1], "an inactive push leaves the active version");
+        assert!(store.activate_plugin("alpha", "p", 2, &audit("activate")).unwrap());
+        assert_eq!(active(&store), vec![2]);
+        assert!(!store.activate_plugin("alpha", "p", 9, &audit("activate")).unwrap());
+        assert_eq!(store.plugin_component("alpha", "p", 2).unwrap().as_deref(), Some(&b"v2"[..]));
+        assert_eq!(store.delete_plugin("alpha", "p", Some(1), &audit("delete")).unwrap(), 1);
+        let log: Vec<_> =
+            store.audit("alpha", 0, 100).unwrap().into_iter().map(|(_, e)| (e.action, e.version)).collect();
+        assert_eq!(
+            log,
+            [
+                ("push".into(), Some(1)),
+                ("push".into(), Some(2)),
+                ("activate".into(), Some(2)),
+                ("delete".into(), Some(1))
+            ]
+        );
     }
 
     #[test]

@@ -53,6 +53,19 @@ const MIGRATIONS: &[&str] = &[
         grant_json TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 2: the audit log of administrative changes.
+    "CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      INTEGER NOT NULL,
+        actor   TEXT NOT NULL,
+        realm   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        plugin  TEXT,
+        version INTEGER,
+        sha256  TEXT,
+        detail  TEXT
+    );
+    CREATE INDEX audit_by_realm ON audit (realm, id);",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

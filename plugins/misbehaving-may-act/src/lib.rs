@@ -44,6 +44,14 @@ impl Guest for Misbehaving {
             "control" => Ok(Some(MayActClaim { client_id: "a\nb".into(), sub: None })),
             "deny" => Err(Error::Denied("this agent may not be delegated to".into())),
             "other" => Err(Error::Other("configuration missing".into())),
+            "read-file" => match std::fs::read_to_string("/etc/passwd") {
+                Ok(text) => Ok(Some(MayActClaim { client_id: text.chars().take(32).collect(), sub: None })),
+                Err(e) => Err(Error::Other(format!("no file: {e}"))),
+            },
+            "read-env" => match std::env::vars().next() {
+                Some((name, _)) => Ok(Some(MayActClaim { client_id: name, sub: None })),
+                None => Err(Error::Other("no environment".into())),
+            },
             "someone-else" => Ok(Some(MayActClaim { client_id: "someone-else".into(), sub: None })),
             _ => Ok(None),
         }

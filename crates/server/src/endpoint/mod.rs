@@ -8,10 +8,10 @@ use agentauth_core::OAuthError;
 use agentauth_plugin_host::{HookError, Plugin, RequestContext};
 use hyper::http::request::Parts;
 
+use crate::App;
 use crate::http::Reply;
 use crate::realm::RealmRuntime;
 use crate::route::Route;
-use crate::{App, now};
 
 /// Runs the endpoint `route` names. Blocking: call off the async threads.
 pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
@@ -19,11 +19,11 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Route::Register { realm, .. } | Route::Token { realm } | Route::Jwks { realm } | Route::Discovery { realm } => {
             realm
         }
+        Route::Admin { realm, op } => return crate::admin::dispatch(app, realm, op.clone(), parts, body),
         Route::MethodNotAllowed { allow } => return Reply::method_not_allowed(allow),
         Route::Health | Route::NotFound => return Reply::not_found(),
     };
-    let issuer_prefix = format!("{}{}", app.config.public_url, app.config.base_path);
-    let realm = match app.realms.get(realm_name, &app.store, &app.host, &issuer_prefix, now()) {
+    let realm = match app.realm(realm_name) {
         Ok(Some(realm)) => realm,
         Ok(None) => return Reply::not_found(),
         Err(e) => return Reply::error(&e),
@@ -33,7 +33,9 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Route::Token { .. } => token::token(app, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::openid_configuration(&realm)),
-        Route::MethodNotAllowed { .. } | Route::Health | Route::NotFound => return Reply::not_found(),
+        Route::Admin { .. } | Route::MethodNotAllowed { .. } | Route::Health | Route::NotFound => {
+            return Reply::not_found();
+        }
     };
     result.unwrap_or_else(|e| Reply::error(&e))
 }

@@ -1,0 +1,182 @@
+//! The `plugin` and `realm` subcommands that talk to a running server's
+//! admin API (`--server`, bearer token from `AGENTAUTH_ADMIN_TOKEN`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Where the server is and how to authenticate to it.
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    /// The server's base URL.
+    #[arg(long, env = "AGENTAUTH_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The realm to act on.
+    #[arg(long)]
+    realm: String,
+}
+
+/// A call to the admin API.
+struct Call<'a> {
+    remote: &'a Remote,
+    method: &'static str,
+    path: String,
+}
+
+impl Call<'_> {
+    fn url(&self) -> String {
+        format!("{}/admin/v1/realms/{}/{}", self.remote.server.trim_end_matches('/'), self.remote.realm, self.path)
+    }
+
+    fn send(self, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let token =
+            std::env::var("AGENTAUTH_ADMIN_TOKEN").context("set AGENTAUTH_ADMIN_TOKEN to the server's admin token")?;
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let actor = std::env::var("USER").unwrap_or_default();
+        let request = ureq::http::Request::builder()
+            .method(self.method)
+            .uri(self.url())
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", content_type)
+            .header("agentauth-actor", actor)
+            .body(body)
+            .context("building the request")?;
+        let mut response = agent.run(request).with_context(|| format!("calling {}", self.url()))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().context("reading the response")?;
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "body": text }));
+        if !(200..300).contains(&status) {
+            let description = value["error_description"].as_str().unwrap_or(&text);
+            bail!("{status} {}: {description}", value["error"].as_str().unwrap_or("error"));
+        }
+        Ok(value)
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Upload a component as the next version of a plugin, and activate it.
+    Push {
+        #[command(flatten)]
+        remote: Remote,
+        /// The plugin's name in the realm.
+        #[arg(long)]
+        name: String,
+        /// The hook it serves: dcr or may-act.
+        #[arg(long)]
+        hook: String,
+        /// Store the version without activating it.
+        #[arg(long)]
+        no_activate: bool,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// List the realm's plugins and their versions.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make one version of a plugin the active one.
+    Activate {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: i64,
+    },
+    /// Activate the version before the active one.
+    Rollback {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete one version of a plugin, or the whole plugin.
+    Delete {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        name: String,
+        /// Only this version (not the active one).
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Run a plugin on a test case, without a server, and print its decision.
+    Test(crate::plugin_test::Args),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RealmCommand {
+    /// Select the plugin that serves a realm-wide hook.
+    SetHook {
+        #[command(flatten)]
+        remote: Remote,
+        /// The hook: dcr.
+        #[arg(long)]
+        hook: String,
+        /// The plugin's name.
+        #[arg(long, conflicts_with = "none", required_unless_present = "none")]
+        plugin: Option<String>,
+        /// Serve the hook with no plugin.
+        #[arg(long)]
+        none: bool,
+    },
+    /// Show which plugins serve the realm-wide hooks.
+    Hooks {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print the realm's audit log.
+    Audit {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn call<'a>(remote: &'a Remote, method: &'static str, path: String) -> Call<'a> {
+    Call { remote, method, path }
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn plugin(command: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
+    let out = match command {
+        PluginCommand::Push { remote, name, hook, no_activate, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let path = format!("plugins/{name}?hook={hook}&activate={}", !no_activate);
+            call(&remote, "POST", path).send("application/wasm", bytes)?
+        }
+        PluginCommand::List { remote } => call(&remote, "GET", "plugins".into()).send("application/json", vec![])?,
+        PluginCommand::Activate { remote, name, version } => call(&remote, "POST", format!("plugins/{name}/activate"))
+            .send("application/json", json!({ "version": version }).to_string().into_bytes())?,
+        PluginCommand::Rollback { remote, name } => {
+            call(&remote, "POST", format!("plugins/{name}/rollback")).send("application/json", vec![])?
+        }
+        PluginCommand::Delete { remote, name, version } => {
+            let path = match version {
+                Some(v) => format!("plugins/{name}/versions/{v}"),
+                None => format!("plugins/{name}"),
+            };
+            call(&remote, "DELETE", path).send("application/json", vec![])?
+        }
+        PluginCommand::Test(args) => return crate::plugin_test::run(&args),
+    };
+    print(&out)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub fn realm(command: RealmCommand) -> anyhow::Result<std::process::ExitCode> {
+    let out = match command {
+        RealmCommand::SetHook { remote, hook, plugin, none: _ } => call(&remote, "PUT", "hooks".into())
+            .send("application/json", json!({ hook: plugin }).to_string().into_bytes())?,
+        RealmCommand::Hooks { remote } => call(&remote, "GET", "hooks".into()).send("application/json", vec![])?,
+        RealmCommand::Audit { remote } => call(&remote, "GET", "audit".into()).send("application/json", vec![])?,
+    };
+    print(&out)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

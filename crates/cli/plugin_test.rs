@@ -1,0 +1,150 @@
+//! `agentauth plugin test`: run a plugin on one test case, with the
+//! server's limits, and print its decision, like `opa eval`.
+//!
+//! A case is a JSON file. Every field has a default, so `{}` works:
+//!
+//! ```json
+//! {
+//!   "client": {
+//!     "client_id": "agent-1",
+//!     "is_ai_agent": true,
+//!     "metadata": {"grant_types": ["client_credentials"], "scope": "read write"},
+//!     "attributes": {"providerOverridesEnabled": ["true"]}
+//!   },
+//!   "token": {"grant_type": "client_credentials", "sub": "agent-1", "scopes": ["read"]},
+//!   "operation": "create",
+//!   "request": {"method": "POST", "uri": "/register", "headers": {}, "parameters": {}, "body": null},
+//!   "software_statement": null,
+//!   "limits": {"timeout_ms": 100, "memory_bytes": 67108864}
+//! }
+//! ```
+//!
+//! `token` is for may-act plugins; `operation`, `request` and
+//! `software_statement` for DCR plugins. Exit status: 0 when the plugin
+//! decided (allowed or refused), 1 when it failed or the case is invalid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentauth_core::{Client, ClientAttributes};
+use agentauth_plugin_host::{DcrInput, HookError, HookKind, Limits, Operation, PluginHost, RequestContext, TokenView};
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// The hook it serves: dcr or may-act.
+    #[arg(long)]
+    hook: String,
+    /// The test case (JSON); `{}` when omitted.
+    #[arg(long)]
+    input: Option<PathBuf>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let kind =
+        HookKind::parse(&args.hook).ok_or_else(|| anyhow!("unknown hook {:?}; hooks: dcr, may-act", args.hook))?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let case: Value = match &args.input {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?
+        }
+        None => json!({}),
+    };
+    let client = client(&case["client"])?;
+    let limits = Limits {
+        timeout: Duration::from_millis(case["limits"]["timeout_ms"].as_u64().unwrap_or(100)),
+        memory: case["limits"]["memory_bytes"].as_u64().map_or(Limits::default().memory, |m| m as usize),
+    };
+    let host = PluginHost::new()?;
+    let plugin = host.load(kind, "under-test", 1, &bytes)?;
+    let outcome = match kind {
+        HookKind::MayAct => {
+            let token = &case["token"];
+            let scopes: Vec<String> = strings(&token["scopes"]).unwrap_or_else(|| vec!["read".into()]);
+            let view = TokenView {
+                grant_type: token["grant_type"].as_str().unwrap_or("client_credentials"),
+                sub: token["sub"].as_str().unwrap_or(&client.client_id),
+                scopes: &scopes,
+            };
+            host.run_may_act(&plugin, &limits, "test", &client, &view)
+                .map(|claim| json!({"may_act": claim.map(|c| json!({"client_id": c.client_id, "sub": c.sub}))}))
+        }
+        HookKind::Dcr => {
+            let operation = match case["operation"].as_str().unwrap_or("create") {
+                "create" => Operation::Create,
+                "update" => Operation::Update,
+                "delete" => Operation::Delete,
+                other => bail!("operation must be create, update or delete, not {other:?}"),
+            };
+            let request = request(&case["request"]);
+            let input = DcrInput {
+                operation,
+                request: &request,
+                client: &client,
+                software_statement: case["software_statement"].as_str(),
+            };
+            host.run_dcr(&plugin, &limits, "test", &input).map(|set| {
+                let attributes: serde_json::Map<String, Value> =
+                    set.into_iter().map(|a| (a.name, json!(a.values))).collect();
+                json!({"set_attributes": attributes})
+            })
+        }
+    };
+    let (printed, code) = match outcome {
+        Ok(decision) => (json!({"allowed": true, "decision": decision}), ExitCode::SUCCESS),
+        Err(HookError::Denied(why)) => (json!({"allowed": false, "denied": why}), ExitCode::SUCCESS),
+        Err(HookError::Failed(why)) => (json!({"allowed": false, "failed": why}), ExitCode::FAILURE),
+    };
+    println!("{}", serde_json::to_string_pretty(&printed)?);
+    Ok(code)
+}
+
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+}
+
+fn client(spec: &Value) -> anyhow::Result<Client> {
+    let metadata = match spec.get("metadata") {
+        Some(m) => m.clone(),
+        None => {
+            json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"], "scope": "read write"})
+        }
+    };
+    let metadata =
+        agentauth_core::registration::parse_metadata(&metadata).map_err(|e| anyhow!("client.metadata: {e}"))?;
+    let mut attributes = ClientAttributes::default();
+    if let Some(set) = spec["attributes"].as_object() {
+        for (name, values) in set {
+            let values =
+                strings(values).ok_or_else(|| anyhow!("client.attributes.{name} must be an array of strings"))?;
+            attributes.set(name, &values).map_err(|e| anyhow!("client.attributes: {e}"))?;
+        }
+    }
+    Ok(Client {
+        client_id: spec["client_id"].as_str().unwrap_or("agent-1").to_string(),
+        metadata,
+        attributes,
+        is_ai_agent: spec["is_ai_agent"].as_bool().unwrap_or(true),
+        issued_at: 0,
+    })
+}
+
+fn request(spec: &Value) -> RequestContext {
+    let pairs = |v: &Value| {
+        v.as_object()
+            .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    RequestContext {
+        method: spec["method"].as_str().unwrap_or("POST").to_string(),
+        uri: spec["uri"].as_str().unwrap_or("/am/oauth2/realms/root/realms/test/aiagent/register").to_string(),
+        headers: pairs(&spec["headers"]),
+        parameters: pairs(&spec["parameters"]),
+        body: spec["body"].as_str().map(str::to_string),
+    }
+}

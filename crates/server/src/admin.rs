@@ -1,0 +1,302 @@
+//! The admin API: plugins (upload, list, activate, roll back, delete),
+//! hook selection and the audit log, per realm, under
+//! `/admin/v1/realms/{realm}/`.
+//!
+//! Every request carries `Authorization: Bearer <admin token>`, checked
+//! before its body is read. Every change is validated before it is stored,
+//! stored with its audit entry in one commit, and then published by
+//! rebuilding the realm's runtime: requests in flight finish on the
+//! version they started with, later ones see the new one.
+
+use std::sync::Arc;
+
+use agentauth_core::client::is_plugin_name;
+use agentauth_plugin_host::HookKind;
+use agentauth_store::{AuditEntry, PluginPush, PushOutcome};
+use hyper::HeaderMap;
+use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use hyper::http::request::Parts;
+use serde_json::{Value, json};
+
+use crate::http::Reply;
+use crate::realm::RealmSettings;
+use crate::route::AdminOp;
+use crate::{App, Config, now, secrets};
+
+/// Largest admin request body: a plugin upload, with room to spare.
+pub const MAX_BODY: usize = agentauth_plugin_host::MAX_COMPONENT_BYTES + 1024;
+
+fn error(status: u16, code: &str, description: impl Into<String>) -> Reply {
+    Reply::json(status, &json!({"error": code, "error_description": description.into()}))
+}
+
+fn bad_request(description: impl Into<String>) -> Reply {
+    error(400, "invalid_request", description)
+}
+
+fn not_found(description: impl Into<String>) -> Reply {
+    error(404, "not_found", description)
+}
+
+fn conflict(description: impl Into<String>) -> Reply {
+    error(409, "conflict", description)
+}
+
+fn internal(e: impl std::fmt::Display) -> Reply {
+    tracing::error!("admin: {e}");
+    error(500, "server_error", "internal error")
+}
+
+/// Checks the admin bearer token.
+pub fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), Reply> {
+    let Some(expected) = &config.admin_token else {
+        return Err(error(
+            403,
+            "access_denied",
+            "the admin API is disabled: start the server with AGENTAUTH_ADMIN_TOKEN set",
+        ));
+    };
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if expected.matches(token) => Ok(()),
+        _ => Err(error(401, "invalid_token", "a valid admin bearer token is required")
+            .with_header(WWW_AUTHENTICATE, "Bearer realm=\"agentauth-admin\"".into())),
+    }
+}
+
+/// Who made a change: the admin, with the name the caller gives in the
+/// `agentauth-actor` header (the CLI sends the user's login).
+fn actor(parts: &Parts) -> String {
+    let named = parts
+        .headers
+        .get("agentauth-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().filter(|c| c.is_ascii_graphic()).take(64).collect::<String>())
+        .filter(|v| !v.is_empty());
+    match named {
+        Some(name) => format!("admin:{name}"),
+        None => "admin".to_string(),
+    }
+}
+
+fn audit(parts: &Parts, action: &str, plugin: &str) -> AuditEntry {
+    AuditEntry {
+        at: now(),
+        actor: actor(parts),
+        action: action.into(),
+        plugin: Some(plugin.into()),
+        ..Default::default()
+    }
+}
+
+fn query(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .uri
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == name).map(|(_, v)| v.into_owned()))
+}
+
+fn json_body(body: &[u8]) -> Result<Value, Reply> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body is not valid JSON: {e}")))
+}
+
+/// Runs one admin operation. Blocking.
+pub fn dispatch(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Reply {
+    match app.store.realm(realm) {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found(format!("no realm {realm}")),
+        Err(e) => return internal(e),
+    }
+    let outcome = match op {
+        AdminOp::ListPlugins => list(app, realm, None),
+        AdminOp::PluginVersions { name } => list(app, realm, Some(&name)),
+        AdminOp::PushPlugin { name } => push(app, realm, &name, parts, body),
+        AdminOp::Activate { name } => activate(app, realm, &name, parts, body),
+        AdminOp::Rollback { name } => rollback(app, realm, &name, parts),
+        AdminOp::DeleteVersion { name, version } => delete(app, realm, &name, Some(version), parts),
+        AdminOp::DeletePlugin { name } => delete(app, realm, &name, None, parts),
+        AdminOp::Hooks => settings(app, realm).map(|s| Reply::json(200, &hooks_json(&s))),
+        AdminOp::SetHooks => set_hooks(app, realm, parts, body),
+        AdminOp::Audit => audit_log(app, realm, parts),
+    };
+    outcome.unwrap_or_else(|reply| reply)
+}
+
+fn list(app: &App, realm: &str, only: Option<&str>) -> Result<Reply, Reply> {
+    let versions = app.store.plugin_versions(realm).map_err(internal)?;
+    let listed: Vec<Value> = versions
+        .iter()
+        .filter(|v| only.is_none_or(|n| v.name == n))
+        .map(|v| {
+            json!({
+                "name": v.name, "version": v.version, "hook": v.hook, "sha256": v.sha256,
+                "size": v.size, "created_at": v.created_at, "active": v.active,
+            })
+        })
+        .collect();
+    if let Some(name) = only.filter(|_| listed.is_empty()) {
+        return Err(not_found(format!("no plugin {name} in realm {realm}")));
+    }
+    Ok(Reply::json(200, &json!({ "plugins": listed })))
+}
+
+/// Uploads a component (`?hook=dcr|may-act`, `&activate=false` to store
+/// without activating). It is compiled and checked before it is stored.
+fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    if !is_plugin_name(name) {
+        return Err(bad_request("plugin names are 1 to 64 letters, digits, '-', '_' or '.'"));
+    }
+    let hook = query(parts, "hook")
+        .ok_or_else(|| bad_request("say which hook the plugin serves: ?hook=dcr or ?hook=may-act"))?;
+    let kind =
+        HookKind::parse(&hook).ok_or_else(|| bad_request(format!("unknown hook {hook:?}; hooks: dcr, may-act")))?;
+    let activate = match query(parts, "activate").as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
+    };
+    let plugin = app.host.load(kind, name, 0, body).map_err(|e| error(400, "invalid_plugin", e.to_string()))?;
+    let sha256 = secrets::sha256_hex(body);
+    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component: body, activate };
+    let entry = AuditEntry { sha256: Some(sha256.clone()), ..audit(parts, "push", name) };
+    let version = match app.store.push_plugin(realm, &push, &entry).map_err(internal)? {
+        PushOutcome::Stored { version } => version,
+        PushOutcome::HookMismatch { existing } => {
+            return Err(conflict(format!(
+                "plugin {name} serves the {existing} hook; push a {existing} component or use another name"
+            )));
+        }
+    };
+    if activate {
+        app.republish(realm, Some(Arc::new(plugin.with_version(version)))).map_err(|e| internal(e.description))?;
+    }
+    tracing::info!(realm, plugin = name, version, sha256 = %sha256, activate, "plugin pushed");
+    Ok(Reply::json(
+        201,
+        &json!({"name": name, "version": version, "hook": kind.as_str(), "sha256": sha256, "size": body.len(), "active": activate}),
+    ))
+}
+
+fn activate(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let version = json_body(body)?
+        .get("version")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad_request("the body must be {\"version\": N}"))?;
+    activate_version(app, realm, name, version, audit(parts, "activate", name))
+}
+
+fn activate_version(app: &App, realm: &str, name: &str, version: i64, entry: AuditEntry) -> Result<Reply, Reply> {
+    if !app.store.activate_plugin(realm, name, version, &entry).map_err(internal)? {
+        return Err(not_found(format!("no version {version} of plugin {name}")));
+    }
+    app.republish(realm, None).map_err(|e| internal(e.description))?;
+    tracing::info!(realm, plugin = name, version, action = %entry.action, "plugin activated");
+    Ok(Reply::json(200, &json!({"name": name, "version": version, "active": true})))
+}
+
+/// Activates the newest version older than the active one.
+fn rollback(app: &App, realm: &str, name: &str, parts: &Parts) -> Result<Reply, Reply> {
+    let versions: Vec<_> =
+        app.store.plugin_versions(realm).map_err(internal)?.into_iter().filter(|v| v.name == name).collect();
+    let active =
+        versions.iter().find(|v| v.active).ok_or_else(|| conflict(format!("plugin {name} has no active version")))?;
+    let previous = versions
+        .iter()
+        .filter(|v| v.version < active.version)
+        .map(|v| v.version)
+        .max()
+        .ok_or_else(|| conflict(format!("plugin {name} has no version before {}", active.version)))?;
+    activate_version(app, realm, name, previous, audit(parts, "rollback", name))
+}
+
+fn delete(app: &App, realm: &str, name: &str, version: Option<i64>, parts: &Parts) -> Result<Reply, Reply> {
+    let versions: Vec<_> =
+        app.store.plugin_versions(realm).map_err(internal)?.into_iter().filter(|v| v.name == name).collect();
+    match version {
+        Some(v) if versions.iter().any(|x| x.version == v && x.active) => {
+            return Err(conflict(format!(
+                "version {v} of {name} is active; activate another version first, or delete the plugin"
+            )));
+        }
+        None if settings(app, realm)?.dcr_plugin.as_deref() == Some(name) => {
+            return Err(conflict(format!("plugin {name} serves the realm's dcr hook; select another first")));
+        }
+        _ => {}
+    }
+    let deleted = app.store.delete_plugin(realm, name, version, &audit(parts, "delete", name)).map_err(internal)?;
+    if deleted == 0 {
+        return Err(not_found(format!("no such plugin {name}")));
+    }
+    app.republish(realm, None).map_err(|e| internal(e.description))?;
+    Ok(Reply::json(200, &json!({"name": name, "deleted_versions": deleted})))
+}
+
+fn settings(app: &App, realm: &str) -> Result<RealmSettings, Reply> {
+    let row = app.store.realm(realm).map_err(internal)?.ok_or_else(|| not_found(format!("no realm {realm}")))?;
+    serde_json::from_str(&row.settings).map_err(internal)
+}
+
+fn hooks_json(settings: &RealmSettings) -> Value {
+    json!({ "dcr": settings.dcr_plugin })
+}
+
+/// Selects the plugin serving each realm-wide hook: `{"dcr": "name"}`, or
+/// `{"dcr": null}` for none. The plugin must exist, be active and serve
+/// that hook.
+fn set_hooks(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let request = json_body(body)?;
+    let Some(fields) = request.as_object() else {
+        return Err(bad_request("the body must be a JSON object such as {\"dcr\": \"plugin-name\"}"));
+    };
+    let mut settings = settings(app, realm)?;
+    for (hook, value) in fields {
+        let plugin = match value {
+            Value::Null => None,
+            Value::String(name) => Some(name.clone()),
+            _ => return Err(bad_request(format!("{hook} must be a plugin name or null"))),
+        };
+        match hook.as_str() {
+            "dcr" => {
+                if let Some(name) = &plugin {
+                    let versions = app.store.plugin_versions(realm).map_err(internal)?;
+                    if !versions.iter().any(|v| v.name == *name && v.active && v.hook == "dcr") {
+                        return Err(bad_request(format!("no active dcr plugin {name} in realm {realm}")));
+                    }
+                }
+                settings.dcr_plugin = plugin;
+            }
+            other => return Err(bad_request(format!("unknown realm hook {other:?}; realm hooks: dcr"))),
+        }
+    }
+    let json = serde_json::to_string(&settings).map_err(internal)?;
+    let entry = AuditEntry {
+        at: now(),
+        actor: actor(parts),
+        action: "set-hooks".into(),
+        detail: Some(hooks_json(&settings).to_string()),
+        ..Default::default()
+    };
+    app.store.set_realm_settings(realm, &json, &entry).map_err(internal)?;
+    app.republish(realm, None).map_err(|e| internal(e.description))?;
+    Ok(Reply::json(200, &hooks_json(&settings)))
+}
+
+fn audit_log(app: &App, realm: &str, parts: &Parts) -> Result<Reply, Reply> {
+    let after = query(parts, "after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let entries = app.store.audit(realm, after, 1000).map_err(internal)?;
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|(id, e)| {
+            json!({
+                "id": id, "at": e.at, "actor": e.actor, "realm": realm, "action": e.action,
+                "plugin": e.plugin, "version": e.version, "sha256": e.sha256, "detail": e.detail,
+            })
+        })
+        .collect();
+    Ok(Reply::json(200, &json!({ "entries": entries })))
+}
