@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -30,9 +31,28 @@ impl Server {
         server
     }
 
+    /// Starts a server with a fresh data directory and the admin API on,
+    /// with [`ADMIN_TOKEN`].
+    pub fn start_with_admin() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut server = Self::spawn(&dir, &[], Some(ADMIN_TOKEN));
+        server._tmp = Some(tmp);
+        server
+    }
+
     /// Starts a server on the data directory `dir`, with extra arguments.
     pub fn start_with(dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agentauth"))
+        Self::spawn(dir, args, None)
+    }
+
+    fn spawn(dir: &Path, args: &[&str], admin_token: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agentauth"));
+        command.env_remove("AGENTAUTH_ADMIN_TOKEN");
+        if let Some(token) = admin_token {
+            command.env("AGENTAUTH_ADMIN_TOKEN", token);
+        }
+        let mut child = command
             .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
@@ -236,4 +256,15 @@ pub fn with_claims(token: &str, claims: &Value) -> String {
 pub fn unsigned_with_header(token: &str, header: &Value) -> String {
     let parts: Vec<&str> = token.split('.').collect();
     format!("{}.{}.", URL_SAFE_NO_PAD.encode(header.to_string()), parts[1])
+}
+
+/// Runs the `agentauth` CLI with `args`; returns (success, stdout, stderr).
+pub fn cli(args: &[&str], admin_token: &str) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentauth"))
+        .args(args)
+        .env("AGENTAUTH_ADMIN_TOKEN", admin_token)
+        .env("USER", "e2e")
+        .output()
+        .expect("running agentauth");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
