@@ -215,6 +215,8 @@ impl bindings::log::Host for HostState {
 /// that drives deadlines.
 pub struct PluginHost {
     engine: Engine,
+    /// Names this engine's compilation settings; artifacts are keyed by it.
+    engine_fingerprint: String,
     linker: Linker<HostState>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -260,7 +262,13 @@ impl PluginHost {
                 }
             })
             .map_err(|e| LoadError(format!("starting the epoch thread: {e}")))?;
-        Ok(Self { engine, linker, stop_ticker })
+        let engine_fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), hasher.finish())
+        };
+        Ok(Self { engine, engine_fingerprint, linker, stop_ticker })
     }
 
     /// Compiles `component` and checks, by name, that it exports exactly
@@ -268,14 +276,39 @@ impl PluginHost {
     /// what [`ALLOWED_IMPORTS`] allows; then type-checks it against the
     /// hook's world.
     pub fn load(&self, kind: HookKind, name: &str, version: i64, component: &[u8]) -> Result<Plugin, LoadError> {
+        self.load_cached(kind, name, version, component, &NoCache)
+    }
+
+    /// As [`PluginHost::load`], reusing a precompiled artifact from `cache`
+    /// when it holds one for this component and engine, and storing one
+    /// after compiling otherwise.
+    pub fn load_cached(
+        &self,
+        kind: HookKind,
+        name: &str,
+        version: i64,
+        component: &[u8],
+        cache: &dyn ArtifactCache,
+    ) -> Result<Plugin, LoadError> {
         if component.len() > MAX_COMPONENT_BYTES {
             return Err(LoadError(format!(
                 "plugin {name} is {} bytes; the limit is {MAX_COMPONENT_BYTES}",
                 component.len()
             )));
         }
-        let compiled = Component::new(&self.engine, component)
-            .map_err(|e| LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}")))?;
+        let key = ArtifactKey { component_sha256: sha256_hex(component), engine: self.engine_fingerprint.clone() };
+        let compiled = match cache.get(&key).and_then(|artifact| self.deserialize(&artifact, &key)) {
+            Some(compiled) => compiled,
+            None => {
+                let compiled = Component::new(&self.engine, component)
+                    .map_err(|e| LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}")))?;
+                match compiled.serialize() {
+                    Ok(artifact) => cache.put(&key, &artifact),
+                    Err(e) => tracing::warn!(plugin = name, "cannot serialise the compiled plugin: {e}"),
+                }
+                compiled
+            }
+        };
         self.check_interface(&compiled, kind).map_err(|why| LoadError(format!("plugin {name} v{version} {why}")))?;
         let pre = self
             .linker
@@ -289,6 +322,26 @@ impl PluginHost {
             HookKind::MayAct => Pre::MayAct(MayActHookPre::new(pre).map_err(wrong_world)?),
         };
         Ok(Plugin { name: name.to_string(), version, kind, pre })
+    }
+
+    /// Loads an artifact this server compiled and stored earlier.
+    #[allow(unsafe_code)]
+    fn deserialize(&self, artifact: &[u8], key: &ArtifactKey) -> Option<Component> {
+        // SAFETY: `Component::deserialize` runs the artifact's machine code
+        // unchecked, so it must only ever see bytes this server produced
+        // with `Component::serialize`. Artifacts reach this function only
+        // from the server's own database, keyed by the component's sha256
+        // and this engine's fingerprint, written by `load_cached` above.
+        // Anyone able to write that database could equally replace signing
+        // keys and client secrets, so it is trusted like the binary itself.
+        // wasmtime also refuses artifacts from another version or config.
+        match unsafe { Component::deserialize(&self.engine, artifact) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(sha256 = %key.component_sha256, "stored artifact refused, compiling again: {e}");
+                None
+            }
+        }
     }
 
     /// Checks a compiled component's imports and exports by name, so a
@@ -473,6 +526,43 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Identifies a precompiled artifact: the component it came from and the
+/// engine settings it was compiled for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArtifactKey {
+    pub component_sha256: String,
+    pub engine: String,
+}
+
+/// Where precompiled plugins are kept between runs. Only this server's own
+/// `Component::serialize` output may be put in it.
+pub trait ArtifactCache {
+    fn get(&self, key: &ArtifactKey) -> Option<Vec<u8>>;
+    fn put(&self, key: &ArtifactKey, artifact: &[u8]);
+}
+
+/// A cache that keeps nothing.
+#[derive(Debug)]
+pub struct NoCache;
+
+impl ArtifactCache for NoCache {
+    fn get(&self, _: &ArtifactKey) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn put(&self, _: &ArtifactKey, _: &[u8]) {}
+}
+
+/// Lower-case hex SHA-256, as plugin versions are identified.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// A registration operation (RFC 7591 / RFC 7592).

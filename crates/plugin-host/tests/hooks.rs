@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_plugin_host::{
-    Attribute, DcrInput, HookError, HookKind, Limits, MayActClaim, Operation, PluginHost, RequestContext, TokenView,
+    ArtifactCache, ArtifactKey, Attribute, DcrInput, HookError, HookKind, Limits, MayActClaim, Operation, PluginHost,
+    RequestContext, TokenView,
 };
 use agentauth_plugins as plugins;
 
@@ -161,4 +162,51 @@ fn a_trap_does_not_poison_the_next_call() {
     };
     assert!(run(&agent("trap")).is_err());
     assert_eq!(run(&agent("quiet")), Ok(None));
+}
+
+/// Keeps artifacts in memory and counts what it was asked.
+#[derive(Default)]
+struct MemoryCache {
+    artifacts: std::sync::Mutex<std::collections::HashMap<ArtifactKey, Vec<u8>>>,
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+impl ArtifactCache for MemoryCache {
+    fn get(&self, key: &ArtifactKey) -> Option<Vec<u8>> {
+        let found = self.artifacts.lock().unwrap().get(key).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn put(&self, key: &ArtifactKey, artifact: &[u8]) {
+        self.artifacts.lock().unwrap().insert(key.clone(), artifact.to_vec());
+    }
+}
+
+#[test]
+fn a_precompiled_artifact_is_reused_and_a_corrupt_one_is_compiled_again() {
+    let cache = MemoryCache::default();
+    let run = |host: &PluginHost| {
+        let plugin = host.load_cached(HookKind::MayAct, "p", 1, plugins::SOFTWARE_AGENT_MAY_ACT, &cache).unwrap();
+        let scopes: [String; 0] = [];
+        let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+        host.run_may_act(&plugin, &Limits::default(), "alpha", &agent("a"), &token).unwrap()
+    };
+    let expected = Some(MayActClaim { client_id: "agent-1".into(), sub: Some("(age!agent-1)".into()) });
+    assert_eq!(run(&PluginHost::new().unwrap()), expected);
+    assert_eq!(cache.artifacts.lock().unwrap().len(), 1, "compiled once and kept");
+    // A new host (a restart) uses the artifact.
+    assert_eq!(run(&PluginHost::new().unwrap()), expected);
+    assert_eq!(cache.hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let key = ArtifactKey {
+        component_sha256: agentauth_plugin_host::sha256_hex(plugins::SOFTWARE_AGENT_MAY_ACT),
+        engine: cache.artifacts.lock().unwrap().keys().next().unwrap().engine.clone(),
+    };
+    assert!(cache.artifacts.lock().unwrap().contains_key(&key));
+    // Garbage under the key is refused by wasmtime and replaced.
+    cache.artifacts.lock().unwrap().insert(key.clone(), b"garbage".to_vec());
+    assert_eq!(run(&PluginHost::new().unwrap()), expected);
+    assert_ne!(cache.artifacts.lock().unwrap()[&key], b"garbage".to_vec());
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::http::Reply;
 use crate::realm::RealmSettings;
 use crate::route::AdminOp;
-use crate::{App, Config, now, secrets};
+use crate::{App, Config, now};
 
 /// Largest admin request body: a plugin upload, with room to spare.
 pub const MAX_BODY: usize = agentauth_plugin_host::MAX_COMPONENT_BYTES + 1024;
@@ -161,7 +161,7 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
         Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
     };
     let plugin = app.host.load(kind, name, 0, body).map_err(|e| error(400, "invalid_plugin", e.to_string()))?;
-    let sha256 = secrets::sha256_hex(body);
+    let sha256 = agentauth_plugin_host::sha256_hex(body);
     let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component: body, activate };
     let entry = AuditEntry { sha256: Some(sha256.clone()), ..audit(parts, "push", name) };
     let version = match app.store.push_plugin(realm, &push, &entry).map_err(internal)? {

@@ -134,15 +134,16 @@ impl App {
         if self.store.realm(name).map_err(|e| StartError(e.to_string()))?.is_some() {
             return Ok(false);
         }
+        let cache = realm::StoredArtifacts { store: &self.store, now: now() };
         for (plugin, kind, component) in plugins {
-            self.host.load(*kind, plugin, 1, component).map_err(|e| StartError(e.to_string()))?;
+            self.host.load_cached(*kind, plugin, 1, component, &cache).map_err(|e| StartError(e.to_string()))?;
         }
         let settings = serde_json::to_string(settings).map_err(|e| StartError(e.to_string()))?;
         let created =
             self.store.create_realm_if_absent(name, &settings, now()).map_err(|e| StartError(e.to_string()))?;
         if created {
             for (plugin, kind, component) in plugins {
-                let sha256 = secrets::sha256_hex(component);
+                let sha256 = agentauth_plugin_host::sha256_hex(component);
                 self.store
                     .add_plugin_version(name, plugin, kind.as_str(), &sha256, component, now())
                     .map_err(|e| StartError(e.to_string()))?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use agentauth_core::OAuthError;
 use agentauth_jose::{Algorithm, SigningKey, VerifyingKey};
-use agentauth_plugin_host::{HookKind, Limits, Plugin, PluginHost};
+use agentauth_plugin_host::{ArtifactCache, ArtifactKey, HookKind, Limits, Plugin, PluginHost};
 use agentauth_store::{KeyRow, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -176,7 +176,8 @@ impl Realms {
                         .plugin_component(name, &row.name, row.version)
                         .map_err(internal)?
                         .ok_or_else(|| internal(format!("plugin {} v{} vanished", row.name, row.version)))?;
-                    Arc::new(host.load(kind, &row.name, row.version, &component).map_err(internal)?)
+                    let cache = StoredArtifacts { store, now };
+                    Arc::new(host.load_cached(kind, &row.name, row.version, &component, &cache).map_err(internal)?)
                 }
             };
             plugins.insert(row.name, plugin);
@@ -197,6 +198,28 @@ impl Realms {
         });
         self.loaded.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Arc::clone(&runtime));
         Ok(Some(runtime))
+    }
+}
+
+/// Precompiled plugins kept in the database.
+#[derive(Debug)]
+pub struct StoredArtifacts<'a> {
+    pub store: &'a Store,
+    pub now: i64,
+}
+
+impl ArtifactCache for StoredArtifacts<'_> {
+    fn get(&self, key: &ArtifactKey) -> Option<Vec<u8>> {
+        self.store.plugin_artifact(&key.component_sha256, &key.engine).unwrap_or_else(|e| {
+            tracing::warn!("reading a plugin artifact: {e}");
+            None
+        })
+    }
+
+    fn put(&self, key: &ArtifactKey, artifact: &[u8]) {
+        if let Err(e) = self.store.put_plugin_artifact(&key.component_sha256, &key.engine, artifact, self.now) {
+            tracing::warn!("storing a plugin artifact: {e}");
+        }
     }
 }
 

@@ -422,6 +422,36 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// A precompiled plugin artifact, if one is stored.
+    pub fn plugin_artifact(&self, component_sha256: &str, engine: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT artifact FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine = ?2",
+                params![component_sha256, engine],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Keeps a precompiled plugin artifact; artifacts of engines other than
+    /// `engine` for the same component are dropped, as no build of this
+    /// server can use them again.
+    pub fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine <> ?2",
+                params![component_sha256, engine],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO plugin_artifacts (component_sha256, engine, artifact, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![component_sha256, engine, artifact, now],
+            )?;
+            Ok(())
+        })
+    }
+
     // ---- clients ----
 
     /// Stores a newly registered client. Fails if the id is taken.

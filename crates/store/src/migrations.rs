@@ -66,6 +66,14 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT
     );
     CREATE INDEX audit_by_realm ON audit (realm, id);",
+    // 3: compiled plugins, so a restart does not compile them again.
+    "CREATE TABLE plugin_artifacts (
+        component_sha256 TEXT NOT NULL,
+        engine           TEXT NOT NULL,
+        artifact         BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        PRIMARY KEY (component_sha256, engine)
+    );",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
