@@ -56,6 +56,10 @@ struct ServeArgs {
     /// software-agent may-act policy stored.
     #[arg(long)]
     demo: bool,
+    /// Development mode: load DIR/<realm>/<plugin-name>.wasm into the realm,
+    /// and again whenever the file changes (validated, then activated).
+    #[arg(long, value_name = "DIR")]
+    watch_plugins: Option<PathBuf>,
 }
 
 const DEMO_REALM: &str = "alpha";
@@ -128,6 +132,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(data = %db.display(), admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
         println!("agentauth listening on http://{local}");
+        if let Some(dir) = args.watch_plugins {
+            tokio::spawn(agentauth_server::watch_plugins(std::sync::Arc::clone(&app), dir));
+        }
         agentauth_server::serve(listener, app, shutdown_signal()).await;
         tracing::info!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)

@@ -107,3 +107,42 @@ fn a_plugin_can_be_tried_without_a_server() {
     assert!(!ok, "a failing plugin exits non-zero");
     assert!(json_of(&out)["failed"].as_str().is_some_and(|w| w.contains("timed out")), "{out}");
 }
+
+/// Polls `check` for up to 15 seconds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[test]
+fn a_developer_hot_swaps_a_plugin_by_saving_its_file() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let watched = tempfile::tempdir().expect("temp dir");
+    let realm_dir = watched.path().join("alpha");
+    std::fs::create_dir(&realm_dir).expect("realm dir");
+    let watch = watched.path().to_string_lossy().into_owned();
+    let server = Server::start_with(data.path(), &["--watch-plugins", &watch]);
+    let agent = server.register_agent();
+    let may_act = || jwt_parts(&server.read_token(&agent)).1.get("may_act").cloned();
+    assert!(may_act().is_some(), "the demo's may-act policy serves first");
+
+    // Saving a policy that names no one swaps it in.
+    let file = realm_dir.join("software-agent-may-act.wasm");
+    std::fs::write(&file, agentauth_plugins::MISBEHAVING_MAY_ACT).expect("writing the plugin");
+    eventually("the saved plugin serves", || may_act().is_none());
+
+    // A broken save is refused; the last good version keeps serving.
+    std::fs::write(&file, b"half-written").expect("writing the plugin");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(may_act().is_none());
+
+    // Saving the original swaps it back.
+    std::fs::write(&file, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT).expect("writing the plugin");
+    eventually("the original plugin serves again", || may_act().is_some());
+}

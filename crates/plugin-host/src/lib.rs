@@ -290,6 +290,19 @@ impl PluginHost {
         component: &[u8],
         cache: &dyn ArtifactCache,
     ) -> Result<Plugin, LoadError> {
+        self.load_detecting(Some(kind), name, version, component, cache)
+    }
+
+    /// As [`PluginHost::load_cached`]; with `kind: None` the hook is the one
+    /// the component exports.
+    pub fn load_detecting(
+        &self,
+        kind: Option<HookKind>,
+        name: &str,
+        version: i64,
+        component: &[u8],
+        cache: &dyn ArtifactCache,
+    ) -> Result<Plugin, LoadError> {
         if component.len() > MAX_COMPONENT_BYTES {
             return Err(LoadError(format!(
                 "plugin {name} is {} bytes; the limit is {MAX_COMPONENT_BYTES}",
@@ -307,6 +320,20 @@ impl PluginHost {
                     Err(e) => tracing::warn!(plugin = name, "cannot serialise the compiled plugin: {e}"),
                 }
                 compiled
+            }
+        };
+        let kind = match kind {
+            Some(kind) => kind,
+            None => {
+                let ty = compiled.component_type();
+                let exported: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+                HookKind::ALL.into_iter().find(|k| exported.contains(&k.export_name())).ok_or_else(|| {
+                    LoadError(format!(
+                        "plugin {name} v{version} exports no hook of agentauth:policy@{CONTRACT_VERSION} \
+                         (it exports: {})",
+                        exported.join(", ")
+                    ))
+                })?
             }
         };
         self.check_interface(&compiled, kind).map_err(|why| LoadError(format!("plugin {name} v{version} {why}")))?;

@@ -145,25 +145,55 @@ fn list(app: &App, realm: &str, only: Option<&str>) -> Result<Reply, Reply> {
     Ok(Reply::json(200, &json!({ "plugins": listed })))
 }
 
-/// Uploads a component (`?hook=dcr|may-act`, `&activate=false` to store
-/// without activating). It is compiled and checked before it is stored.
+/// Uploads a component (`?hook=dcr|may-act`, or none to take the hook
+/// the component exports; `&activate=false` to store it without
+/// activating). It is compiled and checked before it is stored.
 fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
-    if !is_plugin_name(name) {
-        return Err(bad_request("plugin names are 1 to 64 letters, digits, '-', '_' or '.'"));
-    }
-    let hook = query(parts, "hook")
-        .ok_or_else(|| bad_request("say which hook the plugin serves: ?hook=dcr or ?hook=may-act"))?;
-    let kind =
-        HookKind::parse(&hook).ok_or_else(|| bad_request(format!("unknown hook {hook:?}; hooks: dcr, may-act")))?;
+    let kind = match query(parts, "hook") {
+        None => None,
+        Some(hook) => Some(
+            HookKind::parse(&hook).ok_or_else(|| bad_request(format!("unknown hook {hook:?}; hooks: dcr, may-act")))?,
+        ),
+    };
     let activate = match query(parts, "activate").as_deref() {
         None | Some("true") => true,
         Some("false") => false,
         Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
     };
-    let plugin = app.host.load(kind, name, 0, body).map_err(|e| error(400, "invalid_plugin", e.to_string()))?;
-    let sha256 = agentauth_plugin_host::sha256_hex(body);
-    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component: body, activate };
-    let entry = AuditEntry { sha256: Some(sha256.clone()), ..audit(parts, "push", name) };
+    let pushed = push_component(app, realm, name, kind, body, activate, actor(parts))?;
+    Ok(Reply::json(201, &pushed))
+}
+
+/// Validates, stores (with its audit entry) and, if asked, activates a
+/// plugin version: the admin API's upload and the plugin watcher's work.
+pub(crate) fn push_component(
+    app: &App,
+    realm: &str,
+    name: &str,
+    kind: Option<HookKind>,
+    component: &[u8],
+    activate: bool,
+    actor: String,
+) -> Result<Value, Reply> {
+    if !is_plugin_name(name) {
+        return Err(bad_request("plugin names are 1 to 64 letters, digits, '-', '_' or '.'"));
+    }
+    let cache = crate::realm::StoredArtifacts { store: &app.store, now: now() };
+    let plugin = app
+        .host
+        .load_detecting(kind, name, 0, component, &cache)
+        .map_err(|e| error(400, "invalid_plugin", e.to_string()))?;
+    let kind = plugin.kind();
+    let sha256 = agentauth_plugin_host::sha256_hex(component);
+    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate };
+    let entry = AuditEntry {
+        at: now(),
+        actor,
+        action: "push".into(),
+        plugin: Some(name.into()),
+        sha256: Some(sha256.clone()),
+        ..Default::default()
+    };
     let version = match app.store.push_plugin(realm, &push, &entry).map_err(internal)? {
         PushOutcome::Stored { version } => version,
         PushOutcome::HookMismatch { existing } => {
@@ -176,10 +206,10 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
         app.republish(realm, Some(Arc::new(plugin.with_version(version)))).map_err(|e| internal(e.description))?;
     }
     tracing::info!(realm, plugin = name, version, sha256 = %sha256, activate, "plugin pushed");
-    Ok(Reply::json(
-        201,
-        &json!({"name": name, "version": version, "hook": kind.as_str(), "sha256": sha256, "size": body.len(), "active": activate}),
-    ))
+    Ok(json!({
+        "name": name, "version": version, "hook": kind.as_str(), "sha256": sha256,
+        "size": component.len(), "active": activate,
+    }))
 }
 
 fn activate(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {

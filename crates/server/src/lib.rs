@@ -14,6 +14,7 @@ mod route;
 mod secrets;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 pub use realm::RealmSettings;
+pub use watch::watch_plugins;
 
 use crate::http::Reply;
 use crate::realm::Realms;
