@@ -5,12 +5,13 @@
 
 CARGO ?= cargo
 
-.PHONY: serve test fmt lint unit wasm-target
+.PHONY: serve test fmt lint unit polyglot wasm-target
 
 serve:
 	$(CARGO) run --release -- serve --demo
 
-test: wasm-target fmt lint unit
+test: wasm-target fmt lint unit polyglot
+	$(CARGO) test --release --test e2e polyglot -- --ignored
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
 # does not install targets by itself here. (The build script of
@@ -28,3 +29,8 @@ lint:
 
 unit:
 	$(CARGO) test --release --workspace
+
+# The seed's policies in Python and JavaScript (componentize-py from PyPI,
+# componentize-js from npm), for the polyglot end-to-end tests.
+polyglot:
+	scripts/build-polyglot

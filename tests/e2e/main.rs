@@ -4,6 +4,7 @@
 //! like the specification they check.
 
 mod plugins;
+mod polyglot;
 mod registration;
 mod restart;
 mod seed_flow;

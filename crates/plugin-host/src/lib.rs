@@ -403,9 +403,13 @@ impl PluginHost {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
-                .instances(16)
-                .tables(16)
-                .memories(16)
+                // Python and JavaScript components hold a few hundred core
+                // instances and tables but only a handful of memories; the
+                // memory cap applies to each memory, so their count is
+                // what bounds the total.
+                .instances(1024)
+                .tables(1024)
+                .memories(4)
                 .trap_on_grow_failure(true)
                 .build(),
             label: format!("{realm}/{}@{}", plugin.name, plugin.version).into(),
