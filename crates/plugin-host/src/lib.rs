@@ -51,6 +51,12 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:random/",
 ];
 
+/// Plugin calls that may run at once across the server: the size of the
+/// instance pool.
+const POOL_CALLS: u32 = 128;
+/// The most linear memory a realm may give one plugin instance.
+pub const MAX_PLUGIN_MEMORY: usize = 256 << 20;
+
 /// How often the epoch ticks; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Longest string a plugin may return in any field.
@@ -237,6 +243,23 @@ impl PluginHost {
     pub fn new() -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Instances come from a pool of pre-reserved slots: instantiation
+        // is then a copy-on-write mapping of the component's memory image,
+        // not an allocation, which is what makes a fresh instance per call
+        // affordable for Python and JavaScript components. The pool's
+        // counts bound how many plugin calls run at once.
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_CALLS)
+            .total_core_instances(POOL_CALLS * 64)
+            .max_core_instances_per_component(1024)
+            .total_memories(POOL_CALLS * 2)
+            .max_memories_per_component(4)
+            .max_memory_size(MAX_PLUGIN_MEMORY)
+            .total_tables(POOL_CALLS * 64)
+            .max_tables_per_component(1024)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         // A plugin that recurses without bound hits this and traps.
         config.max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).map_err(|e| LoadError(format!("wasmtime engine: {e}")))?;
@@ -658,4 +681,49 @@ pub struct TokenView<'a> {
 pub struct MayActClaim {
     pub client_id: String,
     pub sub: Option<String>,
+}
+
+/// A realm's plugin calls in flight: a counting semaphore with a timed
+/// wait, so one realm's slow or looping plugin cannot take every slot of
+/// the shared instance pool, and a caller that cannot get a slot in time
+/// is told the realm is busy instead of waiting without bound.
+#[derive(Debug)]
+pub struct CallSlots {
+    limit: usize,
+    in_use: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A held call slot, returned when dropped.
+#[derive(Debug)]
+pub struct CallSlot<'a>(&'a CallSlots);
+
+impl CallSlots {
+    pub fn new(limit: usize) -> Self {
+        Self { limit: limit.max(1), in_use: std::sync::Mutex::new(0), freed: std::sync::Condvar::new() }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes a slot, waiting at most `patience`; `None` if none came free.
+    pub fn acquire(&self, patience: Duration) -> Option<CallSlot<'_>> {
+        let deadline = std::time::Instant::now() + patience;
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        while *in_use >= self.limit {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            in_use = self.freed.wait_timeout(in_use, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *in_use += 1;
+        Some(CallSlot(self))
+    }
+}
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.0.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        *in_use = in_use.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
 }

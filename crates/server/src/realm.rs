@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use agentauth_core::OAuthError;
 use agentauth_jose::{Algorithm, SigningKey, VerifyingKey};
-use agentauth_plugin_host::{ArtifactCache, ArtifactKey, HookKind, Limits, Plugin, PluginHost};
+use agentauth_plugin_host::{ArtifactCache, ArtifactKey, CallSlot, CallSlots, HookKind, Limits, Plugin, PluginHost};
 use agentauth_store::{KeyRow, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,8 +34,11 @@ pub struct RealmSettings {
     pub refresh_token_lifetime: i64,
     /// Time one plugin call may take, milliseconds.
     pub plugin_timeout_ms: u64,
-    /// Memory one plugin instance may use, bytes.
+    /// Memory one plugin instance may use, bytes (at most 256 MiB).
     pub plugin_memory_bytes: usize,
+    /// Plugin calls of this realm that may run at once; a call that cannot
+    /// start within the plugin timeout is answered 503.
+    pub plugin_concurrency: usize,
 }
 
 impl Default for RealmSettings {
@@ -49,6 +52,7 @@ impl Default for RealmSettings {
             refresh_token_lifetime: 7 * 24 * 3600,
             plugin_timeout_ms: 100,
             plugin_memory_bytes: 64 << 20,
+            plugin_concurrency: 16,
         }
     }
 }
@@ -64,10 +68,25 @@ pub struct RealmRuntime {
     pub verifying_keys: Vec<VerifyingKey>,
     pub jwks: Value,
     pub plugin_limits: Limits,
+    /// Shared with the realm's earlier runtimes while the limit is the same,
+    /// so a swap does not reset the count of calls in flight.
+    pub plugin_slots: Arc<CallSlots>,
     plugins: HashMap<String, Arc<Plugin>>,
 }
 
 impl RealmRuntime {
+    /// Holds one of the realm's plugin call slots, or answers that the
+    /// realm is busy.
+    pub fn plugin_slot(&self) -> Result<CallSlot<'_>, OAuthError> {
+        self.plugin_slots.acquire(self.plugin_limits.timeout).ok_or_else(|| {
+            tracing::warn!(realm = %self.name, limit = self.plugin_slots.limit(), "all plugin call slots busy");
+            OAuthError::new(
+                agentauth_core::ErrorCode::TemporarilyUnavailable,
+                "the realm's policies are busy; retry shortly",
+            )
+        })
+    }
+
     /// The realm's active plugin `name`, if it serves `kind`.
     pub fn plugin(&self, name: &str, kind: HookKind) -> Result<&Plugin, OAuthError> {
         match self.plugins.get(name) {
@@ -183,12 +202,18 @@ impl Realms {
             plugins.insert(row.name, plugin);
         }
 
+        let plugin_slots = previous
+            .as_ref()
+            .map(|p| Arc::clone(&p.plugin_slots))
+            .filter(|slots| slots.limit() == settings.plugin_concurrency.max(1))
+            .unwrap_or_else(|| Arc::new(CallSlots::new(settings.plugin_concurrency)));
         let runtime = Arc::new(RealmRuntime {
+            plugin_slots,
             name: name.to_string(),
             issuer: format!("{issuer_prefix}/oauth2/realms/root/realms/{name}"),
             plugin_limits: Limits {
                 timeout: Duration::from_millis(settings.plugin_timeout_ms),
-                memory: settings.plugin_memory_bytes,
+                memory: settings.plugin_memory_bytes.min(agentauth_plugin_host::MAX_PLUGIN_MEMORY),
             },
             settings,
             signing_key,

@@ -22,7 +22,17 @@ fn app() -> Arc<App> {
         base_path: "/am".into(),
     };
     let app = App::new(config, Store::open_in_memory().unwrap()).unwrap();
-    let settings = RealmSettings {
+    let settings = hostile_settings();
+    let plugins: &[(&str, HookKind, &[u8])] = &[
+        ("misbehaving-dcr", HookKind::Dcr, agentauth_plugins::MISBEHAVING_DCR),
+        ("misbehaving-may-act", HookKind::MayAct, agentauth_plugins::MISBEHAVING_MAY_ACT),
+    ];
+    assert!(app.provision_realm(REALM, &settings, plugins).unwrap());
+    app
+}
+
+fn hostile_settings() -> RealmSettings {
+    RealmSettings {
         ai_agents_enabled: true,
         open_registration: true,
         dcr_plugin: Some("misbehaving-dcr".into()),
@@ -30,13 +40,7 @@ fn app() -> Arc<App> {
         plugin_timeout_ms: 50,
         plugin_memory_bytes: 8 << 20,
         ..RealmSettings::default()
-    };
-    let plugins: &[(&str, HookKind, &[u8])] = &[
-        ("misbehaving-dcr", HookKind::Dcr, agentauth_plugins::MISBEHAVING_DCR),
-        ("misbehaving-may-act", HookKind::MayAct, agentauth_plugins::MISBEHAVING_MAY_ACT),
-    ];
-    assert!(app.provision_realm(REALM, &settings, plugins).unwrap());
-    app
+    }
 }
 
 async fn call(app: &Arc<App>, request: Request<Full<Bytes>>) -> (u16, Value) {
@@ -324,4 +328,58 @@ async fn swapping_a_plugin_under_load_fails_no_request_and_mixes_no_versions() {
         }
     }
     assert!(ones > 0 && twos > 0, "both versions served: {ones} and {twos}");
+}
+
+/// A realm whose plugin loops fills only its own call slots: its callers
+/// get 503 once they are all busy, and another realm keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_realm_answers_503_and_does_not_stall_another_realm() {
+    let app = app();
+    let settings = RealmSettings { plugin_concurrency: 1, ..hostile_settings() };
+    let json = serde_json::to_string(&settings).unwrap();
+    let entry = agentauth_store::AuditEntry { action: "test".into(), ..Default::default() };
+    app.store.set_realm_settings(REALM, &json, &entry).unwrap();
+    app.republish(REALM, None).unwrap();
+    let calm = RealmSettings {
+        ai_agents_enabled: true,
+        open_registration: true,
+        dcr_plugin: Some("software-agent-dcr".into()),
+        signing_alg: "EdDSA".into(),
+        ..RealmSettings::default()
+    };
+    let seed: &[(&str, HookKind, &[u8])] = &[
+        ("software-agent-dcr", HookKind::Dcr, agentauth_plugins::SOFTWARE_AGENT_DCR),
+        ("software-agent-may-act", HookKind::MayAct, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT),
+    ];
+    assert!(app.provision_realm("calm", &calm, seed).unwrap());
+
+    let (_, looping) = register(&app, "loop").await;
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let (app, looping) = (Arc::clone(&app), looping.clone());
+        stuck.push(tokio::spawn(async move { client_credentials(&app, &looping).await }));
+    }
+    // Meanwhile the calm realm registers and issues as usual.
+    for _ in 0..5 {
+        let body = json!({"grant_types": ["client_credentials"], "scope": "read"});
+        let request = Request::post("/am/oauth2/realms/root/realms/calm/aiagent/register")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let (status, client) = call(&app, request).await;
+        assert_eq!(status, 201, "{client}");
+    }
+    let mut codes = Vec::new();
+    for handle in stuck {
+        let (status, body) = handle.await.unwrap();
+        codes.push((status, body["error"].as_str().unwrap_or_default().to_string()));
+    }
+    assert!(
+        codes
+            .iter()
+            .all(|(s, e)| (*s, e.as_str()) == (500, "server_error")
+                || (*s, e.as_str()) == (503, "temporarily_unavailable")),
+        "{codes:?}"
+    );
+    assert!(codes.iter().any(|(s, _)| *s == 503), "{codes:?}");
 }

@@ -223,6 +223,7 @@ fn mint(
             let plugin = realm.plugin(name, HookKind::MayAct)?;
             let scopes = request.scopes.to_vec();
             let view = TokenView { grant_type: grant.as_str(), sub: &request.sub, scopes: &scopes };
+            let _slot = realm.plugin_slot()?;
             app.host
                 .run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view)
                 .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?
