@@ -63,7 +63,7 @@ pub enum PluginCommand {
         /// The plugin's name in the realm.
         #[arg(long)]
         name: String,
-        /// The hook it serves: dcr or may-act.
+        /// The hook it serves: dcr, may-act, token or scope.
         #[arg(long)]
         hook: String,
         /// Store the version without activating it.
@@ -113,7 +113,7 @@ pub enum RealmCommand {
     SetHook {
         #[command(flatten)]
         remote: Remote,
-        /// The hook: dcr.
+        /// The hook: dcr, scope or token.
         #[arg(long)]
         hook: String,
         /// The plugin's name.

@@ -19,8 +19,10 @@
 //! }
 //! ```
 //!
-//! `token` is for may-act plugins; `operation`, `request` and
-//! `software_statement` for DCR plugins. Exit status: 0 when the plugin
+//! `token` is for may-act and token plugins (`token.claims`, a JSON
+//! object, for the latter); `scope_request` (`{"grant_type", "requested"}`)
+//! for scope plugins; `operation`, `request` and `software_statement` for
+//! DCR plugins. Exit status: 0 when the plugin
 //! decided (allowed or refused), 1 when it failed or the case is invalid.
 
 use std::path::PathBuf;
@@ -28,7 +30,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agentauth_core::{Client, ClientAttributes};
-use agentauth_plugin_host::{DcrInput, HookError, HookKind, Limits, Operation, PluginHost, RequestContext, TokenView};
+use agentauth_plugin_host::{
+    DcrInput, HookError, HookKind, Limits, Operation, PluginHost, RequestContext, ScopeRequest, TokenView,
+};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 
@@ -36,7 +40,7 @@ use serde_json::{Value, json};
 pub struct Args {
     /// The component (.wasm).
     file: PathBuf,
-    /// The hook it serves: dcr or may-act.
+    /// The hook it serves: dcr, may-act, token or scope.
     #[arg(long)]
     hook: String,
     /// The test case (JSON); `{}` when omitted.
@@ -45,8 +49,8 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let kind =
-        HookKind::parse(&args.hook).ok_or_else(|| anyhow!("unknown hook {:?}; hooks: dcr, may-act", args.hook))?;
+    let kind = HookKind::parse(&args.hook)
+        .ok_or_else(|| anyhow!("unknown hook {:?}; hooks: dcr, may-act, token, scope", args.hook))?;
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let case: Value = match &args.input {
         Some(path) => {
@@ -92,6 +96,30 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 let attributes: serde_json::Map<String, Value> =
                     set.into_iter().map(|a| (a.name, json!(a.values))).collect();
                 json!({"set_attributes": attributes})
+            })
+        }
+        HookKind::Scope => {
+            let request = &case["scope_request"];
+            let registered = client.metadata.scopes().to_vec();
+            let requested = strings(&request["requested"]).unwrap_or_else(|| registered.clone());
+            let scope_request = ScopeRequest {
+                grant_type: request["grant_type"].as_str().unwrap_or("client_credentials"),
+                requested: &requested,
+                registered: &registered,
+            };
+            host.run_scope(&plugin, &limits, "test", &client, &scope_request).map(|granted| json!({"scopes": granted}))
+        }
+        HookKind::Token => {
+            let token = &case["token"];
+            let claims = token.get("claims").cloned().unwrap_or_else(|| {
+                json!({"iss": "https://as.example/am/oauth2/realms/root/realms/test", "sub": client.client_id,
+                       "aud": client.client_id, "client_id": client.client_id, "scope": "read"})
+            });
+            let grant_type = token["grant_type"].as_str().unwrap_or("client_credentials");
+            host.run_token(&plugin, &limits, "test", &client, grant_type, &claims.to_string()).and_then(|answer| {
+                agentauth_core::token::custom_claims(&answer)
+                    .map(|custom| json!({"custom_claims": custom}))
+                    .map_err(|why| HookError::Failed(format!("invalid answer: {why}")))
             })
         }
     };

@@ -10,8 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
-const MEMBERS: &[&str] =
-    &["software-agent-dcr", "software-agent-may-act", "misbehaving-dcr", "misbehaving-may-act", "nosy-may-act"];
+const MEMBERS: &[&str] = &[
+    "software-agent-dcr",
+    "software-agent-may-act",
+    "department-token",
+    "narrowing-scope",
+    "misbehaving-dcr",
+    "misbehaving-may-act",
+    "nosy-may-act",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -42,6 +42,58 @@ pub struct AccessTokenClaims {
     pub may_act: Option<MayAct>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// Custom claims a token policy added.
+    #[serde(flatten)]
+    pub custom: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Claims the host owns: a policy may not set them (RFC 7519 registered
+/// claims, RFC 9068's, RFC 8693's, and the ones that would change how a
+/// token is read).
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "act",
+    "may_act",
+    "cnf",
+    "typ",
+    "auth_time",
+    "acr",
+    "amr",
+];
+
+/// Deepest nesting a custom claim may have.
+const MAX_CLAIM_DEPTH: usize = 8;
+
+/// Parses and checks a token policy's custom claims: a JSON object, no
+/// reserved claim, at most 8 levels deep.
+pub fn custom_claims(json: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("custom claims are not JSON: {e}"))?;
+    let serde_json::Value::Object(claims) = value else {
+        return Err("custom claims must be a JSON object".into());
+    };
+    if let Some(reserved) = claims.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+        return Err(format!("custom claims may not set the reserved claim {reserved:?}"));
+    }
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    if claims.values().map(depth).max().unwrap_or(0) > MAX_CLAIM_DEPTH {
+        return Err(format!("custom claims nest deeper than {MAX_CLAIM_DEPTH} levels"));
+    }
+    Ok(claims)
 }
 
 impl AccessTokenClaims {
@@ -88,6 +140,37 @@ impl TokenRequest {
             jti,
             may_act,
             act: self.act,
+            custom: serde_json::Map::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_claims_may_not_take_the_hosts_claims() {
+        assert!(custom_claims(r#"{"department": "updates", "tier": {"level": 2}}"#).is_ok());
+        for bad in [
+            r#"{"sub": "someone-else"}"#,
+            r#"{"may_act": {}}"#,
+            r#"["a"]"#,
+            "not json",
+            r#"{"a": [[[[[[[[[1]]]]]]]]]}"#,
+        ] {
+            assert!(custom_claims(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn custom_claims_round_trip_through_the_token() {
+        let mut claims = TokenRequest { sub: "s".into(), client_id: "c".into(), scopes: Scopes::default(), act: None }
+            .into_claims("https://as", 0, 60, "j".into(), None);
+        claims.custom = custom_claims(r#"{"department": "updates"}"#).unwrap();
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(json["department"], "updates");
+        let back: AccessTokenClaims = serde_json::from_value(json).unwrap();
+        assert_eq!(back, claims);
     }
 }

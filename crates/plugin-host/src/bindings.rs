@@ -20,4 +20,26 @@ pub mod may_act_world {
     });
 }
 
+pub mod token_world {
+    wasmtime::component::bindgen!({
+        world: "token-hook",
+        path: "../../wit",
+        with: {
+            "agentauth:policy/types": super::dcr_world::agentauth::policy::types,
+            "agentauth:policy/log": super::dcr_world::agentauth::policy::log,
+        },
+    });
+}
+
+pub mod scope_world {
+    wasmtime::component::bindgen!({
+        world: "scope-hook",
+        path: "../../wit",
+        with: {
+            "agentauth:policy/types": super::dcr_world::agentauth::policy::types,
+            "agentauth:policy/log": super::dcr_world::agentauth::policy::log,
+        },
+    });
+}
+
 pub use dcr_world::agentauth::policy::{log, types};

@@ -27,6 +27,10 @@ use bindings::dcr_world::exports::agentauth::policy::dcr as wit_dcr;
 use bindings::dcr_world::{DcrHook, DcrHookPre};
 use bindings::may_act_world::MayActHookPre;
 use bindings::may_act_world::exports::agentauth::policy::may_act as wit_may_act;
+use bindings::scope_world::ScopeHookPre;
+use bindings::scope_world::exports::agentauth::policy::scope as wit_scope;
+use bindings::token_world::TokenHookPre;
+use bindings::token_world::exports::agentauth::policy::token as wit_token;
 use bindings::types as wit_types;
 
 pub use agentauth_core::Client;
@@ -69,6 +73,8 @@ const MAX_ATTRIBUTES: usize = 32;
 pub enum HookKind {
     Dcr,
     MayAct,
+    Token,
+    Scope,
 }
 
 impl HookKind {
@@ -76,6 +82,8 @@ impl HookKind {
         match self {
             Self::Dcr => "dcr",
             Self::MayAct => "may-act",
+            Self::Token => "token",
+            Self::Scope => "scope",
         }
     }
 
@@ -83,12 +91,14 @@ impl HookKind {
         match name {
             "dcr" => Some(Self::Dcr),
             "may-act" => Some(Self::MayAct),
+            "token" => Some(Self::Token),
+            "scope" => Some(Self::Scope),
             _ => None,
         }
     }
 
     /// Every hook kind.
-    pub const ALL: [HookKind; 2] = [HookKind::Dcr, HookKind::MayAct];
+    pub const ALL: [HookKind; 4] = [HookKind::Dcr, HookKind::MayAct, HookKind::Token, HookKind::Scope];
 
     /// The interface a plugin of this kind exports, with its version.
     pub fn export_name(self) -> String {
@@ -147,6 +157,8 @@ impl std::error::Error for HookError {}
 enum Pre {
     Dcr(DcrHookPre<HostState>),
     MayAct(MayActHookPre<HostState>),
+    Token(TokenHookPre<HostState>),
+    Scope(ScopeHookPre<HostState>),
 }
 
 /// A compiled, type-checked plugin version, ready to run.
@@ -370,6 +382,8 @@ impl PluginHost {
         let pre = match kind {
             HookKind::Dcr => Pre::Dcr(DcrHookPre::new(pre).map_err(wrong_world)?),
             HookKind::MayAct => Pre::MayAct(MayActHookPre::new(pre).map_err(wrong_world)?),
+            HookKind::Token => Pre::Token(TokenHookPre::new(pre).map_err(wrong_world)?),
+            HookKind::Scope => Pre::Scope(ScopeHookPre::new(pre).map_err(wrong_world)?),
         };
         Ok(Plugin { name: name.to_string(), version, kind, pre })
     }
@@ -525,6 +539,86 @@ impl PluginHost {
         Ok(Some(MayActClaim { client_id: claim.client_id, sub: claim.sub }))
     }
 }
+
+impl PluginHost {
+    /// Runs a token plugin and returns the custom claims it adds, as the
+    /// JSON text it answered; the caller parses and checks them.
+    pub fn run_token(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        realm: &str,
+        client: &Client,
+        grant_type: &str,
+        claims_json: &str,
+    ) -> Result<String, HookError> {
+        let Pre::Token(pre) = &plugin.pre else {
+            return Err(HookError::Failed(format!("plugin {} is not a token plugin", plugin.name)));
+        };
+        let mut store = self.store(plugin, limits, realm);
+        let view = wit_token::TokenView {
+            realm: realm.to_string(),
+            grant_type: grant_type.to_string(),
+            claims: claims_json.to_string(),
+        };
+        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
+        let answer = instance
+            .agentauth_policy_token()
+            .call_modify(&mut store, &client_view(client), &view)
+            .map_err(|e| failure(&e, limits))?;
+        let custom = answer.map_err(refusal)?;
+        if custom.len() > MAX_CUSTOM_CLAIMS {
+            return Err(HookError::Failed(format!("custom claims exceed {MAX_CUSTOM_CLAIMS} bytes")));
+        }
+        Ok(custom)
+    }
+
+    /// Runs a scope plugin and returns the scopes it grants, checked to be
+    /// a subset of `requested`.
+    pub fn run_scope(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        realm: &str,
+        client: &Client,
+        request: &ScopeRequest<'_>,
+    ) -> Result<Vec<String>, HookError> {
+        let Pre::Scope(pre) = &plugin.pre else {
+            return Err(HookError::Failed(format!("plugin {} is not a scope plugin", plugin.name)));
+        };
+        let mut store = self.store(plugin, limits, realm);
+        let wit_request = wit_scope::ScopeRequest {
+            realm: realm.to_string(),
+            grant_type: request.grant_type.to_string(),
+            requested: request.requested.to_vec(),
+            registered: request.registered.to_vec(),
+        };
+        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
+        let answer = instance
+            .agentauth_policy_scope()
+            .call_validate(&mut store, &client_view(client), &wit_request)
+            .map_err(|e| failure(&e, limits))?;
+        let granted = answer.map_err(refusal)?;
+        if let Some(extra) = granted.iter().find(|s| !request.requested.contains(s)) {
+            return Err(HookError::Failed(format!(
+                "granted scope {:?}, which was not requested; a scope policy may only narrow",
+                truncate(extra, 64)
+            )));
+        }
+        Ok(granted)
+    }
+}
+
+/// The scopes a scope plugin is asked about.
+#[derive(Debug)]
+pub struct ScopeRequest<'a> {
+    pub grant_type: &'a str,
+    pub requested: &'a [String],
+    pub registered: &'a [String],
+}
+
+/// Largest custom-claims answer a token plugin may give.
+const MAX_CUSTOM_CLAIMS: usize = 4096;
 
 /// A value a plugin puts into a token: printable, non-empty and short.
 fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {

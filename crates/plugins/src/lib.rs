@@ -10,6 +10,14 @@ pub const SOFTWARE_AGENT_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/
 /// The seed's "Software agent may act script" (`plugins/software-agent-may-act`).
 pub const SOFTWARE_AGENT_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/software_agent_may_act.wasm"));
 
+/// Example token plugin: adds a `department` claim; for clients named
+/// `take-sub`, `not-json` or `token-deny`, misbehaves accordingly.
+pub const DEPARTMENT_TOKEN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/department_token.wasm"));
+
+/// Example scope plugin: drops `write` for clients named `read-only`; for
+/// clients named `refuse` or `widen`, misbehaves accordingly.
+pub const NARROWING_SCOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/narrowing_scope.wasm"));
+
 /// Test fixture: a DCR plugin that denies, loops, traps or sets an unknown
 /// attribute when the registration's `client_name` says so, and otherwise
 /// gives the client the `misbehaving-may-act` plugin.

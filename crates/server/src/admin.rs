@@ -152,7 +152,8 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
     let kind = match query(parts, "hook") {
         None => None,
         Some(hook) => Some(
-            HookKind::parse(&hook).ok_or_else(|| bad_request(format!("unknown hook {hook:?}; hooks: dcr, may-act")))?,
+            HookKind::parse(&hook)
+                .ok_or_else(|| bad_request(format!("unknown hook {hook:?}; hooks: dcr, may-act, token, scope")))?,
         ),
     };
     let activate = match query(parts, "activate").as_deref() {
@@ -253,8 +254,14 @@ fn delete(app: &App, realm: &str, name: &str, version: Option<i64>, parts: &Part
                 "version {v} of {name} is active; activate another version first, or delete the plugin"
             )));
         }
-        None if settings(app, realm)?.dcr_plugin.as_deref() == Some(name) => {
-            return Err(conflict(format!("plugin {name} serves the realm's dcr hook; select another first")));
+        None => {
+            let settings = settings(app, realm)?;
+            if let Some(kind) = REALM_HOOKS.into_iter().find(|k| settings.hook_plugin(*k) == Some(name)) {
+                return Err(conflict(format!(
+                    "plugin {name} serves the realm's {} hook; select another first",
+                    kind.as_str()
+                )));
+            }
         }
         _ => {}
     }
@@ -271,37 +278,41 @@ fn settings(app: &App, realm: &str) -> Result<RealmSettings, Reply> {
     serde_json::from_str(&row.settings).map_err(internal)
 }
 
+/// The realm-wide hooks, in the order they are shown.
+const REALM_HOOKS: [HookKind; 3] = [HookKind::Dcr, HookKind::Scope, HookKind::Token];
+
 fn hooks_json(settings: &RealmSettings) -> Value {
-    json!({ "dcr": settings.dcr_plugin })
+    let hooks: serde_json::Map<String, Value> =
+        REALM_HOOKS.iter().map(|k| (k.as_str().to_string(), json!(settings.hook_plugin(*k)))).collect();
+    Value::Object(hooks)
 }
 
-/// Selects the plugin serving each realm-wide hook: `{"dcr": "name"}`, or
-/// `{"dcr": null}` for none. The plugin must exist, be active and serve
-/// that hook.
+/// Selects the plugin serving realm-wide hooks: `{"dcr": "name"}`, or
+/// `{"dcr": null}` for none; likewise `scope` and `token`. The plugin must
+/// exist, be active and serve that hook. May-act plugins are chosen per
+/// client, by the `accessTokenMayActScript` attribute.
 fn set_hooks(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
     let request = json_body(body)?;
     let Some(fields) = request.as_object() else {
         return Err(bad_request("the body must be a JSON object such as {\"dcr\": \"plugin-name\"}"));
     };
     let mut settings = settings(app, realm)?;
+    let versions = app.store.plugin_versions(realm).map_err(internal)?;
     for (hook, value) in fields {
+        let kind = HookKind::parse(hook)
+            .filter(|k| REALM_HOOKS.contains(k))
+            .ok_or_else(|| bad_request(format!("unknown realm hook {hook:?}; realm hooks: dcr, scope, token")))?;
         let plugin = match value {
             Value::Null => None,
-            Value::String(name) => Some(name.clone()),
+            Value::String(name) => {
+                if !versions.iter().any(|v| v.name == *name && v.active && v.hook == kind.as_str()) {
+                    return Err(bad_request(format!("no active {hook} plugin {name} in realm {realm}")));
+                }
+                Some(name.clone())
+            }
             _ => return Err(bad_request(format!("{hook} must be a plugin name or null"))),
         };
-        match hook.as_str() {
-            "dcr" => {
-                if let Some(name) = &plugin {
-                    let versions = app.store.plugin_versions(realm).map_err(internal)?;
-                    if !versions.iter().any(|v| v.name == *name && v.active && v.hook == "dcr") {
-                        return Err(bad_request(format!("no active dcr plugin {name} in realm {realm}")));
-                    }
-                }
-                settings.dcr_plugin = plugin;
-            }
-            other => return Err(bad_request(format!("unknown realm hook {other:?}; realm hooks: dcr"))),
-        }
+        settings.set_hook_plugin(kind, plugin);
     }
     let json = serde_json::to_string(&settings).map_err(internal)?;
     let entry = AuditEntry {

@@ -26,6 +26,10 @@ pub struct RealmSettings {
     pub open_registration: bool,
     /// The plugin that serves the DCR hook, if any.
     pub dcr_plugin: Option<String>,
+    /// The plugin that adds custom claims to access tokens, if any.
+    pub token_plugin: Option<String>,
+    /// The plugin that narrows or refuses requested scopes, if any.
+    pub scope_plugin: Option<String>,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -41,12 +45,39 @@ pub struct RealmSettings {
     pub plugin_concurrency: usize,
 }
 
+impl RealmSettings {
+    /// The plugin selected for a realm-wide hook.
+    pub fn hook_plugin(&self, kind: HookKind) -> Option<&str> {
+        match kind {
+            HookKind::Dcr => self.dcr_plugin.as_deref(),
+            HookKind::Token => self.token_plugin.as_deref(),
+            HookKind::Scope => self.scope_plugin.as_deref(),
+            // May-act plugins are chosen per client, by its attributes.
+            HookKind::MayAct => None,
+        }
+    }
+
+    /// Selects the plugin for a realm-wide hook; false for a per-client
+    /// hook, which cannot be selected here.
+    pub fn set_hook_plugin(&mut self, kind: HookKind, plugin: Option<String>) -> bool {
+        match kind {
+            HookKind::Dcr => self.dcr_plugin = plugin,
+            HookKind::Token => self.token_plugin = plugin,
+            HookKind::Scope => self.scope_plugin = plugin,
+            HookKind::MayAct => return false,
+        }
+        true
+    }
+}
+
 impl Default for RealmSettings {
     fn default() -> Self {
         Self {
             ai_agents_enabled: false,
             open_registration: false,
             dcr_plugin: None,
+            token_plugin: None,
+            scope_plugin: None,
             signing_alg: "RS256".into(),
             access_token_lifetime: 3600,
             refresh_token_lifetime: 7 * 24 * 3600,

@@ -257,7 +257,7 @@ async fn push_activate_rollback_and_delete_are_audited() {
 async fn the_dcr_hook_can_be_switched_off_and_on() {
     let app = app();
     let (status, body) = admin(&app, "PUT", "hooks", br#"{"dcr": null}"#.to_vec()).await;
-    assert_eq!((status, &body), (200, &json!({"dcr": null})));
+    assert_eq!((status, &body), (200, &json!({"dcr": null, "scope": null, "token": null})));
     let (status, client) = register(&app, "dcr-deny").await;
     assert_eq!(status, 201, "no policy runs: {client}");
     assert_eq!(client["statelessTokensEnabled"], false);
@@ -382,4 +382,76 @@ async fn a_busy_realm_answers_503_and_does_not_stall_another_realm() {
         "{codes:?}"
     );
     assert!(codes.iter().any(|(s, _)| *s == 503), "{codes:?}");
+}
+
+// ---- token and scope hooks ----
+
+async fn with_token_and_scope_hooks() -> Arc<App> {
+    let app = app();
+    for (name, bytes) in [
+        ("department-token", agentauth_plugins::DEPARTMENT_TOKEN),
+        ("narrowing-scope", agentauth_plugins::NARROWING_SCOPE),
+    ] {
+        let (status, body) = admin(&app, "POST", &format!("plugins/{name}"), bytes.to_vec()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) =
+        admin(&app, "PUT", "hooks", br#"{"token": "department-token", "scope": "narrowing-scope"}"#.to_vec()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"dcr": "misbehaving-dcr", "scope": "narrowing-scope", "token": "department-token"}));
+    app
+}
+
+async fn token_for(app: &Arc<App>, client_name: &str, scope: &str) -> (u16, Value) {
+    let body = json!({"grant_types": ["client_credentials"], "client_name": client_name, "scope": "read write"});
+    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/aiagent/register"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let (status, client) = call(app, request).await;
+    assert_eq!(status, 201, "{client}");
+    let form = format!(
+        "grant_type=client_credentials&scope={scope}&client_id={}&client_secret={}",
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap()
+    );
+    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/access_token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)))
+        .unwrap();
+    call(app, request).await
+}
+
+#[tokio::test]
+async fn a_token_policy_adds_custom_claims_but_not_reserved_ones() {
+    let app = with_token_and_scope_hooks().await;
+    let (status, body) = token_for(&app, "quiet", "read").await;
+    assert_eq!(status, 200, "{body}");
+    let claims = claims(body["access_token"].as_str().unwrap());
+    assert_eq!((claims["department"].as_str(), claims["agent"].as_bool()), (Some("software-updates"), Some(true)));
+
+    for (name, status, code, why) in [
+        ("take-sub", 500, "server_error", "reserved claim \"sub\""),
+        ("not-json", 500, "server_error", "not JSON"),
+        ("token-deny", 403, "access_denied", "no tokens for this agent today"),
+    ] {
+        let (got, body) = token_for(&app, name, "read").await;
+        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{name}: {body}");
+        assert!(body["error_description"].as_str().unwrap().contains(why), "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_scope_policy_narrows_or_refuses_but_never_widens() {
+    let app = with_token_and_scope_hooks().await;
+    let (status, body) = token_for(&app, "read-only", "read%20write").await;
+    assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
+    let (status, body) = token_for(&app, "quiet", "read%20write").await;
+    assert_eq!((status, body["scope"].as_str()), (200, Some("read write")), "{body}");
+    let (status, body) = token_for(&app, "refuse", "read").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
+    assert_eq!(body["error_description"], "this agent may not have tokens");
+    let (status, body) = token_for(&app, "widen", "read").await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("server_error")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("may only narrow"), "{body}");
 }

@@ -90,6 +90,7 @@ mod tests {
             jti: "j".into(),
             may_act,
             act: None,
+            custom: serde_json::Map::new(),
         }
     }
 

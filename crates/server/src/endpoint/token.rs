@@ -12,7 +12,7 @@ use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
 use agentauth_core::grant::{client_credentials, refresh_token, token_exchange};
 use agentauth_core::token::TokenRequest;
 use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
-use agentauth_plugin_host::{HookKind, TokenView};
+use agentauth_plugin_host::{HookKind, ScopeRequest, TokenView};
 use agentauth_store::{NewToken, TokenKind};
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
@@ -214,9 +214,12 @@ fn mint(
     app: &App,
     realm: &RealmRuntime,
     client: &Client,
-    request: TokenRequest,
+    mut request: TokenRequest,
     grant: GrantType,
 ) -> Result<Minted, OAuthError> {
+    if let Some(name) = realm.settings.scope_plugin.as_deref() {
+        request.scopes = validate_scopes(app, realm, client, name, &request.scopes, grant)?;
+    }
     let may_act = match client.attributes.may_act_plugin() {
         None => None,
         Some(name) => {
@@ -231,7 +234,10 @@ fn mint(
         }
     };
     let lifetime = realm.settings.access_token_lifetime;
-    let claims = request.into_claims(&realm.issuer, now(), lifetime, new_jti(), may_act);
+    let mut claims = request.into_claims(&realm.issuer, now(), lifetime, new_jti(), may_act);
+    if let Some(name) = realm.settings.token_plugin.as_deref() {
+        claims.custom = custom_claims(app, realm, client, name, &claims, grant)?;
+    }
     if client.attributes.stateless_tokens_enabled {
         let payload = serde_json::to_value(&claims).map_err(internal)?;
         let access_token = agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload).map_err(internal)?;
@@ -242,4 +248,51 @@ fn mint(
         let stored = serde_json::to_string(&claims).map_err(internal)?;
         Ok(Minted { access_token, claims, opaque: Some((hash, stored)), expires_in: lifetime })
     }
+}
+
+/// Runs the realm's scope policy: it may narrow the scopes or refuse the
+/// request (`invalid_scope` with its reason), never widen them.
+fn validate_scopes(
+    app: &App,
+    realm: &RealmRuntime,
+    client: &Client,
+    plugin_name: &str,
+    scopes: &Scopes,
+    grant: GrantType,
+) -> Result<Scopes, OAuthError> {
+    let plugin = realm.plugin(plugin_name, HookKind::Scope)?;
+    let (requested, registered) = (scopes.to_vec(), client.metadata.scopes().to_vec());
+    let request = ScopeRequest { grant_type: grant.as_str(), requested: &requested, registered: &registered };
+    let _slot = realm.plugin_slot()?;
+    let granted = app
+        .host
+        .run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request)
+        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidScope))?;
+    Ok(Scopes::from_tokens(granted.iter().map(String::as_str)).unwrap_or_default())
+}
+
+/// Runs the realm's token policy and checks the claims it adds.
+fn custom_claims(
+    app: &App,
+    realm: &RealmRuntime,
+    client: &Client,
+    plugin_name: &str,
+    claims: &AccessTokenClaims,
+    grant: GrantType,
+) -> Result<serde_json::Map<String, Value>, OAuthError> {
+    let plugin = realm.plugin(plugin_name, HookKind::Token)?;
+    let claims_json = serde_json::to_string(claims).map_err(internal)?;
+    let _slot = realm.plugin_slot()?;
+    let answer = app
+        .host
+        .run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json)
+        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?;
+    agentauth_core::token::custom_claims(&answer).map_err(|why| {
+        hook_error(
+            agentauth_plugin_host::HookError::Failed(format!("invalid answer: {why}")),
+            realm,
+            plugin,
+            ErrorCode::ServerError,
+        )
+    })
 }
