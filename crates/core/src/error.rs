@@ -34,6 +34,9 @@ pub enum ErrorCode {
     /// The server cannot issue a token for the requested audience or
     /// resource (RFC 8693).
     InvalidTarget,
+    /// The access token provided is expired, revoked, malformed, or invalid
+    /// (RFC 6750 §3.1); here, a registration access token (RFC 7592).
+    InvalidToken,
     /// The resource owner or the server refused the request, e.g. because
     /// open registration is disabled in the realm.
     AccessDenied,
@@ -56,6 +59,7 @@ impl ErrorCode {
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidToken => "invalid_token",
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
@@ -66,7 +70,7 @@ impl ErrorCode {
     /// 401 for a failed client authentication).
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidClient => 401,
+            Self::InvalidClient | Self::InvalidToken => 401,
             Self::AccessDenied => 403,
             Self::ServerError => 500,
             Self::TemporarilyUnavailable => 503,

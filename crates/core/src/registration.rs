@@ -12,6 +12,11 @@ const MAX_ARRAY: usize = 32;
 /// Longest string a metadata field may hold.
 const MAX_STRING: usize = 2048;
 
+/// Fields a client may not send when it updates its registration
+/// (RFC 7592 §2.2): the server manages them.
+pub const SERVER_MANAGED_FIELDS: &[&str] =
+    &["registration_access_token", "registration_client_uri", "client_secret_expires_at", "client_id_issued_at"];
+
 /// Validates a registration request body (a JSON object) into metadata.
 ///
 /// Unknown fields are ignored (RFC 7591 §2), and so are fields the server
@@ -162,11 +167,13 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
     }
 }
 
-/// The server-generated credentials returned once, at registration.
-#[derive(Clone, PartialEq, Eq)]
+/// Server-generated credentials, returned when they are issued: both at
+/// registration, a new registration access token at each update, none
+/// when a client reads its registration (only their hashes are kept).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct IssuedCredentials {
-    pub client_secret: String,
-    pub registration_access_token: String,
+    pub client_secret: Option<String>,
+    pub registration_access_token: Option<String>,
 }
 
 impl std::fmt::Debug for IssuedCredentials {
@@ -199,9 +206,13 @@ pub fn response(client: &Client, credentials: &IssuedCredentials, registration_c
     let mut body = metadata_json(&client.metadata);
     body["client_id"] = json!(client.client_id);
     body["client_id_issued_at"] = json!(client.issued_at);
-    body["client_secret"] = json!(credentials.client_secret);
+    if let Some(secret) = &credentials.client_secret {
+        body["client_secret"] = json!(secret);
+    }
     body["client_secret_expires_at"] = json!(0);
-    body["registration_access_token"] = json!(credentials.registration_access_token);
+    if let Some(token) = &credentials.registration_access_token {
+        body["registration_access_token"] = json!(token);
+    }
     body["registration_client_uri"] = json!(registration_client_uri);
     body["client_type"] = json!("Confidential");
     body["providerOverridesEnabled"] = json!(client.attributes.provider_overrides_enabled);

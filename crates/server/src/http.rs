@@ -56,11 +56,23 @@ impl Reply {
             error.code.http_status(),
             &json!({"error": error.code.as_str(), "error_description": error.description}),
         );
-        if error.code == ErrorCode::InvalidClient {
+        match error.code {
             // RFC 6749 §5.2: 401 carries a challenge for the scheme used.
-            reply.headers.push((header::WWW_AUTHENTICATE, "Basic realm=\"agentauth\"".into()));
+            ErrorCode::InvalidClient => {
+                reply.headers.push((header::WWW_AUTHENTICATE, "Basic realm=\"agentauth\"".into()));
+            }
+            // RFC 6750 §3.
+            ErrorCode::InvalidToken => {
+                reply.headers.push((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"".into()));
+            }
+            _ => {}
         }
         reply
+    }
+
+    /// 204, for a successful DELETE.
+    pub fn no_content() -> Self {
+        Self { status: 204, body: Bytes::new(), content_type: "application/json", no_store: true, headers: Vec::new() }
     }
 
     pub fn not_found() -> Self {

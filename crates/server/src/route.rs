@@ -14,6 +14,11 @@ pub enum Route {
         realm: String,
         ai_agent: bool,
     },
+    /// RFC 7592 client configuration: GET, PUT or DELETE on a
+    /// registration endpoint with `?client_id=`.
+    Manage {
+        realm: String,
+    },
     Token {
         realm: String,
     },
@@ -67,6 +72,11 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
         return Route::NotFound;
     }
     let realm = realm.to_string();
+    if matches!(endpoint, "aiagent/register" | "register")
+        && matches!(*method, Method::GET | Method::PUT | Method::DELETE)
+    {
+        return Route::Manage { realm };
+    }
     let (route, allow) = match endpoint {
         "aiagent/register" => (Route::Register { realm, ai_agent: true }, Method::POST),
         "register" => (Route::Register { realm, ai_agent: false }, Method::POST),
@@ -78,7 +88,13 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if *method == allow {
         route
     } else {
-        Route::MethodNotAllowed { allow: if allow == Method::GET { "GET" } else { "POST" } }
+        Route::MethodNotAllowed {
+            allow: match (allow, endpoint) {
+                (Method::GET, _) => "GET",
+                (_, "aiagent/register" | "register") => "GET, POST, PUT, DELETE",
+                _ => "POST",
+            },
+        }
     }
 }
 

@@ -455,3 +455,34 @@ async fn a_scope_policy_narrows_or_refuses_but_never_widens() {
     assert_eq!((status, body["error"].as_str()), (500, Some("server_error")), "{body}");
     assert!(body["error_description"].as_str().unwrap().contains("may only narrow"), "{body}");
 }
+
+#[tokio::test]
+async fn the_dcr_policy_runs_on_update_and_delete_and_may_refuse_a_delete() {
+    let app = app();
+    let (status, client) = register(&app, "dcr-keep").await;
+    assert_eq!(status, 201, "{client}");
+    let uri =
+        client["registration_client_uri"].as_str().unwrap().trim_start_matches("https://as.example.test").to_string();
+    let token = client["registration_access_token"].as_str().unwrap();
+    let request = |method: &str, body: String| {
+        Request::builder()
+            .method(method)
+            .uri(uri.as_str())
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let update =
+        json!({"client_id": client["client_id"], "client_name": "dcr-deny", "grant_types": ["client_credentials"]});
+    let (status, body) = call(&app, request("PUT", update.to_string())).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_client_metadata")),
+        "the policy saw the UPDATE: {body}"
+    );
+    let (status, body) = call(&app, request("DELETE", String::new())).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "{body}");
+    assert_eq!(body["error_description"], "this client may not be deleted");
+    assert_eq!(clients(&app), 1);
+}

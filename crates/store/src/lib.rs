@@ -479,6 +479,32 @@ impl Store {
         })
     }
 
+    /// Replaces a client's metadata, attributes and registration access
+    /// token (RFC 7592 update); false if there is no such client.
+    pub fn update_client(&self, realm: &str, row: &ClientRow) -> Result<bool> {
+        let c = &row.client;
+        let metadata = serde_json::to_string(&c.metadata)?;
+        let attributes = serde_json::to_string(&c.attributes)?;
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
+                 WHERE realm = ?1 AND client_id = ?2",
+                params![realm, c.client_id, metadata, attributes, row.registration_token_hash],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Deletes a client and every server-side token issued to it, in one
+    /// commit; false if there is no such client.
+    pub fn delete_client(&self, realm: &str, client_id: &str) -> Result<bool> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            let n = tx.execute("DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            Ok(n == 1)
+        })
+    }
+
     pub fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
         let conn = self.conn();
         let row = conn
@@ -641,6 +667,8 @@ fn record(tx: &rusqlite::Transaction<'_>, realm: &str, e: &AuditEntry) -> Result
 #[derive(Debug)]
 pub struct NewToken<'a> {
     pub hash: &'a [u8],
+    /// The client the token was issued to.
+    pub client_id: &'a str,
     pub kind: TokenKind,
     pub grant: &'a str,
     pub expires_at: i64,
@@ -648,8 +676,8 @@ pub struct NewToken<'a> {
 
 fn insert_token(tx: &rusqlite::Transaction<'_>, realm: &str, t: &NewToken<'_>) -> Result<()> {
     tx.execute(
-        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at],
+        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at, t.client_id],
     )?;
     Ok(())
 }
@@ -695,6 +723,38 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_client_deletes_its_tokens_only() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1")).unwrap();
+        store.insert_client("alpha", &client_row("c2")).unwrap();
+        let token =
+            |hash, client_id| NewToken { hash, client_id, kind: TokenKind::Access, grant: "{}", expires_at: 100 };
+        store.insert_tokens("alpha", &[token(b"t1", "c1"), token(b"t2", "c2")]).unwrap();
+        assert!(store.delete_client("alpha", "c1").unwrap());
+        assert!(!store.delete_client("alpha", "c1").unwrap());
+        assert_eq!(store.client("alpha", "c1").unwrap(), None);
+        assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None);
+        assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn updating_a_client_keeps_its_secret() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1")).unwrap();
+        let mut row = client_row("c1");
+        row.client.metadata.scope = "read".into();
+        row.registration_token_hash = vec![9; 32];
+        row.secret_hash = vec![7; 32];
+        assert!(store.update_client("alpha", &row).unwrap());
+        let stored = store.client("alpha", "c1").unwrap().unwrap();
+        assert_eq!(stored.client.metadata.scope, "read");
+        assert_eq!(stored.registration_token_hash, vec![9; 32]);
+        assert_eq!(stored.secret_hash, vec![1; 32], "the secret is not changed by an update");
+    }
+
+    #[test]
     fn duplicate_client_id_is_refused() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
@@ -724,7 +784,7 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         store.create_realm_if_absent("beta", "{}", 0).unwrap();
-        let token = |hash, grant| NewToken { hash, kind: TokenKind::Refresh, grant, expires_at: 100 };
+        let token = |hash, grant| NewToken { hash, client_id: "c1", kind: TokenKind::Refresh, grant, expires_at: 100 };
         store.insert_tokens("alpha", &[token(b"old", "{\"g\":1}")]).unwrap();
         assert_eq!(store.token(b"old", "beta", TokenKind::Refresh, 0).unwrap(), None, "other realm");
         assert_eq!(store.token(b"old", "alpha", TokenKind::Access, 0).unwrap(), None, "other kind");

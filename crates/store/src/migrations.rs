@@ -74,6 +74,11 @@ const MIGRATIONS: &[&str] = &[
         created_at       INTEGER NOT NULL,
         PRIMARY KEY (component_sha256, engine)
     );",
+    // 4: which client a server-side token belongs to, so deleting a client
+    // ends its tokens.
+    "ALTER TABLE tokens ADD COLUMN client_id TEXT NOT NULL DEFAULT '';
+    UPDATE tokens SET client_id = COALESCE(json_extract(grant_json, '$.client_id'), '');
+    CREATE INDEX tokens_by_client ON tokens (realm, client_id);",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Test fixture: a DCR plugin that misbehaves on demand. The registration's
-//! `client_name` picks the misbehaviour (`dcr-deny`, `dcr-loop`,
+//! `client_name` picks the misbehaviour (`dcr-keep` refuses DELETE only,
+//! `dcr-deny`, `dcr-loop`,
 //! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`); any other
 //! client is admitted with stateless tokens and the `misbehaving-may-act`
 //! plugin, whose misbehaviour its `client_name` then picks.
@@ -10,7 +11,7 @@ wit_bindgen::generate!({
 });
 
 use agentauth::policy::types::{Attribute, Error};
-use exports::agentauth::policy::dcr::{Decision, Guest, Registration};
+use exports::agentauth::policy::dcr::{Decision, Guest, Operation, Registration};
 
 struct Misbehaving;
 
@@ -32,6 +33,9 @@ impl Guest for Misbehaving {
     fn evaluate(registration: Registration) -> Result<Decision, Error> {
         let metadata = &registration.client.metadata;
         let is = |mode: &str| metadata.contains(&format!("\"client_name\":\"{mode}\""));
+        if is("dcr-keep") && registration.operation == Operation::Delete {
+            return Err(Error::Denied("this client may not be deleted".into()));
+        }
         if is("dcr-deny") {
             return Err(Error::Denied("registrations named dcr-deny are refused".into()));
         }

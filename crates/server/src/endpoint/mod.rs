@@ -16,9 +16,11 @@ use crate::route::Route;
 /// Runs the endpoint `route` names. Blocking: call off the async threads.
 pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
     let realm_name = match &route {
-        Route::Register { realm, .. } | Route::Token { realm } | Route::Jwks { realm } | Route::Discovery { realm } => {
-            realm
-        }
+        Route::Register { realm, .. }
+        | Route::Manage { realm }
+        | Route::Token { realm }
+        | Route::Jwks { realm }
+        | Route::Discovery { realm } => realm,
         Route::Admin { realm, op } => return crate::admin::dispatch(app, realm, op.clone(), parts, body),
         Route::MethodNotAllowed { allow } => return Reply::method_not_allowed(allow),
         Route::Health | Route::NotFound => return Reply::not_found(),
@@ -30,6 +32,7 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
     };
     let result = match route {
         Route::Register { ai_agent, .. } => registration::register(app, &realm, ai_agent, parts, body),
+        Route::Manage { .. } => registration::manage(app, &realm, parts, body),
         Route::Token { .. } => token::token(app, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::openid_configuration(&realm)),

@@ -46,31 +46,133 @@ pub fn register(
         issued_at: now(),
     };
     if let Some(dcr) = &realm.settings.dcr_plugin {
-        client.attributes = run_dcr_policy(app, realm, dcr, &client, &request, parts, body)?;
+        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Create, &client, &request, parts, body)?;
     }
 
-    let credentials = IssuedCredentials { client_secret: new_secret(), registration_access_token: new_secret() };
+    let (client_secret, registration_access_token) = (new_secret(), new_secret());
     let row = ClientRow {
         client,
-        secret_hash: app.hasher.hash(Purpose::ClientSecret, &credentials.client_secret),
-        registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &credentials.registration_access_token),
+        secret_hash: app.hasher.hash(Purpose::ClientSecret, &client_secret),
+        registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
+    };
+    let credentials = IssuedCredentials {
+        client_secret: Some(client_secret),
+        registration_access_token: Some(registration_access_token),
     };
     app.store.insert_client(&realm.name, &row).map_err(internal)?;
     let client = row.client;
     tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
 
-    let path = if ai_agent { "aiagent/register" } else { "register" };
-    let uri = format!("{}?client_id={}", realm.endpoint(path), client.client_id);
-    Ok(Reply::json(201, &registration::response(&client, &credentials, &uri)))
+    Ok(Reply::json(201, &registration::response(&client, &credentials, &client_uri(realm, &client))))
 }
 
-/// Runs the realm's DCR policy on a CREATE and returns the attributes it
-/// leaves the client with. Anything it sets is checked: an unknown
-/// attribute, or a may-act plugin the realm lacks, fails the registration.
+/// The client's `registration_client_uri`, PingAM's form: the endpoint it
+/// registered at, with its client_id as a query parameter.
+fn client_uri(realm: &RealmRuntime, client: &Client) -> String {
+    let path = if client.is_ai_agent { "aiagent/register" } else { "register" };
+    format!("{}?client_id={}", realm.endpoint(path), client.client_id)
+}
+
+/// RFC 7592 client configuration at the `registration_client_uri`: read
+/// (GET), update (PUT, a full replacement that rotates the registration
+/// access token) and delete (DELETE, which ends the client's server-side
+/// tokens). The realm's DCR policy runs on UPDATE and DELETE.
+///
+/// An unknown client, a wrong or missing token, and a token of another
+/// client all get the same 401 `invalid_token` (RFC 7592 §2).
+pub fn manage(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
+    let denied = || OAuthError::new(ErrorCode::InvalidToken, "the registration access token is invalid");
+    let client_id = parts
+        .uri
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "client_id").map(|(_, v)| v.into_owned()))
+        .ok_or_else(denied)?;
+    let token = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(denied)?;
+    let row = app.store.client(&realm.name, &client_id).map_err(internal)?;
+    let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.registration_token_hash);
+    let matches = app.hasher.matches(Purpose::RegistrationToken, token, stored);
+    let Some(row) = row.filter(|_| matches) else {
+        return Err(denied());
+    };
+
+    match parts.method {
+        hyper::Method::GET => {
+            let body =
+                registration::response(&row.client, &IssuedCredentials::default(), &client_uri(realm, &row.client));
+            Ok(Reply::json(200, &body))
+        }
+        hyper::Method::PUT => update(app, realm, row, parts, body),
+        _ => delete(app, realm, &row.client, parts),
+    }
+}
+
+fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
+    if !has_media_type(&parts.headers, "application/json") {
+        return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
+    }
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|e| OAuthError::invalid_client_metadata(format!("the request body is not valid JSON: {e}")))?;
+    if request.get("client_id").and_then(Value::as_str) != Some(row.client.client_id.as_str()) {
+        return Err(OAuthError::invalid_client_metadata("client_id must be present and match the client's"));
+    }
+    if let Some(field) = registration::SERVER_MANAGED_FIELDS.iter().find(|f| request.get(**f).is_some()) {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "{field} is managed by the server and may not be sent"
+        )));
+    }
+    if let Some(secret) = request.get("client_secret") {
+        let same = secret.as_str().is_some_and(|s| app.hasher.matches(Purpose::ClientSecret, s, &row.secret_hash));
+        if !same {
+            return Err(OAuthError::invalid_client_metadata("client_secret may not be changed by the client"));
+        }
+    }
+    let metadata = registration::parse_metadata(&request)?;
+    let mut client = Client { metadata, ..row.client };
+    if let Some(dcr) = &realm.settings.dcr_plugin {
+        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Update, &client, &request, parts, body)?;
+    }
+    let registration_access_token = new_secret();
+    let updated = ClientRow {
+        client,
+        secret_hash: row.secret_hash,
+        registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
+    };
+    if !app.store.update_client(&realm.name, &updated).map_err(internal)? {
+        return Err(OAuthError::new(ErrorCode::InvalidToken, "the registration access token is invalid"));
+    }
+    tracing::info!(realm = %realm.name, client_id = %updated.client.client_id, "updated a client");
+    let credentials =
+        IssuedCredentials { client_secret: None, registration_access_token: Some(registration_access_token) };
+    Ok(Reply::json(200, &registration::response(&updated.client, &credentials, &client_uri(realm, &updated.client))))
+}
+
+fn delete(app: &App, realm: &RealmRuntime, client: &Client, parts: &Parts) -> Result<Reply, OAuthError> {
+    if let Some(dcr) = &realm.settings.dcr_plugin {
+        run_dcr_policy(app, realm, dcr, Operation::Delete, client, &Value::Null, parts, &[])?;
+    }
+    app.store.delete_client(&realm.name, &client.client_id).map_err(internal)?;
+    tracing::info!(realm = %realm.name, client_id = %client.client_id, "deleted a client");
+    Ok(Reply::no_content())
+}
+
+/// Runs the realm's DCR policy on an operation and returns the attributes
+/// it leaves the client with. Anything it sets is checked: an unknown
+/// attribute, or a may-act plugin the realm lacks, fails the operation. A
+/// refusal is `invalid_client_metadata` on CREATE and UPDATE, and
+/// `access_denied` on DELETE.
+#[allow(clippy::too_many_arguments)]
 fn run_dcr_policy(
     app: &App,
     realm: &RealmRuntime,
     plugin_name: &str,
+    operation: Operation,
     client: &Client,
     request: &Value,
     parts: &Parts,
@@ -79,16 +181,17 @@ fn run_dcr_policy(
     let plugin = realm.plugin(plugin_name, HookKind::Dcr)?;
     let context = request_context(parts, Some(body));
     let input = DcrInput {
-        operation: Operation::Create,
+        operation,
         request: &context,
         client,
         software_statement: request.get("software_statement").and_then(Value::as_str),
     };
     let _slot = realm.plugin_slot()?;
-    let set = app
-        .host
-        .run_dcr(plugin, &realm.plugin_limits, &realm.name, &input)
-        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidClientMetadata))?;
+    let set = app.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input).map_err(|e| {
+        let refused =
+            if operation == Operation::Delete { ErrorCode::AccessDenied } else { ErrorCode::InvalidClientMetadata };
+        hook_error(e, realm, plugin, refused)
+    })?;
     let mut attributes = client.attributes.clone();
     for attribute in set {
         attributes.set(&attribute.name, &attribute.values).map_err(|why| {

@@ -88,6 +88,7 @@ fn exchange(
     let mut stored = minted.stored();
     stored.push(NewToken {
         hash: &refresh_hash,
+        client_id: &client.client_id,
         kind: TokenKind::Refresh,
         grant: &grant_json,
         expires_at: grant.expires_at,
@@ -122,6 +123,7 @@ fn refresh(
     let mut stored = minted.stored();
     stored.push(NewToken {
         hash: &successor_hash,
+        client_id: &client.client_id,
         kind: TokenKind::Refresh,
         grant: &successor_json,
         expires_at: successor_grant.expires_at,
@@ -177,6 +179,7 @@ impl Minted {
             .iter()
             .map(|(hash, claims)| NewToken {
                 hash,
+                client_id: &self.claims.client_id,
                 kind: TokenKind::Access,
                 grant: claims,
                 expires_at: self.claims.exp,
