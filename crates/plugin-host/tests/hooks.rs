@@ -134,6 +134,13 @@ fn traps_and_stack_overflows_fail_closed() {
 }
 
 #[test]
+fn a_string_that_is_not_utf8_is_refused() {
+    let host = PluginHost::new().unwrap();
+    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("bad-utf8"), Limits::default()));
+    assert!(why.contains("utf-8") || why.contains("UTF-8"), "{why}");
+}
+
+#[test]
 fn invalid_claims_are_refused() {
     let host = PluginHost::new().unwrap();
     for mode in ["huge", "control"] {

@@ -24,7 +24,8 @@ pub const NARROWING_SCOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nar
 pub const MISBEHAVING_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_dcr.wasm"));
 
 /// Test fixture: a may-act plugin that loops, traps, allocates without
-/// bound, recurses, or returns invalid claims when the client's
+/// bound, recurses, reads files or the environment, or returns invalid
+/// claims (huge, with control characters, not UTF-8) when the client's
 /// `client_name` says so.
 pub const MISBEHAVING_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_may_act.wasm"));
 

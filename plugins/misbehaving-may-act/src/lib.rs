@@ -41,6 +41,13 @@ impl Guest for Misbehaving {
             }
             "recurse" => Ok(Some(recurse(1))),
             "huge" => Ok(Some(MayActClaim { client_id: "x".repeat(1 << 20), sub: None })),
+            // Bytes that are not UTF-8 where the contract says `string`: a
+            // broken guest, simulated. The host must refuse to read it.
+            #[allow(unsafe_code)]
+            "bad-utf8" => Ok(Some(MayActClaim {
+                client_id: unsafe { String::from_utf8_unchecked(vec![0x61, 0xff, 0xfe, 0x62]) },
+                sub: None,
+            })),
             "control" => Ok(Some(MayActClaim { client_id: "a\nb".into(), sub: None })),
             "deny" => Err(Error::Denied("this agent may not be delegated to".into())),
             "other" => Err(Error::Other("configuration missing".into())),
