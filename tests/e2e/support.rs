@@ -121,7 +121,12 @@ impl Server {
 
     /// POSTs a form to `access_token`, with optional Basic credentials.
     pub fn token(&self, form: &[(&str, &str)], basic: Option<&Agent>) -> Reply {
-        let mut request = agent().post(&self.realm_url("access_token"));
+        self.post_form("access_token", form, basic)
+    }
+
+    /// POSTs a form to a realm endpoint, with optional Basic credentials.
+    pub fn post_form(&self, endpoint: &str, form: &[(&str, &str)], basic: Option<&Agent>) -> Reply {
+        let mut request = agent().post(&self.realm_url(endpoint));
         if let Some(a) = basic {
             let credentials = STANDARD.encode(format!("{}:{}", a.client_id, a.client_secret));
             request = request.header("Authorization", format!("Basic {credentials}"));
@@ -267,4 +272,16 @@ pub fn cli(args: &[&str], admin_token: &str) -> (bool, String, String) {
         .output()
         .expect("running agentauth");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+impl Server {
+    /// Introspects `token` as `caller`.
+    pub fn introspect(&self, caller: &Agent, token: &str) -> Reply {
+        self.post_form("introspect", &[("token", token)], Some(caller))
+    }
+
+    /// Revokes `token` as `caller`.
+    pub fn revoke(&self, caller: &Agent, token: &str) -> Reply {
+        self.post_form("token/revoke", &[("token", token)], Some(caller))
+    }
 }

@@ -22,6 +22,12 @@ pub enum Route {
     Token {
         realm: String,
     },
+    Introspect {
+        realm: String,
+    },
+    Revoke {
+        realm: String,
+    },
     Jwks {
         realm: String,
     },
@@ -81,6 +87,8 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
         "aiagent/register" => (Route::Register { realm, ai_agent: true }, Method::POST),
         "register" => (Route::Register { realm, ai_agent: false }, Method::POST),
         "access_token" => (Route::Token { realm }, Method::POST),
+        "introspect" => (Route::Introspect { realm }, Method::POST),
+        "token/revoke" => (Route::Revoke { realm }, Method::POST),
         "connect/jwk_uri" => (Route::Jwks { realm }, Method::GET),
         ".well-known/openid-configuration" => (Route::Discovery { realm }, Method::GET),
         _ => return Route::NotFound,

@@ -19,6 +19,8 @@ pub enum Purpose {
     RegistrationToken,
     AccessToken,
     RefreshToken,
+    /// A JWT's `jti`, to find the JWTs of a token family.
+    JwtId,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
             Self::RegistrationToken => b"registration-token\0",
             Self::AccessToken => b"access-token\0",
             Self::RefreshToken => b"refresh-token\0",
+            Self::JwtId => b"jwt-id\0",
         }
     }
 }

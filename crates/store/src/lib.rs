@@ -108,6 +108,9 @@ pub enum TokenKind {
     Access,
     /// A refresh token; its grant says what it may be refreshed into.
     Refresh,
+    /// A JWT access token issued within a family, kept so that revoking
+    /// the family can revoke it; its grant is the token's `jti`.
+    Jwt,
 }
 
 impl TokenKind {
@@ -115,8 +118,42 @@ impl TokenKind {
         match self {
             Self::Access => "access",
             Self::Refresh => "refresh",
+            Self::Jwt => "jwt",
         }
     }
+
+    fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "access" => Some(Self::Access),
+            "refresh" => Some(Self::Refresh),
+            "jwt" => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+}
+
+/// A live server-side token, as found by its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub kind: TokenKind,
+    pub grant: String,
+    pub client_id: String,
+    pub family: Option<String>,
+    /// For a refresh token: already rotated.
+    pub used: bool,
+    pub expires_at: i64,
+}
+
+/// What presenting a refresh token for rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live and unused: it is now used, its successors stored.
+    Rotated,
+    /// The token had already been used: its whole family is now revoked
+    /// (RFC 9700 §4.14.2), and nothing was stored.
+    Reused,
+    /// No live token of that kind in the realm.
+    Unknown,
 }
 
 /// The database. One connection, serialised by a mutex: SQLite allows one
@@ -573,27 +610,108 @@ impl Store {
         Ok(grant)
     }
 
-    /// Replaces a live token of `kind` with its successors in one commit;
-    /// returns false, changing nothing, if the old token was already used,
-    /// so a refresh token can be used once even by racing requests.
+    /// Rotates a refresh token in one commit: a live, unused token is
+    /// marked used and its successors stored; a token used before revokes
+    /// its whole family, since the token has leaked (RFC 9700 §4.14.2). So
+    /// a refresh token works once, even for racing requests.
     pub fn rotate_token(
         &self,
         realm: &str,
-        kind: TokenKind,
         old_hash: &[u8],
         successors: &[NewToken<'_>],
         now: i64,
-    ) -> Result<bool> {
+    ) -> Result<Rotation> {
         self.write(|tx| {
-            let removed = tx.execute(
-                "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = ?3 AND expires_at > ?4",
-                params![old_hash, realm, kind.as_str(), now],
-            )?;
-            if removed == 1 {
-                successors.iter().try_for_each(|t| insert_token(tx, realm, t))?;
+            let found: Option<(Option<i64>, Option<String>)> = tx
+                .query_row(
+                    "SELECT used_at, family FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = 'refresh' AND expires_at > ?3",
+                    params![old_hash, realm, now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match found {
+                None => Ok(Rotation::Unknown),
+                Some((Some(_), family)) => {
+                    match family {
+                        Some(family) => revoke_family(tx, realm, &family)?,
+                        None => {
+                            tx.execute("DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![old_hash, realm])?;
+                        }
+                    }
+                    Ok(Rotation::Reused)
+                }
+                Some((None, _)) => {
+                    tx.execute("UPDATE tokens SET used_at = ?3 WHERE hash = ?1 AND realm = ?2", params![old_hash, realm, now])?;
+                    successors.iter().try_for_each(|t| insert_token(tx, realm, t))?;
+                    Ok(Rotation::Rotated)
+                }
             }
-            Ok(removed == 1)
         })
+    }
+
+    /// Any live server-side token of the realm, by hash.
+    pub fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT kind, grant_json, client_id, family, used_at, expires_at FROM tokens
+                 WHERE hash = ?1 AND realm = ?2 AND expires_at > ?3",
+                params![hash, realm, now],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row.and_then(|(kind, grant, client_id, family, used_at, expires_at)| {
+            Some(TokenRow {
+                kind: TokenKind::parse(&kind)?,
+                grant,
+                client_id,
+                family,
+                used: used_at.is_some(),
+                expires_at,
+            })
+        }))
+    }
+
+    /// Revokes one server-side token; with a family, every token of it.
+    pub fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            match family {
+                Some(family) => revoke_family(tx, realm, family)?,
+                None => {
+                    tx.execute("DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![hash, realm])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Records a JWT access token as revoked until it expires.
+    pub fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at) VALUES (?1, ?2, ?3)",
+                params![realm, jti, expires_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// True when the JWT with `jti` was revoked.
+    pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)",
+            params![realm, jti],
+            |r| r.get(0),
+        )?)
     }
 }
 
@@ -669,6 +787,8 @@ pub struct NewToken<'a> {
     pub hash: &'a [u8],
     /// The client the token was issued to.
     pub client_id: &'a str,
+    /// The refresh token family it belongs to, if any.
+    pub family: Option<&'a str>,
     pub kind: TokenKind,
     pub grant: &'a str,
     pub expires_at: i64,
@@ -676,9 +796,22 @@ pub struct NewToken<'a> {
 
 fn insert_token(tx: &rusqlite::Transaction<'_>, realm: &str, t: &NewToken<'_>) -> Result<()> {
     tx.execute(
-        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at, t.client_id],
+        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at, t.client_id, t.family],
     )?;
+    Ok(())
+}
+
+/// Ends a token family: its JWTs are recorded as revoked, and its
+/// server-side tokens deleted.
+fn revoke_family(tx: &rusqlite::Transaction<'_>, realm: &str, family: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
+         SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
+        params![realm, family],
+    )?;
+    tx.execute("DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
     Ok(())
 }
 
@@ -728,8 +861,14 @@ mod tests {
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         store.insert_client("alpha", &client_row("c1")).unwrap();
         store.insert_client("alpha", &client_row("c2")).unwrap();
-        let token =
-            |hash, client_id| NewToken { hash, client_id, kind: TokenKind::Access, grant: "{}", expires_at: 100 };
+        let token = |hash, client_id| NewToken {
+            hash,
+            client_id,
+            family: None,
+            kind: TokenKind::Access,
+            grant: "{}",
+            expires_at: 100,
+        };
         store.insert_tokens("alpha", &[token(b"t1", "c1"), token(b"t2", "c2")]).unwrap();
         assert!(store.delete_client("alpha", "c1").unwrap());
         assert!(!store.delete_client("alpha", "c1").unwrap());
@@ -784,17 +923,23 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         store.create_realm_if_absent("beta", "{}", 0).unwrap();
-        let token = |hash, grant| NewToken { hash, client_id: "c1", kind: TokenKind::Refresh, grant, expires_at: 100 };
-        store.insert_tokens("alpha", &[token(b"old", "{\"g\":1}")]).unwrap();
+        let token =
+            |hash, kind, grant| NewToken { hash, client_id: "c1", family: Some("f1"), kind, grant, expires_at: 100 };
+        let refresh = |hash, grant| token(hash, TokenKind::Refresh, grant);
+        store.insert_tokens("alpha", &[refresh(b"old", "{\"g\":1}"), token(b"j1", TokenKind::Jwt, "jti-1")]).unwrap();
         assert_eq!(store.token(b"old", "beta", TokenKind::Refresh, 0).unwrap(), None, "other realm");
         assert_eq!(store.token(b"old", "alpha", TokenKind::Access, 0).unwrap(), None, "other kind");
-        let refresh = TokenKind::Refresh;
-        assert!(!store.rotate_token("beta", refresh, b"old", &[token(b"new", "{}")], 0).unwrap());
-        assert!(store.rotate_token("alpha", refresh, b"old", &[token(b"new", "{\"g\":2}")], 0).unwrap());
-        assert!(!store.rotate_token("alpha", refresh, b"old", &[token(b"x", "{}")], 0).unwrap(), "used twice");
-        assert_eq!(store.token(b"x", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+        assert_eq!(store.rotate_token("beta", b"old", &[refresh(b"new", "{}")], 0).unwrap(), Rotation::Unknown);
+        let next = [refresh(b"new", "{\"g\":2}"), token(b"j2", TokenKind::Jwt, "jti-2")];
+        assert_eq!(store.rotate_token("alpha", b"old", &next, 0).unwrap(), Rotation::Rotated);
         assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 100).unwrap(), None, "expired");
         assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 99).unwrap().as_deref(), Some("{\"g\":2}"));
+        // Presenting the used token again ends the family: tokens and JWTs.
+        assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"x", "{}")], 0).unwrap(), Rotation::Reused);
+        assert_eq!(store.token(b"x", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+        assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap() && store.is_jwt_revoked("alpha", "jti-2").unwrap());
+        assert!(!store.is_jwt_revoked("beta", "jti-1").unwrap());
     }
 
     fn audit(action: &str) -> AuditEntry {

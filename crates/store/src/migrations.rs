@@ -79,6 +79,17 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE tokens ADD COLUMN client_id TEXT NOT NULL DEFAULT '';
     UPDATE tokens SET client_id = COALESCE(json_extract(grant_json, '$.client_id'), '');
     CREATE INDEX tokens_by_client ON tokens (realm, client_id);",
+    // 5: token families (a refresh token and everything issued from it),
+    // rotation that remembers used refresh tokens, and revoked JWTs.
+    "ALTER TABLE tokens ADD COLUMN family TEXT;
+    ALTER TABLE tokens ADD COLUMN used_at INTEGER;
+    CREATE INDEX tokens_by_family ON tokens (realm, family);
+    CREATE TABLE revoked_jwts (
+        realm      TEXT NOT NULL,
+        jti        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, jti)
+    );",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -16,6 +16,10 @@ pub fn openid_configuration(realm: &RealmRuntime) -> Reply {
         "issuer": realm.issuer,
         "token_endpoint": realm.endpoint("access_token"),
         "jwks_uri": realm.endpoint("connect/jwk_uri"),
+        "introspection_endpoint": realm.endpoint("introspect"),
+        "revocation_endpoint": realm.endpoint("token/revoke"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "grant_types_supported": [
             GrantType::ClientCredentials.as_str(),
             GrantType::TokenExchange.as_str(),

@@ -1,6 +1,7 @@
 //! The endpoints, one module each, and the dispatch from a route to them.
 
 mod discovery;
+mod introspection;
 mod registration;
 mod token;
 
@@ -19,6 +20,8 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Route::Register { realm, .. }
         | Route::Manage { realm }
         | Route::Token { realm }
+        | Route::Introspect { realm }
+        | Route::Revoke { realm }
         | Route::Jwks { realm }
         | Route::Discovery { realm } => realm,
         Route::Admin { realm, op } => return crate::admin::dispatch(app, realm, op.clone(), parts, body),
@@ -34,6 +37,8 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Route::Register { ai_agent, .. } => registration::register(app, &realm, ai_agent, parts, body),
         Route::Manage { .. } => registration::manage(app, &realm, parts, body),
         Route::Token { .. } => token::token(app, &realm, parts, body),
+        Route::Introspect { .. } => introspection::introspect(app, &realm, parts, body),
+        Route::Revoke { .. } => introspection::revoke(app, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::openid_configuration(&realm)),
         Route::Admin { .. } | Route::MethodNotAllowed { .. } | Route::Health | Route::NotFound => {

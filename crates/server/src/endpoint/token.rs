@@ -13,7 +13,7 @@ use agentauth_core::grant::{client_credentials, refresh_token, token_exchange};
 use agentauth_core::token::TokenRequest;
 use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
 use agentauth_plugin_host::{HookKind, ScopeRequest, TokenView};
-use agentauth_store::{NewToken, TokenKind};
+use agentauth_store::{NewToken, Rotation, TokenKind};
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ pub fn token(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Res
         Some(GrantType::ClientCredentials) => {
             let request = client_credentials::decide(&client, scope)?;
             let minted = mint(app, realm, &client, request, GrantType::ClientCredentials)?;
-            persist(app, realm, &minted.stored())?;
+            persist(app, realm, &minted.stored(None))?;
             Ok(Reply::json(200, &minted.response(None)))
         }
         Some(GrantType::TokenExchange) => exchange(app, realm, &client, &form, scope),
@@ -85,10 +85,13 @@ fn exchange(
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal)?;
-    let mut stored = minted.stored();
+    // The refresh token starts a family: everything issued from it.
+    let family = new_jti();
+    let mut stored = minted.stored(Some(&family));
     stored.push(NewToken {
         hash: &refresh_hash,
         client_id: &client.client_id,
+        family: Some(&family),
         kind: TokenKind::Refresh,
         grant: &grant_json,
         expires_at: grant.expires_at,
@@ -109,9 +112,17 @@ fn refresh(
     let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid, expired or revoked");
     let old_hash = app.hasher.hash(Purpose::RefreshToken, presented);
     let now = now();
-    let grant_json =
-        app.store.token(&old_hash, &realm.name, TokenKind::Refresh, now).map_err(internal)?.ok_or_else(invalid)?;
-    let grant: RefreshGrant = serde_json::from_str(&grant_json).map_err(internal)?;
+    let row = app.store.token_row(&old_hash, &realm.name, now).map_err(internal)?;
+    let Some(row) = row.filter(|r| r.kind == TokenKind::Refresh) else {
+        return Err(invalid());
+    };
+    if row.used {
+        // A rotated token came back: it has leaked. End its family.
+        tracing::warn!(realm = %realm.name, client_id = %row.client_id, "refresh token reused; revoking its family");
+        app.store.revoke_token(&realm.name, &old_hash, row.family.as_deref()).map_err(internal)?;
+        return Err(invalid());
+    }
+    let grant: RefreshGrant = serde_json::from_str(&row.grant).map_err(internal)?;
     let request = refresh_token::decide(client, &grant, scope, now)?;
     let minted = mint(app, realm, client, request, GrantType::RefreshToken)?;
 
@@ -120,48 +131,74 @@ fn refresh(
     // The successor keeps the family's expiry: rotation never extends it.
     let successor_grant = RefreshGrant { scope: minted.claims.scope.clone(), ..grant };
     let successor_json = serde_json::to_string(&successor_grant).map_err(internal)?;
-    let mut stored = minted.stored();
+    let family = row.family.as_deref();
+    let mut stored = minted.stored(family);
     stored.push(NewToken {
         hash: &successor_hash,
         client_id: &client.client_id,
+        family,
         kind: TokenKind::Refresh,
         grant: &successor_json,
         expires_at: successor_grant.expires_at,
     });
-    if !app.store.rotate_token(&realm.name, TokenKind::Refresh, &old_hash, &stored, now).map_err(internal)? {
-        return Err(invalid());
+    match app.store.rotate_token(&realm.name, &old_hash, &stored, now).map_err(internal)? {
+        Rotation::Rotated => Ok(Reply::json(200, &minted.response(Some(&successor)))),
+        Rotation::Reused | Rotation::Unknown => Err(invalid()),
     }
-    Ok(Reply::json(200, &minted.response(Some(&successor))))
 }
 
-/// Verifies a subject token of this realm: a JWT signed with one of the
-/// realm's keys, of type `at+jwt`, issued here and unexpired; or a live
-/// opaque token of the realm. Anything else is `invalid_request`.
+/// Verifies a subject token of this realm (see [`access_token_claims`]).
+/// Anything unusable is `invalid_request`, never another grant.
 fn subject_claims(app: &App, realm: &RealmRuntime, token: &str) -> Result<AccessTokenClaims, OAuthError> {
-    let invalid = |why: &dyn std::fmt::Display| {
-        tracing::debug!(realm = %realm.name, "subject token refused: {why}");
+    access_token_claims(app, realm, token)?.ok_or_else(|| {
         OAuthError::invalid_request("subject_token is invalid, expired, or not an access token of this realm")
+    })
+}
+
+/// The claims of a live access token of this realm: a JWT signed with one
+/// of the realm's keys, of type `at+jwt`, issued here, unexpired and not
+/// revoked; or a live opaque token of the realm. `None` for anything else
+/// (the reason is logged at debug level).
+pub(super) fn access_token_claims(
+    app: &App,
+    realm: &RealmRuntime,
+    token: &str,
+) -> Result<Option<AccessTokenClaims>, OAuthError> {
+    let refused = |why: &dyn std::fmt::Display| {
+        tracing::debug!(realm = %realm.name, "access token refused: {why}");
+        Ok(None)
     };
+    if token.len() > agentauth_jose::MAX_TOKEN_LEN {
+        return refused(&"too long");
+    }
     let now = now();
-    let claims: AccessTokenClaims = if token.contains('.') {
-        let claims = agentauth_jose::verify(token, &realm.verifying_keys, "at+jwt").map_err(|e| invalid(&e))?;
-        serde_json::from_value(claims).map_err(|e| invalid(&e))?
-    } else {
-        if token.len() > agentauth_jose::MAX_TOKEN_LEN {
-            return Err(invalid(&"too long"));
+    let is_jwt = token.contains('.');
+    let claims: AccessTokenClaims = if is_jwt {
+        let claims = match agentauth_jose::verify(token, &realm.verifying_keys, "at+jwt") {
+            Ok(claims) => claims,
+            Err(e) => return refused(&e),
+        };
+        match serde_json::from_value(claims) {
+            Ok(claims) => claims,
+            Err(e) => return refused(&e),
         }
+    } else {
         let hash = app.hasher.hash(Purpose::AccessToken, token);
-        let stored = app.store.token(&hash, &realm.name, TokenKind::Access, now).map_err(internal)?;
-        let stored = stored.ok_or_else(|| invalid(&"unknown opaque token"))?;
-        serde_json::from_str(&stored).map_err(internal)?
+        match app.store.token(&hash, &realm.name, TokenKind::Access, now).map_err(internal)? {
+            Some(stored) => serde_json::from_str(&stored).map_err(internal)?,
+            None => return refused(&"unknown opaque token"),
+        }
     };
     if claims.iss != realm.issuer {
-        return Err(invalid(&"issued by another realm"));
+        return refused(&"issued by another realm");
     }
     if claims.is_expired(now) {
-        return Err(invalid(&"expired"));
+        return refused(&"expired");
     }
-    Ok(claims)
+    if is_jwt && app.store.is_jwt_revoked(&realm.name, &claims.jti).map_err(internal)? {
+        return refused(&"revoked");
+    }
+    Ok(Some(claims))
 }
 
 /// An access token ready to be returned, and what must be stored first.
@@ -170,21 +207,29 @@ struct Minted {
     claims: AccessTokenClaims,
     /// For opaque tokens: the keyed hash and claims to store.
     opaque: Option<(Vec<u8>, String)>,
+    /// The keyed hash of the token's `jti`.
+    jti_hash: Vec<u8>,
     expires_in: i64,
 }
 
 impl Minted {
-    fn stored(&self) -> Vec<NewToken<'_>> {
-        self.opaque
-            .iter()
-            .map(|(hash, claims)| NewToken {
-                hash,
-                client_id: &self.claims.client_id,
-                kind: TokenKind::Access,
-                grant: claims,
-                expires_at: self.claims.exp,
-            })
-            .collect()
+    /// What must be stored for this token: an opaque token's claims; and,
+    /// for a JWT issued within a refresh token `family`, its `jti`, so that
+    /// revoking the family revokes it.
+    fn stored<'a>(&'a self, family: Option<&'a str>) -> Vec<NewToken<'a>> {
+        let token = |hash, kind, grant| NewToken {
+            hash,
+            client_id: &self.claims.client_id,
+            family,
+            kind,
+            grant,
+            expires_at: self.claims.exp,
+        };
+        match (&self.opaque, family) {
+            (Some((hash, claims)), _) => vec![token(hash, TokenKind::Access, claims)],
+            (None, Some(_)) => vec![token(&self.jti_hash, TokenKind::Jwt, &self.claims.jti)],
+            (None, None) => Vec::new(),
+        }
     }
 
     /// The token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -244,12 +289,14 @@ fn mint(
     if client.attributes.stateless_tokens_enabled {
         let payload = serde_json::to_value(&claims).map_err(internal)?;
         let access_token = agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload).map_err(internal)?;
-        Ok(Minted { access_token, claims, opaque: None, expires_in: lifetime })
+        let jti_hash = app.hasher.hash(Purpose::JwtId, &claims.jti);
+        Ok(Minted { access_token, claims, opaque: None, jti_hash, expires_in: lifetime })
     } else {
         let access_token = new_secret();
         let hash = app.hasher.hash(Purpose::AccessToken, &access_token);
         let stored = serde_json::to_string(&claims).map_err(internal)?;
-        Ok(Minted { access_token, claims, opaque: Some((hash, stored)), expires_in: lifetime })
+        let jti_hash = app.hasher.hash(Purpose::JwtId, &claims.jti);
+        Ok(Minted { access_token, claims, opaque: Some((hash, stored)), jti_hash, expires_in: lifetime })
     }
 }
 
