@@ -121,8 +121,11 @@ fn a_deleted_client_can_no_longer_authenticate() {
     let token = server.read_token(&r.agent);
     let refresh =
         server.exchange(&r.agent, &token, "read").json["refresh_token"].as_str().unwrap_or_default().to_string();
+    let observer = server.register_agent();
+    assert_eq!(server.introspect(&observer, &token).json["active"], true);
     let reply = send("DELETE", &r.uri, &r.token, None);
     assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(server.introspect(&observer, &token).json, json!({"active": false}), "its tokens died with it");
     server.token(&[("grant_type", "client_credentials")], Some(&r.agent)).assert_error(401, "invalid_client");
     server
         .token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)], Some(&r.agent))

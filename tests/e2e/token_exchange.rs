@@ -151,3 +151,29 @@ fn a_refresh_may_not_widen_the_scope() {
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())];
     assert_eq!(server.token(&form, Some(&agent)).status, 200);
 }
+
+#[test]
+fn an_actor_token_must_come_typed_and_be_the_actor_may_act_names() {
+    let server = Server::start();
+    let agent = server.register_agent();
+    let subject = server.read_token(&agent);
+    let actor = server.read_token(&agent);
+    let exchange = |extra: &[(&str, &str)]| {
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject.as_str()),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ];
+        form.extend_from_slice(extra);
+        server.token(&form, Some(&agent))
+    };
+    exchange(&[("actor_token", &actor)]).assert_error(400, "invalid_request");
+    exchange(&[("actor_token_type", ACCESS_TOKEN_TYPE)]).assert_error(400, "invalid_request");
+    exchange(&[("actor_token", "garbage"), ("actor_token_type", ACCESS_TOKEN_TYPE)])
+        .assert_error(400, "invalid_request");
+    // may_act names (age!<client_id>); the actor token's subject is the
+    // client_id itself, so delegation to it is refused.
+    let reply = exchange(&[("actor_token", &actor), ("actor_token_type", ACCESS_TOKEN_TYPE)]);
+    reply.assert_error(400, "invalid_request");
+    assert!(reply.json["error_description"].as_str().is_some_and(|d| d.contains("actor token")), "{}", reply.body);
+}

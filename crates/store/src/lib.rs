@@ -575,6 +575,15 @@ impl Store {
         }))
     }
 
+    /// True when the realm has the client.
+    pub fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
+            params![realm, client_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// How many clients the realm has.
     pub fn count_clients(&self, realm: &str) -> Result<i64> {
         Ok(self.conn().query_row("SELECT COUNT(*) FROM clients WHERE realm = ?1", [realm], |r| r.get(0))?)

@@ -11,22 +11,29 @@ use crate::token::{AccessTokenClaims, Act, TokenRequest};
 /// The only `subject_token_type` accepted so far.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
-/// Decides an exchange for `client` of a subject token that has already
-/// been verified (signature, issuer, type, expiry) by the caller.
+/// Decides an exchange for `client` of a subject token, and of an actor
+/// token if one was sent, both already verified (signature, issuer, type,
+/// expiry, revocation) by the caller.
 ///
-/// - `may_act.client_id` must be the authenticated client;
-/// - `may_act.sub`, when present, must be the subject the client acts as,
-///   `(age!<client_id>)` for an AI agent;
-/// - the scopes requested (by default the subject token's) must be within
-///   the client's registered scopes: an exchange may broaden the subject
-///   token's scope, which is its purpose here, but never beyond what the
-///   client registered.
+/// The subject token's `may_act.client_id` must be the authenticated
+/// client. Then, by what `may_act.sub` and the request hold:
 ///
-/// The new token keeps the subject token's `sub` and names the actor in
-/// `act`, nesting any `act` the subject token already had (RFC 8693 §4.1).
+/// | `may_act.sub` | actor token | outcome |
+/// |---|---|---|
+/// | present | sent | delegation: `sub` must be the actor token's `sub`; `act` names that actor |
+/// | present | none | the client acts as itself, as on the seed page: `sub` must be its acting subject (`(age!<client_id>)` for an AI agent); `act` names it |
+/// | absent | none | impersonation (RFC 8693 §1.1): the new token carries no new `act` |
+/// | absent | sent | refused: `may_act` names no actor the token could be checked against |
+///
+/// An `act` already in the subject token nests inside the new one
+/// (RFC 8693 §4.1). The scopes requested (by default the subject token's)
+/// must be within the client's registered scopes: an exchange may broaden
+/// the subject token's scope, which is its purpose on the seed page, but
+/// never beyond what the client registered.
 pub fn decide(
     client: &Client,
     subject: &AccessTokenClaims,
+    actor: Option<&AccessTokenClaims>,
     requested: Option<Scopes>,
 ) -> Result<TokenRequest, OAuthError> {
     require_grant(client, GrantType::TokenExchange)?;
@@ -36,22 +43,32 @@ pub fn decide(
     if may_act.client_id != client.client_id {
         return Err(OAuthError::invalid_request("the subject token's may_act does not name this client"));
     }
-    let actor = client.actor_subject();
-    if may_act.sub.as_ref().is_some_and(|sub| *sub != actor) {
-        return Err(OAuthError::invalid_request("the subject token's may_act does not name this actor"));
-    }
+    let earlier = subject.act.clone().map(Box::new);
+    let act = match (&may_act.sub, actor) {
+        (Some(sub), Some(actor)) if *sub == actor.sub => {
+            Some(Act { sub: actor.sub.clone(), client_id: Some(actor.client_id.clone()), act: earlier })
+        }
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "the subject token's may_act does not name the actor token's subject",
+            ));
+        }
+        (Some(sub), None) if *sub == client.actor_subject() => {
+            Some(Act { sub: sub.clone(), client_id: Some(client.client_id.clone()), act: earlier })
+        }
+        (Some(_), None) => {
+            return Err(OAuthError::invalid_request("the subject token's may_act does not name this actor"));
+        }
+        (None, None) => subject.act.clone(),
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "the subject token's may_act names no subject, so no actor token can act on it",
+            ));
+        }
+    };
     let requested = requested.or_else(|| Some(subject.scopes()));
     let scopes = narrow_scopes(requested, &client.metadata.scopes(), "the client's registered scopes")?;
-    Ok(TokenRequest {
-        sub: subject.sub.clone(),
-        client_id: client.client_id.clone(),
-        scopes,
-        act: Some(Act {
-            sub: actor,
-            client_id: Some(client.client_id.clone()),
-            act: subject.act.clone().map(Box::new),
-        }),
-    })
+    Ok(TokenRequest { sub: subject.sub.clone(), client_id: client.client_id.clone(), scopes, act })
 }
 
 #[cfg(test)]
@@ -100,9 +117,13 @@ mod tests {
 
     #[test]
     fn agent_exchanges_its_read_token_for_read_write() {
-        let out =
-            decide(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), Some(Scopes::parse("read write").unwrap()))
-                .unwrap();
+        let out = decide(
+            &agent("a1"),
+            &read_token_for("a1", seed_may_act("a1")),
+            None,
+            Some(Scopes::parse("read write").unwrap()),
+        )
+        .unwrap();
         assert_eq!(out.scopes.to_string(), "read write");
         assert_eq!(out.sub, "a1");
         let act = out.act.unwrap();
@@ -112,28 +133,32 @@ mod tests {
 
     #[test]
     fn exchange_rejects_subject_token_naming_another_client() {
-        let err = decide(&agent("a2"), &read_token_for("a1", seed_may_act("a1")), None).unwrap_err();
+        let err = decide(&agent("a2"), &read_token_for("a1", seed_may_act("a1")), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_rejects_may_act_with_another_subject() {
         let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
-        let err = decide(&agent("a1"), &read_token_for("a1", may_act), None).unwrap_err();
+        let err = decide(&agent("a1"), &read_token_for("a1", may_act), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_without_may_act_is_refused() {
-        let err = decide(&agent("a1"), &read_token_for("a1", None), None).unwrap_err();
+        let err = decide(&agent("a1"), &read_token_for("a1", None), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_may_not_exceed_registered_scopes() {
-        let err =
-            decide(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), Some(Scopes::parse("read admin").unwrap()))
-                .unwrap_err();
+        let err = decide(
+            &agent("a1"),
+            &read_token_for("a1", seed_may_act("a1")),
+            None,
+            Some(Scopes::parse("read admin").unwrap()),
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidScope);
     }
 
@@ -141,16 +166,39 @@ mod tests {
     fn exchange_nests_an_existing_actor() {
         let mut subject = read_token_for("a1", seed_may_act("a1"));
         subject.act = Some(Act { sub: "earlier".into(), client_id: None, act: None });
-        let out = decide(&agent("a1"), &subject, None).unwrap();
+        let out = decide(&agent("a1"), &subject, None, None).unwrap();
         assert_eq!(out.scopes.to_string(), "read");
         assert_eq!(out.act.unwrap().act.unwrap().sub, "earlier");
+    }
+
+    #[test]
+    fn delegation_names_the_actor_token_subject() {
+        let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
+        let mut actor = read_token_for("alice-agent", None);
+        actor.sub = "alice".into();
+        let out = decide(&agent("a1"), &read_token_for("a1", may_act.clone()), Some(&actor), None).unwrap();
+        let act = out.act.unwrap();
+        assert_eq!((act.sub.as_str(), act.client_id.as_deref()), ("alice", Some("alice-agent")));
+        actor.sub = "mallory".into();
+        let err = decide(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn may_act_without_sub_allows_impersonation_but_no_actor_token() {
+        let may_act = Some(MayAct { client_id: "a1".into(), sub: None });
+        let out = decide(&agent("a1"), &read_token_for("a1", may_act.clone()), None, None).unwrap();
+        assert_eq!(out.act, None, "impersonation adds no actor");
+        let actor = read_token_for("a2", None);
+        let err = decide(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_needs_the_grant_registered() {
         let mut client = agent("a1");
         client.metadata.grant_types = vec![GrantType::ClientCredentials];
-        let err = decide(&client, &read_token_for("a1", seed_may_act("a1")), None).unwrap_err();
+        let err = decide(&client, &read_token_for("a1", seed_may_act("a1")), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnauthorizedClient);
     }
 }

@@ -66,14 +66,28 @@ fn exchange(
     if let Some(requested) = form.get("requested_token_type").filter(|t| *t != ACCESS_TOKEN_TYPE) {
         return Err(OAuthError::invalid_request(format!("requested_token_type {requested:?} is not supported")));
     }
-    if form.get("actor_token").is_some() || form.get("actor_token_type").is_some() {
-        return Err(OAuthError::invalid_request("actor tokens are not supported; the client acts as itself"));
-    }
+    let actor_token = match (form.get("actor_token"), form.get("actor_token_type")) {
+        (None, None) => None,
+        (Some(token), Some(ACCESS_TOKEN_TYPE)) => Some(token),
+        (Some(_), Some(other)) => {
+            return Err(OAuthError::invalid_request(format!(
+                "actor_token_type {other:?} is not supported; use {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        (Some(_), None) => return Err(OAuthError::invalid_request("actor_token requires actor_token_type")),
+        (None, Some(_)) => return Err(OAuthError::invalid_request("actor_token_type was sent without actor_token")),
+    };
     if form.get("audience").is_some() || form.get("resource").is_some() {
         return Err(OAuthError::new(ErrorCode::InvalidTarget, "tokens are issued only for the requesting client"));
     }
     let subject = subject_claims(app, realm, subject_token)?;
-    let request = token_exchange::decide(client, &subject, scope)?;
+    let actor = match actor_token {
+        Some(token) => Some(access_token_claims(app, realm, token)?.ok_or_else(|| {
+            OAuthError::invalid_request("actor_token is invalid, expired, or not an access token of this realm")
+        })?),
+        None => None,
+    };
+    let request = token_exchange::decide(client, &subject, actor.as_ref(), scope)?;
     let minted = mint(app, realm, client, request, GrantType::TokenExchange)?;
     let refresh_token = new_secret();
     let refresh_hash = app.hasher.hash(Purpose::RefreshToken, &refresh_token);
@@ -156,8 +170,9 @@ fn subject_claims(app: &App, realm: &RealmRuntime, token: &str) -> Result<Access
 }
 
 /// The claims of a live access token of this realm: a JWT signed with one
-/// of the realm's keys, of type `at+jwt`, issued here, unexpired and not
-/// revoked; or a live opaque token of the realm. `None` for anything else
+/// of the realm's keys, of type `at+jwt`, issued here, unexpired, not
+/// revoked, to a client that still exists; or a live opaque token of the
+/// realm. `None` for anything else
 /// (the reason is logged at debug level).
 pub(super) fn access_token_claims(
     app: &App,
@@ -197,6 +212,10 @@ pub(super) fn access_token_claims(
     }
     if is_jwt && app.store.is_jwt_revoked(&realm.name, &claims.jti).map_err(internal)? {
         return refused(&"revoked");
+    }
+    // A deleted client's tokens die with it (RFC 7592 §2.3).
+    if !app.store.client_exists(&realm.name, &claims.client_id).map_err(internal)? {
+        return refused(&"its client was deleted");
     }
     Ok(Some(claims))
 }
