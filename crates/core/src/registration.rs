@@ -71,6 +71,11 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
 
     let client_name = optional_string(fields, "client_name")?.map(str::to_string);
 
+    // RFC 7591 §2: "The jwks_uri and jwks parameters MUST NOT both be present."
+    if fields.get("jwks").is_some_and(|v| !v.is_null()) && fields.get("jwks_uri").is_some_and(|v| !v.is_null()) {
+        return Err(OAuthError::invalid_client_metadata("jwks and jwks_uri must not both be present"));
+    }
+
     let scope = optional_string(fields, "scope")?
         .map(Scopes::parse)
         .transpose()
@@ -261,6 +266,7 @@ mod tests {
             json!({"client_name": 7}),
             json!({"scope": "read", "scopes": ["write"]}),
             json!({"token_endpoint_auth_method": "none"}),
+            json!({"jwks": {"keys": []}, "jwks_uri": "https://a.example/jwks"}),
         ] {
             let err = parse_metadata(&bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{bad}");

@@ -30,6 +30,8 @@ pub struct RealmSettings {
     pub token_plugin: Option<String>,
     /// The plugin that narrows or refuses requested scopes, if any.
     pub scope_plugin: Option<String>,
+    /// The scopes clients may register; `None` allows any.
+    pub allowed_scopes: Option<Vec<String>>,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -78,6 +80,7 @@ impl Default for RealmSettings {
             dcr_plugin: None,
             token_plugin: None,
             scope_plugin: None,
+            allowed_scopes: None,
             signing_alg: "RS256".into(),
             access_token_lifetime: 3600,
             refresh_token_lifetime: 7 * 24 * 3600,

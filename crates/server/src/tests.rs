@@ -486,3 +486,24 @@ async fn the_dcr_policy_runs_on_update_and_delete_and_may_refuse_a_delete() {
     assert_eq!(body["error_description"], "this client may not be deleted");
     assert_eq!(clients(&app), 1);
 }
+
+#[tokio::test]
+async fn registration_is_limited_to_the_realms_scopes() {
+    let app = app();
+    let settings = RealmSettings { allowed_scopes: Some(vec!["read".into(), "write".into()]), ..hostile_settings() };
+    let json = serde_json::to_string(&settings).unwrap();
+    let entry = agentauth_store::AuditEntry { action: "test".into(), ..Default::default() };
+    app.store.set_realm_settings(REALM, &json, &entry).unwrap();
+    app.republish(REALM, None).unwrap();
+    let register_with = |scope: &'static str| {
+        let body = json!({"grant_types": ["client_credentials"], "client_name": "quiet", "scope": scope});
+        Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/register"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    assert_eq!(call(&app, register_with("read write")).await.0, 201);
+    let (status, body) = call(&app, register_with("read admin")).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client_metadata")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("admin"), "{body}");
+}

@@ -37,6 +37,7 @@ pub fn register(
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| OAuthError::invalid_client_metadata(format!("the request body is not valid JSON: {e}")))?;
     let metadata = registration::parse_metadata(&request)?;
+    check_allowed_scopes(realm, &metadata)?;
 
     let mut client = Client {
         client_id: new_client_id(),
@@ -64,6 +65,24 @@ pub fn register(
     tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
 
     Ok(Reply::json(201, &registration::response(&client, &credentials, &client_uri(realm, &client))))
+}
+
+/// Refuses scopes outside the realm's allowlist, when it has one.
+fn check_allowed_scopes(realm: &RealmRuntime, metadata: &agentauth_core::ClientMetadata) -> Result<(), OAuthError> {
+    let Some(allowed) = &realm.settings.allowed_scopes else {
+        return Ok(());
+    };
+    let scopes = metadata.scopes();
+    let outside: Vec<&str> = scopes.iter().filter(|s| !allowed.iter().any(|a| a == s)).collect();
+    if outside.is_empty() {
+        Ok(())
+    } else {
+        Err(OAuthError::invalid_client_metadata(format!(
+            "scope {} is not offered in this realm (offered: {})",
+            outside.join(" "),
+            allowed.join(" ")
+        )))
+    }
 }
 
 /// The client's `registration_client_uri`, PingAM's form: the endpoint it
@@ -134,6 +153,7 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
         }
     }
     let metadata = registration::parse_metadata(&request)?;
+    check_allowed_scopes(realm, &metadata)?;
     let mut client = Client { metadata, ..row.client };
     if let Some(dcr) = &realm.settings.dcr_plugin {
         client.attributes = run_dcr_policy(app, realm, dcr, Operation::Update, &client, &request, parts, body)?;
