@@ -96,6 +96,10 @@ pub struct ClientAttributes {
     pub access_token_may_act_script: Option<String>,
     /// `statelessTokensEnabled`: access tokens are signed JWTs.
     pub stateless_tokens_enabled: bool,
+    /// `allowedAudiences`: the audiences (or resources) the client may ask
+    /// a token exchange for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_audiences: Vec<String>,
 }
 
 /// The longest plugin name a policy may point at.
@@ -121,6 +125,16 @@ impl ClientAttributes {
                     }
                 }
             }
+            "allowedAudiences" => {
+                if values.len() > 16
+                    || values.iter().any(|v| v.is_empty() || v.len() > 256 || v.chars().any(char::is_control))
+                {
+                    return Err(format!(
+                        "attribute {name} takes at most 16 audiences of 1 to 256 printable characters"
+                    ));
+                }
+                self.allowed_audiences = values.to_vec();
+            }
             _ => return Err(format!("unknown client attribute {:?}", truncate(name, 64))),
         }
         Ok(())
@@ -134,6 +148,9 @@ impl ClientAttributes {
         ];
         if let Some(plugin) = &self.access_token_may_act_script {
             pairs.push(("accessTokenMayActScript", vec![plugin.clone()]));
+        }
+        if !self.allowed_audiences.is_empty() {
+            pairs.push(("allowedAudiences", self.allowed_audiences.clone()));
         }
         pairs
     }

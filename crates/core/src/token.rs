@@ -115,12 +115,14 @@ pub struct TokenRequest {
     pub client_id: String,
     pub scopes: Scopes,
     pub act: Option<Act>,
+    /// The token's audience when one was requested (and allowed); by
+    /// default the client itself.
+    pub audience: Option<String>,
 }
 
 impl TokenRequest {
     /// The claims of the token, issued by `iss` at `now` for `lifetime`
-    /// seconds. The audience is the client itself until resource
-    /// indicators are supported.
+    /// seconds.
     pub fn into_claims(
         self,
         iss: &str,
@@ -131,7 +133,7 @@ impl TokenRequest {
     ) -> AccessTokenClaims {
         AccessTokenClaims {
             iss: iss.to_string(),
-            aud: self.client_id.clone(),
+            aud: self.audience.unwrap_or_else(|| self.client_id.clone()),
             sub: self.sub,
             client_id: self.client_id,
             scope: self.scopes.to_string(),
@@ -165,8 +167,14 @@ mod tests {
 
     #[test]
     fn custom_claims_round_trip_through_the_token() {
-        let mut claims = TokenRequest { sub: "s".into(), client_id: "c".into(), scopes: Scopes::default(), act: None }
-            .into_claims("https://as", 0, 60, "j".into(), None);
+        let mut claims = TokenRequest {
+            sub: "s".into(),
+            client_id: "c".into(),
+            scopes: Scopes::default(),
+            act: None,
+            audience: None,
+        }
+        .into_claims("https://as", 0, 60, "j".into(), None);
         claims.custom = custom_claims(r#"{"department": "updates"}"#).unwrap();
         let json = serde_json::to_value(&claims).unwrap();
         assert_eq!(json["department"], "updates");

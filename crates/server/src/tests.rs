@@ -507,3 +507,54 @@ async fn registration_is_limited_to_the_realms_scopes() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client_metadata")), "{body}");
     assert!(body["error_description"].as_str().unwrap().contains("admin"), "{body}");
 }
+
+#[tokio::test]
+async fn an_exchange_may_target_only_an_allowed_audience_which_refresh_keeps() {
+    let app = app();
+    let (status, _) = admin(
+        &app,
+        "POST",
+        "plugins/misbehaving-may-act?hook=may-act",
+        agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+                      "client_name": "quiet", "scope": "read write"});
+    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/aiagent/register"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let (_, client) = call(&app, request).await;
+    let (_, token) = client_credentials(&app, &client).await;
+    let form = |extra: &str| {
+        format!(
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={}\
+             &subject_token_type=urn:ietf:params:oauth:token-type:access_token&client_id={}&client_secret={}{extra}",
+            token["access_token"].as_str().unwrap(),
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str().unwrap()
+        )
+    };
+    let post = |form: String| {
+        Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/access_token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .unwrap()
+    };
+    let (status, body) = call(&app, post(form("&audience=https%3A%2F%2Fother.example"))).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
+    let (status, body) = call(&app, post(form("&resource=https%3A%2F%2Fupdates.example"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
+
+    let refresh = format!(
+        "grant_type=refresh_token&refresh_token={}&client_id={}&client_secret={}",
+        body["refresh_token"].as_str().unwrap(),
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap()
+    );
+    let (status, body) = call(&app, post(refresh)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
+}

@@ -2,8 +2,9 @@
 //! `client_name` picks the misbehaviour (`dcr-keep` refuses DELETE only,
 //! `dcr-deny`, `dcr-loop`,
 //! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`); any other
-//! client is admitted with stateless tokens and the `misbehaving-may-act`
-//! plugin, whose misbehaviour its `client_name` then picks.
+//! client is admitted with stateless tokens, the audience
+//! `https://updates.example`, and the `misbehaving-may-act` plugin, whose
+//! misbehaviour its `client_name` then picks.
 
 wit_bindgen::generate!({
     world: "dcr-hook",
@@ -25,6 +26,7 @@ fn admitted(may_act_plugin: &str) -> Decision {
             set("providerOverridesEnabled", "true"),
             set("accessTokenMayActScript", may_act_plugin),
             set("statelessTokensEnabled", "true"),
+            set("allowedAudiences", "https://updates.example"),
         ],
     }
 }

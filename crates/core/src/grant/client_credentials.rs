@@ -12,5 +12,11 @@ use crate::token::TokenRequest;
 pub fn decide(client: &Client, requested: Option<Scopes>) -> Result<TokenRequest, OAuthError> {
     require_grant(client, GrantType::ClientCredentials)?;
     let scopes = narrow_scopes(requested, &client.metadata.scopes(), "the client's registered scopes")?;
-    Ok(TokenRequest { sub: client.client_id.clone(), client_id: client.client_id.clone(), scopes, act: None })
+    Ok(TokenRequest {
+        sub: client.client_id.clone(),
+        client_id: client.client_id.clone(),
+        scopes,
+        act: None,
+        audience: None,
+    })
 }

@@ -16,6 +16,9 @@ pub struct RefreshGrant {
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// The audience the exchange granted, kept across refreshes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
     pub expires_at: i64,
 }
 
@@ -37,5 +40,11 @@ pub fn decide(
     }
     let original = Scopes::parse(&grant.scope).unwrap_or_default();
     let scopes = narrow_scopes(requested, &original, "the scope originally granted")?;
-    Ok(TokenRequest { sub: grant.sub.clone(), client_id: client.client_id.clone(), scopes, act: grant.act.clone() })
+    Ok(TokenRequest {
+        sub: grant.sub.clone(),
+        client_id: client.client_id.clone(),
+        scopes,
+        act: grant.act.clone(),
+        audience: grant.audience.clone(),
+    })
 }

@@ -3,7 +3,7 @@
 //! broader one, which its subject token's `may_act` claim allows.
 
 use crate::client::{Client, GrantType};
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{narrow_scopes, require_grant};
 use crate::scope::Scopes;
 use crate::token::{AccessTokenClaims, Act, TokenRequest};
@@ -68,14 +68,32 @@ pub fn decide(
     };
     let requested = requested.or_else(|| Some(subject.scopes()));
     let scopes = narrow_scopes(requested, &client.metadata.scopes(), "the client's registered scopes")?;
-    Ok(TokenRequest { sub: subject.sub.clone(), client_id: client.client_id.clone(), scopes, act })
+    Ok(TokenRequest { sub: subject.sub.clone(), client_id: client.client_id.clone(), scopes, act, audience: None })
+}
+
+/// The audience an exchange asks for with `audience` or `resource`
+/// (RFC 8693 §2.1, RFC 8707), allowed only when the client's
+/// `allowedAudiences` attribute lists it; `invalid_target` otherwise. One
+/// target per request: both parameters may be sent only when they agree.
+pub fn target(client: &Client, audience: Option<&str>, resource: Option<&str>) -> Result<Option<String>, OAuthError> {
+    let wanted = match (audience, resource) {
+        (None, None) => return Ok(None),
+        (Some(a), Some(r)) if a != r => {
+            return Err(OAuthError::new(ErrorCode::InvalidTarget, "audience and resource name different targets"));
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+    };
+    if client.attributes.allowed_audiences.iter().any(|a| a == wanted) {
+        Ok(Some(wanted.to_string()))
+    } else {
+        Err(OAuthError::new(ErrorCode::InvalidTarget, format!("the client may not request tokens for {wanted:?}")))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::{AuthMethod, ClientAttributes, ClientMetadata};
-    use crate::error::ErrorCode;
     use crate::token::MayAct;
 
     fn agent(id: &str) -> Client {
@@ -192,6 +210,19 @@ mod tests {
         let actor = read_token_for("a2", None);
         let err = decide(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn a_target_must_be_in_the_clients_allowlist() {
+        let mut client = agent("a1");
+        assert_eq!(target(&client, None, None), Ok(None));
+        assert_eq!(target(&client, Some("https://api.example"), None).unwrap_err().code, ErrorCode::InvalidTarget);
+        client.attributes.allowed_audiences = vec!["https://api.example".into()];
+        assert_eq!(target(&client, None, Some("https://api.example")), Ok(Some("https://api.example".into())));
+        assert_eq!(
+            target(&client, Some("https://api.example"), Some("https://other.example")).unwrap_err().code,
+            ErrorCode::InvalidTarget
+        );
     }
 
     #[test]

@@ -77,9 +77,7 @@ fn exchange(
         (Some(_), None) => return Err(OAuthError::invalid_request("actor_token requires actor_token_type")),
         (None, Some(_)) => return Err(OAuthError::invalid_request("actor_token_type was sent without actor_token")),
     };
-    if form.get("audience").is_some() || form.get("resource").is_some() {
-        return Err(OAuthError::new(ErrorCode::InvalidTarget, "tokens are issued only for the requesting client"));
-    }
+    let audience = token_exchange::target(client, form.get("audience"), form.get("resource"))?;
     let subject = subject_claims(app, realm, subject_token)?;
     let actor = match actor_token {
         Some(token) => Some(access_token_claims(app, realm, token)?.ok_or_else(|| {
@@ -87,7 +85,8 @@ fn exchange(
         })?),
         None => None,
     };
-    let request = token_exchange::decide(client, &subject, actor.as_ref(), scope)?;
+    let mut request = token_exchange::decide(client, &subject, actor.as_ref(), scope)?;
+    request.audience = audience;
     let minted = mint(app, realm, client, request, GrantType::TokenExchange)?;
     let refresh_token = new_secret();
     let refresh_hash = app.hasher.hash(Purpose::RefreshToken, &refresh_token);
@@ -96,6 +95,7 @@ fn exchange(
         sub: minted.claims.sub.clone(),
         scope: minted.claims.scope.clone(),
         act: minted.claims.act.clone(),
+        audience: (minted.claims.aud != client.client_id).then(|| minted.claims.aud.clone()),
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal)?;
