@@ -7,6 +7,7 @@ mod introspection;
 mod management;
 mod plugins;
 mod polyglot;
+mod private_key_jwt;
 mod registration;
 mod restart;
 mod seed_flow;

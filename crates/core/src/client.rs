@@ -43,6 +43,8 @@ impl GrantType {
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with one of the client's registered keys (RFC 7523).
+    PrivateKeyJwt,
 }
 
 impl AuthMethod {
@@ -50,6 +52,7 @@ impl AuthMethod {
         match value {
             "client_secret_basic" => Some(Self::ClientSecretBasic),
             "client_secret_post" => Some(Self::ClientSecretPost),
+            "private_key_jwt" => Some(Self::PrivateKeyJwt),
             _ => None,
         }
     }
@@ -58,6 +61,7 @@ impl AuthMethod {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct ClientMetadata {
     /// Registered scopes, space-delimited as in RFC 7591's `scope`.
     pub scope: String,
     pub token_endpoint_auth_method: AuthMethod,
+    /// The client's public keys (a JWK Set), for `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
 }
 
 impl ClientMetadata {
@@ -247,6 +254,7 @@ mod tests {
             client_name: None,
             scope: String::new(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+            jwks: None,
         };
         let mut c = Client {
             client_id: "abc".into(),

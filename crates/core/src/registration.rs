@@ -72,9 +72,22 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
     let client_name = optional_string(fields, "client_name")?.map(str::to_string);
 
     // RFC 7591 §2: "The jwks_uri and jwks parameters MUST NOT both be present."
-    if fields.get("jwks").is_some_and(|v| !v.is_null()) && fields.get("jwks_uri").is_some_and(|v| !v.is_null()) {
+    let present = |name: &str| fields.get(name).is_some_and(|v| !v.is_null());
+    if present("jwks") && present("jwks_uri") {
         return Err(OAuthError::invalid_client_metadata("jwks and jwks_uri must not both be present"));
     }
+    if present("jwks_uri") {
+        return Err(OAuthError::invalid_client_metadata(
+            "jwks_uri is not supported: this server fetches nothing; register the keys inline as jwks",
+        ));
+    }
+    let jwks = match fields.get("jwks") {
+        None | Some(Value::Null) => None,
+        Some(jwks) => match jwks.get("keys").and_then(Value::as_array) {
+            Some(keys) if (1..=8).contains(&keys.len()) && keys.iter().all(Value::is_object) => Some(jwks.clone()),
+            _ => return Err(OAuthError::invalid_client_metadata("jwks must be a JWK Set of 1 to 8 keys")),
+        },
+    };
 
     let scope = optional_string(fields, "scope")?
         .map(Scopes::parse)
@@ -96,10 +109,16 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         Some(m) => AuthMethod::parse(m).ok_or_else(|| {
             OAuthError::invalid_client_metadata(format!(
                 "token_endpoint_auth_method {m:?} is not supported; supported: \
-                 client_secret_basic, client_secret_post"
+                 client_secret_basic, client_secret_post, private_key_jwt"
             ))
         })?,
     };
+
+    if (token_endpoint_auth_method == AuthMethod::PrivateKeyJwt) != jwks.is_some() {
+        return Err(OAuthError::invalid_client_metadata(
+            "private_key_jwt needs jwks, and jwks are used only with private_key_jwt",
+        ));
+    }
 
     Ok(ClientMetadata {
         redirect_uris,
@@ -108,6 +127,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         client_name,
         scope: scope.to_string(),
         token_endpoint_auth_method,
+        jwks,
     })
 }
 
@@ -202,6 +222,9 @@ pub fn metadata_json(m: &ClientMetadata) -> Value {
     if let Some(name) = &m.client_name {
         body["client_name"] = json!(name);
     }
+    if let Some(jwks) = &m.jwks {
+        body["jwks"] = jwks.clone();
+    }
     body
 }
 
@@ -267,6 +290,9 @@ mod tests {
             json!({"scope": "read", "scopes": ["write"]}),
             json!({"token_endpoint_auth_method": "none"}),
             json!({"jwks": {"keys": []}, "jwks_uri": "https://a.example/jwks"}),
+            json!({"token_endpoint_auth_method": "private_key_jwt"}),
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}}),
+            json!({"jwks": {"keys": [{"kty": "EC"}]}}),
         ] {
             let err = parse_metadata(&bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{bad}");

@@ -55,6 +55,28 @@ impl std::error::Error for VerifyError {}
 /// Verifies a compact JWS against `keys` and returns its claims, a JSON
 /// object. The caller checks the claims (issuer, expiry, ...).
 pub fn verify(token: &str, keys: &[VerifyingKey], typ: &str) -> Result<Value, VerifyError> {
+    verify_with(token, keys, Some(typ))
+}
+
+/// Verifies a client assertion (RFC 7523 §3) against the client's keys:
+/// as [`verify`], except that `typ` may be absent or `JWT`, and without a
+/// `kid` every key of the header's algorithm is tried.
+pub fn verify_client_assertion(token: &str, keys: &[VerifyingKey]) -> Result<Value, VerifyError> {
+    verify_with(token, keys, None)
+}
+
+/// Reads a JWT's claims without verifying it, to learn who claims to have
+/// sent it before its keys are looked up. Never trust the result alone.
+pub fn unverified_claims(token: &str) -> Result<Value, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::TooLong);
+    }
+    let claims = token.split('.').nth(1).ok_or(VerifyError::Malformed)?;
+    let claims = decode_json(claims)?;
+    if claims.is_object() { Ok(claims) } else { Err(VerifyError::Malformed) }
+}
+
+fn verify_with(token: &str, keys: &[VerifyingKey], typ: Option<&str>) -> Result<Value, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::TooLong);
     }
@@ -78,16 +100,27 @@ pub fn verify(token: &str, keys: &[VerifyingKey], typ: &str) -> Result<Value, Ve
         .ok_or(VerifyError::UnsupportedAlgorithm)?;
     // RFC 8725 §3.11: compare `typ` case-insensitively, with or without
     // the `application/` prefix.
-    let token_typ = header.get("typ").and_then(Value::as_str).unwrap_or_default();
-    let token_typ = token_typ.strip_prefix("application/").unwrap_or(token_typ);
-    if !token_typ.eq_ignore_ascii_case(typ) {
+    let token_typ = header.get("typ").and_then(Value::as_str);
+    let token_typ = token_typ.map(|t| t.strip_prefix("application/").unwrap_or(t));
+    let typ_ok = match (typ, token_typ) {
+        (Some(expected), Some(got)) => got.eq_ignore_ascii_case(expected),
+        (Some(_), None) => false,
+        (None, got) => got.is_none_or(|t| t.eq_ignore_ascii_case("JWT")),
+    };
+    if !typ_ok {
         return Err(VerifyError::WrongType);
     }
-    let kid = header.get("kid").and_then(Value::as_str).ok_or(VerifyError::UnknownKey)?;
-    let key = keys.iter().find(|k| k.kid() == kid && k.alg() == alg).ok_or(VerifyError::UnknownKey)?;
+    let kid = header.get("kid").and_then(Value::as_str);
+    if kid.is_none() && typ.is_some() {
+        return Err(VerifyError::UnknownKey);
+    }
+    let mut candidates = keys.iter().filter(|k| k.alg() == alg && kid.is_none_or(|kid| k.kid() == kid)).peekable();
+    if candidates.peek().is_none() {
+        return Err(VerifyError::UnknownKey);
+    }
     let signature = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
     let signed_len = header_b64.len() + 1 + claims_b64.len();
-    if !key.verify_bytes(&token.as_bytes()[..signed_len], &signature) {
+    if !candidates.any(|key| key.verify_bytes(&token.as_bytes()[..signed_len], &signature)) {
         return Err(VerifyError::BadSignature);
     }
     let claims: Value = decode_json(claims_b64)?;
@@ -165,6 +198,45 @@ mod tests {
             verify(&format!("{header}.{rest}"), &[k.verifying_key().clone()], "at+jwt"),
             Err(VerifyError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn client_keys_from_jwks_verify_client_assertions() {
+        for alg in [Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa] {
+            let k = key(alg);
+            let mut jwk = k.verifying_key().jwk();
+            jwk["kid"] = json!("client-chosen");
+            let from_jwk = VerifyingKey::from_jwk(&jwk).unwrap();
+            assert_eq!(from_jwk.kid(), "client-chosen");
+            let token = sign(&k, "JWT", &json!({"iss": "c"})).unwrap();
+            // The header names the thumbprint kid, which the JWK renamed:
+            // an assertion with an unknown kid is refused...
+            assert_eq!(
+                verify_client_assertion(&token, std::slice::from_ref(&from_jwk)),
+                Err(VerifyError::UnknownKey),
+                "{alg:?}"
+            );
+            // ...and one without a kid is tried against every key.
+            let (_, rest) = token.split_once('.').unwrap();
+            let header = B64.encode(format!(r#"{{"alg":"{}"}}"#, alg.as_str()));
+            let unsigned = format!("{header}.{}", rest.rsplit_once('.').unwrap().0);
+            let signature = B64.encode(k.sign_bytes(unsigned.as_bytes()).unwrap());
+            let no_kid = format!("{unsigned}.{signature}");
+            assert_eq!(verify_client_assertion(&no_kid, &[from_jwk]).unwrap()["iss"], "c", "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn weak_or_odd_jwks_are_refused() {
+        for bad in [
+            json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}),
+            json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}),
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"}),
+            json!({"kty": "oct", "k": "c2VjcmV0"}),
+            json!({"kty": "EC", "crv": "P-256", "x": B64.encode([1u8; 32]), "y": B64.encode([2u8; 32]), "d": "private"}),
+        ] {
+            assert!(VerifyingKey::from_jwk(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -201,6 +201,58 @@ impl VerifyingKey {
         self.alg
     }
 
+    /// Reads a client's public key from its JWK (RFC 7517): RSA of 2048
+    /// bits or more (RS256), EC P-256 (ES256) or OKP Ed25519 (EdDSA). A
+    /// JWK holding private parameters is refused: a client that sends its
+    /// private key has leaked it. The `kid` is the JWK's own, else its
+    /// RFC 7638 thumbprint.
+    pub fn from_jwk(jwk: &Value) -> Result<Self, KeyError> {
+        let bad = |why: &str| KeyError(format!("unusable JWK: {why}"));
+        let field = |name: &str| -> Result<Vec<u8>, KeyError> {
+            let text = jwk.get(name).and_then(Value::as_str).ok_or_else(|| bad(&format!("{name} is missing")))?;
+            B64.decode(text).map_err(|_| bad(&format!("{name} is not base64url")))
+        };
+        if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|p| jwk.get(*p).is_some()) {
+            return Err(bad("it holds private key material"));
+        }
+        let (alg, public) = match jwk.get("kty").and_then(Value::as_str) {
+            Some("RSA") => {
+                let (n, e) = (field("n")?, field("e")?);
+                let n = n.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>();
+                if n.len() < 256 {
+                    return Err(bad("RSA keys must have at least 2048 bits"));
+                }
+                (Algorithm::Rs256, PublicKey::Rsa { n, e })
+            }
+            Some("EC") if jwk.get("crv").and_then(Value::as_str) == Some("P-256") => {
+                let (x, y) = (field("x")?, field("y")?);
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(bad("P-256 coordinates are 32 bytes"));
+                }
+                let mut point = vec![4];
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                (Algorithm::Es256, PublicKey::P256 { point })
+            }
+            Some("OKP") if jwk.get("crv").and_then(Value::as_str) == Some("Ed25519") => {
+                let x = field("x")?;
+                if x.len() != 32 {
+                    return Err(bad("Ed25519 keys are 32 bytes"));
+                }
+                (Algorithm::EdDsa, PublicKey::Ed25519 { x })
+            }
+            _ => return Err(bad("supported keys: RSA, EC P-256, OKP Ed25519")),
+        };
+        if jwk.get("alg").and_then(Value::as_str).is_some_and(|a| a != alg.as_str()) {
+            return Err(bad(&format!("this key signs with {}", alg.as_str())));
+        }
+        let mut key = Self::new(alg, public);
+        if let Some(kid) = jwk.get("kid").and_then(Value::as_str) {
+            key.kid = kid.to_string();
+        }
+        Ok(key)
+    }
+
     /// The public JWK (RFC 7517), with `kid`, `alg` and `use: sig`.
     pub fn jwk(&self) -> Value {
         let mut jwk = match &self.public {

@@ -13,5 +13,5 @@
 mod jwt;
 mod key;
 
-pub use jwt::{MAX_TOKEN_LEN, VerifyError, sign, verify};
+pub use jwt::{MAX_TOKEN_LEN, VerifyError, sign, unverified_claims, verify, verify_client_assertion};
 pub use key::{Algorithm, KeyError, SigningKey, VerifyingKey, generate_pkcs8};

@@ -23,6 +23,7 @@ fn agent() -> Client {
             client_name: Some("software agent".into()),
             scope: "read write".into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+            jwks: None,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

@@ -22,6 +22,7 @@ fn agent(name: &str) -> Client {
             client_name: Some(name.into()),
             scope: "read write".into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+            jwks: None,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

@@ -714,6 +714,18 @@ impl Store {
         })
     }
 
+    /// Records a client assertion's `jti`; false if it was seen before (a
+    /// replay, RFC 7523 §3).
+    pub fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO client_assertions (realm, client_id, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![realm, client_id, jti, expires_at],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
     /// True when the JWT with `jti` was revoked.
     pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
         Ok(self.conn().query_row(
@@ -840,6 +852,7 @@ mod tests {
                     client_name: Some("agent".into()),
                     scope: "read write".into(),
                     token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+                    jwks: None,
                 },
                 attributes: ClientAttributes { stateless_tokens_enabled: true, ..Default::default() },
                 is_ai_agent: true,

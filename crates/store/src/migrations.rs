@@ -90,6 +90,14 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (realm, jti)
     );",
+    // 6: client assertion ids seen, so each assertion is used once.
+    "CREATE TABLE client_assertions (
+        realm      TEXT NOT NULL,
+        client_id  TEXT NOT NULL,
+        jti        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, client_id, jti)
+    );",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

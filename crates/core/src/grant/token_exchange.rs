@@ -106,6 +106,7 @@ mod tests {
                 client_name: None,
                 scope: "read write".into(),
                 token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+                jwks: None,
             },
             attributes: ClientAttributes::default(),
             is_ai_agent: true,

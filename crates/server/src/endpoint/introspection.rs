@@ -23,6 +23,7 @@ use crate::{App, client_auth, now};
 fn form_of(
     app: &App,
     realm: &RealmRuntime,
+    endpoint: &str,
     parts: &Parts,
     body: &[u8],
 ) -> Result<(agentauth_core::Client, Form), OAuthError> {
@@ -30,7 +31,7 @@ fn form_of(
         return Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"));
     }
     let form = Form::parse(body)?;
-    let client = client_auth::authenticate(&app.store, &app.hasher, &realm.name, &parts.headers, &form)?;
+    let client = client_auth::authenticate(app, realm, endpoint, &parts.headers, &form)?;
     Ok((client, form))
 }
 
@@ -59,7 +60,7 @@ fn find(app: &App, realm: &RealmRuntime, token: &str) -> Result<Option<Found>, O
 }
 
 pub fn introspect(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
-    let (_caller, form) = form_of(app, realm, parts, body)?;
+    let (_caller, form) = form_of(app, realm, "introspect", parts, body)?;
     let token = form.require("token")?;
     let answer = match find(app, realm, token)? {
         None => json!({"active": false}),
@@ -89,7 +90,7 @@ pub fn introspect(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -
 }
 
 pub fn revoke(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
-    let (caller, form) = form_of(app, realm, parts, body)?;
+    let (caller, form) = form_of(app, realm, "token/revoke", parts, body)?;
     let token = form.require("token")?;
     let not_yours = || OAuthError::invalid_request("the token was not issued to this client");
     match find(app, realm, token)? {

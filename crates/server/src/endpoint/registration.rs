@@ -38,6 +38,7 @@ pub fn register(
         .map_err(|e| OAuthError::invalid_client_metadata(format!("the request body is not valid JSON: {e}")))?;
     let metadata = registration::parse_metadata(&request)?;
     check_allowed_scopes(realm, &metadata)?;
+    check_jwks(&metadata)?;
 
     let mut client = Client {
         client_id: new_client_id(),
@@ -56,8 +57,11 @@ pub fn register(
         secret_hash: app.hasher.hash(Purpose::ClientSecret, &client_secret),
         registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
     };
+    // A private_key_jwt client authenticates with its keys: the secret made
+    // for it (so every row has one) is never shown, and never accepted.
+    let uses_keys = row.client.metadata.token_endpoint_auth_method == agentauth_core::AuthMethod::PrivateKeyJwt;
     let credentials = IssuedCredentials {
-        client_secret: Some(client_secret),
+        client_secret: (!uses_keys).then_some(client_secret),
         registration_access_token: Some(registration_access_token),
     };
     app.store.insert_client(&realm.name, &row).map_err(internal)?;
@@ -65,6 +69,15 @@ pub fn register(
     tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
 
     Ok(Reply::json(201, &registration::response(&client, &credentials, &client_uri(realm, &client))))
+}
+
+/// Refuses a JWK Set whose keys this server cannot verify with.
+fn check_jwks(metadata: &agentauth_core::ClientMetadata) -> Result<(), OAuthError> {
+    for jwk in metadata.jwks.iter().flat_map(|j| j["keys"].as_array().into_iter().flatten()) {
+        agentauth_jose::VerifyingKey::from_jwk(jwk)
+            .map_err(|e| OAuthError::invalid_client_metadata(format!("jwks: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Refuses scopes outside the realm's allowlist, when it has one.
@@ -154,6 +167,7 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
     }
     let metadata = registration::parse_metadata(&request)?;
     check_allowed_scopes(realm, &metadata)?;
+    check_jwks(&metadata)?;
     let mut client = Client { metadata, ..row.client };
     if let Some(dcr) = &realm.settings.dcr_plugin {
         client.attributes = run_dcr_policy(app, realm, dcr, Operation::Update, &client, &request, parts, body)?;

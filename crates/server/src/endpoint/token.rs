@@ -29,7 +29,7 @@ pub fn token(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Res
         return Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"));
     }
     let form = Form::parse(body)?;
-    let client = client_auth::authenticate(&app.store, &app.hasher, &realm.name, &parts.headers, &form)?;
+    let client = client_auth::authenticate(app, realm, "access_token", &parts.headers, &form)?;
     let grant_type = form.require("grant_type")?;
     let scope = form.get("scope").map(Scopes::parse).transpose()?;
     match GrantType::parse(grant_type) {
