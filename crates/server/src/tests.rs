@@ -558,3 +558,57 @@ async fn an_exchange_may_target_only_an_allowed_audience_which_refresh_keeps() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
 }
+
+#[tokio::test]
+async fn a_token_of_another_realm_is_inactive_and_no_subject_here() {
+    let app = app();
+    let calm = RealmSettings {
+        ai_agents_enabled: true,
+        open_registration: true,
+        dcr_plugin: Some("software-agent-dcr".into()),
+        ..RealmSettings::default()
+    };
+    let seed: &[(&str, HookKind, &[u8])] = &[
+        ("software-agent-dcr", HookKind::Dcr, agentauth_plugins::SOFTWARE_AGENT_DCR),
+        ("software-agent-may-act", HookKind::MayAct, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT),
+    ];
+    assert!(app.provision_realm("calm", &calm, seed).unwrap());
+    let post = |realm: &str, endpoint: &str, content_type: &str, body: String| {
+        Request::post(format!("/am/oauth2/realms/root/realms/{realm}/{endpoint}"))
+            .header("content-type", content_type.to_string())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let json_type = "application/json";
+    let form_type = "application/x-www-form-urlencoded";
+    let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"], "scope": "read"});
+    let (_, elsewhere) = call(&app, post("calm", "aiagent/register", json_type, body.to_string())).await;
+    let credentials = |c: &Value| {
+        format!("client_id={}&client_secret={}", c["client_id"].as_str().unwrap(), c["client_secret"].as_str().unwrap())
+    };
+    let (_, token) = call(
+        &app,
+        post("calm", "access_token", form_type, format!("grant_type=client_credentials&{}", credentials(&elsewhere))),
+    )
+    .await;
+    let foreign = token["access_token"].as_str().unwrap().to_string();
+
+    let (_, local) = register(&app, "quiet").await;
+    let (status, body) =
+        call(&app, post(REALM, "introspect", form_type, format!("token={foreign}&{}", credentials(&local)))).await;
+    assert_eq!((status, &body), (200, &json!({"active": false})));
+    let exchange = format!(
+        "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={foreign}\
+         &subject_token_type=urn:ietf:params:oauth:token-type:access_token&{}",
+        credentials(&local)
+    );
+    let (status, body) = call(&app, post(REALM, "access_token", form_type, exchange)).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    // Nor does its client exist here.
+    let (status, _) = call(
+        &app,
+        post(REALM, "access_token", form_type, format!("grant_type=client_credentials&{}", credentials(&elsewhere))),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
