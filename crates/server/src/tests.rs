@@ -612,3 +612,24 @@ async fn a_token_of_another_realm_is_inactive_and_no_subject_here() {
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn a_dcr_policy_never_sees_the_clients_secret() {
+    let app = app();
+    let (_, client) = register(&app, "quiet").await;
+    let uri =
+        client["registration_client_uri"].as_str().unwrap().trim_start_matches("https://as.example.test").to_string();
+    let secret = client["client_secret"].as_str().unwrap();
+    let update = json!({"client_id": client["client_id"], "client_secret": secret,
+                        "client_name": "dcr-show-body", "grant_types": ["client_credentials"]});
+    let request = Request::put(uri)
+        .header("authorization", format!("Bearer {}", client["registration_access_token"].as_str().unwrap()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(update.to_string())))
+        .unwrap();
+    let (status, body) = call(&app, request).await;
+    assert_eq!(status, 400, "{body}");
+    let shown = body["error_description"].as_str().unwrap();
+    assert!(shown.contains("dcr-show-body"), "the policy saw the body: {shown}");
+    assert!(!shown.contains(secret) && !shown.contains("client_secret"), "{shown}");
+}

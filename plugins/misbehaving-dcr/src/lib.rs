@@ -1,5 +1,6 @@
 //! Test fixture: a DCR plugin that misbehaves on demand. The registration's
 //! `client_name` picks the misbehaviour (`dcr-keep` refuses DELETE only,
+//! `dcr-show-body` refuses with the request body it was shown,
 //! `dcr-deny`, `dcr-loop`,
 //! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`); any other
 //! client is admitted with stateless tokens, the audience
@@ -37,6 +38,9 @@ impl Guest for Misbehaving {
         let is = |mode: &str| metadata.contains(&format!("\"client_name\":\"{mode}\""));
         if is("dcr-keep") && registration.operation == Operation::Delete {
             return Err(Error::Denied("this client may not be deleted".into()));
+        }
+        if is("dcr-show-body") {
+            return Err(Error::Denied(registration.request.body.unwrap_or_default()));
         }
         if is("dcr-deny") {
             return Err(Error::Denied("registrations named dcr-deny are refused".into()));

@@ -48,7 +48,7 @@ pub fn register(
         issued_at: now(),
     };
     if let Some(dcr) = &realm.settings.dcr_plugin {
-        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Create, &client, &request, parts, body)?;
+        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Create, &client, &request, parts)?;
     }
 
     let (client_secret, registration_access_token) = (new_secret(), new_secret());
@@ -170,7 +170,7 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
     check_jwks(&metadata)?;
     let mut client = Client { metadata, ..row.client };
     if let Some(dcr) = &realm.settings.dcr_plugin {
-        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Update, &client, &request, parts, body)?;
+        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Update, &client, &request, parts)?;
     }
     let registration_access_token = new_secret();
     let updated = ClientRow {
@@ -189,7 +189,7 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
 
 fn delete(app: &App, realm: &RealmRuntime, client: &Client, parts: &Parts) -> Result<Reply, OAuthError> {
     if let Some(dcr) = &realm.settings.dcr_plugin {
-        run_dcr_policy(app, realm, dcr, Operation::Delete, client, &Value::Null, parts, &[])?;
+        run_dcr_policy(app, realm, dcr, Operation::Delete, client, &Value::Null, parts)?;
     }
     app.store.delete_client(&realm.name, &client.client_id).map_err(internal)?;
     tracing::info!(realm = %realm.name, client_id = %client.client_id, "deleted a client");
@@ -201,7 +201,9 @@ fn delete(app: &App, realm: &RealmRuntime, client: &Client, parts: &Parts) -> Re
 /// attribute, or a may-act plugin the realm lacks, fails the operation. A
 /// refusal is `invalid_client_metadata` on CREATE and UPDATE, and
 /// `access_denied` on DELETE.
-#[allow(clippy::too_many_arguments)]
+///
+/// The policy sees the request body with any credential taken out (an
+/// update may echo the client's secret): credentials never reach plugins.
 fn run_dcr_policy(
     app: &App,
     realm: &RealmRuntime,
@@ -210,10 +212,16 @@ fn run_dcr_policy(
     client: &Client,
     request: &Value,
     parts: &Parts,
-    body: &[u8],
 ) -> Result<ClientAttributes, OAuthError> {
     let plugin = realm.plugin(plugin_name, HookKind::Dcr)?;
-    let context = request_context(parts, Some(body));
+    let mut context = request_context(parts, None);
+    if let Value::Object(fields) = request {
+        let mut shown = fields.clone();
+        for credential in ["client_secret", "registration_access_token", "client_assertion"] {
+            shown.remove(credential);
+        }
+        context.body = Some(Value::Object(shown).to_string());
+    }
     let input = DcrInput {
         operation,
         request: &context,
