@@ -26,7 +26,12 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn url(&self) -> String {
-        format!("{}/admin/v1/realms/{}/{}", self.remote.server.trim_end_matches('/'), self.remote.realm, self.path)
+        let realms = format!("{}/admin/v1/realms", self.remote.server.trim_end_matches('/'));
+        match (self.remote.realm.as_str(), self.path.as_str()) {
+            ("", _) => realms,
+            (realm, "") => format!("{realms}/{realm}"),
+            (realm, path) => format!("{realms}/{realm}/{path}"),
+        }
     }
 
     fn send(self, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
@@ -45,7 +50,10 @@ impl Call<'_> {
         let mut response = agent.run(request).with_context(|| format!("calling {}", self.url()))?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().context("reading the response")?;
-        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "body": text }));
+        let value: Value = match text.trim() {
+            "" => json!({}),
+            text => serde_json::from_str(text).unwrap_or_else(|_| json!({ "body": text })),
+        };
         if !(200..300).contains(&status) {
             let description = value["error_description"].as_str().unwrap_or(&text);
             bail!("{status} {}: {description}", value["error"].as_str().unwrap_or("error"));
@@ -109,6 +117,37 @@ pub enum PluginCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RealmCommand {
+    /// List the server's realms.
+    List {
+        /// The server's base URL.
+        #[arg(long, env = "AGENTAUTH_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// Create a realm, with settings as JSON (defaults for any left out),
+    /// e.g. '{"ai_agents_enabled": true, "open_registration": true}'.
+    Create {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, default_value = "{}")]
+        settings: String,
+    },
+    /// Show a realm's settings.
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Change some of a realm's settings, given as JSON.
+    Set {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        settings: String,
+    },
+    /// Delete a realm with its clients, keys, plugins and tokens.
+    Delete {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Select the plugin that serves a realm-wide hook.
     SetHook {
         #[command(flatten)]
@@ -171,7 +210,23 @@ pub fn plugin(command: PluginCommand) -> anyhow::Result<std::process::ExitCode> 
 }
 
 pub fn realm(command: RealmCommand) -> anyhow::Result<std::process::ExitCode> {
+    let json_body = |text: &str| -> anyhow::Result<Vec<u8>> {
+        let value: Value = serde_json::from_str(text).context("--settings must be JSON")?;
+        Ok(value.to_string().into_bytes())
+    };
     let out = match command {
+        RealmCommand::List { server } => {
+            let remote = Remote { server, realm: String::new() };
+            call(&remote, "GET", String::new()).send("application/json", vec![])?
+        }
+        RealmCommand::Create { remote, settings } => {
+            call(&remote, "PUT", String::new()).send("application/json", json_body(&settings)?)?
+        }
+        RealmCommand::Show { remote } => call(&remote, "GET", String::new()).send("application/json", vec![])?,
+        RealmCommand::Set { remote, settings } => {
+            call(&remote, "PATCH", String::new()).send("application/json", json_body(&settings)?)?
+        }
+        RealmCommand::Delete { remote } => call(&remote, "DELETE", String::new()).send("application/json", vec![])?,
         RealmCommand::SetHook { remote, hook, plugin, none: _ } => call(&remote, "PUT", "hooks".into())
             .send("application/json", json!({ hook: plugin }).to_string().into_bytes())?,
         RealmCommand::Hooks { remote } => call(&remote, "GET", "hooks".into()).send("application/json", vec![])?,

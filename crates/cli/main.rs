@@ -118,6 +118,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ai_agents_enabled: true,
                 open_registration: true,
                 dcr_plugin: Some(DEMO_DCR.into()),
+                // The example's provider signs with RS256.
+                signing_alg: "RS256".into(),
                 ..RealmSettings::default()
             };
             let plugins: &[(&str, HookKind, &[u8])] = &[

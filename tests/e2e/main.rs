@@ -8,6 +8,7 @@ mod management;
 mod plugins;
 mod polyglot;
 mod private_key_jwt;
+mod realms;
 mod registration;
 mod restart;
 mod seed_flow;

@@ -96,7 +96,12 @@ impl Server {
 
     /// GETs a realm endpoint.
     pub fn get(&self, endpoint: &str) -> Reply {
-        Reply::from(agent().get(&self.realm_url(endpoint)).call())
+        self.get_url(&self.realm_url(endpoint))
+    }
+
+    /// GETs any URL.
+    pub fn get_url(&self, url: &str) -> Reply {
+        Reply::from(agent().get(url).call())
     }
 
     /// POSTs JSON to `url`.

@@ -107,6 +107,17 @@ fn json_body(body: &[u8]) -> Result<Value, Reply> {
 
 /// Runs one admin operation. Blocking.
 pub fn dispatch(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Reply {
+    let realm_op = match op {
+        AdminOp::ListRealms => {
+            Some(app.store.realm_names().map_err(internal).map(|names| Reply::json(200, &json!({"realms": names}))))
+        }
+        AdminOp::CreateRealm => Some(create_realm(app, realm, parts, body)),
+        AdminOp::DeleteRealm => Some(delete_realm(app, realm, parts)),
+        _ => None,
+    };
+    if let Some(outcome) = realm_op {
+        return outcome.unwrap_or_else(|reply| reply);
+    }
     match app.store.realm(realm) {
         Ok(Some(_)) => {}
         Ok(None) => return not_found(format!("no realm {realm}")),
@@ -123,6 +134,9 @@ pub fn dispatch(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8])
         AdminOp::Hooks => settings(app, realm).map(|s| Reply::json(200, &hooks_json(&s))),
         AdminOp::SetHooks => set_hooks(app, realm, parts, body),
         AdminOp::Audit => audit_log(app, realm, parts),
+        AdminOp::ShowRealm => settings(app, realm).map(|s| Reply::json(200, &json!({"name": realm, "settings": s}))),
+        AdminOp::UpdateRealm => update_realm(app, realm, parts, body),
+        AdminOp::ListRealms | AdminOp::CreateRealm | AdminOp::DeleteRealm => Err(not_found("no such operation")),
     };
     outcome.unwrap_or_else(|reply| reply)
 }
@@ -325,6 +339,78 @@ fn set_hooks(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply
     app.store.set_realm_settings(realm, &json, &entry).map_err(internal)?;
     app.republish(realm, None).map_err(|e| internal(e.description))?;
     Ok(Reply::json(200, &hooks_json(&settings)))
+}
+
+fn realm_entry(parts: &Parts, action: &str, detail: Option<String>) -> AuditEntry {
+    AuditEntry { at: now(), actor: actor(parts), action: action.into(), detail, ..Default::default() }
+}
+
+/// Creates a realm: `PUT /admin/v1/realms/{realm}` with its settings (any
+/// left out take their defaults; `{}` is fine). Unknown settings are
+/// refused, so a typo does not go unnoticed.
+fn create_realm(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let request = if body.is_empty() { json!({}) } else { json_body(body)? };
+    let settings: RealmSettings =
+        serde_json::from_value(request).map_err(|e| bad_request(format!("realm settings: {e}")))?;
+    settings.validate().map_err(bad_request)?;
+    if REALM_HOOKS.iter().any(|k| settings.hook_plugin(*k).is_some()) {
+        return Err(bad_request("a new realm has no plugins yet: push them, then select them with PUT hooks"));
+    }
+    let json = serde_json::to_string(&settings).map_err(internal)?;
+    if !app
+        .store
+        .create_realm(realm, &json, &realm_entry(parts, "create-realm", Some(json.clone())))
+        .map_err(internal)?
+    {
+        return Err(conflict(format!("realm {realm} exists")));
+    }
+    tracing::info!(realm, "realm created");
+    Ok(Reply::json(201, &json!({"name": realm, "settings": settings})))
+}
+
+/// Changes some of a realm's settings: `PATCH` with the ones to change.
+fn update_realm(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let current = settings(app, realm)?;
+    let Value::Object(changes) = json_body(body)? else {
+        return Err(bad_request("the body must be a JSON object of the settings to change"));
+    };
+    let mut merged = serde_json::to_value(&current).map_err(internal)?;
+    for (name, value) in changes {
+        merged[name] = value;
+    }
+    let settings: RealmSettings =
+        serde_json::from_value(merged).map_err(|e| bad_request(format!("realm settings: {e}")))?;
+    settings.validate().map_err(bad_request)?;
+    if settings.signing_alg != current.signing_alg {
+        return Err(bad_request(
+            "signing_alg of an existing realm changes with key rotation, which is not available yet",
+        ));
+    }
+    let versions = app.store.plugin_versions(realm).map_err(internal)?;
+    for kind in REALM_HOOKS {
+        if let Some(name) = settings.hook_plugin(kind)
+            && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind.as_str())
+        {
+            return Err(bad_request(format!("no active {} plugin {name} in realm {realm}", kind.as_str())));
+        }
+    }
+    let json = serde_json::to_string(&settings).map_err(internal)?;
+    app.store
+        .set_realm_settings(realm, &json, &realm_entry(parts, "update-realm", Some(json.clone())))
+        .map_err(internal)?;
+    app.republish(realm, None).map_err(|e| internal(e.description))?;
+    Ok(Reply::json(200, &json!({"name": realm, "settings": settings})))
+}
+
+/// Deletes a realm with its clients, keys, plugins and tokens; its audit
+/// log stays.
+fn delete_realm(app: &App, realm: &str, parts: &Parts) -> Result<Reply, Reply> {
+    if !app.store.delete_realm(realm, &realm_entry(parts, "delete-realm", None)).map_err(internal)? {
+        return Err(not_found(format!("no realm {realm}")));
+    }
+    app.realms.forget(realm);
+    tracing::info!(realm, "realm deleted");
+    Ok(Reply::no_content())
 }
 
 fn audit_log(app: &App, realm: &str, parts: &Parts) -> Result<Reply, Reply> {

@@ -50,20 +50,45 @@ pub enum Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminOp {
     ListPlugins,
-    PushPlugin { name: String },
-    PluginVersions { name: String },
-    DeletePlugin { name: String },
-    Activate { name: String },
-    Rollback { name: String },
-    DeleteVersion { name: String, version: i64 },
+    PushPlugin {
+        name: String,
+    },
+    PluginVersions {
+        name: String,
+    },
+    DeletePlugin {
+        name: String,
+    },
+    Activate {
+        name: String,
+    },
+    Rollback {
+        name: String,
+    },
+    DeleteVersion {
+        name: String,
+        version: i64,
+    },
     Hooks,
     SetHooks,
     Audit,
+    /// `GET /admin/v1/realms` (the realm name is empty).
+    ListRealms,
+    ShowRealm,
+    CreateRealm,
+    UpdateRealm,
+    DeleteRealm,
 }
 
 pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if path == "/healthz" {
         return if method == Method::GET { Route::Health } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
+    if path == "/admin/v1/realms" {
+        return match *method {
+            Method::GET => Route::Admin { realm: String::new(), op: AdminOp::ListRealms },
+            _ => Route::MethodNotAllowed { allow: "GET" },
+        };
     }
     if let Some(rest) = path.strip_prefix("/admin/v1/realms/") {
         return admin_route(method, rest);
@@ -116,6 +141,11 @@ fn admin_route(method: &Method, rest: &str) -> Route {
     }
     let name = |n: &str| n.to_string();
     let (op, allow): (Option<AdminOp>, &'static str) = match (segments, method.as_str()) {
+        ([], "GET") => (Some(AdminOp::ShowRealm), ""),
+        ([], "PUT") => (Some(AdminOp::CreateRealm), ""),
+        ([], "PATCH") => (Some(AdminOp::UpdateRealm), ""),
+        ([], "DELETE") => (Some(AdminOp::DeleteRealm), ""),
+        ([], _) => (None, "GET, PUT, PATCH, DELETE"),
         (["plugins"], "GET") => (Some(AdminOp::ListPlugins), ""),
         (["plugins"], _) => (None, "GET"),
         (["plugins", n], "POST") => (Some(AdminOp::PushPlugin { name: name(n) }), ""),
@@ -204,6 +234,11 @@ mod tests {
             admin(AdminOp::DeleteVersion { name: name(), version: 3 })
         );
         assert_eq!(route(&Method::PUT, "/admin/v1/realms/alpha/hooks", ""), admin(AdminOp::SetHooks));
+        assert_eq!(route(&Method::PATCH, "/admin/v1/realms/alpha", ""), admin(AdminOp::UpdateRealm));
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/realms", ""),
+            Route::Admin { realm: String::new(), op: AdminOp::ListRealms }
+        );
         assert_eq!(
             route(&Method::GET, "/admin/v1/realms/alpha/plugins/p/activate", ""),
             Route::MethodNotAllowed { allow: "POST" }

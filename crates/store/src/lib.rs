@@ -238,6 +238,43 @@ impl Store {
         })
     }
 
+    /// Every realm's name, sorted.
+    pub fn realm_names(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM realms ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Creates a realm, recording `audit`; false if it exists.
+    pub fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![name, settings, audit.at],
+            )?;
+            if n == 1 {
+                record(tx, name, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    /// Deletes a realm and everything in it (clients, keys, plugins,
+    /// tokens), keeping its audit log; false if there was no such realm.
+    pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
+        self.write(|tx| {
+            for table in ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE realm = ?1"), [name])?;
+            }
+            let n = tx.execute("DELETE FROM realms WHERE name = ?1", [name])?;
+            if n == 1 {
+                record(tx, name, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
     // ---- keys ----
 
     /// The realm's signing keys, newest first.
