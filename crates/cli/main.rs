@@ -56,6 +56,11 @@ struct ServeArgs {
     /// software-agent may-act policy stored.
     #[arg(long)]
     demo: bool,
+    /// File holding the master key that seals private keys at rest (32
+    /// bytes, base64url). Default: DATA_DIR/master.key, created with a new
+    /// key for a new database. AGENTAUTH_MASTER_KEY, if set, wins.
+    #[arg(long, value_name = "FILE")]
+    master_key_file: Option<PathBuf>,
     /// Development mode: load DIR/<realm>/<plugin-name>.wasm into the realm,
     /// and again whenever the file changes (validated, then activated).
     #[arg(long, value_name = "DIR")]
@@ -102,6 +107,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let db = args.data_dir.join("agentauth.sqlite3");
     let store = agentauth_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let master_key_file = args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"));
+    let master_key = master_key(&store, &master_key_file)?;
 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -111,7 +118,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let local = listener.local_addr().context("reading the listening address")?;
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let admin = if admin_token.is_some() { "enabled" } else { "disabled (set AGENTAUTH_ADMIN_TOKEN)" };
-        let config = Config { admin_token, public_url: public_url.clone(), base_path: base_path.clone() };
+        let config = Config {
+            master_key: std::sync::Arc::new(master_key),
+            admin_token,
+            public_url: public_url.clone(),
+            base_path: base_path.clone(),
+        };
         let app = App::new(config, store)?;
         if args.demo {
             let settings = RealmSettings {
@@ -141,6 +153,44 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The master key: from AGENTAUTH_MASTER_KEY, else from `file`; a new
+/// database with no key file gets a new key, written there with mode 0600.
+/// A database already sealed under a key never gets a new one: a missing
+/// key file stops the server instead.
+fn master_key(store: &agentauth_store::Store, file: &std::path::Path) -> anyhow::Result<agentauth_jose::MasterKey> {
+    use agentauth_jose::MasterKey;
+    if let Ok(text) = std::env::var("AGENTAUTH_MASTER_KEY") {
+        return MasterKey::parse(&text).context("AGENTAUTH_MASTER_KEY");
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) => MasterKey::parse(&text).with_context(|| format!("reading the master key from {}", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if store.has_server_secret(App::MASTER_KEY_CHECK)? {
+                bail!(
+                    "this database's keys are sealed with a master key, but {} is missing: \
+                     restore it or set AGENTAUTH_MASTER_KEY",
+                    file.display()
+                );
+            }
+            let (key, text) = MasterKey::generate()?;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.sync_all())
+                .with_context(|| format!("writing {}", file.display()))?;
+            tracing::info!(file = %file.display(), "made a new master key; keep it with backups, apart from the database");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading the master key from {}", file.display())),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

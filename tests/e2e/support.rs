@@ -48,7 +48,7 @@ impl Server {
 
     fn spawn(dir: &Path, args: &[&str], admin_token: Option<&str>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_agentauth"));
-        command.env_remove("AGENTAUTH_ADMIN_TOKEN");
+        command.env_remove("AGENTAUTH_ADMIN_TOKEN").env_remove("AGENTAUTH_MASTER_KEY");
         if let Some(token) = admin_token {
             command.env("AGENTAUTH_ADMIN_TOKEN", token);
         }

@@ -39,7 +39,7 @@ impl Algorithm {
 
 /// Why a key could not be made or loaded.
 #[derive(Debug)]
-pub struct KeyError(String);
+pub struct KeyError(pub(crate) String);
 
 impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

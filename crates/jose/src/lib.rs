@@ -12,6 +12,8 @@
 
 mod jwt;
 mod key;
+mod seal;
 
 pub use jwt::{MAX_TOKEN_LEN, VerifyError, sign, unverified_claims, verify, verify_client_assertion};
 pub use key::{Algorithm, KeyError, SigningKey, VerifyingKey, generate_pkcs8};
+pub use seal::{MasterKey, is_sealed};

@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use agentauth_jose::MasterKey;
 use agentauth_plugin_host::{HookKind, PluginHost};
 use agentauth_store::Store;
 use http_body_util::Full;
@@ -46,6 +47,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Validated server configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Seals the realms' private keys at rest.
+    pub master_key: Arc<MasterKey>,
     /// The bearer token of the admin API; `None` disables the admin API.
     pub admin_token: Option<AdminToken>,
     /// The externally visible origin, e.g. `https://am.example.com:8443`,
@@ -116,7 +119,26 @@ fn now() -> i64 {
 }
 
 impl App {
+    /// The name of the server secret that proves which master key sealed
+    /// this database's keys.
+    pub const MASTER_KEY_CHECK: &'static str = "master-key-check";
+
     pub fn new(config: Config, store: Store) -> Result<Arc<Self>, StartError> {
+        // A wrong master key must stop the server, never lead it to make
+        // new keys: check it against what the database was sealed with.
+        let master = &config.master_key;
+        let check = store
+            .server_secret(Self::MASTER_KEY_CHECK, || {
+                master.seal(b"master-key-check", b"agentauth").unwrap_or_default()
+            })
+            .map_err(|e| StartError(format!("reading the master key check: {e}")))?;
+        if master.open(b"master-key-check", &check).is_err() {
+            return Err(StartError(
+                "the master key does not open this database's keys: start with the master key it was created with \
+                 (AGENTAUTH_MASTER_KEY or --master-key-file)"
+                    .into(),
+            ));
+        }
         let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
         let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
         let issuer_prefix = format!("{}{}", config.public_url, config.base_path);
@@ -155,7 +177,13 @@ impl App {
     }
 
     fn sources(&self) -> realm::Sources<'_> {
-        realm::Sources { store: &self.store, host: &self.host, issuer_prefix: &self.issuer_prefix, now: now() }
+        realm::Sources {
+            store: &self.store,
+            host: &self.host,
+            master_key: &self.config.master_key,
+            issuer_prefix: &self.issuer_prefix,
+            now: now(),
+        }
     }
 
     /// The realm's current runtime; `None` if there is no such realm.

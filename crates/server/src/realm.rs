@@ -179,6 +179,7 @@ pub struct Realms {
 pub struct Sources<'a> {
     pub store: &'a Store,
     pub host: &'a PluginHost,
+    pub master_key: &'a agentauth_jose::MasterKey,
     /// `{public-url}{base}`: issuers are this plus the realm's path.
     pub issuer_prefix: &'a str,
     pub now: i64,
@@ -211,7 +212,7 @@ impl Realms {
         from: &Sources<'_>,
         fresh: Option<Arc<Plugin>>,
     ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
-        let Sources { store, host, issuer_prefix, now } = *from;
+        let Sources { store, host, master_key, issuer_prefix, now } = *from;
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         let Some(row) = store.realm(name).map_err(internal)? else {
@@ -226,6 +227,7 @@ impl Realms {
         let mut keys = store.keys(name).map_err(internal)?;
         if keys.is_empty() {
             let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
+            let pkcs8 = master_key.seal(name.as_bytes(), &pkcs8).map_err(internal)?;
             let first = store
                 .insert_first_key(name, &KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now })
                 .map_err(internal)?;
@@ -237,7 +239,13 @@ impl Realms {
         for key in &keys {
             let key_alg = Algorithm::parse(&key.alg)
                 .ok_or_else(|| internal(format!("stored key has unknown alg {}", key.alg)))?;
-            let loaded = SigningKey::from_pkcs8(key_alg, &key.pkcs8).map_err(internal)?;
+            let loaded = if agentauth_jose::is_sealed(&key.pkcs8) {
+                let pkcs8 = master_key.open(name.as_bytes(), &key.pkcs8).map_err(internal)?;
+                SigningKey::from_pkcs8(key_alg, &pkcs8).map_err(internal)?
+            } else {
+                tracing::warn!(realm = name, "a signing key is stored unsealed; rotate it");
+                SigningKey::from_pkcs8(key_alg, &key.pkcs8).map_err(internal)?
+            };
             verifying_keys.push(loaded.verifying_key().clone());
             // Keys are newest first: the newest signs.
             signing_key.get_or_insert(loaded);

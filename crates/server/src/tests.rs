@@ -17,6 +17,7 @@ const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 fn app() -> Arc<App> {
     let config = Config {
+        master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
         admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
         public_url: "https://as.example.test".into(),
         base_path: "/am".into(),

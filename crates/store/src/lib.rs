@@ -215,6 +215,13 @@ impl Store {
         })
     }
 
+    /// True when the server secret `name` has been made.
+    pub fn has_server_secret(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM server_secrets WHERE name = ?1)", [name], |r| r.get(0))?)
+    }
+
     // ---- realms ----
 
     pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
