@@ -116,6 +116,40 @@ pub enum PluginCommand {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// List a realm's signing keys and their status.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Rotate a realm's signing key: the new key is published now and
+    /// signs after the realm's key_publish_seconds; the old one stays in
+    /// the JWKS until the tokens it signed have expired.
+    Rotate {
+        #[command(flatten)]
+        remote: Remote,
+        /// Switch to this algorithm: RS256, ES256 or EdDSA.
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+pub fn keys(command: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
+    let out = match command {
+        KeysCommand::List { remote } => call(&remote, "GET", "keys".into()).send("application/json", vec![])?,
+        KeysCommand::Rotate { remote, alg } => {
+            let body = match alg {
+                Some(alg) => json!({ "alg": alg }),
+                None => json!({}),
+            };
+            call(&remote, "POST", "keys/rotate".into()).send("application/json", body.to_string().into_bytes())?
+        }
+    };
+    print(&out)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum RealmCommand {
     /// List the server's realms.
     List {

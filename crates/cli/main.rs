@@ -31,6 +31,9 @@ enum Command {
     /// Configure a realm on a running server.
     #[command(subcommand)]
     Realm(admin::RealmCommand),
+    /// Rotate or list a realm's signing keys on a running server.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Plugin(command) => admin::plugin(command),
         Command::Realm(command) => admin::realm(command),
+        Command::Keys(command) => admin::keys(command),
     }
 }
 

@@ -4,6 +4,7 @@
 //! like the specification they check.
 
 mod introspection;
+mod key_rotation;
 mod keys_at_rest;
 mod management;
 mod plugins;

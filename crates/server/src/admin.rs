@@ -134,6 +134,8 @@ pub fn dispatch(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8])
         AdminOp::Hooks => settings(app, realm).map(|s| Reply::json(200, &hooks_json(&s))),
         AdminOp::SetHooks => set_hooks(app, realm, parts, body),
         AdminOp::Audit => audit_log(app, realm, parts),
+        AdminOp::Keys => list_keys(app, realm),
+        AdminOp::RotateKey => rotate_key(app, realm, parts, body),
         AdminOp::ShowRealm => settings(app, realm).map(|s| Reply::json(200, &json!({"name": realm, "settings": s}))),
         AdminOp::UpdateRealm => update_realm(app, realm, parts, body),
         AdminOp::ListRealms | AdminOp::CreateRealm | AdminOp::DeleteRealm => Err(not_found("no such operation")),
@@ -341,6 +343,62 @@ fn set_hooks(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply
     Ok(Reply::json(200, &hooks_json(&settings)))
 }
 
+fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
+    let now = now();
+    let keys: Vec<Value> = app
+        .store
+        .keys(realm)
+        .map_err(internal)?
+        .into_iter()
+        .map(|k| {
+            let status = match (k.signs_from <= now, k.retires_at) {
+                (_, Some(at)) if at <= now => "retired",
+                (_, Some(_)) => "retiring",
+                (false, None) => "published",
+                (true, None) => "signing",
+            };
+            json!({"alg": k.alg, "created_at": k.created_at, "signs_from": k.signs_from, "retires_at": k.retires_at, "status": status})
+        })
+        .collect();
+    Ok(Reply::json(200, &json!({ "keys": keys })))
+}
+
+/// Rotates the realm's signing key: a new key (of `{"alg": ...}` if
+/// given, which also becomes the realm's setting) is published now and
+/// signs after `key_publish_seconds`; the keys before it leave the JWKS
+/// once the last token they can have signed has expired.
+fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let mut settings = settings(app, realm)?;
+    let request = if body.is_empty() { json!({}) } else { json_body(body)? };
+    if let Some(alg) = request.get("alg") {
+        let alg = alg.as_str().filter(|a| agentauth_jose::Algorithm::parse(a).is_some());
+        settings.signing_alg = alg.ok_or_else(|| bad_request("alg must be RS256, ES256 or EdDSA"))?.to_string();
+    }
+    let alg = agentauth_jose::Algorithm::parse(&settings.signing_alg).ok_or_else(|| internal("bad signing_alg"))?;
+    let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
+    let pkcs8 = app.config.master_key.seal(realm.as_bytes(), &pkcs8).map_err(internal)?;
+    let now = now();
+    let signs_from = now + settings.key_publish_seconds;
+    // The old keys sign until `signs_from`; their last tokens expire one
+    // lifetime later (a minute of leeway for clock skew).
+    let old_retire_at = signs_from + settings.access_token_lifetime + 60;
+    let key =
+        agentauth_store::KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now, signs_from, retires_at: None };
+    let entry =
+        realm_entry(parts, "rotate-key", Some(json!({"alg": alg.as_str(), "signs_from": signs_from}).to_string()));
+    app.store.rotate_key(realm, &key, old_retire_at, &entry).map_err(internal)?;
+    let json = serde_json::to_string(&settings).map_err(internal)?;
+    app.store
+        .set_realm_settings(realm, &json, &realm_entry(parts, "update-realm", Some(json.clone())))
+        .map_err(internal)?;
+    app.republish(realm, None).map_err(|e| internal(e.description))?;
+    tracing::info!(realm, alg = alg.as_str(), signs_from, old_retire_at, "rotated the signing key");
+    Ok(Reply::json(
+        200,
+        &json!({"alg": alg.as_str(), "signs_from": signs_from, "previous_keys_retire_at": old_retire_at}),
+    ))
+}
+
 fn realm_entry(parts: &Parts, action: &str, detail: Option<String>) -> AuditEntry {
     AuditEntry { at: now(), actor: actor(parts), action: action.into(), detail, ..Default::default() }
 }
@@ -383,7 +441,7 @@ fn update_realm(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Re
     settings.validate().map_err(bad_request)?;
     if settings.signing_alg != current.signing_alg {
         return Err(bad_request(
-            "signing_alg of an existing realm changes with key rotation, which is not available yet",
+            "signing_alg of an existing realm changes with key rotation: POST keys/rotate {\"alg\": ...}",
         ));
     }
     let versions = app.store.plugin_versions(realm).map_err(internal)?;

@@ -42,6 +42,9 @@ pub struct RealmSettings {
     pub plugin_timeout_ms: u64,
     /// Memory one plugin instance may use, bytes (at most 256 MiB).
     pub plugin_memory_bytes: usize,
+    /// Seconds a rotated-in key is published in the JWKS before it signs,
+    /// so resource servers that cache the JWKS know it first.
+    pub key_publish_seconds: i64,
     /// Plugin calls of this realm that may run at once; a call that cannot
     /// start within the plugin timeout is answered 503.
     pub plugin_concurrency: usize,
@@ -67,6 +70,7 @@ impl RealmSettings {
             agentauth_plugin_host::MAX_PLUGIN_MEMORY as i64,
         )?;
         within("plugin_concurrency", self.plugin_concurrency as i64, 1, 128)?;
+        within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -115,6 +119,7 @@ impl Default for RealmSettings {
             plugin_timeout_ms: 100,
             plugin_memory_bytes: 64 << 20,
             plugin_concurrency: 16,
+            key_publish_seconds: 300,
         }
     }
 }
@@ -134,6 +139,9 @@ pub struct RealmRuntime {
     /// so a swap does not reset the count of calls in flight.
     pub plugin_slots: Arc<CallSlots>,
     plugins: HashMap<String, Arc<Plugin>>,
+    /// When this snapshot goes stale: a rotated key starts signing, or a
+    /// retired one leaves the JWKS.
+    refresh_at: Option<i64>,
 }
 
 impl RealmRuntime {
@@ -189,7 +197,9 @@ impl Realms {
     /// The realm's runtime, built on first use. `Ok(None)` for a realm
     /// that does not exist.
     pub fn get(&self, name: &str, from: &Sources<'_>) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
-        if let Some(runtime) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(runtime) = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name)
+            && runtime.refresh_at.is_none_or(|at| from.now < at)
+        {
             return Ok(Some(Arc::clone(runtime)));
         }
         self.rebuild(name, from, None)
@@ -228,15 +238,20 @@ impl Realms {
         if keys.is_empty() {
             let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
             let pkcs8 = master_key.seal(name.as_bytes(), &pkcs8).map_err(internal)?;
-            let first = store
-                .insert_first_key(name, &KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now })
-                .map_err(internal)?;
+            let row = KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now, signs_from: now, retires_at: None };
+            let first = store.insert_first_key(name, &row).map_err(internal)?;
             tracing::info!(realm = name, alg = %first.alg, "generated the realm's first signing key");
             keys.push(first);
         }
         let mut verifying_keys = Vec::new();
         let mut signing_key = None;
+        let mut refresh_at: Option<i64> = None;
         for key in &keys {
+            let later = [Some(key.signs_from), key.retires_at].into_iter().flatten().filter(|t| *t > now);
+            refresh_at = later.chain(refresh_at).min();
+            if key.retires_at.is_some_and(|t| t <= now) {
+                continue;
+            }
             let key_alg = Algorithm::parse(&key.alg)
                 .ok_or_else(|| internal(format!("stored key has unknown alg {}", key.alg)))?;
             let loaded = if agentauth_jose::is_sealed(&key.pkcs8) {
@@ -247,8 +262,13 @@ impl Realms {
                 SigningKey::from_pkcs8(key_alg, &key.pkcs8).map_err(internal)?
             };
             verifying_keys.push(loaded.verifying_key().clone());
-            // Keys are newest first: the newest signs.
-            signing_key.get_or_insert(loaded);
+            // Keys come newest first: the newest whose time has come signs.
+            // A key rotated in is published first and only verifies until
+            // then; a key superseded before its time never signs, since a
+            // newer one is always ahead of it.
+            if key.signs_from <= now && signing_key.is_none() {
+                signing_key = Some(loaded);
+            }
         }
         let signing_key = signing_key.ok_or_else(|| internal("realm has no signing key"))?;
         let jwks = serde_json::json!({"keys": verifying_keys.iter().map(VerifyingKey::jwk).collect::<Vec<_>>()});
@@ -296,6 +316,7 @@ impl Realms {
             verifying_keys,
             jwks,
             plugins,
+            refresh_at,
         });
         self.loaded.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Arc::clone(&runtime));
         Ok(Some(runtime))

@@ -57,11 +57,21 @@ pub struct KeyRow {
     pub alg: String,
     pub pkcs8: Vec<u8>,
     pub created_at: i64,
+    /// When the key starts signing: after it has been published long
+    /// enough for resource servers to have fetched it.
+    pub signs_from: i64,
+    /// When the key leaves the JWKS: once every token it signed expired.
+    pub retires_at: Option<i64>,
 }
 
 impl std::fmt::Debug for KeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRow").field("alg", &self.alg).field("created_at", &self.created_at).finish_non_exhaustive()
+        f.debug_struct("KeyRow")
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("signs_from", &self.signs_from)
+            .field("retires_at", &self.retires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -288,11 +298,27 @@ impl Store {
     pub fn keys(&self, realm: &str) -> Result<Vec<KeyRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT alg, pkcs8, created_at FROM signing_keys WHERE realm = ?1 ORDER BY created_at DESC, rowid DESC",
+            "SELECT alg, pkcs8, created_at, COALESCE(signs_from, created_at), retires_at FROM signing_keys
+             WHERE realm = ?1 ORDER BY created_at DESC, rowid DESC",
         )?;
-        let rows =
-            stmt.query_map([realm], |r| Ok(KeyRow { alg: r.get(0)?, pkcs8: r.get(1)?, created_at: r.get(2)? }))?;
+        let rows = stmt.query_map([realm], key_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Adds a rotated-in key, and schedules every key not yet retiring to
+    /// leave the JWKS at `old_retire_at`; records `audit`. One commit.
+    pub fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE signing_keys SET retires_at = ?2 WHERE realm = ?1 AND retires_at IS NULL",
+                params![realm, old_retire_at],
+            )?;
+            tx.execute(
+                "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![realm, key.alg, key.pkcs8, key.created_at, key.signs_from],
+            )?;
+            record(tx, realm, audit)
+        })
     }
 
     /// Stores the realm's first signing key, unless another request stored
@@ -302,17 +328,18 @@ impl Store {
         self.write(|tx| {
             let existing: Option<KeyRow> = tx
                 .query_row(
-                    "SELECT alg, pkcs8, created_at FROM signing_keys WHERE realm = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    "SELECT alg, pkcs8, created_at, COALESCE(signs_from, created_at), retires_at FROM signing_keys
+                     WHERE realm = ?1 ORDER BY COALESCE(signs_from, created_at) DESC, rowid DESC LIMIT 1",
                     [realm],
-                    |r| Ok(KeyRow { alg: r.get(0)?, pkcs8: r.get(1)?, created_at: r.get(2)? }),
+                    key_row,
                 )
                 .optional()?;
             if let Some(existing) = existing {
                 return Ok(existing);
             }
             tx.execute(
-                "INSERT INTO signing_keys (realm, alg, pkcs8, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![realm, key.alg, key.pkcs8, key.created_at],
+                "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![realm, key.alg, key.pkcs8, key.created_at, key.signs_from],
             )?;
             Ok(key.clone())
         })
@@ -826,6 +853,10 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow { alg: r.get(0)?, pkcs8: r.get(1)?, created_at: r.get(2)?, signs_from: r.get(3)?, retires_at: r.get(4)? })
+}
+
 fn version_sha256(tx: &rusqlite::Transaction<'_>, realm: &str, name: &str, version: i64) -> Result<Option<String>> {
     Ok(tx
         .query_row(
@@ -977,11 +1008,16 @@ mod tests {
     fn first_key_is_shared_by_racing_callers() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        let a = KeyRow { alg: "ES256".into(), pkcs8: vec![1], created_at: 1 };
-        let b = KeyRow { alg: "ES256".into(), pkcs8: vec![2], created_at: 1 };
+        let a = KeyRow { alg: "ES256".into(), pkcs8: vec![1], created_at: 1, signs_from: 1, retires_at: None };
+        let b = KeyRow { alg: "ES256".into(), pkcs8: vec![2], created_at: 1, signs_from: 1, retires_at: None };
         assert_eq!(store.insert_first_key("alpha", &a).unwrap(), a);
         assert_eq!(store.insert_first_key("alpha", &b).unwrap(), a);
-        assert_eq!(store.keys("alpha").unwrap(), vec![a]);
+        assert_eq!(store.keys("alpha").unwrap(), vec![a.clone()]);
+        // Rotation: the new key comes first; the old one is scheduled out.
+        let c = KeyRow { alg: "EdDSA".into(), pkcs8: vec![3], created_at: 5, signs_from: 10, retires_at: None };
+        store.rotate_key("alpha", &c, 100, &AuditEntry::default()).unwrap();
+        let keys = store.keys("alpha").unwrap();
+        assert_eq!(keys, vec![c, KeyRow { retires_at: Some(100), ..a }]);
     }
 
     #[test]

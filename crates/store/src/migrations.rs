@@ -98,6 +98,11 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (realm, client_id, jti)
     );",
+    // 7: key rotation: when a key starts signing, and when it leaves the
+    // JWKS.
+    "ALTER TABLE signing_keys ADD COLUMN signs_from INTEGER;
+    ALTER TABLE signing_keys ADD COLUMN retires_at INTEGER;
+    UPDATE signing_keys SET signs_from = created_at;",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
