@@ -71,3 +71,19 @@ fn a_body_over_the_limit_is_refused() {
     let reply = server.register_raw(&body.to_string());
     assert_eq!(reply.status, 413, "{}", reply.body);
 }
+
+#[test]
+fn registration_is_rate_limited_per_source_with_a_retry_after() {
+    let server = Server::start_with_admin();
+    let settings = r#"{"registrations_per_minute_per_source": 3}"#;
+    let set = ["realm", "set", "--server", &server.base, "--realm", "alpha", "--settings", settings];
+    let (ok, _, err) = crate::support::cli(&set, crate::support::ADMIN_TOKEN);
+    assert!(ok, "{err}");
+    for _ in 0..3 {
+        assert_eq!(server.register_raw(&seed_registration().to_string()).status, 201);
+    }
+    let refused = server.register_raw(&seed_registration().to_string());
+    assert_eq!((refused.status, refused.json["error"].as_str()), (429, Some("slow_down")), "{}", refused.body);
+    let wait: u64 = refused.retry_after.as_deref().and_then(|w| w.parse().ok()).unwrap_or(0);
+    assert!((1..=60).contains(&wait), "Retry-After: {:?}", refused.retry_after);
+}

@@ -212,6 +212,7 @@ pub struct Reply {
     pub json: Value,
     pub cache_control: Option<String>,
     pub www_authenticate: Option<String>,
+    pub retry_after: Option<String>,
 }
 
 impl From<Result<ureq::http::Response<ureq::Body>, ureq::Error>> for Reply {
@@ -219,10 +220,11 @@ impl From<Result<ureq::http::Response<ureq::Body>, ureq::Error>> for Reply {
         let mut r = r.expect("the server answered");
         let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (cache_control, www_authenticate) = (header("cache-control"), header("www-authenticate"));
+        let retry_after = header("retry-after");
         let status = r.status().as_u16();
         let body = r.body_mut().read_to_string().expect("a text body");
         let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-        Self { status, body, json, cache_control, www_authenticate }
+        Self { status, body, json, cache_control, www_authenticate, retry_after }
     }
 }
 

@@ -9,6 +9,7 @@ mod admin;
 mod client_auth;
 mod endpoint;
 mod http;
+mod rate;
 mod realm;
 mod route;
 mod secrets;
@@ -111,6 +112,7 @@ pub struct App {
     host: PluginHost,
     realms: Realms,
     hasher: Hasher,
+    registrations: rate::RateLimiter,
 }
 
 /// Seconds since the Unix epoch.
@@ -142,7 +144,15 @@ impl App {
         let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
         let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
         let issuer_prefix = format!("{}{}", config.public_url, config.base_path);
-        Ok(Arc::new(Self { config, issuer_prefix, store: Arc::new(store), host, realms: Realms::default(), hasher }))
+        Ok(Arc::new(Self {
+            config,
+            issuer_prefix,
+            store: Arc::new(store),
+            host,
+            realms: Realms::default(),
+            hasher,
+            registrations: rate::RateLimiter::default(),
+        }))
     }
 
     /// Creates realm `name` with `settings` unless it exists, storing
@@ -250,6 +260,28 @@ impl App {
     }
 }
 
+/// The address a request came from, for per-source limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// How often expired rows are swept and the WAL checkpointed.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Sweeps the database every minute until the process ends (see
+/// `Store::sweep`). Failures are logged and retried next time.
+pub async fn sweep_periodically(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let store = Arc::clone(&app.store);
+        match tokio::task::spawn_blocking(move || store.sweep(now())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::debug!(removed, "swept expired rows"),
+            Ok(Err(e)) => tracing::warn!("sweeping expired rows: {e}"),
+            Err(e) => tracing::warn!("sweeping expired rows: {e}"),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish (for at most 10 seconds).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
@@ -270,8 +302,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
             () = &mut shutdown => break,
         };
         let app = Arc::clone(&app);
-        let service = hyper::service::service_fn(move |request| {
+        let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             let app = Arc::clone(&app);
+            request.extensions_mut().insert(Peer(peer));
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));

@@ -42,6 +42,10 @@ pub struct RealmSettings {
     pub plugin_timeout_ms: u64,
     /// Memory one plugin instance may use, bytes (at most 256 MiB).
     pub plugin_memory_bytes: usize,
+    /// Registrations the realm accepts a minute, from all sources.
+    pub registrations_per_minute: u32,
+    /// Registrations the realm accepts a minute from one address.
+    pub registrations_per_minute_per_source: u32,
     /// Seconds a rotated-in key is published in the JWKS before it signs,
     /// so resource servers that cache the JWKS know it first.
     pub key_publish_seconds: i64,
@@ -71,6 +75,13 @@ impl RealmSettings {
         )?;
         within("plugin_concurrency", self.plugin_concurrency as i64, 1, 128)?;
         within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
+        within("registrations_per_minute", i64::from(self.registrations_per_minute), 1, 1_000_000)?;
+        within(
+            "registrations_per_minute_per_source",
+            i64::from(self.registrations_per_minute_per_source),
+            1,
+            1_000_000,
+        )?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -120,6 +131,8 @@ impl Default for RealmSettings {
             plugin_memory_bytes: 64 << 20,
             plugin_concurrency: 16,
             key_publish_seconds: 300,
+            registrations_per_minute: 6000,
+            registrations_per_minute_per_source: 600,
         }
     }
 }

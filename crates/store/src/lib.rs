@@ -232,6 +232,25 @@ impl Store {
             .query_row("SELECT EXISTS (SELECT 1 FROM server_secrets WHERE name = ?1)", [name], |r| r.get(0))?)
     }
 
+    /// Deletes what can no longer matter: expired server-side tokens,
+    /// revoked JWT ids and client assertion ids past their expiry, and
+    /// keys retired from the JWKS; then checkpoints the WAL so it does not
+    /// grow without bound. Returns how many rows went.
+    pub fn sweep(&self, now: i64) -> Result<usize> {
+        let removed = self.write(|tx| {
+            let mut n = 0;
+            n += tx.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+            n += tx.execute("DELETE FROM revoked_jwts WHERE expires_at <= ?1", [now])?;
+            n += tx.execute("DELETE FROM client_assertions WHERE expires_at <= ?1", [now])?;
+            n += tx.execute("DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
+            Ok(n)
+        })?;
+        // PASSIVE: never waits for readers; what it cannot copy now, a
+        // later sweep will.
+        self.conn().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(removed)
+    }
+
     // ---- realms ----
 
     pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
@@ -988,6 +1007,27 @@ mod tests {
         assert_eq!(stored.client.metadata.scope, "read");
         assert_eq!(stored.registration_token_hash, vec![9; 32]);
         assert_eq!(stored.secret_hash, vec![1; 32], "the secret is not changed by an update");
+    }
+
+    #[test]
+    fn a_sweep_removes_only_what_has_expired() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        let token = |hash, expires_at| NewToken {
+            hash,
+            client_id: "c",
+            family: None,
+            kind: TokenKind::Access,
+            grant: "{}",
+            expires_at,
+        };
+        store.insert_tokens("alpha", &[token(b"old", 10), token(b"live", 100)]).unwrap();
+        store.revoke_jwt("alpha", "j-old", 10).unwrap();
+        store.revoke_jwt("alpha", "j-live", 100).unwrap();
+        assert_eq!(store.sweep(50).unwrap(), 2);
+        assert!(store.token(b"live", "alpha", TokenKind::Access, 50).unwrap().is_some());
+        assert!(store.is_jwt_revoked("alpha", "j-live").unwrap());
+        assert!(!store.is_jwt_revoked("alpha", "j-old").unwrap());
     }
 
     #[test]

@@ -31,6 +31,16 @@ pub fn register(
     if ai_agent && !realm.settings.ai_agents_enabled {
         return Err(OAuthError::new(ErrorCode::AccessDenied, "AI agents are not enabled in this realm"));
     }
+    let source = parts.extensions.get::<crate::Peer>().map(|p| p.0.ip());
+    let limits = (realm.settings.registrations_per_minute, realm.settings.registrations_per_minute_per_source);
+    if let Err(wait) = app.registrations.take(&realm.name, source, limits.0, limits.1) {
+        tracing::warn!(realm = %realm.name, ?source, "registration rate limit reached");
+        let body = serde_json::json!({
+            "error": "slow_down",
+            "error_description": format!("too many registrations; retry in {wait} s"),
+        });
+        return Ok(Reply::json(429, &body).with_header(hyper::header::RETRY_AFTER, wait.to_string()));
+    }
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }

@@ -1,0 +1,90 @@
+//! Rate limits on registration, per realm and per source address: token
+//! buckets held in memory, refilled continuously. A refused request is
+//! told how long to wait (429 with `Retry-After`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Most sources tracked at once; idle ones are forgotten past this.
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Token buckets keyed by realm and, for per-source limits, address.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<(String, Option<IpAddr>), Bucket>>,
+}
+
+impl RateLimiter {
+    /// Takes one token from the realm's bucket and the source's, each
+    /// allowing `per_minute` requests a minute in bursts of as many. On
+    /// refusal, returns the seconds to wait; nothing is taken then.
+    pub fn take(
+        &self,
+        realm: &str,
+        source: Option<IpAddr>,
+        realm_per_minute: u32,
+        source_per_minute: u32,
+    ) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > MAX_TRACKED {
+            buckets.retain(|_, b| now.duration_since(b.updated).as_secs() < 60);
+        }
+        let mut keys = vec![((realm.to_string(), None), realm_per_minute)];
+        if let Some(ip) = source {
+            keys.push(((realm.to_string(), Some(ip)), source_per_minute));
+        }
+        let mut refilled = Vec::with_capacity(keys.len());
+        for (key, per_minute) in &keys {
+            let capacity = f64::from(*per_minute);
+            let bucket = buckets.get(key).copied().unwrap_or(Bucket { tokens: capacity, updated: now });
+            let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+            let tokens = (bucket.tokens + elapsed * capacity / 60.0).min(capacity);
+            if tokens < 1.0 {
+                let wait = ((1.0 - tokens) * 60.0 / capacity).ceil().max(1.0);
+                return Err(wait as u64);
+            }
+            refilled.push((key.clone(), tokens));
+        }
+        for (key, tokens) in refilled {
+            buckets.insert(key, Bucket { tokens: tokens - 1.0, updated: now });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_refused_with_a_wait() {
+        let limiter = RateLimiter::default();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        for _ in 0..3 {
+            limiter.take("alpha", Some(ip), 100, 3).unwrap();
+        }
+        let wait = limiter.take("alpha", Some(ip), 100, 3).unwrap_err();
+        assert!((1..=20).contains(&wait), "{wait}");
+        // Another source, and another realm, have their own buckets.
+        limiter.take("alpha", Some([10, 0, 0, 1].into()), 100, 3).unwrap();
+        limiter.take("beta", Some(ip), 100, 3).unwrap();
+    }
+
+    #[test]
+    fn the_realm_limit_binds_every_source_together() {
+        let limiter = RateLimiter::default();
+        for i in 0..2u8 {
+            limiter.take("alpha", Some([10, 0, 0, i].into()), 2, 100).unwrap();
+        }
+        assert!(limiter.take("alpha", Some([10, 0, 0, 9].into()), 2, 100).is_err());
+    }
+}
