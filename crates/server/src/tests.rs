@@ -51,26 +51,33 @@ async fn call(app: &Arc<App>, request: Request<Full<Bytes>>) -> (u16, Value) {
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// A POST to a realm endpoint with `content_type`.
+fn post(realm: &str, endpoint: &str, content_type: &str, body: String) -> Request<Full<Bytes>> {
+    Request::post(format!("/am/oauth2/realms/root/realms/{realm}/{endpoint}"))
+        .header("content-type", content_type.to_string())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+const JSON: &str = "application/json";
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// `client_id=..&client_secret=..` of a registration response.
+fn credentials(client: &Value) -> String {
+    format!(
+        "client_id={}&client_secret={}",
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap()
+    )
+}
+
 async fn register(app: &Arc<App>, client_name: &str) -> (u16, Value) {
     let body = json!({"grant_types": ["client_credentials"], "client_name": client_name, "scope": "read"});
-    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/aiagent/register"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    call(app, request).await
+    call(app, post(REALM, "aiagent/register", JSON, body.to_string())).await
 }
 
 async fn client_credentials(app: &Arc<App>, client: &Value) -> (u16, Value) {
-    let form = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        client["client_id"].as_str().unwrap(),
-        client["client_secret"].as_str().unwrap()
-    );
-    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/access_token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(form)))
-        .unwrap();
-    call(app, request).await
+    call(app, post(REALM, "access_token", FORM, format!("grant_type=client_credentials&{}", credentials(client)))).await
 }
 
 fn clients(app: &App) -> i64 {
@@ -363,11 +370,7 @@ async fn a_busy_realm_answers_503_and_does_not_stall_another_realm() {
     // Meanwhile the calm realm registers and issues as usual.
     for _ in 0..5 {
         let body = json!({"grant_types": ["client_credentials"], "scope": "read"});
-        let request = Request::post("/am/oauth2/realms/root/realms/calm/aiagent/register")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let (status, client) = call(&app, request).await;
+        let (status, client) = call(&app, post("calm", "aiagent/register", JSON, body.to_string())).await;
         assert_eq!(status, 201, "{client}");
     }
     let mut codes = Vec::new();
@@ -405,22 +408,10 @@ async fn with_token_and_scope_hooks() -> Arc<App> {
 
 async fn token_for(app: &Arc<App>, client_name: &str, scope: &str) -> (u16, Value) {
     let body = json!({"grant_types": ["client_credentials"], "client_name": client_name, "scope": "read write"});
-    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/aiagent/register"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let (status, client) = call(app, request).await;
+    let (status, client) = call(app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
     assert_eq!(status, 201, "{client}");
-    let form = format!(
-        "grant_type=client_credentials&scope={scope}&client_id={}&client_secret={}",
-        client["client_id"].as_str().unwrap(),
-        client["client_secret"].as_str().unwrap()
-    );
-    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/access_token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(form)))
-        .unwrap();
-    call(app, request).await
+    let form = format!("grant_type=client_credentials&scope={scope}&{}", credentials(&client));
+    call(app, post(REALM, "access_token", FORM, form)).await
 }
 
 #[tokio::test]
@@ -498,10 +489,7 @@ async fn registration_is_limited_to_the_realms_scopes() {
     app.republish(REALM, None).unwrap();
     let register_with = |scope: &'static str| {
         let body = json!({"grant_types": ["client_credentials"], "client_name": "quiet", "scope": scope});
-        Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/register"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap()
+        post(REALM, "register", JSON, body.to_string())
     };
     assert_eq!(call(&app, register_with("read write")).await.0, 201);
     let (status, body) = call(&app, register_with("read admin")).await;
@@ -522,40 +510,29 @@ async fn an_exchange_may_target_only_an_allowed_audience_which_refresh_keeps() {
     assert_eq!(status, 201);
     let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
                       "client_name": "quiet", "scope": "read write"});
-    let request = Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/aiagent/register"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let (_, client) = call(&app, request).await;
+    let (_, client) = call(&app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
     let (_, token) = client_credentials(&app, &client).await;
-    let form = |extra: &str| {
-        format!(
+    let exchange = |extra: &str| {
+        let form = format!(
             "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={}\
-             &subject_token_type=urn:ietf:params:oauth:token-type:access_token&client_id={}&client_secret={}{extra}",
+             &subject_token_type=urn:ietf:params:oauth:token-type:access_token&{}{extra}",
             token["access_token"].as_str().unwrap(),
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str().unwrap()
-        )
+            credentials(&client)
+        );
+        post(REALM, "access_token", FORM, form)
     };
-    let post = |form: String| {
-        Request::post(format!("/am/oauth2/realms/root/realms/{REALM}/access_token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(form)))
-            .unwrap()
-    };
-    let (status, body) = call(&app, post(form("&audience=https%3A%2F%2Fother.example"))).await;
+    let (status, body) = call(&app, exchange("&audience=https%3A%2F%2Fother.example")).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
-    let (status, body) = call(&app, post(form("&resource=https%3A%2F%2Fupdates.example"))).await;
+    let (status, body) = call(&app, exchange("&resource=https%3A%2F%2Fupdates.example")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
 
     let refresh = format!(
-        "grant_type=refresh_token&refresh_token={}&client_id={}&client_secret={}",
+        "grant_type=refresh_token&refresh_token={}&{}",
         body["refresh_token"].as_str().unwrap(),
-        client["client_id"].as_str().unwrap(),
-        client["client_secret"].as_str().unwrap()
+        credentials(&client)
     );
-    let (status, body) = call(&app, post(refresh)).await;
+    let (status, body) = call(&app, post(REALM, "access_token", FORM, refresh)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
 }
@@ -574,19 +551,9 @@ async fn a_token_of_another_realm_is_inactive_and_no_subject_here() {
         ("software-agent-may-act", HookKind::MayAct, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT),
     ];
     assert!(app.provision_realm("calm", &calm, seed).unwrap());
-    let post = |realm: &str, endpoint: &str, content_type: &str, body: String| {
-        Request::post(format!("/am/oauth2/realms/root/realms/{realm}/{endpoint}"))
-            .header("content-type", content_type.to_string())
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
-    };
-    let json_type = "application/json";
-    let form_type = "application/x-www-form-urlencoded";
+    let (json_type, form_type) = (JSON, FORM);
     let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"], "scope": "read"});
     let (_, elsewhere) = call(&app, post("calm", "aiagent/register", json_type, body.to_string())).await;
-    let credentials = |c: &Value| {
-        format!("client_id={}&client_secret={}", c["client_id"].as_str().unwrap(), c["client_secret"].as_str().unwrap())
-    };
     let (_, token) = call(
         &app,
         post("calm", "access_token", form_type, format!("grant_type=client_credentials&{}", credentials(&elsewhere))),
