@@ -313,34 +313,37 @@ fn set_hooks(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply
         return Err(bad_request("the body must be a JSON object such as {\"dcr\": \"plugin-name\"}"));
     };
     let mut settings = settings(app, realm)?;
-    let versions = app.store.plugin_versions(realm).map_err(internal)?;
     for (hook, value) in fields {
         let kind = HookKind::parse(hook)
             .filter(|k| REALM_HOOKS.contains(k))
             .ok_or_else(|| bad_request(format!("unknown realm hook {hook:?}; realm hooks: dcr, scope, token")))?;
         let plugin = match value {
             Value::Null => None,
-            Value::String(name) => {
-                if !versions.iter().any(|v| v.name == *name && v.active && v.hook == kind.as_str()) {
-                    return Err(bad_request(format!("no active {hook} plugin {name} in realm {realm}")));
-                }
-                Some(name.clone())
-            }
+            Value::String(name) => Some(name.clone()),
             _ => return Err(bad_request(format!("{hook} must be a plugin name or null"))),
         };
         settings.set_hook_plugin(kind, plugin);
     }
+    check_hook_plugins(app, realm, &settings)?;
     let json = serde_json::to_string(&settings).map_err(internal)?;
-    let entry = AuditEntry {
-        at: now(),
-        actor: actor(parts),
-        action: "set-hooks".into(),
-        detail: Some(hooks_json(&settings).to_string()),
-        ..Default::default()
-    };
+    let entry = realm_entry(parts, "set-hooks", Some(hooks_json(&settings).to_string()));
     app.store.set_realm_settings(realm, &json, &entry).map_err(internal)?;
     app.republish(realm, None).map_err(|e| internal(e.description))?;
     Ok(Reply::json(200, &hooks_json(&settings)))
+}
+
+/// Refuses settings whose realm-wide hooks name a plugin that is not an
+/// active plugin of that hook in the realm.
+fn check_hook_plugins(app: &App, realm: &str, settings: &RealmSettings) -> Result<(), Reply> {
+    let versions = app.store.plugin_versions(realm).map_err(internal)?;
+    for kind in REALM_HOOKS {
+        if let Some(name) = settings.hook_plugin(kind)
+            && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind.as_str())
+        {
+            return Err(bad_request(format!("no active {} plugin {name} in realm {realm}", kind.as_str())));
+        }
+    }
+    Ok(())
 }
 
 fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
@@ -369,6 +372,7 @@ fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
 /// once the last token they can have signed has expired.
 fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
     let mut settings = settings(app, realm)?;
+    let previous_alg = settings.signing_alg.clone();
     let request = if body.is_empty() { json!({}) } else { json_body(body)? };
     if let Some(alg) = request.get("alg") {
         let alg = alg.as_str().filter(|a| agentauth_jose::Algorithm::parse(a).is_some());
@@ -387,10 +391,12 @@ fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Repl
     let entry =
         realm_entry(parts, "rotate-key", Some(json!({"alg": alg.as_str(), "signs_from": signs_from}).to_string()));
     app.store.rotate_key(realm, &key, old_retire_at, &entry).map_err(internal)?;
-    let json = serde_json::to_string(&settings).map_err(internal)?;
-    app.store
-        .set_realm_settings(realm, &json, &realm_entry(parts, "update-realm", Some(json.clone())))
-        .map_err(internal)?;
+    if settings.signing_alg != previous_alg {
+        let json = serde_json::to_string(&settings).map_err(internal)?;
+        app.store
+            .set_realm_settings(realm, &json, &realm_entry(parts, "update-realm", Some(json.clone())))
+            .map_err(internal)?;
+    }
     app.republish(realm, None).map_err(|e| internal(e.description))?;
     tracing::info!(realm, alg = alg.as_str(), signs_from, old_retire_at, "rotated the signing key");
     Ok(Reply::json(
@@ -444,14 +450,7 @@ fn update_realm(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Re
             "signing_alg of an existing realm changes with key rotation: POST keys/rotate {\"alg\": ...}",
         ));
     }
-    let versions = app.store.plugin_versions(realm).map_err(internal)?;
-    for kind in REALM_HOOKS {
-        if let Some(name) = settings.hook_plugin(kind)
-            && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind.as_str())
-        {
-            return Err(bad_request(format!("no active {} plugin {name} in realm {realm}", kind.as_str())));
-        }
-    }
+    check_hook_plugins(app, realm, &settings)?;
     let json = serde_json::to_string(&settings).map_err(internal)?;
     app.store
         .set_realm_settings(realm, &json, &realm_entry(parts, "update-realm", Some(json.clone())))

@@ -698,15 +698,7 @@ impl Store {
     /// The grant of a live token of `kind` in `realm`: a token of another
     /// realm, or expired, is not found.
     pub fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
-        let conn = self.conn();
-        let grant = conn
-            .query_row(
-                "SELECT grant_json FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = ?3 AND expires_at > ?4",
-                params![hash, realm, kind.as_str(), now],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(grant)
+        Ok(self.token_row(hash, realm, now)?.filter(|row| row.kind == kind).map(|row| row.grant))
     }
 
     /// Rotates a refresh token in one commit: a live, unused token is
