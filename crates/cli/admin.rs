@@ -206,6 +206,28 @@ pub enum RealmCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Make a realm admin: a bearer token (printed once) that manages this
+    /// realm only. Operator only.
+    AddAdmin {
+        #[command(flatten)]
+        remote: Remote,
+        /// Who holds it, as the audit log will name them.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the realm's admins (never their tokens). Operator only.
+    Admins {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a realm admin. Operator only.
+    RemoveAdmin {
+        #[command(flatten)]
+        remote: Remote,
+        /// The admin's id, as `realm admins` shows it.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 fn call<'a>(remote: &'a Remote, method: &'static str, path: String) -> Call<'a> {
@@ -265,6 +287,12 @@ pub fn realm(command: RealmCommand) -> anyhow::Result<std::process::ExitCode> {
             .send("application/json", json!({ hook: plugin }).to_string().into_bytes())?,
         RealmCommand::Hooks { remote } => call(&remote, "GET", "hooks".into()).send("application/json", vec![])?,
         RealmCommand::Audit { remote } => call(&remote, "GET", "audit".into()).send("application/json", vec![])?,
+        RealmCommand::AddAdmin { remote, name } => call(&remote, "POST", "admins".into())
+            .send("application/json", json!({ "name": name }).to_string().into_bytes())?,
+        RealmCommand::Admins { remote } => call(&remote, "GET", "admins".into()).send("application/json", vec![])?,
+        RealmCommand::RemoveAdmin { remote, id } => {
+            call(&remote, "DELETE", format!("admins/{id}")).send("application/json", vec![])?
+        }
     };
     print(&out)?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 use crate::http::Reply;
 use crate::realm::RealmSettings;
 use crate::route::AdminOp;
-use crate::{App, Config, now};
+use crate::secrets::{Purpose, new_secret};
+use crate::{App, now};
 
 /// Largest admin request body: a plugin upload, with room to spare.
 pub const MAX_BODY: usize = agentauth_plugin_host::MAX_COMPONENT_BYTES + 1024;
@@ -47,9 +48,30 @@ fn internal(e: impl std::fmt::Display) -> Reply {
     error(500, "server_error", "internal error")
 }
 
-/// Checks the admin bearer token.
-pub fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), Reply> {
-    let Some(expected) = &config.admin_token else {
+/// Who is calling the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator-wide admin (`AGENTAUTH_ADMIN_TOKEN`): every realm.
+    Operator,
+    /// A realm admin: one realm, and not the settings that protect the
+    /// server from the realm (plugin limits, rate limits).
+    RealmAdmin { realm: String, name: String },
+}
+
+/// The settings only the operator may change: they bound what one realm
+/// may take from the server and its other realms.
+const OPERATOR_SETTINGS: [&str; 5] = [
+    "plugin_timeout_ms",
+    "plugin_memory_bytes",
+    "plugin_concurrency",
+    "registrations_per_minute",
+    "registrations_per_minute_per_source",
+];
+
+/// Identifies the caller by its bearer token: the operator's, or a realm
+/// admin's (found by its keyed hash). Blocking: it may read the store.
+pub fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, Reply> {
+    let Some(operator) = &app.config.admin_token else {
         return Err(error(
             403,
             "access_denied",
@@ -61,17 +83,55 @@ pub fn authorize(config: &Config, headers: &HeaderMap) -> Result<(), Reply> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match presented {
-        Some(token) if expected.matches(token) => Ok(()),
-        _ => Err(error(401, "invalid_token", "a valid admin bearer token is required")
-            .with_header(WWW_AUTHENTICATE, "Bearer realm=\"agentauth-admin\"".into())),
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty() && token.len() <= 512);
+    let unauthorized = || {
+        error(401, "invalid_token", "a valid admin bearer token is required")
+            .with_header(WWW_AUTHENTICATE, "Bearer realm=\"agentauth-admin\"".into())
+    };
+    let Some(token) = presented else {
+        return Err(unauthorized());
+    };
+    if operator.matches(token) {
+        return Ok(Principal::Operator);
+    }
+    let hash = app.hasher.hash(Purpose::AdminToken, token);
+    match app.store.realm_admin_by_token(&hash).map_err(internal)? {
+        Some(admin) => Ok(Principal::RealmAdmin { realm: admin.realm, name: admin.name }),
+        None => Err(unauthorized()),
     }
 }
 
-/// Who made a change: the admin, with the name the caller gives in the
-/// `agentauth-actor` header (the CLI sends the user's login).
+/// Whether `principal` may run `op` on `realm`.
+pub fn permit(principal: &Principal, realm: &str, op: &AdminOp) -> Result<(), Reply> {
+    let Principal::RealmAdmin { realm: own, .. } = principal else {
+        return Ok(());
+    };
+    let operator_only = matches!(
+        op,
+        AdminOp::ListRealms
+            | AdminOp::CreateRealm
+            | AdminOp::DeleteRealm
+            | AdminOp::ListAdmins
+            | AdminOp::CreateAdmin
+            | AdminOp::DeleteAdmin { .. }
+    );
+    if operator_only {
+        return Err(error(403, "access_denied", "only the operator admin may do this"));
+    }
+    if own != realm {
+        return Err(error(403, "access_denied", format!("this credential administers realm {own} only")));
+    }
+    Ok(())
+}
+
+/// Who made a change. A realm admin is named by its credential; the
+/// operator by the name the caller gives in the `agentauth-actor` header
+/// (the CLI sends the user's login).
 fn actor(parts: &Parts) -> String {
+    if let Some(Principal::RealmAdmin { name, .. }) = parts.extensions.get::<Principal>() {
+        return format!("realm-admin:{name}");
+    }
     let named = parts
         .headers
         .get("agentauth-actor")
@@ -138,6 +198,9 @@ pub fn dispatch(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8])
         AdminOp::RotateKey => rotate_key(app, realm, parts, body),
         AdminOp::ShowRealm => settings(app, realm).map(|s| Reply::json(200, &json!({"name": realm, "settings": s}))),
         AdminOp::UpdateRealm => update_realm(app, realm, parts, body),
+        AdminOp::ListAdmins => list_admins(app, realm),
+        AdminOp::CreateAdmin => create_admin(app, realm, parts, body),
+        AdminOp::DeleteAdmin { id } => delete_admin(app, realm, &id, parts),
         AdminOp::ListRealms | AdminOp::CreateRealm | AdminOp::DeleteRealm => Err(not_found("no such operation")),
     };
     outcome.unwrap_or_else(|reply| reply)
@@ -445,6 +508,13 @@ fn update_realm(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Re
     let settings: RealmSettings =
         serde_json::from_value(merged).map_err(|e| bad_request(format!("realm settings: {e}")))?;
     settings.validate().map_err(bad_request)?;
+    if let Some(Principal::RealmAdmin { .. }) = parts.extensions.get::<Principal>() {
+        let before = serde_json::to_value(&current).map_err(internal)?;
+        let after = serde_json::to_value(&settings).map_err(internal)?;
+        if let Some(name) = OPERATOR_SETTINGS.iter().find(|n| before[**n] != after[**n]) {
+            return Err(error(403, "access_denied", format!("only the operator admin may change {name}")));
+        }
+    }
     if settings.signing_alg != current.signing_alg {
         return Err(bad_request(
             "signing_alg of an existing realm changes with key rotation: POST keys/rotate {\"alg\": ...}",
@@ -483,4 +553,46 @@ fn audit_log(app: &App, realm: &str, parts: &Parts) -> Result<Reply, Reply> {
         })
         .collect();
     Ok(Reply::json(200, &json!({ "entries": entries })))
+}
+
+fn admin_json(admin: &agentauth_store::RealmAdmin) -> Value {
+    json!({"id": admin.id, "name": admin.name, "realm": admin.realm, "created_at": admin.created_at})
+}
+
+fn list_admins(app: &App, realm: &str) -> Result<Reply, Reply> {
+    let admins = app.store.realm_admins(realm).map_err(internal)?;
+    Ok(Reply::json(200, &json!({"admins": admins.iter().map(admin_json).collect::<Vec<_>>()})))
+}
+
+/// Makes a realm admin: `POST admins {"name": "..."}`. The token is in the
+/// response and nowhere else: only its keyed hash is stored.
+fn create_admin(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let request = json_body(body)?;
+    let name = request
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| is_plugin_name(n))
+        .ok_or_else(|| bad_request("the body must be {\"name\": N}, N 1 to 64 letters, digits, '-', '_' or '.'"))?;
+    let token = format!("aat_{}", new_secret());
+    let admin = agentauth_store::RealmAdmin {
+        realm: realm.into(),
+        id: crate::secrets::new_jti(),
+        name: name.into(),
+        created_at: now(),
+    };
+    let entry = realm_entry(parts, "create-admin", Some(json!({"id": admin.id, "name": name}).to_string()));
+    app.store.create_realm_admin(&admin, &app.hasher.hash(Purpose::AdminToken, &token), &entry).map_err(internal)?;
+    tracing::info!(realm, id = %admin.id, name, "realm admin created");
+    let mut reply = admin_json(&admin);
+    reply["token"] = json!(token);
+    Ok(Reply::json(201, &reply).with_header(hyper::header::CACHE_CONTROL, "no-store".into()))
+}
+
+fn delete_admin(app: &App, realm: &str, id: &str, parts: &Parts) -> Result<Reply, Reply> {
+    let entry = realm_entry(parts, "delete-admin", Some(json!({"id": id}).to_string()));
+    if !app.store.delete_realm_admin(realm, id, &entry).map_err(internal)? {
+        return Err(not_found(format!("no admin {id} in realm {realm}")));
+    }
+    tracing::info!(realm, id, "realm admin deleted");
+    Ok(Reply::no_content())
 }

@@ -74,7 +74,7 @@ impl AdminToken {
         Ok(Self(token))
     }
 
-    fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
         let (a, b) = (
             ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes()),
@@ -234,14 +234,27 @@ impl App {
             return Reply::text(200, "ok").into_response();
         }
         let mut limit = MAX_BODY;
-        if let Route::Admin { .. } = route {
-            // The bearer token is checked before a byte of the body is read.
-            if let Err(reply) = admin::authorize(&self.config, request.headers()) {
-                return reply.into_response();
-            }
+        let (mut parts, body) = request.into_parts();
+        if let Route::Admin { realm, op } = &route {
+            // The caller is identified, and its right to this operation
+            // checked, before a byte of the body is read.
+            let app = Arc::clone(self);
+            let (headers, realm, op) = (parts.headers.clone(), realm.clone(), op.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                let principal = admin::authenticate(&app, &headers)?;
+                admin::permit(&principal, &realm, &op).map(|()| principal)
+            })
+            .await;
+            match checked {
+                Ok(Ok(principal)) => parts.extensions.insert(principal),
+                Ok(Err(reply)) => return reply.into_response(),
+                Err(e) => {
+                    tracing::error!("admin authentication panicked: {e}");
+                    return Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response();
+                }
+            };
             limit = admin::MAX_BODY;
         }
-        let (parts, body) = request.into_parts();
         let body = match http::read_body(body, limit, READ_TIMEOUT).await {
             Ok(body) => body,
             Err(reply) => return reply.into_response(),

@@ -80,6 +80,11 @@ pub enum AdminOp {
     CreateRealm,
     UpdateRealm,
     DeleteRealm,
+    ListAdmins,
+    CreateAdmin,
+    DeleteAdmin {
+        id: String,
+    },
 }
 
 pub fn route(method: &Method, path: &str, base: &str) -> Route {
@@ -171,6 +176,11 @@ fn admin_route(method: &Method, rest: &str) -> Route {
         (["keys", "rotate"], _) => (None, "POST"),
         (["audit"], "GET") => (Some(AdminOp::Audit), ""),
         (["audit"], _) => (None, "GET"),
+        (["admins"], "GET") => (Some(AdminOp::ListAdmins), ""),
+        (["admins"], "POST") => (Some(AdminOp::CreateAdmin), ""),
+        (["admins"], _) => (None, "GET, POST"),
+        (["admins", id], "DELETE") => (Some(AdminOp::DeleteAdmin { id: name(id) }), ""),
+        (["admins", _], _) => (None, "DELETE"),
         _ => return Route::NotFound,
     };
     match op {
@@ -241,6 +251,10 @@ mod tests {
         );
         assert_eq!(route(&Method::PUT, "/admin/v1/realms/alpha/hooks", ""), admin(AdminOp::SetHooks));
         assert_eq!(route(&Method::PATCH, "/admin/v1/realms/alpha", ""), admin(AdminOp::UpdateRealm));
+        assert_eq!(
+            route(&Method::DELETE, "/admin/v1/realms/alpha/admins/a1", ""),
+            admin(AdminOp::DeleteAdmin { id: "a1".into() })
+        );
         assert_eq!(
             route(&Method::GET, "/admin/v1/realms", ""),
             Route::Admin { realm: String::new(), op: AdminOp::ListRealms }

@@ -21,6 +21,8 @@ pub enum Purpose {
     RefreshToken,
     /// A JWT's `jti`, to find the JWTs of a token family.
     JwtId,
+    /// A realm admin's bearer token.
+    AdminToken,
 }
 
 impl Purpose {
@@ -31,6 +33,7 @@ impl Purpose {
             Self::AccessToken => b"access-token\0",
             Self::RefreshToken => b"refresh-token\0",
             Self::JwtId => b"jwt-id\0",
+            Self::AdminToken => b"admin-token\0",
         }
     }
 }

@@ -601,3 +601,85 @@ async fn a_dcr_policy_never_sees_the_clients_secret() {
     assert!(shown.contains("dcr-show-body"), "the policy saw the body: {shown}");
     assert!(!shown.contains(secret) && !shown.contains("client_secret"), "{shown}");
 }
+
+// ---- realm admins ----
+
+/// An admin API call with `token` to a path under `/admin/v1/realms`.
+async fn admin_as(app: &Arc<App>, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("/admin/v1/realms{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("agentauth-actor", "claims-to-be-the-operator")
+        .body(Full::new(body))
+        .unwrap();
+    call(app, request).await
+}
+
+#[tokio::test]
+async fn a_realm_admin_manages_its_own_realm_and_no_other() {
+    let app = app();
+    let (status, _) = admin_as(&app, ADMIN_TOKEN, "PUT", "/other", json!({})).await;
+    assert_eq!(status, 201);
+    let (status, created) =
+        admin_as(&app, ADMIN_TOKEN, "POST", &format!("/{REALM}/admins"), json!({"name": "ops"})).await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_string();
+
+    // Its own realm: read, change, rotate keys, manage plugins.
+    for (method, path, body) in [
+        ("GET", format!("/{REALM}"), Value::Null),
+        ("PATCH", format!("/{REALM}"), json!({"access_token_lifetime": 600})),
+        ("GET", format!("/{REALM}/plugins"), Value::Null),
+        ("POST", format!("/{REALM}/keys/rotate"), Value::Null),
+        ("GET", format!("/{REALM}/audit"), Value::Null),
+    ] {
+        let (status, body) = admin_as(&app, &token, method, &path, body).await;
+        assert_eq!(status, 200, "{method} {path}: {body}");
+    }
+    // Another realm: nothing, read or write.
+    for (method, path, body) in [
+        ("GET", "/other", Value::Null),
+        ("PATCH", "/other", json!({"open_registration": true})),
+        ("GET", "/other/plugins", Value::Null),
+        ("GET", "/other/keys", Value::Null),
+        ("POST", "/other/keys/rotate", Value::Null),
+        ("GET", "/other/audit", Value::Null),
+        ("DELETE", "/other", Value::Null),
+    ] {
+        let (status, body) = admin_as(&app, &token, method, path, body).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "{method} {path}: {body}");
+    }
+    // Nor what belongs to the operator: realms, admins, server-protecting limits.
+    for (method, path, body) in [
+        ("GET", String::new(), Value::Null),
+        ("PUT", "/third".to_string(), json!({})),
+        ("DELETE", format!("/{REALM}"), Value::Null),
+        ("POST", format!("/{REALM}/admins"), json!({"name": "another"})),
+        ("GET", format!("/{REALM}/admins"), Value::Null),
+        ("PATCH", format!("/{REALM}"), json!({"plugin_memory_bytes": 256 << 20})),
+        ("PATCH", format!("/{REALM}"), json!({"registrations_per_minute": 1_000_000})),
+    ] {
+        let (status, body) = admin_as(&app, &token, method, &path, body).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "{method} {path}: {body}");
+    }
+    let other = app.store.realm("other").unwrap().unwrap();
+    assert!(!other.settings.contains("\"open_registration\":true"));
+    assert!(app.store.realm("third").unwrap().is_none());
+
+    // Its changes are audited under its own name, whatever it claims.
+    let (_, audit) = admin_as(&app, ADMIN_TOKEN, "GET", &format!("/{REALM}/audit"), Value::Null).await;
+    let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("rotate-key"), Some("realm-admin:ops")));
+
+    // Deleting the credential ends it.
+    let (_, listed) = admin_as(&app, ADMIN_TOKEN, "GET", &format!("/{REALM}/admins"), Value::Null).await;
+    assert_eq!(listed["admins"][0]["name"], "ops");
+    assert!(listed["admins"][0].get("token").is_none());
+    let id = listed["admins"][0]["id"].as_str().unwrap();
+    let (status, _) = admin_as(&app, ADMIN_TOKEN, "DELETE", &format!("/{REALM}/admins/{id}"), Value::Null).await;
+    assert_eq!(status, 204);
+    let (status, _) = admin_as(&app, &token, "GET", &format!("/{REALM}"), Value::Null).await;
+    assert_eq!(status, 401);
+}

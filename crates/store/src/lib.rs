@@ -111,6 +111,22 @@ impl std::fmt::Debug for ClientRow {
     }
 }
 
+/// A credential that administers one realm. Its token is only ever
+/// stored as a keyed hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealmAdmin {
+    pub realm: String,
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl RealmAdmin {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self { realm: row.get(0)?, id: row.get(1)?, name: row.get(2)?, created_at: row.get(3)? })
+    }
+}
+
 /// What a server-side token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
@@ -296,11 +312,53 @@ impl Store {
         })
     }
 
+    /// Adds a realm admin, whose token has the keyed hash `token_hash`.
+    pub fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO realm_admins (realm, id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![admin.realm, admin.id, admin.name, token_hash, admin.created_at],
+            )?;
+            record(tx, &admin.realm, audit)
+        })
+    }
+
+    /// The realm's admins, oldest first.
+    pub fn realm_admins(&self, realm: &str) -> Result<Vec<RealmAdmin>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT realm, id, name, created_at FROM realm_admins WHERE realm = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([realm], RealmAdmin::from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The realm admin whose token has this keyed hash.
+    pub fn realm_admin_by_token(&self, token_hash: &[u8]) -> Result<Option<RealmAdmin>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT realm, id, name, created_at FROM realm_admins WHERE token_hash = ?1")?;
+        Ok(stmt.query_row([token_hash], RealmAdmin::from_row).optional()?)
+    }
+
+    /// Removes a realm admin; false if there was none with that id.
+    pub fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM realm_admins WHERE realm = ?1 AND id = ?2", [realm, id])?;
+            if n == 1 {
+                record(tx, realm, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
     /// Deletes a realm and everything in it (clients, keys, plugins,
     /// tokens), keeping its audit log; false if there was no such realm.
     pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
         self.write(|tx| {
-            for table in ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions"] {
+            for table in
+                ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions", "realm_admins"]
+            {
                 tx.execute(&format!("DELETE FROM {table} WHERE realm = ?1"), [name])?;
             }
             let n = tx.execute("DELETE FROM realms WHERE name = ?1", [name])?;

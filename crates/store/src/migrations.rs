@@ -103,6 +103,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE signing_keys ADD COLUMN signs_from INTEGER;
     ALTER TABLE signing_keys ADD COLUMN retires_at INTEGER;
     UPDATE signing_keys SET signs_from = created_at;",
+    // 8: realm admins: credentials that manage one realm only.
+    "CREATE TABLE realm_admins (
+        realm      TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, id)
+    );",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
