@@ -150,7 +150,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(data = %db.display(), admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
         println!("agentauth listening on http://{local}");
-        tokio::spawn(agentauth_server::sweep_periodically(std::sync::Arc::clone(&app)));
+        tokio::spawn(agentauth_server::maintain_periodically(std::sync::Arc::clone(&app)));
         if let Some(dir) = args.watch_plugins {
             tokio::spawn(agentauth_server::watch_plugins(std::sync::Arc::clone(&app), dir));
         }

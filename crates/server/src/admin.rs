@@ -434,38 +434,80 @@ fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
 /// signs after `key_publish_seconds`; the keys before it leave the JWKS
 /// once the last token they can have signed has expired.
 fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
+    let request = if body.is_empty() { json!({}) } else { json_body(body)? };
+    let alg = match request.get("alg") {
+        None => None,
+        Some(alg) => Some(
+            alg.as_str()
+                .and_then(agentauth_jose::Algorithm::parse)
+                .ok_or_else(|| bad_request("alg must be RS256, ES256 or EdDSA"))?,
+        ),
+    };
+    let rotated = rotate_signing_key(app, realm, alg, &actor(parts), now())?;
+    Ok(Reply::json(200, &rotated))
+}
+
+/// The work of a key rotation, for the admin API and the schedule.
+pub(crate) fn rotate_signing_key(
+    app: &App,
+    realm: &str,
+    alg: Option<agentauth_jose::Algorithm>,
+    actor: &str,
+    now: i64,
+) -> Result<Value, Reply> {
     let mut settings = settings(app, realm)?;
     let previous_alg = settings.signing_alg.clone();
-    let request = if body.is_empty() { json!({}) } else { json_body(body)? };
-    if let Some(alg) = request.get("alg") {
-        let alg = alg.as_str().filter(|a| agentauth_jose::Algorithm::parse(a).is_some());
-        settings.signing_alg = alg.ok_or_else(|| bad_request("alg must be RS256, ES256 or EdDSA"))?.to_string();
+    if let Some(alg) = alg {
+        settings.signing_alg = alg.as_str().to_string();
     }
     let alg = agentauth_jose::Algorithm::parse(&settings.signing_alg).ok_or_else(|| internal("bad signing_alg"))?;
     let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
     let pkcs8 = app.config.master_key.seal(realm.as_bytes(), &pkcs8).map_err(internal)?;
-    let now = now();
     let signs_from = now + settings.key_publish_seconds;
     // The old keys sign until `signs_from`; their last tokens expire one
     // lifetime later (a minute of leeway for clock skew).
     let old_retire_at = signs_from + settings.access_token_lifetime + 60;
     let key =
         agentauth_store::KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now, signs_from, retires_at: None };
-    let entry =
-        realm_entry(parts, "rotate-key", Some(json!({"alg": alg.as_str(), "signs_from": signs_from}).to_string()));
-    app.store.rotate_key(realm, &key, old_retire_at, &entry).map_err(internal)?;
+    let entry = |action: &str, detail: String| AuditEntry {
+        at: now,
+        actor: actor.to_string(),
+        action: action.into(),
+        detail: Some(detail),
+        ..Default::default()
+    };
+    let detail = json!({"alg": alg.as_str(), "signs_from": signs_from}).to_string();
+    app.store.rotate_key(realm, &key, old_retire_at, &entry("rotate-key", detail)).map_err(internal)?;
     if settings.signing_alg != previous_alg {
         let json = serde_json::to_string(&settings).map_err(internal)?;
-        app.store
-            .set_realm_settings(realm, &json, &realm_entry(parts, "update-realm", Some(json.clone())))
-            .map_err(internal)?;
+        app.store.set_realm_settings(realm, &json, &entry("update-realm", json.clone())).map_err(internal)?;
     }
     app.republish(realm, None).map_err(|e| internal(e.description))?;
     tracing::info!(realm, alg = alg.as_str(), signs_from, old_retire_at, "rotated the signing key");
-    Ok(Reply::json(
-        200,
-        &json!({"alg": alg.as_str(), "signs_from": signs_from, "previous_keys_retire_at": old_retire_at}),
-    ))
+    Ok(json!({"alg": alg.as_str(), "signs_from": signs_from, "previous_keys_retire_at": old_retire_at}))
+}
+
+/// Rotates the signing key of every realm whose newest key is older than
+/// its `key_rotation_days`. Returns the realms rotated.
+pub(crate) fn rotate_due_keys(app: &App, now: i64) -> Result<Vec<String>, String> {
+    let describe = |reply: Reply| reply.body_text();
+    let mut rotated = Vec::new();
+    for realm in app.store.realm_names().map_err(|e| e.to_string())? {
+        let settings = settings(app, &realm).map_err(describe)?;
+        if settings.key_rotation_days == 0 {
+            continue;
+        }
+        let keys = app.store.keys(&realm).map_err(|e| e.to_string())?;
+        // A realm that has not signed yet makes its first key on first use.
+        let Some(newest) = keys.iter().map(|k| k.created_at).max() else {
+            continue;
+        };
+        if newest + i64::from(settings.key_rotation_days) * 86_400 <= now {
+            rotate_signing_key(app, &realm, None, "scheduler", now).map_err(describe)?;
+            rotated.push(realm);
+        }
+    }
+    Ok(rotated)
 }
 
 fn realm_entry(parts: &Parts, action: &str, detail: Option<String>) -> AuditEntry {
@@ -585,7 +627,7 @@ fn create_admin(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Re
     tracing::info!(realm, id = %admin.id, name, "realm admin created");
     let mut reply = admin_json(&admin);
     reply["token"] = json!(token);
-    Ok(Reply::json(201, &reply).with_header(hyper::header::CACHE_CONTROL, "no-store".into()))
+    Ok(Reply::json(201, &reply))
 }
 
 fn delete_admin(app: &App, realm: &str, id: &str, parts: &Parts) -> Result<Reply, Reply> {

@@ -277,20 +277,35 @@ impl App {
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub std::net::SocketAddr);
 
-/// How often expired rows are swept and the WAL checkpointed.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the server does its housekeeping (see [`App::maintain`]).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
-/// Sweeps the database every minute until the process ends (see
-/// `Store::sweep`). Failures are logged and retried next time.
-pub async fn sweep_periodically(app: Arc<App>) {
-    loop {
-        tokio::time::sleep(SWEEP_EVERY).await;
-        let store = Arc::clone(&app.store);
-        match tokio::task::spawn_blocking(move || store.sweep(now())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => tracing::debug!(removed, "swept expired rows"),
-            Ok(Err(e)) => tracing::warn!("sweeping expired rows: {e}"),
+impl App {
+    /// Housekeeping, run every minute: rotates the signing keys that are
+    /// due (`key_rotation_days`), deletes expired rows and checkpoints the
+    /// WAL. Blocking.
+    pub fn maintain(&self, now: i64) {
+        match admin::rotate_due_keys(self, now) {
+            Ok(rotated) if rotated.is_empty() => {}
+            Ok(rotated) => tracing::info!(?rotated, "rotated signing keys on schedule"),
+            Err(e) => tracing::warn!("scheduled key rotation: {e}"),
+        }
+        match self.store.sweep(now) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "swept expired rows"),
             Err(e) => tracing::warn!("sweeping expired rows: {e}"),
+        }
+    }
+}
+
+/// Runs [`App::maintain`] every minute until the process ends. Failures
+/// are logged and retried next time.
+pub async fn maintain_periodically(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(MAINTAIN_EVERY).await;
+        let app = Arc::clone(&app);
+        if let Err(e) = tokio::task::spawn_blocking(move || app.maintain(now())).await {
+            tracing::warn!("housekeeping panicked: {e}");
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct RealmSettings {
     /// Seconds a rotated-in key is published in the JWKS before it signs,
     /// so resource servers that cache the JWKS know it first.
     pub key_publish_seconds: i64,
+    /// Days a signing key signs before a new one is rotated in
+    /// automatically; 0 turns the schedule off.
+    pub key_rotation_days: u32,
     /// Plugin calls of this realm that may run at once; a call that cannot
     /// start within the plugin timeout is answered 503.
     pub plugin_concurrency: usize,
@@ -75,6 +78,7 @@ impl RealmSettings {
         )?;
         within("plugin_concurrency", self.plugin_concurrency as i64, 1, 128)?;
         within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
+        within("key_rotation_days", i64::from(self.key_rotation_days), 0, 3650)?;
         within("registrations_per_minute", i64::from(self.registrations_per_minute), 1, 1_000_000)?;
         within(
             "registrations_per_minute_per_source",
@@ -131,6 +135,7 @@ impl Default for RealmSettings {
             plugin_memory_bytes: 64 << 20,
             plugin_concurrency: 16,
             key_publish_seconds: 300,
+            key_rotation_days: 90,
             registrations_per_minute: 6000,
             registrations_per_minute_per_source: 600,
         }

@@ -683,3 +683,33 @@ async fn a_realm_admin_manages_its_own_realm_and_no_other() {
     let (status, _) = admin_as(&app, &token, "GET", &format!("/{REALM}"), Value::Null).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn keys_rotate_on_their_schedule_and_not_before() {
+    let app = app();
+    let (status, _) = admin_as(&app, ADMIN_TOKEN, "PUT", "/manual", json!({"key_rotation_days": 0})).await;
+    assert_eq!(status, 201);
+    app.warm_up(REALM).unwrap();
+    app.warm_up("manual").unwrap();
+    let first = app.store.keys(REALM).unwrap()[0].created_at;
+    let day = 86_400;
+
+    app.maintain(first + 89 * day);
+    assert_eq!(app.store.keys(REALM).unwrap().len(), 1, "rotated before 90 days");
+    app.maintain(first + 90 * day);
+    let keys = app.store.keys(REALM).unwrap();
+    assert_eq!(keys.len(), 2);
+    let newest = keys.iter().max_by_key(|k| k.created_at).unwrap();
+    assert_eq!(newest.created_at, first + 90 * day);
+    assert_eq!(newest.signs_from, first + 90 * day + 300, "published before it signs");
+    // Once rotated, the clock starts again from the new key; the old key
+    // is gone once its tokens have expired.
+    app.maintain(first + 91 * day);
+    let keys = app.store.keys(REALM).unwrap();
+    assert_eq!(keys.iter().map(|k| k.created_at).collect::<Vec<_>>(), [first + 90 * day]);
+    assert_eq!(app.store.keys("manual").unwrap().len(), 1, "a realm without a schedule keeps its key");
+
+    let (_, audit) = admin_as(&app, ADMIN_TOKEN, "GET", &format!("/{REALM}/audit"), Value::Null).await;
+    let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("rotate-key"), Some("scheduler")));
+}
