@@ -6,6 +6,7 @@
 mod introspection;
 mod key_rotation;
 mod keys_at_rest;
+mod limits;
 mod management;
 mod plugins;
 mod polyglot;

@@ -162,7 +162,7 @@ fn query(parts: &Parts, name: &str) -> Option<String> {
 }
 
 fn json_body(body: &[u8]) -> Result<Value, Reply> {
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body is not valid JSON: {e}")))
+    crate::http::parse_json(body).map_err(bad_request)
 }
 
 /// Runs one admin operation. Blocking.

@@ -153,6 +153,43 @@ pub fn has_media_type(headers: &hyper::HeaderMap, expected: &str) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected))
 }
 
+/// How deeply JSON bodies may nest. Registration metadata needs four
+/// levels (`jwks.keys[].x5c[]`); more is an attack on the parser.
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// Parses a JSON body, refusing nesting deeper than [`MAX_JSON_DEPTH`]
+/// before the parser sees it. The error says what is wrong, for the
+/// caller's error response.
+pub fn parse_json(body: &[u8]) -> Result<Value, String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!("the JSON nests deeper than {MAX_JSON_DEPTH} levels"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
+}
+
+/// Most parameters a form may carry. Token requests use at most nine.
+pub const MAX_FORM_FIELDS: usize = 32;
+
 /// Form parameters (application/x-www-form-urlencoded). RFC 6749 §3.2:
 /// parameters sent without a value are treated as omitted, and request
 /// parameters must not be included more than once.
@@ -162,7 +199,10 @@ pub struct Form(Vec<(String, String)>);
 impl Form {
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
         let mut params: Vec<(String, String)> = Vec::new();
-        for (name, value) in form_urlencoded::parse(body) {
+        for (i, (name, value)) in form_urlencoded::parse(body).enumerate() {
+            if i == MAX_FORM_FIELDS {
+                return Err(OAuthError::invalid_request(format!("more than {MAX_FORM_FIELDS} form parameters")));
+            }
             if value.is_empty() {
                 continue;
             }
@@ -193,6 +233,26 @@ mod tests {
         assert_eq!(form.get("scope"), Some("read write"));
         assert_eq!(form.get("grant_type"), Some("client_credentials"));
         assert!(Form::parse(b"a=1&a=2").is_err());
+    }
+
+    #[test]
+    fn forms_have_a_bounded_number_of_fields() {
+        let fields = |n: usize| (0..n).map(|i| format!("p{i}=v")).collect::<Vec<_>>().join("&");
+        assert!(Form::parse(fields(MAX_FORM_FIELDS).as_bytes()).is_ok());
+        let error = Form::parse(fields(MAX_FORM_FIELDS + 1).as_bytes()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn json_nesting_is_bounded_and_brackets_in_strings_do_not_count() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse_json(nested(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        let error = parse_json(nested(MAX_JSON_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(error.contains("nests deeper"), "{error}");
+        // A megabyte of brackets fails fast, without recursion.
+        assert!(parse_json(nested(1 << 20).as_bytes()).is_err());
+        let text = format!(r#"{{"name": "{}\" [[", "k": [1]}}"#, "[".repeat(100));
+        assert_eq!(parse_json(text.as_bytes()).unwrap()["k"][0], 1);
     }
 
     #[test]

@@ -42,6 +42,8 @@ use crate::secrets::Hasher;
 /// Largest request body accepted; registration metadata and token
 /// requests are far smaller.
 const MAX_BODY: usize = 64 * 1024;
+/// Largest request head (request line and headers); past it, 431.
+const MAX_HEAD: usize = 16 * 1024;
 /// How long a client may take to send its request head, or its body.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -315,7 +317,7 @@ pub async fn maintain_periodically(app: Arc<App>) {
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(64 * 1024);
+    http.timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(MAX_HEAD).max_headers(64);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -10,7 +10,7 @@ use hyper::http::request::Parts;
 use serde_json::Value;
 
 use super::{hook_error, internal, request_context};
-use crate::http::{Reply, has_media_type};
+use crate::http::{Reply, has_media_type, parse_json};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_client_id, new_secret};
 use crate::{App, now};
@@ -44,8 +44,7 @@ pub fn register(
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|e| OAuthError::invalid_client_metadata(format!("the request body is not valid JSON: {e}")))?;
+    let request = parse_json(body).map_err(OAuthError::invalid_client_metadata)?;
     let metadata = registration::parse_metadata(&request)?;
     check_allowed_scopes(realm, &metadata)?;
     check_jwks(&metadata)?;
@@ -159,8 +158,7 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|e| OAuthError::invalid_client_metadata(format!("the request body is not valid JSON: {e}")))?;
+    let request = parse_json(body).map_err(OAuthError::invalid_client_metadata)?;
     if request.get("client_id").and_then(Value::as_str) != Some(row.client.client_id.as_str()) {
         return Err(OAuthError::invalid_client_metadata("client_id must be present and match the client's"));
     }
