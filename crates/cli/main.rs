@@ -34,6 +34,27 @@ enum Command {
     /// Rotate or list a realm's signing keys on a running server.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Copy the database consistently, even while the server runs. The
+    /// copy holds private keys sealed under the master key, which is not in
+    /// it: keep the master key apart, and safe.
+    Backup {
+        /// The server's data directory.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Where to write the copy; it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the database of a data directory that has
+    /// none (the server must not be running there). Checks it first.
+    Restore {
+        /// The backup made by `agentauth backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to restore into.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,7 +118,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => admin::plugin(command),
         Command::Realm(command) => admin::realm(command),
         Command::Keys(command) => admin::keys(command),
+        Command::Backup { data_dir, to } => {
+            let size = agentauth_store::Store::backup(&data_dir.join(DATABASE), &to)?;
+            println!("wrote {} ({size} bytes); it needs this server's master key to be served", to.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { from, data_dir } => restore(&from, &data_dir),
     }
+}
+
+/// The database's file name in the data directory.
+const DATABASE: &str = "agentauth.sqlite3";
+
+fn restore(from: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    agentauth_store::Store::integrity_check(from).with_context(|| format!("checking {}", from.display()))?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let db = data_dir.join(DATABASE);
+    if db.exists() {
+        bail!("{} exists: restore into an empty data directory", db.display());
+    }
+    // Copy beside the target, sync, then rename: a crash leaves either no
+    // database or the whole backup.
+    let partial = data_dir.join(format!("{DATABASE}.restoring"));
+    std::fs::copy(from, &partial).with_context(|| format!("copying {}", from.display()))?;
+    std::fs::File::open(&partial).and_then(|f| f.sync_all()).context("syncing the restored database")?;
+    std::fs::rename(&partial, &db).with_context(|| format!("moving the copy to {}", db.display()))?;
+    std::fs::File::open(data_dir).and_then(|d| d.sync_all()).context("syncing the data directory")?;
+    println!(
+        "restored {} into {}; start the server with the master key it was made with",
+        from.display(),
+        db.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -109,7 +161,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(std::env::VarError::NotUnicode(_)) => bail!("AGENTAUTH_ADMIN_TOKEN is not valid UTF-8"),
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("agentauth.sqlite3");
+    let db = args.data_dir.join(DATABASE);
     let store = agentauth_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let master_key_file = args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"));
     let master_key = master_key(&store, &master_key_file)?;

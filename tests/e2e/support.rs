@@ -90,6 +90,11 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn realm_url(&self, endpoint: &str) -> String {
         format!("{}/am/oauth2/realms/root/realms/alpha/{endpoint}", self.base)
     }

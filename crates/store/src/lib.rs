@@ -196,6 +196,53 @@ impl Store {
         Self::init(conn)
     }
 
+    /// Writes a consistent copy of the database at `db` to `to` (which must
+    /// not exist) while a server may be using it: `VACUUM INTO` reads one
+    /// snapshot, so writes that land meanwhile are either wholly in the copy
+    /// or not at all. The copy is made readable by its owner only, synced to
+    /// disk, and checked with `PRAGMA integrity_check`. Returns its size.
+    pub fn backup(db: &Path, to: &Path) -> Result<u64> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if !db.exists() {
+            return Err(Error(format!("no database at {}", db.display())));
+        }
+        // An empty file is a valid target; making it first sets its mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)
+            .map_err(|e| Error(format!("creating {}: {e}", to.display())))?;
+        let written = (|| {
+            let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            let target = to.to_str().ok_or_else(|| Error(format!("{} is not UTF-8", to.display())))?;
+            conn.execute("VACUUM INTO ?1", [target])?;
+            drop(conn);
+            std::fs::File::open(to)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error(format!("syncing {}: {e}", to.display())))?;
+            Self::integrity_check(to)
+        })();
+        if let Err(e) = written {
+            // Never leave a partial copy that looks like a backup.
+            let _ = std::fs::remove_file(to);
+            return Err(e);
+        }
+        std::fs::metadata(to).map(|m| m.len()).map_err(|e| Error(e.to_string()))
+    }
+
+    /// Runs `PRAGMA integrity_check` on the database at `path`; an error
+    /// names what is wrong.
+    pub fn integrity_check(path: &Path) -> Result<()> {
+        // Read-write without create: a WAL database read by a second process
+        // needs its shared-memory file, which a read-only open cannot make.
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let result: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if result == "ok" { Ok(()) } else { Err(Error(format!("integrity check of {}: {result}", path.display()))) }
+    }
+
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self> {
         Self::init(Connection::open_in_memory()?)
