@@ -4,6 +4,10 @@
 //! signing key intact.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use crate::support::{ADMIN_TOKEN, Agent, Server, cli, jwt_parts};
 
@@ -71,4 +75,209 @@ fn a_backup_of_no_database_is_an_error_and_writes_nothing() {
         cli(&["backup", "--data-dir", dir.to_str().expect("utf-8"), "--to", to.to_str().expect("utf-8")], ADMIN_TOKEN);
     assert!(!ok && err.contains("no database"), "{err}");
     assert!(!Path::new(&to).exists());
+}
+
+/// A request that may fail because the server was killed under it.
+fn try_send(request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: Body) -> Option<(u16, Value)> {
+    let mut response = match body {
+        Body::Json(json) => request.header("Content-Type", "application/json").send(json.to_string()),
+        Body::Form(form) => request.send_form(form.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+    }
+    .ok()?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().ok()?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+enum Body {
+    Json(Value),
+    Form(Vec<(String, String)>),
+}
+
+fn form(pairs: &[(&str, &str)]) -> Body {
+    Body::Form(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+}
+
+/// What the server acknowledged before it was killed.
+#[derive(Default)]
+struct Acknowledged {
+    agents: Vec<Agent>,
+    /// A refresh token and the agent it was issued to.
+    refresh_tokens: Vec<(Agent, String)>,
+    /// The `kid` of every access token issued.
+    kids: std::collections::BTreeSet<String>,
+    rotations: usize,
+}
+
+/// Drives registrations, token issuance (client credentials, then an
+/// exchange that returns a refresh token) and key rotations at `base`
+/// until the server stops answering; records what was acknowledged.
+fn load(base: &str, acknowledged: &Mutex<Acknowledged>) {
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let realm = format!("{base}/am/oauth2/realms/root/realms/alpha");
+    let record = |f: &mut dyn FnMut(&mut Acknowledged)| f(&mut acknowledged.lock().expect("lock"));
+    std::thread::scope(|s| {
+        // Registrations, and tokens for each new agent.
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let registration = Body::Json(crate::support::seed_registration());
+                    let Some((201, client)) = try_send(http.post(format!("{realm}/aiagent/register")), registration)
+                    else {
+                        return;
+                    };
+                    let agent = Agent {
+                        client_id: client["client_id"].as_str().expect("client_id").into(),
+                        client_secret: client["client_secret"].as_str().expect("client_secret").into(),
+                    };
+                    record(&mut |a| a.agents.push(agent.clone()));
+                    let credentials =
+                        [("client_id", agent.client_id.as_str()), ("client_secret", &agent.client_secret)];
+                    let mut cc = credentials.to_vec();
+                    cc.extend([("grant_type", "client_credentials"), ("scope", "read")]);
+                    let Some((200, issued)) = try_send(http.post(format!("{realm}/access_token")), form(&cc)) else {
+                        return;
+                    };
+                    let token = issued["access_token"].as_str().expect("access_token").to_string();
+                    record(&mut |a| {
+                        a.kids.insert(jwt_parts(&token).0["kid"].as_str().expect("kid").into());
+                    });
+                    let mut exchange = credentials.to_vec();
+                    exchange.extend([
+                        ("grant_type", crate::support::TOKEN_EXCHANGE),
+                        ("scope", "read write"),
+                        ("subject_token", &token),
+                        ("subject_token_type", crate::support::ACCESS_TOKEN_TYPE),
+                    ]);
+                    let Some((200, exchanged)) = try_send(http.post(format!("{realm}/access_token")), form(&exchange))
+                    else {
+                        return;
+                    };
+                    let refresh_token = exchanged["refresh_token"].as_str().expect("refresh_token").to_string();
+                    let kid = jwt_parts(exchanged["access_token"].as_str().expect("access_token")).0["kid"].clone();
+                    record(&mut |a| {
+                        a.refresh_tokens.push((agent.clone(), refresh_token.clone()));
+                        a.kids.insert(kid.as_str().expect("kid").into());
+                    });
+                }
+            });
+        }
+        // Key rotations.
+        s.spawn(|| {
+            loop {
+                let rotate = http
+                    .post(format!("{base}/admin/v1/realms/alpha/keys/rotate"))
+                    .header("Authorization", format!("Bearer {ADMIN_TOKEN}"));
+                let Some((200, _)) = try_send(rotate, Body::Json(json!({}))) else {
+                    return;
+                };
+                record(&mut |a| a.rotations += 1);
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+    });
+}
+
+/// A small deterministic generator for the kill moments; the seed is
+/// printed so a failing run can be repeated.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn a_server_killed_at_random_moments_loses_nothing_it_acknowledged() {
+    const KILLS: usize = 10;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    println!("crash test seed {seed} (CRASH_SEED={seed} repeats it)");
+    let mut random = XorShift(seed);
+
+    // New keys sign at once, so rotations race token issuance; the limits
+    // of one source must not throttle the load.
+    let server = Server::start_with_admin_in(dir.path());
+    let settings = r#"{"key_publish_seconds": 0, "registrations_per_minute_per_source": 1000000,
+                       "registrations_per_minute": 1000000}"#;
+    let (ok, _, err) =
+        cli(&["realm", "set", "--server", &server.base, "--realm", "alpha", "--settings", settings], ADMIN_TOKEN);
+    assert!(ok, "{err}");
+    // ES256: rotations are quick enough to race the issuance (an RSA key
+    // takes a good part of a second to make).
+    let (ok, _, err) =
+        cli(&["keys", "rotate", "--server", &server.base, "--realm", "alpha", "--alg", "ES256"], ADMIN_TOKEN);
+    assert!(ok, "{err}");
+
+    let mut server = Some(server);
+    let mut totals = Acknowledged::default();
+    for round in 0..KILLS {
+        let running = server.take().unwrap_or_else(|| Server::start_with_admin_in(dir.path()));
+        let acknowledged = Mutex::new(Acknowledged::default());
+        let wait = Duration::from_millis(100 + random.below(700));
+        let base = running.base.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| load(&base, &acknowledged));
+            std::thread::sleep(wait);
+            running.kill();
+        });
+        let db = dir.path().join("agentauth.sqlite3");
+        agentauth_store::Store::integrity_check(&db)
+            .unwrap_or_else(|e| panic!("round {round}, killed after {wait:?}: {e}"));
+
+        let restarted = Server::start_with_admin_in(dir.path());
+        let acknowledged = acknowledged.into_inner().expect("lock");
+        for agent in &acknowledged.agents {
+            let reply = restarted.token(
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &agent.client_id),
+                    ("client_secret", &agent.client_secret),
+                ],
+                None,
+            );
+            assert_eq!(reply.status, 200, "round {round}: a registration acknowledged before the kill: {}", reply.body);
+        }
+        for (agent, refresh_token) in &acknowledged.refresh_tokens {
+            let reply = refresh(&restarted, agent, refresh_token);
+            assert_eq!(
+                reply.status, 200,
+                "round {round}: a refresh token acknowledged before the kill: {}",
+                reply.body
+            );
+        }
+        let jwks = restarted.get("connect/jwk_uri").json;
+        let published: Vec<&str> =
+            jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
+        for kid in &acknowledged.kids {
+            assert!(
+                published.contains(&kid.as_str()),
+                "round {round}: key {kid} signed a live token but left the JWKS"
+            );
+        }
+        totals.agents.extend(acknowledged.agents);
+        totals.refresh_tokens.extend(acknowledged.refresh_tokens);
+        totals.kids.extend(acknowledged.kids);
+        totals.rotations += acknowledged.rotations;
+        server = Some(restarted);
+    }
+    println!(
+        "{KILLS} kills: {} registrations, {} refresh tokens, {} signing keys and {} rotations acknowledged, none lost",
+        totals.agents.len(),
+        totals.refresh_tokens.len(),
+        totals.kids.len(),
+        totals.rotations
+    );
+    // Each round did some of each, or the test proved nothing.
+    assert!(totals.agents.len() >= KILLS && totals.refresh_tokens.len() >= KILLS && totals.rotations >= KILLS);
 }

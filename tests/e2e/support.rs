@@ -41,6 +41,17 @@ impl Server {
         server
     }
 
+    /// Starts a server on the data directory `dir` with the admin API on.
+    pub fn start_with_admin_in(dir: &Path) -> Self {
+        Self::spawn(dir, &[], Some(ADMIN_TOKEN))
+    }
+
+    /// Kills the server with SIGKILL, as a crash or power loss would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Starts a server on the data directory `dir`, with extra arguments.
     pub fn start_with(dir: &Path, args: &[&str]) -> Self {
         Self::spawn(dir, args, None)
