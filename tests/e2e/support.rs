@@ -58,18 +58,39 @@ impl Server {
     }
 
     fn spawn(dir: &Path, args: &[&str], admin_token: Option<&str>) -> Self {
+        Self::spawn_logging(dir, args, admin_token, None)
+    }
+
+    /// Starts a server with a fresh data directory and the admin API on,
+    /// logging everything it would log at `trace` into `log`.
+    pub fn start_logging_to(log: &Path) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut server = Self::spawn_logging(&dir, &[], Some(ADMIN_TOKEN), Some(log));
+        server._tmp = Some(tmp);
+        server
+    }
+
+    fn spawn_logging(dir: &Path, args: &[&str], admin_token: Option<&str>, log: Option<&Path>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_agentauth"));
         command.env_remove("AGENTAUTH_ADMIN_TOKEN").env_remove("AGENTAUTH_MASTER_KEY");
         if let Some(token) = admin_token {
             command.env("AGENTAUTH_ADMIN_TOKEN", token);
         }
+        match log {
+            Some(log) => {
+                let file = std::fs::File::create(log).expect("creating the log file");
+                // Everything but the compiler's own chatter.
+                let filter = "trace,cranelift=warn,wasmtime=warn,wasmtime_cranelift=warn";
+                command.env("RUST_LOG", filter).stderr(Stdio::from(file))
+            }
+            None => command.env("RUST_LOG", "warn").stderr(Stdio::inherit()),
+        };
         let mut child = command
             .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("starting agentauth");
         let stdout = child.stdout.take().expect("piped stdout");
