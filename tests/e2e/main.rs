@@ -17,6 +17,7 @@ mod registration;
 mod restart;
 mod secrets;
 mod seed_flow;
+mod shutdown;
 mod support;
 mod token_endpoint;
 mod token_exchange;

@@ -46,6 +46,23 @@ impl Server {
         Self::spawn(dir, &[], Some(ADMIN_TOKEN))
     }
 
+    /// Sends SIGTERM, without waiting.
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    /// Waits (at most `limit`) for the server to exit; its exit status.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Kills the server with SIGKILL, as a crash or power loss would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

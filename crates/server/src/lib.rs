@@ -344,6 +344,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
             }
         });
     }
+    // Close the listening socket now: connections the kernel would
+    // otherwise queue for an accept that never comes are refused at once.
+    drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still in flight after 10 s; stopping anyway");
     }
