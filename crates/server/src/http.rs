@@ -65,6 +65,8 @@ impl Reply {
             ErrorCode::InvalidToken => {
                 reply.headers.push((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"".into()));
             }
+            // RFC 9110 §10.2.3: when to try again.
+            ErrorCode::TemporarilyUnavailable => reply.headers.push((header::RETRY_AFTER, "1".into())),
             _ => {}
         }
         reply
@@ -261,5 +263,8 @@ mod tests {
         assert_eq!(reply.status(), 401);
         assert_eq!(reply.headers()[header::CACHE_CONTROL], "no-store");
         assert!(reply.headers().contains_key(header::WWW_AUTHENTICATE));
+        let busy = Reply::error(&OAuthError::new(ErrorCode::TemporarilyUnavailable, "busy")).into_response();
+        assert_eq!(busy.status().as_u16(), 503);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -30,9 +30,23 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// The database stayed locked by another process past the busy
+    /// timeout: worth retrying, not a fault.
+    pub fn is_busy(&self) -> bool {
+        self.0.starts_with(BUSY)
+    }
+}
+
+const BUSY: &str = "database busy: ";
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => Self(format!("{BUSY}{e}")),
+            _ => Self(e.to_string()),
+        }
     }
 }
 
@@ -1031,6 +1045,21 @@ fn revoke_family(tx: &rusqlite::Transaction<'_>, realm: &str, family: &str) -> R
 mod tests {
     use super::*;
     use agentauth_core::{AuthMethod, GrantType};
+
+    #[test]
+    fn a_database_locked_past_the_busy_timeout_is_reported_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        store.conn().busy_timeout(Duration::from_millis(50)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let error = store.create_realm_if_absent("r", "{}", 0).unwrap_err();
+        assert!(error.is_busy(), "{error}");
+        other.execute_batch("COMMIT").unwrap();
+        assert!(store.create_realm_if_absent("r", "{}", 0).unwrap());
+        assert!(!Error("some other failure".into()).is_busy());
+    }
 
     fn client_row(id: &str) -> ClientRow {
         ClientRow {

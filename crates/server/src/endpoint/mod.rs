@@ -88,7 +88,16 @@ fn request_context(parts: &Parts, body: Option<&[u8]>) -> RequestContext {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> OAuthError {
+/// A failure of the server's own: logged, and answered `server_error`;
+/// except a database kept busy by another process (a backup, say) past
+/// the busy timeout, which is `temporarily_unavailable` (503, retry).
+fn internal<E: std::fmt::Display + 'static>(e: E) -> OAuthError {
+    if let Some(store) = (&e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>()
+        && store.is_busy()
+    {
+        tracing::warn!("{e}");
+        return OAuthError::new(agentauth_core::ErrorCode::TemporarilyUnavailable, "the server is busy; retry shortly");
+    }
     tracing::error!("{e}");
     OAuthError::server_error("internal error")
 }
