@@ -579,6 +579,26 @@ async fn a_token_of_another_realm_is_inactive_and_no_subject_here() {
     )
     .await;
     assert_eq!(status, 401);
+    // Revoking it here is the RFC 7009 200 for a token this realm does not
+    // know, and leaves it live in its own realm.
+    let (status, _) =
+        call(&app, post(REALM, "token/revoke", form_type, format!("token={foreign}&{}", credentials(&local)))).await;
+    assert_eq!(status, 200);
+    let (_, body) =
+        call(&app, post("calm", "introspect", form_type, format!("token={foreign}&{}", credentials(&elsewhere)))).await;
+    assert_eq!(body["active"], true, "{body}");
+    // Its registration access token manages nothing here.
+    let client_id = elsewhere["client_id"].as_str().unwrap();
+    let manage = Request::get(format!("/am/oauth2/realms/root/realms/{REALM}/aiagent/register?client_id={client_id}"))
+        .header("authorization", format!("Bearer {}", elsewhere["registration_access_token"].as_str().unwrap()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = call(&app, manage).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+    // Nor can this realm select the other's plugins.
+    let (status, body) =
+        admin(&app, "PUT", "hooks", json!({"dcr": "software-agent-dcr"}).to_string().into_bytes()).await;
+    assert_eq!(status, 400, "{body}");
 }
 
 #[tokio::test]
