@@ -2,10 +2,11 @@
 #
 #   make serve   run the server with the demo realm of the seed example
 #   make test    formatting, lints and every test (what .ci/run runs)
+#   make bench   the benchmarks; writes docs/BENCHMARKS.md
 
 CARGO ?= cargo
 
-.PHONY: serve test fmt lint unit polyglot wasm-target
+.PHONY: serve test bench fmt lint unit polyglot wasm-target
 
 serve:
 	$(CARGO) run --release -- serve --demo
@@ -34,3 +35,10 @@ unit:
 # componentize-js from npm), for the polyglot end-to-end tests.
 polyglot:
 	scripts/build-polyglot
+
+# A release build, then the harness: the server on loopback with fresh
+# data directories, each hot path against its limit measured in the same
+# run. BENCH_ARGS=--quick for a short smoke run.
+bench: wasm-target polyglot
+	$(CARGO) build --release --bin agentauth --bin agentauth-bench
+	target/release/agentauth-bench $(BENCH_ARGS)

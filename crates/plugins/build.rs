@@ -18,6 +18,7 @@ const MEMBERS: &[&str] = &[
     "misbehaving-dcr",
     "misbehaving-may-act",
     "nosy-may-act",
+    "bench-dcr",
 ];
 
 fn main() {

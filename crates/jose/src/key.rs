@@ -133,7 +133,7 @@ impl SigningKey {
     }
 
     /// Signs `message`, returning the JWS signature bytes.
-    pub(crate) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let failed = |_| KeyError("signing failed".into());
         match &self.pair {
             Pair::Rsa(pair) => {

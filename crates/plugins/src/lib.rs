@@ -32,3 +32,8 @@ pub const MISBEHAVING_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// Test fixture: a may-act plugin that uses `std::net`, so it imports
 /// `wasi:sockets` and must be refused at upload.
 pub const NOSY_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nosy_may_act.wasm"));
+
+/// Benchmark fixture: a DCR plugin that gives JWT tokens to clients whose
+/// `client_name` contains `jwt` and the seed's may-act policy to those
+/// whose name contains `may-act`.
+pub const BENCH_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench_dcr.wasm"));

@@ -331,6 +331,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
             },
             () = &mut shutdown => break,
         };
+        // Responses go out whole; waiting to coalesce them only adds latency.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "TCP_NODELAY: {e}");
+        }
         let app = Arc::clone(&app);
         let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             let app = Arc::clone(&app);

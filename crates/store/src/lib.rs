@@ -683,6 +683,12 @@ impl Store {
     /// Keeps a precompiled plugin artifact; artifacts of engines other than
     /// `engine` for the same component are dropped, as no build of this
     /// server can use them again.
+    /// Deletes every stored compiled artifact, so the next load compiles
+    /// again (benchmarks of a first start). Returns how many there were.
+    pub fn delete_plugin_artifacts(&self) -> Result<usize> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM plugin_artifacts", [])?))
+    }
+
     pub fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
         self.write(|tx| {
             tx.execute(

@@ -1,0 +1,184 @@
+//! The load generator: keep-alive HTTP/1.1 connections on one thread,
+//! each sending the same request back to back, for a bounded time and a
+//! bounded number of requests.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// One request, sent over and over.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    /// The status that counts as success.
+    pub expect: u16,
+}
+
+impl Request {
+    pub fn form(path: String, pairs: &[(&str, &str)]) -> Self {
+        let body = pairs.iter().map(|(n, v)| format!("{}={}", encode(n), encode(v))).collect::<Vec<_>>().join("&");
+        Self { path, content_type: "application/x-www-form-urlencoded", body: Bytes::from(body), expect: 200 }
+    }
+
+    pub fn json(path: String, body: &serde_json::Value, expect: u16) -> Self {
+        Self { path, content_type: "application/json", body: Bytes::from(body.to_string()), expect }
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// How much load: connections, and when to stop.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub connections: usize,
+    pub duration: Duration,
+    pub max_requests: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub ok: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// Latency of each successful request, microseconds, sorted.
+    pub latencies: Vec<u32>,
+    pub first_failure: Option<String>,
+}
+
+impl Outcome {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Latency at quantile `q`, milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1);
+        f64::from(self.latencies[i]) / 1000.0
+    }
+}
+
+/// Sends `request` to `addr` in the given shape and reports.
+pub fn run(addr: SocketAddr, request: &Request, shape: Shape) -> Outcome {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return Outcome { failed: 1, first_failure: Some(format!("runtime: {e}")), ..Outcome::default() },
+    };
+    runtime.block_on(async {
+        let state = Rc::new(State {
+            sent: Cell::new(0),
+            outcome: RefCell::new(Outcome::default()),
+            deadline: Instant::now() + shape.duration,
+            max_requests: shape.max_requests,
+        });
+        let started = Instant::now();
+        let local = tokio::task::LocalSet::new();
+        for _ in 0..shape.connections {
+            local.spawn_local(connection(addr, request.clone(), Rc::clone(&state)));
+        }
+        local.await;
+        let mut outcome = state.outcome.take();
+        outcome.elapsed = started.elapsed();
+        outcome.latencies.sort_unstable();
+        outcome
+    })
+}
+
+struct State {
+    sent: Cell<u64>,
+    outcome: RefCell<Outcome>,
+    deadline: Instant,
+    max_requests: u64,
+}
+
+impl State {
+    fn take_one(&self) -> bool {
+        if self.sent.get() >= self.max_requests || Instant::now() >= self.deadline {
+            return false;
+        }
+        self.sent.set(self.sent.get() + 1);
+        true
+    }
+
+    fn fail(&self, why: String) {
+        let mut outcome = self.outcome.borrow_mut();
+        outcome.failed += 1;
+        outcome.first_failure.get_or_insert(why);
+    }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection(addr: SocketAddr, request: Request, state: Rc<State>) {
+    let mut sender = match open(addr).await {
+        Ok(sender) => sender,
+        Err(e) => return state.fail(e),
+    };
+    while state.take_one() {
+        let http = hyper::Request::post(&request.path)
+            .header(hyper::header::HOST, "127.0.0.1")
+            .header(hyper::header::CONTENT_TYPE, request.content_type)
+            .body(Full::new(request.body.clone()));
+        let http = match http {
+            Ok(http) => http,
+            Err(e) => return state.fail(format!("building the request: {e}")),
+        };
+        let started = Instant::now();
+        let exchange = async {
+            let response = sender.send_request(http).await.map_err(|e| format!("sending: {e}"))?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.map_err(|e| format!("reading: {e}"))?.to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok((status, _))) if status == request.expect => {
+                let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+                let mut outcome = state.outcome.borrow_mut();
+                outcome.ok += 1;
+                outcome.latencies.push(micros);
+            }
+            Ok(Ok((status, body))) => {
+                state.fail(format!("status {status}: {}", String::from_utf8_lossy(&body)));
+            }
+            Ok(Err(e)) => {
+                state.fail(e);
+                // The connection is unusable; open another.
+                match open(addr).await {
+                    Ok(fresh) => sender = fresh,
+                    Err(e) => return state.fail(e),
+                }
+            }
+            Err(_) => return state.fail(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        }
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn open(addr: SocketAddr) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connecting: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}

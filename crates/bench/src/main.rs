@@ -1,0 +1,502 @@
+//! `agentauth-bench`: starts the release `agentauth` on loopback with fresh
+//! data directories, drives each hot path with a bounded load, measures
+//! the physical limit of each in the same run, and writes the results
+//! table into `docs/BENCHMARKS.md` (between its result markers).
+//!
+//!     make bench                      # builds, then runs this
+//!     agentauth-bench --quick         # a short smoke run
+
+mod limits;
+mod load;
+mod server;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agentauth_jose::Algorithm;
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::load::{Outcome, Request, Shape};
+use crate::server::Server;
+
+/// The server's share of the machine: all of it (the load generator runs
+/// beside it on the same cores).
+const SERVER_CORES: usize = 2;
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+#[derive(Debug)]
+struct Options {
+    server_bin: PathBuf,
+    out: PathBuf,
+    seconds: f64,
+    connections: usize,
+    tokens: u64,
+    realms: Vec<usize>,
+    hook_calls: usize,
+}
+
+impl Options {
+    fn parse() -> anyhow::Result<Self> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut options = Self {
+            server_bin: root.join("target/release/agentauth"),
+            out: root.join("docs/BENCHMARKS.md"),
+            seconds: 5.0,
+            connections: 8,
+            tokens: 1_000_000,
+            realms: vec![100, 1000],
+            hook_calls: 2000,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--server-bin" => options.server_bin = value()?.into(),
+                "--out" => options.out = value()?.into(),
+                "--seconds" => options.seconds = value()?.parse()?,
+                "--connections" => options.connections = value()?.parse()?,
+                "--tokens" => options.tokens = value()?.parse()?,
+                "--quick" => {
+                    options.seconds = 1.0;
+                    options.tokens = 20_000;
+                    options.realms = vec![10, 20];
+                    options.hook_calls = 200;
+                }
+                "--help" | "-h" => {
+                    println!(
+                        "agentauth-bench [--server-bin FILE] [--out FILE] [--seconds S] [--connections C] \
+                         [--tokens N] [--quick]"
+                    );
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other}"),
+            }
+        }
+        Ok(options)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            connections: self.connections,
+            duration: Duration::from_secs_f64(self.seconds),
+            max_requests: 5_000_000,
+        }
+    }
+}
+
+/// One row of a results table.
+struct Row {
+    case: String,
+    outcome: Outcome,
+    /// The physical limit this case is compared with, per second.
+    limit: Option<f64>,
+    /// The target: a ratio of the limit, or an absolute rate.
+    target: Target,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    None,
+    Ratio(f64),
+    Rate(f64),
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        self.limit.map(|l| self.outcome.per_second() / l)
+    }
+
+    fn verdict(&self) -> String {
+        let met = match self.target {
+            Target::None => return String::new(),
+            Target::Ratio(r) => self.ratio().is_some_and(|x| x >= r),
+            Target::Rate(r) => self.outcome.per_second() >= r,
+        };
+        let target = match self.target {
+            Target::Ratio(r) => format!("≥ {:.0}% of limit", r * 100.0),
+            Target::Rate(r) => format!("≥ {r:.0}/s"),
+            Target::None => String::new(),
+        };
+        format!("{target}: {}", if met && self.outcome.failed == 0 { "met" } else { "**missed**" })
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("agentauth-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let options = Options::parse()?;
+    if !options.server_bin.exists() {
+        bail!("{} is missing: cargo build --release first (make bench does)", options.server_bin.display());
+    }
+    let scratch_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    std::fs::create_dir_all(&scratch_root)?;
+    let scratch = tempfile::tempdir_in(&scratch_root).context("scratch directory")?;
+    let mut report = String::new();
+    let started = Instant::now();
+
+    // ---- limits ----
+    eprintln!("measuring ring's signing rates and SQLite's commit rate");
+    let mut ring = Vec::new();
+    for alg in [Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa] {
+        ring.push((alg, limits::signing_rate(alg, SERVER_CORES, Duration::from_secs(2))?));
+    }
+    let ring_rate = |alg: Algorithm| ring.iter().find(|(a, _)| *a == alg).map(|(_, r)| *r);
+    let commits = limits::commit_rate(scratch.path(), Duration::from_secs(2))?;
+
+    // ---- the server ----
+    let data = server::data_dir(scratch.path(), "main")?;
+    let server = Server::start(&options.server_bin, &data)?;
+    let idle = server.memory_mib()?;
+    for (realm, alg) in [("rs256", "RS256"), ("es256", "ES256"), ("eddsa", "EdDSA")] {
+        server.bench_realm(realm, alg)?;
+    }
+    let mut token_rows = Vec::new();
+    for (realm, alg) in [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)] {
+        for (format, may_act) in [("jwt", true), ("jwt", false), ("opaque", true), ("opaque", false)] {
+            let name = format!("bench {format}{}", if may_act { " may-act" } else { "" });
+            let client = server.register(realm, &name)?;
+            let request = Request::form(
+                Server::realm_path(realm, "access_token"),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "read"),
+                    ("client_id", &client.0),
+                    ("client_secret", &client.1),
+                ],
+            );
+            let case =
+                format!("client_credentials {} {format}{}", alg.as_str(), if may_act { " + may-act" } else { "" });
+            eprintln!("{case}");
+            let outcome = measure(&server, &request, options.shape());
+            let (limit, target) = match (format, alg) {
+                ("jwt", Algorithm::Rs256) => (ring_rate(alg), Target::Ratio(0.8)),
+                ("jwt", _) => (ring_rate(alg), Target::Rate(17_000.0)),
+                _ => (None, Target::None),
+            };
+            token_rows.push(Row { case, outcome, limit, target });
+        }
+    }
+
+    // Token exchange: the seed's second step, in the RS256 realm.
+    let agent = server.register("rs256", "bench jwt may-act")?;
+    let subject = server.token("rs256", &agent, "read")?;
+    let exchange = Request::form(
+        Server::realm_path("rs256", "access_token"),
+        &[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("scope", "read write"),
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("client_id", &agent.0),
+            ("client_secret", &agent.1),
+        ],
+    );
+    eprintln!("token exchange RS256");
+    let outcome = measure(&server, &exchange, options.shape());
+    token_rows.push(Row {
+        case: "token exchange RS256 (+ refresh token)".into(),
+        outcome,
+        limit: ring_rate(Algorithm::Rs256),
+        target: Target::Ratio(0.7),
+    });
+
+    // Registrations, each committed durably, with the DCR hook.
+    let register =
+        Request::json(Server::realm_path("es256", "aiagent/register"), &server::registration("bench jwt may-act"), 201);
+    eprintln!("registrations");
+    let outcome = measure(&server, &register, options.shape());
+    token_rows.push(Row {
+        case: "aiagent/register + DCR hook".into(),
+        outcome,
+        limit: Some(commits),
+        target: Target::Rate(7_000.0),
+    });
+
+    // Activation of a new plugin version (already compiled: same bytes).
+    let mut activations = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        server.push("es256", "software-agent-may-act", "may-act", agentauth_plugins::SOFTWARE_AGENT_MAY_ACT)?;
+        activations.push(t.elapsed());
+    }
+    activations.sort_unstable();
+
+    // Memory after a million tokens.
+    let heavy = server.register("es256", "bench jwt")?;
+    let tokens = Request::form(
+        Server::realm_path("es256", "access_token"),
+        &[("grant_type", "client_credentials"), ("client_id", &heavy.0), ("client_secret", &heavy.1)],
+    );
+    eprintln!("{} tokens for the memory figure", options.tokens);
+    let million = load::run(
+        server.addr,
+        &tokens,
+        Shape { connections: options.connections, duration: Duration::from_secs(600), max_requests: options.tokens },
+    );
+    let after_tokens = server.memory_mib()?;
+
+    // Memory with many realms, each with its own plugins, loaded.
+    let mut realm_memory = Vec::new();
+    let mut made = 0;
+    for &count in &options.realms {
+        eprintln!("{count} realms");
+        while made < count {
+            let realm = format!("tenant{made:04}");
+            server.bench_realm(&realm, "ES256")?;
+            let client = server.register(&realm, "bench jwt may-act")?;
+            server.token(&realm, &client, "read")?;
+            made += 1;
+        }
+        realm_memory.push((count, server.memory_mib()?));
+    }
+    server.stop()?;
+
+    // ---- hooks and cold start ----
+    let polyglot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/polyglot");
+    let mut components: Vec<(&'static str, Vec<u8>)> =
+        vec![("Rust", agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec())];
+    for (language, file) in
+        [("Python", "python-software-agent-may-act.wasm"), ("JavaScript", "js-software-agent-may-act.wasm")]
+    {
+        match std::fs::read(polyglot.join(file)) {
+            Ok(bytes) => components.push((language, bytes)),
+            Err(_) => eprintln!("{language}: {file} missing (scripts/build-polyglot makes it); skipped"),
+        }
+    }
+    eprintln!("hook calls");
+    let hooks = limits::hook_costs(&components, options.hook_calls)?;
+    let cold = match components.iter().find(|(l, _)| *l == "Python") {
+        Some((_, python)) => Some(cold_start(&options, scratch.path(), python)?),
+        None => None,
+    };
+
+    // ---- the report ----
+    let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    writeln!(
+        report,
+        "Run {date}, {:.0} s, on {} cores ({cpu}), {}.",
+        started.elapsed().as_secs_f64(),
+        num_cores(),
+        memory_total()
+    )?;
+    writeln!(
+        report,
+        "Versions: {}, {}, {}.",
+        command_output(&options.server_bin.to_string_lossy(), &["--version"]),
+        command_output("rustc", &["--version"]),
+        locked_versions(&["wasmtime", "ring", "rusqlite", "hyper"])
+    )?;
+    writeln!(
+        report,
+        "Load: {} keep-alive connections from one client thread on the same {SERVER_CORES} cores as the server, \
+         {} s per case after a 0.5 s warm-up.\n",
+        options.connections, options.seconds
+    )?;
+    writeln!(report, "### Limits, measured in this run\n")?;
+    writeln!(report, "| limit | per second |\n|---|---:|")?;
+    for (alg, rate) in &ring {
+        writeln!(report, "| ring {} signatures, {SERVER_CORES} threads | {rate:.0} |", alg.as_str())?;
+    }
+    writeln!(report, "| SQLite durable single-row commits (WAL, synchronous=FULL), 1 writer | {commits:.0} |\n")?;
+    writeln!(report, "### Requests\n")?;
+    writeln!(report, "| case | per second | p50 ms | p99 ms | failed | ratio to limit | target |")?;
+    writeln!(report, "|---|---:|---:|---:|---:|---:|---|")?;
+    for row in &token_rows {
+        writeln!(
+            report,
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            row.case,
+            row.outcome.per_second(),
+            row.outcome.quantile_ms(0.5),
+            row.outcome.quantile_ms(0.99),
+            row.outcome.failed,
+            row.ratio().map_or("–".to_string(), |r| format!("{:.0}%", r * 100.0)),
+            row.verdict()
+        )?;
+    }
+    let failures: Vec<String> = token_rows
+        .iter()
+        .filter_map(|r| r.outcome.first_failure.as_ref().map(|f| format!("{}: {f}", r.case)))
+        .collect();
+    for failure in &failures {
+        writeln!(report, "\nFirst failure of {failure}")?;
+    }
+    writeln!(
+        report,
+        "\nThe registration row's limit is SQLite's single-commit rate: above 100% means commits are grouped.\n"
+    )?;
+
+    writeln!(report, "### Plugins\n")?;
+    writeln!(
+        report,
+        "| may-act hook call | size MB | first compile | p50 µs | p99 µs | target |\n|---|---:|---:|---:|---:|---|"
+    )?;
+    for h in &hooks {
+        let target = if h.language == "Rust" { 50.0 } else { 300.0 };
+        let p50 = h.p50.as_secs_f64() * 1e6;
+        let met = if p50 <= target { "met" } else { "**missed**" };
+        writeln!(
+            report,
+            "| {} | {:.1} | {:.2} s | {:.1} | {:.1} | ≤ {target:.0} µs p50: {met} |",
+            h.language,
+            h.size_mb,
+            h.compile.as_secs_f64(),
+            p50,
+            h.p99.as_secs_f64() * 1e6
+        )?;
+    }
+    let q =
+        |q: f64| activations[((activations.len() as f64 * q) as usize).min(activations.len() - 1)].as_secs_f64() * 1e3;
+    writeln!(
+        report,
+        "\nActivating a new version of a plugin already compiled (upload, validate, store, swap; 20 pushes of the \
+         Rust may-act policy): p50 {:.1} ms, max {:.1} ms.\n",
+        q(0.5),
+        q(1.0)
+    )?;
+    if let Some(cold) = &cold {
+        writeln!(
+            report,
+            "First push of the Python may-act policy (compiled at upload): {:.2} s. Restart to the first token that \
+             runs it: {:.2} s with its stored compiled artifact, {:.2} s after deleting the artifact (compiled \
+             again).\n",
+            cold.first_push.as_secs_f64(),
+            cold.with_artifacts.as_secs_f64(),
+            cold.without_artifacts.as_secs_f64()
+        )?;
+    }
+    writeln!(report, "### Server memory\n")?;
+    writeln!(report, "| state | RSS MiB | peak RSS MiB |\n|---|---:|---:|")?;
+    writeln!(report, "| idle, after start | {:.1} | {:.1} |", idle.0, idle.1)?;
+    writeln!(
+        report,
+        "| after the cases above and {} more ES256 tokens ({} failed) | {:.1} | {:.1} |",
+        million.ok, million.failed, after_tokens.0, after_tokens.1
+    )?;
+    for (count, (rss, peak)) in &realm_memory {
+        writeln!(report, "| with {count} more realms, each with its own 2 plugins, loaded | {rss:.1} | {peak:.1} |")?;
+    }
+
+    print!("{report}");
+    write_results(&options.out, &report)?;
+    eprintln!("wrote {}", options.out.display());
+    if token_rows.iter().any(|r| r.outcome.failed > 0) || million.failed > 0 {
+        bail!("some requests failed: {failures:?}");
+    }
+    Ok(())
+}
+
+/// A warm-up, then the measured run.
+fn measure(server: &Server, request: &Request, shape: Shape) -> Outcome {
+    let warm = Shape { duration: Duration::from_millis(500), ..shape };
+    let _ = load::run(server.addr, request, warm);
+    load::run(server.addr, request, shape)
+}
+
+struct ColdStart {
+    first_push: Duration,
+    with_artifacts: Duration,
+    without_artifacts: Duration,
+}
+
+/// Time from starting the server to the first token whose may-act hook
+/// runs the Python policy: with the compiled artifact stored, and without.
+fn cold_start(options: &Options, scratch: &Path, python: &[u8]) -> anyhow::Result<ColdStart> {
+    eprintln!("cold start");
+    let data = server::data_dir(scratch, "cold")?;
+    let server = Server::start(&options.server_bin, &data)?;
+    server.admin(
+        "PUT",
+        "/poly",
+        "application/json",
+        json!({"ai_agents_enabled": true, "open_registration": true}).to_string().into(),
+    )?;
+    server.push("poly", "bench-dcr", "dcr", agentauth_plugins::BENCH_DCR)?;
+    let t = Instant::now();
+    server.push("poly", "software-agent-may-act", "may-act", python)?;
+    let first_push = t.elapsed();
+    server.admin("PUT", "/poly/hooks", "application/json", json!({"dcr": "bench-dcr"}).to_string().into())?;
+    let client = server.register("poly", "bench jwt may-act")?;
+    server.stop()?;
+
+    let first_token = || -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let server = Server::start(&options.server_bin, &data)?;
+        server.token("poly", &client, "read")?;
+        let elapsed = t.elapsed();
+        server.stop()?;
+        Ok(elapsed)
+    };
+    let with_artifacts = first_token()?;
+    let store = agentauth_store::Store::open(&data.join("agentauth.sqlite3"))?;
+    store.delete_plugin_artifacts()?;
+    drop(store);
+    let without_artifacts = first_token()?;
+    Ok(ColdStart { first_push, with_artifacts, without_artifacts })
+}
+
+const START: &str = "<!-- results:start -->";
+const END: &str = "<!-- results:end -->";
+
+/// Replaces the text between the result markers of `out`, keeping the
+/// rest (the commentary) as it is.
+fn write_results(out: &Path, report: &str) -> anyhow::Result<()> {
+    let existing = std::fs::read_to_string(out).unwrap_or_default();
+    let text = match (existing.find(START), existing.find(END)) {
+        (Some(a), Some(b)) if a < b => format!("{}{START}\n{report}{}", &existing[..a], &existing[b..]),
+        _ => format!("# Benchmarks\n\n{START}\n{report}{END}\n"),
+    };
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn memory_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
+        .map_or_else(String::new, |kib| format!("{:.0} GiB RAM", kib / 1024.0 / 1024.0))
+}
+
+/// `name version` of each crate, from Cargo.lock.
+fn locked_versions(names: &[&str]) -> String {
+    let lock =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock")).unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|name| {
+            let at = lock.find(&format!("name = \"{name}\"\nversion = \""))?;
+            let rest = &lock[at..];
+            let version = rest.lines().nth(1)?.trim_start_matches("version = \"").trim_end_matches('"');
+            Some(format!("{name} {version}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
