@@ -11,12 +11,13 @@
 
 mod migrations;
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// A storage failure. Callers answer `server_error`; the text is logged.
 #[derive(Debug)]
@@ -196,18 +197,100 @@ pub enum Rotation {
     Unknown,
 }
 
-/// The database. One connection, serialised by a mutex: SQLite allows one
-/// writer at a time anyway, and every statement here is short.
+/// The database: one writer connection and a pool of readers.
+///
+/// Writes are grouped: a write runs in a savepoint of the transaction open
+/// on the writer connection, and whoever finishes a write while no other
+/// writer is waiting commits the transaction for everyone in it. Each
+/// caller returns only once the commit that holds its write has reached
+/// the disk, so what is acknowledged is durable, while one fsync serves as
+/// many writes as arrived during the previous one. A write that fails
+/// rolls back its own savepoint and nothing else.
+///
+/// Reads use their own connections and so see only committed data, and
+/// never wait for a commit. (An in-memory database, for tests, has one
+/// connection for both.)
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Writers waiting for the writer connection: while there are any, the
+    /// open transaction is left for the last of them to commit.
+    waiting: AtomicUsize,
+    batches: Mutex<Batches>,
+    committed: Condvar,
+    /// Where reader connections come from; `None` for an in-memory database.
+    path: Option<PathBuf>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    /// The batch whose transaction is open, if one is.
+    open: Option<u64>,
+    last_batch: u64,
+}
+
+/// The outcome of each finished batch.
+#[derive(Debug, Default)]
+struct Batches {
+    /// Every batch up to this one has committed or failed.
+    finished: u64,
+    /// Recent batches whose commit failed, with why.
+    failed: std::collections::VecDeque<(u64, String)>,
+}
+
+/// Reader connections kept for reuse.
+const MAX_IDLE_READERS: usize = 16;
+
+/// A connection to read with: a pooled reader, or the writer's.
+enum Reader<'a> {
+    Pooled(&'a Store, Option<Connection>),
+    Shared(MutexGuard<'a, Writer>),
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Self::Pooled(_, Some(conn)) => conn,
+            Self::Pooled(store, None) => unreachable_reader(store),
+            Self::Shared(writer) => &writer.conn,
+        }
+    }
+}
+
+#[cold]
+fn unreachable_reader(_: &Store) -> ! {
+    unreachable!("a pooled reader holds its connection until dropped")
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Self::Pooled(store, conn) = self
+            && let Some(conn) = conn.take()
+        {
+            let mut idle = lock(&store.readers);
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// Locks `mutex`. A panic while holding one of the store's locks cannot
+/// leave a write half done (savepoints roll back on drop), so the state
+/// behind a poisoned lock is usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        Self::init(conn, Some(path.to_path_buf()))
     }
 
     /// Writes a consistent copy of the database at `db` to `to` (which must
@@ -259,32 +342,116 @@ impl Store {
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(mut conn: Connection) -> Result<Self> {
+    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self> {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::apply(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            writer: Mutex::new(Writer { conn, open: None, last_batch: 0 }),
+            waiting: AtomicUsize::new(0),
+            batches: Mutex::new(Batches::default()),
+            committed: Condvar::new(),
+            path,
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a transaction half
-        // done (rusqlite rolls back on drop), so the connection is usable.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A connection for reading.
+    fn conn(&self) -> Reader<'_> {
+        let Some(path) = &self.path else {
+            return Reader::Shared(lock(&self.writer));
+        };
+        if let Some(conn) = lock(&self.readers).pop() {
+            return Reader::Pooled(self, Some(conn));
+        }
+        let opened = Connection::open(path).and_then(|conn| {
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(conn)
+        });
+        match opened {
+            Ok(conn) => Reader::Pooled(self, Some(conn)),
+            // Reading through the writer is slower, never wrong.
+            Err(_) => Reader::Shared(lock(&self.writer)),
+        }
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed if `f`
-    /// returns `Ok`.
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    /// Runs `f` in a savepoint of the writer's open transaction (opening
+    /// one with `BEGIN IMMEDIATE` if none is), and returns once that
+    /// transaction has committed. `f`'s error rolls back `f`'s writes only.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut writer = lock(&self.writer);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let batch = match writer.open {
+            Some(batch) => batch,
+            None => {
+                writer.conn.execute_batch("BEGIN IMMEDIATE")?;
+                writer.last_batch += 1;
+                writer.open = Some(writer.last_batch);
+                writer.last_batch
+            }
+        };
+        let outcome = match writer.conn.savepoint() {
+            Ok(mut savepoint) => {
+                // A panic in `f` must not leave the batch without a committer.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&savepoint)))
+                    .unwrap_or_else(|_| Err(Error("a storage operation panicked".into())));
+                match ran {
+                    Ok(value) => savepoint.commit().map(|()| value).map_err(Error::from),
+                    Err(e) => {
+                        savepoint.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+                        drop(savepoint);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e.into()),
+        };
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            self.commit(&mut writer);
+        }
+        drop(writer);
+        self.wait_for(batch)?;
+        outcome
+    }
+
+    /// Commits the open batch and wakes everyone waiting for it.
+    fn commit(&self, writer: &mut Writer) {
+        let Some(batch) = writer.open.take() else { return };
+        let committed = writer.conn.execute_batch("COMMIT");
+        if committed.is_err() {
+            // A failed COMMIT may leave the transaction open: end it, so
+            // the next batch starts clean.
+            let _ = writer.conn.execute_batch("ROLLBACK");
+        }
+        let mut batches = lock(&self.batches);
+        batches.finished = batch;
+        if let Err(e) = committed {
+            batches.failed.push_back((batch, Error::from(e).0));
+            while batches.failed.len() > 64 {
+                batches.failed.pop_front();
+            }
+        }
+        drop(batches);
+        self.committed.notify_all();
+    }
+
+    /// Waits until `batch` has committed; its error if it failed.
+    fn wait_for(&self, batch: u64) -> Result<()> {
+        let mut batches = lock(&self.batches);
+        while batches.finished < batch {
+            batches = self.committed.wait(batches).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        match batches.failed.iter().find(|(b, _)| *b == batch) {
+            Some((_, why)) => Err(Error(format!("commit failed: {why}"))),
+            None => Ok(()),
+        }
     }
 
     /// Returns the server secret named `name`, creating it with `make` the
@@ -993,7 +1160,7 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     Ok(KeyRow { alg: r.get(0)?, pkcs8: r.get(1)?, created_at: r.get(2)?, signs_from: r.get(3)?, retires_at: r.get(4)? })
 }
 
-fn version_sha256(tx: &rusqlite::Transaction<'_>, realm: &str, name: &str, version: i64) -> Result<Option<String>> {
+fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Result<Option<String>> {
     Ok(tx
         .query_row(
             "SELECT sha256 FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
@@ -1003,7 +1170,7 @@ fn version_sha256(tx: &rusqlite::Transaction<'_>, realm: &str, name: &str, versi
         .optional()?)
 }
 
-fn record(tx: &rusqlite::Transaction<'_>, realm: &str, e: &AuditEntry) -> Result<()> {
+fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
     tx.execute(
         "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1026,7 +1193,7 @@ pub struct NewToken<'a> {
     pub expires_at: i64,
 }
 
-fn insert_token(tx: &rusqlite::Transaction<'_>, realm: &str, t: &NewToken<'_>) -> Result<()> {
+fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
     tx.execute(
         "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1037,7 +1204,7 @@ fn insert_token(tx: &rusqlite::Transaction<'_>, realm: &str, t: &NewToken<'_>) -
 
 /// Ends a token family: its JWTs are recorded as revoked, and its
 /// server-side tokens deleted.
-fn revoke_family(tx: &rusqlite::Transaction<'_>, realm: &str, family: &str) -> Result<()> {
+fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
          SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
@@ -1053,11 +1220,47 @@ mod tests {
     use agentauth_core::{AuthMethod, GrantType};
 
     #[test]
+    fn concurrent_writes_share_commits_and_a_failed_one_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (threads, each) = (8, 200);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..each {
+                        let name = format!("r{t}-{i}");
+                        if i % 10 == 0 {
+                            // Writes, then fails: its row must not land.
+                            let failed = store.write(|c| {
+                                c.execute("INSERT INTO realms (name, settings, created_at) VALUES (?1, '{}', 0)", [&name])?;
+                                Err::<(), _>(Error("refused".into()))
+                            });
+                            assert!(failed.is_err());
+                        } else {
+                            assert!(store.create_realm_if_absent(&name, "{}", 0).unwrap());
+                        }
+                    }
+                });
+            }
+        });
+        let written = store.realm_names().unwrap();
+        assert_eq!(written.len(), threads * each * 9 / 10);
+        assert!(written.iter().all(|n| !n.ends_with("-0") && !n.ends_with("0")));
+        // Every write returned after its commit; they shared commits.
+        let batches = lock(&store.writer).last_batch;
+        assert!(batches < (threads * each) as u64, "{batches} commits for {} writes", threads * each);
+        // A fresh connection sees them all: they are on disk, not in a cache.
+        let reopened = Store::open(&dir.path().join("db")).unwrap();
+        assert_eq!(reopened.realm_names().unwrap().len(), written.len());
+    }
+
+    #[test]
     fn a_database_locked_past_the_busy_timeout_is_reported_as_busy() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let store = Store::open(&path).unwrap();
-        store.conn().busy_timeout(Duration::from_millis(50)).unwrap();
+        lock(&store.writer).conn.busy_timeout(Duration::from_millis(50)).unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let error = store.create_realm_if_absent("r", "{}", 0).unwrap_err();
