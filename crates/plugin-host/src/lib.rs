@@ -15,8 +15,8 @@
 mod bindings;
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -25,12 +25,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use bindings::dcr_world::exports::agentauth::policy::dcr as wit_dcr;
 use bindings::dcr_world::{DcrHook, DcrHookPre};
-use bindings::may_act_world::MayActHookPre;
 use bindings::may_act_world::exports::agentauth::policy::may_act as wit_may_act;
-use bindings::scope_world::ScopeHookPre;
+use bindings::may_act_world::{MayActHook, MayActHookPre};
 use bindings::scope_world::exports::agentauth::policy::scope as wit_scope;
-use bindings::token_world::TokenHookPre;
+use bindings::scope_world::{ScopeHook, ScopeHookPre};
 use bindings::token_world::exports::agentauth::policy::token as wit_token;
+use bindings::token_world::{TokenHook, TokenHookPre};
 use bindings::types as wit_types;
 
 pub use agentauth_core::Client;
@@ -167,7 +167,62 @@ pub struct Plugin {
     version: i64,
     kind: HookKind,
     pre: Pre,
+    idle: IdleInstances,
 }
+
+/// An instance of a plugin's world, as its bindings see it.
+enum Bindings {
+    Dcr(DcrHook),
+    MayAct(MayActHook),
+    Token(TokenHook),
+    Scope(ScopeHook),
+}
+
+/// An instance kept after a call that returned normally, with the store it
+/// lives in: the next call of the same realm with the same limits runs in
+/// it, skipping instantiation (which for a Python or JavaScript component
+/// costs far more than the call). An instance whose call trapped, timed
+/// out or hit its memory cap is never kept.
+struct Idle {
+    store: Store<HostState>,
+    bindings: Bindings,
+    realm: Box<str>,
+    limits: Limits,
+    calls: u32,
+}
+
+/// A plugin's idle instances, counted against the host-wide budget (each
+/// holds a slot of the pooling allocator).
+struct IdleInstances {
+    instances: Mutex<Vec<Idle>>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl IdleInstances {
+    fn new(budget: &Arc<AtomicUsize>) -> Self {
+        Self { instances: Mutex::new(Vec::new()), budget: Arc::clone(budget) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for IdleInstances {
+    fn drop(&mut self) {
+        let kept = self.lock().len();
+        self.budget.fetch_sub(kept, Ordering::SeqCst);
+    }
+}
+
+/// Idle instances one plugin keeps: enough for the calls of two cores.
+const IDLE_PER_PLUGIN: usize = 4;
+/// Idle instances all plugins together keep: a quarter of the pool, so
+/// calls always find free slots.
+const IDLE_TOTAL: usize = POOL_CALLS as usize / 4;
+/// Calls one instance serves before it is replaced by a fresh one, so
+/// whatever a plugin accumulates in its instance stays bounded.
+const CALLS_PER_INSTANCE: u32 = 1000;
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,6 +230,7 @@ impl fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("kind", &self.kind)
+            .field("idle_instances", &self.idle.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +289,8 @@ impl bindings::log::Host for HostState {
 /// that drives deadlines.
 pub struct PluginHost {
     engine: Engine,
+    /// Idle instances kept by all plugins (see [`IDLE_TOTAL`]).
+    idle_budget: Arc<AtomicUsize>,
     /// Names this engine's compilation settings; artifacts are keyed by it.
     engine_fingerprint: String,
     linker: Linker<HostState>,
@@ -303,7 +361,7 @@ impl PluginHost {
             engine.precompile_compatibility_hash().hash(&mut hasher);
             format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), hasher.finish())
         };
-        Ok(Self { engine, engine_fingerprint, linker, stop_ticker })
+        Ok(Self { engine, idle_budget: Arc::new(AtomicUsize::new(0)), engine_fingerprint, linker, stop_ticker })
     }
 
     /// Compiles `component` and checks, by name, that it exports exactly
@@ -385,7 +443,7 @@ impl PluginHost {
             HookKind::Token => Pre::Token(TokenHookPre::new(pre).map_err(wrong_world)?),
             HookKind::Scope => Pre::Scope(ScopeHookPre::new(pre).map_err(wrong_world)?),
         };
-        Ok(Plugin { name: name.to_string(), version, kind, pre })
+        Ok(Plugin { name: name.to_string(), version, kind, pre, idle: IdleInstances::new(&self.idle_budget) })
     }
 
     /// Loads an artifact this server compiled and stored earlier.
@@ -453,9 +511,55 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store
+    }
+
+    /// An instance to run one call in, with its deadline set: an idle one
+    /// of this realm and limits if the plugin has one, else a fresh one.
+    fn checkout(&self, plugin: &Plugin, limits: &Limits, realm: &str) -> Result<Idle, HookError> {
+        let kept = {
+            let mut idle = plugin.idle.lock();
+            let found = idle.iter().rposition(|i| &*i.realm == realm && i.limits == *limits);
+            found.map(|at| idle.swap_remove(at))
+        };
+        let mut instance = match kept {
+            Some(instance) => {
+                self.idle_budget.fetch_sub(1, Ordering::SeqCst);
+                instance
+            }
+            None => {
+                let mut store = self.store(plugin, limits, realm);
+                // Instantiation runs guest code too: it gets the deadline.
+                set_deadline(&mut store, limits);
+                let failed = |e: wasmtime::Error| failure(&e, limits);
+                let bindings = match &plugin.pre {
+                    Pre::Dcr(pre) => Bindings::Dcr(pre.instantiate(&mut store).map_err(failed)?),
+                    Pre::MayAct(pre) => Bindings::MayAct(pre.instantiate(&mut store).map_err(failed)?),
+                    Pre::Token(pre) => Bindings::Token(pre.instantiate(&mut store).map_err(failed)?),
+                    Pre::Scope(pre) => Bindings::Scope(pre.instantiate(&mut store).map_err(failed)?),
+                };
+                Idle { store, bindings, realm: realm.into(), limits: *limits, calls: 0 }
+            }
+        };
+        set_deadline(&mut instance.store, limits);
+        Ok(instance)
+    }
+
+    /// Keeps an instance whose call returned normally, within the budgets.
+    fn checkin(&self, plugin: &Plugin, mut instance: Idle) {
+        instance.calls += 1;
+        if instance.calls >= CALLS_PER_INSTANCE {
+            return;
+        }
+        let mut idle = plugin.idle.lock();
+        if idle.len() >= IDLE_PER_PLUGIN {
+            return;
+        }
+        if self.idle_budget.fetch_add(1, Ordering::SeqCst) >= IDLE_TOTAL {
+            self.idle_budget.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        idle.push(instance);
     }
 
     /// Runs a DCR plugin on one registration operation and returns the
@@ -467,10 +571,9 @@ impl PluginHost {
         realm: &str,
         input: &DcrInput<'_>,
     ) -> Result<Vec<Attribute>, HookError> {
-        let Pre::Dcr(pre) = &plugin.pre else {
+        let Pre::Dcr(_) = &plugin.pre else {
             return Err(HookError::Failed(format!("plugin {} is not a dcr plugin", plugin.name)));
         };
-        let mut store = self.store(plugin, limits, realm);
         let registration = wit_dcr::Registration {
             operation: match input.operation {
                 Operation::Create => wit_dcr::Operation::Create,
@@ -481,11 +584,13 @@ impl PluginHost {
             client: client_view(input.client),
             software_statement: input.software_statement.map(str::to_string),
         };
-        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
-        let answer = instance
-            .agentauth_policy_dcr()
-            .call_evaluate(&mut store, &registration)
-            .map_err(|e| failure(&e, limits))?;
+        let mut instance = self.checkout(plugin, limits, realm)?;
+        let answer = match &instance.bindings {
+            Bindings::Dcr(dcr) => dcr.agentauth_policy_dcr().call_evaluate(&mut instance.store, &registration),
+            _ => return Err(HookError::Failed(format!("plugin {} is not a dcr plugin", plugin.name))),
+        }
+        .map_err(|e| failure(&e, limits))?;
+        self.checkin(plugin, instance);
         let decision = answer.map_err(refusal)?;
         if decision.set_attributes.len() > MAX_ATTRIBUTES {
             return Err(HookError::Failed(format!("the decision sets more than {MAX_ATTRIBUTES} attributes")));
@@ -514,21 +619,24 @@ impl PluginHost {
         client: &Client,
         token: &TokenView<'_>,
     ) -> Result<Option<MayActClaim>, HookError> {
-        let Pre::MayAct(pre) = &plugin.pre else {
+        let Pre::MayAct(_) = &plugin.pre else {
             return Err(HookError::Failed(format!("plugin {} is not a may-act plugin", plugin.name)));
         };
-        let mut store = self.store(plugin, limits, realm);
         let view = wit_may_act::TokenView {
             realm: realm.to_string(),
             grant_type: token.grant_type.to_string(),
             sub: token.sub.to_string(),
             scopes: token.scopes.to_vec(),
         };
-        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
-        let answer = instance
-            .agentauth_policy_may_act()
-            .call_decide(&mut store, &client_view(client), &view)
-            .map_err(|e| failure(&e, limits))?;
+        let mut instance = self.checkout(plugin, limits, realm)?;
+        let answer = match &instance.bindings {
+            Bindings::MayAct(may_act) => {
+                may_act.agentauth_policy_may_act().call_decide(&mut instance.store, &client_view(client), &view)
+            }
+            _ => return Err(HookError::Failed(format!("plugin {} is not a may-act plugin", plugin.name))),
+        }
+        .map_err(|e| failure(&e, limits))?;
+        self.checkin(plugin, instance);
         let Some(claim) = answer.map_err(refusal)? else {
             return Ok(None);
         };
@@ -552,20 +660,23 @@ impl PluginHost {
         grant_type: &str,
         claims_json: &str,
     ) -> Result<String, HookError> {
-        let Pre::Token(pre) = &plugin.pre else {
+        let Pre::Token(_) = &plugin.pre else {
             return Err(HookError::Failed(format!("plugin {} is not a token plugin", plugin.name)));
         };
-        let mut store = self.store(plugin, limits, realm);
         let view = wit_token::TokenView {
             realm: realm.to_string(),
             grant_type: grant_type.to_string(),
             claims: claims_json.to_string(),
         };
-        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
-        let answer = instance
-            .agentauth_policy_token()
-            .call_modify(&mut store, &client_view(client), &view)
-            .map_err(|e| failure(&e, limits))?;
+        let mut instance = self.checkout(plugin, limits, realm)?;
+        let answer = match &instance.bindings {
+            Bindings::Token(token) => {
+                token.agentauth_policy_token().call_modify(&mut instance.store, &client_view(client), &view)
+            }
+            _ => return Err(HookError::Failed(format!("plugin {} is not a token plugin", plugin.name))),
+        }
+        .map_err(|e| failure(&e, limits))?;
+        self.checkin(plugin, instance);
         let custom = answer.map_err(refusal)?;
         if custom.len() > MAX_CUSTOM_CLAIMS {
             return Err(HookError::Failed(format!("custom claims exceed {MAX_CUSTOM_CLAIMS} bytes")));
@@ -583,21 +694,24 @@ impl PluginHost {
         client: &Client,
         request: &ScopeRequest<'_>,
     ) -> Result<Vec<String>, HookError> {
-        let Pre::Scope(pre) = &plugin.pre else {
+        let Pre::Scope(_) = &plugin.pre else {
             return Err(HookError::Failed(format!("plugin {} is not a scope plugin", plugin.name)));
         };
-        let mut store = self.store(plugin, limits, realm);
         let wit_request = wit_scope::ScopeRequest {
             realm: realm.to_string(),
             grant_type: request.grant_type.to_string(),
             requested: request.requested.to_vec(),
             registered: request.registered.to_vec(),
         };
-        let instance = pre.instantiate(&mut store).map_err(|e| failure(&e, limits))?;
-        let answer = instance
-            .agentauth_policy_scope()
-            .call_validate(&mut store, &client_view(client), &wit_request)
-            .map_err(|e| failure(&e, limits))?;
+        let mut instance = self.checkout(plugin, limits, realm)?;
+        let answer = match &instance.bindings {
+            Bindings::Scope(scope) => {
+                scope.agentauth_policy_scope().call_validate(&mut instance.store, &client_view(client), &wit_request)
+            }
+            _ => return Err(HookError::Failed(format!("plugin {} is not a scope plugin", plugin.name))),
+        }
+        .map_err(|e| failure(&e, limits))?;
+        self.checkin(plugin, instance);
         let granted = answer.map_err(refusal)?;
         if let Some(extra) = granted.iter().find(|s| !request.requested.contains(s)) {
             return Err(HookError::Failed(format!(
@@ -635,6 +749,12 @@ fn refusal(error: wit_types::Error) -> HookError {
             HookError::Failed(format!("plugin error: {}", truncate(&why, MAX_OUTPUT_STRING)))
         }
     }
+}
+
+/// Gives a call its deadline, counted from now.
+fn set_deadline(store: &mut Store<HostState>, limits: &Limits) {
+    let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
 }
 
 /// Names what went wrong in a call that did not return.

@@ -218,3 +218,29 @@ fn a_precompiled_artifact_is_reused_and_a_corrupt_one_is_compiled_again() {
     assert_eq!(run(&PluginHost::new().unwrap()), expected);
     assert_ne!(cache.artifacts.lock().unwrap()[&key], b"garbage".to_vec());
 }
+
+#[test]
+fn an_instance_is_reused_within_its_realm_and_limits_and_dropped_after_a_failure() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let scopes = ["read".to_string()];
+    let call = |realm: &str, mode: &str, limits: Limits| {
+        let client = agent(mode);
+        let token = TokenView { grant_type: "client_credentials", sub: "agent-1", scopes: &scopes };
+        host.run_may_act(&plugin, &limits, realm, &client, &token)
+    };
+    let count = |realm: &str, limits: Limits| call(realm, "count", limits).unwrap().unwrap().client_id;
+    let limits = Limits::default();
+    // One realm's calls share an instance: its state carries over.
+    assert_eq!(count("alpha", limits), "call-1");
+    assert_eq!(count("alpha", limits), "call-2");
+    // Another realm never gets that instance, nor do other limits.
+    assert_eq!(count("beta", limits), "call-1");
+    let other_limits = Limits { memory: 32 << 20, ..limits };
+    assert_eq!(count("alpha", other_limits), "call-1");
+    // A refusal leaves the instance healthy; a trap ends it.
+    assert!(matches!(call("alpha", "deny", limits), Err(HookError::Denied(_))));
+    assert_eq!(count("alpha", limits), "call-3");
+    failed(call("alpha", "trap", limits));
+    assert_eq!(count("alpha", limits), "call-1");
+}

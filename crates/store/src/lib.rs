@@ -1233,7 +1233,10 @@ mod tests {
                         if i % 10 == 0 {
                             // Writes, then fails: its row must not land.
                             let failed = store.write(|c| {
-                                c.execute("INSERT INTO realms (name, settings, created_at) VALUES (?1, '{}', 0)", [&name])?;
+                                c.execute(
+                                    "INSERT INTO realms (name, settings, created_at) VALUES (?1, '{}', 0)",
+                                    [&name],
+                                )?;
                                 Err::<(), _>(Error("refused".into()))
                             });
                             assert!(failed.is_err());

@@ -60,6 +60,13 @@ impl Guest for Misbehaving {
                 None => Err(Error::Other("no environment".into())),
             },
             "someone-else" => Ok(Some(MayActClaim { client_id: "someone-else".into(), sub: None })),
+            // State kept in the instance: shows which calls shared one.
+            "count" => {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static CALLS: AtomicU32 = AtomicU32::new(0);
+                let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                Ok(Some(MayActClaim { client_id: format!("call-{n}"), sub: None }))
+            }
             _ => Ok(None),
         }
     }
