@@ -40,5 +40,5 @@ polyglot:
 # data directories, each hot path against its limit measured in the same
 # run. BENCH_ARGS=--quick for a short smoke run.
 bench: wasm-target polyglot
-	$(CARGO) build --release --bin agentauth --bin agentauth-bench
+	$(CARGO) build --release -p agentauth -p agentauth-bench
 	target/release/agentauth-bench $(BENCH_ARGS)

@@ -36,6 +36,9 @@ struct Options {
     tokens: u64,
     realms: Vec<usize>,
     hook_calls: usize,
+    /// Run only the request cases whose name contains this, print them and
+    /// write nothing: for profiling one path.
+    only: Option<String>,
 }
 
 impl Options {
@@ -49,6 +52,7 @@ impl Options {
             tokens: 1_000_000,
             realms: vec![100, 1000],
             hook_calls: 2000,
+            only: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -59,6 +63,7 @@ impl Options {
                 "--seconds" => options.seconds = value()?.parse()?,
                 "--connections" => options.connections = value()?.parse()?,
                 "--tokens" => options.tokens = value()?.parse()?,
+                "--only" => options.only = Some(value()?),
                 "--quick" => {
                     options.seconds = 1.0;
                     options.tokens = 20_000;
@@ -68,7 +73,7 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "agentauth-bench [--server-bin FILE] [--out FILE] [--seconds S] [--connections C] \
-                         [--tokens N] [--quick]"
+                         [--tokens N] [--quick] [--only CASE]"
                     );
                     std::process::exit(0);
                 }
@@ -76,6 +81,10 @@ impl Options {
             }
         }
         Ok(options)
+    }
+
+    fn selected(&self, case: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| case.contains(only.as_str()))
     }
 
     fn shape(&self) -> Shape {
@@ -174,6 +183,9 @@ fn run() -> anyhow::Result<()> {
             );
             let case =
                 format!("client_credentials {} {format}{}", alg.as_str(), if may_act { " + may-act" } else { "" });
+            if !options.selected(&case) {
+                continue;
+            }
             eprintln!("{case}");
             let outcome = measure(&server, &request, options.shape());
             let (limit, target) = match (format, alg) {
@@ -199,26 +211,36 @@ fn run() -> anyhow::Result<()> {
             ("client_secret", &agent.1),
         ],
     );
-    eprintln!("token exchange RS256");
-    let outcome = measure(&server, &exchange, options.shape());
-    token_rows.push(Row {
-        case: "token exchange RS256 (+ refresh token)".into(),
-        outcome,
-        limit: ring_rate(Algorithm::Rs256),
-        target: Target::Ratio(0.7),
-    });
+    let case = "token exchange RS256 (+ refresh token)";
+    if options.selected(case) {
+        eprintln!("{case}");
+        let outcome = measure(&server, &exchange, options.shape());
+        token_rows.push(Row { case: case.into(), outcome, limit: ring_rate(Algorithm::Rs256), target: Target::Ratio(0.7) });
+    }
 
     // Registrations, each committed durably, with the DCR hook.
     let register =
         Request::json(Server::realm_path("es256", "aiagent/register"), &server::registration("bench jwt may-act"), 201);
-    eprintln!("registrations");
-    let outcome = measure(&server, &register, options.shape());
-    token_rows.push(Row {
-        case: "aiagent/register + DCR hook".into(),
-        outcome,
-        limit: Some(commits),
-        target: Target::Rate(7_000.0),
-    });
+    let case = "aiagent/register + DCR hook";
+    if options.selected(case) {
+        eprintln!("{case}");
+        let outcome = measure(&server, &register, options.shape());
+        token_rows.push(Row { case: case.into(), outcome, limit: Some(commits), target: Target::Rate(7_000.0) });
+    }
+    if options.only.is_some() {
+        for row in &token_rows {
+            println!(
+                "{}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} failed, {}",
+                row.case,
+                row.outcome.per_second(),
+                row.outcome.quantile_ms(0.5),
+                row.outcome.quantile_ms(0.99),
+                row.outcome.failed,
+                row.ratio().map_or("–".to_string(), |r| format!("{:.0}% of limit", r * 100.0))
+            );
+        }
+        return Ok(());
+    }
 
     // Activation of a new plugin version (already compiled: same bytes).
     let mut activations = Vec::new();

@@ -240,6 +240,9 @@ struct Batches {
     failed: std::collections::VecDeque<(u64, String)>,
 }
 
+/// Prepared statements each connection keeps: more than the store has.
+const STATEMENT_CACHE: usize = 128;
+
 /// Reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 16;
 
@@ -336,7 +339,7 @@ impl Store {
         // needs its shared-memory file, which a read-only open cannot make.
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        let result: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let result: String = query_row(&conn, "PRAGMA integrity_check", [], |r| r.get(0))?;
         if result == "ok" { Ok(()) } else { Err(Error(format!("integrity check of {}: {result}", path.display()))) }
     }
 
@@ -347,6 +350,7 @@ impl Store {
 
     fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self> {
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -371,6 +375,7 @@ impl Store {
         }
         let opened = Connection::open(path).and_then(|conn| {
             conn.busy_timeout(Duration::from_secs(5))?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             conn.pragma_update(None, "foreign_keys", "ON")?;
             Ok(conn)
         });
@@ -459,12 +464,12 @@ impl Store {
     pub fn server_secret(&self, name: &str, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>> {
         self.write(|tx| {
             let existing: Option<Vec<u8>> =
-                tx.query_row("SELECT value FROM server_secrets WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+                query_row(tx, "SELECT value FROM server_secrets WHERE name = ?1", [name], |r| r.get(0)).optional()?;
             if let Some(value) = existing {
                 return Ok(value);
             }
             let value = make();
-            tx.execute("INSERT INTO server_secrets (name, value) VALUES (?1, ?2)", params![name, value])?;
+            execute(tx, "INSERT INTO server_secrets (name, value) VALUES (?1, ?2)", params![name, value])?;
             Ok(value)
         })
     }
@@ -483,15 +488,15 @@ impl Store {
     pub fn sweep(&self, now: i64) -> Result<usize> {
         let removed = self.write(|tx| {
             let mut n = 0;
-            n += tx.execute("DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
-            n += tx.execute("DELETE FROM revoked_jwts WHERE expires_at <= ?1", [now])?;
-            n += tx.execute("DELETE FROM client_assertions WHERE expires_at <= ?1", [now])?;
-            n += tx.execute("DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
+            n += execute(tx, "DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
+            n += execute(tx, "DELETE FROM revoked_jwts WHERE expires_at <= ?1", [now])?;
+            n += execute(tx, "DELETE FROM client_assertions WHERE expires_at <= ?1", [now])?;
+            n += execute(tx, "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
             Ok(n)
         })?;
         // PASSIVE: never waits for readers; what it cannot copy now, a
         // later sweep will.
-        self.conn().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        query_row(&self.conn(), "PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(removed)
     }
 
@@ -499,8 +504,7 @@ impl Store {
 
     pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
         let conn = self.conn();
-        let row = conn
-            .query_row("SELECT name, settings FROM realms WHERE name = ?1", [name], |r| {
+        let row = query_row(&conn, "SELECT name, settings FROM realms WHERE name = ?1", [name], |r| {
                 Ok(RealmRow { name: r.get(0)?, settings: r.get(1)? })
             })
             .optional()?;
@@ -510,7 +514,7 @@ impl Store {
     /// Creates the realm unless it exists; returns whether it was created.
     pub fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = execute(tx, 
                 "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                 params![name, settings, now],
             )?;
@@ -529,7 +533,7 @@ impl Store {
     /// Creates a realm, recording `audit`; false if it exists.
     pub fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = execute(tx, 
                 "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                 params![name, settings, audit.at],
             )?;
@@ -543,7 +547,7 @@ impl Store {
     /// Adds a realm admin, whose token has the keyed hash `token_hash`.
     pub fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            execute(tx, 
                 "INSERT INTO realm_admins (realm, id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![admin.realm, admin.id, admin.name, token_hash, admin.created_at],
             )?;
@@ -572,7 +576,7 @@ impl Store {
     /// Removes a realm admin; false if there was none with that id.
     pub fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
         self.write(|tx| {
-            let n = tx.execute("DELETE FROM realm_admins WHERE realm = ?1 AND id = ?2", [realm, id])?;
+            let n = execute(tx, "DELETE FROM realm_admins WHERE realm = ?1 AND id = ?2", [realm, id])?;
             if n == 1 {
                 record(tx, realm, audit)?;
             }
@@ -587,9 +591,9 @@ impl Store {
             for table in
                 ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions", "realm_admins"]
             {
-                tx.execute(&format!("DELETE FROM {table} WHERE realm = ?1"), [name])?;
+                execute(tx, &format!("DELETE FROM {table} WHERE realm = ?1"), [name])?;
             }
-            let n = tx.execute("DELETE FROM realms WHERE name = ?1", [name])?;
+            let n = execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
             if n == 1 {
                 record(tx, name, audit)?;
             }
@@ -614,11 +618,11 @@ impl Store {
     /// leave the JWKS at `old_retire_at`; records `audit`. One commit.
     pub fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            execute(tx, 
                 "UPDATE signing_keys SET retires_at = ?2 WHERE realm = ?1 AND retires_at IS NULL",
                 params![realm, old_retire_at],
             )?;
-            tx.execute(
+            execute(tx, 
                 "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![realm, key.alg, key.pkcs8, key.created_at, key.signs_from],
             )?;
@@ -631,8 +635,7 @@ impl Store {
     /// first uses agree on one key.
     pub fn insert_first_key(&self, realm: &str, key: &KeyRow) -> Result<KeyRow> {
         self.write(|tx| {
-            let existing: Option<KeyRow> = tx
-                .query_row(
+            let existing: Option<KeyRow> = query_row(tx, 
                     "SELECT alg, pkcs8, created_at, COALESCE(signs_from, created_at), retires_at FROM signing_keys
                      WHERE realm = ?1 ORDER BY COALESCE(signs_from, created_at) DESC, rowid DESC LIMIT 1",
                     [realm],
@@ -642,7 +645,7 @@ impl Store {
             if let Some(existing) = existing {
                 return Ok(existing);
             }
-            tx.execute(
+            execute(tx, 
                 "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![realm, key.alg, key.pkcs8, key.created_at, key.signs_from],
             )?;
@@ -664,13 +667,13 @@ impl Store {
         now: i64,
     ) -> Result<i64> {
         self.write(|tx| {
-            let version: i64 = tx.query_row(
+            let version: i64 = query_row(tx, 
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2",
                 params![realm, name],
                 |r| r.get(0),
             )?;
-            tx.execute("UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, name])?;
-            tx.execute(
+            execute(tx, "UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, name])?;
+            execute(tx, 
                 "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
                 params![realm, name, version, hook, sha256, component, now],
@@ -722,8 +725,7 @@ impl Store {
     /// The component bytes of one plugin version.
     pub fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
         let conn = self.conn();
-        Ok(conn
-            .query_row(
+        Ok(query_row(&conn, 
                 "SELECT component FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
                 params![realm, name, version],
                 |r| r.get(0),
@@ -735,8 +737,7 @@ impl Store {
     /// records `audit` in the same commit. A name keeps one hook kind.
     pub fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
         self.write(|tx| {
-            let existing: Option<String> = tx
-                .query_row(
+            let existing: Option<String> = query_row(tx, 
                     "SELECT hook FROM plugins WHERE realm = ?1 AND name = ?2 LIMIT 1",
                     params![realm, push.name],
                     |r| r.get(0),
@@ -745,15 +746,15 @@ impl Store {
             if let Some(hook) = existing.filter(|h| h != push.hook) {
                 return Ok(PushOutcome::HookMismatch { existing: hook });
             }
-            let version: i64 = tx.query_row(
+            let version: i64 = query_row(tx, 
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2",
                 params![realm, push.name],
                 |r| r.get(0),
             )?;
             if push.activate {
-                tx.execute("UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, push.name])?;
+                execute(tx, "UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, push.name])?;
             }
-            tx.execute(
+            execute(tx, 
                 "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![realm, push.name, version, push.hook, push.sha256, push.component, audit.at, push.activate],
@@ -771,7 +772,7 @@ impl Store {
             let Some(sha256) = version_sha256(tx, realm, name, version)? else {
                 return Ok(false);
             };
-            tx.execute(
+            execute(tx, 
                 "UPDATE plugins SET active = (version = ?3) WHERE realm = ?1 AND name = ?2",
                 params![realm, name, version],
             )?;
@@ -788,7 +789,7 @@ impl Store {
                 Some(v) => version_sha256(tx, realm, name, v)?,
                 None => None,
             };
-            let deleted = tx.execute(
+            let deleted = execute(tx, 
                 "DELETE FROM plugins WHERE realm = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3)",
                 params![realm, name, version],
             )?;
@@ -802,7 +803,7 @@ impl Store {
     /// Replaces the realm's settings JSON, recording `audit`.
     pub fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
         self.write(|tx| {
-            let n = tx.execute("UPDATE realms SET settings = ?2 WHERE name = ?1", params![realm, settings])?;
+            let n = execute(tx, "UPDATE realms SET settings = ?2 WHERE name = ?1", params![realm, settings])?;
             if n == 1 {
                 record(tx, realm, audit)?;
             }
@@ -853,16 +854,16 @@ impl Store {
     /// Deletes every stored compiled artifact, so the next load compiles
     /// again (benchmarks of a first start). Returns how many there were.
     pub fn delete_plugin_artifacts(&self) -> Result<usize> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM plugin_artifacts", [])?))
+        self.write(|tx| Ok(execute(tx, "DELETE FROM plugin_artifacts", [])?))
     }
 
     pub fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            execute(tx, 
                 "DELETE FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine <> ?2",
                 params![component_sha256, engine],
             )?;
-            tx.execute(
+            execute(tx, 
                 "INSERT OR REPLACE INTO plugin_artifacts (component_sha256, engine, artifact, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![component_sha256, engine, artifact, now],
@@ -879,7 +880,7 @@ impl Store {
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
         self.write(|tx| {
-            tx.execute(
+            execute(tx, 
                 "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
                                       registration_token_hash, issued_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -905,7 +906,7 @@ impl Store {
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
         self.write(|tx| {
-            let n = tx.execute(
+            let n = execute(tx, 
                 "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
                  WHERE realm = ?1 AND client_id = ?2",
                 params![realm, c.client_id, metadata, attributes, row.registration_token_hash],
@@ -918,16 +919,15 @@ impl Store {
     /// commit; false if there is no such client.
     pub fn delete_client(&self, realm: &str, client_id: &str) -> Result<bool> {
         self.write(|tx| {
-            tx.execute("DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
-            let n = tx.execute("DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            let n = execute(tx, "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
             Ok(n == 1)
         })
     }
 
     pub fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
         let conn = self.conn();
-        let row = conn
-            .query_row(
+        let row = query_row(&conn, 
                 "SELECT client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at
                  FROM clients WHERE realm = ?1 AND client_id = ?2",
                 params![realm, client_id],
@@ -959,7 +959,7 @@ impl Store {
 
     /// True when the realm has the client.
     pub fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
-        Ok(self.conn().query_row(
+        Ok(query_row(&self.conn(), 
             "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
             params![realm, client_id],
             |r| r.get(0),
@@ -968,12 +968,12 @@ impl Store {
 
     /// How many clients the realm has.
     pub fn count_clients(&self, realm: &str) -> Result<i64> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM clients WHERE realm = ?1", [realm], |r| r.get(0))?)
+        Ok(query_row(&self.conn(), "SELECT COUNT(*) FROM clients WHERE realm = ?1", [realm], |r| r.get(0))?)
     }
 
     /// How many server-side tokens of `kind` the realm holds.
     pub fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
-        Ok(self.conn().query_row(
+        Ok(query_row(&self.conn(), 
             "SELECT COUNT(*) FROM tokens WHERE realm = ?1 AND kind = ?2",
             params![realm, kind.as_str()],
             |r| r.get(0),
@@ -1005,8 +1005,7 @@ impl Store {
         now: i64,
     ) -> Result<Rotation> {
         self.write(|tx| {
-            let found: Option<(Option<i64>, Option<String>)> = tx
-                .query_row(
+            let found: Option<(Option<i64>, Option<String>)> = query_row(tx, 
                     "SELECT used_at, family FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = 'refresh' AND expires_at > ?3",
                     params![old_hash, realm, now],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1018,13 +1017,13 @@ impl Store {
                     match family {
                         Some(family) => revoke_family(tx, realm, &family)?,
                         None => {
-                            tx.execute("DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![old_hash, realm])?;
+                            execute(tx, "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![old_hash, realm])?;
                         }
                     }
                     Ok(Rotation::Reused)
                 }
                 Some((None, _)) => {
-                    tx.execute("UPDATE tokens SET used_at = ?3 WHERE hash = ?1 AND realm = ?2", params![old_hash, realm, now])?;
+                    execute(tx, "UPDATE tokens SET used_at = ?3 WHERE hash = ?1 AND realm = ?2", params![old_hash, realm, now])?;
                     successors.iter().try_for_each(|t| insert_token(tx, realm, t))?;
                     Ok(Rotation::Rotated)
                 }
@@ -1035,8 +1034,7 @@ impl Store {
     /// Any live server-side token of the realm, by hash.
     pub fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
         let conn = self.conn();
-        let row = conn
-            .query_row(
+        let row = query_row(&conn, 
                 "SELECT kind, grant_json, client_id, family, used_at, expires_at FROM tokens
                  WHERE hash = ?1 AND realm = ?2 AND expires_at > ?3",
                 params![hash, realm, now],
@@ -1070,7 +1068,7 @@ impl Store {
             match family {
                 Some(family) => revoke_family(tx, realm, family)?,
                 None => {
-                    tx.execute("DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![hash, realm])?;
+                    execute(tx, "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![hash, realm])?;
                 }
             }
             Ok(())
@@ -1080,7 +1078,7 @@ impl Store {
     /// Records a JWT access token as revoked until it expires.
     pub fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            execute(tx, 
                 "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at) VALUES (?1, ?2, ?3)",
                 params![realm, jti, expires_at],
             )?;
@@ -1092,7 +1090,7 @@ impl Store {
     /// replay, RFC 7523 §3).
     pub fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = execute(tx, 
                 "INSERT OR IGNORE INTO client_assertions (realm, client_id, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![realm, client_id, jti, expires_at],
             )?;
@@ -1102,7 +1100,7 @@ impl Store {
 
     /// True when the JWT with `jti` was revoked.
     pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
-        Ok(self.conn().query_row(
+        Ok(query_row(&self.conn(), 
             "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)",
             params![realm, jti],
             |r| r.get(0),
@@ -1161,8 +1159,7 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
 }
 
 fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Result<Option<String>> {
-    Ok(tx
-        .query_row(
+    Ok(query_row(tx, 
             "SELECT sha256 FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
             params![realm, name, version],
             |r| r.get(0),
@@ -1171,12 +1168,28 @@ fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Res
 }
 
 fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
-    tx.execute(
+    execute(tx, 
         "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![e.at, e.actor, realm, e.action, e.plugin, e.version, e.sha256, e.detail],
     )?;
     Ok(())
+}
+
+/// Runs a statement through the connection's statement cache: the hot
+/// paths run the same few statements thousands of times a second.
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// One row of a cached statement's result.
+fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
 }
 
 /// A server-side token to store: its keyed hash, what it is, its grant
@@ -1194,7 +1207,7 @@ pub struct NewToken<'a> {
 }
 
 fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
-    tx.execute(
+    execute(tx, 
         "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at, t.client_id, t.family],
@@ -1205,12 +1218,12 @@ fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
 /// Ends a token family: its JWTs are recorded as revoked, and its
 /// server-side tokens deleted.
 fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
-    tx.execute(
+    execute(tx, 
         "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
          SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
         params![realm, family],
     )?;
-    tx.execute("DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+    execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
     Ok(())
 }
 
