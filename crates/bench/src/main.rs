@@ -48,7 +48,7 @@ impl Options {
             server_bin: root.join("target/release/agentauth"),
             out: root.join("docs/BENCHMARKS.md"),
             seconds: 5.0,
-            connections: 8,
+            connections: 16,
             tokens: 1_000_000,
             realms: vec![100, 1000],
             hook_calls: 2000,
@@ -215,7 +215,12 @@ fn run() -> anyhow::Result<()> {
     if options.selected(case) {
         eprintln!("{case}");
         let outcome = measure(&server, &exchange, options.shape());
-        token_rows.push(Row { case: case.into(), outcome, limit: ring_rate(Algorithm::Rs256), target: Target::Ratio(0.7) });
+        token_rows.push(Row {
+            case: case.into(),
+            outcome,
+            limit: ring_rate(Algorithm::Rs256),
+            target: Target::Ratio(0.7),
+        });
     }
 
     // Registrations, each committed durably, with the DCR hook.

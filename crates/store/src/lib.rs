@@ -13,7 +13,7 @@ mod migrations;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
@@ -221,6 +221,50 @@ pub struct Store {
     /// Where reader connections come from; `None` for an in-memory database.
     path: Option<PathBuf>,
     readers: Mutex<Vec<Connection>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// A thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] from its
+/// own connection: a checkpoint in the writer's commit would hold every
+/// write waiting behind a copy of the WAL and an fsync of the database.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("agentauth-checkpoint".into())
+            .spawn(move || {
+                let (flag, wake) = &*stopping;
+                let mut stopped = lock(flag);
+                while !*stopped {
+                    // PASSIVE never waits for readers or the writer; what it
+                    // cannot copy now, the next round will.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    stopped = wake.wait_timeout(stopped, CHECKPOINT_EVERY).map_or_else(|e| e.into_inner().0, |r| r.0);
+                }
+            })
+            .map_err(|e| Error(format!("starting the checkpoint thread: {e}")))?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (flag, wake) = &*self.stop;
+        *lock(flag) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -239,6 +283,12 @@ struct Batches {
     /// Recent batches whose commit failed, with why.
     failed: std::collections::VecDeque<(u64, String)>,
 }
+
+/// WAL pages past which the writer checkpoints in its own commit.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+/// How often the WAL is copied back into the database, off the writer's
+/// path.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Prepared statements each connection keeps: more than the store has.
 const STATEMENT_CACHE: usize = 128;
@@ -293,7 +343,9 @@ impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Self::init(conn, Some(path.to_path_buf()))
+        let mut store = Self::init(conn, Some(path.to_path_buf()))?;
+        store.checkpointer = Some(Checkpointer::start(path)?);
+        Ok(store)
     }
 
     /// Writes a consistent copy of the database at `db` to `to` (which must
@@ -354,6 +406,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints run beside the writer (see `checkpoint_periodically`);
+        // the writer checkpoints by itself only if the WAL grows past this
+        // many pages (64 MiB), which bounds it should that thread fall behind.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         migrations::apply(&mut conn)?;
         Ok(Self {
             writer: Mutex::new(Writer { conn, open: None, last_batch: 0 }),
@@ -362,6 +418,7 @@ impl Store {
             committed: Condvar::new(),
             path,
             readers: Mutex::new(Vec::new()),
+            checkpointer: None,
         })
     }
 
@@ -505,16 +562,17 @@ impl Store {
     pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
         let conn = self.conn();
         let row = query_row(&conn, "SELECT name, settings FROM realms WHERE name = ?1", [name], |r| {
-                Ok(RealmRow { name: r.get(0)?, settings: r.get(1)? })
-            })
-            .optional()?;
+            Ok(RealmRow { name: r.get(0)?, settings: r.get(1)? })
+        })
+        .optional()?;
         Ok(row)
     }
 
     /// Creates the realm unless it exists; returns whether it was created.
     pub fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
         self.write(|tx| {
-            let n = execute(tx, 
+            let n = execute(
+                tx,
                 "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                 params![name, settings, now],
             )?;
@@ -533,7 +591,8 @@ impl Store {
     /// Creates a realm, recording `audit`; false if it exists.
     pub fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
         self.write(|tx| {
-            let n = execute(tx, 
+            let n = execute(
+                tx,
                 "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
                 params![name, settings, audit.at],
             )?;
@@ -547,7 +606,8 @@ impl Store {
     /// Adds a realm admin, whose token has the keyed hash `token_hash`.
     pub fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
         self.write(|tx| {
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT INTO realm_admins (realm, id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![admin.realm, admin.id, admin.name, token_hash, admin.created_at],
             )?;
@@ -618,11 +678,13 @@ impl Store {
     /// leave the JWKS at `old_retire_at`; records `audit`. One commit.
     pub fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
         self.write(|tx| {
-            execute(tx, 
+            execute(
+                tx,
                 "UPDATE signing_keys SET retires_at = ?2 WHERE realm = ?1 AND retires_at IS NULL",
                 params![realm, old_retire_at],
             )?;
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![realm, key.alg, key.pkcs8, key.created_at, key.signs_from],
             )?;
@@ -635,17 +697,19 @@ impl Store {
     /// first uses agree on one key.
     pub fn insert_first_key(&self, realm: &str, key: &KeyRow) -> Result<KeyRow> {
         self.write(|tx| {
-            let existing: Option<KeyRow> = query_row(tx, 
-                    "SELECT alg, pkcs8, created_at, COALESCE(signs_from, created_at), retires_at FROM signing_keys
+            let existing: Option<KeyRow> = query_row(
+                tx,
+                "SELECT alg, pkcs8, created_at, COALESCE(signs_from, created_at), retires_at FROM signing_keys
                      WHERE realm = ?1 ORDER BY COALESCE(signs_from, created_at) DESC, rowid DESC LIMIT 1",
-                    [realm],
-                    key_row,
-                )
-                .optional()?;
+                [realm],
+                key_row,
+            )
+            .optional()?;
             if let Some(existing) = existing {
                 return Ok(existing);
             }
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![realm, key.alg, key.pkcs8, key.created_at, key.signs_from],
             )?;
@@ -667,13 +731,15 @@ impl Store {
         now: i64,
     ) -> Result<i64> {
         self.write(|tx| {
-            let version: i64 = query_row(tx, 
+            let version: i64 = query_row(
+                tx,
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2",
                 params![realm, name],
                 |r| r.get(0),
             )?;
             execute(tx, "UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, name])?;
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
                 params![realm, name, version, hook, sha256, component, now],
@@ -725,28 +791,31 @@ impl Store {
     /// The component bytes of one plugin version.
     pub fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
         let conn = self.conn();
-        Ok(query_row(&conn, 
-                "SELECT component FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
-                params![realm, name, version],
-                |r| r.get(0),
-            )
-            .optional()?)
+        Ok(query_row(
+            &conn,
+            "SELECT component FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
+            params![realm, name, version],
+            |r| r.get(0),
+        )
+        .optional()?)
     }
 
     /// Stores a new plugin version, activating it if `activate`, and
     /// records `audit` in the same commit. A name keeps one hook kind.
     pub fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
         self.write(|tx| {
-            let existing: Option<String> = query_row(tx, 
-                    "SELECT hook FROM plugins WHERE realm = ?1 AND name = ?2 LIMIT 1",
-                    params![realm, push.name],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let existing: Option<String> = query_row(
+                tx,
+                "SELECT hook FROM plugins WHERE realm = ?1 AND name = ?2 LIMIT 1",
+                params![realm, push.name],
+                |r| r.get(0),
+            )
+            .optional()?;
             if let Some(hook) = existing.filter(|h| h != push.hook) {
                 return Ok(PushOutcome::HookMismatch { existing: hook });
             }
-            let version: i64 = query_row(tx, 
+            let version: i64 = query_row(
+                tx,
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2",
                 params![realm, push.name],
                 |r| r.get(0),
@@ -754,7 +823,8 @@ impl Store {
             if push.activate {
                 execute(tx, "UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2", params![realm, push.name])?;
             }
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![realm, push.name, version, push.hook, push.sha256, push.component, audit.at, push.activate],
@@ -772,7 +842,8 @@ impl Store {
             let Some(sha256) = version_sha256(tx, realm, name, version)? else {
                 return Ok(false);
             };
-            execute(tx, 
+            execute(
+                tx,
                 "UPDATE plugins SET active = (version = ?3) WHERE realm = ?1 AND name = ?2",
                 params![realm, name, version],
             )?;
@@ -789,7 +860,8 @@ impl Store {
                 Some(v) => version_sha256(tx, realm, name, v)?,
                 None => None,
             };
-            let deleted = execute(tx, 
+            let deleted = execute(
+                tx,
                 "DELETE FROM plugins WHERE realm = ?1 AND name = ?2 AND (?3 IS NULL OR version = ?3)",
                 params![realm, name, version],
             )?;
@@ -859,11 +931,13 @@ impl Store {
 
     pub fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
         self.write(|tx| {
-            execute(tx, 
+            execute(
+                tx,
                 "DELETE FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine <> ?2",
                 params![component_sha256, engine],
             )?;
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT OR REPLACE INTO plugin_artifacts (component_sha256, engine, artifact, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![component_sha256, engine, artifact, now],
@@ -880,7 +954,8 @@ impl Store {
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
         self.write(|tx| {
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
                                       registration_token_hash, issued_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -906,7 +981,8 @@ impl Store {
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
         self.write(|tx| {
-            let n = execute(tx, 
+            let n = execute(
+                tx,
                 "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
                  WHERE realm = ?1 AND client_id = ?2",
                 params![realm, c.client_id, metadata, attributes, row.registration_token_hash],
@@ -927,23 +1003,24 @@ impl Store {
 
     pub fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
         let conn = self.conn();
-        let row = query_row(&conn, 
-                "SELECT client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at
+        let row = query_row(
+            &conn,
+            "SELECT client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at
                  FROM clients WHERE realm = ?1 AND client_id = ?2",
-                params![realm, client_id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, bool>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
-                        r.get::<_, Vec<u8>>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                },
-            )
-            .optional()?;
+            params![realm, client_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )
+        .optional()?;
         let Some((client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at)) = row
         else {
             return Ok(None);
@@ -959,7 +1036,8 @@ impl Store {
 
     /// True when the realm has the client.
     pub fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
-        Ok(query_row(&self.conn(), 
+        Ok(query_row(
+            &self.conn(),
             "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
             params![realm, client_id],
             |r| r.get(0),
@@ -973,7 +1051,8 @@ impl Store {
 
     /// How many server-side tokens of `kind` the realm holds.
     pub fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
-        Ok(query_row(&self.conn(), 
+        Ok(query_row(
+            &self.conn(),
             "SELECT COUNT(*) FROM tokens WHERE realm = ?1 AND kind = ?2",
             params![realm, kind.as_str()],
             |r| r.get(0),
@@ -1005,7 +1084,8 @@ impl Store {
         now: i64,
     ) -> Result<Rotation> {
         self.write(|tx| {
-            let found: Option<(Option<i64>, Option<String>)> = query_row(tx, 
+            let found: Option<(Option<i64>, Option<String>)> = query_row(
+                tx,
                     "SELECT used_at, family FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = 'refresh' AND expires_at > ?3",
                     params![old_hash, realm, now],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1034,22 +1114,23 @@ impl Store {
     /// Any live server-side token of the realm, by hash.
     pub fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
         let conn = self.conn();
-        let row = query_row(&conn, 
-                "SELECT kind, grant_json, client_id, family, used_at, expires_at FROM tokens
+        let row = query_row(
+            &conn,
+            "SELECT kind, grant_json, client_id, family, used_at, expires_at FROM tokens
                  WHERE hash = ?1 AND realm = ?2 AND expires_at > ?3",
-                params![hash, realm, now],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
+            params![hash, realm, now],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .optional()?;
         Ok(row.and_then(|(kind, grant, client_id, family, used_at, expires_at)| {
             Some(TokenRow {
                 kind: TokenKind::parse(&kind)?,
@@ -1078,7 +1159,8 @@ impl Store {
     /// Records a JWT access token as revoked until it expires.
     pub fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
         self.write(|tx| {
-            execute(tx, 
+            execute(
+                tx,
                 "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at) VALUES (?1, ?2, ?3)",
                 params![realm, jti, expires_at],
             )?;
@@ -1090,7 +1172,8 @@ impl Store {
     /// replay, RFC 7523 §3).
     pub fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
         self.write(|tx| {
-            let n = execute(tx, 
+            let n = execute(
+                tx,
                 "INSERT OR IGNORE INTO client_assertions (realm, client_id, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![realm, client_id, jti, expires_at],
             )?;
@@ -1100,7 +1183,8 @@ impl Store {
 
     /// True when the JWT with `jti` was revoked.
     pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
-        Ok(query_row(&self.conn(), 
+        Ok(query_row(
+            &self.conn(),
             "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)",
             params![realm, jti],
             |r| r.get(0),
@@ -1159,16 +1243,18 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
 }
 
 fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Result<Option<String>> {
-    Ok(query_row(tx, 
-            "SELECT sha256 FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
-            params![realm, name, version],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(query_row(
+        tx,
+        "SELECT sha256 FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
+        params![realm, name, version],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
-    execute(tx, 
+    execute(
+        tx,
         "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![e.at, e.actor, realm, e.action, e.plugin, e.version, e.sha256, e.detail],
@@ -1207,7 +1293,8 @@ pub struct NewToken<'a> {
 }
 
 fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
-    execute(tx, 
+    execute(
+        tx,
         "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at, t.client_id, t.family],
@@ -1218,7 +1305,8 @@ fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
 /// Ends a token family: its JWTs are recorded as revoked, and its
 /// server-side tokens deleted.
 fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
-    execute(tx, 
+    execute(
+        tx,
         "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
          SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
         params![realm, family],
