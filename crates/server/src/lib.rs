@@ -284,8 +284,7 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
 impl App {
     /// Housekeeping, run every minute: rotates the signing keys that are
-    /// due (`key_rotation_days`), deletes expired rows and checkpoints the
-    /// WAL. Blocking.
+    /// due (`key_rotation_days`) and deletes expired rows. Blocking.
     pub fn maintain(&self, now: i64) {
         match admin::rotate_due_keys(self, now) {
             Ok(rotated) if rotated.is_empty() => {}

@@ -551,9 +551,6 @@ impl Store {
             n += execute(tx, "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
             Ok(n)
         })?;
-        // PASSIVE: never waits for readers; what it cannot copy now, a
-        // later sweep will.
-        query_row(&self.conn(), "PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(removed)
     }
 
