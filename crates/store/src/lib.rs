@@ -540,8 +540,7 @@ impl Store {
 
     /// Deletes what can no longer matter: expired server-side tokens,
     /// revoked JWT ids and client assertion ids past their expiry, and
-    /// keys retired from the JWKS; then checkpoints the WAL so it does not
-    /// grow without bound. Returns how many rows went.
+    /// keys retired from the JWKS. Returns how many rows went.
     pub fn sweep(&self, now: i64) -> Result<usize> {
         let removed = self.write(|tx| {
             let mut n = 0;
