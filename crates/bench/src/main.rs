@@ -64,6 +64,9 @@ impl Options {
                 "--connections" => options.connections = value()?.parse()?,
                 "--tokens" => options.tokens = value()?.parse()?,
                 "--only" => options.only = Some(value()?),
+                "--realms" => {
+                    options.realms = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                }
                 "--quick" => {
                     options.seconds = 1.0;
                     options.tokens = 20_000;
@@ -73,7 +76,7 @@ impl Options {
                 "--help" | "-h" => {
                     println!(
                         "agentauth-bench [--server-bin FILE] [--out FILE] [--seconds S] [--connections C] \
-                         [--tokens N] [--quick] [--only CASE]"
+                         [--tokens N] [--realms N,M] [--quick] [--only CASE]"
                     );
                     std::process::exit(0);
                 }

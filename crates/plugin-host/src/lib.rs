@@ -168,7 +168,15 @@ pub struct Plugin {
     kind: HookKind,
     pre: Pre,
     idle: IdleInstances,
+    /// Keeps the compiled code listed as shared while this plugin lives.
+    _compiled: Arc<Compiled>,
 }
+
+/// Compiled code, shared by every plugin loaded from the same bytes in
+/// any realm: realms that run the same policy hold one copy of its machine
+/// code. Each call still gets its own store and instance, so nothing but
+/// the code is shared.
+struct Compiled(Component);
 
 /// An instance of a plugin's world, as its bindings see it.
 enum Bindings {
@@ -291,6 +299,8 @@ pub struct PluginHost {
     engine: Engine,
     /// Idle instances kept by all plugins (see [`IDLE_TOTAL`]).
     idle_budget: Arc<AtomicUsize>,
+    /// Compiled components by sha256, while some plugin uses them.
+    compiled: Mutex<std::collections::HashMap<String, std::sync::Weak<Compiled>>>,
     /// Names this engine's compilation settings; artifacts are keyed by it.
     engine_fingerprint: String,
     linker: Linker<HostState>,
@@ -361,7 +371,14 @@ impl PluginHost {
             engine.precompile_compatibility_hash().hash(&mut hasher);
             format!("wasmtime-{}-{:016x}", env!("CARGO_PKG_VERSION"), hasher.finish())
         };
-        Ok(Self { engine, idle_budget: Arc::new(AtomicUsize::new(0)), engine_fingerprint, linker, stop_ticker })
+        Ok(Self {
+            engine,
+            idle_budget: Arc::new(AtomicUsize::new(0)),
+            compiled: Mutex::new(std::collections::HashMap::new()),
+            engine_fingerprint,
+            linker,
+            stop_ticker,
+        })
     }
 
     /// Compiles `component` and checks, by name, that it exports exactly
@@ -403,18 +420,26 @@ impl PluginHost {
             )));
         }
         let key = ArtifactKey { component_sha256: sha256_hex(component), engine: self.engine_fingerprint.clone() };
-        let compiled = match cache.get(&key).and_then(|artifact| self.deserialize(&artifact, &key)) {
-            Some(compiled) => compiled,
+        let shared = match self.already_compiled(&key.component_sha256) {
+            Some(shared) => shared,
             None => {
-                let compiled = Component::new(&self.engine, component)
-                    .map_err(|e| LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}")))?;
-                match compiled.serialize() {
-                    Ok(artifact) => cache.put(&key, &artifact),
-                    Err(e) => tracing::warn!(plugin = name, "cannot serialise the compiled plugin: {e}"),
-                }
-                compiled
+                let compiled = match cache.get(&key).and_then(|artifact| self.deserialize(&artifact, &key)) {
+                    Some(compiled) => compiled,
+                    None => {
+                        let compiled = Component::new(&self.engine, component).map_err(|e| {
+                            LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}"))
+                        })?;
+                        match compiled.serialize() {
+                            Ok(artifact) => cache.put(&key, &artifact),
+                            Err(e) => tracing::warn!(plugin = name, "cannot serialise the compiled plugin: {e}"),
+                        }
+                        compiled
+                    }
+                };
+                self.remember_compiled(&key.component_sha256, compiled)
             }
         };
+        let compiled = &shared.0;
         let kind = match kind {
             Some(kind) => kind,
             None => {
@@ -443,7 +468,29 @@ impl PluginHost {
             HookKind::Token => Pre::Token(TokenHookPre::new(pre).map_err(wrong_world)?),
             HookKind::Scope => Pre::Scope(ScopeHookPre::new(pre).map_err(wrong_world)?),
         };
-        Ok(Plugin { name: name.to_string(), version, kind, pre, idle: IdleInstances::new(&self.idle_budget) })
+        Ok(Plugin {
+            name: name.to_string(),
+            version,
+            kind,
+            pre,
+            idle: IdleInstances::new(&self.idle_budget),
+            _compiled: shared,
+        })
+    }
+
+    /// The compiled component of these bytes, if a plugin still uses it.
+    fn already_compiled(&self, sha256: &str) -> Option<Arc<Compiled>> {
+        self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(sha256).and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Shares `component` with later loads of the same bytes, for as long
+    /// as a plugin uses it.
+    fn remember_compiled(&self, sha256: &str, component: Component) -> Arc<Compiled> {
+        let shared = Arc::new(Compiled(component));
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        compiled.retain(|_, weak| weak.strong_count() > 0);
+        compiled.insert(sha256.to_string(), Arc::downgrade(&shared));
+        shared
     }
 
     /// Loads an artifact this server compiled and stored earlier.
