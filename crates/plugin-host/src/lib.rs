@@ -454,10 +454,10 @@ impl PluginHost {
                 })?
             }
         };
-        self.check_interface(&compiled, kind).map_err(|why| LoadError(format!("plugin {name} v{version} {why}")))?;
+        self.check_interface(compiled, kind).map_err(|why| LoadError(format!("plugin {name} v{version} {why}")))?;
         let pre = self
             .linker
-            .instantiate_pre(&compiled)
+            .instantiate_pre(compiled)
             .map_err(|e| LoadError(format!("plugin {name} v{version} cannot be linked: {e:#}")))?;
         let wrong_world = |e: wasmtime::Error| {
             LoadError(format!("plugin {name} v{version} does not export the {} hook: {e:#}", kind.as_str()))
