@@ -325,9 +325,9 @@ impl PluginHost {
         config.epoch_interruption(true);
         // Instances come from a pool of pre-reserved slots: instantiation
         // is then a copy-on-write mapping of the component's memory image,
-        // not an allocation, which is what makes a fresh instance per call
-        // affordable for Python and JavaScript components. The pool's
-        // counts bound how many plugin calls run at once.
+        // not an allocation, which keeps a fresh instance cheap (idle ones
+        // are kept too, see `Idle`). The pool's counts bound how many plugin
+        // calls run at once.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_CALLS)
             .total_core_instances(POOL_CALLS * 64)
