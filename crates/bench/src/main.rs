@@ -383,7 +383,7 @@ fn run() -> anyhow::Result<()> {
         let met = if p50 <= target { "met" } else { "**missed**" };
         writeln!(
             report,
-            "| {} | {:.1} | {:.2} s | {:.1} | {:.1} | ≤ {target:.0} µs p50: {met} |",
+            "| {} | {:.2} | {:.2} s | {:.1} | {:.1} | ≤ {target:.0} µs p50: {met} |",
             h.language,
             h.size_mb,
             h.compile.as_secs_f64(),
@@ -420,7 +420,7 @@ fn run() -> anyhow::Result<()> {
         million.ok, million.failed, after_tokens.0, after_tokens.1
     )?;
     for (count, (rss, peak)) in &realm_memory {
-        writeln!(report, "| with {count} more realms, each with its own 2 plugins, loaded | {rss:.1} | {peak:.1} |")?;
+        writeln!(report, "| with {count} more realms, each with its own 2 plugins (the same bytes), loaded | {rss:.1} | {peak:.1} |")?;
     }
 
     print!("{report}");
