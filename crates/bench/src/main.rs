@@ -420,7 +420,10 @@ fn run() -> anyhow::Result<()> {
         million.ok, million.failed, after_tokens.0, after_tokens.1
     )?;
     for (count, (rss, peak)) in &realm_memory {
-        writeln!(report, "| with {count} more realms, each with its own 2 plugins (the same bytes), loaded | {rss:.1} | {peak:.1} |")?;
+        writeln!(
+            report,
+            "| with {count} more realms, each with its own 2 plugins (the same bytes), loaded | {rss:.1} | {peak:.1} |"
+        )?;
     }
 
     print!("{report}");
