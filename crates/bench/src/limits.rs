@@ -7,15 +7,26 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
-use agentauth_jose::{Algorithm, SigningKey, generate_pkcs8};
+use agentauth_jose::{Algorithm, SigningKey};
 use agentauth_plugin_host::{HookKind, Limits, PluginHost, TokenView};
 use anyhow::Context;
 
-/// Signatures per second ring makes with a key of `alg` on `threads`
-/// threads, signing a message the size of an access token's header and
-/// claims, for `time`.
-pub fn signing_rate(alg: Algorithm, threads: usize, time: Duration) -> anyhow::Result<f64> {
-    let key = SigningKey::from_pkcs8(alg, &generate_pkcs8(alg)?)?;
+/// The signing key the server uses for `realm`: read from its database
+/// and unsealed with its master key, both in `data_dir`.
+pub fn realm_key(data_dir: &Path, realm: &str) -> anyhow::Result<SigningKey> {
+    let store = agentauth_store::Store::open(&data_dir.join("agentauth.sqlite3"))?;
+    let master = std::fs::read_to_string(data_dir.join("master.key")).context("reading the master key")?;
+    let master = agentauth_jose::MasterKey::parse(&master)?;
+    let newest = store.keys(realm)?.into_iter().next().with_context(|| format!("realm {realm} has no key yet"))?;
+    let alg = Algorithm::parse(&newest.alg).with_context(|| format!("algorithm {}", newest.alg))?;
+    let pkcs8 = master.open(realm.as_bytes(), &newest.pkcs8)?;
+    Ok(SigningKey::from_pkcs8(alg, &pkcs8)?)
+}
+
+/// Signatures per second ring makes with `key` on `threads` threads,
+/// signing a message the size of an access token's header and claims,
+/// for `time`.
+pub fn signing_rate(key: &SigningKey, threads: usize, time: Duration) -> anyhow::Result<f64> {
     let message = vec![b'x'; 420];
     let total: anyhow::Result<u64> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
