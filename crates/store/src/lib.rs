@@ -222,7 +222,20 @@ pub struct Store {
     path: Option<PathBuf>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Option<Checkpointer>,
+    /// Clients as last read: every token request authenticates one.
+    clients: Mutex<ClientCache>,
 }
+
+/// Recently read clients. Every change to a client forgets it and bumps
+/// the generation, so a read that raced with the change is not cached.
+#[derive(Debug, Default)]
+struct ClientCache {
+    rows: std::collections::HashMap<(String, String), ClientRow>,
+    generation: u64,
+}
+
+/// Clients kept in memory; past it, the cache starts again empty.
+const CLIENT_CACHE: usize = 50_000;
 
 /// A thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] from its
 /// own connection: a checkpoint in the writer's commit would hold every
@@ -419,6 +432,7 @@ impl Store {
             path,
             readers: Mutex::new(Vec::new()),
             checkpointer: None,
+            clients: Mutex::new(ClientCache::default()),
         })
     }
 
@@ -643,7 +657,7 @@ impl Store {
     /// Deletes a realm and everything in it (clients, keys, plugins,
     /// tokens), keeping its audit log; false if there was no such realm.
     pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
-        self.write(|tx| {
+        let deleted = self.write(|tx| {
             for table in
                 ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions", "realm_admins"]
             {
@@ -654,7 +668,9 @@ impl Store {
                 record(tx, name, audit)?;
             }
             Ok(n == 1)
-        })
+        });
+        self.forget_clients(name, None);
+        deleted
     }
 
     // ---- keys ----
@@ -976,7 +992,7 @@ impl Store {
         let c = &row.client;
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
-        self.write(|tx| {
+        let updated = self.write(|tx| {
             let n = execute(
                 tx,
                 "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
@@ -984,20 +1000,59 @@ impl Store {
                 params![realm, c.client_id, metadata, attributes, row.registration_token_hash],
             )?;
             Ok(n == 1)
-        })
+        });
+        self.forget_clients(realm, Some(&c.client_id));
+        updated
     }
 
     /// Deletes a client and every server-side token issued to it, in one
     /// commit; false if there is no such client.
     pub fn delete_client(&self, realm: &str, client_id: &str) -> Result<bool> {
-        self.write(|tx| {
+        let deleted = self.write(|tx| {
             execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
             let n = execute(tx, "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
             Ok(n == 1)
-        })
+        });
+        self.forget_clients(realm, Some(client_id));
+        deleted
     }
 
     pub fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
+        let key = (realm.to_string(), client_id.to_string());
+        let generation = {
+            let cache = lock(&self.clients);
+            if let Some(row) = cache.rows.get(&key) {
+                return Ok(Some(row.clone()));
+            }
+            cache.generation
+        };
+        let row = self.client_from_db(realm, client_id)?;
+        if let Some(row) = &row {
+            let mut cache = lock(&self.clients);
+            // A change since the read above may have made it stale.
+            if cache.generation == generation {
+                if cache.rows.len() >= CLIENT_CACHE {
+                    cache.rows.clear();
+                }
+                cache.rows.insert(key, row.clone());
+            }
+        }
+        Ok(row)
+    }
+
+    /// Forgets cached clients after a change: one client, or a whole realm's.
+    fn forget_clients(&self, realm: &str, client_id: Option<&str>) {
+        let mut cache = lock(&self.clients);
+        cache.generation += 1;
+        match client_id {
+            Some(id) => {
+                cache.rows.remove(&(realm.to_string(), id.to_string()));
+            }
+            None => cache.rows.retain(|(r, _), _| r != realm),
+        }
+    }
+
+    fn client_from_db(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
         let conn = self.conn();
         let row = query_row(
             &conn,
@@ -1390,6 +1445,26 @@ mod tests {
             secret_hash: vec![1; 32],
             registration_token_hash: vec![2; 32],
         }
+    }
+
+    #[test]
+    fn a_cached_client_never_outlives_its_update_or_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1")).unwrap();
+        assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
+        let mut changed = client_row("c1");
+        changed.registration_token_hash = vec![9; 32];
+        changed.client.metadata.scope = "read".into();
+        assert!(store.update_client("alpha", &changed).unwrap());
+        assert_eq!(store.client("alpha", "c1").unwrap(), Some(changed), "read after update");
+        assert!(store.delete_client("alpha", "c1").unwrap());
+        assert_eq!(store.client("alpha", "c1").unwrap(), None, "read after delete");
+        store.insert_client("alpha", &client_row("c2")).unwrap();
+        assert!(store.client("alpha", "c2").unwrap().is_some());
+        assert!(store.delete_realm("alpha", &AuditEntry::default()).unwrap());
+        assert_eq!(store.client("alpha", "c2").unwrap(), None, "read after the realm went");
     }
 
     #[test]
