@@ -561,17 +561,22 @@ impl PluginHost {
         store
     }
 
-    /// An instance to run one call in, with its deadline set: an idle one
-    /// of this realm and limits if the plugin has one, else a fresh one.
-    fn checkout(&self, plugin: &Plugin, limits: &Limits, realm: &str) -> Result<Idle, HookError> {
+    /// An instance to run one call of a `kind` plugin in, with its deadline
+    /// set: an idle one of this realm and limits if the plugin has one, else
+    /// a fresh one (whose instantiation counts against the deadline).
+    fn checkout(&self, plugin: &Plugin, kind: HookKind, limits: &Limits, realm: &str) -> Result<Idle, HookError> {
+        if plugin.kind != kind {
+            return Err(wrong_kind(plugin, kind));
+        }
         let kept = {
             let mut idle = plugin.idle.lock();
             let found = idle.iter().rposition(|i| &*i.realm == realm && i.limits == *limits);
             found.map(|at| idle.swap_remove(at))
         };
-        let mut instance = match kept {
-            Some(instance) => {
+        let instance = match kept {
+            Some(mut instance) => {
                 self.idle_budget.fetch_sub(1, Ordering::SeqCst);
+                set_deadline(&mut instance.store, limits);
                 instance
             }
             None => {
@@ -588,7 +593,6 @@ impl PluginHost {
                 Idle { store, bindings, realm: realm.into(), limits: *limits, calls: 0 }
             }
         };
-        set_deadline(&mut instance.store, limits);
         Ok(instance)
     }
 
@@ -618,9 +622,6 @@ impl PluginHost {
         realm: &str,
         input: &DcrInput<'_>,
     ) -> Result<Vec<Attribute>, HookError> {
-        let Pre::Dcr(_) = &plugin.pre else {
-            return Err(HookError::Failed(format!("plugin {} is not a dcr plugin", plugin.name)));
-        };
         let registration = wit_dcr::Registration {
             operation: match input.operation {
                 Operation::Create => wit_dcr::Operation::Create,
@@ -631,10 +632,10 @@ impl PluginHost {
             client: client_view(input.client),
             software_statement: input.software_statement.map(str::to_string),
         };
-        let mut instance = self.checkout(plugin, limits, realm)?;
+        let mut instance = self.checkout(plugin, HookKind::Dcr, limits, realm)?;
         let answer = match &instance.bindings {
             Bindings::Dcr(dcr) => dcr.agentauth_policy_dcr().call_evaluate(&mut instance.store, &registration),
-            _ => return Err(HookError::Failed(format!("plugin {} is not a dcr plugin", plugin.name))),
+            _ => return Err(wrong_kind(plugin, HookKind::Dcr)),
         }
         .map_err(|e| failure(&e, limits))?;
         self.checkin(plugin, instance);
@@ -666,21 +667,18 @@ impl PluginHost {
         client: &Client,
         token: &TokenView<'_>,
     ) -> Result<Option<MayActClaim>, HookError> {
-        let Pre::MayAct(_) = &plugin.pre else {
-            return Err(HookError::Failed(format!("plugin {} is not a may-act plugin", plugin.name)));
-        };
         let view = wit_may_act::TokenView {
             realm: realm.to_string(),
             grant_type: token.grant_type.to_string(),
             sub: token.sub.to_string(),
             scopes: token.scopes.to_vec(),
         };
-        let mut instance = self.checkout(plugin, limits, realm)?;
+        let mut instance = self.checkout(plugin, HookKind::MayAct, limits, realm)?;
         let answer = match &instance.bindings {
             Bindings::MayAct(may_act) => {
                 may_act.agentauth_policy_may_act().call_decide(&mut instance.store, &client_view(client), &view)
             }
-            _ => return Err(HookError::Failed(format!("plugin {} is not a may-act plugin", plugin.name))),
+            _ => return Err(wrong_kind(plugin, HookKind::MayAct)),
         }
         .map_err(|e| failure(&e, limits))?;
         self.checkin(plugin, instance);
@@ -707,20 +705,17 @@ impl PluginHost {
         grant_type: &str,
         claims_json: &str,
     ) -> Result<String, HookError> {
-        let Pre::Token(_) = &plugin.pre else {
-            return Err(HookError::Failed(format!("plugin {} is not a token plugin", plugin.name)));
-        };
         let view = wit_token::TokenView {
             realm: realm.to_string(),
             grant_type: grant_type.to_string(),
             claims: claims_json.to_string(),
         };
-        let mut instance = self.checkout(plugin, limits, realm)?;
+        let mut instance = self.checkout(plugin, HookKind::Token, limits, realm)?;
         let answer = match &instance.bindings {
             Bindings::Token(token) => {
                 token.agentauth_policy_token().call_modify(&mut instance.store, &client_view(client), &view)
             }
-            _ => return Err(HookError::Failed(format!("plugin {} is not a token plugin", plugin.name))),
+            _ => return Err(wrong_kind(plugin, HookKind::Token)),
         }
         .map_err(|e| failure(&e, limits))?;
         self.checkin(plugin, instance);
@@ -741,21 +736,18 @@ impl PluginHost {
         client: &Client,
         request: &ScopeRequest<'_>,
     ) -> Result<Vec<String>, HookError> {
-        let Pre::Scope(_) = &plugin.pre else {
-            return Err(HookError::Failed(format!("plugin {} is not a scope plugin", plugin.name)));
-        };
         let wit_request = wit_scope::ScopeRequest {
             realm: realm.to_string(),
             grant_type: request.grant_type.to_string(),
             requested: request.requested.to_vec(),
             registered: request.registered.to_vec(),
         };
-        let mut instance = self.checkout(plugin, limits, realm)?;
+        let mut instance = self.checkout(plugin, HookKind::Scope, limits, realm)?;
         let answer = match &instance.bindings {
             Bindings::Scope(scope) => {
                 scope.agentauth_policy_scope().call_validate(&mut instance.store, &client_view(client), &wit_request)
             }
-            _ => return Err(HookError::Failed(format!("plugin {} is not a scope plugin", plugin.name))),
+            _ => return Err(wrong_kind(plugin, HookKind::Scope)),
         }
         .map_err(|e| failure(&e, limits))?;
         self.checkin(plugin, instance);
@@ -796,6 +788,10 @@ fn refusal(error: wit_types::Error) -> HookError {
             HookError::Failed(format!("plugin error: {}", truncate(&why, MAX_OUTPUT_STRING)))
         }
     }
+}
+
+fn wrong_kind(plugin: &Plugin, kind: HookKind) -> HookError {
+    HookError::Failed(format!("plugin {} is not a {} plugin", plugin.name, kind.as_str()))
 }
 
 /// Gives a call its deadline, counted from now.
