@@ -321,15 +321,10 @@ impl std::ops::Deref for Reader<'_> {
     fn deref(&self) -> &Connection {
         match self {
             Self::Pooled(_, Some(conn)) => conn,
-            Self::Pooled(store, None) => unreachable_reader(store),
+            Self::Pooled(_, None) => unreachable!("a pooled reader holds its connection until dropped"),
             Self::Shared(writer) => &writer.conn,
         }
     }
-}
-
-#[cold]
-fn unreachable_reader(_: &Store) -> ! {
-    unreachable!("a pooled reader holds its connection until dropped")
 }
 
 impl Drop for Reader<'_> {
