@@ -205,7 +205,7 @@ fn run() -> anyhow::Result<()> {
     let ring_before = measure_ring()?;
     let commits = limits::commit_rate(&data, Duration::from_secs(2))?;
     let mut token_rows = Vec::new();
-    for (realm, alg) in [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)] {
+    for (realm, alg) in realms {
         for (format, may_act) in [("jwt", true), ("jwt", false), ("opaque", true), ("opaque", false)] {
             let name = format!("bench {format}{}", if may_act { " may-act" } else { "" });
             let client = server.register(realm, &name)?;
@@ -270,21 +270,10 @@ fn run() -> anyhow::Result<()> {
         token_rows.push(Row { case: case.into(), outcome, limit: Limit::Commits, target: Target::Rate(7_000.0) });
     }
     let ring_after = measure_ring()?;
-    let ring: Vec<(Algorithm, f64, f64)> =
-        ring_before.iter().zip(&ring_after).map(|((alg, before), (_, after))| (*alg, *before, *after)).collect();
-    let limits = Limits { ring: ring.clone(), commits };
+    let ring = ring_before.iter().zip(&ring_after).map(|((alg, before), (_, after))| (*alg, *before, *after)).collect();
+    let limits = Limits { ring, commits };
     if options.only.is_some() {
-        for row in &token_rows {
-            println!(
-                "{}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} failed, {}",
-                row.case,
-                row.outcome.per_second(),
-                row.outcome.quantile_ms(0.5),
-                row.outcome.quantile_ms(0.99),
-                row.outcome.failed,
-                row.ratio(&limits).map_or("–".to_string(), |r| format!("{:.0}% of limit", r * 100.0))
-            );
-        }
+        print!("{}", requests_table(&token_rows, &limits)?);
         return Ok(());
     }
 
@@ -378,7 +367,7 @@ fn run() -> anyhow::Result<()> {
     )?;
     writeln!(report, "### Limits, measured in this run\n")?;
     writeln!(report, "| limit | per second |\n|---|---:|")?;
-    for (alg, before, after) in &ring {
+    for (alg, before, after) in &limits.ring {
         writeln!(
             report,
             "| ring {} signatures with the realm's own key, {SERVER_CORES} threads (before / after the cases) | \
@@ -391,21 +380,7 @@ fn run() -> anyhow::Result<()> {
         "| SQLite durable single-row commits (WAL, synchronous=FULL), 1 writer, in the data directory | {commits:.0} |\n"
     )?;
     writeln!(report, "### Requests\n")?;
-    writeln!(report, "| case | per second | p50 ms | p99 ms | failed | ratio to limit | target |")?;
-    writeln!(report, "|---|---:|---:|---:|---:|---:|---|")?;
-    for row in &token_rows {
-        writeln!(
-            report,
-            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
-            row.case,
-            row.outcome.per_second(),
-            row.outcome.quantile_ms(0.5),
-            row.outcome.quantile_ms(0.99),
-            row.outcome.failed,
-            row.ratio(&limits).map_or("–".to_string(), |r| format!("{:.0}%", r * 100.0)),
-            row.verdict(&limits)
-        )?;
-    }
+    report.push_str(&requests_table(&token_rows, &limits)?);
     let failures: Vec<String> = token_rows
         .iter()
         .filter_map(|r| r.outcome.first_failure.as_ref().map(|f| format!("{}: {f}", r.case)))
@@ -479,6 +454,27 @@ fn run() -> anyhow::Result<()> {
         bail!("some requests failed: {failures:?}");
     }
     Ok(())
+}
+
+/// The request cases as a Markdown table, each against its limit.
+fn requests_table(rows: &[Row], limits: &Limits) -> anyhow::Result<String> {
+    let mut table = String::new();
+    writeln!(table, "| case | per second | p50 ms | p99 ms | failed | ratio to limit | target |")?;
+    writeln!(table, "|---|---:|---:|---:|---:|---:|---|")?;
+    for row in rows {
+        writeln!(
+            table,
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+            row.case,
+            row.outcome.per_second(),
+            row.outcome.quantile_ms(0.5),
+            row.outcome.quantile_ms(0.99),
+            row.outcome.failed,
+            row.ratio(limits).map_or("–".to_string(), |r| format!("{:.0}%", r * 100.0)),
+            row.verdict(limits)
+        )?;
+    }
+    Ok(table)
 }
 
 /// A warm-up, then the measured run.
