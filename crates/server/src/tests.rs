@@ -171,6 +171,13 @@ async fn admin(app: &Arc<App>, method: &str, path: &str, body: Vec<u8>) -> (u16,
     call(app, admin_request(method, path, Some(ADMIN_TOKEN), body)).await
 }
 
+/// Pushes the seed's may-act policy as the next version of the realm's
+/// `misbehaving-may-act` plugin, so its clients get the seed's answer.
+async fn push_seed_may_act(app: &Arc<App>) -> (u16, Value) {
+    let path = "plugins/misbehaving-may-act?hook=may-act";
+    admin(app, "POST", path, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec()).await
+}
+
 fn claims(token: &str) -> Value {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).unwrap();
@@ -219,13 +226,7 @@ async fn push_activate_rollback_and_delete_are_audited() {
     let (_, client) = register(&app, "someone-else").await;
     let may_act_of = |token: &Value| claims(token["access_token"].as_str().unwrap())["may_act"].clone();
 
-    let (status, pushed) = admin(
-        &app,
-        "POST",
-        "plugins/misbehaving-may-act?hook=may-act",
-        agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec(),
-    )
-    .await;
+    let (status, pushed) = push_seed_may_act(&app).await;
     assert_eq!((status, pushed["version"].as_i64()), (201, Some(2)), "{pushed}");
     let (_, token) = client_credentials(&app, &client).await;
     assert_eq!(may_act_of(&token)["sub"], format!("(age!{})", client["client_id"].as_str().unwrap()), "v2 serves");
@@ -284,13 +285,7 @@ async fn swapping_a_plugin_under_load_fails_no_request_and_mixes_no_versions() {
     let app = app();
     let (_, client) = register(&app, "someone-else").await;
     let client_id = client["client_id"].as_str().unwrap().to_string();
-    let (status, _) = admin(
-        &app,
-        "POST",
-        "plugins/misbehaving-may-act?hook=may-act",
-        agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec(),
-    )
-    .await;
+    let (status, _) = push_seed_may_act(&app).await;
     assert_eq!(status, 201);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -500,13 +495,7 @@ async fn registration_is_limited_to_the_realms_scopes() {
 #[tokio::test]
 async fn an_exchange_may_target_only_an_allowed_audience_which_refresh_keeps() {
     let app = app();
-    let (status, _) = admin(
-        &app,
-        "POST",
-        "plugins/misbehaving-may-act?hook=may-act",
-        agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec(),
-    )
-    .await;
+    let (status, _) = push_seed_may_act(&app).await;
     assert_eq!(status, 201);
     let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
                       "client_name": "quiet", "scope": "read write"});
