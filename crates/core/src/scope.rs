@@ -58,6 +58,11 @@ impl Scopes {
         self.iter().filter(|s| !allowed.contains(s)).collect()
     }
 
+    /// The tokens of `self` that `other` also holds, in `self`'s order.
+    pub fn intersection(&self, other: &Scopes) -> Scopes {
+        Scopes(self.0.iter().filter(|s| other.contains(s)).cloned().collect())
+    }
+
     pub fn to_vec(&self) -> Vec<String> {
         self.0.clone()
     }

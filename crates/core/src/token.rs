@@ -96,6 +96,19 @@ pub fn custom_claims(json: &str) -> Result<serde_json::Map<String, serde_json::V
     Ok(claims)
 }
 
+impl Act {
+    /// How many actors the chain names: this one and those nested in it.
+    pub fn depth(&self) -> usize {
+        let mut depth = 1;
+        let mut inner = self.act.as_deref();
+        while let Some(act) = inner {
+            depth += 1;
+            inner = act.act.as_deref();
+        }
+        depth
+    }
+}
+
 impl AccessTokenClaims {
     pub fn scopes(&self) -> Scopes {
         Scopes::parse(&self.scope).unwrap_or_default()
@@ -118,11 +131,14 @@ pub struct TokenRequest {
     /// The token's audience when one was requested (and allowed); by
     /// default the client itself.
     pub audience: Option<String>,
+    /// The latest the token may expire: a token derived from others (by
+    /// exchange or refresh) never outlives them.
+    pub not_after: Option<i64>,
 }
 
 impl TokenRequest {
     /// The claims of the token, issued by `iss` at `now` for `lifetime`
-    /// seconds.
+    /// seconds, or until `not_after` if that comes first.
     pub fn into_claims(
         self,
         iss: &str,
@@ -138,7 +154,7 @@ impl TokenRequest {
             client_id: self.client_id,
             scope: self.scopes.to_string(),
             iat: now,
-            exp: now.saturating_add(lifetime),
+            exp: self.not_after.map_or(now.saturating_add(lifetime), |end| end.min(now.saturating_add(lifetime))),
             jti,
             may_act,
             act: self.act,
@@ -166,6 +182,21 @@ mod tests {
     }
 
     #[test]
+    fn a_derived_token_expires_no_later_than_its_bound() {
+        let request = |not_after| TokenRequest {
+            sub: "s".into(),
+            client_id: "c".into(),
+            scopes: Scopes::default(),
+            act: None,
+            audience: None,
+            not_after,
+        };
+        assert_eq!(request(None).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
+        assert_eq!(request(Some(130)).into_claims("https://as", 100, 60, "j".into(), None).exp, 130);
+        assert_eq!(request(Some(500)).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
+    }
+
+    #[test]
     fn custom_claims_round_trip_through_the_token() {
         let mut claims = TokenRequest {
             sub: "s".into(),
@@ -173,6 +204,7 @@ mod tests {
             scopes: Scopes::default(),
             act: None,
             audience: None,
+            not_after: None,
         }
         .into_claims("https://as", 0, 60, "j".into(), None);
         claims.custom = custom_claims(r#"{"department": "updates"}"#).unwrap();

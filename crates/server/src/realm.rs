@@ -55,6 +55,13 @@ pub struct RealmSettings {
     /// Plugin calls of this realm that may run at once; a call that cannot
     /// start within the plugin timeout is answered 503.
     pub plugin_concurrency: usize,
+    /// Whether token exchange may impersonate: a subject token whose
+    /// `may_act` names no `sub` then yields a token without a new `act`.
+    /// Off, the exchanging client is always named in `act`.
+    pub token_exchange_impersonation: bool,
+    /// The most actors a token's nested `act` chain may name; an exchange
+    /// that would name more is `invalid_request`.
+    pub max_delegation_depth: usize,
 }
 
 impl RealmSettings {
@@ -77,6 +84,7 @@ impl RealmSettings {
             agentauth_plugin_host::MAX_PLUGIN_MEMORY as i64,
         )?;
         within("plugin_concurrency", self.plugin_concurrency as i64, 1, 128)?;
+        within("max_delegation_depth", self.max_delegation_depth as i64, 1, 32)?;
         within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
         within("key_rotation_days", i64::from(self.key_rotation_days), 0, 3650)?;
         within("registrations_per_minute", i64::from(self.registrations_per_minute), 1, 1_000_000)?;
@@ -138,6 +146,8 @@ impl Default for RealmSettings {
             key_rotation_days: 90,
             registrations_per_minute: 6000,
             registrations_per_minute_per_source: 600,
+            token_exchange_impersonation: false,
+            max_delegation_depth: 8,
         }
     }
 }
@@ -183,6 +193,14 @@ impl RealmRuntime {
                 tracing::error!(realm = %self.name, plugin = name, hook = kind.as_str(), "the realm names a plugin it does not have");
                 Err(OAuthError::server_error(format!("the realm's {} policy is not available", kind.as_str())))
             }
+        }
+    }
+
+    /// The realm's rules for token exchange.
+    pub fn exchange_rules(&self) -> agentauth_core::grant::token_exchange::ExchangeRules {
+        agentauth_core::grant::token_exchange::ExchangeRules {
+            impersonation: self.settings.token_exchange_impersonation,
+            max_delegation_depth: self.settings.max_delegation_depth,
         }
     }
 

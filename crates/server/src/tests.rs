@@ -80,6 +80,17 @@ async fn client_credentials(app: &Arc<App>, client: &Value) -> (u16, Value) {
     call(app, post(REALM, "access_token", FORM, format!("grant_type=client_credentials&{}", credentials(client)))).await
 }
 
+/// Registers a client whose tokens' may_act (from the realm's first
+/// may-act version) names another client of the realm, without `sub`;
+/// returns (client, the other's client_id).
+async fn register_naming_another(app: &Arc<App>) -> (Value, String) {
+    let (_, other) = register(app, "quiet").await;
+    let other_id = other["client_id"].as_str().unwrap().to_string();
+    let (status, client) = register(app, &format!("impersonate:{other_id}")).await;
+    assert_eq!(status, 201, "{client}");
+    (client, other_id)
+}
+
 fn clients(app: &App) -> i64 {
     app.store.count_clients(REALM).unwrap()
 }
@@ -136,13 +147,20 @@ async fn a_failing_may_act_policy_issues_no_token() {
 }
 
 #[tokio::test]
-async fn a_may_act_policy_may_name_another_client_or_no_one() {
+async fn a_may_act_policy_may_name_another_client_or_no_one_but_not_a_stranger() {
     let app = app();
-    let (_, client) = register(&app, "someone-else").await;
+    let (_, other) = register(&app, "quiet").await;
+    assert_eq!(client_credentials(&app, &other).await.0, 200, "no may_act at all");
+    let (_, client) = register(&app, &format!("delegate:{}", other["client_id"].as_str().unwrap())).await;
     let (status, body) = client_credentials(&app, &client).await;
     assert_eq!(status, 200, "{body}");
-    let (_, quiet) = register(&app, "quiet").await;
-    assert_eq!(client_credentials(&app, &quiet).await.0, 200);
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["may_act"]["client_id"], other["client_id"]);
+    // A may_act naming no client of the realm would let whoever registers
+    // under that id later act on the token: the policy has failed.
+    let (_, stranger) = register(&app, "someone-else").await;
+    let (status, body) = client_credentials(&app, &stranger).await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("server_error")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("not a client of this realm"), "{body}");
 }
 
 #[tokio::test]
@@ -214,16 +232,16 @@ async fn a_bad_upload_is_refused_with_its_reason_and_the_active_version_keeps_se
     // Version 1 still serves.
     let (_, versions) = admin(&app, "GET", "plugins/misbehaving-may-act", vec![]).await;
     assert_eq!(versions["plugins"].as_array().unwrap().len(), 1);
-    let (_, client) = register(&app, "someone-else").await;
+    let (client, other_id) = register_naming_another(&app).await;
     let (status, token) = client_credentials(&app, &client).await;
     assert_eq!(status, 200, "{token}");
-    assert_eq!(claims(token["access_token"].as_str().unwrap())["may_act"]["client_id"], "someone-else");
+    assert_eq!(claims(token["access_token"].as_str().unwrap())["may_act"]["client_id"], other_id.as_str());
 }
 
 #[tokio::test]
 async fn push_activate_rollback_and_delete_are_audited() {
     let app = app();
-    let (_, client) = register(&app, "someone-else").await;
+    let (client, other_id) = register_naming_another(&app).await;
     let may_act_of = |token: &Value| claims(token["access_token"].as_str().unwrap())["may_act"].clone();
 
     let (status, pushed) = push_seed_may_act(&app).await;
@@ -234,7 +252,7 @@ async fn push_activate_rollback_and_delete_are_audited() {
     let (status, _) = admin(&app, "POST", "plugins/misbehaving-may-act/rollback", vec![]).await;
     assert_eq!(status, 200);
     let (_, token) = client_credentials(&app, &client).await;
-    assert_eq!(may_act_of(&token)["client_id"], "someone-else", "v1 serves again");
+    assert_eq!(may_act_of(&token)["client_id"], other_id.as_str(), "v1 serves again");
 
     let (status, body) = admin(&app, "DELETE", "plugins/misbehaving-may-act/versions/1", vec![]).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "the active version stays");
@@ -283,7 +301,7 @@ async fn the_dcr_hook_can_be_switched_off_and_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swapping_a_plugin_under_load_fails_no_request_and_mixes_no_versions() {
     let app = app();
-    let (_, client) = register(&app, "someone-else").await;
+    let (client, other_id) = register_naming_another(&app).await;
     let client_id = client["client_id"].as_str().unwrap().to_string();
     let (status, _) = push_seed_may_act(&app).await;
     assert_eq!(status, 201);
@@ -316,7 +334,7 @@ async fn swapping_a_plugin_under_load_fails_no_request_and_mixes_no_versions() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let version_1 = json!({"client_id": "someone-else"});
+    let version_1 = json!({"client_id": other_id});
     let version_2 = json!({"client_id": client_id, "sub": format!("(age!{client_id})")});
     let (mut ones, mut twos) = (0, 0);
     for worker in workers {
@@ -721,4 +739,268 @@ async fn keys_rotate_on_their_schedule_and_not_before() {
     let (_, audit) = admin_as(&app, ADMIN_TOKEN, "GET", &format!("/{REALM}/audit"), Value::Null).await;
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("rotate-key"), Some("scheduler")));
+}
+
+// ---- token exchange: what a derived token may hold, and how long ----
+
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// Registers an agent that may exchange tokens, with `scope`.
+async fn register_exchanger(app: &Arc<App>, client_name: &str, scope: &str) -> Value {
+    let body = json!({"grant_types": ["client_credentials", EXCHANGE], "client_name": client_name, "scope": scope});
+    let (status, client) = call(app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
+    assert_eq!(status, 201, "{client}");
+    client
+}
+
+async fn token_request(app: &Arc<App>, client: &Value, form: &str) -> (u16, Value) {
+    call(app, post(REALM, "access_token", FORM, format!("{form}&{}", credentials(client)))).await
+}
+
+/// `client` exchanges `subject_token`, asking for `scope` when given.
+async fn exchange_as(app: &Arc<App>, client: &Value, subject_token: &str, scope: Option<&str>) -> (u16, Value) {
+    let scope = scope.map(|s| format!("&scope={}", s.replace(' ', "+"))).unwrap_or_default();
+    let form = format!(
+        "grant_type={EXCHANGE}&subject_token={subject_token}\
+         &subject_token_type=urn:ietf:params:oauth:token-type:access_token{scope}"
+    );
+    token_request(app, client, &form).await
+}
+
+async fn refresh_as(app: &Arc<App>, client: &Value, refresh_token: &str) -> (u16, Value) {
+    token_request(app, client, &format!("grant_type=refresh_token&refresh_token={refresh_token}")).await
+}
+
+async fn introspect_as(app: &Arc<App>, caller: &Value, token: &str) -> Value {
+    let form = format!("token={token}&{}", credentials(caller));
+    let (status, body) = call(app, post(REALM, "introspect", FORM, form)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn revoke_as(app: &Arc<App>, caller: &Value, token: &str) {
+    let form = format!("token={token}&{}", credentials(caller));
+    let (status, body) = call(app, post(REALM, "token/revoke", FORM, form)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn set_realm(app: &Arc<App>, changes: Value) {
+    let request = Request::patch(format!("/admin/v1/realms/{REALM}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::from(changes.to_string())))
+        .unwrap();
+    let (status, body) = call(app, request).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn text<'a>(body: &'a Value, field: &str) -> &'a str {
+    body[field].as_str().unwrap_or_else(|| panic!("no {field} in {body}"))
+}
+
+/// A client the token's may-act policy names as its own actor (the seed).
+async fn seed_agent(app: &Arc<App>, scope: &str) -> Value {
+    assert_eq!(push_seed_may_act(app).await.0, 201);
+    register_exchanger(app, "quiet", scope).await
+}
+
+#[tokio::test]
+async fn exchange_never_raises_a_subjects_privileges() {
+    let app = app();
+    // `wide` registered `read admin`; `narrow` registered only `read`, and
+    // its tokens' may_act names `wide`.
+    let wide = register_exchanger(&app, "quiet", "read admin").await;
+    let narrow = register_exchanger(&app, &format!("delegate:{}", text(&wide, "client_id")), "read").await;
+    let (_, token) = client_credentials(&app, &narrow).await;
+    let subject = text(&token, "access_token");
+    for asked in ["read admin", "admin"] {
+        let (status, body) = exchange_as(&app, &wide, subject, Some(asked)).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{asked}: {body}");
+    }
+    let (status, body) = exchange_as(&app, &wide, subject, Some("read")).await;
+    assert_eq!(status, 200, "{body}");
+    let issued = claims(text(&body, "access_token"));
+    assert_eq!((issued["sub"].as_str(), issued["scope"].as_str()), (narrow["client_id"].as_str(), Some("read")));
+    assert_eq!(issued["act"]["client_id"], wide["client_id"]);
+}
+
+#[tokio::test]
+async fn the_seed_agent_still_widens_its_own_token_within_its_registration() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    let (_, token) = token_for_scope(&app, &agent, "read").await;
+    let (status, body) = exchange_as(&app, &agent, text(&token, "access_token"), Some("read write")).await;
+    assert_eq!((status, body["scope"].as_str()), (200, Some("read write")), "{body}");
+}
+
+async fn token_for_scope(app: &Arc<App>, client: &Value, scope: &str) -> (u16, Value) {
+    token_request(app, client, &format!("grant_type=client_credentials&scope={scope}")).await
+}
+
+#[tokio::test]
+async fn may_act_without_sub_names_the_exchanging_client_unless_the_realm_allows_impersonation() {
+    let app = app();
+    let actor = register_exchanger(&app, "quiet", "read").await;
+    let subject_client = register_exchanger(&app, &format!("impersonate:{}", text(&actor, "client_id")), "read").await;
+    let (_, token) = client_credentials(&app, &subject_client).await;
+    let (status, body) = exchange_as(&app, &actor, text(&token, "access_token"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let act = &claims(text(&body, "access_token"))["act"];
+    assert_eq!(act["client_id"], actor["client_id"], "the exchanging client is named: {act}");
+
+    set_realm(&app, json!({"token_exchange_impersonation": true})).await;
+    let (_, token) = client_credentials(&app, &subject_client).await;
+    let (status, body) = exchange_as(&app, &actor, text(&token, "access_token"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(claims(text(&body, "access_token")).get("act").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn an_exchanged_token_expires_no_later_than_its_subject() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let subject = text(&token, "access_token");
+    // The realm's access tokens live an hour; make the next ones live two.
+    set_realm(&app, json!({"access_token_lifetime": 7200})).await;
+    let (status, body) = exchange_as(&app, &agent, subject, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (subject_exp, exchanged) = (claims(subject)["exp"].as_i64(), claims(text(&body, "access_token")));
+    assert_eq!(exchanged["exp"].as_i64(), subject_exp);
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!(expires_in <= 3600, "expires_in says what exp says: {expires_in}");
+    let refresh = introspect_as(&app, &agent, text(&body, "refresh_token")).await;
+    assert_eq!(refresh["exp"].as_i64(), subject_exp, "the refresh token ends with the subject too: {refresh}");
+}
+
+#[tokio::test]
+async fn revoking_a_subject_token_revokes_everything_exchanged_from_it_transitively() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let subject = text(&token, "access_token").to_string();
+    let (_, first) = exchange_as(&app, &agent, &subject, None).await;
+    let (_, second) = exchange_as(&app, &agent, text(&first, "access_token"), None).await;
+    let derived = [
+        text(&first, "access_token"),
+        text(&first, "refresh_token"),
+        text(&second, "access_token"),
+        text(&second, "refresh_token"),
+    ];
+    for token in derived {
+        assert_eq!(introspect_as(&app, &agent, token).await["active"], true);
+    }
+    revoke_as(&app, &agent, &subject).await;
+    for token in derived {
+        assert_eq!(introspect_as(&app, &agent, token).await, json!({"active": false}));
+    }
+    let (status, body) = refresh_as(&app, &agent, text(&second, "refresh_token")).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    // Nor can the revoked subject start a new family.
+    let (status, body) = exchange_as(&app, &agent, &subject, None).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+}
+
+#[tokio::test]
+async fn deleting_the_subjects_client_revokes_what_others_exchanged_from_its_tokens() {
+    let app = app();
+    let actor = register_exchanger(&app, "quiet", "read").await;
+    let subject_client = register_exchanger(&app, &format!("delegate:{}", text(&actor, "client_id")), "read").await;
+    let (_, token) = client_credentials(&app, &subject_client).await;
+    let (status, exchanged) = exchange_as(&app, &actor, text(&token, "access_token"), None).await;
+    assert_eq!(status, 200, "{exchanged}");
+    assert_eq!(introspect_as(&app, &actor, text(&exchanged, "access_token")).await["active"], true);
+
+    let uri = text(&subject_client, "registration_client_uri").trim_start_matches("https://as.example.test");
+    let delete = Request::delete(uri)
+        .header("authorization", format!("Bearer {}", text(&subject_client, "registration_access_token")))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(call(&app, delete).await.0, 204);
+    for token in [text(&exchanged, "access_token"), text(&exchanged, "refresh_token")] {
+        assert_eq!(introspect_as(&app, &actor, token).await, json!({"active": false}));
+    }
+}
+
+#[tokio::test]
+async fn reusing_a_refresh_token_revokes_the_families_exchanged_from_its_family() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let (_, first) = exchange_as(&app, &agent, text(&token, "access_token"), None).await;
+    let (status, refreshed) = refresh_as(&app, &agent, text(&first, "refresh_token")).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let (status, derived) = exchange_as(&app, &agent, text(&refreshed, "access_token"), None).await;
+    assert_eq!(status, 200, "{derived}");
+    // The rotated refresh token comes back: the family has leaked.
+    let (status, _) = refresh_as(&app, &agent, text(&first, "refresh_token")).await;
+    assert_eq!(status, 400);
+    for token in [text(&refreshed, "access_token"), text(&derived, "access_token"), text(&derived, "refresh_token")] {
+        assert_eq!(introspect_as(&app, &agent, token).await, json!({"active": false}));
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_grants_no_more_than_the_clients_current_registration() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let (_, exchanged) = exchange_as(&app, &agent, text(&token, "access_token"), Some("read write")).await;
+    assert_eq!(exchanged["scope"], "read write");
+
+    let uri = text(&agent, "registration_client_uri").trim_start_matches("https://as.example.test");
+    let narrowed = json!({"client_id": agent["client_id"], "client_name": "quiet", "scope": "read",
+                          "grant_types": ["client_credentials", EXCHANGE]});
+    let update = Request::put(uri)
+        .header("authorization", format!("Bearer {}", text(&agent, "registration_access_token")))
+        .header("content-type", JSON)
+        .body(Full::new(Bytes::from(narrowed.to_string())))
+        .unwrap();
+    let (status, body) = call(&app, update).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = refresh_as(&app, &agent, text(&exchanged, "refresh_token")).await;
+    assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
+    assert_eq!(claims(text(&body, "access_token"))["scope"], "read");
+}
+
+#[tokio::test]
+async fn a_delegation_chain_deeper_than_the_realm_allows_is_invalid_request() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    set_realm(&app, json!({"max_delegation_depth": 2})).await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let mut subject = text(&token, "access_token").to_string();
+    for depth in 1..=2 {
+        let (status, body) = exchange_as(&app, &agent, &subject, None).await;
+        assert_eq!(status, 200, "depth {depth}: {body}");
+        subject = text(&body, "access_token").to_string();
+    }
+    let (status, body) = exchange_as(&app, &agent, &subject, None).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+}
+
+#[tokio::test]
+async fn a_stored_token_whose_claims_cannot_be_read_is_inactive() {
+    let app = app();
+    let (_, caller) = register(&app, "quiet").await;
+    let (opaque, refresh) = ("opaque-token-with-broken-claims", "refresh-token-with-broken-grant");
+    let hashes = (
+        app.hasher.hash(crate::secrets::Purpose::AccessToken, opaque),
+        app.hasher.hash(crate::secrets::Purpose::RefreshToken, refresh),
+    );
+    let broken = |hash, kind| agentauth_store::NewToken {
+        hash,
+        client_id: caller["client_id"].as_str().unwrap(),
+        family: None,
+        kind,
+        grant: "{\"act\": {\"act\": ",
+        expires_at: i64::MAX,
+    };
+    app.store
+        .insert_tokens(REALM, &[broken(&hashes.0, TokenKind::Access), broken(&hashes.1, TokenKind::Refresh)])
+        .unwrap();
+    for token in [opaque, refresh] {
+        assert_eq!(introspect_as(&app, &caller, token).await, json!({"active": false}));
+    }
+    let (status, body) = refresh_as(&app, &caller, refresh).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
 }

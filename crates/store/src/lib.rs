@@ -556,6 +556,7 @@ impl Store {
             n += execute(tx, "DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
             n += execute(tx, "DELETE FROM revoked_jwts WHERE expires_at <= ?1", [now])?;
             n += execute(tx, "DELETE FROM client_assertions WHERE expires_at <= ?1", [now])?;
+            n += execute(tx, "DELETE FROM token_lineage WHERE expires_at <= ?1", [now])?;
             n += execute(tx, "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
             Ok(n)
         })?;
@@ -1005,6 +1006,7 @@ impl Store {
     pub fn delete_client(&self, realm: &str, client_id: &str) -> Result<bool> {
         let deleted = self.write(|tx| {
             execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            revoke_derived_from_client(tx, realm, client_id)?;
             let n = execute(tx, "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
             Ok(n == 1)
         });
@@ -1112,6 +1114,55 @@ impl Store {
         self.write(|tx| tokens.iter().try_for_each(|t| insert_token(tx, realm, t)))
     }
 
+    /// Starts a token family derived from another token (an exchange):
+    /// records where it came from and stores its first tokens, in one
+    /// commit. Unless the parent is still live at that commit — a
+    /// revocation may have raced the exchange — nothing is stored and the
+    /// answer is false.
+    pub fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
+        self.write(|tx| {
+            let parent_revoked: bool = query_row(
+                tx,
+                "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)",
+                params![realm, lineage.parent_jti],
+                |r| r.get(0),
+            )?;
+            let parent_family_live = match lineage.parent_family {
+                None => true,
+                Some(family) => query_row(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE realm = ?1 AND family = ?2)",
+                    params![realm, family],
+                    |r| r.get(0),
+                )?,
+            };
+            let parent_client_live: bool = query_row(
+                tx,
+                "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
+                params![realm, lineage.parent_client],
+                |r| r.get(0),
+            )?;
+            if parent_revoked || !parent_family_live || !parent_client_live {
+                return Ok(false);
+            }
+            execute(
+                tx,
+                "INSERT INTO token_lineage (realm, family, parent_jti, parent_family, parent_client, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    realm,
+                    lineage.family,
+                    lineage.parent_jti,
+                    lineage.parent_family,
+                    lineage.parent_client,
+                    lineage.expires_at
+                ],
+            )?;
+            tokens.iter().try_for_each(|t| insert_token(tx, realm, t))?;
+            Ok(true)
+        })
+    }
+
     /// The grant of a live token of `kind` in `realm`: a token of another
     /// realm, or expired, is not found.
     pub fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
@@ -1190,6 +1241,7 @@ impl Store {
     }
 
     /// Revokes one server-side token; with a family, every token of it.
+    /// Either way, every family derived from what is revoked goes too.
     pub fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
         self.write(|tx| {
             match family {
@@ -1202,7 +1254,17 @@ impl Store {
         })
     }
 
-    /// Records a JWT access token as revoked until it expires.
+    /// Revokes one opaque access token, outside any family, and every
+    /// family derived from it (its `jti`).
+    pub fn revoke_opaque(&self, realm: &str, hash: &[u8], jti: &str) -> Result<()> {
+        self.write(|tx| {
+            execute(tx, "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2", params![hash, realm])?;
+            revoke_derived_from_token(tx, realm, jti)
+        })
+    }
+
+    /// Records a JWT access token as revoked until it expires, and revokes
+    /// every family derived from it.
     pub fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
         self.write(|tx| {
             execute(
@@ -1210,7 +1272,7 @@ impl Store {
                 "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at) VALUES (?1, ?2, ?3)",
                 params![realm, jti, expires_at],
             )?;
-            Ok(())
+            revoke_derived_from_token(tx, realm, jti)
         })
     }
 
@@ -1348,17 +1410,58 @@ fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Ends a token family: its JWTs are recorded as revoked, and its
-/// server-side tokens deleted.
+/// Where a token family came from: the token it was derived from (by
+/// token exchange), that token's own family if it had one, and the client
+/// it was issued to.
+#[derive(Debug)]
+pub struct Lineage<'a> {
+    pub family: &'a str,
+    pub parent_jti: &'a str,
+    pub parent_family: Option<&'a str>,
+    pub parent_client: &'a str,
+    /// When nothing of the family can be live any more.
+    pub expires_at: i64,
+}
+
+/// Ends a token family and, transitively, every family derived from it:
+/// their JWTs are recorded as revoked, their server-side tokens deleted.
 fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
-    execute(
-        tx,
-        "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
-         SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
-        params![realm, family],
-    )?;
-    execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+    let mut pending = vec![family.to_string()];
+    while let Some(family) = pending.pop() {
+        execute(
+            tx,
+            "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
+             SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
+            params![realm, family],
+        )?;
+        execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+        pending.extend(derived_families(
+            tx,
+            "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_family = ?2",
+            realm,
+            &family,
+        )?);
+        execute(tx, "DELETE FROM token_lineage WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+    }
     Ok(())
+}
+
+/// Revokes every family derived from the token `jti`.
+fn revoke_derived_from_token(tx: &Connection, realm: &str, jti: &str) -> Result<()> {
+    let sql = "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_jti = ?2";
+    derived_families(tx, sql, realm, jti)?.iter().try_for_each(|family| revoke_family(tx, realm, family))
+}
+
+/// Revokes every family derived from a token of the client `client_id`.
+fn revoke_derived_from_client(tx: &Connection, realm: &str, client_id: &str) -> Result<()> {
+    let sql = "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_client = ?2";
+    derived_families(tx, sql, realm, client_id)?.iter().try_for_each(|family| revoke_family(tx, realm, family))
+}
+
+fn derived_families(tx: &Connection, sql: &str, realm: &str, parent: &str) -> Result<Vec<String>> {
+    let mut statement = tx.prepare_cached(sql)?;
+    let families = statement.query_map(params![realm, parent], |r| r.get(0))?;
+    Ok(families.collect::<rusqlite::Result<Vec<String>>>()?)
 }
 
 #[cfg(test)]

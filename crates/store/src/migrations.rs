@@ -112,6 +112,20 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (realm, id)
     );",
+    // 9: where each token family came from, so revoking a token, its
+    // family or its client revokes every family derived from it.
+    "CREATE TABLE token_lineage (
+        realm         TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        family        TEXT NOT NULL,
+        parent_jti    TEXT NOT NULL,
+        parent_family TEXT,
+        parent_client TEXT NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        PRIMARY KEY (realm, family)
+    );
+    CREATE INDEX token_lineage_by_parent_jti ON token_lineage (realm, parent_jti);
+    CREATE INDEX token_lineage_by_parent_family ON token_lineage (realm, parent_family);
+    CREATE INDEX token_lineage_by_parent_client ON token_lineage (realm, parent_client);",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Test fixture: a may-act plugin that misbehaves on demand, so the host's
 //! fail-closed handling can be shown for each way a plugin can go wrong.
-//! The client's `client_name` picks the misbehaviour.
+//! The client's `client_name` picks the misbehaviour, or names another
+//! client the token's `may_act` should name (`delegate:<id>`,
+//! `impersonate:<id>`).
 
 wit_bindgen::generate!({
     world: "may-act-hook",
@@ -60,6 +62,15 @@ impl Guest for Misbehaving {
                 None => Err(Error::Other("no environment".into())),
             },
             "someone-else" => Ok(Some(MayActClaim { client_id: "someone-else".into(), sub: None })),
+            // `delegate:<id>` lets client <id> act as itself on this
+            // client's tokens; `impersonate:<id>` names no subject.
+            _ if mode.starts_with("delegate:") => {
+                let other = mode.trim_start_matches("delegate:").to_string();
+                Ok(Some(MayActClaim { sub: Some(format!("(age!{other})")), client_id: other }))
+            }
+            _ if mode.starts_with("impersonate:") => {
+                Ok(Some(MayActClaim { client_id: mode.trim_start_matches("impersonate:").into(), sub: None }))
+            }
             // State kept in the instance: shows which calls shared one.
             "count" => {
                 use std::sync::atomic::{AtomicU32, Ordering};

@@ -18,5 +18,6 @@ pub fn decide(client: &Client, requested: Option<Scopes>) -> Result<TokenRequest
         scopes,
         act: None,
         audience: None,
+        not_after: None,
     })
 }

@@ -24,7 +24,10 @@ pub struct RefreshGrant {
 
 /// Decides a refresh request. A token issued to another client, or
 /// expired, is `invalid_grant` (RFC 6749 §5.2). The scope may narrow but
-/// never widen (RFC 6749 §6).
+/// never widen (RFC 6749 §6), and never exceeds what the client's
+/// *current* registration allows: a client that narrowed its scopes
+/// (RFC 7592) gets the narrower set, even without asking for it. The new
+/// access token expires no later than the family does.
 ///
 /// Clients may refresh the tokens exchange gave them without registering
 /// the `refresh_token` grant: only token exchange issues refresh tokens,
@@ -39,12 +42,71 @@ pub fn decide(
         return Err(OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid, expired or revoked"));
     }
     let original = Scopes::parse(&grant.scope).unwrap_or_default();
-    let scopes = narrow_scopes(requested, &original, "the scope originally granted")?;
+    let ceiling = original.intersection(&client.metadata.scopes());
+    let scopes = narrow_scopes(requested, &ceiling, "the scope originally granted and still registered")?;
+    if scopes.is_empty() && !original.is_empty() {
+        return Err(OAuthError::invalid_scope("the client no longer registers any scope this grant carried"));
+    }
     Ok(TokenRequest {
         sub: grant.sub.clone(),
         client_id: client.client_id.clone(),
         scopes,
         act: grant.act.clone(),
         audience: grant.audience.clone(),
+        not_after: Some(grant.expires_at),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{AuthMethod, ClientAttributes, ClientMetadata, GrantType};
+
+    fn client(scope: &str) -> Client {
+        Client {
+            client_id: "c1".into(),
+            metadata: ClientMetadata {
+                redirect_uris: vec![],
+                grant_types: vec![GrantType::TokenExchange],
+                response_types: vec![],
+                client_name: None,
+                scope: scope.into(),
+                token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+                jwks: None,
+            },
+            attributes: ClientAttributes::default(),
+            is_ai_agent: true,
+            issued_at: 0,
+        }
+    }
+
+    fn grant(scope: &str) -> RefreshGrant {
+        RefreshGrant {
+            client_id: "c1".into(),
+            sub: "c1".into(),
+            scope: scope.into(),
+            act: None,
+            audience: None,
+            expires_at: 1000,
+        }
+    }
+
+    #[test]
+    fn refresh_grants_no_more_than_the_current_registration() {
+        let narrowed = client("read");
+        let out = decide(&narrowed, &grant("read write"), None, 10).unwrap();
+        assert_eq!(out.scopes.to_string(), "read");
+        let err = decide(&narrowed, &grant("read write"), Some(Scopes::parse("write").unwrap()), 10).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+        let err = decide(&client("admin"), &grant("read write"), None, 10).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn refreshed_tokens_end_with_their_family() {
+        let out = decide(&client("read write"), &grant("read"), None, 10).unwrap();
+        assert_eq!(out.not_after, Some(1000));
+        let err = decide(&client("read write"), &grant("read"), None, 1000).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidGrant);
+    }
 }

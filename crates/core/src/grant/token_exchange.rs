@@ -1,6 +1,7 @@
 //! Token exchange (RFC 8693) where the acting party is the authenticated
 //! client itself, as on the seed page: an agent trades its read token for a
-//! broader one, which its subject token's `may_act` claim allows.
+//! broader one, which its subject token's `may_act` claim allows; or the
+//! subject of an actor token (delegation).
 
 use crate::client::{Client, GrantType};
 use crate::error::{ErrorCode, OAuthError};
@@ -10,6 +11,23 @@ use crate::token::{AccessTokenClaims, Act, TokenRequest};
 
 /// The only `subject_token_type` accepted so far.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The realm's rules for token exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeRules {
+    /// Whether a `may_act` without `sub` lets the client impersonate the
+    /// subject (a token with no new `act`). Off, the client is named in
+    /// `act` like any other actor.
+    pub impersonation: bool,
+    /// The most actors an issued token's `act` chain may name.
+    pub max_delegation_depth: usize,
+}
+
+impl Default for ExchangeRules {
+    fn default() -> Self {
+        Self { impersonation: false, max_delegation_depth: 8 }
+    }
+}
 
 /// Decides an exchange for `client` of a subject token, and of an actor
 /// token if one was sent, both already verified (signature, issuer, type,
@@ -22,19 +40,30 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// |---|---|---|
 /// | present | sent | delegation: `sub` must be the actor token's `sub`; `act` names that actor |
 /// | present | none | the client acts as itself, as on the seed page: `sub` must be its acting subject (`(age!<client_id>)` for an AI agent); `act` names it |
-/// | absent | none | impersonation (RFC 8693 §1.1): the new token carries no new `act` |
+/// | absent | none | `act` names the client; only where the realm allows impersonation (RFC 8693 §1.1) does the new token carry no new `act` |
 /// | absent | sent | refused: `may_act` names no actor the token could be checked against |
 ///
 /// An `act` already in the subject token nests inside the new one
-/// (RFC 8693 §4.1). The scopes requested (by default the subject token's)
-/// must be within the client's registered scopes: an exchange may broaden
-/// the subject token's scope, which is its purpose on the seed page, but
-/// never beyond what the client registered.
+/// (RFC 8693 §4.1); a chain longer than the realm's
+/// `max_delegation_depth` is `invalid_request`.
+///
+/// Scope: the requested scopes (by default the subject token's) must lie
+/// within both `subject_ceiling` — the subject's registered scopes when
+/// the subject is a client of the realm, else the subject token's own —
+/// and the client's registered scopes. An exchange may so broaden a
+/// token up to what its subject could hold anyway (the seed page's agent
+/// widening its own `read` to `read write`), but nobody named in `may_act`
+/// can raise a subject's privileges beyond that.
+///
+/// The new token expires no later than the subject token, nor the actor
+/// token.
 pub fn decide(
     client: &Client,
     subject: &AccessTokenClaims,
+    subject_ceiling: &Scopes,
     actor: Option<&AccessTokenClaims>,
     requested: Option<Scopes>,
+    rules: &ExchangeRules,
 ) -> Result<TokenRequest, OAuthError> {
     require_grant(client, GrantType::TokenExchange)?;
     let Some(may_act) = &subject.may_act else {
@@ -44,6 +73,8 @@ pub fn decide(
         return Err(OAuthError::invalid_request("the subject token's may_act does not name this client"));
     }
     let earlier = subject.act.clone().map(Box::new);
+    let as_itself =
+        || Act { sub: client.actor_subject(), client_id: Some(client.client_id.clone()), act: earlier.clone() };
     let act = match (&may_act.sub, actor) {
         (Some(sub), Some(actor)) if *sub == actor.sub => {
             Some(Act { sub: actor.sub.clone(), client_id: Some(actor.client_id.clone()), act: earlier })
@@ -53,22 +84,38 @@ pub fn decide(
                 "the subject token's may_act does not name the actor token's subject",
             ));
         }
-        (Some(sub), None) if *sub == client.actor_subject() => {
-            Some(Act { sub: sub.clone(), client_id: Some(client.client_id.clone()), act: earlier })
-        }
+        (Some(sub), None) if *sub == client.actor_subject() => Some(as_itself()),
         (Some(_), None) => {
             return Err(OAuthError::invalid_request("the subject token's may_act does not name this actor"));
         }
-        (None, None) => subject.act.clone(),
+        (None, None) if rules.impersonation => subject.act.clone(),
+        (None, None) => Some(as_itself()),
         (None, Some(_)) => {
             return Err(OAuthError::invalid_request(
                 "the subject token's may_act names no subject, so no actor token can act on it",
             ));
         }
     };
+    if let Some(depth) = act.as_ref().map(Act::depth)
+        && depth > rules.max_delegation_depth
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "the delegation chain would name {depth} actors; this realm allows at most {}",
+            rules.max_delegation_depth
+        )));
+    }
+    let ceiling = subject_ceiling.intersection(&client.metadata.scopes());
     let requested = requested.or_else(|| Some(subject.scopes()));
-    let scopes = narrow_scopes(requested, &client.metadata.scopes(), "the client's registered scopes")?;
-    Ok(TokenRequest { sub: subject.sub.clone(), client_id: client.client_id.clone(), scopes, act, audience: None })
+    let scopes = narrow_scopes(requested, &ceiling, "what both the subject and the client may hold")?;
+    let not_after = actor.map_or(subject.exp, |actor| actor.exp.min(subject.exp));
+    Ok(TokenRequest {
+        sub: subject.sub.clone(),
+        client_id: client.client_id.clone(),
+        scopes,
+        act,
+        audience: None,
+        not_after: Some(not_after),
+    })
 }
 
 /// The audience an exchange asks for with `audience` or `resource`
@@ -96,7 +143,7 @@ mod tests {
     use crate::client::{AuthMethod, ClientAttributes, ClientMetadata};
     use crate::token::MayAct;
 
-    fn agent(id: &str) -> Client {
+    fn agent_with(id: &str, scope: &str) -> Client {
         Client {
             client_id: id.into(),
             metadata: ClientMetadata {
@@ -104,7 +151,7 @@ mod tests {
                 grant_types: vec![GrantType::ClientCredentials, GrantType::TokenExchange],
                 response_types: vec![],
                 client_name: None,
-                scope: "read write".into(),
+                scope: scope.into(),
                 token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                 jwks: None,
             },
@@ -112,6 +159,10 @@ mod tests {
             is_ai_agent: true,
             issued_at: 0,
         }
+    }
+
+    fn agent(id: &str) -> Client {
+        agent_with(id, "read write")
     }
 
     fn read_token_for(id: &str, may_act: Option<MayAct>) -> AccessTokenClaims {
@@ -134,15 +185,25 @@ mod tests {
         Some(MayAct { client_id: id.into(), sub: Some(format!("(age!{id})")) })
     }
 
+    fn scopes(s: &str) -> Scopes {
+        Scopes::parse(s).unwrap()
+    }
+
+    /// The seed case: the subject is the agent itself, so its registered
+    /// scopes are the subject's ceiling.
+    fn exchange(
+        client: &Client,
+        subject: &AccessTokenClaims,
+        actor: Option<&AccessTokenClaims>,
+        requested: Option<Scopes>,
+    ) -> Result<TokenRequest, OAuthError> {
+        decide(client, subject, &client.metadata.scopes(), actor, requested, &ExchangeRules::default())
+    }
+
     #[test]
     fn agent_exchanges_its_read_token_for_read_write() {
-        let out = decide(
-            &agent("a1"),
-            &read_token_for("a1", seed_may_act("a1")),
-            None,
-            Some(Scopes::parse("read write").unwrap()),
-        )
-        .unwrap();
+        let out = exchange(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), None, Some(scopes("read write")))
+            .unwrap();
         assert_eq!(out.scopes.to_string(), "read write");
         assert_eq!(out.sub, "a1");
         let act = out.act.unwrap();
@@ -151,33 +212,59 @@ mod tests {
     }
 
     #[test]
+    fn a_client_named_in_may_act_cannot_raise_the_subjects_privileges() {
+        // a1 registered only `read`; a2, named in its token's may_act,
+        // registered `read admin`.
+        let subject = read_token_for("a1", Some(MayAct { client_id: "a2".into(), sub: Some("(age!a2)".into()) }));
+        let (subject_ceiling, exchanger) = (scopes("read"), agent_with("a2", "read admin"));
+        let rules = ExchangeRules::default();
+        let err = decide(&exchanger, &subject, &subject_ceiling, None, Some(scopes("read admin")), &rules).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+        let err = decide(&exchanger, &subject, &subject_ceiling, None, Some(scopes("admin")), &rules).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+        let out = decide(&exchanger, &subject, &subject_ceiling, None, Some(scopes("read")), &rules).unwrap();
+        assert_eq!(out.scopes.to_string(), "read");
+    }
+
+    #[test]
+    fn exchange_may_not_exceed_the_clients_registered_scopes_either() {
+        // The subject could hold `read write admin`; the client only `read write`.
+        let subject = read_token_for("a1", Some(MayAct { client_id: "a2".into(), sub: Some("(age!a2)".into()) }));
+        let err = decide(
+            &agent("a2"),
+            &subject,
+            &scopes("read write admin"),
+            None,
+            Some(scopes("admin")),
+            &ExchangeRules::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+    }
+
+    #[test]
     fn exchange_rejects_subject_token_naming_another_client() {
-        let err = decide(&agent("a2"), &read_token_for("a1", seed_may_act("a1")), None, None).unwrap_err();
+        let err = exchange(&agent("a2"), &read_token_for("a1", seed_may_act("a1")), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_rejects_may_act_with_another_subject() {
         let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
-        let err = decide(&agent("a1"), &read_token_for("a1", may_act), None, None).unwrap_err();
+        let err = exchange(&agent("a1"), &read_token_for("a1", may_act), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_without_may_act_is_refused() {
-        let err = decide(&agent("a1"), &read_token_for("a1", None), None, None).unwrap_err();
+        let err = exchange(&agent("a1"), &read_token_for("a1", None), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
     fn exchange_may_not_exceed_registered_scopes() {
-        let err = decide(
-            &agent("a1"),
-            &read_token_for("a1", seed_may_act("a1")),
-            None,
-            Some(Scopes::parse("read admin").unwrap()),
-        )
-        .unwrap_err();
+        let err = exchange(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), None, Some(scopes("read admin")))
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidScope);
     }
 
@@ -185,7 +272,7 @@ mod tests {
     fn exchange_nests_an_existing_actor() {
         let mut subject = read_token_for("a1", seed_may_act("a1"));
         subject.act = Some(Act { sub: "earlier".into(), client_id: None, act: None });
-        let out = decide(&agent("a1"), &subject, None, None).unwrap();
+        let out = exchange(&agent("a1"), &subject, None, None).unwrap();
         assert_eq!(out.scopes.to_string(), "read");
         assert_eq!(out.act.unwrap().act.unwrap().sub, "earlier");
     }
@@ -195,22 +282,58 @@ mod tests {
         let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
         let mut actor = read_token_for("alice-agent", None);
         actor.sub = "alice".into();
-        let out = decide(&agent("a1"), &read_token_for("a1", may_act.clone()), Some(&actor), None).unwrap();
+        let out = exchange(&agent("a1"), &read_token_for("a1", may_act.clone()), Some(&actor), None).unwrap();
         let act = out.act.unwrap();
         assert_eq!((act.sub.as_str(), act.client_id.as_deref()), ("alice", Some("alice-agent")));
         actor.sub = "mallory".into();
-        let err = decide(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
+        let err = exchange(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
     #[test]
-    fn may_act_without_sub_allows_impersonation_but_no_actor_token() {
+    fn may_act_without_sub_names_the_client_unless_the_realm_allows_impersonation() {
         let may_act = Some(MayAct { client_id: "a1".into(), sub: None });
-        let out = decide(&agent("a1"), &read_token_for("a1", may_act.clone()), None, None).unwrap();
+        let subject = read_token_for("a1", may_act.clone());
+        let client = agent("a1");
+        let ceiling = client.metadata.scopes();
+        let out = decide(&client, &subject, &ceiling, None, None, &ExchangeRules::default()).unwrap();
+        let act = out.act.expect("the exchanging client is named");
+        assert_eq!((act.sub.as_str(), act.client_id.as_deref()), ("(age!a1)", Some("a1")));
+
+        let impersonation = ExchangeRules { impersonation: true, ..ExchangeRules::default() };
+        let out = decide(&client, &subject, &ceiling, None, None, &impersonation).unwrap();
         assert_eq!(out.act, None, "impersonation adds no actor");
+
         let actor = read_token_for("a2", None);
-        let err = decide(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
+        let err = decide(&client, &subject, &ceiling, Some(&actor), None, &impersonation).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn a_delegation_chain_longer_than_the_realm_allows_is_refused() {
+        let mut subject = read_token_for("a1", seed_may_act("a1"));
+        for i in 0..8 {
+            subject.act =
+                Some(Act { sub: format!("actor-{i}"), client_id: None, act: subject.act.take().map(Box::new) });
+        }
+        // Eight earlier actors plus this one make nine.
+        let err = exchange(&agent("a1"), &subject, None, None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        let client = agent("a1");
+        let rules = ExchangeRules { max_delegation_depth: 9, ..ExchangeRules::default() };
+        let out = decide(&client, &subject, &client.metadata.scopes(), None, None, &rules).unwrap();
+        assert_eq!(out.act.unwrap().depth(), 9);
+    }
+
+    #[test]
+    fn the_exchanged_token_expires_no_later_than_the_subject_or_actor_token() {
+        let out = exchange(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), None, None).unwrap();
+        assert_eq!(out.not_after, Some(3600));
+        let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
+        let mut actor = read_token_for("alice-agent", None);
+        (actor.sub, actor.exp) = ("alice".into(), 1200);
+        let out = exchange(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap();
+        assert_eq!(out.not_after, Some(1200));
     }
 
     #[test]
@@ -230,7 +353,7 @@ mod tests {
     fn exchange_needs_the_grant_registered() {
         let mut client = agent("a1");
         client.metadata.grant_types = vec![GrantType::ClientCredentials];
-        let err = decide(&client, &read_token_for("a1", seed_may_act("a1")), None, None).unwrap_err();
+        let err = exchange(&client, &read_token_for("a1", seed_may_act("a1")), None, None).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnauthorizedClient);
     }
 }

@@ -51,10 +51,13 @@ fn find(app: &App, realm: &RealmRuntime, token: &str) -> Result<Option<Found>, O
     let hash = app.hasher.hash(Purpose::RefreshToken, token);
     let row = app.store.token_row(&hash, &realm.name, now()).map_err(internal)?;
     match row {
-        Some(row) if row.kind == TokenKind::Refresh && !row.used => {
-            let grant = serde_json::from_str(&row.grant).map_err(internal)?;
-            Ok(Some(Found::Refresh { hash, grant, family: row.family }))
-        }
+        Some(row) if row.kind == TokenKind::Refresh && !row.used => match serde_json::from_str(&row.grant) {
+            Ok(grant) => Ok(Some(Found::Refresh { hash, grant, family: row.family })),
+            Err(e) => {
+                tracing::error!(realm = %realm.name, "a stored refresh token cannot be read: {e}");
+                Ok(None)
+            }
+        },
         _ => Ok(None),
     }
 }
@@ -99,18 +102,20 @@ pub fn revoke(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Re
             if claims.client_id != caller.client_id {
                 return Err(not_yours());
             }
+            // Tokens exchanged from this one are revoked with it.
             if token.contains('.') {
                 app.store.revoke_jwt(&realm.name, &claims.jti, claims.exp).map_err(internal)?;
             } else {
                 let hash = app.hasher.hash(Purpose::AccessToken, token);
-                app.store.revoke_token(&realm.name, &hash, None).map_err(internal)?;
+                app.store.revoke_opaque(&realm.name, &hash, &claims.jti).map_err(internal)?;
             }
         }
         Some(Found::Refresh { hash, grant, family }) => {
             if grant.client_id != caller.client_id {
                 return Err(not_yours());
             }
-            // Revoking a refresh token revokes what was issued from it.
+            // Revoking a refresh token revokes what was issued from it, and
+            // what was exchanged from that.
             app.store.revoke_token(&realm.name, &hash, family.as_deref()).map_err(internal)?;
         }
     }

@@ -12,8 +12,8 @@ use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
 use agentauth_core::grant::{client_credentials, refresh_token, token_exchange};
 use agentauth_core::token::TokenRequest;
 use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
-use agentauth_plugin_host::{HookKind, ScopeRequest, TokenView};
-use agentauth_store::{NewToken, Rotation, TokenKind};
+use agentauth_plugin_host::{HookError, HookKind, ScopeRequest, TokenView};
+use agentauth_store::{Lineage, NewToken, Rotation, TokenKind};
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
 
@@ -85,8 +85,13 @@ fn exchange(
         })?),
         None => None,
     };
-    let mut request = token_exchange::decide(client, &subject, actor.as_ref(), scope)?;
+    let ceiling = subject_scope_ceiling(app, realm, &subject)?;
+    let rules = realm.exchange_rules();
+    let mut request = token_exchange::decide(client, &subject, &ceiling, actor.as_ref(), scope, &rules)?;
     request.audience = audience;
+    // Everything issued from this exchange ends when the subject (or actor)
+    // token does: the refresh token too.
+    let family_end = request.not_after.unwrap_or(i64::MAX);
     let minted = mint(app, realm, client, request, GrantType::TokenExchange)?;
     let refresh_token = new_secret();
     let refresh_hash = app.hasher.hash(Purpose::RefreshToken, &refresh_token);
@@ -96,10 +101,12 @@ fn exchange(
         scope: minted.claims.scope.clone(),
         act: minted.claims.act.clone(),
         audience: (minted.claims.aud != client.client_id).then(|| minted.claims.aud.clone()),
-        expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime),
+        expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal)?;
-    // The refresh token starts a family: everything issued from it.
+    // The refresh token starts a family: everything issued from it. The
+    // family is bound to the subject token: revoking that token, its own
+    // family or its client revokes this family too.
     let family = new_jti();
     let mut stored = minted.stored(Some(&family));
     stored.push(NewToken {
@@ -110,8 +117,43 @@ fn exchange(
         grant: &grant_json,
         expires_at: grant.expires_at,
     });
-    persist(app, realm, &stored)?;
+    let subject_family = token_family(app, realm, subject_token, &subject)?;
+    let lineage = Lineage {
+        family: &family,
+        parent_jti: &subject.jti,
+        parent_family: subject_family.as_deref(),
+        parent_client: &subject.client_id,
+        expires_at: grant.expires_at,
+    };
+    if !app.store.insert_derived_family(&realm.name, &lineage, &stored).map_err(internal)? {
+        return Err(OAuthError::invalid_request("subject_token was revoked"));
+    }
     Ok(Reply::json(200, &minted.response(Some(&refresh_token))))
+}
+
+/// The most a token exchange may grant on a subject's behalf: the
+/// subject's registered scopes when the subject is a client of this realm
+/// (what it could get for itself), else the subject token's own scopes.
+fn subject_scope_ceiling(app: &App, realm: &RealmRuntime, subject: &AccessTokenClaims) -> Result<Scopes, OAuthError> {
+    match app.store.client(&realm.name, &subject.sub).map_err(internal)? {
+        Some(row) => Ok(row.client.metadata.scopes()),
+        None => Ok(subject.scopes()),
+    }
+}
+
+/// The refresh token family a live access token was issued in, if any.
+fn token_family(
+    app: &App,
+    realm: &RealmRuntime,
+    token: &str,
+    claims: &AccessTokenClaims,
+) -> Result<Option<String>, OAuthError> {
+    let hash = if token.contains('.') {
+        app.hasher.hash(Purpose::JwtId, &claims.jti)
+    } else {
+        app.hasher.hash(Purpose::AccessToken, token)
+    };
+    Ok(app.store.token_row(&hash, &realm.name, now()).map_err(internal)?.and_then(|row| row.family))
 }
 
 /// The refresh token grant, rotating the refresh token.
@@ -136,7 +178,13 @@ fn refresh(
         app.store.revoke_token(&realm.name, &old_hash, row.family.as_deref()).map_err(internal)?;
         return Err(invalid());
     }
-    let grant: RefreshGrant = serde_json::from_str(&row.grant).map_err(internal)?;
+    let grant: RefreshGrant = match serde_json::from_str(&row.grant) {
+        Ok(grant) => grant,
+        Err(e) => {
+            tracing::error!(realm = %realm.name, client_id = %row.client_id, "a stored refresh token cannot be read: {e}");
+            return Err(invalid());
+        }
+    };
     let request = refresh_token::decide(client, &grant, scope, now)?;
     let minted = mint(app, realm, client, request, GrantType::RefreshToken)?;
 
@@ -200,7 +248,14 @@ pub(super) fn access_token_claims(
     } else {
         let hash = app.hasher.hash(Purpose::AccessToken, token);
         match app.store.token(&hash, &realm.name, TokenKind::Access, now).map_err(internal)? {
-            Some(stored) => serde_json::from_str(&stored).map_err(internal)?,
+            Some(stored) => match serde_json::from_str(&stored) {
+                Ok(claims) => claims,
+                Err(e) => {
+                    // Not the caller's fault, but nothing to honour either.
+                    tracing::error!(realm = %realm.name, "a stored access token's claims cannot be read: {e}");
+                    return Ok(None);
+                }
+            },
             None => return refused(&"unknown opaque token"),
         }
     };
@@ -228,7 +283,6 @@ struct Minted {
     opaque: Option<(Vec<u8>, String)>,
     /// The keyed hash of the token's `jti`.
     jti_hash: Vec<u8>,
-    expires_in: i64,
 }
 
 impl Minted {
@@ -256,7 +310,7 @@ impl Minted {
         let mut body = json!({
             "access_token": self.access_token,
             "token_type": "Bearer",
-            "expires_in": self.expires_in,
+            "expires_in": self.claims.exp.saturating_sub(self.claims.iat),
             "scope": self.claims.scope,
         });
         if let Some(refresh_token) = refresh_token {
@@ -294,10 +348,23 @@ fn mint(
             let scopes = request.scopes.to_vec();
             let view = TokenView { grant_type: grant.as_str(), sub: &request.sub, scopes: &scopes };
             let _slot = realm.plugin_slot()?;
-            app.host
+            let claim = app
+                .host
                 .run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view)
-                .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?
-                .map(|claim| MayAct { client_id: claim.client_id, sub: claim.sub })
+                .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?;
+            match claim {
+                None => None,
+                // A may_act naming nobody of this realm would let whoever
+                // later registers under that id act: fail closed.
+                Some(claim) if !app.store.client_exists(&realm.name, &claim.client_id).map_err(internal)? => {
+                    let why = format!(
+                        "invalid answer: may_act names {:?}, which is not a client of this realm",
+                        claim.client_id
+                    );
+                    return Err(hook_error(HookError::Failed(why), realm, plugin, ErrorCode::ServerError));
+                }
+                Some(claim) => Some(MayAct { client_id: claim.client_id, sub: claim.sub }),
+            }
         }
     };
     let lifetime = realm.settings.access_token_lifetime;
@@ -309,13 +376,13 @@ fn mint(
         let payload = serde_json::to_value(&claims).map_err(internal)?;
         let access_token = agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload).map_err(internal)?;
         let jti_hash = app.hasher.hash(Purpose::JwtId, &claims.jti);
-        Ok(Minted { access_token, claims, opaque: None, jti_hash, expires_in: lifetime })
+        Ok(Minted { access_token, claims, opaque: None, jti_hash })
     } else {
         let access_token = new_secret();
         let hash = app.hasher.hash(Purpose::AccessToken, &access_token);
         let stored = serde_json::to_string(&claims).map_err(internal)?;
         let jti_hash = app.hasher.hash(Purpose::JwtId, &claims.jti);
-        Ok(Minted { access_token, claims, opaque: Some((hash, stored)), jti_hash, expires_in: lifetime })
+        Ok(Minted { access_token, claims, opaque: Some((hash, stored)), jti_hash })
     }
 }
 
