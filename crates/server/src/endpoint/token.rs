@@ -356,7 +356,10 @@ fn mint(
                 None => None,
                 // A may_act naming nobody of this realm would let whoever
                 // later registers under that id act: fail closed.
-                Some(claim) if !app.store.client_exists(&realm.name, &claim.client_id).map_err(internal)? => {
+                Some(claim)
+                    if claim.client_id != client.client_id
+                        && !app.store.client_exists(&realm.name, &claim.client_id).map_err(internal)? =>
+                {
                     let why = format!(
                         "invalid answer: may_act names {:?}, which is not a client of this realm",
                         claim.client_id
