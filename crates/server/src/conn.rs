@@ -205,6 +205,19 @@ impl Every {
     }
 }
 
+/// How a connection whose client stopped reading is given up.
+pub(crate) trait Abort {
+    fn abort(&self);
+}
+
+impl Abort for TcpStream {
+    /// Resets rather than closes, so the kernel drops the unsent bytes at
+    /// once instead of keeping them for a client that does not read.
+    fn abort(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
 /// Writes that got through while stalled and count as the client reading
 /// again: a client that reads a trickle does not keep its connection.
 const MIN_PROGRESS: usize = 16 * 1024;
@@ -220,8 +233,8 @@ const MIN_PROGRESS: usize = 16 * 1024;
 /// its connection stall for long. When the time is up the connection is
 /// reset, not closed, so the kernel drops the unsent bytes at once.
 #[derive(Debug)]
-pub(crate) struct WriteDeadline {
-    inner: TcpStream,
+pub(crate) struct WriteDeadline<S = TcpStream> {
+    inner: S,
     timeout: Duration,
     /// Made on the first stall; most connections never stall.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -229,8 +242,8 @@ pub(crate) struct WriteDeadline {
     stalled: Option<usize>,
 }
 
-impl WriteDeadline {
-    pub(crate) fn new(inner: TcpStream, timeout: Duration) -> Self {
+impl<S: Abort> WriteDeadline<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
         Self { inner, timeout, deadline: None, stalled: None }
     }
 
@@ -261,8 +274,7 @@ impl WriteDeadline {
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                // Reset: the unsent responses are dropped with the socket.
-                let _ = self.inner.set_zero_linger();
+                self.inner.abort();
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client has not read its responses within the write timeout",
@@ -272,13 +284,13 @@ impl WriteDeadline {
     }
 }
 
-impl AsyncRead for WriteDeadline {
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for WriteDeadline {
+impl<S: AsyncWrite + Abort + Unpin> AsyncWrite for WriteDeadline<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.account(cx, buf.len(), polled)
@@ -412,5 +424,36 @@ mod tests {
         };
         let (written, ()) = tokio::join!(writing, reading);
         written.expect("every write went through");
+    }
+
+    impl Abort for tokio::io::DuplexStream {
+        fn abort(&self) {}
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_a_trickle_is_cut_off_too() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(64);
+        let mut server = WriteDeadline::new(server, Duration::from_millis(300));
+        let trickle = async move {
+            let mut byte = [0; 1];
+            while client.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let writing = async {
+            let chunk = vec![b'x'; 1024];
+            loop {
+                if let Err(e) = server.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        };
+        let e = tokio::select! {
+            e = writing => e,
+            () = trickle => panic!("the client stopped reading"),
+            () = tokio::time::sleep(Duration::from_secs(10)) => panic!("a client reading a trickle kept its connection"),
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 }
