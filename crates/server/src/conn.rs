@@ -181,6 +181,9 @@ pub(crate) fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// How often a lasting condition is logged again.
+pub(crate) const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// Lets a warning through at most once per period, so a condition that
 /// lasts (a cap reached under attack) is reported without flooding the
 /// log.

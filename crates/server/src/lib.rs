@@ -334,8 +334,10 @@ pub async fn serve(
     http.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout).max_buf_size(MAX_HEAD).max_headers(64);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let sources = conn::Sources::new(limits.max_per_source);
-    let (mut full_warning, mut source_warning, mut accept_warning) =
-        (conn::Every::new(MAINTAIN_EVERY), conn::Every::new(MAINTAIN_EVERY), conn::Every::new(Duration::from_secs(10)));
+    // A cap reached under attack stays reached: say so now and then.
+    let mut full_warning = conn::Every::new(conn::WARN_EVERY);
+    let mut source_warning = conn::Every::new(conn::WARN_EVERY);
+    let mut accept_warning = conn::Every::new(conn::WARN_EVERY);
     tokio::pin!(shutdown);
     loop {
         // At the server-wide cap, accept nothing until a connection closes.
