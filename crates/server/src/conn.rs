@@ -14,8 +14,11 @@
 //!   in order, as soon as a slot frees; every connection is bounded in
 //!   time, so slots do free. Not accepting also means the server never
 //!   opens a descriptor past the cap, so it cannot run out of them and
-//!   spin on `EMFILE`. (Accepting and closing at once would answer faster
-//!   but spend a descriptor, and a wakeup, on every refused connection.)
+//!   spin on `EMFILE`. The cost: while the cap holds, a fresh client,
+//!   health checks included, waits too. (Accepting and closing at once
+//!   would answer it faster, with an error, but spend a descriptor and a
+//!   wakeup on every refused connection, and keep the kernel's queue
+//!   draining for a flood.)
 //! - Per source: the connection is accepted (its address is only known
 //!   then), told `503` with `Retry-After`, and closed at once, so one
 //!   source never holds more than its share and others are served.
