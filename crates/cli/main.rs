@@ -6,11 +6,13 @@ mod admin;
 mod plugin_test;
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use agentauth_plugin_host::HookKind;
-use agentauth_server::{AdminToken, App, Config, RealmSettings};
+use agentauth_server::{AdminToken, App, Config, ConnectionLimits, RealmSettings};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
@@ -89,6 +91,67 @@ struct ServeArgs {
     /// and again whenever the file changes (validated, then activated).
     #[arg(long, value_name = "DIR")]
     watch_plugins: Option<PathBuf>,
+    /// Most connections open at once. Past it, new connections wait to be
+    /// accepted until one closes. Default: the open-file limit (raised to
+    /// its hard limit at start) less up to 256 kept for the server's own
+    /// files, at most 16384.
+    #[arg(long, value_name = "N", env = "AGENTAUTH_MAX_CONNECTIONS")]
+    max_connections: Option<NonZeroUsize>,
+    /// Most connections open at once from one source: an IPv4 address, or
+    /// an IPv6 /64. Past it, new connections from that source are answered
+    /// 503 and closed. Default: an eighth of --max-connections, at most
+    /// 256. Behind a reverse proxy every connection comes from the proxy:
+    /// set it to --max-connections there.
+    #[arg(long, value_name = "N", env = "AGENTAUTH_MAX_CONNECTIONS_PER_SOURCE")]
+    max_connections_per_source: Option<NonZeroUsize>,
+    /// Seconds a connection may wait for its next request (keep-alive), or
+    /// take to send a request head, before it is closed.
+    #[arg(long, value_name = "SECS", env = "AGENTAUTH_IDLE_TIMEOUT", default_value = "10")]
+    idle_timeout: NonZeroU64,
+    /// Seconds the responses may stay unsent because the client does not
+    /// read them (pipelined requests, a closed receive window) before the
+    /// connection is reset. A client reading a trickle counts as not
+    /// reading.
+    #[arg(long, value_name = "SECS", env = "AGENTAUTH_WRITE_TIMEOUT", default_value = "10")]
+    write_timeout: NonZeroU64,
+}
+
+impl ServeArgs {
+    /// The connection limits, within what `open_files` (the process's
+    /// open-file limit) can hold.
+    fn connection_limits(&self, open_files: u64) -> anyhow::Result<ConnectionLimits> {
+        let mut limits = ConnectionLimits::for_open_files(open_files);
+        if let Some(max) = self.max_connections {
+            let allowed = ConnectionLimits::allowed_by(open_files);
+            if max.get() > allowed {
+                bail!(
+                    "--max-connections {max} is more than the open-file limit ({open_files}) allows: at most \
+                     {allowed}; raise the limit (ulimit -n) or lower --max-connections"
+                );
+            }
+            limits.max_connections = max.get();
+            limits.max_per_source = ConnectionLimits::default_per_source(max.get());
+        }
+        if let Some(max) = self.max_connections_per_source {
+            limits.max_per_source = max.get();
+        }
+        limits.idle_timeout = Duration::from_secs(self.idle_timeout.get());
+        limits.write_timeout = Duration::from_secs(self.write_timeout.get());
+        Ok(limits)
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (each connection is an
+/// open file) and returns the limit in force.
+fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+            tracing::warn!("could not raise the open-file limit ({e}); keeping {soft}");
+            soft
+        }
+    }
 }
 
 const DEMO_REALM: &str = "alpha";
@@ -155,6 +218,8 @@ fn restore(from: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let base_path = check_base_path(&args.base_path)?;
+    let open_files = raise_open_file_limit();
+    let limits = args.connection_limits(open_files)?;
     let public_url = args.public_url.as_deref().map(check_public_url).transpose()?;
     let admin_token = match std::env::var("AGENTAUTH_ADMIN_TOKEN") {
         Ok(token) => Some(AdminToken::new(token)?),
@@ -202,12 +267,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || warm.warm_up(DEMO_REALM)).await.context("loading the demo realm")??;
         }
         tracing::info!(data = %db.display(), admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
+        tracing::info!(
+            open_files,
+            max_connections = limits.max_connections,
+            max_per_source = limits.max_per_source,
+            idle_timeout = ?limits.idle_timeout,
+            write_timeout = ?limits.write_timeout,
+            "connection limits"
+        );
         println!("agentauth listening on http://{local}");
         tokio::spawn(agentauth_server::maintain_periodically(std::sync::Arc::clone(&app)));
         if let Some(dir) = args.watch_plugins {
             tokio::spawn(agentauth_server::watch_plugins(std::sync::Arc::clone(&app), dir));
         }
-        agentauth_server::serve(listener, app, shutdown_signal()).await;
+        agentauth_server::serve(listener, app, limits, shutdown_signal()).await;
         tracing::info!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -31,6 +31,20 @@ impl Server {
         server
     }
 
+    /// Starts a server with a fresh data directory and extra arguments.
+    pub fn start_with_args(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut server = Self::start_with(&dir, args);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base.trim_start_matches("http://").parse().expect("a socket address")
+    }
+
     /// Starts a server with a fresh data directory and the admin API on,
     /// with [`ADMIN_TOKEN`].
     pub fn start_with_admin() -> Self {

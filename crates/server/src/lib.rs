@@ -7,6 +7,7 @@
 
 mod admin;
 mod client_auth;
+mod conn;
 mod endpoint;
 mod http;
 mod rate;
@@ -31,6 +32,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+pub use conn::ConnectionLimits;
 pub use realm::RealmSettings;
 pub use watch::watch_plugins;
 
@@ -311,24 +313,76 @@ pub async fn maintain_periodically(app: Arc<App>) {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets the
-/// requests in flight finish (for at most 10 seconds).
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
+/// How long `accept` pauses after an error that is the server's (out of
+/// descriptors or memory), rather than the connection's: a pause, not a
+/// spin, while connections close.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+
+/// Serves `app` on `listener` within `limits` (see [`ConnectionLimits`])
+/// until `shutdown` completes, then lets the requests in flight finish (for
+/// at most 10 seconds).
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(MAX_HEAD).max_headers(64);
+    // The head timeout also runs while a keep-alive connection waits for
+    // its next request, so it bounds idle connections too.
+    http.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout).max_buf_size(MAX_HEAD).max_headers(64);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let sources = conn::Sources::new(limits.max_per_source);
+    // A cap reached under attack stays reached: say so now and then.
+    let mut full_warning = conn::Every::new(conn::WARN_EVERY);
+    let mut source_warning = conn::Every::new(conn::WARN_EVERY);
+    let mut accept_warning = conn::Every::new(conn::WARN_EVERY);
     tokio::pin!(shutdown);
     loop {
+        // At the server-wide cap, accept nothing until a connection closes.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if full_warning.due() {
+                    tracing::warn!(
+                        max = limits.max_connections,
+                        "connection limit reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(e) if conn::is_connection_error(&e) => continue,
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if accept_warning.due() {
+                        tracing::warn!("accept failed: {e}; pausing new connections");
+                    }
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Some(source_slot) = sources.admit(peer.ip()) else {
+            if source_warning.due() {
+                tracing::warn!(
+                    %peer,
+                    max = limits.max_per_source,
+                    "per-source connection limit reached: refusing new connections from this source"
+                );
+            }
+            conn::refuse(stream);
+            continue;
         };
         // Responses go out whole; waiting to coalesce them only adds latency.
         if let Err(e) = stream.set_nodelay(true) {
@@ -340,8 +394,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl std::fut
             request.extensions_mut().insert(Peer(peer));
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(conn::WriteDeadline::new(stream, limits.write_timeout));
+        let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
+            // The slots are held for as long as the connection is open.
+            let _held = (slot, source_slot);
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection closed: {e}");
             }
