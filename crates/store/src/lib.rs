@@ -982,8 +982,16 @@ impl Store {
     }
 
     /// Replaces a client's metadata, attributes and registration access
-    /// token (RFC 7592 update); false if there is no such client.
-    pub fn update_client(&self, realm: &str, row: &ClientRow) -> Result<bool> {
+    /// token (RFC 7592 update), provided its registration access token still
+    /// has the keyed hash `token_hash`; false if no client of the realm has
+    /// that id and token.
+    ///
+    /// The check and the replacement are one statement (a compare-and-swap
+    /// on the token's hash). Writes run one at a time on the writer
+    /// connection, each seeing the writes before it in the same batch, so
+    /// of racing updates presenting one token exactly one matches; the
+    /// others find the rotated hash and change nothing.
+    pub fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
         let c = &row.client;
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
@@ -991,8 +999,8 @@ impl Store {
             let n = execute(
                 tx,
                 "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
-                 WHERE realm = ?1 AND client_id = ?2",
-                params![realm, c.client_id, metadata, attributes, row.registration_token_hash],
+                 WHERE realm = ?1 AND client_id = ?2 AND registration_token_hash = ?6",
+                params![realm, c.client_id, metadata, attributes, row.registration_token_hash, token_hash],
             )?;
             Ok(n == 1)
         });
@@ -1001,11 +1009,19 @@ impl Store {
     }
 
     /// Deletes a client and every server-side token issued to it, in one
-    /// commit; false if there is no such client.
-    pub fn delete_client(&self, realm: &str, client_id: &str) -> Result<bool> {
+    /// commit, provided its registration access token still has the keyed
+    /// hash `token_hash` (checked in the same statement, as for
+    /// [`Store::update_client`]); false if no client has that id and token.
+    pub fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
         let deleted = self.write(|tx| {
-            execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
-            let n = execute(tx, "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            let n = execute(
+                tx,
+                "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2 AND registration_token_hash = ?3",
+                params![realm, client_id, token_hash],
+            )?;
+            if n == 1 {
+                execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            }
             Ok(n == 1)
         });
         self.forget_clients(realm, Some(client_id));
@@ -1452,9 +1468,9 @@ mod tests {
         let mut changed = client_row("c1");
         changed.registration_token_hash = vec![9; 32];
         changed.client.metadata.scope = "read".into();
-        assert!(store.update_client("alpha", &changed).unwrap());
+        assert!(store.update_client("alpha", &changed, &[2; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(changed), "read after update");
-        assert!(store.delete_client("alpha", "c1").unwrap());
+        assert!(store.delete_client("alpha", "c1", &[9; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), None, "read after delete");
         store.insert_client("alpha", &client_row("c2")).unwrap();
         assert!(store.client("alpha", "c2").unwrap().is_some());
@@ -1491,8 +1507,8 @@ mod tests {
             expires_at: 100,
         };
         store.insert_tokens("alpha", &[token(b"t1", "c1"), token(b"t2", "c2")]).unwrap();
-        assert!(store.delete_client("alpha", "c1").unwrap());
-        assert!(!store.delete_client("alpha", "c1").unwrap());
+        assert!(store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+        assert!(!store.delete_client("alpha", "c1", &[2; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), None);
         assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None);
         assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some());
@@ -1507,11 +1523,43 @@ mod tests {
         row.client.metadata.scope = "read".into();
         row.registration_token_hash = vec![9; 32];
         row.secret_hash = vec![7; 32];
-        assert!(store.update_client("alpha", &row).unwrap());
+        assert!(store.update_client("alpha", &row, &[2; 32]).unwrap());
         let stored = store.client("alpha", "c1").unwrap().unwrap();
         assert_eq!(stored.client.metadata.scope, "read");
         assert_eq!(stored.registration_token_hash, vec![9; 32]);
         assert_eq!(stored.secret_hash, vec![1; 32], "the secret is not changed by an update");
+    }
+
+    #[test]
+    fn a_spent_registration_token_neither_updates_nor_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1")).unwrap();
+        // Racing updates that all present the current token (hash [2; 32]),
+        // each rotating it to a hash of its own: one wins, in whatever
+        // batches the writes are grouped.
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..16u8 {
+                let (store, wins) = (&store, &wins);
+                s.spawn(move || {
+                    let mut row = client_row("c1");
+                    row.registration_token_hash = vec![100 + t; 32];
+                    if store.update_client("alpha", &row, &[2; 32]).unwrap() {
+                        wins.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.load(Ordering::SeqCst), 1);
+        let current = store.client("alpha", "c1").unwrap().unwrap().registration_token_hash;
+        assert_ne!(current, vec![2; 32]);
+        // The spent token deletes nothing; the current one does.
+        assert!(!store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+        assert!(store.client("alpha", "c1").unwrap().is_some());
+        assert!(store.delete_client("alpha", "c1", &current).unwrap());
+        assert_eq!(store.client("alpha", "c1").unwrap(), None);
     }
 
     #[test]
