@@ -116,3 +116,39 @@ fn registration_refuses_keys_it_cannot_use() {
     body["jwks_uri"] = json!("https://agent.example/jwks");
     server.register_raw(&body.to_string()).assert_error(400, "invalid_client_metadata");
 }
+
+/// Signs `header` and `claims` exactly as written: what a client's own
+/// library could produce, duplicates included.
+fn sign_raw(key: &SigningKey, header: &str, claims: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let input = format!("{}.{}", B64.encode(header), B64.encode(claims));
+    let signature = B64.encode(key.sign_bytes(input.as_bytes()).expect("signing"));
+    format!("{input}.{signature}")
+}
+
+#[test]
+fn a_signed_assertion_with_a_duplicate_member_is_refused() {
+    let server = Server::start();
+    let agent_key = key(Algorithm::Es256);
+    let client_id = register_with_key(&server, &agent_key);
+    let endpoint = server.realm_url("access_token");
+    let cc = [("grant_type", "client_credentials")];
+    let claims = |jti: &str, extra: &str| {
+        format!(
+            r#"{{"iss":"{client_id}","sub":"{client_id}",{extra}"aud":"{endpoint}","exp":{},"jti":"{jti}"}}"#,
+            now() + 60
+        )
+    };
+    let header = r#"{"alg":"ES256","typ":"JWT"}"#;
+    // The same assertion, written once, is accepted: the refusals below
+    // are for the duplicates alone.
+    assert_eq!(token_with(&server, &sign_raw(&agent_key, header, &claims("plain", "")), &cc).status, 200);
+    for (header, claims) in [
+        (header, claims("sub", &format!(r#""sub":"{client_id}","#))),
+        (header, claims("jti", r#""jti":"other","#)),
+        (r#"{"alg":"ES256","alg":"ES256","typ":"JWT"}"#, claims("alg", "")),
+    ] {
+        token_with(&server, &sign_raw(&agent_key, header, &claims), &cc).assert_error(401, "invalid_client");
+    }
+}
