@@ -28,7 +28,14 @@ fn metadata_of_the_wrong_shape_is_invalid_client_metadata() {
 #[test]
 fn a_bad_redirect_uri_is_invalid_redirect_uri() {
     let server = Server::start();
-    for uri in ["not-a-uri", "https://a.example/cb#fragment", "http://a.example/cb"] {
+    for uri in [
+        "not-a-uri",
+        "https://a.example/cb#fragment",
+        "http://a.example/cb",
+        r"http://evil.example\@localhost/cb",
+        "http://[::1].evil.example/cb",
+        "https://a.example:65536/cb",
+    ] {
         let mut body = seed_registration();
         body["redirect_uris"] = json!([uri]);
         server.register_raw(&body.to_string()).assert_error(400, "invalid_redirect_uri");

@@ -161,34 +161,108 @@ fn string_array<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option
         .map(Some)
 }
 
-/// Checks one redirect URI: absolute, no fragment (RFC 6749 §3.1.2), and
-/// `https` unless it points at the loopback interface (RFC 8252 §7.3).
+/// Checks one redirect URI: absolute, no fragment (RFC 6749 §3.1.2), no
+/// user information, and `https` unless it points at the loopback
+/// interface (RFC 8252 §7.3). The URI is kept as sent, so it must mean the
+/// same to this check as to a browser: it is read twice, by a plain RFC
+/// 3986 split and by the WHATWG URL parser browsers use (the `url` crate),
+/// and refused unless both name the same scheme, host, port, path and
+/// query. That refuses what the two would route differently:
+/// `http://evil.example\@localhost/` (a browser goes to evil.example),
+/// `http://[::1].evil.example/`, `http://127.1/`, ports past 65535,
+/// percent-encoded hosts, dot segments, and characters a browser would
+/// re-encode. The only differences allowed are the ones that cannot
+/// change where a browser goes: the case of scheme and host, an explicit
+/// default port, an IPv6 address written in full, and an empty path.
 pub fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
     let bad = |why: &str| Err(OAuthError::new(ErrorCode::InvalidRedirectUri, format!("redirect URI {uri:?} {why}")));
     if uri.contains('#') {
         return bad("must not contain a fragment");
     }
-    if uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return bad("must not contain spaces or control characters");
+    if uri.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return bad("must not contain spaces, control or non-ASCII characters");
+    }
+    if uri.contains('\\') {
+        return bad("must not contain a backslash");
     }
     let Some((scheme, rest)) = uri.split_once("://") else {
         return bad("must be an absolute URI");
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split_once(']').map_or("", |(h, _)| h)
-    } else {
-        host_port.split(':').next().unwrap_or_default()
+    let (authority, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if authority.contains('@') {
+        return bad("must not contain user information");
+    }
+    let Some((host, port)) = split_host_port(authority) else {
+        return bad("has a malformed host or port");
     };
     if host.is_empty() {
         return bad("must name a host");
     }
-    match scheme.to_ascii_lowercase().as_str() {
+    let port = match port {
+        None => None,
+        Some(p) if (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(port) => Some(port),
+            Err(_) => return bad("has a port past 65535"),
+        },
+        Some(_) => return bad("has a malformed port"),
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return bad("must use https");
+    }
+
+    let Ok(url) = url::Url::parse(uri) else {
+        return bad("is not a URL a browser would accept");
+    };
+    let same_host = match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case(host),
+        Some(url::Host::Ipv4(address)) => host.parse::<std::net::Ipv4Addr>() == Ok(address),
+        Some(url::Host::Ipv6(address)) => {
+            host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+                == Some(address)
+        }
+        None => false,
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let tail = &url[url::Position::BeforePath..];
+    // An empty path is `/` to a browser.
+    let same_tail =
+        tail == path_and_query || (!path_and_query.starts_with('/') && tail.strip_prefix('/') == Some(path_and_query));
+    if url.scheme() != scheme
+        || !same_host
+        || url.port_or_known_default() != Some(port.unwrap_or(default_port))
+        || !same_tail
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return bad("is read differently by browsers; send it as a browser would write it");
+    }
+
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    };
+    match scheme.as_str() {
         "https" => Ok(()),
-        "http" if matches!(host, "localhost" | "127.0.0.1" | "::1") => Ok(()),
-        "http" => bad("must use https (http is allowed only for loopback)"),
-        _ => bad("must use https"),
+        _ if loopback => Ok(()),
+        _ => bad("must use https (http is allowed only for loopback)"),
+    }
+}
+
+/// Splits an authority without user information into its host (an IPv6
+/// literal keeps its brackets) and its port, if it has one; `None` when
+/// anything follows a bracketed host other than a port.
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if authority.starts_with('[') {
+        let (host, rest) = authority.split_at(authority.find(']')? + 1);
+        if rest.is_empty() { Some((host, None)) } else { Some((host, Some(rest.strip_prefix(':')?))) }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => Some((host, Some(port))),
+            None => Some((authority, None)),
+        }
     }
 }
 
@@ -313,6 +387,40 @@ mod tests {
             "https://a.example/c b",
         ] {
             assert_eq!(check_redirect_uri(bad).unwrap_err().code, ErrorCode::InvalidRedirectUri, "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirect_uris_are_read_as_a_browser_reads_them() {
+        // Each of these names one host to a naive split and another (or
+        // none) to a browser's WHATWG URL parser.
+        for bad in [
+            r"http://evil.example\@localhost/cb",
+            r"http://evil.example\@127.0.0.1/cb",
+            r"https://a.example\cb",
+            "http://[::1].evil.example/cb",
+            "https://a.example:65536/cb",
+            "https://a.example:99999999999/cb",
+            "http://0x7f.1/cb",
+            "http://127.1/cb",
+            "https://a%2eexample/cb",
+            "https://a.example/one/../two",
+            "https://a.example/c\"b",
+            "https://user@a.example/cb",
+            "https://a.example:/cb",
+            "https://a.example:8x/cb",
+        ] {
+            assert_eq!(check_redirect_uri(bad).unwrap_err().code, ErrorCode::InvalidRedirectUri, "{bad}");
+        }
+        // What both read alike is kept as sent, default port and all.
+        for ok in [
+            "https://www.example.com:443/callback",
+            "https://A.Example/cb?x=1&y=%2F",
+            "https://a.example",
+            "http://[0:0:0:0:0:0:0:1]:8080/cb",
+            "http://localhost/cb",
+        ] {
+            check_redirect_uri(ok).unwrap();
         }
     }
 
