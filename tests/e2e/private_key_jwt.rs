@@ -152,3 +152,44 @@ fn a_signed_assertion_with_a_duplicate_member_is_refused() {
         token_with(&server, &sign_raw(&agent_key, header, &claims), &cc).assert_error(401, "invalid_client");
     }
 }
+
+#[test]
+fn registration_refuses_rsa_keys_that_ring_cannot_verify_with() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let server = Server::start();
+    // An odd modulus of `bits` bits.
+    let modulus = |bits: usize| {
+        let top = 1u8 << ((bits + 7) % 8);
+        let mut n = vec![0xa5u8; bits.div_ceil(8)];
+        n[0] = (n[0] & (top - 1)) | top;
+        if let Some(last) = n.last_mut() {
+            *last |= 1;
+        }
+        B64.encode(n)
+    };
+    let mut even = B64.decode(modulus(2048)).unwrap_or_default();
+    if let Some(last) = even.last_mut() {
+        *last &= 0xfe;
+    }
+    let rsa = |n: String, e: &[u8]| json!({"kty": "RSA", "n": n, "e": B64.encode(e)});
+    for (why, jwk) in [
+        ("over 8192 bits", rsa(modulus(8200), &[1, 0, 1])),
+        ("16384 bits", rsa(modulus(16384), &[1, 0, 1])),
+        ("an even modulus", rsa(B64.encode(&even), &[1, 0, 1])),
+        ("exponent 1", rsa(modulus(2048), &[1])),
+        ("an even exponent", rsa(modulus(2048), &[1, 0, 0])),
+        ("an exponent over 33 bits", rsa(modulus(2048), &[1, 0, 0, 0, 0, 1])),
+    ] {
+        let mut body = seed_registration();
+        body["token_endpoint_auth_method"] = json!("private_key_jwt");
+        body["jwks"] = json!({"keys": [jwk]});
+        let reply = server.register_raw(&body.to_string());
+        assert_eq!((reply.status, reply.json["error"].as_str()), (400, Some("invalid_client_metadata")), "{why}");
+    }
+    // A usable 8192-bit shape is still accepted.
+    let mut body = seed_registration();
+    body["token_endpoint_auth_method"] = json!("private_key_jwt");
+    body["jwks"] = json!({"keys": [rsa(modulus(8192), &[1, 0, 1])]});
+    assert_eq!(server.register_raw(&body.to_string()).status, 201);
+}

@@ -241,6 +241,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn keys_ring_cannot_verify_with_are_refused_when_read() {
+        let rsa = key(Algorithm::Rs256).verifying_key().jwk();
+        let n = B64.decode(rsa["n"].as_str().unwrap()).unwrap();
+        let with = |n: &[u8], e: &[u8]| json!({"kty": "RSA", "n": B64.encode(n), "e": B64.encode(e)});
+        let mut even = n.clone();
+        *even.last_mut().unwrap() &= 0xfe;
+        let mut huge = vec![0xc3; 1025];
+        *huge.last_mut().unwrap() |= 1;
+        for bad in [
+            with(&huge, &[1, 0, 1]),
+            with(&even, &[1, 0, 1]),
+            with(&n, &[1]),
+            with(&n, &[1, 0, 0]),
+            with(&n, &[1, 0, 0, 0, 0, 1]),
+            with(&n, &[]),
+            json!({"kty": "EC", "crv": "P-256", "x": B64.encode([1u8; 32]), "y": B64.encode([2u8; 32])}),
+        ] {
+            assert!(VerifyingKey::from_jwk(&bad).is_err(), "{bad}");
+        }
+        // Leading zero bytes are only an encoding: the key is the same one.
+        let mut padded = vec![0, 0];
+        padded.extend_from_slice(&n);
+        let same = VerifyingKey::from_jwk(&with(&padded, &[0, 1, 0, 1])).unwrap();
+        assert_eq!(same.kid(), rsa["kid"].as_str().unwrap());
+        let ec = key(Algorithm::Es256).verifying_key().jwk();
+        assert!(VerifyingKey::from_jwk(&ec).is_ok());
+    }
+
     /// Signs `header` and `claims` exactly as written, so a test can forge
     /// what [`sign`] never writes.
     fn sign_raw(k: &SigningKey, header: &str, claims: &str) -> String {
