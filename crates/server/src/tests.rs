@@ -80,7 +80,7 @@ async fn client_credentials(app: &Arc<App>, client: &Value) -> (u16, Value) {
     call(app, post(REALM, "access_token", FORM, format!("grant_type=client_credentials&{}", credentials(client)))).await
 }
 
-fn clients(app: &App) -> i64 {
+fn clients(app: &App) -> u64 {
     app.store.count_clients(REALM).unwrap()
 }
 

@@ -955,12 +955,19 @@ impl Store {
 
     // ---- clients ----
 
-    /// Stores a newly registered client. Fails if the id is taken.
-    pub fn insert_client(&self, realm: &str, row: &ClientRow) -> Result<()> {
+    /// Stores a newly registered client, unless the realm already holds
+    /// `max_clients`: then it stores nothing and returns false. The count
+    /// is read in the same transaction as the insert (and writes run one at
+    /// a time on the writer connection), so racing registrations never
+    /// pass the cap. Fails if the id is taken.
+    pub fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
         let c = &row.client;
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
         self.write(|tx| {
+            if count_clients(tx, realm)? >= max_clients {
+                return Ok(false);
+            }
             execute(
                 tx,
                 "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
@@ -977,7 +984,7 @@ impl Store {
                     c.issued_at
                 ],
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -1106,9 +1113,9 @@ impl Store {
         )?)
     }
 
-    /// How many clients the realm has.
-    pub fn count_clients(&self, realm: &str) -> Result<i64> {
-        Ok(query_row(&self.conn(), "SELECT COUNT(*) FROM clients WHERE realm = ?1", [realm], |r| r.get(0))?)
+    /// How many clients the realm has (as of the last commit).
+    pub fn count_clients(&self, realm: &str) -> Result<u64> {
+        count_clients(&self.conn(), realm)
     }
 
     /// How many server-side tokens of `kind` the realm holds.
@@ -1364,6 +1371,14 @@ fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
     Ok(())
 }
 
+/// How many clients the realm has, from the count the triggers of
+/// migration 9 keep: one row read, however many clients there are.
+fn count_clients(conn: &Connection, realm: &str) -> Result<u64> {
+    let n: i64 =
+        query_row(conn, "SELECT COALESCE(MAX(n), 0) FROM client_counts WHERE realm = ?1", [realm], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// Ends a token family: its JWTs are recorded as revoked, and its
 /// server-side tokens deleted.
 fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
@@ -1463,7 +1478,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
         let mut changed = client_row("c1");
         changed.registration_token_hash = vec![9; 32];
@@ -1472,7 +1487,7 @@ mod tests {
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(changed), "read after update");
         assert!(store.delete_client("alpha", "c1", &[9; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), None, "read after delete");
-        store.insert_client("alpha", &client_row("c2")).unwrap();
+        store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
         assert!(store.client("alpha", "c2").unwrap().is_some());
         assert!(store.delete_realm("alpha", &AuditEntry::default()).unwrap());
         assert_eq!(store.client("alpha", "c2").unwrap(), None, "read after the realm went");
@@ -1485,7 +1500,7 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-            store.insert_client("alpha", &client_row("c1")).unwrap();
+            store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
@@ -1496,8 +1511,8 @@ mod tests {
     fn deleting_a_client_deletes_its_tokens_only() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
-        store.insert_client("alpha", &client_row("c2")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
         let token = |hash, client_id| NewToken {
             hash,
             client_id,
@@ -1518,7 +1533,7 @@ mod tests {
     fn updating_a_client_keeps_its_secret() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         let mut row = client_row("c1");
         row.client.metadata.scope = "read".into();
         row.registration_token_hash = vec![9; 32];
@@ -1531,11 +1546,48 @@ mod tests {
     }
 
     #[test]
+    fn racing_inserts_never_pass_the_realms_client_cap_and_the_count_follows_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.create_realm_if_absent("beta", "{}", 0).unwrap();
+        store.insert_client("beta", &client_row("b1"), u64::MAX).unwrap();
+        let stored = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..16 {
+                let (store, stored) = (&store, &stored);
+                s.spawn(move || {
+                    if store.insert_client("alpha", &client_row(&format!("c{t}")), 5).unwrap() {
+                        stored.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(stored.load(Ordering::SeqCst), 5);
+        assert_eq!((store.count_clients("alpha").unwrap(), store.count_clients("beta").unwrap()), (5, 1));
+        let c = lock(&store.writer)
+            .conn
+            .query_row("SELECT COUNT(*) FROM clients WHERE realm = 'alpha'", [], |r| r.get::<_, i64>(0));
+        assert_eq!(c.unwrap(), 5, "the count is the rows'");
+        // A failed insert (a taken id) counts nothing; a deletion frees a place.
+        let id = (0..16).map(|t| format!("c{t}")).find(|id| store.client("alpha", id).unwrap().is_some()).unwrap();
+        assert!(store.insert_client("alpha", &client_row(&id), u64::MAX).is_err());
+        assert_eq!(store.count_clients("alpha").unwrap(), 5);
+        assert!(store.delete_client("alpha", &id, &[2; 32]).unwrap());
+        assert_eq!(store.count_clients("alpha").unwrap(), 4);
+        assert!(store.insert_client("alpha", &client_row("new"), 5).unwrap());
+        assert!(!store.insert_client("alpha", &client_row("newer"), 5).unwrap());
+        assert!(store.delete_realm("alpha", &AuditEntry::default()).unwrap());
+        assert_eq!(store.count_clients("alpha").unwrap(), 0);
+        assert_eq!(store.count_clients("nowhere").unwrap(), 0);
+    }
+
+    #[test]
     fn a_spent_registration_token_neither_updates_nor_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         // Racing updates that all present the current token (hash [2; 32]),
         // each rotating it to a hash of its own: one wins, in whatever
         // batches the writes are grouped.
@@ -1587,14 +1639,14 @@ mod tests {
     fn duplicate_client_id_is_refused() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
-        assert!(store.insert_client("alpha", &client_row("c1")).is_err());
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        assert!(store.insert_client("alpha", &client_row("c1"), u64::MAX).is_err());
     }
 
     #[test]
     fn client_of_unknown_realm_is_refused() {
         let store = Store::open_in_memory().unwrap();
-        assert!(store.insert_client("nowhere", &client_row("c1")).is_err());
+        assert!(store.insert_client("nowhere", &client_row("c1"), u64::MAX).is_err());
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub fn register(
         });
         return Ok(Reply::json(429, &body).with_header(hyper::header::RETRY_AFTER, wait.to_string()));
     }
+    // Checked first without the writer, so a full realm turns registrations
+    // away before any policy runs; checked again, with the insert, below.
+    if app.store.count_clients(&realm.name).map_err(internal)? >= u64::from(realm.settings.max_clients) {
+        return Err(realm_full(realm));
+    }
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }
@@ -73,11 +78,31 @@ pub fn register(
         client_secret: (!uses_keys).then_some(client_secret),
         registration_access_token: Some(registration_access_token),
     };
-    app.store.insert_client(&realm.name, &row).map_err(internal)?;
+    if !app.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)).map_err(internal)? {
+        return Err(realm_full(realm));
+    }
     let client = row.client;
     tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
 
     Ok(Reply::json(201, &registration::response(&client, &credentials, &client_uri(realm, &client))))
+}
+
+/// The answer to a registration in a realm that holds its `max_clients`.
+///
+/// RFC 7591 §3.2.2 has no code for it, and the client's metadata is not at
+/// fault, so not `invalid_client_metadata`. It is 403 `access_denied`, as
+/// when open registration is off: the realm accepts no registration now,
+/// and retrying will not help until its operator raises the cap or clients
+/// are deleted (429 or 503 would invite retries).
+fn realm_full(realm: &RealmRuntime) -> OAuthError {
+    tracing::warn!(realm = %realm.name, max_clients = realm.settings.max_clients, "registration refused: the realm is full");
+    OAuthError::new(
+        ErrorCode::AccessDenied,
+        format!(
+            "this realm holds its maximum of {} clients; registration is closed until clients are deleted",
+            realm.settings.max_clients
+        ),
+    )
 }
 
 /// Refuses a JWK Set whose keys this server cannot verify with.
