@@ -132,3 +132,61 @@ fn a_deleted_client_can_no_longer_authenticate() {
         .assert_error(401, "invalid_client");
     send("GET", &r.uri, &r.token, None).assert_error(401, "invalid_token");
 }
+
+/// Sends `requests` at once (from as many threads, released together) and
+/// returns their replies.
+fn all_at_once(requests: Vec<(&'static str, String, String, Option<Value>)>) -> Vec<Reply> {
+    let start = std::sync::Barrier::new(requests.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|(method, uri, token, body)| {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    send(method, uri, token, body.as_ref())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a request thread")).collect()
+    })
+}
+
+const RACERS: usize = 20;
+
+#[test]
+fn of_racing_updates_with_one_token_exactly_one_rotates_it() {
+    let server = Server::start();
+    let r = register(&server);
+    let body = update_body(&r, json!({"scope": "read", "scopes": ["read"]}));
+    let replies =
+        all_at_once((0..RACERS).map(|_| ("PUT", r.uri.clone(), r.token.clone(), Some(body.clone()))).collect());
+    let (won, lost): (Vec<&Reply>, Vec<&Reply>) = replies.iter().partition(|reply| reply.status == 200);
+    assert_eq!(won.len(), 1, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    for reply in lost {
+        reply.assert_error(401, "invalid_token");
+    }
+    // The one token issued is the one that works.
+    let rotated = won[0].json["registration_access_token"].as_str().unwrap_or_default();
+    assert_eq!(send("GET", &r.uri, rotated, None).status, 200);
+    send("GET", &r.uri, &r.token, None).assert_error(401, "invalid_token");
+}
+
+#[test]
+fn of_racing_deletes_and_updates_with_one_token_exactly_one_succeeds() {
+    let server = Server::start();
+    let r = register(&server);
+    let body = update_body(&r, json!({}));
+    let requests = (0..RACERS)
+        .map(|i| match i % 2 {
+            0 => ("DELETE", r.uri.clone(), r.token.clone(), None),
+            _ => ("PUT", r.uri.clone(), r.token.clone(), Some(body.clone())),
+        })
+        .collect();
+    let replies = all_at_once(requests);
+    let succeeded = replies.iter().filter(|reply| matches!(reply.status, 200 | 204)).count();
+    assert_eq!(succeeded, 1, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    for reply in replies.iter().filter(|reply| !matches!(reply.status, 200 | 204)) {
+        reply.assert_error(401, "invalid_token");
+    }
+}

@@ -116,3 +116,80 @@ fn registration_refuses_keys_it_cannot_use() {
     body["jwks_uri"] = json!("https://agent.example/jwks");
     server.register_raw(&body.to_string()).assert_error(400, "invalid_client_metadata");
 }
+
+/// Signs `header` and `claims` exactly as written: what a client's own
+/// library could produce, duplicates included.
+fn sign_raw(key: &SigningKey, header: &str, claims: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let input = format!("{}.{}", B64.encode(header), B64.encode(claims));
+    let signature = B64.encode(key.sign_bytes(input.as_bytes()).expect("signing"));
+    format!("{input}.{signature}")
+}
+
+#[test]
+fn a_signed_assertion_with_a_duplicate_member_is_refused() {
+    let server = Server::start();
+    let agent_key = key(Algorithm::Es256);
+    let client_id = register_with_key(&server, &agent_key);
+    let endpoint = server.realm_url("access_token");
+    let cc = [("grant_type", "client_credentials")];
+    let claims = |jti: &str, extra: &str| {
+        format!(
+            r#"{{"iss":"{client_id}","sub":"{client_id}",{extra}"aud":"{endpoint}","exp":{},"jti":"{jti}"}}"#,
+            now() + 60
+        )
+    };
+    let header = r#"{"alg":"ES256","typ":"JWT"}"#;
+    // The same assertion, written once, is accepted: the refusals below
+    // are for the duplicates alone.
+    assert_eq!(token_with(&server, &sign_raw(&agent_key, header, &claims("plain", "")), &cc).status, 200);
+    for (header, claims) in [
+        (header, claims("sub", &format!(r#""sub":"{client_id}","#))),
+        (header, claims("jti", r#""jti":"other","#)),
+        (r#"{"alg":"ES256","alg":"ES256","typ":"JWT"}"#, claims("alg", "")),
+    ] {
+        token_with(&server, &sign_raw(&agent_key, header, &claims), &cc).assert_error(401, "invalid_client");
+    }
+}
+
+#[test]
+fn registration_refuses_rsa_keys_that_ring_cannot_verify_with() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let server = Server::start();
+    // An odd modulus of `bits` bits.
+    let modulus = |bits: usize| {
+        let top = 1u8 << ((bits + 7) % 8);
+        let mut n = vec![0xa5u8; bits.div_ceil(8)];
+        n[0] = (n[0] & (top - 1)) | top;
+        if let Some(last) = n.last_mut() {
+            *last |= 1;
+        }
+        B64.encode(n)
+    };
+    let mut even = B64.decode(modulus(2048)).unwrap_or_default();
+    if let Some(last) = even.last_mut() {
+        *last &= 0xfe;
+    }
+    let rsa = |n: String, e: &[u8]| json!({"kty": "RSA", "n": n, "e": B64.encode(e)});
+    for (why, jwk) in [
+        ("over 8192 bits", rsa(modulus(8200), &[1, 0, 1])),
+        ("16384 bits", rsa(modulus(16384), &[1, 0, 1])),
+        ("an even modulus", rsa(B64.encode(&even), &[1, 0, 1])),
+        ("exponent 1", rsa(modulus(2048), &[1])),
+        ("an even exponent", rsa(modulus(2048), &[1, 0, 0])),
+        ("an exponent over 33 bits", rsa(modulus(2048), &[1, 0, 0, 0, 0, 1])),
+    ] {
+        let mut body = seed_registration();
+        body["token_endpoint_auth_method"] = json!("private_key_jwt");
+        body["jwks"] = json!({"keys": [jwk]});
+        let reply = server.register_raw(&body.to_string());
+        assert_eq!((reply.status, reply.json["error"].as_str()), (400, Some("invalid_client_metadata")), "{why}");
+    }
+    // A usable 8192-bit shape is still accepted.
+    let mut body = seed_registration();
+    body["token_endpoint_auth_method"] = json!("private_key_jwt");
+    body["jwks"] = json!({"keys": [rsa(modulus(8192), &[1, 0, 1])]});
+    assert_eq!(server.register_raw(&body.to_string()).status, 201);
+}

@@ -28,7 +28,14 @@ fn metadata_of_the_wrong_shape_is_invalid_client_metadata() {
 #[test]
 fn a_bad_redirect_uri_is_invalid_redirect_uri() {
     let server = Server::start();
-    for uri in ["not-a-uri", "https://a.example/cb#fragment", "http://a.example/cb"] {
+    for uri in [
+        "not-a-uri",
+        "https://a.example/cb#fragment",
+        "http://a.example/cb",
+        r"http://evil.example\@localhost/cb",
+        "http://[::1].evil.example/cb",
+        "https://a.example:65536/cb",
+    ] {
         let mut body = seed_registration();
         body["redirect_uris"] = json!([uri]);
         server.register_raw(&body.to_string()).assert_error(400, "invalid_redirect_uri");
@@ -86,4 +93,73 @@ fn registration_is_rate_limited_per_source_with_a_retry_after() {
     assert_eq!((refused.status, refused.json["error"].as_str()), (429, Some("slow_down")), "{}", refused.body);
     let wait: u64 = refused.retry_after.as_deref().and_then(|w| w.parse().ok()).unwrap_or(0);
     assert!((1..=60).contains(&wait), "Retry-After: {:?}", refused.retry_after);
+}
+
+/// Sets the realm `alpha`'s settings as the operator.
+fn set_realm(server: &Server, settings: &str) {
+    let set = ["realm", "set", "--server", &server.base, "--realm", "alpha", "--settings", settings];
+    let (ok, _, err) = crate::support::cli(&set, crate::support::ADMIN_TOKEN);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn registration_stops_at_the_realms_client_cap_with_access_denied() {
+    let server = Server::start_with_admin();
+    set_realm(&server, r#"{"max_clients": 3}"#);
+    let registered: Vec<_> = (0..3).map(|_| server.register_raw(&seed_registration().to_string())).collect();
+    assert!(registered.iter().all(|r| r.status == 201));
+    let refused = server.register_raw(&seed_registration().to_string());
+    refused.assert_error(403, "access_denied");
+    assert!(refused.json["error_description"].as_str().is_some_and(|d| d.contains("3 clients")), "{}", refused.body);
+    // Deleting a client makes room for one more.
+    let first = &registered[0].json;
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let token = first["registration_access_token"].as_str().unwrap_or_default();
+    let deleted = agent
+        .delete(first["registration_client_uri"].as_str().unwrap_or_default())
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .map(|r| r.status().as_u16());
+    assert_eq!(deleted.ok(), Some(204));
+    assert_eq!(server.register_raw(&seed_registration().to_string()).status, 201);
+    server.register_raw(&seed_registration().to_string()).assert_error(403, "access_denied");
+}
+
+#[test]
+fn racing_registrations_never_pass_the_client_cap() {
+    let server = Server::start_with_admin();
+    set_realm(&server, r#"{"max_clients": 5}"#);
+    let start = std::sync::Barrier::new(20);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let (server, start) = (&server, &start);
+                s.spawn(move || {
+                    start.wait();
+                    server.register_raw(&seed_registration().to_string()).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a registration thread")).collect()
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 15, "{statuses:?}");
+}
+
+#[test]
+fn metadata_over_a_bound_is_invalid_client_metadata_naming_the_field() {
+    let server = Server::start();
+    let long_uri = format!("https://a.example/{}", "a".repeat(1900));
+    for (field, value) in [
+        ("contacts", json!(vec!["ops@agent.example"; 100])),
+        ("logo_uri", json!(format!("https://a.example/{}", "l".repeat(5000)))),
+        ("software_statement", json!("s".repeat(20_000))),
+        ("redirect_uris", json!(vec![long_uri; 30])),
+    ] {
+        let mut body = seed_registration();
+        body[field] = value;
+        let reply = server.register_raw(&body.to_string());
+        reply.assert_error(400, "invalid_client_metadata");
+        assert!(reply.json["error_description"].as_str().is_some_and(|d| d.contains(field)), "{}", reply.body);
+    }
 }

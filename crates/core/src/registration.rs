@@ -7,10 +7,30 @@ use crate::client::{AuthMethod, Client, ClientMetadata, GrantType};
 use crate::error::{ErrorCode, OAuthError};
 use crate::scope::Scopes;
 
-/// Most entries a metadata array may hold.
-const MAX_ARRAY: usize = 32;
-/// Longest string a metadata field may hold.
-const MAX_STRING: usize = 2048;
+// Bounds on what one registration may hold, so that open registration
+// cannot make a row (or a policy's input) of any size. The request body is
+// also bounded (64 KiB) before it is parsed.
+
+/// Most entries a metadata list may hold: `redirect_uris`, `grant_types`,
+/// `response_types`, `scopes`, `contacts`.
+pub const MAX_ARRAY: usize = 32;
+/// Longest string a metadata field (or list entry) may hold, in bytes.
+pub const MAX_STRING: usize = 2048;
+/// Most bytes the entries of one list may hold together.
+pub const MAX_LIST_BYTES: usize = 8 * 1024;
+/// Most keys a registered JWK Set may hold.
+pub const MAX_JWKS_KEYS: usize = 8;
+/// Longest one registered JWK may be, as JSON: an 8192-bit RSA key with
+/// a certificate fits.
+pub const MAX_JWK_BYTES: usize = 8 * 1024;
+/// Longest `software_statement` (a JWT) a policy is shown.
+pub const MAX_SOFTWARE_STATEMENT: usize = 8 * 1024;
+/// Most bytes the registered metadata may take in all, as stored.
+pub const MAX_METADATA_BYTES: usize = 32 * 1024;
+
+/// RFC 7591 §2 string fields this server does not keep, bounded all the
+/// same: the realm's DCR policy sees them.
+const UNKEPT_STRINGS: &[&str] = &["client_uri", "logo_uri", "tos_uri", "policy_uri", "software_id", "software_version"];
 
 /// Fields a client may not send when it updates its registration
 /// (RFC 7592 §2.2): the server manages them.
@@ -31,10 +51,19 @@ pub const SERVER_MANAGED_FIELDS: &[&str] =
 ///   only when they agree.
 /// - `response_types` are recorded and echoed; without an authorization
 ///   endpoint they have no effect.
+///
+/// Every field is bounded (see [`MAX_STRING`] and the constants beside
+/// it), RFC 7591 fields this server does not keep included; over a bound,
+/// the error names the field.
 pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
     let Some(fields) = body.as_object() else {
         return Err(OAuthError::invalid_client_metadata("the request body must be a JSON object"));
     };
+    for name in UNKEPT_STRINGS {
+        optional_string(fields, name)?;
+    }
+    string_array(fields, "contacts")?;
+    optional_string_up_to(fields, "software_statement", MAX_SOFTWARE_STATEMENT)?;
 
     let grant_types = match string_array(fields, "grant_types")? {
         None => vec![GrantType::ClientCredentials],
@@ -84,8 +113,19 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
     let jwks = match fields.get("jwks") {
         None | Some(Value::Null) => None,
         Some(jwks) => match jwks.get("keys").and_then(Value::as_array) {
-            Some(keys) if (1..=8).contains(&keys.len()) && keys.iter().all(Value::is_object) => Some(jwks.clone()),
-            _ => return Err(OAuthError::invalid_client_metadata("jwks must be a JWK Set of 1 to 8 keys")),
+            Some(keys) if (1..=MAX_JWKS_KEYS).contains(&keys.len()) && keys.iter().all(Value::is_object) => {
+                if keys.iter().any(|key| key.to_string().len() > MAX_JWK_BYTES) {
+                    return Err(OAuthError::invalid_client_metadata(format!(
+                        "jwks: a key is longer than {MAX_JWK_BYTES} bytes"
+                    )));
+                }
+                Some(jwks.clone())
+            }
+            _ => {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "jwks must be a JWK Set of 1 to {MAX_JWKS_KEYS} keys"
+                )));
+            }
         },
     };
 
@@ -120,7 +160,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         ));
     }
 
-    Ok(ClientMetadata {
+    let metadata = ClientMetadata {
         redirect_uris,
         grant_types,
         response_types,
@@ -128,14 +168,31 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         scope: scope.to_string(),
         token_endpoint_auth_method,
         jwks,
-    })
+    };
+    let size = serde_json::to_string(&metadata).map_or(usize::MAX, |json| json.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "the metadata together take {size} bytes, more than {MAX_METADATA_BYTES}"
+        )));
+    }
+    Ok(metadata)
 }
 
 fn optional_string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, OAuthError> {
+    optional_string_up_to(fields, name, MAX_STRING)
+}
+
+fn optional_string_up_to<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+    max: usize,
+) -> Result<Option<&'a str>, OAuthError> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= MAX_STRING => Ok(Some(s)),
-        Some(Value::String(_)) => Err(OAuthError::invalid_client_metadata(format!("{name} is too long"))),
+        Some(Value::String(s)) if s.len() <= max => Ok(Some(s)),
+        Some(Value::String(_)) => {
+            Err(OAuthError::invalid_client_metadata(format!("{name} is too long (at most {max} bytes)")))
+        }
         Some(_) => Err(OAuthError::invalid_client_metadata(format!("{name} must be a string"))),
     }
 }
@@ -149,7 +206,7 @@ fn string_array<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option
         }
         Some(_) => return Err(OAuthError::invalid_client_metadata(format!("{name} must be an array of strings"))),
     };
-    items
+    let strings = items
         .iter()
         .map(|item| match item {
             Value::String(s) if !s.is_empty() && s.len() <= MAX_STRING => Ok(s.as_str()),
@@ -157,38 +214,117 @@ fn string_array<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<Option
                 "{name} must hold non-empty strings of at most {MAX_STRING} bytes"
             ))),
         })
-        .collect::<Result<_, _>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, _>>()?;
+    if strings.iter().map(|s| s.len()).sum::<usize>() > MAX_LIST_BYTES {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "{name} holds more than {MAX_LIST_BYTES} bytes in all"
+        )));
+    }
+    Ok(Some(strings))
 }
 
-/// Checks one redirect URI: absolute, no fragment (RFC 6749 §3.1.2), and
-/// `https` unless it points at the loopback interface (RFC 8252 §7.3).
+/// Checks one redirect URI: absolute, no fragment (RFC 6749 §3.1.2), no
+/// user information, and `https` unless it points at the loopback
+/// interface (RFC 8252 §7.3). The URI is kept as sent, so it must mean the
+/// same to this check as to a browser: it is read twice, by a plain RFC
+/// 3986 split and by the WHATWG URL parser browsers use (the `url` crate),
+/// and refused unless both name the same scheme, host, port, path and
+/// query. That refuses what the two would route differently:
+/// `http://evil.example\@localhost/` (a browser goes to evil.example),
+/// `http://[::1].evil.example/`, `http://127.1/`, ports past 65535,
+/// percent-encoded hosts, dot segments, and characters a browser would
+/// re-encode. The only differences allowed are the ones that cannot
+/// change where a browser goes: the case of scheme and host, an explicit
+/// default port, an IPv6 address written in full, and an empty path.
 pub fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
     let bad = |why: &str| Err(OAuthError::new(ErrorCode::InvalidRedirectUri, format!("redirect URI {uri:?} {why}")));
     if uri.contains('#') {
         return bad("must not contain a fragment");
     }
-    if uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return bad("must not contain spaces or control characters");
+    if uri.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        return bad("must not contain spaces, control or non-ASCII characters");
+    }
+    if uri.contains('\\') {
+        return bad("must not contain a backslash");
     }
     let Some((scheme, rest)) = uri.split_once("://") else {
         return bad("must be an absolute URI");
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split_once(']').map_or("", |(h, _)| h)
-    } else {
-        host_port.split(':').next().unwrap_or_default()
+    let (authority, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if authority.contains('@') {
+        return bad("must not contain user information");
+    }
+    let Some((host, port)) = split_host_port(authority) else {
+        return bad("has a malformed host or port");
     };
     if host.is_empty() {
         return bad("must name a host");
     }
-    match scheme.to_ascii_lowercase().as_str() {
+    let port = match port {
+        None => None,
+        Some(p) if (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+            Ok(port) => Some(port),
+            Err(_) => return bad("has a port past 65535"),
+        },
+        Some(_) => return bad("has a malformed port"),
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return bad("must use https");
+    }
+
+    let Ok(url) = url::Url::parse(uri) else {
+        return bad("is not a URL a browser would accept");
+    };
+    let same_host = match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case(host),
+        Some(url::Host::Ipv4(address)) => host.parse::<std::net::Ipv4Addr>() == Ok(address),
+        Some(url::Host::Ipv6(address)) => {
+            host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+                == Some(address)
+        }
+        None => false,
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let tail = &url[url::Position::BeforePath..];
+    // An empty path is `/` to a browser.
+    let same_tail =
+        tail == path_and_query || (!path_and_query.starts_with('/') && tail.strip_prefix('/') == Some(path_and_query));
+    if url.scheme() != scheme
+        || !same_host
+        || url.port_or_known_default() != Some(port.unwrap_or(default_port))
+        || !same_tail
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return bad("is read differently by browsers; send it as a browser would write it");
+    }
+
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    };
+    match scheme.as_str() {
         "https" => Ok(()),
-        "http" if matches!(host, "localhost" | "127.0.0.1" | "::1") => Ok(()),
-        "http" => bad("must use https (http is allowed only for loopback)"),
-        _ => bad("must use https"),
+        _ if loopback => Ok(()),
+        _ => bad("must use https (http is allowed only for loopback)"),
+    }
+}
+
+/// Splits an authority without user information into its host (an IPv6
+/// literal keeps its brackets) and its port, if it has one; `None` when
+/// anything follows a bracketed host other than a port.
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if authority.starts_with('[') {
+        let (host, rest) = authority.split_at(authority.find(']')? + 1);
+        if rest.is_empty() { Some((host, None)) } else { Some((host, Some(rest.strip_prefix(':')?))) }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => Some((host, Some(port))),
+            None => Some((authority, None)),
+        }
     }
 }
 
@@ -313,6 +449,72 @@ mod tests {
             "https://a.example/c b",
         ] {
             assert_eq!(check_redirect_uri(bad).unwrap_err().code, ErrorCode::InvalidRedirectUri, "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirect_uris_are_read_as_a_browser_reads_them() {
+        // Each of these names one host to a naive split and another (or
+        // none) to a browser's WHATWG URL parser.
+        for bad in [
+            r"http://evil.example\@localhost/cb",
+            r"http://evil.example\@127.0.0.1/cb",
+            r"https://a.example\cb",
+            "http://[::1].evil.example/cb",
+            "https://a.example:65536/cb",
+            "https://a.example:99999999999/cb",
+            "http://0x7f.1/cb",
+            "http://127.1/cb",
+            "https://a%2eexample/cb",
+            "https://a.example/one/../two",
+            "https://a.example/c\"b",
+            "https://user@a.example/cb",
+            "https://a.example:/cb",
+            "https://a.example:8x/cb",
+        ] {
+            assert_eq!(check_redirect_uri(bad).unwrap_err().code, ErrorCode::InvalidRedirectUri, "{bad}");
+        }
+        // What both read alike is kept as sent, default port and all.
+        for ok in [
+            "https://www.example.com:443/callback",
+            "https://A.Example/cb?x=1&y=%2F",
+            "https://a.example",
+            "http://[0:0:0:0:0:0:0:1]:8080/cb",
+            "http://localhost/cb",
+        ] {
+            check_redirect_uri(ok).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_field_is_bounded_and_the_refusal_names_it() {
+        let long_uri = format!("https://a.example/{}", "a".repeat(1000));
+        let big_key = json!({"kty": "OKP", "crv": "Ed25519", "x": "AA", "x5c": ["A".repeat(MAX_JWK_BYTES)]});
+        let small_key = json!({"kty": "OKP", "crv": "Ed25519", "x": "AA", "x5c": ["A".repeat(MAX_JWK_BYTES - 100)]});
+        for (field, value) in [
+            ("contacts", json!(vec!["a@b.example"; MAX_ARRAY + 1])),
+            ("contacts", json!("a@b.example")),
+            ("logo_uri", json!("l".repeat(MAX_STRING + 1))),
+            ("software_id", json!(7)),
+            ("software_statement", json!("s".repeat(MAX_SOFTWARE_STATEMENT + 1))),
+            ("client_name", json!("n".repeat(MAX_STRING + 1))),
+            ("redirect_uris", json!(vec![long_uri; 9])),
+            ("response_types", json!(vec!["r".repeat(MAX_STRING); 5])),
+            ("jwks", json!({"keys": [big_key]})),
+            ("jwks", json!({"keys": vec![json!({"kty": "OKP"}); MAX_JWKS_KEYS + 1]})),
+            ("metadata together", json!({"keys": vec![small_key; 5]})),
+        ] {
+            let mut request = seed_request();
+            match field {
+                "metadata together" => {
+                    request["jwks"] = value;
+                    request["token_endpoint_auth_method"] = json!("private_key_jwt");
+                }
+                _ => request[field] = value,
+            }
+            let err = parse_metadata(&request).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{field}");
+            assert!(err.description.contains(field), "{field}: {}", err.description);
         }
     }
 

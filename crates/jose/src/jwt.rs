@@ -130,9 +130,11 @@ fn verify_with(token: &str, keys: &[VerifyingKey], typ: Option<&str>) -> Result<
     Ok(claims)
 }
 
+/// Decodes a header or claim set: base64url, then JSON in which no member
+/// name repeats (see [`crate::strict_json`]).
 fn decode_json(part: &str) -> Result<Value, VerifyError> {
     let bytes = B64.decode(part).map_err(|_| VerifyError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)
+    crate::strict_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)
 }
 
 #[cfg(test)]
@@ -237,6 +239,74 @@ mod tests {
         ] {
             assert!(VerifyingKey::from_jwk(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_ring_cannot_verify_with_are_refused_when_read() {
+        let rsa = key(Algorithm::Rs256).verifying_key().jwk();
+        let n = B64.decode(rsa["n"].as_str().unwrap()).unwrap();
+        let with = |n: &[u8], e: &[u8]| json!({"kty": "RSA", "n": B64.encode(n), "e": B64.encode(e)});
+        let mut even = n.clone();
+        *even.last_mut().unwrap() &= 0xfe;
+        let mut huge = vec![0xc3; 1025];
+        *huge.last_mut().unwrap() |= 1;
+        for bad in [
+            with(&huge, &[1, 0, 1]),
+            with(&even, &[1, 0, 1]),
+            with(&n, &[1]),
+            with(&n, &[1, 0, 0]),
+            with(&n, &[1, 0, 0, 0, 0, 1]),
+            with(&n, &[]),
+            json!({"kty": "EC", "crv": "P-256", "x": B64.encode([1u8; 32]), "y": B64.encode([2u8; 32])}),
+        ] {
+            assert!(VerifyingKey::from_jwk(&bad).is_err(), "{bad}");
+        }
+        // Leading zero bytes are only an encoding: the key is the same one.
+        let mut padded = vec![0, 0];
+        padded.extend_from_slice(&n);
+        let same = VerifyingKey::from_jwk(&with(&padded, &[0, 1, 0, 1])).unwrap();
+        assert_eq!(same.kid(), rsa["kid"].as_str().unwrap());
+        let ec = key(Algorithm::Es256).verifying_key().jwk();
+        assert!(VerifyingKey::from_jwk(&ec).is_ok());
+    }
+
+    /// Signs `header` and `claims` exactly as written, so a test can forge
+    /// what [`sign`] never writes.
+    fn sign_raw(k: &SigningKey, header: &str, claims: &str) -> String {
+        let input = format!("{}.{}", B64.encode(header), B64.encode(claims));
+        let signature = B64.encode(k.sign_bytes(input.as_bytes()).unwrap());
+        format!("{input}.{signature}")
+    }
+
+    #[test]
+    fn a_signed_token_with_a_duplicate_member_anywhere_is_refused() {
+        let k = key(Algorithm::Es256);
+        let keys = [k.verifying_key().clone()];
+        let kid = k.kid();
+        let header = format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"at+jwt"}}"#);
+        assert_eq!(verify(&sign_raw(&k, &header, r#"{"sub":"a"}"#), &keys, "at+jwt").unwrap()["sub"], "a");
+        for (header, claims) in [
+            (format!(r#"{{"alg":"ES256","alg":"ES256","kid":"{kid}","typ":"at+jwt"}}"#), r#"{"sub":"a"}"#),
+            (format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT","typ":"at+jwt"}}"#), r#"{"sub":"a"}"#),
+            (header.clone(), r#"{"sub":"a","sub":"admin"}"#),
+            (header.clone(), r#"{"sub":"a","scope":"read","scope":"read write"}"#),
+            (header.clone(), r#"{"sub":"a","act":{"sub":"x","sub":"y"}}"#),
+            (header.clone(), r#"{"sub":"a","aud":[{"k":1,"k":2}]}"#),
+        ] {
+            let forged = sign_raw(&k, &header, claims);
+            assert_eq!(verify(&forged, &keys, "at+jwt"), Err(VerifyError::Malformed), "{header} {claims}");
+        }
+    }
+
+    #[test]
+    fn a_client_assertion_with_a_duplicate_member_is_refused_before_and_after_verifying() {
+        let k = key(Algorithm::EdDsa);
+        let keys = [k.verifying_key().clone()];
+        let twice = sign_raw(&k, r#"{"alg":"EdDSA","typ":"JWT"}"#, r#"{"iss":"c","sub":"other","sub":"c"}"#);
+        assert_eq!(unverified_claims(&twice), Err(VerifyError::Malformed));
+        assert_eq!(verify_client_assertion(&twice, &keys), Err(VerifyError::Malformed));
+        let alg_twice = sign_raw(&k, r#"{"alg":"none","alg":"EdDSA"}"#, r#"{"iss":"c","sub":"c"}"#);
+        assert_eq!(verify_client_assertion(&alg_twice, &keys), Err(VerifyError::Malformed));
     }
 
     #[test]

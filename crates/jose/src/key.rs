@@ -147,6 +147,54 @@ impl SigningKey {
     }
 }
 
+/// Shortest RSA modulus accepted, in bytes: 2048 bits, as ring counts
+/// them (rounded up to whole bytes).
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+/// Longest RSA modulus accepted, in bits: ring verifies with 2048 to 8192.
+const MAX_RSA_BITS: usize = 8192;
+/// Largest RSA public exponent ring verifies with: 2^33 - 1.
+const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
+
+/// Checks an RSA public key (big-endian, no leading zeros) against what
+/// ring's `RSA_PKCS1_2048_8192_SHA256` verifies with, so a key that ring
+/// would refuse is refused when it is registered instead of failing every
+/// authentication: a modulus of 2048 to [`MAX_RSA_BITS`] bits that is odd,
+/// and an odd exponent from 3 to 2^33 - 1.
+fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), &'static str> {
+    let bits = (n.len() * 8).saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize));
+    if n.len() < MIN_RSA_MODULUS_BYTES {
+        return Err("RSA keys must have at least 2048 bits");
+    }
+    if bits > MAX_RSA_BITS {
+        return Err("RSA keys must have at most 8192 bits");
+    }
+    if n.last().is_none_or(|b| b & 1 == 0) {
+        return Err("an RSA modulus is odd");
+    }
+    if e.len() > 5 {
+        return Err("the RSA exponent is too large");
+    }
+    let e = e.iter().fold(0u64, |value, b| (value << 8) | u64::from(*b));
+    if !(3..=MAX_RSA_EXPONENT).contains(&e) || e & 1 == 0 {
+        return Err("the RSA exponent must be odd, from 3 to 2^33 - 1");
+    }
+    Ok(())
+}
+
+/// True when ring accepts `point` (uncompressed SEC1) as a P-256 public
+/// key. ring validates a peer's point only when it uses it, so this runs
+/// one key agreement with a throwaway key: a point off the curve fails.
+fn is_p256_point(point: &[u8]) -> bool {
+    use ring::agreement::{ECDH_P256, EphemeralPrivateKey, UnparsedPublicKey, agree_ephemeral};
+    EphemeralPrivateKey::generate(&ECDH_P256, &SystemRandom::new())
+        .is_ok_and(|mine| agree_ephemeral(mine, &UnparsedPublicKey::new(&ECDH_P256, point), |_| ()).is_ok())
+}
+
+fn without_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
 #[derive(Clone, PartialEq, Eq)]
 enum PublicKey {
     Rsa {
@@ -201,8 +249,9 @@ impl VerifyingKey {
         self.alg
     }
 
-    /// Reads a client's public key from its JWK (RFC 7517): RSA of 2048
-    /// bits or more (RS256), EC P-256 (ES256) or OKP Ed25519 (EdDSA). A
+    /// Reads a client's public key from its JWK (RFC 7517): RSA of 2048 to
+    /// 8192 bits (RS256; see [`check_rsa`]), EC P-256 (ES256) or OKP
+    /// Ed25519 (EdDSA). A
     /// JWK holding private parameters is refused: a client that sends its
     /// private key has leaked it. The `kid` is the JWK's own, else its
     /// RFC 7638 thumbprint.
@@ -218,11 +267,9 @@ impl VerifyingKey {
         let (alg, public) = match jwk.get("kty").and_then(Value::as_str) {
             Some("RSA") => {
                 let (n, e) = (field("n")?, field("e")?);
-                let n = n.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>();
-                if n.len() < 256 {
-                    return Err(bad("RSA keys must have at least 2048 bits"));
-                }
-                (Algorithm::Rs256, PublicKey::Rsa { n, e })
+                let (n, e) = (without_leading_zeros(&n), without_leading_zeros(&e));
+                check_rsa(n, e).map_err(bad)?;
+                (Algorithm::Rs256, PublicKey::Rsa { n: n.to_vec(), e: e.to_vec() })
             }
             Some("EC") if jwk.get("crv").and_then(Value::as_str) == Some("P-256") => {
                 let (x, y) = (field("x")?, field("y")?);
@@ -232,6 +279,9 @@ impl VerifyingKey {
                 let mut point = vec![4];
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
+                if !is_p256_point(&point) {
+                    return Err(bad("the point is not on the P-256 curve"));
+                }
                 (Algorithm::Es256, PublicKey::P256 { point })
             }
             Some("OKP") if jwk.get("crv").and_then(Value::as_str) == Some("Ed25519") => {

@@ -8,11 +8,13 @@
 //! Verification is strict (RFC 8725): the header must name an algorithm
 //! this server signs with, a `kid` it knows whose algorithm matches, and
 //! the expected `typ`. `alg: none`, unknown `crit` headers, and keys
-//! chosen by the token (`jwk`, `jku`, `x5u`) are refused.
+//! chosen by the token (`jwk`, `jku`, `x5u`) are refused, and so is a
+//! header or claim set that names a member twice, at any depth.
 
 mod jwt;
 mod key;
 mod seal;
+mod strict_json;
 
 pub use jwt::{MAX_TOKEN_LEN, VerifyError, sign, unverified_claims, verify, verify_client_assertion};
 pub use key::{Algorithm, KeyError, SigningKey, VerifyingKey, generate_pkcs8};

@@ -60,12 +60,13 @@ pub enum Principal {
 
 /// The settings only the operator may change: they bound what one realm
 /// may take from the server and its other realms.
-const OPERATOR_SETTINGS: [&str; 5] = [
+const OPERATOR_SETTINGS: [&str; 6] = [
     "plugin_timeout_ms",
     "plugin_memory_bytes",
     "plugin_concurrency",
     "registrations_per_minute",
     "registrations_per_minute_per_source",
+    "max_clients",
 ];
 
 /// Identifies the caller by its bearer token: the operator's, or a realm

@@ -46,6 +46,12 @@ pub struct RealmSettings {
     pub registrations_per_minute: u32,
     /// Registrations the realm accepts a minute from one address.
     pub registrations_per_minute_per_source: u32,
+    /// Clients the realm may hold (10,000 by default; operator only): past
+    /// it, registration answers 403 `access_denied` until a client is
+    /// deleted, so open registration cannot grow the database without
+    /// bound. With each registration's metadata bounded (32 KiB), the
+    /// default bounds a realm's clients to about 320 MiB.
+    pub max_clients: u32,
     /// Seconds a rotated-in key is published in the JWKS before it signs,
     /// so resource servers that cache the JWKS know it first.
     pub key_publish_seconds: i64,
@@ -94,6 +100,7 @@ impl RealmSettings {
             1,
             1_000_000,
         )?;
+        within("max_clients", i64::from(self.max_clients), 1, 100_000_000)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -148,6 +155,7 @@ impl Default for RealmSettings {
             registrations_per_minute_per_source: 600,
             token_exchange_impersonation: false,
             max_delegation_depth: 8,
+            max_clients: 10_000,
         }
     }
 }

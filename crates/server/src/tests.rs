@@ -91,7 +91,7 @@ async fn register_naming_another(app: &Arc<App>) -> (Value, String) {
     (client, other_id)
 }
 
-fn clients(app: &App) -> i64 {
+fn clients(app: &App) -> u64 {
     app.store.count_clients(REALM).unwrap()
 }
 

@@ -956,12 +956,19 @@ impl Store {
 
     // ---- clients ----
 
-    /// Stores a newly registered client. Fails if the id is taken.
-    pub fn insert_client(&self, realm: &str, row: &ClientRow) -> Result<()> {
+    /// Stores a newly registered client, unless the realm already holds
+    /// `max_clients`: then it stores nothing and returns false. The count
+    /// is read in the same transaction as the insert (and writes run one at
+    /// a time on the writer connection), so racing registrations never
+    /// pass the cap. Fails if the id is taken.
+    pub fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
         let c = &row.client;
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
         self.write(|tx| {
+            if count_clients(tx, realm)? >= max_clients {
+                return Ok(false);
+            }
             execute(
                 tx,
                 "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
@@ -978,13 +985,21 @@ impl Store {
                     c.issued_at
                 ],
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 
     /// Replaces a client's metadata, attributes and registration access
-    /// token (RFC 7592 update); false if there is no such client.
-    pub fn update_client(&self, realm: &str, row: &ClientRow) -> Result<bool> {
+    /// token (RFC 7592 update), provided its registration access token still
+    /// has the keyed hash `token_hash`; false if no client of the realm has
+    /// that id and token.
+    ///
+    /// The check and the replacement are one statement (a compare-and-swap
+    /// on the token's hash). Writes run one at a time on the writer
+    /// connection, each seeing the writes before it in the same batch, so
+    /// of racing updates presenting one token exactly one matches; the
+    /// others find the rotated hash and change nothing.
+    pub fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
         let c = &row.client;
         let metadata = serde_json::to_string(&c.metadata)?;
         let attributes = serde_json::to_string(&c.attributes)?;
@@ -992,8 +1007,8 @@ impl Store {
             let n = execute(
                 tx,
                 "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
-                 WHERE realm = ?1 AND client_id = ?2",
-                params![realm, c.client_id, metadata, attributes, row.registration_token_hash],
+                 WHERE realm = ?1 AND client_id = ?2 AND registration_token_hash = ?6",
+                params![realm, c.client_id, metadata, attributes, row.registration_token_hash, token_hash],
             )?;
             Ok(n == 1)
         });
@@ -1002,12 +1017,20 @@ impl Store {
     }
 
     /// Deletes a client and every server-side token issued to it, in one
-    /// commit; false if there is no such client.
-    pub fn delete_client(&self, realm: &str, client_id: &str) -> Result<bool> {
+    /// commit, provided its registration access token still has the keyed
+    /// hash `token_hash` (checked in the same statement, as for
+    /// [`Store::update_client`]); false if no client has that id and token.
+    pub fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
         let deleted = self.write(|tx| {
-            execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
-            revoke_derived_from_client(tx, realm, client_id)?;
-            let n = execute(tx, "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            let n = execute(
+                tx,
+                "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2 AND registration_token_hash = ?3",
+                params![realm, client_id, token_hash],
+            )?;
+            if n == 1 {
+                execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+                revoke_derived_from_client(tx, realm, client_id)?;
+            }
             Ok(n == 1)
         });
         self.forget_clients(realm, Some(client_id));
@@ -1092,9 +1115,9 @@ impl Store {
         )?)
     }
 
-    /// How many clients the realm has.
-    pub fn count_clients(&self, realm: &str) -> Result<i64> {
-        Ok(query_row(&self.conn(), "SELECT COUNT(*) FROM clients WHERE realm = ?1", [realm], |r| r.get(0))?)
+    /// How many clients the realm has (as of the last commit).
+    pub fn count_clients(&self, realm: &str) -> Result<u64> {
+        count_clients(&self.conn(), realm)
     }
 
     /// How many server-side tokens of `kind` the realm holds.
@@ -1410,6 +1433,14 @@ fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
     Ok(())
 }
 
+/// How many clients the realm has, from the count the triggers of
+/// migration 9 keep: one row read, however many clients there are.
+fn count_clients(conn: &Connection, realm: &str) -> Result<u64> {
+    let n: i64 =
+        query_row(conn, "SELECT COALESCE(MAX(n), 0) FROM client_counts WHERE realm = ?1", [realm], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// Where a token family came from: the token it was derived from (by
 /// token exchange), that token's own family if it had one, and the client
 /// it was issued to.
@@ -1550,16 +1581,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
         let mut changed = client_row("c1");
         changed.registration_token_hash = vec![9; 32];
         changed.client.metadata.scope = "read".into();
-        assert!(store.update_client("alpha", &changed).unwrap());
+        assert!(store.update_client("alpha", &changed, &[2; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(changed), "read after update");
-        assert!(store.delete_client("alpha", "c1").unwrap());
+        assert!(store.delete_client("alpha", "c1", &[9; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), None, "read after delete");
-        store.insert_client("alpha", &client_row("c2")).unwrap();
+        store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
         assert!(store.client("alpha", "c2").unwrap().is_some());
         assert!(store.delete_realm("alpha", &AuditEntry::default()).unwrap());
         assert_eq!(store.client("alpha", "c2").unwrap(), None, "read after the realm went");
@@ -1572,7 +1603,7 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-            store.insert_client("alpha", &client_row("c1")).unwrap();
+            store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
@@ -1583,8 +1614,8 @@ mod tests {
     fn deleting_a_client_deletes_its_tokens_only() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
-        store.insert_client("alpha", &client_row("c2")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
         let token = |hash, client_id| NewToken {
             hash,
             client_id,
@@ -1594,8 +1625,8 @@ mod tests {
             expires_at: 100,
         };
         store.insert_tokens("alpha", &[token(b"t1", "c1"), token(b"t2", "c2")]).unwrap();
-        assert!(store.delete_client("alpha", "c1").unwrap());
-        assert!(!store.delete_client("alpha", "c1").unwrap());
+        assert!(store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+        assert!(!store.delete_client("alpha", "c1", &[2; 32]).unwrap());
         assert_eq!(store.client("alpha", "c1").unwrap(), None);
         assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None);
         assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some());
@@ -1605,16 +1636,85 @@ mod tests {
     fn updating_a_client_keeps_its_secret() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         let mut row = client_row("c1");
         row.client.metadata.scope = "read".into();
         row.registration_token_hash = vec![9; 32];
         row.secret_hash = vec![7; 32];
-        assert!(store.update_client("alpha", &row).unwrap());
+        assert!(store.update_client("alpha", &row, &[2; 32]).unwrap());
         let stored = store.client("alpha", "c1").unwrap().unwrap();
         assert_eq!(stored.client.metadata.scope, "read");
         assert_eq!(stored.registration_token_hash, vec![9; 32]);
         assert_eq!(stored.secret_hash, vec![1; 32], "the secret is not changed by an update");
+    }
+
+    #[test]
+    fn racing_inserts_never_pass_the_realms_client_cap_and_the_count_follows_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.create_realm_if_absent("beta", "{}", 0).unwrap();
+        store.insert_client("beta", &client_row("b1"), u64::MAX).unwrap();
+        let stored = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..16 {
+                let (store, stored) = (&store, &stored);
+                s.spawn(move || {
+                    if store.insert_client("alpha", &client_row(&format!("c{t}")), 5).unwrap() {
+                        stored.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(stored.load(Ordering::SeqCst), 5);
+        assert_eq!((store.count_clients("alpha").unwrap(), store.count_clients("beta").unwrap()), (5, 1));
+        let c = lock(&store.writer)
+            .conn
+            .query_row("SELECT COUNT(*) FROM clients WHERE realm = 'alpha'", [], |r| r.get::<_, i64>(0));
+        assert_eq!(c.unwrap(), 5, "the count is the rows'");
+        // A failed insert (a taken id) counts nothing; a deletion frees a place.
+        let id = (0..16).map(|t| format!("c{t}")).find(|id| store.client("alpha", id).unwrap().is_some()).unwrap();
+        assert!(store.insert_client("alpha", &client_row(&id), u64::MAX).is_err());
+        assert_eq!(store.count_clients("alpha").unwrap(), 5);
+        assert!(store.delete_client("alpha", &id, &[2; 32]).unwrap());
+        assert_eq!(store.count_clients("alpha").unwrap(), 4);
+        assert!(store.insert_client("alpha", &client_row("new"), 5).unwrap());
+        assert!(!store.insert_client("alpha", &client_row("newer"), 5).unwrap());
+        assert!(store.delete_realm("alpha", &AuditEntry::default()).unwrap());
+        assert_eq!(store.count_clients("alpha").unwrap(), 0);
+        assert_eq!(store.count_clients("nowhere").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_spent_registration_token_neither_updates_nor_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        // Racing updates that all present the current token (hash [2; 32]),
+        // each rotating it to a hash of its own: one wins, in whatever
+        // batches the writes are grouped.
+        let wins = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..16u8 {
+                let (store, wins) = (&store, &wins);
+                s.spawn(move || {
+                    let mut row = client_row("c1");
+                    row.registration_token_hash = vec![100 + t; 32];
+                    if store.update_client("alpha", &row, &[2; 32]).unwrap() {
+                        wins.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(wins.load(Ordering::SeqCst), 1);
+        let current = store.client("alpha", "c1").unwrap().unwrap().registration_token_hash;
+        assert_ne!(current, vec![2; 32]);
+        // The spent token deletes nothing; the current one does.
+        assert!(!store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+        assert!(store.client("alpha", "c1").unwrap().is_some());
+        assert!(store.delete_client("alpha", "c1", &current).unwrap());
+        assert_eq!(store.client("alpha", "c1").unwrap(), None);
     }
 
     #[test]
@@ -1642,14 +1742,14 @@ mod tests {
     fn duplicate_client_id_is_refused() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.insert_client("alpha", &client_row("c1")).unwrap();
-        assert!(store.insert_client("alpha", &client_row("c1")).is_err());
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        assert!(store.insert_client("alpha", &client_row("c1"), u64::MAX).is_err());
     }
 
     #[test]
     fn client_of_unknown_realm_is_refused() {
         let store = Store::open_in_memory().unwrap();
-        assert!(store.insert_client("nowhere", &client_row("c1")).is_err());
+        assert!(store.insert_client("nowhere", &client_row("c1"), u64::MAX).is_err());
     }
 
     #[test]

@@ -126,6 +126,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX token_lineage_by_parent_jti ON token_lineage (realm, parent_jti);
     CREATE INDEX token_lineage_by_parent_family ON token_lineage (realm, parent_family);
     CREATE INDEX token_lineage_by_parent_client ON token_lineage (realm, parent_client);",
+    // 10: each realm's number of clients, kept by triggers, so that a
+    // registration checks the realm's cap in its own transaction without
+    // counting rows.
+    "CREATE TABLE client_counts (
+        realm TEXT PRIMARY KEY,
+        n     INTEGER NOT NULL
+    );
+    INSERT INTO client_counts (realm, n) SELECT realm, COUNT(*) FROM clients GROUP BY realm;
+    CREATE TRIGGER clients_count_insert AFTER INSERT ON clients BEGIN
+        INSERT INTO client_counts (realm, n) VALUES (NEW.realm, 1)
+            ON CONFLICT (realm) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER clients_count_delete AFTER DELETE ON clients BEGIN
+        UPDATE client_counts SET n = n - 1 WHERE realm = OLD.realm;
+    END;",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

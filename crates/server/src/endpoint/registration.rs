@@ -41,6 +41,11 @@ pub fn register(
         });
         return Ok(Reply::json(429, &body).with_header(hyper::header::RETRY_AFTER, wait.to_string()));
     }
+    // Checked first without the writer, so a full realm turns registrations
+    // away before any policy runs; checked again, with the insert, below.
+    if app.store.count_clients(&realm.name).map_err(internal)? >= u64::from(realm.settings.max_clients) {
+        return Err(realm_full(realm));
+    }
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }
@@ -73,11 +78,31 @@ pub fn register(
         client_secret: (!uses_keys).then_some(client_secret),
         registration_access_token: Some(registration_access_token),
     };
-    app.store.insert_client(&realm.name, &row).map_err(internal)?;
+    if !app.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)).map_err(internal)? {
+        return Err(realm_full(realm));
+    }
     let client = row.client;
     tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
 
     Ok(Reply::json(201, &registration::response(&client, &credentials, &client_uri(realm, &client))))
+}
+
+/// The answer to a registration in a realm that holds its `max_clients`.
+///
+/// RFC 7591 §3.2.2 has no code for it, and the client's metadata is not at
+/// fault, so not `invalid_client_metadata`. It is 403 `access_denied`, as
+/// when open registration is off: the realm accepts no registration now,
+/// and retrying will not help until its operator raises the cap or clients
+/// are deleted (429 or 503 would invite retries).
+fn realm_full(realm: &RealmRuntime) -> OAuthError {
+    tracing::warn!(realm = %realm.name, max_clients = realm.settings.max_clients, "registration refused: the realm is full");
+    OAuthError::new(
+        ErrorCode::AccessDenied,
+        format!(
+            "this realm holds its maximum of {} clients; registration is closed until clients are deleted",
+            realm.settings.max_clients
+        ),
+    )
 }
 
 /// Refuses a JWK Set whose keys this server cannot verify with.
@@ -120,14 +145,16 @@ fn client_uri(realm: &RealmRuntime, client: &Client) -> String {
 /// tokens). The realm's DCR policy runs on UPDATE and DELETE.
 ///
 /// An unknown client, a wrong or missing token, and a token of another
-/// client all get the same 401 `invalid_token` (RFC 7592 §2).
+/// client all get the same 401 `invalid_token` (RFC 7592 §2). So does a
+/// token spent by a racing request: an update or delete checks the token
+/// and replaces (or removes) it in one compare-and-swap, so of requests
+/// racing with one token exactly one succeeds.
 pub fn manage(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
-    let denied = || OAuthError::new(ErrorCode::InvalidToken, "the registration access token is invalid");
     let client_id = parts
         .uri
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "client_id").map(|(_, v)| v.into_owned()))
-        .ok_or_else(denied)?;
+        .ok_or_else(invalid_token)?;
     let token = parts
         .headers
         .get(hyper::header::AUTHORIZATION)
@@ -135,13 +162,16 @@ pub fn manage(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Re
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
-        .ok_or_else(denied)?;
+        .ok_or_else(invalid_token)?;
     let row = app.store.client(&realm.name, &client_id).map_err(internal)?;
     let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.registration_token_hash);
     let matches = app.hasher.matches(Purpose::RegistrationToken, token, stored);
     let Some(row) = row.filter(|_| matches) else {
-        return Err(denied());
+        return Err(invalid_token());
     };
+    // What the store compares and swaps: the check above may have read a
+    // row that a racing request is rotating, so the store checks again.
+    let presented = Presented(app.hasher.hash(Purpose::RegistrationToken, token));
 
     match parts.method {
         hyper::Method::GET => {
@@ -149,12 +179,28 @@ pub fn manage(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Re
                 registration::response(&row.client, &IssuedCredentials::default(), &client_uri(realm, &row.client));
             Ok(Reply::json(200, &body))
         }
-        hyper::Method::PUT => update(app, realm, row, parts, body),
-        _ => delete(app, realm, &row.client, parts),
+        hyper::Method::PUT => update(app, realm, row, &presented, parts, body),
+        _ => delete(app, realm, &row.client, &presented, parts),
     }
 }
 
-fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
+/// The one answer to a registration access token that is wrong, missing,
+/// another client's, or spent by a racing request (RFC 7592 §2).
+fn invalid_token() -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidToken, "the registration access token is invalid")
+}
+
+/// The keyed hash of the registration access token a request presented.
+struct Presented(Vec<u8>);
+
+fn update(
+    app: &App,
+    realm: &RealmRuntime,
+    row: ClientRow,
+    presented: &Presented,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Reply, OAuthError> {
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }
@@ -186,8 +232,10 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
         secret_hash: row.secret_hash,
         registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
     };
-    if !app.store.update_client(&realm.name, &updated).map_err(internal)? {
-        return Err(OAuthError::new(ErrorCode::InvalidToken, "the registration access token is invalid"));
+    // A racing update or delete that presented the same token and won
+    // leaves this one with a spent token.
+    if !app.store.update_client(&realm.name, &updated, &presented.0).map_err(internal)? {
+        return Err(invalid_token());
     }
     tracing::info!(realm = %realm.name, client_id = %updated.client.client_id, "updated a client");
     let credentials =
@@ -195,11 +243,19 @@ fn update(app: &App, realm: &RealmRuntime, row: ClientRow, parts: &Parts, body: 
     Ok(Reply::json(200, &registration::response(&updated.client, &credentials, &client_uri(realm, &updated.client))))
 }
 
-fn delete(app: &App, realm: &RealmRuntime, client: &Client, parts: &Parts) -> Result<Reply, OAuthError> {
+fn delete(
+    app: &App,
+    realm: &RealmRuntime,
+    client: &Client,
+    presented: &Presented,
+    parts: &Parts,
+) -> Result<Reply, OAuthError> {
     if let Some(dcr) = &realm.settings.dcr_plugin {
         run_dcr_policy(app, realm, dcr, Operation::Delete, client, &Value::Null, parts)?;
     }
-    app.store.delete_client(&realm.name, &client.client_id).map_err(internal)?;
+    if !app.store.delete_client(&realm.name, &client.client_id, &presented.0).map_err(internal)? {
+        return Err(invalid_token());
+    }
     tracing::info!(realm = %realm.name, client_id = %client.client_id, "deleted a client");
     Ok(Reply::no_content())
 }
