@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use agentauth_core::client::is_plugin_name;
-use agentauth_plugin_host::HookKind;
-use agentauth_store::{AuditEntry, PluginPush, PushOutcome};
+use agentauth_plugin_host::{ArtifactCache, ArtifactKey, HookKind};
+use agentauth_store::{AuditEntry, PluginPush, PluginQuota, PushOutcome};
 use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
@@ -43,6 +43,12 @@ fn conflict(description: impl Into<String>) -> Reply {
     error(409, "conflict", description)
 }
 
+/// 429 with `Retry-After`, as registration answers past its rate.
+fn slow_down(what: &str, wait: u64) -> Reply {
+    error(429, "slow_down", format!("too many {what} for this realm; retry in {wait} s"))
+        .with_header(hyper::header::RETRY_AFTER, wait.to_string())
+}
+
 fn internal(e: impl std::fmt::Display) -> Reply {
     tracing::error!("admin: {e}");
     error(500, "server_error", "internal error")
@@ -60,12 +66,16 @@ pub enum Principal {
 
 /// The settings only the operator may change: they bound what one realm
 /// may take from the server and its other realms.
-const OPERATOR_SETTINGS: [&str; 5] = [
+const OPERATOR_SETTINGS: [&str; 9] = [
     "plugin_timeout_ms",
     "plugin_memory_bytes",
     "plugin_concurrency",
     "registrations_per_minute",
     "registrations_per_minute_per_source",
+    "plugin_storage_versions",
+    "plugin_storage_bytes",
+    "plugin_pushes_per_minute",
+    "key_rotations_per_minute",
 ];
 
 /// Identifies the caller by its bearer token: the operator's, or a realm
@@ -240,6 +250,9 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
         Some("false") => false,
         Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
     };
+    // Counted before anything is compiled: a refused upload costs too.
+    let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
+    app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
     let pushed = push_component(app, realm, name, kind, body, activate, actor(parts))?;
     Ok(Reply::json(201, &pushed))
 }
@@ -258,14 +271,29 @@ pub(crate) fn push_component(
     if !is_plugin_name(name) {
         return Err(bad_request("plugin names are 1 to 64 letters, digits, '-', '_' or '.'"));
     }
-    let cache = crate::realm::StoredArtifacts { store: &app.store, now: now() };
+    let limits = settings(app, realm)?;
+    let quota = PluginQuota {
+        versions: i64::from(limits.plugin_storage_versions),
+        bytes: i64::try_from(limits.plugin_storage_bytes).unwrap_or(i64::MAX),
+    };
+    // Checked before compiling, so an upload that cannot be stored costs
+    // no compilation; checked again, atomically, when it is stored.
+    let (versions, bytes) = app.store.plugin_usage(realm).map_err(internal)?;
+    let size = i64::try_from(component.len()).unwrap_or(i64::MAX);
+    if versions >= quota.versions || bytes.saturating_add(size) > quota.bytes {
+        return Err(over_quota(realm, &quota, versions, bytes));
+    }
+    let cache =
+        PendingArtifact { stored: crate::realm::StoredArtifacts { store: &app.store, now: now() }, made: None.into() };
     let plugin = app
         .host
         .load_detecting(kind, name, 0, component, &cache)
         .map_err(|e| error(400, "invalid_plugin", e.to_string()))?;
     let kind = plugin.kind();
     let sha256 = agentauth_plugin_host::sha256_hex(component);
-    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate };
+    let made = cache.made.into_inner().filter(|(key, _)| key.component_sha256 == sha256);
+    let artifact = made.as_ref().map(|(key, artifact)| (key.engine.as_str(), artifact.as_slice()));
+    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate, artifact, quota };
     let entry = AuditEntry {
         at: now(),
         actor,
@@ -281,6 +309,7 @@ pub(crate) fn push_component(
                 "plugin {name} serves the {existing} hook; push a {existing} component or use another name"
             )));
         }
+        PushOutcome::OverQuota { versions, bytes } => return Err(over_quota(realm, &quota, versions, bytes)),
     };
     if activate {
         app.republish(realm, Some(Arc::new(plugin.with_version(version)))).map_err(|e| internal(e.description))?;
@@ -290,6 +319,36 @@ pub(crate) fn push_component(
         "name": name, "version": version, "hook": kind.as_str(), "sha256": sha256,
         "size": component.len(), "active": activate,
     }))
+}
+
+fn over_quota(realm: &str, quota: &PluginQuota, versions: i64, bytes: i64) -> Reply {
+    error(
+        409,
+        "quota_exceeded",
+        format!(
+            "realm {realm} stores {versions} plugin versions of {bytes} bytes in all; it may store {} versions \
+             and {} bytes (plugin_storage_versions, plugin_storage_bytes): delete versions first",
+            quota.versions, quota.bytes
+        ),
+    )
+}
+
+/// Reads compiled artifacts from the store, and keeps the one a compile
+/// makes in memory, so that it is stored in the same commit as its
+/// version: an upload refused after compiling leaves nothing behind.
+struct PendingArtifact<'a> {
+    stored: crate::realm::StoredArtifacts<'a>,
+    made: std::cell::RefCell<Option<(ArtifactKey, Vec<u8>)>>,
+}
+
+impl ArtifactCache for PendingArtifact<'_> {
+    fn get(&self, key: &ArtifactKey) -> Option<Vec<u8>> {
+        self.stored.get(key)
+    }
+
+    fn put(&self, key: &ArtifactKey, artifact: &[u8]) {
+        *self.made.borrow_mut() = Some((key.clone(), artifact.to_vec()));
+    }
 }
 
 fn activate(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
@@ -443,6 +502,8 @@ fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Repl
                 .ok_or_else(|| bad_request("alg must be RS256, ES256 or EdDSA"))?,
         ),
     };
+    let per_minute = settings(app, realm)?.key_rotations_per_minute;
+    app.key_rotations.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("key rotations", wait))?;
     let rotated = rotate_signing_key(app, realm, alg, &actor(parts), now())?;
     Ok(Reply::json(200, &rotated))
 }
@@ -463,7 +524,13 @@ pub(crate) fn rotate_signing_key(
     let alg = agentauth_jose::Algorithm::parse(&settings.signing_alg).ok_or_else(|| internal("bad signing_alg"))?;
     let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
     let pkcs8 = app.config.master_key.seal(realm.as_bytes(), &pkcs8).map_err(internal)?;
-    let signs_from = now + settings.key_publish_seconds;
+    // A realm with no key has never signed nor served its JWKS (its first
+    // key is made on first use), so no one caches its keys: the new key
+    // signs at once. Waiting would leave the realm with no key that signs.
+    // Should a first use race this and make a key meanwhile, the rotated
+    // key is the newer one and signs; the other retires like any old key.
+    let never_signed = app.store.keys(realm).map_err(internal)?.is_empty();
+    let signs_from = if never_signed { now } else { now + settings.key_publish_seconds };
     // The old keys sign until `signs_from`; their last tokens expire one
     // lifetime later (a minute of leeway for clock skew).
     let old_retire_at = signs_from + settings.access_token_lifetime + 60;

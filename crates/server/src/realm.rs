@@ -55,6 +55,19 @@ pub struct RealmSettings {
     /// Plugin calls of this realm that may run at once; a call that cannot
     /// start within the plugin timeout is answered 503.
     pub plugin_concurrency: usize,
+    /// Plugin versions the realm may store, of all its plugins, active or
+    /// not; a push past it is refused (409) until versions are deleted.
+    pub plugin_storage_versions: u32,
+    /// Bytes of plugin components the realm may store, all versions
+    /// together (the Python and JavaScript policies weigh 18 and 12 MB).
+    pub plugin_storage_bytes: u64,
+    /// Plugin uploads the realm accepts a minute, refused ones included
+    /// (each may cost a compilation); past it, 429 with `Retry-After`.
+    pub plugin_pushes_per_minute: u32,
+    /// Signing key rotations the realm accepts a minute through the admin
+    /// API (each makes a key, and keys stay published for a token
+    /// lifetime); past it, 429 with `Retry-After`.
+    pub key_rotations_per_minute: u32,
 }
 
 impl RealmSettings {
@@ -86,6 +99,10 @@ impl RealmSettings {
             1,
             1_000_000,
         )?;
+        within("plugin_storage_versions", i64::from(self.plugin_storage_versions), 1, 10_000)?;
+        within("plugin_storage_bytes", i64::try_from(self.plugin_storage_bytes).unwrap_or(i64::MAX), 1 << 20, 1 << 40)?;
+        within("plugin_pushes_per_minute", i64::from(self.plugin_pushes_per_minute), 1, 10_000)?;
+        within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -138,6 +155,12 @@ impl Default for RealmSettings {
             key_rotation_days: 90,
             registrations_per_minute: 6000,
             registrations_per_minute_per_source: 600,
+            plugin_storage_versions: 32,
+            // Room for several versions of an interpreter-carrying policy;
+            // each stored version may also be compiled and held in memory.
+            plugin_storage_bytes: 128 << 20,
+            plugin_pushes_per_minute: 10,
+            key_rotations_per_minute: 2,
         }
     }
 }
