@@ -3,6 +3,7 @@
 //! One test binary, modules by endpoint; `support` makes the tests read
 //! like the specification they check.
 
+mod admin_bounds;
 mod durability;
 mod introspection;
 mod key_rotation;
