@@ -63,6 +63,22 @@ fn key_rotations_past_the_realms_rate_are_refused_with_retry_after() {
 }
 
 #[test]
+fn a_realm_publishes_at_most_ten_keys_at_once() {
+    let server = Server::start_with_admin();
+    settings(&server, "alpha", json!({"key_rotations_per_minute": 1000}));
+    let rotate = || admin(&server, "POST", "/alpha/keys/rotate", br#"{"alg": "ES256"}"#.to_vec());
+    // The demo realm's first key, and nine rotated in.
+    for _ in 1..10 {
+        assert_eq!(rotate().status, 200);
+    }
+    let refused = rotate();
+    assert_eq!((refused.status, refused.json["error"].as_str()), (429, Some("slow_down")), "{}", refused.body);
+    let wait: u64 = refused.retry_after.as_deref().and_then(|s| s.parse().ok()).expect("a Retry-After in seconds");
+    assert!(wait > 60, "until the oldest key retires: {wait}");
+    assert_eq!(server.get("connect/jwk_uri").json["keys"].as_array().map(Vec::len), Some(10));
+}
+
+#[test]
 fn a_realm_stores_plugins_within_its_quota_which_only_the_operator_sets() {
     let server = Server::start_with_admin();
     // The demo realm stores two versions; room for one more.

@@ -144,6 +144,9 @@ fn compile_child(limits: CompileLimits) -> Result<(), (i32, String)> {
         .set(limits.cpu_seconds, limits.cpu_seconds.saturating_add(1))
         .map_err(|e| setup(format!("setting RLIMIT_CPU: {e}")))?;
     Resource::AS.set(limits.memory_bytes, limits.memory_bytes).map_err(|e| setup(format!("setting RLIMIT_AS: {e}")))?;
+    // Both ends (SIGXCPU, an abort) would otherwise dump a core of up to
+    // the whole address space.
+    Resource::CORE.set(0, 0).map_err(|e| setup(format!("setting RLIMIT_CORE: {e}")))?;
 
     let mut component = Vec::new();
     std::io::stdin()

@@ -488,6 +488,10 @@ fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
     Ok(Reply::json(200, &json!({ "keys": keys })))
 }
 
+/// Most keys a realm publishes at once; a rotation past it waits (429)
+/// until the oldest retires. Rotations on schedule are not counted.
+const MAX_PUBLISHED_KEYS: usize = 10;
+
 /// Rotates the realm's signing key: a new key (of `{"alg": ...}` if
 /// given, which also becomes the realm's setting) is published now and
 /// signs after `key_publish_seconds`; the keys before it leave the JWKS
@@ -504,7 +508,16 @@ fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Repl
     };
     let per_minute = settings(app, realm)?.key_rotations_per_minute;
     app.key_rotations.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("key rotations", wait))?;
-    let rotated = rotate_signing_key(app, realm, alg, &actor(parts), now())?;
+    // Each rotation keeps the keys before it published for a token
+    // lifetime: bound how many the JWKS (and every rebuild) carries.
+    let now = now();
+    let keys = app.store.keys(realm).map_err(internal)?;
+    let live: Vec<_> = keys.iter().filter(|k| k.retires_at.is_none_or(|at| at > now)).collect();
+    if live.len() >= MAX_PUBLISHED_KEYS {
+        let next = live.iter().filter_map(|k| k.retires_at).min().map_or(60, |at| at - now);
+        return Err(slow_down("published keys", u64::try_from(next).unwrap_or(1).max(1)));
+    }
+    let rotated = rotate_signing_key(app, realm, alg, &actor(parts), now)?;
     Ok(Reply::json(200, &rotated))
 }
 
