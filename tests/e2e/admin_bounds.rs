@@ -174,6 +174,35 @@ fn an_upload_too_costly_to_compile_is_refused_in_bounded_time_while_other_realms
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
 }
 
+#[test]
+fn uploads_past_what_the_server_compiles_and_queues_are_told_to_come_back() {
+    let server = Server::start_with_admin_args(&["--plugin-compile-cpu-seconds", "1"]);
+    let hostile = slow_to_compile(HOSTILE_FUNCTIONS, HOSTILE_VALUES);
+    let realms: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    for realm in &realms {
+        assert_eq!(admin(&server, "PUT", &format!("/{realm}"), b"{}".to_vec()).status, 201);
+    }
+    // Six realms upload at once: one compiles, three wait, two are turned away.
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let uploads: Vec<_> = realms
+            .iter()
+            .map(|realm| {
+                let (server, hostile) = (&server, &hostile);
+                scope.spawn(move || admin(server, "POST", &format!("/{realm}/plugins/p?hook=dcr"), hostile.clone()))
+            })
+            .collect();
+        uploads.into_iter().map(|u| u.join().expect("an upload thread")).collect()
+    });
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 4, "{statuses:?}");
+    let busy: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(busy.len(), 2, "{statuses:?}");
+    for reply in busy {
+        assert_eq!(reply.json["error"], "temporarily_unavailable", "{}", reply.body);
+        assert!(reply.retry_after.is_some(), "{}", reply.body);
+    }
+}
+
 /// The hostile component: one function of 220 KB, under the size the
 /// pre-check refuses, that takes about ten CPU-seconds to compile.
 const HOSTILE_FUNCTIONS: u64 = 1;

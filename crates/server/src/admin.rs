@@ -9,6 +9,7 @@
 //! version they started with, later ones see the new one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agentauth_core::client::is_plugin_name;
 use agentauth_plugin_host::{ArtifactCache, ArtifactKey, HookKind};
@@ -250,11 +251,37 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
         Some("false") => false,
         Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
     };
+    let _in_flight = upload_slot(app)?;
     // Counted before anything is compiled: a refused upload costs too.
     let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
     app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
     let pushed = push_component(app, realm, name, kind, body, activate, actor(parts))?;
     Ok(Reply::json(201, &pushed))
+}
+
+/// Uploads the server handles at once, all realms together: one compiles
+/// (compilations queue one at a time), the others wait their turn, each
+/// holding its component. Past it, 503 with `Retry-After`, so waiting
+/// uploads cannot pile up.
+const MAX_UPLOADS_IN_FLIGHT: usize = 4;
+
+/// One of the [`MAX_UPLOADS_IN_FLIGHT`], given back when dropped.
+struct UploadSlot<'a>(&'a AtomicUsize);
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn upload_slot(app: &App) -> Result<UploadSlot<'_>, Reply> {
+    let before = app.uploads_in_flight.fetch_add(1, Ordering::SeqCst);
+    let slot = UploadSlot(&app.uploads_in_flight);
+    if before >= MAX_UPLOADS_IN_FLIGHT {
+        return Err(error(503, "temporarily_unavailable", "the server is compiling other uploads; retry shortly")
+            .with_header(hyper::header::RETRY_AFTER, "10".into()));
+    }
+    Ok(slot)
 }
 
 /// Validates, stores (with its audit entry) and, if asked, activates a

@@ -120,6 +120,8 @@ pub struct App {
     /// Key rotations per realm through the admin API
     /// (`key_rotations_per_minute`).
     key_rotations: rate::RateLimiter,
+    /// Plugin uploads being handled, all realms together.
+    uploads_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Seconds since the Unix epoch.
@@ -170,6 +172,7 @@ impl App {
             registrations: rate::RateLimiter::default(),
             plugin_pushes: rate::RateLimiter::default(),
             key_rotations: rate::RateLimiter::default(),
+            uploads_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
