@@ -255,7 +255,12 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
     // Counted before anything is compiled: a refused upload costs too.
     let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
     app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
-    let pushed = push_component(app, realm, name, kind, body, activate, actor(parts))?;
+    let limits = settings(app, realm)?;
+    let quota = PluginQuota {
+        versions: i64::from(limits.plugin_storage_versions),
+        bytes: i64::try_from(limits.plugin_storage_bytes).unwrap_or(i64::MAX),
+    };
+    let pushed = store_component(app, realm, name, kind, body, activate, actor(parts), quota)?;
     Ok(Reply::json(201, &pushed))
 }
 
@@ -286,6 +291,8 @@ fn upload_slot(app: &App) -> Result<UploadSlot<'_>, Reply> {
 
 /// Validates, stores (with its audit entry) and, if asked, activates a
 /// plugin version: the admin API's upload and the plugin watcher's work.
+/// The plugin watcher's pushes are the operator's own files, in
+/// development: not bound by the realm's plugin quota.
 pub(crate) fn push_component(
     app: &App,
     realm: &str,
@@ -295,14 +302,24 @@ pub(crate) fn push_component(
     activate: bool,
     actor: String,
 ) -> Result<Value, Reply> {
+    store_component(app, realm, name, kind, component, activate, actor, PluginQuota::UNLIMITED)
+}
+
+/// As [`push_component`], refused past `quota`.
+#[allow(clippy::too_many_arguments)]
+fn store_component(
+    app: &App,
+    realm: &str,
+    name: &str,
+    kind: Option<HookKind>,
+    component: &[u8],
+    activate: bool,
+    actor: String,
+    quota: PluginQuota,
+) -> Result<Value, Reply> {
     if !is_plugin_name(name) {
         return Err(bad_request("plugin names are 1 to 64 letters, digits, '-', '_' or '.'"));
     }
-    let limits = settings(app, realm)?;
-    let quota = PluginQuota {
-        versions: i64::from(limits.plugin_storage_versions),
-        bytes: i64::try_from(limits.plugin_storage_bytes).unwrap_or(i64::MAX),
-    };
     // Checked before compiling, so an upload that cannot be stored costs
     // no compilation; checked again, atomically, when it is stored.
     let (versions, bytes) = app.store.plugin_usage(realm).map_err(internal)?;
