@@ -99,6 +99,7 @@ fn a_realm_stores_plugins_within_its_quota_which_only_the_operator_sets() {
         json!({"plugin_storage_bytes": 1u64 << 40}),
         json!({"plugin_pushes_per_minute": 10_000}),
         json!({"key_rotations_per_minute": 10_000}),
+        json!({"max_published_keys": 1000}),
     ] {
         let reply = admin_as(&server, &token, "PATCH", "/alpha", change.to_string().into_bytes());
         assert_eq!((reply.status, reply.json["error"].as_str()), (403, Some("access_denied")), "{change}");

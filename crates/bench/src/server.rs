@@ -114,6 +114,7 @@ impl Server {
             "signing_alg": alg,
             "registrations_per_minute": 1_000_000,
             "registrations_per_minute_per_source": 1_000_000,
+            "plugin_pushes_per_minute": 10_000,
         });
         self.admin("PUT", &format!("/{realm}"), "application/json", settings.to_string().into_bytes())?;
         self.push(realm, "bench-dcr", "dcr", agentauth_plugins::BENCH_DCR)?;

@@ -67,7 +67,7 @@ pub enum Principal {
 
 /// The settings only the operator may change: they bound what one realm
 /// may take from the server and its other realms.
-const OPERATOR_SETTINGS: [&str; 9] = [
+const OPERATOR_SETTINGS: [&str; 10] = [
     "plugin_timeout_ms",
     "plugin_memory_bytes",
     "plugin_concurrency",
@@ -77,6 +77,7 @@ const OPERATOR_SETTINGS: [&str; 9] = [
     "plugin_storage_bytes",
     "plugin_pushes_per_minute",
     "key_rotations_per_minute",
+    "max_published_keys",
 ];
 
 /// Identifies the caller by its bearer token: the operator's, or a realm
@@ -532,10 +533,6 @@ fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
     Ok(Reply::json(200, &json!({ "keys": keys })))
 }
 
-/// Most keys a realm publishes at once; a rotation past it waits (429)
-/// until the oldest retires. Rotations on schedule are not counted.
-const MAX_PUBLISHED_KEYS: usize = 10;
-
 /// Rotates the realm's signing key: a new key (of `{"alg": ...}` if
 /// given, which also becomes the realm's setting) is published now and
 /// signs after `key_publish_seconds`; the keys before it leave the JWKS
@@ -550,14 +547,15 @@ fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Repl
                 .ok_or_else(|| bad_request("alg must be RS256, ES256 or EdDSA"))?,
         ),
     };
-    let per_minute = settings(app, realm)?.key_rotations_per_minute;
+    let limits = settings(app, realm)?;
+    let per_minute = limits.key_rotations_per_minute;
     app.key_rotations.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("key rotations", wait))?;
     // Each rotation keeps the keys before it published for a token
     // lifetime: bound how many the JWKS (and every rebuild) carries.
     let now = now();
     let keys = app.store.keys(realm).map_err(internal)?;
     let live: Vec<_> = keys.iter().filter(|k| k.retires_at.is_none_or(|at| at > now)).collect();
-    if live.len() >= MAX_PUBLISHED_KEYS {
+    if live.len() >= limits.max_published_keys as usize {
         let next = live.iter().filter_map(|k| k.retires_at).min().map_or(60, |at| at - now);
         return Err(slow_down("published keys", u64::try_from(next).unwrap_or(1).max(1)));
     }

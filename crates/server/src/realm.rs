@@ -68,6 +68,11 @@ pub struct RealmSettings {
     /// API (each makes a key, and keys stay published for a token
     /// lifetime); past it, 429 with `Retry-After`.
     pub key_rotations_per_minute: u32,
+    /// Keys the realm may publish at once: each rotation keeps the keys
+    /// before it in the JWKS for a token lifetime, so past this many a
+    /// rotation through the admin API waits (429 with `Retry-After`) until
+    /// the oldest retires. Rotations on schedule are not held back.
+    pub max_published_keys: u32,
 }
 
 impl RealmSettings {
@@ -103,6 +108,7 @@ impl RealmSettings {
         within("plugin_storage_bytes", i64::try_from(self.plugin_storage_bytes).unwrap_or(i64::MAX), 1 << 20, 1 << 40)?;
         within("plugin_pushes_per_minute", i64::from(self.plugin_pushes_per_minute), 1, 10_000)?;
         within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
+        within("max_published_keys", i64::from(self.max_published_keys), 2, 1000)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -161,6 +167,7 @@ impl Default for RealmSettings {
             plugin_storage_bytes: 128 << 20,
             plugin_pushes_per_minute: 10,
             key_rotations_per_minute: 2,
+            max_published_keys: 10,
         }
     }
 }
