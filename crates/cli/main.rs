@@ -57,6 +57,16 @@ enum Command {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Internal: compile one plugin component, read on stdin, within the
+    /// given bounds, and write the compiled artifact on stdout. `serve`
+    /// runs it for every upload.
+    #[command(hide = true)]
+    CompilePlugin {
+        #[arg(long)]
+        cpu_seconds: u64,
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +124,15 @@ struct ServeArgs {
     /// reading.
     #[arg(long, value_name = "SECS", env = "AGENTAUTH_WRITE_TIMEOUT", default_value = "10")]
     write_timeout: NonZeroU64,
+    /// CPU seconds one plugin compilation may take; an upload that needs
+    /// more is refused. Compilations run one at a time, in a child process.
+    #[arg(long, value_name = "SECONDS", default_value_t = agentauth_plugin_host::COMPILE_CPU_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    plugin_compile_cpu_seconds: u64,
+    /// Memory one plugin compilation may use, in MiB (its address space).
+    #[arg(long, value_name = "MIB", default_value_t = agentauth_plugin_host::COMPILE_MEMORY_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(256..=65536))]
+    plugin_compile_memory_mib: u64,
 }
 
 impl ServeArgs {
@@ -188,6 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { from, data_dir } => restore(&from, &data_dir),
+        Command::CompilePlugin { cpu_seconds, memory_bytes } => {
+            let limits = agentauth_plugin_host::CompileLimits { cpu_seconds, memory_bytes };
+            let code = agentauth_plugin_host::run_compile_child(limits);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     }
 }
 
@@ -246,7 +270,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             public_url: public_url.clone(),
             base_path: base_path.clone(),
         };
-        let app = App::new(config, store)?;
+        // Uploads are compiled by this binary in a child process, bounded
+        // in CPU time and memory (see agentauth_plugin_host::Compiler).
+        let compiler = agentauth_plugin_host::Compiler::Child {
+            program: std::env::current_exe().context("locating the agentauth binary")?,
+            args: vec!["compile-plugin".into()],
+            limits: agentauth_plugin_host::CompileLimits {
+                cpu_seconds: args.plugin_compile_cpu_seconds,
+                memory_bytes: args.plugin_compile_memory_mib << 20,
+            },
+        };
+        let host = agentauth_plugin_host::PluginHost::with_compiler(compiler)?;
+        let app = App::with_plugin_host(config, store, host)?;
         if args.demo {
             let settings = RealmSettings {
                 ai_agents_enabled: true,

@@ -206,10 +206,11 @@ fn a_server_killed_at_random_moments_loses_nothing_it_acknowledged() {
     let mut random = XorShift(seed);
 
     // New keys sign at once, so rotations race token issuance; the limits
-    // of one source must not throttle the load.
+    // of one source, and those on rotations, must not throttle the load.
     let server = Server::start_with_admin_in(dir.path());
     let settings = r#"{"key_publish_seconds": 0, "registrations_per_minute_per_source": 1000000,
-                       "registrations_per_minute": 1000000}"#;
+                       "registrations_per_minute": 1000000, "key_rotations_per_minute": 10000,
+                       "max_published_keys": 1000}"#;
     let (ok, _, err) =
         cli(&["realm", "set", "--server", &server.base, "--realm", "alpha", "--settings", settings], ADMIN_TOKEN);
     assert!(ok, "{err}");

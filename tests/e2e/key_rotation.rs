@@ -55,3 +55,31 @@ fn a_rotated_key_is_published_first_and_old_tokens_keep_working() {
     assert_eq!(reply.status, 200, "a token of the old key still works: {}", reply.body);
     assert_eq!(kids(&server).len(), 3, "all three keys published while their tokens live");
 }
+
+#[test]
+fn rotating_the_key_of_a_realm_that_never_signed_keeps_it_serving() {
+    let server = Server::start_with_admin();
+    let remote = ["--server", server.base.as_str(), "--realm", "fresh"];
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = args.iter().chain(&remote).copied().collect();
+        let (ok, out, err) = cli(&all, ADMIN_TOKEN);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("JSON")
+    };
+    run(&["realm", "create"]);
+    // Rotated before the realm made its first key: there is no JWKS anyone
+    // could have cached, so the key signs at once.
+    let rotated = run(&["keys", "rotate", "--alg", "EdDSA"]);
+    let jwks = server.get_url(&format!("{}/am/oauth2/realms/root/realms/fresh/connect/jwk_uri", server.base));
+    assert_eq!(jwks.status, 200, "{}", jwks.body);
+    assert_eq!(jwks.json["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(jwks.json["keys"][0]["alg"], "EdDSA");
+    assert!(rotated["signs_from"].as_i64() <= rotated["previous_keys_retire_at"].as_i64());
+    let statuses = run(&["keys", "list"]);
+    assert_eq!(statuses["keys"][0]["status"], "signing", "{statuses}");
+    // The next rotation waits for publication as usual.
+    run(&["keys", "rotate"]);
+    let statuses = run(&["keys", "list"]);
+    assert_eq!(statuses["keys"][0]["status"], "published", "{statuses}");
+    assert_eq!(statuses["keys"][1]["status"], "retiring", "{statuses}");
+}

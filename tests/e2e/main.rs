@@ -3,6 +3,7 @@
 //! One test binary, modules by endpoint; `support` makes the tests read
 //! like the specification they check.
 
+mod admin_bounds;
 mod connections;
 mod durability;
 mod introspection;

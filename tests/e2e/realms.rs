@@ -64,3 +64,20 @@ fn an_operator_sets_up_a_second_realm_for_agents() {
     assert_eq!(server.post_json(&url("aiagent/register"), "{}").status, 404);
     assert!(run(&server, &["realm", "show", "--realm", "beta"]).unwrap_err().contains("404"));
 }
+
+#[test]
+fn a_realm_created_under_a_deleted_realms_name_does_not_inherit_its_audit_log() {
+    let server = Server::start_with_admin();
+    let actions = |realm: &str| -> Vec<String> {
+        let log = run(&server, &["realm", "audit", "--realm", realm]).expect("the audit log");
+        log["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str().map(String::from)).collect()
+    };
+    run(&server, &["realm", "create", "--realm", "beta"]).expect("created");
+    run(&server, &["realm", "set", "--realm", "beta", "--settings", r#"{"open_registration": true}"#]).expect("set");
+    run(&server, &["keys", "rotate", "--realm", "beta"]).expect("rotated");
+    run(&server, &["realm", "delete", "--realm", "beta"]).expect("deleted");
+
+    run(&server, &["realm", "create", "--realm", "beta"]).expect("created again");
+    assert_eq!(actions("beta"), ["create-realm"], "only the new realm's own history");
+    assert!(actions("alpha").iter().all(|a| a != "delete-realm"), "other realms' logs are their own");
+}

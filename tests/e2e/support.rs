@@ -55,6 +55,16 @@ impl Server {
         server
     }
 
+    /// Starts a server with a fresh data directory, the admin API on and
+    /// extra arguments.
+    pub fn start_with_admin_args(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut server = Self::spawn(&dir, args, Some(ADMIN_TOKEN));
+        server._tmp = Some(tmp);
+        server
+    }
+
     /// Starts a server on the data directory `dir` with the admin API on.
     pub fn start_with_admin_in(dir: &Path) -> Self {
         Self::spawn(dir, &[], Some(ADMIN_TOKEN))

@@ -115,6 +115,7 @@ impl Server {
             "registrations_per_minute": 1_000_000,
             "registrations_per_minute_per_source": 1_000_000,
             "max_clients": 100_000_000,
+            "plugin_pushes_per_minute": 10_000,
         });
         self.admin("PUT", &format!("/{realm}"), "application/json", settings.to_string().into_bytes())?;
         self.push(realm, "bench-dcr", "dcr", agentauth_plugins::BENCH_DCR)?;

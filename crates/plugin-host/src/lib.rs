@@ -13,6 +13,7 @@
 //! the caller fails closed.
 
 mod bindings;
+mod compile;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use bindings::dcr_world::exports::agentauth::policy::dcr as wit_dcr;
@@ -34,6 +35,10 @@ use bindings::token_world::{TokenHook, TokenHookPre};
 use bindings::types as wit_types;
 
 pub use agentauth_core::Client;
+pub use compile::{
+    COMPILE_CPU_SECONDS, COMPILE_MEMORY_BYTES, CompileLimits, Compiler, INVALID_COMPONENT_EXIT,
+    MAX_CONCURRENT_COMPILES, run_compile_child,
+};
 
 /// The version of the `agentauth:policy` package this host serves.
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -305,6 +310,9 @@ pub struct PluginHost {
     engine_fingerprint: String,
     linker: Linker<HostState>,
     stop_ticker: Arc<AtomicBool>,
+    /// Where components are compiled, and the server-wide queue for it.
+    compiler: Compiler,
+    compiles: compile::CompileQueue,
 }
 
 impl fmt::Debug for PluginHost {
@@ -320,9 +328,16 @@ impl Drop for PluginHost {
 }
 
 impl PluginHost {
+    /// A host that compiles in process: for tools and tests that load
+    /// components they trust (see [`Compiler`]).
     pub fn new() -> Result<Self, LoadError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
+        Self::with_compiler(Compiler::InProcess)
+    }
+
+    /// A host that compiles plugins with `compiler`: a server that takes
+    /// uploads uses [`Compiler::Child`], which bounds each compilation.
+    pub fn with_compiler(compiler: Compiler) -> Result<Self, LoadError> {
+        let mut config = compile::engine_config();
         // Instances come from a pool of pre-reserved slots: instantiation
         // is then a copy-on-write mapping of the component's memory image,
         // not an allocation, which keeps a fresh instance cheap (idle ones
@@ -340,8 +355,6 @@ impl PluginHost {
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        // A plugin that recurses without bound hits this and traps.
-        config.max_wasm_stack(512 << 10);
         let engine = Engine::new(&config).map_err(|e| LoadError(format!("wasmtime engine: {e}")))?;
 
         let mut linker = Linker::new(&engine);
@@ -378,6 +391,8 @@ impl PluginHost {
             engine_fingerprint,
             linker,
             stop_ticker,
+            compiler,
+            compiles: compile::CompileQueue::new(MAX_CONCURRENT_COMPILES),
         })
     }
 
@@ -426,10 +441,8 @@ impl PluginHost {
                 let compiled = match cache.get(&key).and_then(|artifact| self.deserialize(&artifact, &key)) {
                     Some(compiled) => compiled,
                     None => {
-                        let compiled = Component::new(&self.engine, component).map_err(|e| {
-                            LoadError(format!("plugin {name} v{version} is not a valid component: {e:#}"))
-                        })?;
-                        match compiled.serialize() {
+                        let (compiled, artifact) = self.compile(&format!("plugin {name} v{version}"), component)?;
+                        match artifact {
                             Ok(artifact) => cache.put(&key, &artifact),
                             Err(e) => tracing::warn!(plugin = name, "cannot serialise the compiled plugin: {e}"),
                         }
@@ -478,6 +491,33 @@ impl PluginHost {
         })
     }
 
+    /// Compiles `component`, in its turn, where [`Compiler`] says; returns
+    /// it with its serialized artifact, for the cache.
+    fn compile(
+        &self,
+        label: &str,
+        component: &[u8],
+    ) -> Result<(Component, Result<Vec<u8>, wasmtime::Error>), LoadError> {
+        compile::precheck(label, component)?;
+        let _turn = self.compiles.turn();
+        match &self.compiler {
+            Compiler::InProcess => {
+                let compiled = Component::new(&self.engine, component)
+                    .map_err(|e| LoadError(format!("{label} is not a valid component: {e:#}")))?;
+                let artifact = compiled.serialize();
+                Ok((compiled, artifact))
+            }
+            Compiler::Child { program, args, limits } => {
+                let artifact = compile::compile_in_child(program, args, limits, label, component)?;
+                let key = ArtifactKey { component_sha256: sha256_hex(component), engine: String::new() };
+                let compiled = self
+                    .deserialize(&artifact, &key)
+                    .ok_or_else(|| LoadError(format!("{label} was compiled but its code could not be loaded")))?;
+                Ok((compiled, Ok(artifact)))
+            }
+        }
+    }
+
     /// The compiled component of these bytes, if a plugin still uses it.
     fn already_compiled(&self, sha256: &str) -> Option<Arc<Compiled>> {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(sha256).and_then(std::sync::Weak::upgrade)
@@ -500,7 +540,12 @@ impl PluginHost {
         // unchecked, so it must only ever see bytes this server produced
         // with `Component::serialize`. Artifacts reach this function only
         // from the server's own database, keyed by the component's sha256
-        // and this engine's fingerprint, written by `load_cached` above.
+        // and this engine's fingerprint, written by `load_cached` above,
+        // or straight from the compiling child (`compile.rs`): this same
+        // binary, run by the server with arguments it chose, whose only
+        // input is the component and whose output goes nowhere else. A
+        // component that could subvert Cranelift in the child could equally
+        // have done so in process, where compilation ran before.
         // Anyone able to write that database could equally replace signing
         // keys and client secrets, so it is trusted like the binary itself.
         // wasmtime also refuses artifacts from another version or config.

@@ -9,10 +9,11 @@
 //! version they started with, later ones see the new one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agentauth_core::client::is_plugin_name;
-use agentauth_plugin_host::HookKind;
-use agentauth_store::{AuditEntry, PluginPush, PushOutcome};
+use agentauth_plugin_host::{ArtifactCache, ArtifactKey, HookKind};
+use agentauth_store::{AuditEntry, PluginPush, PluginQuota, PushOutcome};
 use hyper::HeaderMap;
 use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
@@ -43,6 +44,12 @@ fn conflict(description: impl Into<String>) -> Reply {
     error(409, "conflict", description)
 }
 
+/// 429 with `Retry-After`, as registration answers past its rate.
+fn slow_down(what: &str, wait: u64) -> Reply {
+    error(429, "slow_down", format!("too many {what} for this realm; retry in {wait} s"))
+        .with_header(hyper::header::RETRY_AFTER, wait.to_string())
+}
+
 fn internal(e: impl std::fmt::Display) -> Reply {
     tracing::error!("admin: {e}");
     error(500, "server_error", "internal error")
@@ -60,13 +67,18 @@ pub enum Principal {
 
 /// The settings only the operator may change: they bound what one realm
 /// may take from the server and its other realms.
-const OPERATOR_SETTINGS: [&str; 6] = [
+const OPERATOR_SETTINGS: [&str; 11] = [
     "plugin_timeout_ms",
     "plugin_memory_bytes",
     "plugin_concurrency",
     "registrations_per_minute",
     "registrations_per_minute_per_source",
     "max_clients",
+    "plugin_storage_versions",
+    "plugin_storage_bytes",
+    "plugin_pushes_per_minute",
+    "key_rotations_per_minute",
+    "max_published_keys",
 ];
 
 /// Identifies the caller by its bearer token: the operator's, or a realm
@@ -241,12 +253,48 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
         Some("false") => false,
         Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
     };
-    let pushed = push_component(app, realm, name, kind, body, activate, actor(parts))?;
+    let _in_flight = upload_slot(app)?;
+    // Counted before anything is compiled: a refused upload costs too.
+    let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
+    app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
+    let limits = settings(app, realm)?;
+    let quota = PluginQuota {
+        versions: i64::from(limits.plugin_storage_versions),
+        bytes: i64::try_from(limits.plugin_storage_bytes).unwrap_or(i64::MAX),
+    };
+    let pushed = store_component(app, realm, name, kind, body, activate, actor(parts), quota)?;
     Ok(Reply::json(201, &pushed))
+}
+
+/// Uploads the server handles at once, all realms together: one compiles
+/// (compilations queue one at a time), the others wait their turn, each
+/// holding its component. Past it, 503 with `Retry-After`, so waiting
+/// uploads cannot pile up.
+const MAX_UPLOADS_IN_FLIGHT: usize = 4;
+
+/// One of the [`MAX_UPLOADS_IN_FLIGHT`], given back when dropped.
+struct UploadSlot<'a>(&'a AtomicUsize);
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn upload_slot(app: &App) -> Result<UploadSlot<'_>, Reply> {
+    let before = app.uploads_in_flight.fetch_add(1, Ordering::SeqCst);
+    let slot = UploadSlot(&app.uploads_in_flight);
+    if before >= MAX_UPLOADS_IN_FLIGHT {
+        return Err(error(503, "temporarily_unavailable", "the server is compiling other uploads; retry shortly")
+            .with_header(hyper::header::RETRY_AFTER, "10".into()));
+    }
+    Ok(slot)
 }
 
 /// Validates, stores (with its audit entry) and, if asked, activates a
 /// plugin version: the admin API's upload and the plugin watcher's work.
+/// The plugin watcher's pushes are the operator's own files, in
+/// development: not bound by the realm's plugin quota.
 pub(crate) fn push_component(
     app: &App,
     realm: &str,
@@ -256,17 +304,42 @@ pub(crate) fn push_component(
     activate: bool,
     actor: String,
 ) -> Result<Value, Reply> {
+    store_component(app, realm, name, kind, component, activate, actor, PluginQuota::UNLIMITED)
+}
+
+/// As [`push_component`], refused past `quota`.
+#[allow(clippy::too_many_arguments)]
+fn store_component(
+    app: &App,
+    realm: &str,
+    name: &str,
+    kind: Option<HookKind>,
+    component: &[u8],
+    activate: bool,
+    actor: String,
+    quota: PluginQuota,
+) -> Result<Value, Reply> {
     if !is_plugin_name(name) {
         return Err(bad_request("plugin names are 1 to 64 letters, digits, '-', '_' or '.'"));
     }
-    let cache = crate::realm::StoredArtifacts { store: &app.store, now: now() };
+    // Checked before compiling, so an upload that cannot be stored costs
+    // no compilation; checked again, atomically, when it is stored.
+    let (versions, bytes) = app.store.plugin_usage(realm).map_err(internal)?;
+    let size = i64::try_from(component.len()).unwrap_or(i64::MAX);
+    if versions >= quota.versions || bytes.saturating_add(size) > quota.bytes {
+        return Err(over_quota(realm, &quota, versions, bytes));
+    }
+    let cache =
+        PendingArtifact { stored: crate::realm::StoredArtifacts { store: &app.store, now: now() }, made: None.into() };
     let plugin = app
         .host
         .load_detecting(kind, name, 0, component, &cache)
         .map_err(|e| error(400, "invalid_plugin", e.to_string()))?;
     let kind = plugin.kind();
     let sha256 = agentauth_plugin_host::sha256_hex(component);
-    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate };
+    let made = cache.made.into_inner().filter(|(key, _)| key.component_sha256 == sha256);
+    let artifact = made.as_ref().map(|(key, artifact)| (key.engine.as_str(), artifact.as_slice()));
+    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate, artifact, quota };
     let entry = AuditEntry {
         at: now(),
         actor,
@@ -282,6 +355,7 @@ pub(crate) fn push_component(
                 "plugin {name} serves the {existing} hook; push a {existing} component or use another name"
             )));
         }
+        PushOutcome::OverQuota { versions, bytes } => return Err(over_quota(realm, &quota, versions, bytes)),
     };
     if activate {
         app.republish(realm, Some(Arc::new(plugin.with_version(version)))).map_err(|e| internal(e.description))?;
@@ -291,6 +365,36 @@ pub(crate) fn push_component(
         "name": name, "version": version, "hook": kind.as_str(), "sha256": sha256,
         "size": component.len(), "active": activate,
     }))
+}
+
+fn over_quota(realm: &str, quota: &PluginQuota, versions: i64, bytes: i64) -> Reply {
+    error(
+        409,
+        "quota_exceeded",
+        format!(
+            "realm {realm} stores {versions} plugin versions of {bytes} bytes in all; it may store {} versions \
+             and {} bytes (plugin_storage_versions, plugin_storage_bytes): delete versions first",
+            quota.versions, quota.bytes
+        ),
+    )
+}
+
+/// Reads compiled artifacts from the store, and keeps the one a compile
+/// makes in memory, so that it is stored in the same commit as its
+/// version: an upload refused after compiling leaves nothing behind.
+struct PendingArtifact<'a> {
+    stored: crate::realm::StoredArtifacts<'a>,
+    made: std::cell::RefCell<Option<(ArtifactKey, Vec<u8>)>>,
+}
+
+impl ArtifactCache for PendingArtifact<'_> {
+    fn get(&self, key: &ArtifactKey) -> Option<Vec<u8>> {
+        self.stored.get(key)
+    }
+
+    fn put(&self, key: &ArtifactKey, artifact: &[u8]) {
+        *self.made.borrow_mut() = Some((key.clone(), artifact.to_vec()));
+    }
 }
 
 fn activate(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Result<Reply, Reply> {
@@ -444,7 +548,19 @@ fn rotate_key(app: &App, realm: &str, parts: &Parts, body: &[u8]) -> Result<Repl
                 .ok_or_else(|| bad_request("alg must be RS256, ES256 or EdDSA"))?,
         ),
     };
-    let rotated = rotate_signing_key(app, realm, alg, &actor(parts), now())?;
+    let limits = settings(app, realm)?;
+    let per_minute = limits.key_rotations_per_minute;
+    app.key_rotations.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("key rotations", wait))?;
+    // Each rotation keeps the keys before it published for a token
+    // lifetime: bound how many the JWKS (and every rebuild) carries.
+    let now = now();
+    let keys = app.store.keys(realm).map_err(internal)?;
+    let live: Vec<_> = keys.iter().filter(|k| k.retires_at.is_none_or(|at| at > now)).collect();
+    if live.len() >= limits.max_published_keys as usize {
+        let next = live.iter().filter_map(|k| k.retires_at).min().map_or(60, |at| at - now);
+        return Err(slow_down("published keys", u64::try_from(next).unwrap_or(1).max(1)));
+    }
+    let rotated = rotate_signing_key(app, realm, alg, &actor(parts), now)?;
     Ok(Reply::json(200, &rotated))
 }
 
@@ -464,7 +580,13 @@ pub(crate) fn rotate_signing_key(
     let alg = agentauth_jose::Algorithm::parse(&settings.signing_alg).ok_or_else(|| internal("bad signing_alg"))?;
     let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
     let pkcs8 = app.config.master_key.seal(realm.as_bytes(), &pkcs8).map_err(internal)?;
-    let signs_from = now + settings.key_publish_seconds;
+    // A realm with no key has never signed nor served its JWKS (its first
+    // key is made on first use), so no one caches its keys: the new key
+    // signs at once. Waiting would leave the realm with no key that signs.
+    // Should a first use race this and make a key meanwhile, the rotated
+    // key is the newer one and signs; the other retires like any old key.
+    let never_signed = app.store.keys(realm).map_err(internal)?.is_empty();
+    let signs_from = if never_signed { now } else { now + settings.key_publish_seconds };
     // The old keys sign until `signs_from`; their last tokens expire one
     // lifetime later (a minute of leeway for clock skew).
     let old_retire_at = signs_from + settings.access_token_lifetime + 60;

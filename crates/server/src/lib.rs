@@ -117,6 +117,13 @@ pub struct App {
     realms: Realms,
     hasher: Hasher,
     registrations: rate::RateLimiter,
+    /// Plugin uploads per realm (`plugin_pushes_per_minute`).
+    plugin_pushes: rate::RateLimiter,
+    /// Key rotations per realm through the admin API
+    /// (`key_rotations_per_minute`).
+    key_rotations: rate::RateLimiter,
+    /// Plugin uploads being handled, all realms together.
+    uploads_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Seconds since the Unix epoch.
@@ -129,7 +136,17 @@ impl App {
     /// this database's keys.
     pub const MASTER_KEY_CHECK: &'static str = "master-key-check";
 
+    /// The server, compiling plugins in process (see
+    /// [`App::with_plugin_host`]).
     pub fn new(config: Config, store: Store) -> Result<Arc<Self>, StartError> {
+        let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
+        Self::with_plugin_host(config, store, host)
+    }
+
+    /// The server with `host`, whose [`agentauth_plugin_host::Compiler`]
+    /// says where uploads are compiled: `agentauth serve` bounds each
+    /// compilation in a child process.
+    pub fn with_plugin_host(config: Config, store: Store, host: PluginHost) -> Result<Arc<Self>, StartError> {
         // A wrong master key must stop the server, never lead it to make
         // new keys: check it against what the database was sealed with.
         let master = &config.master_key;
@@ -145,7 +162,6 @@ impl App {
                     .into(),
             ));
         }
-        let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
         let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
         let issuer_prefix = format!("{}{}", config.public_url, config.base_path);
         Ok(Arc::new(Self {
@@ -156,6 +172,9 @@ impl App {
             realms: Realms::default(),
             hasher,
             registrations: rate::RateLimiter::default(),
+            plugin_pushes: rate::RateLimiter::default(),
+            key_rotations: rate::RateLimiter::default(),
+            uploads_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

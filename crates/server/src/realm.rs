@@ -68,6 +68,24 @@ pub struct RealmSettings {
     /// The most actors a token's nested `act` chain may name; an exchange
     /// that would name more is `invalid_request`.
     pub max_delegation_depth: usize,
+    /// Plugin versions the realm may store, of all its plugins, active or
+    /// not; a push past it is refused (409) until versions are deleted.
+    pub plugin_storage_versions: u32,
+    /// Bytes of plugin components the realm may store, all versions
+    /// together (the Python and JavaScript policies weigh 18 and 12 MB).
+    pub plugin_storage_bytes: u64,
+    /// Plugin uploads the realm accepts a minute, refused ones included
+    /// (each may cost a compilation); past it, 429 with `Retry-After`.
+    pub plugin_pushes_per_minute: u32,
+    /// Signing key rotations the realm accepts a minute through the admin
+    /// API (each makes a key, and keys stay published for a token
+    /// lifetime); past it, 429 with `Retry-After`.
+    pub key_rotations_per_minute: u32,
+    /// Keys the realm may publish at once: each rotation keeps the keys
+    /// before it in the JWKS for a token lifetime, so past this many a
+    /// rotation through the admin API waits (429 with `Retry-After`) until
+    /// the oldest retires. Rotations on schedule are not held back.
+    pub max_published_keys: u32,
 }
 
 impl RealmSettings {
@@ -101,6 +119,11 @@ impl RealmSettings {
             1_000_000,
         )?;
         within("max_clients", i64::from(self.max_clients), 1, 100_000_000)?;
+        within("plugin_storage_versions", i64::from(self.plugin_storage_versions), 1, 10_000)?;
+        within("plugin_storage_bytes", i64::try_from(self.plugin_storage_bytes).unwrap_or(i64::MAX), 1 << 20, 1 << 40)?;
+        within("plugin_pushes_per_minute", i64::from(self.plugin_pushes_per_minute), 1, 10_000)?;
+        within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
+        within("max_published_keys", i64::from(self.max_published_keys), 2, 1000)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -156,6 +179,13 @@ impl Default for RealmSettings {
             token_exchange_impersonation: false,
             max_delegation_depth: 8,
             max_clients: 10_000,
+            plugin_storage_versions: 32,
+            // Room for several versions of an interpreter-carrying policy;
+            // each stored version may also be compiled and held in memory.
+            plugin_storage_bytes: 128 << 20,
+            plugin_pushes_per_minute: 10,
+            key_rotations_per_minute: 2,
+            max_published_keys: 10,
         }
     }
 }

@@ -548,8 +548,10 @@ impl Store {
     }
 
     /// Deletes what can no longer matter: expired server-side tokens,
-    /// revoked JWT ids and client assertion ids past their expiry, and
-    /// keys retired from the JWKS. Returns how many rows went.
+    /// revoked JWT ids and client assertion ids past their expiry, keys
+    /// retired from the JWKS, and compiled artifacts of components no
+    /// stored version has (one compiled for a version deleted meanwhile).
+    /// Returns how many rows went.
     pub fn sweep(&self, now: i64) -> Result<usize> {
         let removed = self.write(|tx| {
             let mut n = 0;
@@ -558,6 +560,7 @@ impl Store {
             n += execute(tx, "DELETE FROM client_assertions WHERE expires_at <= ?1", [now])?;
             n += execute(tx, "DELETE FROM token_lineage WHERE expires_at <= ?1", [now])?;
             n += execute(tx, "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
+            n += delete_unused_artifacts(tx)?;
             Ok(n)
         })?;
         Ok(removed)
@@ -579,7 +582,8 @@ impl Store {
         self.write(|tx| {
             let n = execute(
                 tx,
-                "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO realms (name, settings, created_at, id) VALUES (?1, ?2, ?3, lower(hex(randomblob(16))))
+                 ON CONFLICT (name) DO NOTHING",
                 params![name, settings, now],
             )?;
             Ok(n == 1)
@@ -599,7 +603,8 @@ impl Store {
         self.write(|tx| {
             let n = execute(
                 tx,
-                "INSERT INTO realms (name, settings, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO realms (name, settings, created_at, id) VALUES (?1, ?2, ?3, lower(hex(randomblob(16))))
+                 ON CONFLICT (name) DO NOTHING",
                 params![name, settings, audit.at],
             )?;
             if n == 1 {
@@ -650,20 +655,28 @@ impl Store {
         })
     }
 
-    /// Deletes a realm and everything in it (clients, keys, plugins,
-    /// tokens), keeping its audit log; false if there was no such realm.
+    /// Deletes a realm and everything in it (clients, keys, plugins and
+    /// the compiled artifacts no other realm uses, tokens); false if there
+    /// was no such realm. Its audit log stays, under the deleted realm's
+    /// identity: a realm created later under the same name starts a log of
+    /// its own.
     pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
         let deleted = self.write(|tx| {
+            let exists: bool =
+                query_row(tx, "SELECT EXISTS (SELECT 1 FROM realms WHERE name = ?1)", [name], |r| r.get(0))?;
+            if !exists {
+                return Ok(false);
+            }
+            // Recorded first, while the entry can still name the realm's id.
+            record(tx, name, audit)?;
             for table in
                 ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions", "realm_admins"]
             {
                 execute(tx, &format!("DELETE FROM {table} WHERE realm = ?1"), [name])?;
             }
-            let n = execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
-            if n == 1 {
-                record(tx, name, audit)?;
-            }
-            Ok(n == 1)
+            delete_unused_artifacts(tx)?;
+            execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
+            Ok(true)
         });
         self.forget_clients(name, None);
         deleted
@@ -822,6 +835,11 @@ impl Store {
             if let Some(hook) = existing.filter(|h| h != push.hook) {
                 return Ok(PushOutcome::HookMismatch { existing: hook });
             }
+            let (versions, bytes) = plugin_usage(tx, realm)?;
+            let size = i64::try_from(push.component.len()).unwrap_or(i64::MAX);
+            if versions >= push.quota.versions || bytes.saturating_add(size) > push.quota.bytes {
+                return Ok(PushOutcome::OverQuota { versions, bytes });
+            }
             let version: i64 = query_row(
                 tx,
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2",
@@ -837,6 +855,9 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![realm, push.name, version, push.hook, push.sha256, push.component, audit.at, push.activate],
             )?;
+            if let Some((engine, artifact)) = push.artifact {
+                put_artifact(tx, push.sha256, engine, artifact, audit.at)?;
+            }
             record(tx, realm, &AuditEntry { version: Some(version), ..audit.clone() })?;
             Ok(PushOutcome::Stored { version })
         })
@@ -861,7 +882,9 @@ impl Store {
     }
 
     /// Deletes one version of a plugin, or all of them (`version: None`);
-    /// returns how many rows went. Records `audit` in the same commit.
+    /// returns how many rows went. The compiled artifacts of their
+    /// components go too, unless a version still stored (in any realm)
+    /// has the same bytes. Records `audit` in the same commit.
     pub fn delete_plugin(&self, realm: &str, name: &str, version: Option<i64>, audit: &AuditEntry) -> Result<usize> {
         self.write(|tx| {
             let sha256 = match version {
@@ -874,6 +897,7 @@ impl Store {
                 params![realm, name, version],
             )?;
             if deleted > 0 {
+                delete_unused_artifacts(tx)?;
                 record(tx, realm, &AuditEntry { version, sha256, ..audit.clone() })?;
             }
             Ok(deleted)
@@ -892,12 +916,13 @@ impl Store {
     }
 
     /// The realm's audit log, oldest first, at most `limit` entries after
-    /// entry `after`.
+    /// entry `after`: the entries of this realm, not of an earlier, deleted
+    /// realm of the same name.
     pub fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, at, actor, action, plugin, version, sha256, detail FROM audit
-             WHERE realm = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+             WHERE realm_id = (SELECT id FROM realms WHERE name = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![realm, after, limit], |r| {
             Ok((
@@ -938,20 +963,21 @@ impl Store {
     }
 
     pub fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
-        self.write(|tx| {
-            execute(
-                tx,
-                "DELETE FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine <> ?2",
-                params![component_sha256, engine],
-            )?;
-            execute(
-                tx,
-                "INSERT OR REPLACE INTO plugin_artifacts (component_sha256, engine, artifact, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![component_sha256, engine, artifact, now],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| put_artifact(tx, component_sha256, engine, artifact, now))
+    }
+
+    /// The components that have a compiled artifact stored, by sha256.
+    pub fn plugin_artifact_hashes(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT component_sha256 FROM plugin_artifacts ORDER BY 1")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many plugin versions the realm stores, and their components'
+    /// bytes in all.
+    pub fn plugin_usage(&self, realm: &str) -> Result<(i64, i64)> {
+        plugin_usage(&self.conn(), realm)
     }
 
     // ---- clients ----
@@ -1343,6 +1369,25 @@ pub struct PluginPush<'a> {
     pub sha256: &'a str,
     pub component: &'a [u8],
     pub activate: bool,
+    /// The component compiled, and the engine it was compiled for: stored
+    /// in the same commit as the version, so a refused push stores neither.
+    pub artifact: Option<(&'a str, &'a [u8])>,
+    /// What the realm may store in all; the push is refused past it.
+    pub quota: PluginQuota,
+}
+
+/// What one realm may keep of plugins: versions (of all its plugins,
+/// active or not) and their components' bytes in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginQuota {
+    pub versions: i64,
+    pub bytes: i64,
+}
+
+impl PluginQuota {
+    /// No bound, for callers that are not a realm's admins (the demo
+    /// realm's provisioning).
+    pub const UNLIMITED: Self = Self { versions: i64::MAX, bytes: i64::MAX };
 }
 
 /// What storing a plugin version did.
@@ -1354,6 +1399,12 @@ pub enum PushOutcome {
     /// The name already serves another hook.
     HookMismatch {
         existing: String,
+    },
+    /// The realm's plugins already use this much of its quota: with this
+    /// push they would exceed it.
+    OverQuota {
+        versions: i64,
+        bytes: i64,
     },
 }
 
@@ -1367,6 +1418,40 @@ pub struct AuditEntry {
     pub version: Option<i64>,
     pub sha256: Option<String>,
     pub detail: Option<String>,
+}
+
+fn put_artifact(tx: &Connection, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
+    execute(
+        tx,
+        "DELETE FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine <> ?2",
+        params![component_sha256, engine],
+    )?;
+    execute(
+        tx,
+        "INSERT OR REPLACE INTO plugin_artifacts (component_sha256, engine, artifact, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![component_sha256, engine, artifact, now],
+    )?;
+    Ok(())
+}
+
+fn plugin_usage(conn: &Connection, realm: &str) -> Result<(i64, i64)> {
+    Ok(query_row(
+        conn,
+        "SELECT COUNT(*), COALESCE(SUM(length(component)), 0) FROM plugins WHERE realm = ?1",
+        [realm],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
+/// Deletes the compiled artifacts whose component no stored version has.
+fn delete_unused_artifacts(tx: &Connection) -> Result<usize> {
+    Ok(execute(
+        tx,
+        "DELETE FROM plugin_artifacts
+         WHERE NOT EXISTS (SELECT 1 FROM plugins p WHERE p.sha256 = plugin_artifacts.component_sha256)",
+        [],
+    )?)
 }
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
@@ -1383,11 +1468,13 @@ fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Res
     .optional()?)
 }
 
+/// Appends an audit entry to the log of the realm now named `realm`: it
+/// belongs to that realm's identity, and keeps the name for the record.
 fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
     execute(
         tx,
-        "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail, realm_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT id FROM realms WHERE name = ?3))",
         params![e.at, e.actor, realm, e.action, e.plugin, e.version, e.sha256, e.detail],
     )?;
     Ok(())
@@ -1806,6 +1893,8 @@ mod tests {
             sha256: "aa",
             component: c,
             activate,
+            artifact: None,
+            quota: PluginQuota::UNLIMITED,
         };
         assert_eq!(
             store.push_plugin("alpha", &push(b"v1", true), &audit("push")).unwrap(),
@@ -1840,6 +1929,82 @@ mod tests {
                 ("delete".into(), Some(1))
             ]
         );
+    }
+
+    fn pushed<'a>(name: &'a str, sha256: &'a str, component: &'a [u8]) -> PluginPush<'a> {
+        PluginPush {
+            name,
+            hook: "may-act",
+            sha256,
+            component,
+            activate: true,
+            artifact: Some(("engine", b"compiled")),
+            quota: PluginQuota::UNLIMITED,
+        }
+    }
+
+    fn artifacts(store: &Store) -> Vec<String> {
+        ["aa", "bb"]
+            .into_iter()
+            .filter(|h| store.plugin_artifact(h, "engine").unwrap().is_some())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log() {
+        let store = Store::open_in_memory().unwrap();
+        assert!(store.create_realm("beta", "{}", &audit("create-realm")).unwrap());
+        store.push_plugin("beta", &pushed("p", "aa", b"v1"), &audit("push")).unwrap();
+        assert!(store.delete_realm("beta", &audit("delete-realm")).unwrap());
+        assert!(store.audit("beta", 0, 100).unwrap().is_empty(), "no realm, no log to show");
+        assert!(store.create_realm("beta", "{}", &audit("create-realm")).unwrap());
+        let log: Vec<String> = store.audit("beta", 0, 100).unwrap().into_iter().map(|(_, e)| e.action).collect();
+        assert_eq!(log, ["create-realm"], "the earlier realm's push and deletion are not this realm's");
+    }
+
+    #[test]
+    fn a_deleted_version_takes_its_artifact_unless_stored_bytes_still_use_it() {
+        let store = Store::open_in_memory().unwrap();
+        for realm in ["alpha", "beta"] {
+            store.create_realm_if_absent(realm, "{}", 0).unwrap();
+        }
+        store.push_plugin("alpha", &pushed("p", "aa", b"v1"), &audit("push")).unwrap();
+        store.push_plugin("alpha", &pushed("p", "bb", b"v2"), &audit("push")).unwrap();
+        store.push_plugin("beta", &pushed("q", "bb", b"v2"), &audit("push")).unwrap();
+        assert_eq!(artifacts(&store), ["aa", "bb"]);
+
+        store.delete_plugin("alpha", "p", Some(1), &audit("delete")).unwrap();
+        assert_eq!(artifacts(&store), ["bb"], "version 1's artifact went with it");
+        store.delete_plugin("alpha", "p", None, &audit("delete")).unwrap();
+        assert_eq!(artifacts(&store), ["bb"], "realm beta still stores the same bytes");
+        store.delete_realm("beta", &audit("delete-realm")).unwrap();
+        assert!(artifacts(&store).is_empty(), "the last version gone, so is its artifact");
+    }
+
+    #[test]
+    fn a_refused_push_stores_neither_the_version_nor_its_artifact() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        let quota = PluginQuota { versions: 2, bytes: 5 };
+        let within = PluginPush { quota, ..pushed("p", "aa", b"abc") };
+        assert_eq!(store.push_plugin("alpha", &within, &audit("push")).unwrap(), PushOutcome::Stored { version: 1 });
+        let too_big = PluginPush { quota, ..pushed("p", "bb", b"abc") };
+        assert_eq!(
+            store.push_plugin("alpha", &too_big, &audit("push")).unwrap(),
+            PushOutcome::OverQuota { versions: 1, bytes: 3 }
+        );
+        let mismatch = PluginPush { hook: "dcr", ..pushed("p", "bb", b"a") };
+        assert!(matches!(
+            store.push_plugin("alpha", &mismatch, &audit("push")).unwrap(),
+            PushOutcome::HookMismatch { .. }
+        ));
+        assert_eq!(store.plugin_usage("alpha").unwrap(), (1, 3));
+        assert_eq!(artifacts(&store), ["aa"]);
+        let small = PluginPush { quota, ..pushed("p", "bb", b"ab") };
+        assert_eq!(store.push_plugin("alpha", &small, &audit("push")).unwrap(), PushOutcome::Stored { version: 2 });
+        let third = PluginPush { quota, ..pushed("p", "cc", b"") };
+        assert!(matches!(store.push_plugin("alpha", &third, &audit("push")).unwrap(), PushOutcome::OverQuota { .. }));
     }
 
     #[test]

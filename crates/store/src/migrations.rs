@@ -141,6 +141,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER clients_count_delete AFTER DELETE ON clients BEGIN
         UPDATE client_counts SET n = n - 1 WHERE realm = OLD.realm;
     END;",
+    // 11: a realm's identity, apart from its name, and audit entries that
+    // belong to it: a realm created under a deleted realm's name does not
+    // inherit its audit log. An existing realm's entries are those after
+    // the last deletion of a realm of its name; older ones belong to the
+    // deleted realms and to no realm listed now.
+    "ALTER TABLE realms ADD COLUMN id TEXT;
+    UPDATE realms SET id = lower(hex(randomblob(16)));
+    CREATE UNIQUE INDEX realms_by_id ON realms (id);
+    ALTER TABLE audit ADD COLUMN realm_id TEXT;
+    UPDATE audit SET realm_id = (SELECT r.id FROM realms r WHERE r.name = audit.realm)
+     WHERE audit.id > COALESCE(
+        (SELECT MAX(d.id) FROM audit d WHERE d.realm = audit.realm AND d.action = 'delete-realm'), 0);
+    CREATE INDEX audit_by_realm_id ON audit (realm_id, id);",
+    // 12: compiled artifacts live only as long as a stored version uses
+    // their component: find those versions by hash, and drop the artifacts
+    // that earlier versions left behind (refused uploads, deleted plugins).
+    "CREATE INDEX plugins_by_sha256 ON plugins (sha256);
+    DELETE FROM plugin_artifacts
+     WHERE NOT EXISTS (SELECT 1 FROM plugins p WHERE p.sha256 = plugin_artifacts.component_sha256);",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
@@ -158,4 +177,52 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_audit_entries_go_to_the_realm_created_after_the_last_deletion_of_its_name() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..8] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 8).unwrap();
+        tx.execute_batch(
+            "INSERT INTO realms (name, settings, created_at) VALUES ('beta', '{}', 3), ('alpha', '{}', 0);
+             INSERT INTO audit (at, actor, realm, action) VALUES
+                (0, 'admin', 'beta', 'create-realm'), (1, 'admin', 'beta', 'push'),
+                (2, 'admin', 'beta', 'delete-realm'), (3, 'admin', 'beta', 'create-realm'),
+                (4, 'admin', 'alpha', 'push');
+             INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at)
+                VALUES ('alpha', 'p', 1, 'dcr', 'kept', x'00', 0);
+             INSERT INTO plugin_artifacts VALUES ('kept', 'e', x'01', 0), ('orphan', 'e', x'02', 0);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        apply(&mut conn).unwrap();
+        let owners: Vec<(String, String, bool)> = conn
+            .prepare(
+                "SELECT a.realm, a.action, a.realm_id IS NOT NULL AND a.realm_id = r.id
+                 FROM audit a LEFT JOIN realms r ON r.name = a.realm ORDER BY a.id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let owned: Vec<bool> = owners.iter().map(|(_, _, owned)| *owned).collect();
+        assert_eq!(owned, [false, false, false, true, true], "{owners:?}");
+        let artifacts: Vec<String> = conn
+            .prepare("SELECT component_sha256 FROM plugin_artifacts")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(artifacts, ["kept"]);
+    }
 }
