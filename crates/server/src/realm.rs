@@ -52,8 +52,10 @@ pub struct RealmSettings {
     /// Days a signing key signs before a new one is rotated in
     /// automatically; 0 turns the schedule off.
     pub key_rotation_days: u32,
-    /// Plugin calls of this realm that may run at once; a call that cannot
-    /// start within the plugin timeout is answered 503.
+    /// Requests of this realm that may run its plugins at once (at most
+    /// [`agentauth_plugin_host::MAX_REALM_CALLS`]); the others wait for a
+    /// turn without holding a thread, and one that cannot start within the
+    /// plugin timeout is answered 503.
     pub plugin_concurrency: usize,
 }
 
@@ -76,7 +78,7 @@ impl RealmSettings {
             1 << 20,
             agentauth_plugin_host::MAX_PLUGIN_MEMORY as i64,
         )?;
-        within("plugin_concurrency", self.plugin_concurrency as i64, 1, 128)?;
+        within("plugin_concurrency", self.plugin_concurrency as i64, 1, agentauth_plugin_host::MAX_REALM_CALLS as i64)?;
         within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
         within("key_rotation_days", i64::from(self.key_rotation_days), 0, 3650)?;
         within("registrations_per_minute", i64::from(self.registrations_per_minute), 1, 1_000_000)?;
@@ -163,16 +165,21 @@ pub struct RealmRuntime {
 }
 
 impl RealmRuntime {
-    /// Holds one of the realm's plugin call slots, or answers that the
-    /// realm is busy.
-    pub fn plugin_slot(&self) -> Result<CallSlot<'_>, OAuthError> {
-        self.plugin_slots.acquire(self.plugin_limits.timeout).ok_or_else(|| {
+    /// Holds one of the realm's plugin call slots, waiting for one at most
+    /// the plugin timeout, or answers that the realm is busy.
+    pub async fn plugin_slot(&self) -> Result<CallSlot, OAuthError> {
+        self.plugin_slots.acquire(self.plugin_limits.timeout).await.ok_or_else(|| {
             tracing::warn!(realm = %self.name, limit = self.plugin_slots.limit(), "all plugin call slots busy");
             OAuthError::new(
                 agentauth_core::ErrorCode::TemporarilyUnavailable,
                 "the realm's policies are busy; retry shortly",
             )
         })
+    }
+
+    /// Whether the realm has plugins, so that its requests may run some.
+    pub fn has_plugins(&self) -> bool {
+        !self.plugins.is_empty()
     }
 
     /// The realm's active plugin `name`, if it serves `kind`.
@@ -221,6 +228,12 @@ impl Realms {
             return Ok(Some(Arc::clone(runtime)));
         }
         self.rebuild(name, from, None)
+    }
+
+    /// The realm's runtime as last built, if it was, without building or
+    /// refreshing it: cheap enough for an async task.
+    pub fn loaded(&self, name: &str) -> Option<Arc<RealmRuntime>> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Rebuilds the realm's runtime from the store and publishes it: the
@@ -319,7 +332,7 @@ impl Realms {
         let plugin_slots = previous
             .as_ref()
             .map(|p| Arc::clone(&p.plugin_slots))
-            .filter(|slots| slots.limit() == settings.plugin_concurrency.max(1))
+            .filter(|slots| slots.limit() == CallSlots::new(settings.plugin_concurrency).limit())
             .unwrap_or_else(|| Arc::new(CallSlots::new(settings.plugin_concurrency)));
         let runtime = Arc::new(RealmRuntime {
             plugin_slots,
