@@ -1312,10 +1312,10 @@ async fn instantiate(plugin: &Plugin, store: &mut Store<HostState>) -> wasmtime:
     let function =
         instance.get_export_index(&mut *store, Some(&interface), plugin.kind.function()).ok_or_else(missing)?;
     Ok(match plugin.kind {
-        HookKind::Dcr => Exports::Dcr(instance.get_typed_func(&mut *store, &function)?),
-        HookKind::MayAct => Exports::MayAct(instance.get_typed_func(&mut *store, &function)?),
-        HookKind::Token => Exports::Token(instance.get_typed_func(&mut *store, &function)?),
-        HookKind::Scope => Exports::Scope(instance.get_typed_func(&mut *store, &function)?),
+        HookKind::Dcr => Exports::Dcr(instance.get_typed_func(&mut *store, function)?),
+        HookKind::MayAct => Exports::MayAct(instance.get_typed_func(&mut *store, function)?),
+        HookKind::Token => Exports::Token(instance.get_typed_func(&mut *store, function)?),
+        HookKind::Scope => Exports::Scope(instance.get_typed_func(&mut *store, function)?),
     })
 }
 

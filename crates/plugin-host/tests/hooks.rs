@@ -541,8 +541,7 @@ fn logged(f: impl FnOnce()) -> String {
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    text
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
 }
 
 #[test]
