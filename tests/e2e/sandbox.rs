@@ -116,3 +116,57 @@ fn realms_whose_plugins_sleep_or_loop_leave_another_realm_serving() {
     // others wait without a thread each.
     assert!(most_threads < threads_before + 80, "threads grew from {threads_before} to {most_threads}");
 }
+
+/// Registers an agent named `name` in the demo realm.
+fn agent_named(server: &Server, name: &str) -> crate::support::Agent {
+    let mut body = seed_registration();
+    body["client_name"] = json!(name);
+    let registered = server.register_raw(&body.to_string());
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    crate::support::Agent {
+        client_id: registered.json["client_id"].as_str().unwrap_or_default().into(),
+        client_secret: registered.json["client_secret"].as_str().unwrap_or_default().into(),
+    }
+}
+
+#[test]
+fn a_plugin_can_neither_flood_the_log_nor_forge_a_line_in_it() {
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = logs.path().join("server.log");
+    let server = Server::start_logging_to(&log);
+    // The demo realm's may-act policy, replaced by one that logs on demand.
+    let file = logs.path().join("misbehaving.wasm");
+    std::fs::write(&file, agentauth_plugins::MISBEHAVING_MAY_ACT).expect("writing the plugin");
+    let file = file.to_string_lossy().into_owned();
+    admin(
+        &server,
+        &["plugin", "push", "--realm", "alpha", "--name", "software-agent-may-act", "--hook", "may-act", &file],
+    );
+    let flooder = agent_named(&server, "log-flood");
+    let forger = agent_named(&server, "log-forge");
+    let until = Instant::now() + Duration::from_secs(3);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                while Instant::now() < until {
+                    let form = [
+                        ("grant_type", "client_credentials"),
+                        ("client_id", flooder.client_id.as_str()),
+                        ("client_secret", flooder.client_secret.as_str()),
+                        ("scope", "read"),
+                    ];
+                    server.token(&form, None);
+                }
+            });
+        }
+    });
+    server.read_token(&forger);
+    drop(server);
+
+    let written = std::fs::read_to_string(&log).expect("the log");
+    let flood: usize = written.lines().filter(|l| l.contains("xxxxxxxxxx")).map(str::len).sum();
+    // The realm's rate is 64 KiB a second: three seconds, with room.
+    assert!(flood < 1 << 20, "the plugin wrote {flood} bytes of log in 3 s");
+    assert!(!written.lines().any(|l| l.starts_with("INFO agentauth: forged")), "a forged line");
+    assert!(written.contains(r"ok\nINFO agentauth: forged line\r\u{1b}[2Kcleared"), "the message, escaped");
+}

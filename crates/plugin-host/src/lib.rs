@@ -415,7 +415,10 @@ impl IdleList {
             if count < IDLE_PER_REALM && held + bytes <= IDLE_BYTES_PER_REALM {
                 break;
             }
-            dropped.extend(self.evict_oldest(Some(&instance.realm)));
+            match self.evict_oldest(Some(&instance.realm)) {
+                Some(old) => dropped.push(old),
+                None => break,
+            }
         }
         while self.entries.len() >= IDLE_TOTAL || self.bytes + bytes > IDLE_BYTES_TOTAL {
             match self.evict_oldest(None) {
