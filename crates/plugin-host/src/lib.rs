@@ -205,9 +205,11 @@ impl HookKind {
 /// Resource limits for one hook call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock time one call may take, instantiation included.
+    /// Wall-clock time one call may take: waiting for its realm's turn,
+    /// instantiation, the call, and copying the answer out.
     pub timeout: Duration,
-    /// Linear memory one instance may grow to, in bytes.
+    /// Bytes one instance may hold in all its linear memories and tables
+    /// together.
     pub memory: usize,
 }
 
@@ -727,6 +729,9 @@ impl fmt::Debug for PluginHost {
 impl Drop for PluginHost {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        // Idle instances refer back to the shared state through their
+        // meters; drop them so it goes too.
+        self.drop_idle();
     }
 }
 
@@ -865,6 +870,7 @@ impl PluginHost {
         };
         drop(dropped);
     }
+
     /// Compiles `component` and checks, by name, that it exports exactly
     /// `kind`'s hook interface of this contract version and imports only
     /// what [`ALLOWED_IMPORTS`] allows; then type-checks it against the

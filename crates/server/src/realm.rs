@@ -40,7 +40,8 @@ pub struct RealmSettings {
     pub refresh_token_lifetime: i64,
     /// Time one plugin call may take, milliseconds.
     pub plugin_timeout_ms: u64,
-    /// Memory one plugin instance may use, bytes (at most 256 MiB).
+    /// Memory one plugin instance may use in all its memories and tables
+    /// together, bytes (at most 256 MiB).
     pub plugin_memory_bytes: usize,
     /// Registrations the realm accepts a minute, from all sources.
     pub registrations_per_minute: u32,
