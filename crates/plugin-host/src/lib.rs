@@ -239,6 +239,9 @@ pub enum HookError {
     /// The plugin failed: trap, timeout, memory cap, or an invalid answer.
     /// The text is for the operator's log.
     Failed(String),
+    /// The call could not start before its deadline: every instance of the
+    /// server, or its realm's every turn to run, was taken. Worth a retry.
+    Busy(String),
 }
 
 impl fmt::Display for HookError {
@@ -246,6 +249,7 @@ impl fmt::Display for HookError {
         match self {
             Self::Denied(why) => write!(f, "denied by policy: {why}"),
             Self::Failed(why) => write!(f, "policy failed: {why}"),
+            Self::Busy(why) => write!(f, "policy busy: {why}"),
         }
     }
 }
@@ -1076,7 +1080,7 @@ impl PluginHost {
         let wait = Arc::clone(&self.slots).acquire_owned();
         match self.runtime.block_on(async { tokio::time::timeout_at(deadline.into(), wait).await }) {
             Ok(Ok(slot)) => Ok(slot),
-            _ => Err(HookError::Failed(format!(
+            _ => Err(HookError::Busy(format!(
                 "no plugin instance came free within {} ms: all {POOL_INSTANCES} of the server are running calls",
                 limits.timeout.as_millis()
             ))),
@@ -1092,7 +1096,10 @@ impl PluginHost {
         let wait = running.acquire_owned();
         match self.runtime.block_on(async { tokio::time::timeout_at(deadline.into(), wait).await }) {
             Ok(Ok(turn)) => Ok(turn),
-            _ => Err(timed_out(limits)),
+            _ => Err(HookError::Busy(format!(
+                "the realm's other calls kept every turn to run for {} ms",
+                limits.timeout.as_millis()
+            ))),
         }
     }
 

@@ -514,6 +514,26 @@ fn one_realms_idle_heavy_instances_leave_room_for_another_realms_calls() {
     assert!(answers.iter().all(|a| *a == Ok(None)), "{:?}", answers.iter().find(|a| **a != Ok(None)));
 }
 
+#[test]
+fn a_realm_whose_calls_hold_every_turn_answers_busy_and_another_realm_runs() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    let long = Limits { timeout: Duration::from_millis(1500), ..Limits::default() };
+    let short = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let turns = std::thread::available_parallelism().map_or(1, |n| n.get()).min(32);
+    std::thread::scope(|s| {
+        for _ in 0..turns {
+            s.spawn(|| failed(host.run_may_act(&plugin, &long, "a", &agent("sleep"), &token)));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let waited = host.run_may_act(&plugin, &short, "a", &agent("quiet"), &token);
+        assert!(matches!(waited, Err(HookError::Busy(_))), "{waited:?}");
+        assert_eq!(host.run_may_act(&plugin, &short, "b", &agent("quiet"), &token), Ok(None));
+    });
+}
+
 // ---- logs ----
 
 /// Collects what a tracing subscriber writes.
