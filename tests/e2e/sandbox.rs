@@ -40,6 +40,9 @@ fn realms_whose_plugins_sleep_or_loop_leave_another_realm_serving() {
     for (realm, _) in hostile {
         hostile_realm(&server, dir.path(), realm);
     }
+    // The demo realm's policies take microseconds; a generous deadline
+    // keeps this test about the sandbox, not about a loaded test machine.
+    admin(&server, &["realm", "set", "--realm", "alpha", "--settings", r#"{"plugin_timeout_ms": 2000}"#]);
     let threads_before = server.threads();
     let until = Instant::now() + Duration::from_secs(4);
     let (hostile_answers, alpha_answers, most_threads) = std::thread::scope(|s| {
@@ -142,6 +145,7 @@ fn a_plugin_can_neither_flood_the_log_nor_forge_a_line_in_it() {
         &server,
         &["plugin", "push", "--realm", "alpha", "--name", "software-agent-may-act", "--hook", "may-act", &file],
     );
+    admin(&server, &["realm", "set", "--realm", "alpha", "--settings", r#"{"plugin_timeout_ms": 2000}"#]);
     let flooder = agent_named(&server, "log-flood");
     let forger = agent_named(&server, "log-forge");
     let until = Instant::now() + Duration::from_secs(3);
