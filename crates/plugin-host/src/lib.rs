@@ -24,6 +24,9 @@
 //!   per-realm budget ([`REALM_PLUGIN_BYTES`]) and a server-wide one
 //!   ([`HOST_PLUGIN_BYTES`]), and bounds the count of core instances,
 //!   tables, memories and WASI resources.
+//! - **CPU.** A realm runs at most one call per core at once; its other
+//!   calls wait for a turn (their deadline running), so one realm's
+//!   spinning plugins never keep another realm's calls off the CPU.
 //! - **Instances.** Every live instance, running or idle, holds one of the
 //!   [`POOL_INSTANCES`] slots, and the pooling allocator is sized so that
 //!   this count, never one of its other limits, is what runs out. Idle
@@ -39,11 +42,13 @@
 //!
 //! Every answer is checked before the host uses it; a trap, a timeout,
 //! exhausted memory or an invalid answer is a [`HookError::Failed`], and
-//! the caller fails closed.
+//! the caller fails closed. A call that found no instance or turn before
+//! its deadline is [`HookError::Busy`].
 //!
 //! The `run_*` functions block the calling thread: call them from a
 //! blocking context (a plain thread or `spawn_blocking`), never from an
-//! async task. Waiting for a realm's turn is asynchronous ([`CallSlots`]).
+//! async task. A server takes a realm's [`CallSlots`] first, which waits
+//! asynchronously, so requests beyond a realm's slots hold no thread.
 
 mod bindings;
 
