@@ -126,7 +126,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (printed, code) = match outcome {
         Ok(decision) => (json!({"allowed": true, "decision": decision}), ExitCode::SUCCESS),
         Err(HookError::Denied(why)) => (json!({"allowed": false, "denied": why}), ExitCode::SUCCESS),
-        Err(HookError::Failed(why)) => (json!({"allowed": false, "failed": why}), ExitCode::FAILURE),
+        Err(HookError::Failed(why) | HookError::Busy(why)) => {
+            (json!({"allowed": false, "failed": why}), ExitCode::FAILURE)
+        }
     };
     println!("{}", serde_json::to_string_pretty(&printed)?);
     Ok(code)

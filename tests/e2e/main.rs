@@ -17,6 +17,7 @@ mod private_key_jwt;
 mod realms;
 mod registration;
 mod restart;
+mod sandbox;
 mod secrets;
 mod seed_flow;
 mod shutdown;

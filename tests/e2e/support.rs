@@ -163,6 +163,12 @@ impl Server {
         self.data_dir.clone()
     }
 
+    /// The threads the server process runs now (Linux).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -3,35 +3,76 @@
 //!
 //! This crate holds the only `bindgen!` of the contract. A plugin is
 //! compiled and type-checked against its hook world once, when it is
-//! loaded (`InstancePre`); each call then gets a fresh `Store` with the
-//! realm's deadline and memory cap, so no state leaks between calls and a
-//! trap never poisons the next one. The WASI a plugin sees grants nothing:
-//! no files, no network, no environment, no arguments.
+//! loaded (`InstancePre`). A call runs in an instance kept from an earlier
+//! call of the same plugin, realm and limits when there is one (see
+//! `Idle`), and in a fresh instance otherwise; an instance is never
+//! shared between realms, and one whose call trapped, timed out or hit a
+//! limit is dropped, so a trap never poisons the next call. The WASI a
+//! plugin sees grants nothing: no files, no network, no environment, no
+//! arguments.
+//!
+//! Every bound a plugin could push against is the host's, not the
+//! plugin's:
+//! - **Time.** Each call, instantiation and copying the answer out
+//!   included, has a deadline. Guest code is stopped by epoch
+//!   interruption; a guest waiting inside a host call (a WASI clock or
+//!   stream poll) is stopped because every WASI import is asynchronous and
+//!   the whole call is a future under a timeout. A store whose call was
+//!   cut off is dropped.
+//! - **Memory.** A `Meter` per store counts every linear memory and
+//!   every table of the instance against the realm's cap, against a
+//!   per-realm budget ([`REALM_PLUGIN_BYTES`]) and a server-wide one
+//!   ([`HOST_PLUGIN_BYTES`]), and bounds the count of core instances,
+//!   tables, memories and WASI resources.
+//! - **CPU.** A realm runs at most one call per core at once; its other
+//!   calls wait for a turn (their deadline running), so one realm's
+//!   spinning plugins never keep another realm's calls off the CPU.
+//! - **Instances.** Every live instance, running or idle, holds one of the
+//!   [`POOL_INSTANCES`] slots, and the pooling allocator is sized so that
+//!   this count, never one of its other limits, is what runs out. Idle
+//!   instances are the first to go when a call needs a slot or memory,
+//!   and are dropped after [`IDLE_TTL`] anyway.
+//! - **Answers.** What one call may copy out of a plugin (its answer, or
+//!   what it passes to one host call) is bounded by wasmtime's hostcall
+//!   fuel ([`MAX_COPIED_BYTES`]), checked as each list or string is lifted,
+//!   before it is allocated on the host; aliased lists count every time.
+//! - **Logs.** A call's log lines and bytes are capped, and so is each
+//!   realm's rate; control characters are escaped, so a message stays one
+//!   line.
 //!
 //! Every answer is checked before the host uses it; a trap, a timeout,
 //! exhausted memory or an invalid answer is a [`HookError::Failed`], and
-//! the caller fails closed.
+//! the caller fails closed. A call that found no instance or turn before
+//! its deadline is [`HookError::Busy`].
+//!
+//! The `run_*` functions block the calling thread: call them from a
+//! blocking context (a plain thread or `spawn_blocking`), never from an
+//! async task. A server takes a realm's [`CallSlots`] first, which waits
+//! asynchronously, so requests beyond a realm's slots hold no thread.
 
 mod bindings;
 mod compile;
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, TypedFunc};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use bindings::dcr_world::exports::agentauth::policy::dcr as wit_dcr;
 use bindings::dcr_world::{DcrHook, DcrHookPre};
+use bindings::may_act_world::MayActHookPre;
 use bindings::may_act_world::exports::agentauth::policy::may_act as wit_may_act;
-use bindings::may_act_world::{MayActHook, MayActHookPre};
+use bindings::scope_world::ScopeHookPre;
 use bindings::scope_world::exports::agentauth::policy::scope as wit_scope;
-use bindings::scope_world::{ScopeHook, ScopeHookPre};
+use bindings::token_world::TokenHookPre;
 use bindings::token_world::exports::agentauth::policy::token as wit_token;
-use bindings::token_world::{TokenHook, TokenHookPre};
 use bindings::types as wit_types;
 
 pub use agentauth_core::Client;
@@ -60,18 +101,68 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:random/",
 ];
 
-/// Plugin calls that may run at once across the server: the size of the
-/// instance pool.
-const POOL_CALLS: u32 = 128;
+/// Component instances live at once across the server, running or idle:
+/// the size of the instance pool. Each holds one slot; when none is free
+/// an idle instance is dropped, and when every slot runs a call the next
+/// call waits, until its deadline, for one to come free.
+pub const POOL_INSTANCES: u32 = 256;
+/// The most calls one realm may run at once (the ceiling of its
+/// `plugin_concurrency`): an eighth of the pool, so that seven realms
+/// whose plugins all hang still leave slots for the others.
+pub const MAX_REALM_CALLS: usize = POOL_INSTANCES as usize / 8;
 /// The most linear memory a realm may give one plugin instance.
 pub const MAX_PLUGIN_MEMORY: usize = 256 << 20;
+/// Memory (linear memories and tables) all instances of one realm may
+/// hold together, running and idle. Calls that would go past it fail as
+/// if they had hit their own cap.
+pub const REALM_PLUGIN_BYTES: usize = 1 << 30;
+/// Memory (linear memories and tables) all plugin instances of the server
+/// may hold together, running and idle.
+pub const HOST_PLUGIN_BYTES: usize = 4 << 30;
+
+/// Core module instances one plugin instance may create. componentize-py
+/// components create about 110, componentize-js ones 5, Rust ones 1-3.
+const MAX_CORE_INSTANCES: usize = 256;
+/// Tables one plugin instance may define. Python and JavaScript
+/// components define 2.
+const MAX_TABLES: usize = 16;
+/// Linear memories one plugin instance may define. Python and JavaScript
+/// components define 1.
+const MAX_MEMORIES: usize = 2;
+/// Elements one table may hold (the pool's slot size).
+const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// Elements all tables of one instance may hold together. Python's
+/// tables hold about 5,800, JavaScript's about 7,700.
+const MAX_INSTANCE_TABLE_ELEMENTS: usize = 40_000;
+/// What one table element costs the host, counted against the memory cap.
+const TABLE_ELEMENT_BYTES: usize = 8;
+/// WASI resources (streams, pollables, ...) one instance may hold at once.
+const MAX_WASI_RESOURCES: usize = 1024;
+/// Largest `wasi:random` request a plugin may make.
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// How often the epoch ticks; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How often idle instances past [`IDLE_TTL`] are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Longest string a plugin may return in any field.
 const MAX_OUTPUT_STRING: usize = 1024;
 /// Most attributes a DCR decision may set.
 const MAX_ATTRIBUTES: usize = 32;
+/// Bytes of guest data one call may copy into the host: its answer, or
+/// the arguments of one host call. Lists count the bytes of their elements
+/// as laid out in guest memory, strings their length; a list that the
+/// answer refers to twice counts twice.
+pub const MAX_COPIED_BYTES: usize = 1 << 20;
+
+/// Log lines one call may write; later ones are dropped and counted.
+const LOG_LINES_PER_CALL: u32 = 32;
+/// Log bytes one call may write.
+const LOG_BYTES_PER_CALL: usize = 8 << 10;
+/// Log lines all calls of one realm may write in a second.
+const LOG_LINES_PER_REALM_SECOND: u32 = 100;
+/// Log bytes all calls of one realm may write in a second.
+const LOG_BYTES_PER_REALM_SECOND: usize = 64 << 10;
 
 /// The hook point a plugin serves, named as in its WIT world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,6 +196,16 @@ impl HookKind {
     /// Every hook kind.
     pub const ALL: [HookKind; 4] = [HookKind::Dcr, HookKind::MayAct, HookKind::Token, HookKind::Scope];
 
+    /// The function of the hook interface.
+    fn function(self) -> &'static str {
+        match self {
+            Self::Dcr => "evaluate",
+            Self::MayAct => "decide",
+            Self::Token => "modify",
+            Self::Scope => "validate",
+        }
+    }
+
     /// The interface a plugin of this kind exports, with its version.
     pub fn export_name(self) -> String {
         format!("agentauth:policy/{}@{CONTRACT_VERSION}", self.as_str())
@@ -114,9 +215,11 @@ impl HookKind {
 /// Resource limits for one hook call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock time one call may take, instantiation included.
+    /// Wall-clock time one call may take: waiting for its realm's turn,
+    /// instantiation, the call, and copying the answer out.
     pub timeout: Duration,
-    /// Linear memory one instance may grow to, in bytes.
+    /// Bytes one instance may hold in all its linear memories and tables
+    /// together.
     pub memory: usize,
 }
 
@@ -146,6 +249,9 @@ pub enum HookError {
     /// The plugin failed: trap, timeout, memory cap, or an invalid answer.
     /// The text is for the operator's log.
     Failed(String),
+    /// The call could not start before its deadline: every instance of the
+    /// server, or its realm's every turn to run, was taken. Worth a retry.
+    Busy(String),
 }
 
 impl fmt::Display for HookError {
@@ -153,6 +259,7 @@ impl fmt::Display for HookError {
         match self {
             Self::Denied(why) => write!(f, "denied by policy: {why}"),
             Self::Failed(why) => write!(f, "policy failed: {why}"),
+            Self::Busy(why) => write!(f, "policy busy: {why}"),
         }
     }
 }
@@ -166,13 +273,26 @@ enum Pre {
     Scope(ScopeHookPre<HostState>),
 }
 
+impl Pre {
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
+        match self {
+            Self::Dcr(pre) => pre.instance_pre(),
+            Self::MayAct(pre) => pre.instance_pre(),
+            Self::Token(pre) => pre.instance_pre(),
+            Self::Scope(pre) => pre.instance_pre(),
+        }
+    }
+}
+
 /// A compiled, type-checked plugin version, ready to run.
 pub struct Plugin {
     name: String,
     version: i64,
     kind: HookKind,
     pre: Pre,
-    idle: IdleInstances,
+    /// Names this plugin among the idle instances; those of a plugin that
+    /// is gone are dropped at the next sweep.
+    id: Arc<()>,
     /// Keeps the compiled code listed as shared while this plugin lives.
     _compiled: Arc<Compiled>,
 }
@@ -183,59 +303,150 @@ pub struct Plugin {
 /// the code is shared.
 struct Compiled(Component);
 
-/// An instance of a plugin's world, as its bindings see it.
-enum Bindings {
-    Dcr(DcrHook),
-    MayAct(MayActHook),
-    Token(TokenHook),
-    Scope(ScopeHook),
+type DcrFunc = TypedFunc<(wit_dcr::Registration,), (Result<wit_dcr::Decision, wit_types::Error>,)>;
+type MayActFunc = TypedFunc<
+    (wit_types::ClientView, wit_may_act::TokenView),
+    (Result<Option<wit_may_act::MayActClaim>, wit_types::Error>,),
+>;
+type TokenFunc = TypedFunc<(wit_types::ClientView, wit_token::TokenView), (Result<String, wit_types::Error>,)>;
+type ScopeFunc = TypedFunc<(wit_types::ClientView, wit_scope::ScopeRequest), (Result<Vec<String>, wit_types::Error>,)>;
+
+/// The hook function of an instance.
+#[derive(Clone, Copy)]
+enum Exports {
+    Dcr(DcrFunc),
+    MayAct(MayActFunc),
+    Token(TokenFunc),
+    Scope(ScopeFunc),
 }
 
-/// An instance kept after a call that returned normally, with the store it
-/// lives in: the next call of the same realm with the same limits runs in
-/// it, skipping instantiation (which for a Python or JavaScript component
-/// costs far more than the call). An instance whose call trapped, timed
-/// out or hit its memory cap is never kept.
+/// An instance with the store it lives in. After a call that returned
+/// normally it is kept idle: the next call of the same plugin, realm and
+/// limits runs in it, skipping instantiation (which for a Python or
+/// JavaScript component costs far more than the call). An instance whose
+/// call trapped, timed out or hit a limit is never kept. Idle instances
+/// are bounded in number and memory per plugin, per realm and server-wide
+/// (see `IdleList::keep`), live at most [`IDLE_TTL`], and are the first
+/// dropped when a call needs a pool slot or memory.
 struct Idle {
     store: Store<HostState>,
-    bindings: Bindings,
-    realm: Box<str>,
+    /// `None` until instantiation, which runs under the first call's
+    /// deadline.
+    exports: Option<Exports>,
+    plugin: Weak<()>,
+    realm: Arc<str>,
     limits: Limits,
     calls: u32,
+    idle_since: Instant,
+    /// This instance's slot of the pool.
+    _slot: OwnedSemaphorePermit,
 }
 
-/// A plugin's idle instances, counted against the host-wide budget (each
-/// holds a slot of the pooling allocator).
-struct IdleInstances {
-    instances: Mutex<Vec<Idle>>,
-    budget: Arc<AtomicUsize>,
-}
-
-impl IdleInstances {
-    fn new(budget: &Arc<AtomicUsize>) -> Self {
-        Self { instances: Mutex::new(Vec::new()), budget: Arc::clone(budget) }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Idle {
+    fn bytes(&self) -> usize {
+        self.store.data().meter.held
     }
 }
 
-impl Drop for IdleInstances {
-    fn drop(&mut self) {
-        let kept = self.lock().len();
-        self.budget.fetch_sub(kept, Ordering::SeqCst);
-    }
-}
-
-/// Idle instances one plugin keeps: enough for the calls of two cores.
+/// Idle instances one plugin keeps per realm: enough for the calls of two
+/// cores.
 const IDLE_PER_PLUGIN: usize = 4;
-/// Idle instances all plugins together keep: a quarter of the pool, so
-/// calls always find free slots.
-const IDLE_TOTAL: usize = POOL_CALLS as usize / 4;
+/// Idle instances one realm keeps.
+const IDLE_PER_REALM: usize = 16;
+/// Idle instances the server keeps: a quarter of the pool.
+const IDLE_TOTAL: usize = POOL_INSTANCES as usize / 4;
+/// Memory the idle instances of one realm may hold.
+const IDLE_BYTES_PER_REALM: usize = 256 << 20;
+/// Memory all idle instances may hold.
+const IDLE_BYTES_TOTAL: usize = 1 << 30;
+/// How long an instance may stay idle before it is dropped.
+pub const IDLE_TTL: Duration = Duration::from_secs(30);
 /// Calls one instance serves before it is replaced by a fresh one, so
 /// whatever a plugin accumulates in its instance stays bounded.
 const CALLS_PER_INSTANCE: u32 = 1000;
+
+/// The server's idle instances, oldest first.
+struct IdleList {
+    entries: VecDeque<Idle>,
+    bytes: usize,
+    /// How long an instance may stay idle ([`IDLE_TTL`]).
+    ttl: Duration,
+}
+
+impl IdleList {
+    /// The most recently used idle instance for this call, if any.
+    fn take(&mut self, plugin: &Arc<()>, realm: &str, limits: &Limits) -> Option<Idle> {
+        let at = self.entries.iter().rposition(|i| {
+            std::ptr::eq(i.plugin.as_ptr(), Arc::as_ptr(plugin)) && &*i.realm == realm && i.limits == *limits
+        })?;
+        self.remove(at)
+    }
+
+    fn remove(&mut self, at: usize) -> Option<Idle> {
+        let idle = self.entries.remove(at)?;
+        self.bytes = self.bytes.saturating_sub(idle.bytes());
+        Some(idle)
+    }
+
+    /// Removes the oldest idle instance, of `realm` if given.
+    fn evict_oldest(&mut self, realm: Option<&str>) -> Option<Idle> {
+        let at = self.entries.iter().position(|i| realm.is_none_or(|r| &*i.realm == r))?;
+        self.remove(at)
+    }
+
+    /// Removes what has been idle too long or whose plugin is gone.
+    fn expire(&mut self, now: Instant, dropped: &mut Vec<Idle>) {
+        let mut at = 0;
+        while at < self.entries.len() {
+            let entry = &self.entries[at];
+            if now.duration_since(entry.idle_since) >= self.ttl || entry.plugin.strong_count() == 0 {
+                dropped.extend(self.remove(at));
+            } else {
+                at += 1;
+            }
+        }
+    }
+
+    /// Keeps `instance` within the budgets, moving what it displaces into
+    /// `dropped` (the caller drops them outside the lock). An instance that
+    /// alone exceeds a budget is not kept.
+    fn keep(&mut self, mut instance: Idle, now: Instant, dropped: &mut Vec<Idle>) {
+        let bytes = instance.bytes();
+        if bytes > IDLE_BYTES_PER_REALM {
+            dropped.push(instance);
+            return;
+        }
+        self.expire(now, dropped);
+        let same = |i: &Idle| std::ptr::eq(i.plugin.as_ptr(), instance.plugin.as_ptr()) && i.realm == instance.realm;
+        if self.entries.iter().filter(|i| same(i)).count() >= IDLE_PER_PLUGIN {
+            dropped.push(instance);
+            return;
+        }
+        loop {
+            let (count, held) = self
+                .entries
+                .iter()
+                .filter(|i| i.realm == instance.realm)
+                .fold((0, 0), |(n, b), i| (n + 1, b + i.bytes()));
+            if count < IDLE_PER_REALM && held + bytes <= IDLE_BYTES_PER_REALM {
+                break;
+            }
+            match self.evict_oldest(Some(&instance.realm)) {
+                Some(old) => dropped.push(old),
+                None => break,
+            }
+        }
+        while self.entries.len() >= IDLE_TOTAL || self.bytes + bytes > IDLE_BYTES_TOTAL {
+            match self.evict_oldest(None) {
+                Some(old) => dropped.push(old),
+                None => break,
+            }
+        }
+        instance.idle_since = now;
+        self.bytes += bytes;
+        self.entries.push_back(instance);
+    }
+}
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -243,7 +454,6 @@ impl fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("kind", &self.kind)
-            .field("idle_instances", &self.idle.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -267,13 +477,156 @@ impl Plugin {
     }
 }
 
-/// Per-call state: a WASI that grants nothing, the memory limiter, and the
-/// label put on the plugin's log lines.
+/// Why a store may not take more: a limit of the instance, its realm or
+/// the server. Raised by the [`Meter`], it ends the call.
+#[derive(Debug)]
+struct Exhausted(String);
+
+impl fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Exhausted {}
+
+/// What the plugin instances of one realm hold together.
+#[derive(Debug)]
+struct RealmUsage {
+    name: Arc<str>,
+    /// One permit per call of the realm that may run guest code at once
+    /// (the machine's cores): one realm's spinning plugins can take that
+    /// much CPU, never all of it for long, so other realms' calls still
+    /// meet their deadlines.
+    running: Arc<Semaphore>,
+    /// Bytes of memories and tables of the realm's live instances.
+    bytes: AtomicUsize,
+    log: Mutex<LogWindow>,
+}
+
+/// A realm's log budget for the current second.
+#[derive(Debug)]
+struct LogWindow {
+    started: Instant,
+    lines: u32,
+    bytes: usize,
+    suppressed: u64,
+}
+
+/// State shared by the host and every store's meter.
+struct Shared {
+    /// Bytes of memories and tables of every live instance.
+    bytes: AtomicUsize,
+    idle: Mutex<IdleList>,
+}
+
+impl Shared {
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleList> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops one idle instance (of `realm` if given) to free its memory
+    /// and pool slot; false if there was none.
+    fn evict_one(&self, realm: Option<&str>) -> bool {
+        let evicted = self.idle().evict_oldest(realm);
+        evicted.is_some()
+    }
+}
+
+/// Adds `n` to `counter` unless that would pass `cap`.
+fn try_add(counter: &AtomicUsize, n: usize, cap: usize) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_add(n).filter(|t| *t <= cap)).is_ok()
+}
+
+/// A store's resource limiter: sums every memory and table of the
+/// instance against the realm's cap, the realm's budget and the server's,
+/// and bounds how many of each the instance may create.
+struct Meter {
+    cap: usize,
+    held: usize,
+    table_elements: usize,
+    realm: Arc<RealmUsage>,
+    shared: Arc<Shared>,
+}
+
+impl Meter {
+    fn reserve(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+        if self.held.saturating_add(bytes) > self.cap {
+            return Err(Exhausted(format!("exceeded its memory limit of {} bytes", self.cap)).into());
+        }
+        while !try_add(&self.realm.bytes, bytes, REALM_PLUGIN_BYTES) {
+            if !self.shared.evict_one(Some(&self.realm.name)) {
+                return Err(Exhausted(format!(
+                    "exceeded the memory all plugins of its realm may hold ({REALM_PLUGIN_BYTES} bytes)"
+                ))
+                .into());
+            }
+        }
+        while !try_add(&self.shared.bytes, bytes, HOST_PLUGIN_BYTES) {
+            if !self.shared.evict_one(None) {
+                self.realm.bytes.fetch_sub(bytes, Ordering::SeqCst);
+                return Err(Exhausted(format!(
+                    "exceeded the memory all plugins of the server may hold ({HOST_PLUGIN_BYTES} bytes)"
+                ))
+                .into());
+            }
+        }
+        self.held += bytes;
+        Ok(true)
+    }
+}
+
+impl ResourceLimiter for Meter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.reserve(desired.saturating_sub(current))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let added = desired.saturating_sub(current);
+        if self.table_elements.saturating_add(added) > MAX_INSTANCE_TABLE_ELEMENTS {
+            return Err(Exhausted(format!("exceeded its limit of {MAX_INSTANCE_TABLE_ELEMENTS} table elements")).into());
+        }
+        self.reserve(added.saturating_mul(TABLE_ELEMENT_BYTES))?;
+        self.table_elements += added;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.realm.bytes.fetch_sub(self.held, Ordering::SeqCst);
+        self.shared.bytes.fetch_sub(self.held, Ordering::SeqCst);
+    }
+}
+
+/// A store's state: a WASI that grants nothing, the meter, and the label
+/// and budget of the plugin's log lines.
 struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    meter: Meter,
     label: Arc<str>,
+    log: CallLog,
+}
+
+/// What the current call has logged.
+#[derive(Default)]
+struct CallLog {
+    lines: u32,
+    bytes: usize,
+    suppressed: u64,
 }
 
 impl WasiView for HostState {
@@ -287,7 +640,10 @@ impl wit_types::Host for HostState {}
 impl bindings::log::Host for HostState {
     fn write(&mut self, level: bindings::log::Level, message: String) {
         use bindings::log::Level;
-        let message = truncate(&message, MAX_OUTPUT_STRING);
+        let message = escape_log(truncate(&message, MAX_OUTPUT_STRING));
+        if !self.may_log(message.len()) {
+            return;
+        }
         let plugin = &*self.label;
         match level {
             Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -298,12 +654,78 @@ impl bindings::log::Host for HostState {
     }
 }
 
-/// The wasmtime engine and linker shared by every realm, and the thread
-/// that drives deadlines.
+impl HostState {
+    /// Whether a line of `bytes` fits the call's and the realm's log
+    /// budgets; counts it if so, and counts it as suppressed if not.
+    fn may_log(&mut self, bytes: usize) -> bool {
+        let call = &mut self.log;
+        if call.lines >= LOG_LINES_PER_CALL || call.bytes + bytes > LOG_BYTES_PER_CALL {
+            call.suppressed += 1;
+            return false;
+        }
+        let realm = &self.meter.realm;
+        let mut window = realm.log.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(window.started) >= Duration::from_secs(1) {
+            if window.suppressed > 0 {
+                tracing::warn!(realm = %realm.name, suppressed = window.suppressed, "plugin log lines over the realm's rate were dropped");
+            }
+            *window = LogWindow { started: now, lines: 0, bytes: 0, suppressed: 0 };
+        }
+        if window.lines >= LOG_LINES_PER_REALM_SECOND || window.bytes + bytes > LOG_BYTES_PER_REALM_SECOND {
+            window.suppressed += 1;
+            return false;
+        }
+        window.lines += 1;
+        window.bytes += bytes;
+        call.lines += 1;
+        call.bytes += bytes;
+        true
+    }
+
+    /// Ends a call's log budget; what it dropped is reported with its
+    /// realm's, at most once a second.
+    fn end_call(&mut self) {
+        let log = std::mem::take(&mut self.log);
+        if log.suppressed > 0 {
+            let mut window = self.meter.realm.log.lock().unwrap_or_else(|p| p.into_inner());
+            window.suppressed += log.suppressed;
+        }
+    }
+}
+
+/// A plugin's log message as one line: control characters (newlines, carriage
+/// returns, escape sequences) and Unicode line separators are escaped, so a
+/// message can neither forge a log line nor rewrite the terminal.
+fn escape_log(message: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !message.chars().any(escaped) {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len() + 16);
+    for c in message.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The wasmtime engine and linker shared by every realm, the instance
+/// pool's slots and budgets, and the thread that drives deadlines.
 pub struct PluginHost {
     engine: Engine,
-    /// Idle instances kept by all plugins (see [`IDLE_TOTAL`]).
-    idle_budget: Arc<AtomicUsize>,
+    /// One permit per instance the pool holds ([`POOL_INSTANCES`]).
+    slots: Arc<Semaphore>,
+    /// Calls of one realm that run at once: the machine's cores.
+    running_per_realm: usize,
+    shared: Arc<Shared>,
+    realms: Mutex<std::collections::HashMap<Arc<str>, Arc<RealmUsage>>>,
+    /// The runtime whose timers bound calls and whose thread ticks the
+    /// epoch; calls run on their caller's thread through this handle.
+    runtime: tokio::runtime::Handle,
     /// Compiled components by sha256, while some plugin uses them.
     compiled: Mutex<std::collections::HashMap<String, std::sync::Weak<Compiled>>>,
     /// Names this engine's compilation settings; artifacts are keyed by it.
@@ -324,7 +746,23 @@ impl fmt::Debug for PluginHost {
 impl Drop for PluginHost {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        // Idle instances refer back to the shared state through their
+        // meters; drop them so it goes too.
+        self.drop_idle();
     }
+}
+
+/// What the plugin instances of the server hold, for operators and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Instances kept idle.
+    pub idle_instances: usize,
+    /// Bytes of memories and tables the idle instances hold.
+    pub idle_bytes: usize,
+    /// Bytes of memories and tables all live instances hold.
+    pub live_bytes: usize,
+    /// Pool slots free.
+    pub free_slots: usize,
 }
 
 impl PluginHost {
@@ -341,41 +779,72 @@ impl PluginHost {
         // Instances come from a pool of pre-reserved slots: instantiation
         // is then a copy-on-write mapping of the component's memory image,
         // not an allocation, which keeps a fresh instance cheap (idle ones
-        // are kept too, see `Idle`). The pool's counts bound how many plugin
-        // calls run at once.
+        // are kept too, see `Idle`). Every count of the pool is the
+        // per-instance limit times the number of instances, so only the
+        // instance count can run out, and `slots` accounts for it.
+        let pool_of = |per_instance: usize| POOL_INSTANCES.saturating_mul(u32::try_from(per_instance).unwrap_or(1));
         let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_CALLS)
-            .total_core_instances(POOL_CALLS * 64)
-            .max_core_instances_per_component(1024)
-            .total_memories(POOL_CALLS * 2)
-            .max_memories_per_component(4)
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(pool_of(MAX_CORE_INSTANCES))
+            .max_core_instances_per_component(pool_of(MAX_CORE_INSTANCES) / POOL_INSTANCES)
+            .total_memories(pool_of(MAX_MEMORIES))
+            .max_memories_per_component(pool_of(MAX_MEMORIES) / POOL_INSTANCES)
             .max_memory_size(MAX_PLUGIN_MEMORY)
-            .total_tables(POOL_CALLS * 64)
-            .max_tables_per_component(1024)
+            .total_tables(pool_of(MAX_TABLES))
+            .max_tables_per_component(pool_of(MAX_TABLES) / POOL_INSTANCES)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            // One fiber stack per running call.
+            .total_stacks(POOL_INSTANCES)
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| LoadError(format!("wasmtime engine: {e}")))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError(format!("linking WASI: {e}")))?;
+        // Every WASI import is asynchronous: a guest that waits in one (a
+        // clock subscription, a stream) leaves a pending future, which the
+        // call's timeout drops.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError(format!("linking WASI: {e}")))?;
         // Both worlds import the same `log` interface; adding one world's
         // imports serves both.
         DcrHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError(format!("linking the policy imports: {e}")))?;
 
+        let shared = Arc::new(Shared {
+            bytes: AtomicUsize::new(0),
+            idle: Mutex::new(IdleList { entries: VecDeque::new(), bytes: 0, ttl: IDLE_TTL }),
+        });
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (ticking, stop) = (engine.weak(), stop_ticker.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| LoadError(format!("starting the plugin timer: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (ticking, stop, sweeping) = (engine.weak(), stop_ticker.clone(), Arc::downgrade(&shared));
+        // This thread owns the runtime, drives its timers for every call,
+        // ticks the epoch and drops idle instances past their time.
         std::thread::Builder::new()
-            .name("agentauth-epoch".into())
+            .name("agentauth-plugins".into())
             .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match ticking.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                runtime.block_on(async move {
+                    let mut tick = tokio::time::interval(EPOCH_TICK);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut swept = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        match ticking.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => break,
+                        }
+                        if swept.elapsed() >= SWEEP_EVERY {
+                            swept = Instant::now();
+                            let Some(shared) = sweeping.upgrade() else { break };
+                            let mut expired = Vec::new();
+                            shared.idle().expire(swept, &mut expired);
+                            drop(expired);
+                        }
                     }
-                }
+                });
             })
             .map_err(|e| LoadError(format!("starting the epoch thread: {e}")))?;
         let engine_fingerprint = {
@@ -386,7 +855,11 @@ impl PluginHost {
         };
         Ok(Self {
             engine,
-            idle_budget: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(Semaphore::new(POOL_INSTANCES as usize)),
+            running_per_realm: std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_REALM_CALLS),
+            shared,
+            realms: Mutex::new(std::collections::HashMap::new()),
+            runtime: handle,
             compiled: Mutex::new(std::collections::HashMap::new()),
             engine_fingerprint,
             linker,
@@ -394,6 +867,32 @@ impl PluginHost {
             compiler,
             compiles: compile::CompileQueue::new(MAX_CONCURRENT_COMPILES),
         })
+    }
+
+    /// What the instances hold now.
+    pub fn footprint(&self) -> Footprint {
+        let idle = self.shared.idle();
+        Footprint {
+            idle_instances: idle.entries.len(),
+            idle_bytes: idle.bytes,
+            live_bytes: self.shared.bytes.load(Ordering::SeqCst),
+            free_slots: self.slots.available_permits(),
+        }
+    }
+
+    /// Sets how long an instance may stay idle ([`IDLE_TTL`] by default).
+    pub fn set_idle_ttl(&self, ttl: Duration) {
+        self.shared.idle().ttl = ttl;
+    }
+
+    /// Drops every idle instance.
+    pub fn drop_idle(&self) {
+        let dropped = {
+            let mut idle = self.shared.idle();
+            idle.bytes = 0;
+            std::mem::take(&mut idle.entries)
+        };
+        drop(dropped);
     }
 
     /// Compiles `component` and checks, by name, that it exports exactly
@@ -481,14 +980,7 @@ impl PluginHost {
             HookKind::Token => Pre::Token(TokenHookPre::new(pre).map_err(wrong_world)?),
             HookKind::Scope => Pre::Scope(ScopeHookPre::new(pre).map_err(wrong_world)?),
         };
-        Ok(Plugin {
-            name: name.to_string(),
-            version,
-            kind,
-            pre,
-            idle: IdleInstances::new(&self.idle_budget),
-            _compiled: shared,
-        })
+        Ok(Plugin { name: name.to_string(), version, kind, pre, id: Arc::new(()), _compiled: shared })
     }
 
     /// Compiles `component`, in its turn, where [`Compiler`] says; returns
@@ -584,78 +1076,163 @@ impl PluginHost {
         }
     }
 
-    fn store(&self, plugin: &Plugin, limits: &Limits, realm: &str) -> Store<HostState> {
+    /// What the instances of `realm` hold together.
+    fn realm_usage(&self, realm: &str) -> Arc<RealmUsage> {
+        let mut realms = self.realms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(usage) = realms.get(realm) {
+            return Arc::clone(usage);
+        }
+        let name: Arc<str> = realm.into();
+        let usage = Arc::new(RealmUsage {
+            name: Arc::clone(&name),
+            running: Arc::new(Semaphore::new(self.running_per_realm)),
+            bytes: AtomicUsize::new(0),
+            log: Mutex::new(LogWindow { started: Instant::now(), lines: 0, bytes: 0, suppressed: 0 }),
+        });
+        realms.insert(name, Arc::clone(&usage));
+        usage
+    }
+
+    fn store(&self, plugin: &Plugin, limits: &Limits, realm: &Arc<RealmUsage>) -> Store<HostState> {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_RESOURCES);
         let state = HostState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory)
-                // Python and JavaScript components hold a few hundred core
-                // instances and tables but only a handful of memories; the
-                // memory cap applies to each memory, so their count is
-                // what bounds the total.
-                .instances(1024)
-                .tables(1024)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
-            label: format!("{realm}/{}@{}", plugin.name, plugin.version).into(),
+            wasi: WasiCtx::builder().max_random_size(MAX_RANDOM_BYTES).build(),
+            table,
+            meter: Meter {
+                cap: limits.memory,
+                held: 0,
+                table_elements: 0,
+                realm: Arc::clone(realm),
+                shared: Arc::clone(&self.shared),
+            },
+            label: format!("{}/{}@{}", realm.name, plugin.name, plugin.version).into(),
+            log: CallLog::default(),
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.meter);
+        store.set_hostcall_fuel(MAX_COPIED_BYTES);
         store
     }
 
-    /// An instance to run one call of a `kind` plugin in, with its deadline
-    /// set: an idle one of this realm and limits if the plugin has one, else
-    /// a fresh one (whose instantiation counts against the deadline).
-    fn checkout(&self, plugin: &Plugin, kind: HookKind, limits: &Limits, realm: &str) -> Result<Idle, HookError> {
-        if plugin.kind != kind {
-            return Err(wrong_kind(plugin, kind));
+    /// A slot of the pool for a fresh instance: a free one, else one an
+    /// idle instance gives up, else the first to come free before
+    /// `deadline`.
+    fn pool_slot(&self, deadline: Instant, limits: &Limits) -> Result<OwnedSemaphorePermit, HookError> {
+        loop {
+            if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                return Ok(slot);
+            }
+            if !self.shared.evict_one(None) {
+                break;
+            }
         }
+        let wait = Arc::clone(&self.slots).acquire_owned();
+        match self.runtime.block_on(async { tokio::time::timeout_at(deadline.into(), wait).await }) {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(HookError::Busy(format!(
+                "no plugin instance came free within {} ms: all {POOL_INSTANCES} of the server are running calls",
+                limits.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// The realm's turn to run guest code, waited for until `deadline`.
+    fn turn_to_run(&self, realm: &str, deadline: Instant, limits: &Limits) -> Result<OwnedSemaphorePermit, HookError> {
+        let running = Arc::clone(&self.realm_usage(realm).running);
+        if let Ok(turn) = Arc::clone(&running).try_acquire_owned() {
+            return Ok(turn);
+        }
+        let wait = running.acquire_owned();
+        match self.runtime.block_on(async { tokio::time::timeout_at(deadline.into(), wait).await }) {
+            Ok(Ok(turn)) => Ok(turn),
+            _ => Err(HookError::Busy(format!(
+                "the realm's other calls kept every turn to run for {} ms",
+                limits.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// An instance to run one call of `plugin` in: an idle one of this
+    /// realm and limits if there is one, else a store for a fresh one,
+    /// which the call instantiates under its deadline.
+    fn checkout(&self, plugin: &Plugin, limits: &Limits, realm: &str, deadline: Instant) -> Result<Idle, HookError> {
         let kept = {
-            let mut idle = plugin.idle.lock();
-            let found = idle.iter().rposition(|i| &*i.realm == realm && i.limits == *limits);
-            found.map(|at| idle.swap_remove(at))
+            let mut idle = self.shared.idle();
+            idle.take(&plugin.id, realm, limits)
         };
-        let instance = match kept {
-            Some(mut instance) => {
-                self.idle_budget.fetch_sub(1, Ordering::SeqCst);
-                set_deadline(&mut instance.store, limits);
-                instance
-            }
-            None => {
-                let mut store = self.store(plugin, limits, realm);
-                // Instantiation runs guest code too: it gets the deadline.
-                set_deadline(&mut store, limits);
-                let failed = |e: wasmtime::Error| failure(&e, limits);
-                let bindings = match &plugin.pre {
-                    Pre::Dcr(pre) => Bindings::Dcr(pre.instantiate(&mut store).map_err(failed)?),
-                    Pre::MayAct(pre) => Bindings::MayAct(pre.instantiate(&mut store).map_err(failed)?),
-                    Pre::Token(pre) => Bindings::Token(pre.instantiate(&mut store).map_err(failed)?),
-                    Pre::Scope(pre) => Bindings::Scope(pre.instantiate(&mut store).map_err(failed)?),
-                };
-                Idle { store, bindings, realm: realm.into(), limits: *limits, calls: 0 }
-            }
-        };
-        Ok(instance)
+        if let Some(instance) = kept {
+            return Ok(instance);
+        }
+        let slot = self.pool_slot(deadline, limits)?;
+        let usage = self.realm_usage(realm);
+        Ok(Idle {
+            store: self.store(plugin, limits, &usage),
+            exports: None,
+            plugin: Arc::downgrade(&plugin.id),
+            realm: Arc::clone(&usage.name),
+            limits: *limits,
+            calls: 0,
+            idle_since: Instant::now(),
+            _slot: slot,
+        })
     }
 
     /// Keeps an instance whose call returned normally, within the budgets.
-    fn checkin(&self, plugin: &Plugin, mut instance: Idle) {
+    fn checkin(&self, mut instance: Idle) {
         instance.calls += 1;
         if instance.calls >= CALLS_PER_INSTANCE {
             return;
         }
-        let mut idle = plugin.idle.lock();
-        if idle.len() >= IDLE_PER_PLUGIN {
-            return;
+        let mut dropped = Vec::new();
+        self.shared.idle().keep(instance, Instant::now(), &mut dropped);
+        drop(dropped);
+    }
+
+    /// Runs one call of `plugin`: takes an instance, instantiates it if it
+    /// is fresh, and runs `call` on it, all under the deadline. `call`
+    /// lifts the answer and copies out what it needs, which counts against
+    /// the deadline too. The instance is kept for later calls only if the
+    /// call returned in time.
+    fn run<T>(
+        &self,
+        plugin: &Plugin,
+        kind: HookKind,
+        limits: &Limits,
+        realm: &str,
+        call: impl AsyncFnOnce(Exports, &mut Store<HostState>) -> wasmtime::Result<Result<T, HookError>>,
+    ) -> Result<T, HookError> {
+        if plugin.kind != kind {
+            return Err(wrong_kind(plugin, kind));
         }
-        if self.idle_budget.fetch_add(1, Ordering::SeqCst) >= IDLE_TOTAL {
-            self.idle_budget.fetch_sub(1, Ordering::SeqCst);
-            return;
+        let deadline = Instant::now() + limits.timeout;
+        let _running = self.turn_to_run(realm, deadline, limits)?;
+        let mut instance = self.checkout(plugin, limits, realm, deadline)?;
+        set_deadline(&mut instance.store, limits);
+        let outcome = {
+            let Idle { store, exports, .. } = &mut instance;
+            let work = async {
+                let exports = match *exports {
+                    Some(ready) => ready,
+                    None => *exports.insert(instantiate(plugin, store).await?),
+                };
+                call(exports, store).await
+            };
+            // The timer is made inside the runtime, whose thread drives it.
+            self.runtime.block_on(async { tokio::time::timeout_at(deadline.into(), work).await })
+        };
+        instance.store.data_mut().end_call();
+        let answer = match outcome {
+            // Cut off while waiting in a host call: the store is dropped.
+            Err(_elapsed) => return Err(timed_out(limits)),
+            Ok(Err(error)) => return Err(failure(&error, limits)),
+            Ok(Ok(answer)) => answer,
+        };
+        if Instant::now() > deadline {
+            return Err(timed_out(limits));
         }
-        idle.push(instance);
+        self.checkin(instance);
+        answer
     }
 
     /// Runs a DCR plugin on one registration operation and returns the
@@ -677,14 +1254,11 @@ impl PluginHost {
             client: client_view(input.client),
             software_statement: input.software_statement.map(str::to_string),
         };
-        let mut instance = self.checkout(plugin, HookKind::Dcr, limits, realm)?;
-        let answer = match &instance.bindings {
-            Bindings::Dcr(dcr) => dcr.agentauth_policy_dcr().call_evaluate(&mut instance.store, &registration),
-            _ => return Err(wrong_kind(plugin, HookKind::Dcr)),
-        }
-        .map_err(|e| failure(&e, limits))?;
-        self.checkin(plugin, instance);
-        let decision = answer.map_err(refusal)?;
+        let decision = self.run(plugin, HookKind::Dcr, limits, realm, async move |exports, store| {
+            let Exports::Dcr(evaluate) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::Dcr))) };
+            let (answer,) = evaluate.call_async(&mut *store, (registration,)).await?;
+            Ok(answer.map_err(refusal))
+        })?;
         if decision.set_attributes.len() > MAX_ATTRIBUTES {
             return Err(HookError::Failed(format!("the decision sets more than {MAX_ATTRIBUTES} attributes")));
         }
@@ -718,16 +1292,13 @@ impl PluginHost {
             sub: token.sub.to_string(),
             scopes: token.scopes.to_vec(),
         };
-        let mut instance = self.checkout(plugin, HookKind::MayAct, limits, realm)?;
-        let answer = match &instance.bindings {
-            Bindings::MayAct(may_act) => {
-                may_act.agentauth_policy_may_act().call_decide(&mut instance.store, &client_view(client), &view)
-            }
-            _ => return Err(wrong_kind(plugin, HookKind::MayAct)),
-        }
-        .map_err(|e| failure(&e, limits))?;
-        self.checkin(plugin, instance);
-        let Some(claim) = answer.map_err(refusal)? else {
+        let client = client_view(client);
+        let answer = self.run(plugin, HookKind::MayAct, limits, realm, async move |exports, store| {
+            let Exports::MayAct(decide) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::MayAct))) };
+            let (answer,) = decide.call_async(&mut *store, (client, view)).await?;
+            Ok(answer.map_err(refusal))
+        })?;
+        let Some(claim) = answer else {
             return Ok(None);
         };
         check_claim_value("may_act.client_id", &claim.client_id)?;
@@ -755,16 +1326,12 @@ impl PluginHost {
             grant_type: grant_type.to_string(),
             claims: claims_json.to_string(),
         };
-        let mut instance = self.checkout(plugin, HookKind::Token, limits, realm)?;
-        let answer = match &instance.bindings {
-            Bindings::Token(token) => {
-                token.agentauth_policy_token().call_modify(&mut instance.store, &client_view(client), &view)
-            }
-            _ => return Err(wrong_kind(plugin, HookKind::Token)),
-        }
-        .map_err(|e| failure(&e, limits))?;
-        self.checkin(plugin, instance);
-        let custom = answer.map_err(refusal)?;
+        let client = client_view(client);
+        let custom = self.run(plugin, HookKind::Token, limits, realm, async move |exports, store| {
+            let Exports::Token(modify) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::Token))) };
+            let (answer,) = modify.call_async(&mut *store, (client, view)).await?;
+            Ok(answer.map_err(refusal))
+        })?;
         if custom.len() > MAX_CUSTOM_CLAIMS {
             return Err(HookError::Failed(format!("custom claims exceed {MAX_CUSTOM_CLAIMS} bytes")));
         }
@@ -787,16 +1354,12 @@ impl PluginHost {
             requested: request.requested.to_vec(),
             registered: request.registered.to_vec(),
         };
-        let mut instance = self.checkout(plugin, HookKind::Scope, limits, realm)?;
-        let answer = match &instance.bindings {
-            Bindings::Scope(scope) => {
-                scope.agentauth_policy_scope().call_validate(&mut instance.store, &client_view(client), &wit_request)
-            }
-            _ => return Err(wrong_kind(plugin, HookKind::Scope)),
-        }
-        .map_err(|e| failure(&e, limits))?;
-        self.checkin(plugin, instance);
-        let granted = answer.map_err(refusal)?;
+        let client = client_view(client);
+        let granted = self.run(plugin, HookKind::Scope, limits, realm, async move |exports, store| {
+            let Exports::Scope(validate) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::Scope))) };
+            let (answer,) = validate.call_async(&mut *store, (client, wit_request)).await?;
+            Ok(answer.map_err(refusal))
+        })?;
         if let Some(extra) = granted.iter().find(|s| !request.requested.contains(s)) {
             return Err(HookError::Failed(format!(
                 "granted scope {:?}, which was not requested; a scope policy may only narrow",
@@ -805,6 +1368,21 @@ impl PluginHost {
         }
         Ok(granted)
     }
+}
+
+/// Instantiates `plugin` in `store` and finds its hook function.
+async fn instantiate(plugin: &Plugin, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
+    let instance = plugin.pre.instance_pre().instantiate_async(&mut *store).await?;
+    let missing = || wasmtime::format_err!("the {} hook function is missing", plugin.kind.as_str());
+    let interface = instance.get_export_index(&mut *store, None, &plugin.kind.export_name()).ok_or_else(missing)?;
+    let function =
+        instance.get_export_index(&mut *store, Some(&interface), plugin.kind.function()).ok_or_else(missing)?;
+    Ok(match plugin.kind {
+        HookKind::Dcr => Exports::Dcr(instance.get_typed_func(&mut *store, function)?),
+        HookKind::MayAct => Exports::MayAct(instance.get_typed_func(&mut *store, function)?),
+        HookKind::Token => Exports::Token(instance.get_typed_func(&mut *store, function)?),
+        HookKind::Scope => Exports::Scope(instance.get_typed_func(&mut *store, function)?),
+    })
 }
 
 /// The scopes a scope plugin is asked about.
@@ -845,16 +1423,23 @@ fn set_deadline(store: &mut Store<HostState>, limits: &Limits) {
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
 }
 
+fn timed_out(limits: &Limits) -> HookError {
+    HookError::Failed(format!("timed out after {} ms", limits.timeout.as_millis()))
+}
+
 /// Names what went wrong in a call that did not return.
 fn failure(error: &wasmtime::Error, limits: &Limits) -> HookError {
     let why = match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("timed out after {} ms", limits.timeout.as_millis()),
+        Some(Trap::Interrupt) => return timed_out(limits),
         Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
         Some(trap) => format!("trapped: {trap}"),
-        None if format!("{error:#}").contains("forcing trap when growing memory") => {
-            format!("exceeded its memory limit of {} bytes", limits.memory)
-        }
-        None => format!("failed: {}", truncate(&format!("{error:#}"), MAX_OUTPUT_STRING)),
+        None => match error.downcast_ref::<Exhausted>() {
+            Some(exhausted) => exhausted.0.clone(),
+            None if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") => {
+                format!("copied more than {MAX_COPIED_BYTES} bytes out of the plugin in one call")
+            }
+            None => format!("failed: {}", truncate(&format!("{error:#}"), MAX_OUTPUT_STRING)),
+        },
     };
     HookError::Failed(why)
 }
@@ -985,24 +1570,27 @@ pub struct MayActClaim {
     pub sub: Option<String>,
 }
 
-/// A realm's plugin calls in flight: a counting semaphore with a timed
-/// wait, so one realm's slow or looping plugin cannot take every slot of
-/// the shared instance pool, and a caller that cannot get a slot in time
-/// is told the realm is busy instead of waiting without bound.
+/// A realm's plugin calls in flight: an asynchronous semaphore, so one
+/// realm's slow or looping plugins cannot take every slot of the shared
+/// instance pool, a caller waits for its turn without holding a thread,
+/// and a caller that cannot get a turn in time is told the realm is busy.
 #[derive(Debug)]
 pub struct CallSlots {
     limit: usize,
-    in_use: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
+    semaphore: Arc<Semaphore>,
 }
 
 /// A held call slot, returned when dropped.
 #[derive(Debug)]
-pub struct CallSlot<'a>(&'a CallSlots);
+pub struct CallSlot {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl CallSlots {
+    /// Slots for `limit` calls at once, at most [`MAX_REALM_CALLS`].
     pub fn new(limit: usize) -> Self {
-        Self { limit: limit.max(1), in_use: std::sync::Mutex::new(0), freed: std::sync::Condvar::new() }
+        let limit = limit.clamp(1, MAX_REALM_CALLS);
+        Self { limit, semaphore: Arc::new(Semaphore::new(limit)) }
     }
 
     pub fn limit(&self) -> usize {
@@ -1010,22 +1598,11 @@ impl CallSlots {
     }
 
     /// Takes a slot, waiting at most `patience`; `None` if none came free.
-    pub fn acquire(&self, patience: Duration) -> Option<CallSlot<'_>> {
-        let deadline = std::time::Instant::now() + patience;
-        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
-        while *in_use >= self.limit {
-            let left = deadline.checked_duration_since(std::time::Instant::now())?;
-            in_use = self.freed.wait_timeout(in_use, left).unwrap_or_else(|p| p.into_inner()).0;
+    pub async fn acquire(&self, patience: Duration) -> Option<CallSlot> {
+        let wait = Arc::clone(&self.semaphore).acquire_owned();
+        match tokio::time::timeout(patience, wait).await {
+            Ok(Ok(permit)) => Some(CallSlot { _permit: permit }),
+            _ => None,
         }
-        *in_use += 1;
-        Some(CallSlot(self))
-    }
-}
-
-impl Drop for CallSlot<'_> {
-    fn drop(&mut self) {
-        let mut in_use = self.0.in_use.lock().unwrap_or_else(|p| p.into_inner());
-        *in_use = in_use.saturating_sub(1);
-        self.0.freed.notify_one();
     }
 }

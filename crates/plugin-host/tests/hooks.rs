@@ -244,3 +244,434 @@ fn an_instance_is_reused_within_its_realm_and_limits_and_dropped_after_a_failure
     failed(call("alpha", "trap", limits));
     assert_eq!(count("alpha", limits), "call-1");
 }
+
+// ---- plugins that wait, hoard or flood ----
+
+#[test]
+fn a_plugin_sleeping_in_a_host_call_is_stopped_at_its_deadline() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let limits = Limits { timeout: Duration::from_millis(100), ..Limits::default() };
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    let started = Instant::now();
+    let why = failed(host.run_may_act(&plugin, &limits, "alpha", &agent("sleep"), &token));
+    assert!(why.contains("timed out after 100 ms"), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the sleep ran for {:?}", started.elapsed());
+    // The store that was cut off is gone: the next call starts afresh.
+    let count = host.run_may_act(&plugin, &limits, "alpha", &agent("count"), &token).unwrap();
+    assert_eq!(count.unwrap().client_id, "call-1");
+}
+
+#[test]
+fn a_blocking_read_of_stdin_answers_at_once() {
+    let host = PluginHost::new().unwrap();
+    let limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let started = Instant::now();
+    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("read-stdin"), limits));
+    assert!(why.contains("stdin gave 0 bytes"), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the read blocked for {:?}", started.elapsed());
+}
+
+/// The contract's types, declared as exports of the imported `types`
+/// instance so that a hand-written hook may use them by name (wasmtime
+/// checks component types structurally).
+const TYPES: &str = r#"
+  (import "agentauth:policy/types@0.1.0" (instance $types
+    (type $attribute' (record (field "name" string) (field "values" (list string))))
+    (export "attribute" (type $attribute (eq $attribute')))
+    (type $client' (record (field "client-id" string) (field "is-ai-agent" bool) (field "metadata" string)
+      (field "attributes" (list $attribute))))
+    (export "client-view" (type (eq $client')))
+    (type $token' (record (field "realm" string) (field "grant-type" string) (field "sub" string)
+      (field "scopes" (list string))))
+    (export "token-view" (type (eq $token')))
+    (type $request' (record (field "realm" string) (field "grant-type" string) (field "requested" (list string))
+      (field "registered" (list string))))
+    (export "scope-request" (type (eq $request')))
+    (type $claim' (record (field "client-id" string) (field "sub" (option string))))
+    (export "may-act-claim" (type (eq $claim')))
+    (type $error' (variant (case "denied" string) (case "other" string)))
+    (export "error" (type (eq $error')))
+  ))
+  (alias export $types "client-view" (type $client))
+  (alias export $types "token-view" (type $token))
+  (alias export $types "scope-request" (type $request))
+  (alias export $types "may-act-claim" (type $claim))
+  (alias export $types "error" (type $error))
+"#;
+
+/// A core module serving a hook: `pages` pages of memory, a bump
+/// allocator, and a hook function answering what `answer` (data at
+/// address 16) encodes; zeroes are `ok(none)` for may-act.
+fn main_module(pages: u32, answer: &str) -> String {
+    format!(
+        r#"(module
+          (memory (export "memory") {pages})
+          (global $heap (mut i32) (i32.const 4096))
+          (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+            (local $p i32)
+            global.get $heap
+            local.get 2
+            i32.add
+            i32.const 1
+            i32.sub
+            i32.const 0
+            local.get 2
+            i32.sub
+            i32.and
+            local.tee $p
+            local.get 3
+            i32.add
+            global.set $heap
+            local.get $p)
+          (func (export "hook") (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+            i32.const 16)
+          (data (i32.const 16) "{answer}"))"#
+    )
+}
+
+/// A component whose hook is `main`'s, with the core module `extra`
+/// instantiated `copies` times beside it: what no guest toolchain makes,
+/// and a hostile tenant might.
+fn hand_made(kind: HookKind, main: &str, extra: &str, copies: usize) -> Vec<u8> {
+    let (interface, signature) = match kind {
+        HookKind::MayAct => (
+            r#"(instance $api (export "decide" (func $hook))) (export "agentauth:policy/may-act@0.1.0" (instance $api))"#,
+            r#"(param "client" $client) (param "token" $token) (result (result (option $claim) (error $error)))"#,
+        ),
+        HookKind::Scope => (
+            r#"(instance $api (export "validate" (func $hook))) (export "agentauth:policy/scope@0.1.0" (instance $api))"#,
+            r#"(param "client" $client) (param "request" $request) (result (result (list string) (error $error)))"#,
+        ),
+        other => panic!("no hand-made {other:?} hook"),
+    };
+    let copies: String = (0..copies).map(|_| "(core instance (instantiate $extra))\n").collect();
+    let wat = format!(
+        r#"(component
+          {TYPES}
+          (core module $main {main_body})
+          (core module $extra {extra_body})
+          (core instance $m (instantiate $main))
+          {copies}
+          (type $hook-type (func {signature}))
+          (func $hook (type $hook-type)
+            (canon lift (core func $m "hook") (memory $m "memory") (realloc (func $m "realloc"))))
+          {interface})"#,
+        main_body = module_fields(main),
+        extra_body = module_fields(extra),
+    );
+    wat::parse_str(&wat).unwrap()
+}
+
+/// The fields of a `(module ...)`, to nest it as a `(core module ...)`.
+fn module_fields(module: &str) -> &str {
+    module.trim().strip_prefix("(module").and_then(|m| m.strip_suffix(')')).unwrap()
+}
+
+#[test]
+fn a_hand_made_hook_runs() {
+    let host = PluginHost::new().unwrap();
+    let component = hand_made(HookKind::MayAct, &main_module(2, ""), "(module)", 1);
+    assert_eq!(may_act(&host, &component, &agent("a"), Limits::default()), Ok(None));
+}
+
+#[test]
+fn the_memory_cap_counts_every_memory_of_an_instance() {
+    let host = PluginHost::new().unwrap();
+    // Two memories of 40 MiB each: each is under the 64 MiB cap, both
+    // together are not.
+    let two = hand_made(HookKind::MayAct, &main_module(640, ""), "(module (memory 640))", 1);
+    let why = failed(may_act(&host, &two, &agent("a"), Limits::default()));
+    assert!(why.contains("memory limit of 67108864 bytes"), "{why}");
+    // Four memories of 46 MiB: refused at upload, for their count.
+    let four = hand_made(HookKind::MayAct, &main_module(736, ""), "(module (memory 736))", 3);
+    let refused = host.load(HookKind::MayAct, "p", 1, &four).unwrap_err().to_string();
+    assert!(refused.contains("4 Wasm linear memories"), "{refused}");
+    assert_eq!(host.footprint().live_bytes, 0, "nothing is held after the failures");
+}
+
+#[test]
+fn tables_count_against_the_instance_limits() {
+    let host = PluginHost::new().unwrap();
+    // Ten core instances with a table of 20,000 elements each.
+    let tables = hand_made(HookKind::MayAct, &main_module(2, ""), "(module (table 20000 funcref))", 10);
+    let why = failed(may_act(&host, &tables, &agent("a"), Limits::default()));
+    assert!(why.contains("limit of 40000 table elements"), "{why}");
+    // Hundreds of tables: refused at upload, for their count.
+    let many = hand_made(HookKind::MayAct, &main_module(2, ""), "(module (table 1 funcref))", 100);
+    let refused = host.load(HookKind::MayAct, "p", 1, &many).unwrap_err().to_string();
+    assert!(refused.contains("100 tables"), "{refused}");
+    assert_eq!(host.footprint().live_bytes, 0);
+}
+
+#[test]
+fn an_oversized_answer_is_refused_while_it_is_copied() {
+    let host = PluginHost::new().unwrap();
+    // ok([4,000,000 empty strings]): a list at 64, every element (0, 0).
+    let count: u32 = 4_000_000;
+    let answer: String = [0u32, 64, count].iter().flat_map(|n| n.to_le_bytes()).map(|b| format!("\\{b:02x}")).collect();
+    let component = hand_made(HookKind::Scope, &main_module(512, &answer), "(module)", 1);
+    let plugin = host.load(HookKind::Scope, "p", 1, &component).unwrap();
+    let (requested, registered) = (vec!["read".to_string()], vec!["read".to_string()]);
+    let request = agentauth_plugin_host::ScopeRequest {
+        grant_type: "client_credentials",
+        requested: &requested,
+        registered: &registered,
+    };
+    let started = Instant::now();
+    let answer = host.run_scope(&plugin, &Limits::default(), "alpha", &agent("a"), &request);
+    match answer {
+        Err(HookError::Failed(why)) => assert!(why.contains("copied more than 1048576 bytes"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn idle_instances_are_dropped_after_their_time() {
+    let host = PluginHost::new().unwrap();
+    host.set_idle_ttl(Duration::from_millis(100));
+    assert_eq!(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("quiet"), Limits::default()), Ok(None));
+    // `may_act` loaded the plugin for the call only; load one that stays.
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    host.run_may_act(&plugin, &Limits::default(), "alpha", &agent("quiet"), &token).unwrap();
+    let kept = host.footprint();
+    assert_eq!(kept.idle_instances, 1, "{kept:?}");
+    assert!(kept.live_bytes > 0 && kept.live_bytes == kept.idle_bytes, "{kept:?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = host.footprint();
+    assert_eq!((later.idle_instances, later.live_bytes), (0, 0), "{later:?}");
+}
+
+#[test]
+fn idle_instances_are_bounded_per_plugin_and_realm() {
+    let host = PluginHost::new().unwrap();
+    let plugins: Vec<_> = (0..8)
+        .map(|i| host.load(HookKind::MayAct, &format!("p{i}"), 1, plugins::MISBEHAVING_MAY_ACT).unwrap())
+        .collect();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    // Eight threads per plugin at once, so each keeps several instances.
+    std::thread::scope(|s| {
+        for plugin in &plugins {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        host.run_may_act(plugin, &Limits::default(), "alpha", &agent("quiet"), &token).unwrap();
+                    }
+                });
+            }
+        }
+    });
+    let kept = host.footprint();
+    assert!(kept.idle_instances <= 16, "one realm keeps at most 16 idle instances: {kept:?}");
+    assert!(kept.idle_bytes <= 256 << 20, "{kept:?}");
+    host.drop_idle();
+    assert_eq!(host.footprint().live_bytes, 0);
+}
+
+#[test]
+fn the_memory_idle_instances_hold_is_bounded_per_realm() {
+    let host = PluginHost::new().unwrap();
+    // 46 MiB of memory each: eight of them would hold 368 MiB idle.
+    let big = hand_made(HookKind::MayAct, &main_module(736, ""), "(module)", 1);
+    let plugins: Vec<_> = (0..8).map(|i| host.load(HookKind::MayAct, &format!("p{i}"), 1, &big).unwrap()).collect();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    for plugin in &plugins {
+        assert_eq!(host.run_may_act(plugin, &Limits::default(), "alpha", &agent("a"), &token), Ok(None));
+    }
+    let kept = host.footprint();
+    assert!(kept.idle_bytes <= 256 << 20, "{kept:?}");
+    assert!(kept.idle_instances >= 4, "the newest are kept: {kept:?}");
+    assert_eq!(kept.live_bytes, kept.idle_bytes, "what is not kept is freed: {kept:?}");
+}
+
+#[test]
+fn one_realms_idle_heavy_instances_leave_room_for_another_realms_calls() {
+    let host = PluginHost::new().unwrap();
+    // 250 core instances each, and a hook that spins a few milliseconds so
+    // that concurrent calls overlap and each plugin keeps several idle.
+    let spin = main_module(2, "").replace(
+        "(result i32)\n            i32.const 16)",
+        "(result i32) (local $i i32) i32.const 30000000 local.set $i
+         (loop $spin local.get $i i32.const 1 i32.sub local.tee $i br_if $spin) i32.const 16)",
+    );
+    assert!(spin.contains("$spin"));
+    let heavy = hand_made(HookKind::MayAct, &spin, "(module)", 250);
+    let limits = Limits { timeout: Duration::from_secs(5), ..Limits::default() };
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    let tenant: Vec<_> = (0..8).map(|i| host.load(HookKind::MayAct, &format!("a{i}"), 1, &heavy).unwrap()).collect();
+    std::thread::scope(|s| {
+        for plugin in &tenant {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..3 {
+                        host.run_may_act(plugin, &limits, "a", &agent("x"), &token).unwrap();
+                    }
+                });
+            }
+        }
+    });
+    let other = host.load(HookKind::MayAct, "b", 1, &heavy).unwrap();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..10)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..5).map(|_| host.run_may_act(&other, &limits, "b", &agent("x"), &token)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        calls.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|a| *a == Ok(None)), "{:?}", answers.iter().find(|a| **a != Ok(None)));
+}
+
+#[test]
+fn a_realm_whose_calls_hold_every_turn_answers_busy_and_another_realm_runs() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    let long = Limits { timeout: Duration::from_millis(1500), ..Limits::default() };
+    let short = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let turns = std::thread::available_parallelism().map_or(1, |n| n.get()).min(32);
+    std::thread::scope(|s| {
+        for _ in 0..turns {
+            s.spawn(|| failed(host.run_may_act(&plugin, &long, "a", &agent("sleep"), &token)));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let waited = host.run_may_act(&plugin, &short, "a", &agent("quiet"), &token);
+        assert!(matches!(waited, Err(HookError::Busy(_))), "{waited:?}");
+        assert_eq!(host.run_may_act(&plugin, &short, "b", &agent("quiet"), &token), Ok(None));
+    });
+}
+
+// ---- logs ----
+
+/// Collects what a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with the log captured; returns the log.
+fn logged(f: impl FnOnce()) -> String {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn a_plugin_cannot_flood_the_log() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    let limits = Limits { timeout: Duration::from_secs(5), ..Limits::default() };
+    let one_call = logged(|| {
+        host.run_may_act(&plugin, &limits, "alpha", &agent("log-flood"), &token).unwrap();
+    });
+    let lines = one_call.lines().filter(|l| l.contains("xxxxxxxx")).count();
+    assert!(lines <= 8, "one call wrote {lines} lines of 1,000 bytes");
+    // Many calls of one realm share the realm's rate.
+    let many_calls = logged(|| {
+        for _ in 0..40 {
+            host.run_may_act(&plugin, &limits, "beta", &agent("log-flood"), &token).unwrap();
+        }
+    });
+    let lines = many_calls.lines().filter(|l| l.contains("xxxxxxxx")).count();
+    assert!(lines < 40 * 8, "40 calls wrote {lines} lines of 1,000 bytes");
+}
+
+#[test]
+fn a_plugin_log_message_stays_one_line() {
+    let host = PluginHost::new().unwrap();
+    let log = logged(|| {
+        may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("log-forge"), Limits::default()).unwrap();
+    });
+    assert!(!log.lines().any(|l| l.starts_with("INFO agentauth: forged")), "{log}");
+    assert!(!log.contains('\r') && !log.contains('\u{1b}'), "{log:?}");
+    assert!(log.contains(r"ok\nINFO agentauth: forged line\r\u{1b}[2Kcleared"), "{log}");
+}
+
+// ---- what real policies use ----
+
+/// The Python and JavaScript policies of `scripts/build-polyglot`.
+fn polyglot(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("AGENTAUTH_POLYGLOT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/polyglot"));
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}: run scripts/build-polyglot"))
+}
+
+#[test]
+#[ignore = "needs scripts/build-polyglot"]
+fn python_and_javascript_policies_fit_the_limits_with_margin() {
+    let host = PluginHost::new().unwrap();
+    let scopes = ["read".to_string()];
+    let token = TokenView { grant_type: "client_credentials", sub: "agent-1", scopes: &scopes };
+    for name in ["python-software-agent-may-act.wasm", "js-software-agent-may-act.wasm"] {
+        let plugin = host.load(HookKind::MayAct, name, 1, &polyglot(name)).unwrap();
+        let started = Instant::now();
+        let claim = host.run_may_act(&plugin, &Limits::default(), "alpha", &agent("a"), &token).unwrap();
+        let first = started.elapsed();
+        assert_eq!(claim.unwrap().sub.as_deref(), Some("(age!agent-1)"));
+        let held = host.footprint().idle_bytes;
+        let started = Instant::now();
+        for _ in 0..200 {
+            host.run_may_act(&plugin, &Limits::default(), "alpha", &agent("a"), &token).unwrap();
+        }
+        let warm = started.elapsed() / 200;
+        eprintln!("{name}: an instance holds {} KiB; first call {first:?}, warm call {warm:?}", held >> 10);
+        assert!(held < Limits::default().memory / 2, "{name} holds {held} bytes");
+        host.drop_idle();
+    }
+}
+
+#[test]
+#[ignore = "a measurement, not a check"]
+fn what_a_warm_and_a_fresh_call_cost() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::SOFTWARE_AGENT_MAY_ACT).unwrap();
+    let scopes = ["read".to_string()];
+    let token = TokenView { grant_type: "client_credentials", sub: "agent-1", scopes: &scopes };
+    let client = agent("a");
+    let mut times = Vec::new();
+    for round in 0..2200 {
+        let started = Instant::now();
+        host.run_may_act(&plugin, &Limits::default(), "alpha", &client, &token).unwrap();
+        if round >= 200 {
+            times.push(started.elapsed());
+        }
+    }
+    times.sort_unstable();
+    let mut fresh = Vec::new();
+    for _ in 0..200 {
+        host.drop_idle();
+        let started = Instant::now();
+        host.run_may_act(&plugin, &Limits::default(), "alpha", &client, &token).unwrap();
+        fresh.push(started.elapsed());
+    }
+    fresh.sort_unstable();
+    eprintln!("warm p50 {:?} p99 {:?}; fresh p50 {:?}", times[1000], times[1980], fresh[100]);
+}

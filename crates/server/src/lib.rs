@@ -243,6 +243,31 @@ impl App {
         }
     }
 
+    /// One of realm `name`'s plugin call slots, if the realm has plugins;
+    /// a realm used for the first time is loaded (blocking work) first.
+    async fn plugin_slot(self: &Arc<Self>, name: &str) -> Result<Option<agentauth_plugin_host::CallSlot>, Reply> {
+        let runtime = match self.realms.loaded(name) {
+            Some(runtime) => runtime,
+            None => {
+                let (app, name) = (Arc::clone(self), name.to_string());
+                match tokio::task::spawn_blocking(move || app.realm(&name)).await {
+                    Ok(Ok(Some(runtime))) => runtime,
+                    // No such realm: the handler answers 404.
+                    Ok(Ok(None)) => return Ok(None),
+                    Ok(Err(e)) => return Err(Reply::error(&e)),
+                    Err(e) => {
+                        tracing::error!("loading a realm panicked: {e}");
+                        return Err(Reply::error(&agentauth_core::OAuthError::server_error("internal error")));
+                    }
+                }
+            }
+        };
+        if !runtime.has_plugins() {
+            return Ok(None);
+        }
+        runtime.plugin_slot().await.map(Some).map_err(|e| Reply::error(&e))
+    }
+
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
     where
@@ -282,10 +307,26 @@ impl App {
             Ok(body) => body,
             Err(reply) => return reply.into_response(),
         };
+        // A request that may run the realm's plugins takes one of the
+        // realm's call slots first, waiting asynchronously: requests beyond
+        // a realm's slots hold no thread while they wait.
+        let slot = match &route {
+            Route::Register { realm, .. } | Route::Manage { realm } | Route::Token { realm } => {
+                match self.plugin_slot(realm).await {
+                    Ok(slot) => slot,
+                    Err(reply) => return reply.into_response(),
+                }
+            }
+            _ => None,
+        };
         // Handlers do blocking work (SQLite, RSA signing, plugin calls):
         // keep it off the threads that drive connections.
         let app = Arc::clone(self);
-        let reply = tokio::task::spawn_blocking(move || endpoint::dispatch(&app, route, &parts, &body)).await;
+        let reply = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            endpoint::dispatch(&app, route, &parts, &body)
+        })
+        .await;
         match reply {
             Ok(reply) => reply.into_response(),
             Err(e) => {

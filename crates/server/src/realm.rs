@@ -40,7 +40,8 @@ pub struct RealmSettings {
     pub refresh_token_lifetime: i64,
     /// Time one plugin call may take, milliseconds.
     pub plugin_timeout_ms: u64,
-    /// Memory one plugin instance may use, bytes (at most 256 MiB).
+    /// Memory one plugin instance may use in all its memories and tables
+    /// together, bytes (at most 256 MiB).
     pub plugin_memory_bytes: usize,
     /// Registrations the realm accepts a minute, from all sources.
     pub registrations_per_minute: u32,
@@ -58,8 +59,10 @@ pub struct RealmSettings {
     /// Days a signing key signs before a new one is rotated in
     /// automatically; 0 turns the schedule off.
     pub key_rotation_days: u32,
-    /// Plugin calls of this realm that may run at once; a call that cannot
-    /// start within the plugin timeout is answered 503.
+    /// Requests of this realm that may run its plugins at once (at most
+    /// [`agentauth_plugin_host::MAX_REALM_CALLS`]); the others wait for a
+    /// turn without holding a thread, and one that cannot start within the
+    /// plugin timeout is answered 503.
     pub plugin_concurrency: usize,
     /// Whether token exchange may impersonate: a subject token whose
     /// `may_act` names no `sub` then yields a token without a new `act`.
@@ -107,7 +110,7 @@ impl RealmSettings {
             1 << 20,
             agentauth_plugin_host::MAX_PLUGIN_MEMORY as i64,
         )?;
-        within("plugin_concurrency", self.plugin_concurrency as i64, 1, 128)?;
+        within("plugin_concurrency", self.plugin_concurrency as i64, 1, agentauth_plugin_host::MAX_REALM_CALLS as i64)?;
         within("max_delegation_depth", self.max_delegation_depth as i64, 1, 32)?;
         within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
         within("key_rotation_days", i64::from(self.key_rotation_days), 0, 3650)?;
@@ -211,16 +214,21 @@ pub struct RealmRuntime {
 }
 
 impl RealmRuntime {
-    /// Holds one of the realm's plugin call slots, or answers that the
-    /// realm is busy.
-    pub fn plugin_slot(&self) -> Result<CallSlot<'_>, OAuthError> {
-        self.plugin_slots.acquire(self.plugin_limits.timeout).ok_or_else(|| {
+    /// Holds one of the realm's plugin call slots, waiting for one at most
+    /// the plugin timeout, or answers that the realm is busy.
+    pub async fn plugin_slot(&self) -> Result<CallSlot, OAuthError> {
+        self.plugin_slots.acquire(self.plugin_limits.timeout).await.ok_or_else(|| {
             tracing::warn!(realm = %self.name, limit = self.plugin_slots.limit(), "all plugin call slots busy");
             OAuthError::new(
                 agentauth_core::ErrorCode::TemporarilyUnavailable,
                 "the realm's policies are busy; retry shortly",
             )
         })
+    }
+
+    /// Whether the realm has plugins, so that its requests may run some.
+    pub fn has_plugins(&self) -> bool {
+        !self.plugins.is_empty()
     }
 
     /// The realm's active plugin `name`, if it serves `kind`.
@@ -277,6 +285,12 @@ impl Realms {
             return Ok(Some(Arc::clone(runtime)));
         }
         self.rebuild(name, from, None)
+    }
+
+    /// The realm's runtime as last built, if it was, without building or
+    /// refreshing it: cheap enough for an async task.
+    pub fn loaded(&self, name: &str) -> Option<Arc<RealmRuntime>> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Rebuilds the realm's runtime from the store and publishes it: the
@@ -375,7 +389,7 @@ impl Realms {
         let plugin_slots = previous
             .as_ref()
             .map(|p| Arc::clone(&p.plugin_slots))
-            .filter(|slots| slots.limit() == settings.plugin_concurrency.max(1))
+            .filter(|slots| slots.limit() == CallSlots::new(settings.plugin_concurrency).limit())
             .unwrap_or_else(|| Arc::new(CallSlots::new(settings.plugin_concurrency)));
         let runtime = Arc::new(RealmRuntime {
             plugin_slots,

@@ -1,7 +1,7 @@
 //! Test fixture: a DCR plugin that misbehaves on demand. The registration's
 //! `client_name` picks the misbehaviour (`dcr-keep` refuses DELETE only,
 //! `dcr-show-body` refuses with the request body it was shown,
-//! `dcr-deny`, `dcr-loop`,
+//! `dcr-deny`, `dcr-loop`, `dcr-sleep` (waits in a host call),
 //! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`); any other
 //! client is admitted with stateless tokens, the audience
 //! `https://updates.example`, and the `misbehaving-may-act` plugin, whose
@@ -49,6 +49,9 @@ impl Guest for Misbehaving {
             loop {
                 std::hint::black_box(());
             }
+        }
+        if is("dcr-sleep") {
+            std::thread::sleep(std::time::Duration::from_secs(30));
         }
         if is("dcr-trap") {
             panic!("asked to trap");

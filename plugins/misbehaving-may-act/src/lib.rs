@@ -61,6 +61,36 @@ impl Guest for Misbehaving {
                 Some((name, _)) => Ok(Some(MayActClaim { client_id: name, sub: None })),
                 None => Err(Error::Other("no environment".into())),
             },
+            // Waits inside a host call (a clock subscription, then a
+            // blocking poll) rather than spinning: the deadline must still
+            // stop it.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Ok(None)
+            }
+            // A blocking read of an input stream (stdin, which the host
+            // links closed): it must answer at once, never wait.
+            "read-stdin" => {
+                use std::io::Read;
+                let mut buf = [0u8; 64];
+                match std::io::stdin().read(&mut buf) {
+                    Ok(n) => Err(Error::Other(format!("stdin gave {n} bytes"))),
+                    Err(e) => Err(Error::Other(format!("stdin: {e}"))),
+                }
+            }
+            // Writes far more log than any policy needs.
+            "log-flood" => {
+                let line = "x".repeat(1000);
+                for _ in 0..10_000 {
+                    write(Level::Info, &line);
+                }
+                Ok(None)
+            }
+            // A message that tries to pass for log lines of its own.
+            "log-forge" => {
+                write(Level::Info, "ok\nINFO agentauth: forged line\r\x1b[2Kcleared");
+                Ok(None)
+            }
             "someone-else" => Ok(Some(MayActClaim { client_id: "someone-else".into(), sub: None })),
             // `delegate:<id>` lets client <id> act as itself on this
             // client's tokens; `impersonate:<id>` names no subject.

@@ -51,7 +51,8 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
 /// Turns a hook's failure into the error the caller sees. A refusal
 /// carries the policy's words with `denied_code`; a failing plugin is
 /// logged in full and answered with `server_error`, naming only what kind
-/// of failure it was (fail closed).
+/// of failure it was (fail closed); a call that found no room to run is
+/// `temporarily_unavailable` (503).
 fn hook_error(
     error: HookError,
     realm: &RealmRuntime,
@@ -63,6 +64,13 @@ fn hook_error(
         HookError::Failed(why) => {
             tracing::error!(realm = %realm.name, plugin = plugin.name(), version = plugin.version(), "policy failed: {why}");
             OAuthError::server_error(format!("the realm's {} policy failed: {why}", plugin.kind().as_str()))
+        }
+        HookError::Busy(why) => {
+            tracing::warn!(realm = %realm.name, plugin = plugin.name(), "policy busy: {why}");
+            OAuthError::new(
+                agentauth_core::ErrorCode::TemporarilyUnavailable,
+                "the realm's policies are busy; retry shortly",
+            )
         }
     }
 }

@@ -292,7 +292,6 @@ fn run_dcr_policy(
         client,
         software_statement: request.get("software_statement").and_then(Value::as_str),
     };
-    let _slot = realm.plugin_slot()?;
     let set = app.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input).map_err(|e| {
         let refused =
             if operation == Operation::Delete { ErrorCode::AccessDenied } else { ErrorCode::InvalidClientMetadata };

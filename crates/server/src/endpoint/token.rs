@@ -347,7 +347,6 @@ fn mint(
             let plugin = realm.plugin(name, HookKind::MayAct)?;
             let scopes = request.scopes.to_vec();
             let view = TokenView { grant_type: grant.as_str(), sub: &request.sub, scopes: &scopes };
-            let _slot = realm.plugin_slot()?;
             let claim = app
                 .host
                 .run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view)
@@ -402,7 +401,6 @@ fn validate_scopes(
     let plugin = realm.plugin(plugin_name, HookKind::Scope)?;
     let (requested, registered) = (scopes.to_vec(), client.metadata.scopes().to_vec());
     let request = ScopeRequest { grant_type: grant.as_str(), requested: &requested, registered: &registered };
-    let _slot = realm.plugin_slot()?;
     let granted = app
         .host
         .run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request)
@@ -421,7 +419,6 @@ fn custom_claims(
 ) -> Result<serde_json::Map<String, Value>, OAuthError> {
     let plugin = realm.plugin(plugin_name, HookKind::Token)?;
     let claims_json = serde_json::to_string(claims).map_err(internal)?;
-    let _slot = realm.plugin_slot()?;
     let answer = app
         .host
         .run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json)
