@@ -1,11 +1,15 @@
-//! Rate limits on registration, per realm and per source address: token
-//! buckets held in memory, refilled continuously. A refused request is
-//! told how long to wait (429 with `Retry-After`).
+//! Rate limits on registration, per realm and per source: token buckets
+//! held in memory, refilled continuously. A refused request is told how
+//! long to wait (429 with `Retry-After`). A source is counted as the
+//! connection caps count it: an IPv4 address, or an IPv6 /64, since one
+//! host may use every address of its /64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::conn::Source;
 
 /// Most sources tracked at once; idle ones are forgotten past this.
 const MAX_TRACKED: usize = 10_000;
@@ -16,10 +20,10 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Token buckets keyed by realm and, for per-source limits, address.
+/// Token buckets keyed by realm and, for per-source limits, source.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    buckets: Mutex<HashMap<(String, Option<IpAddr>), Bucket>>,
+    buckets: Mutex<HashMap<(String, Option<Source>), Bucket>>,
 }
 
 impl RateLimiter {
@@ -40,7 +44,7 @@ impl RateLimiter {
         }
         let mut keys = vec![((realm.to_string(), None), realm_per_minute)];
         if let Some(ip) = source {
-            keys.push(((realm.to_string(), Some(ip)), source_per_minute));
+            keys.push(((realm.to_string(), Some(Source::from(ip))), source_per_minute));
         }
         let mut refilled = Vec::with_capacity(keys.len());
         for (key, per_minute) in &keys {
@@ -86,5 +90,15 @@ mod tests {
             limiter.take("alpha", Some([10, 0, 0, i].into()), 2, 100).unwrap();
         }
         assert!(limiter.take("alpha", Some([10, 0, 0, 9].into()), 2, 100).is_err());
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_slash_64_share_a_source_bucket() {
+        let limiter = RateLimiter::default();
+        let ip = |text: &str| text.parse::<IpAddr>().ok();
+        limiter.take("alpha", ip("2001:db8:1:2::1"), 100, 2).unwrap();
+        limiter.take("alpha", ip("2001:db8:1:2::ffff"), 100, 2).unwrap();
+        assert!(limiter.take("alpha", ip("2001:db8:1:2:aaaa::9"), 100, 2).is_err(), "one /64, one bucket");
+        limiter.take("alpha", ip("2001:db8:1:3::1"), 100, 2).unwrap();
     }
 }

@@ -45,7 +45,8 @@ pub struct RealmSettings {
     pub plugin_memory_bytes: usize,
     /// Registrations the realm accepts a minute, from all sources.
     pub registrations_per_minute: u32,
-    /// Registrations the realm accepts a minute from one address.
+    /// Registrations the realm accepts a minute from one source (an IPv4
+    /// address, or an IPv6 /64).
     pub registrations_per_minute_per_source: u32,
     /// Clients the realm may hold (10,000 by default; operator only): past
     /// it, registration answers 403 `access_denied` until a client is
