@@ -250,8 +250,12 @@ mod tests {
         *even.last_mut().unwrap() &= 0xfe;
         let mut huge = vec![0xc3; 1025];
         *huge.last_mut().unwrap() |= 1;
+        // 256 bytes, but 2047 bits.
+        let mut short = n.clone();
+        short[0] = 0x7f;
         for bad in [
             with(&huge, &[1, 0, 1]),
+            with(&short, &[1, 0, 1]),
             with(&even, &[1, 0, 1]),
             with(&n, &[1]),
             with(&n, &[1, 0, 0]),

@@ -162,7 +162,9 @@ const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
 /// and an odd exponent from 3 to 2^33 - 1.
 fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), &'static str> {
     let bits = (n.len() * 8).saturating_sub(n.first().map_or(0, |b| b.leading_zeros() as usize));
-    if n.len() < MIN_RSA_MODULUS_BYTES {
+    // Counted in bits, not bytes: ring's own check (whole bytes) would let
+    // a 2041-bit modulus pass.
+    if n.len() < MIN_RSA_MODULUS_BYTES || bits < MIN_RSA_MODULUS_BYTES * 8 {
         return Err("RSA keys must have at least 2048 bits");
     }
     if bits > MAX_RSA_BITS {

@@ -482,6 +482,19 @@ impl Plugin {
 #[derive(Debug)]
 struct Exhausted(String);
 
+/// The server-wide budget ran out: other realms hold it, so the call is
+/// told to come back ([`HookError::Busy`]), not that its plugin failed.
+#[derive(Debug)]
+struct ServerExhausted(String);
+
+impl fmt::Display for ServerExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerExhausted {}
+
 impl fmt::Display for Exhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -565,8 +578,8 @@ impl Meter {
         while !try_add(&self.shared.bytes, bytes, HOST_PLUGIN_BYTES) {
             if !self.shared.evict_one(None) {
                 self.realm.bytes.fetch_sub(bytes, Ordering::SeqCst);
-                return Err(Exhausted(format!(
-                    "exceeded the memory all plugins of the server may hold ({HOST_PLUGIN_BYTES} bytes)"
+                return Err(ServerExhausted(format!(
+                    "the memory all plugins of the server may hold ({HOST_PLUGIN_BYTES} bytes) is in use"
                 ))
                 .into());
             }
@@ -577,11 +590,19 @@ impl Meter {
 }
 
 impl ResourceLimiter for Meter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    // wasmtime asks before it checks the memory's or table's own maximum:
+    // a growth past that maximum fails anyway, so it must not be charged.
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         self.reserve(desired.saturating_sub(current))
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         let added = desired.saturating_sub(current);
         if self.table_elements.saturating_add(added) > MAX_INSTANCE_TABLE_ELEMENTS {
             return Err(Exhausted(format!("exceeded its limit of {MAX_INSTANCE_TABLE_ELEMENTS} table elements")).into());
@@ -1433,6 +1454,9 @@ fn failure(error: &wasmtime::Error, limits: &Limits) -> HookError {
         Some(Trap::Interrupt) => return timed_out(limits),
         Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
         Some(trap) => format!("trapped: {trap}"),
+        None if error.downcast_ref::<ServerExhausted>().is_some() => {
+            return HookError::Busy(format!("{error}"));
+        }
         None => match error.downcast_ref::<Exhausted>() {
             Some(exhausted) => exhausted.0.clone(),
             None if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") => {

@@ -392,6 +392,28 @@ fn the_memory_cap_counts_every_memory_of_an_instance() {
 }
 
 #[test]
+fn growing_a_memory_past_its_own_maximum_fails_without_being_charged() {
+    let host = PluginHost::new().unwrap();
+    // A memory of at most two pages, asked a hundred times for 1,000 more:
+    // each growth fails in the guest (-1), and none may count against the
+    // instance's 64 MiB.
+    let main =
+        main_module(2, "").replace(r#"(memory (export "memory") 2)"#, r#"(memory (export "memory") 2 2)"#).replace(
+            "(result i32)\n            i32.const 16)",
+            "(result i32) (local $i i32)
+            (loop $again
+              (drop (memory.grow (i32.const 1000)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $again (i32.lt_u (local.get $i) (i32.const 100))))
+            i32.const 16)",
+        );
+    assert!(main.contains("memory.grow"), "the hook was rewritten");
+    let component = hand_made(HookKind::MayAct, &main, "(module)", 1);
+    assert_eq!(may_act(&host, &component, &agent("a"), Limits::default()), Ok(None));
+    assert!(host.footprint().live_bytes < 1 << 20, "{:?}", host.footprint());
+}
+
+#[test]
 fn tables_count_against_the_instance_limits() {
     let host = PluginHost::new().unwrap();
     // Ten core instances with a table of 20,000 elements each.

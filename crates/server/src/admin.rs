@@ -613,24 +613,36 @@ pub(crate) fn rotate_signing_key(
 /// Rotates the signing key of every realm whose newest key is older than
 /// its `key_rotation_days`. Returns the realms rotated.
 pub(crate) fn rotate_due_keys(app: &App, now: i64) -> Result<Vec<String>, String> {
-    let describe = |reply: Reply| reply.body_text();
     let mut rotated = Vec::new();
     for realm in app.store.realm_names().map_err(|e| e.to_string())? {
-        let settings = settings(app, &realm).map_err(describe)?;
-        if settings.key_rotation_days == 0 {
-            continue;
-        }
-        let keys = app.store.keys(&realm).map_err(|e| e.to_string())?;
-        // A realm that has not signed yet makes its first key on first use.
-        let Some(newest) = keys.iter().map(|k| k.created_at).max() else {
-            continue;
-        };
-        if newest + i64::from(settings.key_rotation_days) * 86_400 <= now {
-            rotate_signing_key(app, &realm, None, "scheduler", now).map_err(describe)?;
-            rotated.push(realm);
+        // One realm that cannot be rotated (unreadable settings, a busy
+        // database) must not hold back the realms after it.
+        match rotate_if_due(app, &realm, now) {
+            Ok(true) => rotated.push(realm),
+            Ok(false) => {}
+            Err(why) => tracing::warn!(realm, "scheduled key rotation: {why}"),
         }
     }
     Ok(rotated)
+}
+
+/// Rotates `realm`'s signing key if its newest is `key_rotation_days` old.
+fn rotate_if_due(app: &App, realm: &str, now: i64) -> Result<bool, String> {
+    let describe = |reply: Reply| reply.body_text();
+    let settings = settings(app, realm).map_err(describe)?;
+    if settings.key_rotation_days == 0 {
+        return Ok(false);
+    }
+    let keys = app.store.keys(realm).map_err(|e| e.to_string())?;
+    // A realm that has not signed yet makes its first key on first use.
+    let Some(newest) = keys.iter().map(|k| k.created_at).max() else {
+        return Ok(false);
+    };
+    if newest + i64::from(settings.key_rotation_days) * 86_400 > now {
+        return Ok(false);
+    }
+    rotate_signing_key(app, realm, None, "scheduler", now).map_err(describe)?;
+    Ok(true)
 }
 
 fn realm_entry(parts: &Parts, action: &str, detail: Option<String>) -> AuditEntry {

@@ -741,6 +741,20 @@ async fn keys_rotate_on_their_schedule_and_not_before() {
     assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("rotate-key"), Some("scheduler")));
 }
 
+#[tokio::test]
+async fn a_realm_that_cannot_be_rotated_does_not_hold_back_the_others() {
+    let app = app();
+    // Sorted first, and its settings unreadable.
+    let (status, _) = admin_as(&app, ADMIN_TOKEN, "PUT", "/aaa-broken", json!({})).await;
+    assert_eq!(status, 201);
+    app.warm_up("aaa-broken").unwrap();
+    app.warm_up(REALM).unwrap();
+    assert!(app.store.set_realm_settings("aaa-broken", "not json", &agentauth_store::AuditEntry::default()).unwrap());
+    let first = app.store.keys(REALM).unwrap()[0].created_at;
+    app.maintain(first + 90 * 86_400);
+    assert_eq!(app.store.keys(REALM).unwrap().len(), 2, "the healthy realm rotated all the same");
+}
+
 // ---- token exchange: what a derived token may hold, and how long ----
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -846,12 +860,18 @@ async fn may_act_without_sub_names_the_exchanging_client_unless_the_realm_allows
     assert_eq!(status, 200, "{body}");
     let act = &claims(text(&body, "access_token"))["act"];
     assert_eq!(act["client_id"], actor["client_id"], "the exchanging client is named: {act}");
+    assert_eq!(body["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
 
     set_realm(&app, json!({"token_exchange_impersonation": true})).await;
     let (_, token) = client_credentials(&app, &subject_client).await;
     let (status, body) = exchange_as(&app, &actor, text(&token, "access_token"), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(claims(text(&body, "access_token")).get("act").is_none(), "{body}");
+    // RFC 8693 §2.2.1: an exchange always says what it issued.
+    assert_eq!(body["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token", "{body}");
+    let (status, refreshed) = refresh_as(&app, &actor, text(&body, "refresh_token")).await;
+    assert_eq!(status, 200, "{refreshed}");
+    assert!(refreshed.get("issued_token_type").is_none(), "a refresh is no exchange: {refreshed}");
 }
 
 #[tokio::test]
@@ -1003,4 +1023,61 @@ async fn a_stored_token_whose_claims_cannot_be_read_is_inactive() {
     }
     let (status, body) = refresh_as(&app, &caller, refresh).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+}
+
+#[tokio::test]
+async fn revoking_the_subject_reaches_an_exchanged_token_after_its_refresh_token_expired() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    // Refresh tokens that die long before the access tokens.
+    set_realm(&app, json!({"refresh_token_lifetime": 60})).await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let subject = text(&token, "access_token").to_string();
+    let (_, exchanged) = exchange_as(&app, &agent, &subject, None).await;
+    // The housekeeping of two minutes later sweeps the refresh token.
+    let later = claims(&subject)["iat"].as_i64().unwrap() + 120;
+    app.maintain(later);
+    revoke_as(&app, &agent, &subject).await;
+    assert_eq!(introspect_as(&app, &agent, text(&exchanged, "access_token")).await, json!({"active": false}));
+}
+
+#[tokio::test]
+async fn revoking_a_rotated_refresh_token_revokes_its_family() {
+    let app = app();
+    let agent = seed_agent(&app, "read write").await;
+    let (_, token) = client_credentials(&app, &agent).await;
+    let (_, exchanged) = exchange_as(&app, &agent, text(&token, "access_token"), None).await;
+    let (_, refreshed) = refresh_as(&app, &agent, text(&exchanged, "refresh_token")).await;
+    assert_eq!(introspect_as(&app, &agent, text(&exchanged, "refresh_token")).await, json!({"active": false}));
+    revoke_as(&app, &agent, text(&exchanged, "refresh_token")).await;
+    for token in [text(&refreshed, "access_token"), text(&refreshed, "refresh_token")] {
+        assert_eq!(introspect_as(&app, &agent, token).await, json!({"active": false}));
+    }
+}
+
+#[tokio::test]
+async fn an_exchange_racing_the_revocation_of_its_opaque_subject_stores_nothing() {
+    let app = app();
+    let (_, caller) = register(&app, "quiet").await;
+    let client_id = caller["client_id"].as_str().unwrap();
+    let gone = app.hasher.hash(crate::secrets::Purpose::AccessToken, "an-opaque-token-revoked-meanwhile");
+    let lineage = agentauth_store::Lineage {
+        family: "f-raced",
+        parent_jti: "jti-of-the-revoked-token",
+        parent_hash: Some(&gone),
+        parent_family: None,
+        parent_client: client_id,
+        expires_at: i64::MAX,
+    };
+    let refresh = app.hasher.hash(crate::secrets::Purpose::RefreshToken, "refresh-of-the-raced-exchange");
+    let row = agentauth_store::NewToken {
+        hash: &refresh,
+        client_id,
+        family: Some("f-raced"),
+        kind: TokenKind::Refresh,
+        grant: "{}",
+        expires_at: i64::MAX,
+    };
+    assert!(!app.store.insert_derived_family(REALM, &lineage, &[row]).unwrap());
+    assert_eq!(app.store.count_tokens(REALM, TokenKind::Refresh).unwrap(), 0);
 }

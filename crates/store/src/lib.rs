@@ -1185,13 +1185,22 @@ impl Store {
                     |r| r.get(0),
                 )?,
             };
+            let parent_row_live = match lineage.parent_hash {
+                None => true,
+                Some(hash) => query_row(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE hash = ?1 AND realm = ?2)",
+                    params![hash, realm],
+                    |r| r.get(0),
+                )?,
+            };
             let parent_client_live: bool = query_row(
                 tx,
                 "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
                 params![realm, lineage.parent_client],
                 |r| r.get(0),
             )?;
-            if parent_revoked || !parent_family_live || !parent_client_live {
+            if parent_revoked || !parent_row_live || !parent_family_live || !parent_client_live {
                 return Ok(false);
             }
             execute(
@@ -1535,6 +1544,9 @@ fn count_clients(conn: &Connection, realm: &str) -> Result<u64> {
 pub struct Lineage<'a> {
     pub family: &'a str,
     pub parent_jti: &'a str,
+    /// The keyed hash of the parent when it is a server-side (opaque)
+    /// token, whose row must still be there.
+    pub parent_hash: Option<&'a [u8]>,
     pub parent_family: Option<&'a str>,
     pub parent_client: &'a str,
     /// When nothing of the family can be live any more.

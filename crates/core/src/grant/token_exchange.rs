@@ -38,7 +38,7 @@ impl Default for ExchangeRules {
 ///
 /// | `may_act.sub` | actor token | outcome |
 /// |---|---|---|
-/// | present | sent | delegation: `sub` must be the actor token's `sub`; `act` names that actor |
+/// | present | sent | delegation: `sub` must be the actor token's `sub`, and the actor token the client's own (not itself delegated); `act` names that actor and the client |
 /// | present | none | the client acts as itself, as on the seed page: `sub` must be its acting subject (`(age!<client_id>)` for an AI agent); `act` names it |
 /// | absent | none | `act` names the client; only where the realm allows impersonation (RFC 8693 §1.1) does the new token carry no new `act` |
 /// | absent | sent | refused: `may_act` names no actor the token could be checked against |
@@ -71,6 +71,18 @@ pub fn decide(
     };
     if may_act.client_id != client.client_id {
         return Err(OAuthError::invalid_request("the subject token's may_act does not name this client"));
+    }
+    if let Some(actor) = actor {
+        // The actor token names who acts, and it must be the exchanging
+        // client's own: otherwise a client named in may_act could present
+        // any token of that subject (the subject token itself, say) and
+        // vanish from the `act` chain it creates.
+        if actor.client_id != client.client_id {
+            return Err(OAuthError::invalid_request("the actor token was not issued to this client"));
+        }
+        if actor.act.is_some() {
+            return Err(OAuthError::invalid_request("an actor token that is itself delegated cannot act here"));
+        }
     }
     let earlier = subject.act.clone().map(Box::new);
     let as_itself =
@@ -280,13 +292,28 @@ mod tests {
     #[test]
     fn delegation_names_the_actor_token_subject() {
         let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
-        let mut actor = read_token_for("alice-agent", None);
+        let mut actor = read_token_for("a1", None);
         actor.sub = "alice".into();
         let out = exchange(&agent("a1"), &read_token_for("a1", may_act.clone()), Some(&actor), None).unwrap();
         let act = out.act.unwrap();
-        assert_eq!((act.sub.as_str(), act.client_id.as_deref()), ("alice", Some("alice-agent")));
+        assert_eq!((act.sub.as_str(), act.client_id.as_deref()), ("alice", Some("a1")));
         actor.sub = "mallory".into();
         let err = exchange(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn an_actor_token_must_be_the_exchanging_clients_own_and_undelegated() {
+        // a2 is named in a1's may_act with sub "a1": a2 presenting a1's own
+        // token as the actor would name a1 as the actor, and a2 nowhere.
+        let may_act = Some(MayAct { client_id: "a2".into(), sub: Some("a1".into()) });
+        let subject = read_token_for("a1", may_act.clone());
+        let err = exchange(&agent("a2"), &subject, Some(&subject), None).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        let mut delegated = read_token_for("a2", None);
+        delegated.sub = "a1".into();
+        delegated.act = Some(Act { sub: "someone".into(), client_id: None, act: None });
+        let err = exchange(&agent("a2"), &subject, Some(&delegated), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
     }
 
@@ -330,7 +357,7 @@ mod tests {
         let out = exchange(&agent("a1"), &read_token_for("a1", seed_may_act("a1")), None, None).unwrap();
         assert_eq!(out.not_after, Some(3600));
         let may_act = Some(MayAct { client_id: "a1".into(), sub: Some("alice".into()) });
-        let mut actor = read_token_for("alice-agent", None);
+        let mut actor = read_token_for("a1", None);
         (actor.sub, actor.exp) = ("alice".into(), 1200);
         let out = exchange(&agent("a1"), &read_token_for("a1", may_act), Some(&actor), None).unwrap();
         assert_eq!(out.not_after, Some(1200));

@@ -38,7 +38,13 @@ fn form_of(
 /// What a token is, once found.
 enum Found {
     Access(Box<agentauth_core::AccessTokenClaims>),
-    Refresh { hash: Vec<u8>, grant: RefreshGrant, family: Option<String> },
+    /// A refresh token; `used` once rotated (then only revocation cares).
+    Refresh {
+        hash: Vec<u8>,
+        grant: RefreshGrant,
+        family: Option<String>,
+        used: bool,
+    },
 }
 
 fn find(app: &App, realm: &RealmRuntime, token: &str) -> Result<Option<Found>, OAuthError> {
@@ -51,8 +57,8 @@ fn find(app: &App, realm: &RealmRuntime, token: &str) -> Result<Option<Found>, O
     let hash = app.hasher.hash(Purpose::RefreshToken, token);
     let row = app.store.token_row(&hash, &realm.name, now()).map_err(internal)?;
     match row {
-        Some(row) if row.kind == TokenKind::Refresh && !row.used => match serde_json::from_str(&row.grant) {
-            Ok(grant) => Ok(Some(Found::Refresh { hash, grant, family: row.family })),
+        Some(row) if row.kind == TokenKind::Refresh => match serde_json::from_str(&row.grant) {
+            Ok(grant) => Ok(Some(Found::Refresh { hash, grant, family: row.family, used: row.used })),
             Err(e) => {
                 tracing::error!(realm = %realm.name, "a stored refresh token cannot be read: {e}");
                 Ok(None)
@@ -66,7 +72,7 @@ pub fn introspect(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -
     let (_caller, form) = form_of(app, realm, "introspect", parts, body)?;
     let token = form.require("token")?;
     let answer = match find(app, realm, token)? {
-        None => json!({"active": false}),
+        None | Some(Found::Refresh { used: true, .. }) => json!({"active": false}),
         Some(Found::Access(claims)) => {
             let mut answer = serde_json::to_value(&*claims).map_err(internal)?;
             answer["active"] = json!(true);
@@ -110,12 +116,13 @@ pub fn revoke(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Re
                 app.store.revoke_opaque(&realm.name, &hash, &claims.jti).map_err(internal)?;
             }
         }
-        Some(Found::Refresh { hash, grant, family }) => {
+        Some(Found::Refresh { hash, grant, family, .. }) => {
             if grant.client_id != caller.client_id {
                 return Err(not_yours());
             }
             // Revoking a refresh token revokes what was issued from it, and
-            // what was exchanged from that.
+            // what was exchanged from that; a rotated one too, since its
+            // family may have leaked.
             app.store.revoke_token(&realm.name, &hash, family.as_deref()).map_err(internal)?;
         }
     }

@@ -37,7 +37,7 @@ pub fn token(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Res
             let request = client_credentials::decide(&client, scope)?;
             let minted = mint(app, realm, &client, request, GrantType::ClientCredentials)?;
             persist(app, realm, &minted.stored(None))?;
-            Ok(Reply::json(200, &minted.response(None)))
+            Ok(Reply::json(200, &minted.response(None, false)))
         }
         Some(GrantType::TokenExchange) => exchange(app, realm, &client, &form, scope),
         Some(GrantType::RefreshToken) => refresh(app, realm, &client, &form, scope),
@@ -118,17 +118,22 @@ fn exchange(
         expires_at: grant.expires_at,
     });
     let subject_family = token_family(app, realm, subject_token, &subject)?;
+    // An opaque subject is live while its row is; the commit checks it.
+    let subject_hash = (!subject_token.contains('.')).then(|| app.hasher.hash(Purpose::AccessToken, subject_token));
     let lineage = Lineage {
         family: &family,
         parent_jti: &subject.jti,
+        parent_hash: subject_hash.as_deref(),
         parent_family: subject_family.as_deref(),
         parent_client: &subject.client_id,
-        expires_at: grant.expires_at,
+        // Kept while anything of the family may be live: its refresh
+        // token, or its access token if that lives longer.
+        expires_at: grant.expires_at.max(minted.claims.exp),
     };
     if !app.store.insert_derived_family(&realm.name, &lineage, &stored).map_err(internal)? {
         return Err(OAuthError::invalid_request("subject_token was revoked"));
     }
-    Ok(Reply::json(200, &minted.response(Some(&refresh_token))))
+    Ok(Reply::json(200, &minted.response(Some(&refresh_token), true)))
 }
 
 /// The most a token exchange may grant on a subject's behalf: the
@@ -204,7 +209,7 @@ fn refresh(
         expires_at: successor_grant.expires_at,
     });
     match app.store.rotate_token(&realm.name, &old_hash, &stored, now).map_err(internal)? {
-        Rotation::Rotated => Ok(Reply::json(200, &minted.response(Some(&successor)))),
+        Rotation::Rotated => Ok(Reply::json(200, &minted.response(Some(&successor), false))),
         Rotation::Reused | Rotation::Unknown => Err(invalid()),
     }
 }
@@ -305,8 +310,9 @@ impl Minted {
         }
     }
 
-    /// The token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
-    fn response(&self, refresh_token: Option<&str>) -> Value {
+    /// The token response (RFC 6749 §5.1); an exchange's also says what it
+    /// issued (`issued_token_type`, required by RFC 8693 §2.2.1).
+    fn response(&self, refresh_token: Option<&str>, exchanged: bool) -> Value {
         let mut body = json!({
             "access_token": self.access_token,
             "token_type": "Bearer",
@@ -316,7 +322,7 @@ impl Minted {
         if let Some(refresh_token) = refresh_token {
             body["refresh_token"] = json!(refresh_token);
         }
-        if self.claims.act.is_some() {
+        if exchanged {
             body["issued_token_type"] = json!(ACCESS_TOKEN_TYPE);
         }
         body
