@@ -41,7 +41,7 @@ enum Found {
     /// A refresh token; `used` once rotated (then only revocation cares).
     Refresh {
         hash: Vec<u8>,
-        grant: RefreshGrant,
+        grant: Box<RefreshGrant>,
         family: Option<String>,
         used: bool,
     },
