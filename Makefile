@@ -11,8 +11,11 @@ CARGO ?= cargo
 serve:
 	$(CARGO) run --release -- serve --demo
 
+# `--workspace` keeps the feature set of `unit`: testing the root package
+# alone resolves its dependencies' features differently and would build
+# wasmtime a second time.
 test: wasm-target fmt lint unit polyglot
-	$(CARGO) test --release --test e2e polyglot -- --ignored
+	$(CARGO) test --release --workspace --test e2e polyglot -- --ignored
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
 # does not install targets by itself here. (The build script of
