@@ -9,7 +9,7 @@
 //! version they started with, later ones see the new one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use agentauth_core::client::is_plugin_name;
 use agentauth_plugin_host::{ArtifactCache, ArtifactKey, HookKind};
@@ -253,10 +253,8 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
         Some("false") => false,
         Some(other) => return Err(bad_request(format!("activate must be true or false, not {other:?}"))),
     };
-    let _in_flight = upload_slot(app)?;
-    // Counted before anything is compiled: a refused upload costs too.
-    let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
-    app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
+    // Its place among the uploads in flight, and its turn in the realm's
+    // rate, were taken before its body was read (`admit_upload`).
     let limits = settings(app, realm)?;
     let quota = PluginQuota {
         versions: i64::from(limits.plugin_storage_versions),
@@ -272,23 +270,31 @@ fn push(app: &App, realm: &str, name: &str, parts: &Parts, body: &[u8]) -> Resul
 /// uploads cannot pile up.
 const MAX_UPLOADS_IN_FLIGHT: usize = 4;
 
-/// One of the [`MAX_UPLOADS_IN_FLIGHT`], given back when dropped.
-struct UploadSlot<'a>(&'a AtomicUsize);
+/// An upload's place among the [`MAX_UPLOADS_IN_FLIGHT`], taken before a
+/// byte of its body is read and held until it has been handled, so at most
+/// that many upload bodies are ever held at once.
+pub(crate) struct UploadPermit(std::sync::Arc<App>);
 
-impl Drop for UploadSlot<'_> {
+impl Drop for UploadPermit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.uploads_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn upload_slot(app: &App) -> Result<UploadSlot<'_>, Reply> {
+/// Admits an upload to `realm` before its body is read: a place among the
+/// uploads in flight (503 with `Retry-After` past them), then a turn in
+/// the realm's `plugin_pushes_per_minute` (429 past it). Counted before
+/// anything is read or compiled: a refused upload costs too.
+pub(crate) fn admit_upload(app: &std::sync::Arc<App>, realm: &str) -> Result<UploadPermit, Reply> {
     let before = app.uploads_in_flight.fetch_add(1, Ordering::SeqCst);
-    let slot = UploadSlot(&app.uploads_in_flight);
+    let permit = UploadPermit(std::sync::Arc::clone(app));
     if before >= MAX_UPLOADS_IN_FLIGHT {
         return Err(error(503, "temporarily_unavailable", "the server is compiling other uploads; retry shortly")
             .with_header(hyper::header::RETRY_AFTER, "10".into()));
     }
-    Ok(slot)
+    let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
+    app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
+    Ok(permit)
 }
 
 /// Validates, stores (with its audit entry) and, if asked, activates a

@@ -282,26 +282,40 @@ impl App {
             return Reply::text(200, "ok").into_response();
         }
         let mut limit = MAX_BODY;
+        let mut upload = None;
         let (mut parts, body) = request.into_parts();
         if let Route::Admin { realm, op } = &route {
             // The caller is identified, and its right to this operation
             // checked, before a byte of the body is read.
             let app = Arc::clone(self);
             let (headers, realm, op) = (parts.headers.clone(), realm.clone(), op.clone());
+            // An upload is also admitted (its place among the uploads in
+            // flight, its turn in the realm's rate) before its body is
+            // read; only an upload may send a large body.
             let checked = tokio::task::spawn_blocking(move || {
                 let principal = admin::authenticate(&app, &headers)?;
-                admin::permit(&principal, &realm, &op).map(|()| principal)
+                admin::permit(&principal, &realm, &op)?;
+                let upload = match op {
+                    route::AdminOp::PushPlugin { .. } => Some(admin::admit_upload(&app, &realm)?),
+                    _ => None,
+                };
+                Ok::<_, Reply>((principal, upload))
             })
             .await;
             match checked {
-                Ok(Ok(principal)) => parts.extensions.insert(principal),
+                Ok(Ok((principal, admitted))) => {
+                    parts.extensions.insert(principal);
+                    if admitted.is_some() {
+                        limit = admin::MAX_BODY;
+                    }
+                    upload = admitted;
+                }
                 Ok(Err(reply)) => return reply.into_response(),
                 Err(e) => {
                     tracing::error!("admin authentication panicked: {e}");
                     return Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response();
                 }
             };
-            limit = admin::MAX_BODY;
         }
         let body = match http::read_body(body, limit, READ_TIMEOUT).await {
             Ok(body) => body,
@@ -323,7 +337,7 @@ impl App {
         // keep it off the threads that drive connections.
         let app = Arc::clone(self);
         let reply = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+            let _held = (slot, upload);
             endpoint::dispatch(&app, route, &parts, &body)
         })
         .await;

@@ -257,12 +257,29 @@ impl RealmRuntime {
 }
 
 /// The runtimes of the realms used so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Realms {
     loaded: RwLock<HashMap<String, Arc<RealmRuntime>>>,
-    /// Serialises rebuilds, so a rebuild that read older rows can never
-    /// publish over one that read newer rows.
-    rebuilding: Mutex<()>,
+    /// Serialise each realm's rebuilds, so a rebuild that read older rows
+    /// can never publish over one that read newer rows. A realm's lock is
+    /// one of a fixed set, chosen by a keyed hash of its name: a rebuild
+    /// that compiles a plugin (after an engine upgrade, up to the compile
+    /// bound) holds back only the realms that share its lock, never all.
+    rebuilding: Box<[Mutex<()>]>,
+    stripes: std::collections::hash_map::RandomState,
+}
+
+/// How many rebuild locks the realms share.
+const REBUILD_LOCKS: usize = 64;
+
+impl Default for Realms {
+    fn default() -> Self {
+        Self {
+            loaded: RwLock::default(),
+            rebuilding: (0..REBUILD_LOCKS).map(|_| Mutex::new(())).collect(),
+            stripes: std::collections::hash_map::RandomState::new(),
+        }
+    }
 }
 
 /// Where a realm's runtime comes from.
@@ -299,9 +316,16 @@ impl Realms {
     /// effect. Requests in flight keep the runtime they started with.
     /// Compiled plugins of the previous runtime, and `fresh` (a plugin
     /// just validated), are reused rather than compiled again.
+    /// The lock that serialises `name`'s rebuilds.
+    fn rebuild_lock(&self, name: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let stripe = usize::try_from(self.stripes.hash_one(name)).unwrap_or(0) % self.rebuilding.len();
+        self.rebuilding[stripe].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Forgets a deleted realm's runtime.
     pub fn forget(&self, name: &str) {
-        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.rebuild_lock(name);
         self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
@@ -312,7 +336,7 @@ impl Realms {
         fresh: Option<Arc<Plugin>>,
     ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
         let Sources { store, host, master_key, issuer_prefix, now } = *from;
-        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.rebuild_lock(name);
         let previous = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         let Some(row) = store.realm(name).map_err(internal)? else {
             self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);

@@ -755,6 +755,19 @@ async fn a_realm_that_cannot_be_rotated_does_not_hold_back_the_others() {
     assert_eq!(app.store.keys(REALM).unwrap().len(), 2, "the healthy realm rotated all the same");
 }
 
+#[tokio::test]
+async fn only_a_plugin_upload_may_send_the_admin_api_a_large_body() {
+    let app = app();
+    let large = format!("{{\"access_token_lifetime\": 900{}}}", " ".repeat(100 << 10));
+    let request = Request::patch(format!("/admin/v1/realms/{REALM}"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::from(large)))
+        .unwrap();
+    assert_eq!(call(&app, request).await.0, 413);
+    let (status, body) = push_seed_may_act(&app).await;
+    assert_eq!(status, 201, "{body}");
+}
+
 // ---- token exchange: what a derived token may hold, and how long ----
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
