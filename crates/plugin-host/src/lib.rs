@@ -1425,11 +1425,14 @@ fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {
     Ok(())
 }
 
+/// A plugin's own words, as the host passes them on: bounded, and with
+/// control characters escaped, so they cannot forge a line of the log
+/// they are written to.
 fn refusal(error: wit_types::Error) -> HookError {
     match error {
-        wit_types::Error::Denied(why) => HookError::Denied(truncate(&why, MAX_OUTPUT_STRING).to_string()),
+        wit_types::Error::Denied(why) => HookError::Denied(escape_log(truncate(&why, MAX_OUTPUT_STRING)).into_owned()),
         wit_types::Error::Other(why) => {
-            HookError::Failed(format!("plugin error: {}", truncate(&why, MAX_OUTPUT_STRING)))
+            HookError::Failed(format!("plugin error: {}", escape_log(truncate(&why, MAX_OUTPUT_STRING))))
         }
     }
 }
@@ -1462,7 +1465,7 @@ fn failure(error: &wasmtime::Error, limits: &Limits) -> HookError {
             None if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") => {
                 format!("copied more than {MAX_COPIED_BYTES} bytes out of the plugin in one call")
             }
-            None => format!("failed: {}", truncate(&format!("{error:#}"), MAX_OUTPUT_STRING)),
+            None => format!("failed: {}", escape_log(truncate(&format!("{error:#}"), MAX_OUTPUT_STRING))),
         },
     };
     HookError::Failed(why)

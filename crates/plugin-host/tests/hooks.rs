@@ -636,6 +636,18 @@ fn a_plugin_log_message_stays_one_line() {
     assert!(log.contains(r"ok\nINFO agentauth: forged line\r\u{1b}[2Kcleared"), "{log}");
 }
 
+#[test]
+fn a_plugins_error_text_cannot_break_a_log_line() {
+    let host = PluginHost::new().unwrap();
+    match may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("other-forge"), Limits::default()) {
+        Err(HookError::Failed(why)) => {
+            assert!(!why.contains('\n'), "{why:?}");
+            assert!(why.contains(r"missing\nERROR agentauth: forged line"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 // ---- what real policies use ----
 
 /// The Python and JavaScript policies of `scripts/build-polyglot`.

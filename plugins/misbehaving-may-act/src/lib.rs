@@ -53,6 +53,8 @@ impl Guest for Misbehaving {
             "control" => Ok(Some(MayActClaim { client_id: "a\nb".into(), sub: None })),
             "deny" => Err(Error::Denied("this agent may not be delegated to".into())),
             "other" => Err(Error::Other("configuration missing".into())),
+            // Words meant to forge a log line where the host writes them.
+            "other-forge" => Err(Error::Other("missing\nERROR agentauth: forged line".into())),
             "read-file" => match std::fs::read_to_string("/etc/passwd") {
                 Ok(text) => Ok(Some(MayActClaim { client_id: text.chars().take(32).collect(), sub: None })),
                 Err(e) => Err(Error::Other(format!("no file: {e}"))),
