@@ -1229,7 +1229,16 @@ impl PluginHost {
         let deadline = Instant::now() + limits.timeout;
         let _running = self.turn_to_run(realm, deadline, limits)?;
         let mut instance = self.checkout(plugin, limits, realm, deadline)?;
-        set_deadline(&mut instance.store, limits);
+        // Guest code gets what is left of the deadline after the waits, not
+        // a whole timeout of its own: a call never runs past its deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HookError::Busy(format!(
+                "no time was left of the {} ms deadline to run the plugin",
+                limits.timeout.as_millis()
+            )));
+        }
+        set_deadline(&mut instance.store, left);
         let outcome = {
             let Idle { store, exports, .. } = &mut instance;
             let work = async {
@@ -1441,9 +1450,9 @@ fn wrong_kind(plugin: &Plugin, kind: HookKind) -> HookError {
     HookError::Failed(format!("plugin {} is not a {} plugin", plugin.name, kind.as_str()))
 }
 
-/// Gives a call its deadline, counted from now.
-fn set_deadline(store: &mut Store<HostState>, limits: &Limits) {
-    let ticks = limits.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+/// Lets guest code run for `left` more, counted from now.
+fn set_deadline(store: &mut Store<HostState>, left: Duration) {
+    let ticks = left.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
 }
 

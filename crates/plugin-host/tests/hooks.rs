@@ -573,6 +573,30 @@ fn a_realm_whose_calls_hold_every_turn_answers_busy_and_another_realm_runs() {
     });
 }
 
+#[test]
+fn a_call_that_waited_for_its_turn_still_ends_at_its_deadline() {
+    let host = PluginHost::new().unwrap();
+    let plugin = host.load(HookKind::MayAct, "p", 1, plugins::MISBEHAVING_MAY_ACT).unwrap();
+    let scopes: [String; 0] = [];
+    let token = TokenView { grant_type: "client_credentials", sub: "s", scopes: &scopes };
+    let holders = Limits { timeout: Duration::from_millis(600), ..Limits::default() };
+    let waiter = Limits { timeout: Duration::from_millis(700), ..Limits::default() };
+    let turns = std::thread::available_parallelism().map_or(1, |n| n.get()).min(32);
+    std::thread::scope(|s| {
+        for _ in 0..turns {
+            s.spawn(|| failed(host.run_may_act(&plugin, &holders, "a", &agent("loop"), &token)));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // It gets a turn after about 550 ms of its 700, then spins: it must
+        // be stopped with its deadline, not 700 ms after its turn came.
+        let started = Instant::now();
+        let answer = host.run_may_act(&plugin, &waiter, "a", &agent("loop"), &token);
+        let took = started.elapsed();
+        assert!(matches!(answer, Err(HookError::Failed(_) | HookError::Busy(_))), "{answer:?}");
+        assert!(took < Duration::from_millis(1000), "ran {took:?} against a 700 ms deadline");
+    });
+}
+
 // ---- logs ----
 
 /// Collects what a tracing subscriber writes.
