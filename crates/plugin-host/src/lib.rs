@@ -1287,7 +1287,7 @@ impl PluginHost {
         let decision = self.run(plugin, HookKind::Dcr, limits, realm, async move |exports, store| {
             let Exports::Dcr(evaluate) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::Dcr))) };
             let (answer,) = evaluate.call_async(&mut *store, (registration,)).await?;
-            Ok(answer.map_err(refusal))
+            Ok(answer.map_err(|error| refusal(error, &store.data().label)))
         })?;
         if decision.set_attributes.len() > MAX_ATTRIBUTES {
             return Err(HookError::Failed(format!("the decision sets more than {MAX_ATTRIBUTES} attributes")));
@@ -1326,7 +1326,7 @@ impl PluginHost {
         let answer = self.run(plugin, HookKind::MayAct, limits, realm, async move |exports, store| {
             let Exports::MayAct(decide) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::MayAct))) };
             let (answer,) = decide.call_async(&mut *store, (client, view)).await?;
-            Ok(answer.map_err(refusal))
+            Ok(answer.map_err(|error| refusal(error, &store.data().label)))
         })?;
         let Some(claim) = answer else {
             return Ok(None);
@@ -1360,7 +1360,7 @@ impl PluginHost {
         let custom = self.run(plugin, HookKind::Token, limits, realm, async move |exports, store| {
             let Exports::Token(modify) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::Token))) };
             let (answer,) = modify.call_async(&mut *store, (client, view)).await?;
-            Ok(answer.map_err(refusal))
+            Ok(answer.map_err(|error| refusal(error, &store.data().label)))
         })?;
         if custom.len() > MAX_CUSTOM_CLAIMS {
             return Err(HookError::Failed(format!("custom claims exceed {MAX_CUSTOM_CLAIMS} bytes")));
@@ -1388,7 +1388,7 @@ impl PluginHost {
         let granted = self.run(plugin, HookKind::Scope, limits, realm, async move |exports, store| {
             let Exports::Scope(validate) = exports else { return Ok(Err(wrong_kind(plugin, HookKind::Scope))) };
             let (answer,) = validate.call_async(&mut *store, (client, wit_request)).await?;
-            Ok(answer.map_err(refusal))
+            Ok(answer.map_err(|error| refusal(error, &store.data().label)))
         })?;
         if let Some(extra) = granted.iter().find(|s| !request.requested.contains(s)) {
             return Err(HookError::Failed(format!(
@@ -1435,13 +1435,17 @@ fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {
 }
 
 /// A plugin's own words, as the host passes them on: bounded, and with
-/// control characters escaped, so they cannot forge a line of the log
-/// they are written to.
-fn refusal(error: wit_types::Error) -> HookError {
+/// control characters escaped, so they cannot forge a line of the log.
+/// A refusal (`denied`) is meant for the caller; an `other` error is
+/// logged, and the caller is told only that the policy failed, as the
+/// contract (`wit/policy.wit`) promises.
+fn refusal(error: wit_types::Error, label: &str) -> HookError {
     match error {
         wit_types::Error::Denied(why) => HookError::Denied(escape_log(truncate(&why, MAX_OUTPUT_STRING)).into_owned()),
         wit_types::Error::Other(why) => {
-            HookError::Failed(format!("plugin error: {}", escape_log(truncate(&why, MAX_OUTPUT_STRING))))
+            let why = escape_log(truncate(&why, MAX_OUTPUT_STRING));
+            tracing::warn!(plugin = label, "the plugin reported an error: {why}");
+            HookError::Failed("the plugin reported an error (its text is in the server log)".into())
         }
     }
 }
