@@ -48,6 +48,9 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// Every method this server accepts, in the order discovery lists them.
+    pub const ALL: [AuthMethod; 3] = [Self::ClientSecretBasic, Self::ClientSecretPost, Self::PrivateKeyJwt];
+
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "client_secret_basic" => Some(Self::ClientSecretBasic),
@@ -266,5 +269,18 @@ mod tests {
         assert_eq!(c.actor_subject(), "(age!abc)");
         c.is_ai_agent = false;
         assert_eq!(c.actor_subject(), "abc");
+    }
+
+    #[test]
+    fn every_auth_method_is_listed_once_and_reads_back() {
+        for method in AuthMethod::ALL {
+            assert_eq!(AuthMethod::parse(method.as_str()), Some(method));
+            // A method missing from `ALL` fails to compile here.
+            match method {
+                AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::PrivateKeyJwt => {}
+            }
+        }
+        let names: std::collections::HashSet<_> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(names.len(), AuthMethod::ALL.len());
     }
 }

@@ -19,6 +19,9 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm this server signs and verifies with.
+    pub const ALL: [Algorithm; 3] = [Self::Rs256, Self::Es256, Self::EdDsa];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rs256 => "RS256",
