@@ -384,6 +384,9 @@ pub fn response(client: &Client, credentials: &IssuedCredentials, registration_c
     if let Some(plugin) = &client.attributes.access_token_may_act_script {
         body["accessTokenMayActScript"] = json!(plugin);
     }
+    if !client.attributes.allowed_audiences.is_empty() {
+        body["allowedAudiences"] = json!(client.attributes.allowed_audiences);
+    }
     body
 }
 

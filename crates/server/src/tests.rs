@@ -518,6 +518,7 @@ async fn an_exchange_may_target_only_an_allowed_audience_which_refresh_keeps() {
     let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
                       "client_name": "quiet", "scope": "read write"});
     let (_, client) = call(&app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
+    assert_eq!(client["allowedAudiences"], json!(["https://updates.example"]), "the registration shows them");
     let (_, token) = client_credentials(&app, &client).await;
     let exchange = |extra: &str| {
         let form = format!(
