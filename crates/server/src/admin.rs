@@ -50,7 +50,17 @@ fn slow_down(what: &str, wait: u64) -> Reply {
         .with_header(hyper::header::RETRY_AFTER, wait.to_string())
 }
 
-fn internal(e: impl std::fmt::Display) -> Reply {
+/// A failure of the server's own: logged, and answered 500; except a
+/// database kept busy past its timeout, which is 503 with `Retry-After`,
+/// as on the OAuth endpoints.
+fn internal<E: std::fmt::Display + 'static>(e: E) -> Reply {
+    if let Some(store) = (&e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>()
+        && store.is_busy()
+    {
+        tracing::warn!("admin: {e}");
+        return error(503, "temporarily_unavailable", "the server is busy; retry shortly")
+            .with_header(hyper::header::RETRY_AFTER, "1".into());
+    }
     tracing::error!("admin: {e}");
     error(500, "server_error", "internal error")
 }

@@ -769,6 +769,29 @@ async fn only_a_plugin_upload_may_send_the_admin_api_a_large_body() {
     assert_eq!(status, 201, "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_by_another_process_is_503_on_the_admin_api_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentauth.db");
+    let config = Config {
+        master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
+        admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
+        public_url: "https://as.example.test".into(),
+        base_path: "/am".into(),
+    };
+    let app = App::new(config, Store::open(&path).unwrap()).unwrap();
+    let (status, _) = admin_as(&app, ADMIN_TOKEN, "PUT", "/busy", json!({})).await;
+    assert_eq!(status, 201);
+    // Another process (a backup, say) holds the write lock.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, body) = admin_as(&app, ADMIN_TOKEN, "PATCH", "/busy", json!({"access_token_lifetime": 900})).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+    other.execute_batch("ROLLBACK").unwrap();
+    let (status, body) = admin_as(&app, ADMIN_TOKEN, "PATCH", "/busy", json!({"access_token_lifetime": 900})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 // ---- token exchange: what a derived token may hold, and how long ----
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
