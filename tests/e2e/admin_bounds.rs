@@ -204,6 +204,29 @@ fn uploads_past_what_the_server_compiles_and_queues_are_told_to_come_back() {
     }
 }
 
+#[test]
+fn a_realm_has_one_upload_in_flight_at_a_time() {
+    let server = Server::start_with_admin_args(&["--plugin-compile-cpu-seconds", "2"]);
+    let hostile = slow_to_compile(HOSTILE_FUNCTIONS, HOSTILE_VALUES);
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| push(&server, "slow", &hostile));
+        std::thread::sleep(Duration::from_millis(500));
+        // While the first compiles, the realm's second upload is turned away.
+        let second = push(&server, "quick", agentauth_plugins::SOFTWARE_AGENT_MAY_ACT);
+        assert_eq!(
+            (second.status, second.json["error"].as_str()),
+            (503, Some("temporarily_unavailable")),
+            "{}",
+            second.body
+        );
+        assert!(second.body.contains("already has an upload"), "{}", second.body);
+        assert!(second.retry_after.is_some());
+        assert_eq!(first.join().expect("the first upload").status, 400);
+    });
+    // Once the first is done, the realm uploads again.
+    assert_eq!(push(&server, "quick", agentauth_plugins::SOFTWARE_AGENT_MAY_ACT).status, 201);
+}
+
 /// The hostile component: one function of 220 KB, under the size the
 /// pre-check refuses, that takes about ten CPU-seconds to compile.
 const HOSTILE_FUNCTIONS: u64 = 1;

@@ -282,26 +282,41 @@ const MAX_UPLOADS_IN_FLIGHT: usize = 4;
 
 /// An upload's place among the [`MAX_UPLOADS_IN_FLIGHT`], taken before a
 /// byte of its body is read and held until it has been handled, so at most
-/// that many upload bodies are ever held at once.
-pub(crate) struct UploadPermit(std::sync::Arc<App>);
+/// that many upload bodies are ever held at once, and at most one of each
+/// realm.
+pub(crate) struct UploadPermit {
+    app: std::sync::Arc<App>,
+    /// The realm whose one upload this is, once admitted.
+    realm: Option<String>,
+}
 
 impl Drop for UploadPermit {
     fn drop(&mut self) {
-        self.0.uploads_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.app.uploads_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(realm) = &self.realm {
+            self.app.uploading_realms.lock().unwrap_or_else(|p| p.into_inner()).remove(realm);
+        }
     }
 }
 
 /// Admits an upload to `realm` before its body is read: a place among the
-/// uploads in flight (503 with `Retry-After` past them), then a turn in
-/// the realm's `plugin_pushes_per_minute` (429 past it). Counted before
-/// anything is read or compiled: a refused upload costs too.
+/// uploads in flight, one per realm (503 with `Retry-After` past either),
+/// then a turn in the realm's `plugin_pushes_per_minute` (429 past it).
+/// Counted before anything is read or compiled: a refused upload costs too.
 pub(crate) fn admit_upload(app: &std::sync::Arc<App>, realm: &str) -> Result<UploadPermit, Reply> {
+    let busy = |why: &str| {
+        error(503, "temporarily_unavailable", format!("{why}; retry shortly"))
+            .with_header(hyper::header::RETRY_AFTER, "10".into())
+    };
     let before = app.uploads_in_flight.fetch_add(1, Ordering::SeqCst);
-    let permit = UploadPermit(std::sync::Arc::clone(app));
+    let mut permit = UploadPermit { app: std::sync::Arc::clone(app), realm: None };
     if before >= MAX_UPLOADS_IN_FLIGHT {
-        return Err(error(503, "temporarily_unavailable", "the server is compiling other uploads; retry shortly")
-            .with_header(hyper::header::RETRY_AFTER, "10".into()));
+        return Err(busy("the server is compiling other uploads"));
     }
+    if !app.uploading_realms.lock().unwrap_or_else(|p| p.into_inner()).insert(realm.to_string()) {
+        return Err(busy("this realm already has an upload in flight"));
+    }
+    permit.realm = Some(realm.to_string());
     let per_minute = settings(app, realm)?.plugin_pushes_per_minute;
     app.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| slow_down("plugin uploads", wait))?;
     Ok(permit)

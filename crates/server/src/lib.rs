@@ -124,6 +124,9 @@ pub struct App {
     key_rotations: rate::RateLimiter,
     /// Plugin uploads being handled, all realms together.
     uploads_in_flight: std::sync::atomic::AtomicUsize,
+    /// The realms with an upload in flight: one each, so no realm takes
+    /// every place.
+    uploading_realms: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -175,6 +178,7 @@ impl App {
             plugin_pushes: rate::RateLimiter::default(),
             key_rotations: rate::RateLimiter::default(),
             uploads_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            uploading_realms: std::sync::Mutex::default(),
         }))
     }
 
