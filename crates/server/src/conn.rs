@@ -168,11 +168,35 @@ pub(crate) const TOO_MANY_FROM_SOURCE: &[u8] = b"HTTP/1.1 503 Service Unavailabl
     content-type: text/plain\r\ncontent-length: 39\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
     too many connections from this address\n";
 
-/// Tells a connection over its source's cap why it is closed, if the
-/// socket takes the answer at once (a fresh socket's buffer is empty), and
-/// closes it.
-pub(crate) fn refuse(stream: TcpStream) {
+/// How long a refused connection is read from before it is closed.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// The most a refused connection is read before it is closed.
+const REFUSAL_DRAIN: usize = 64 << 10;
+
+/// Tells a connection over its source's cap why it is closed, and closes
+/// it. The answer goes out at once (a fresh socket's buffer takes it);
+/// then the server closes its side and reads what the client sent, for at
+/// most [`REFUSAL_LINGER`] and [`REFUSAL_DRAIN`] bytes: closing a socket
+/// with unread data resets the connection, and the client would lose the
+/// answer. `held` (the connection's server-wide slot) is kept meanwhile.
+pub(crate) fn refuse(stream: TcpStream, held: impl Send + 'static) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.try_write(TOO_MANY_FROM_SOURCE);
+    tokio::spawn(async move {
+        let _held = held;
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let drain = async {
+            let (mut read, mut buf) = (0, [0u8; 4096]);
+            while read < REFUSAL_DRAIN {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+    });
 }
 
 /// Whether an `accept` error concerns only the connection being accepted
@@ -372,6 +396,22 @@ mod tests {
         assert_eq!((large.max_connections, large.max_per_source), (16_384, 256));
         // A tiny limit still leaves the server half of it.
         assert_eq!(ConnectionLimits::for_open_files(64).max_connections, 32);
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_that_already_sent_its_request_still_reads_the_503() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        // The request, and more, is in the server's buffer unread.
+        client.write_all(&vec![b'x'; 32 << 10]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        refuse(server, ());
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer)).await;
+        assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+        assert!(answer.starts_with(b"HTTP/1.1 503 "), "{:?}", String::from_utf8_lossy(&answer));
     }
 
     #[test]

@@ -459,7 +459,7 @@ pub async fn serve(
                     "per-source connection limit reached: refusing new connections from this source"
                 );
             }
-            conn::refuse(stream);
+            conn::refuse(stream, slot);
             continue;
         };
         // Responses go out whole; waiting to coalesce them only adds latency.
