@@ -262,6 +262,8 @@ mod tests {
             with(&n, &[1, 0, 0, 0, 0, 1]),
             with(&n, &[]),
             json!({"kty": "EC", "crv": "P-256", "x": B64.encode([1u8; 32]), "y": B64.encode([2u8; 32])}),
+            // The Ed25519 identity point: a key of small order.
+            json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode({ let mut x = [0u8; 32]; x[0] = 1; x })}),
         ] {
             assert!(VerifyingKey::from_jwk(&bad).is_err(), "{bad}");
         }
@@ -272,6 +274,8 @@ mod tests {
         assert_eq!(same.kid(), rsa["kid"].as_str().unwrap());
         let ec = key(Algorithm::Es256).verifying_key().jwk();
         assert!(VerifyingKey::from_jwk(&ec).is_ok());
+        let ed = key(Algorithm::EdDsa).verifying_key().jwk();
+        assert!(VerifyingKey::from_jwk(&ed).is_ok(), "a real Ed25519 key is kept");
     }
 
     /// Signs `header` and `claims` exactly as written, so a test can forge

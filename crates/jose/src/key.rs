@@ -186,6 +186,25 @@ fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// True for the canonical encodings of the eight Ed25519 points of small
+/// order (the identity among them): a signature checks against such a key
+/// for one message in eight whatever its signer knows, so no client may
+/// register one.
+fn is_small_order_ed25519(x: &[u8]) -> bool {
+    const SMALL_ORDER: [&str; 8] = [
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    ];
+    let hex: String = x.iter().map(|b| format!("{b:02x}")).collect();
+    SMALL_ORDER.contains(&hex.as_str())
+}
+
 /// True when ring accepts `point` (uncompressed SEC1) as a P-256 public
 /// key. ring validates a peer's point only when it uses it, so this runs
 /// one key agreement with a throwaway key: a point off the curve fails.
@@ -293,6 +312,9 @@ impl VerifyingKey {
                 let x = field("x")?;
                 if x.len() != 32 {
                     return Err(bad("Ed25519 keys are 32 bytes"));
+                }
+                if is_small_order_ed25519(&x) {
+                    return Err(bad("the Ed25519 key is a point of small order, with which anyone can forge"));
                 }
                 (Algorithm::EdDsa, PublicKey::Ed25519 { x })
             }
