@@ -1118,3 +1118,25 @@ async fn an_exchange_racing_the_revocation_of_its_opaque_subject_stores_nothing(
     assert!(!app.store.insert_derived_family(REALM, &lineage, &[row]).unwrap());
     assert_eq!(app.store.count_tokens(REALM, TokenKind::Refresh).unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_refresh_follows_the_subjects_current_registration_too() {
+    let app = app();
+    let actor = register_exchanger(&app, "quiet", "read write").await;
+    let subject = register_exchanger(&app, &format!("delegate:{}", text(&actor, "client_id")), "read write").await;
+    let (_, token) = client_credentials(&app, &subject).await;
+    let (status, exchanged) = exchange_as(&app, &actor, text(&token, "access_token"), Some("read write")).await;
+    assert_eq!(status, 200, "{exchanged}");
+    // The subject narrows its own registration to `read`.
+    let uri = text(&subject, "registration_client_uri").trim_start_matches("https://as.example.test");
+    let narrowed = json!({"client_id": subject["client_id"], "client_name": text(&subject, "client_name"),
+                          "scope": "read", "grant_types": ["client_credentials", EXCHANGE]});
+    let update = Request::put(uri)
+        .header("authorization", format!("Bearer {}", text(&subject, "registration_access_token")))
+        .header("content-type", JSON)
+        .body(Full::new(Bytes::from(narrowed.to_string())))
+        .unwrap();
+    assert_eq!(call(&app, update).await.0, 200);
+    let (status, body) = refresh_as(&app, &actor, text(&exchanged, "refresh_token")).await;
+    assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
+}

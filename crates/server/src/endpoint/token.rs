@@ -190,7 +190,13 @@ fn refresh(
             return Err(invalid());
         }
     };
-    let request = refresh_token::decide(client, &grant, scope, now)?;
+    // What the subject may hold now: its registration, if it is a client
+    // of the realm (a subject that narrowed it narrows what is refreshed).
+    let subject_ceiling = match app.store.client(&realm.name, &grant.sub).map_err(internal)? {
+        Some(row) => row.client.metadata.scopes(),
+        None => Scopes::parse(&grant.scope).unwrap_or_default(),
+    };
+    let request = refresh_token::decide(client, &grant, &subject_ceiling, scope, now)?;
     let minted = mint(app, realm, client, request, GrantType::RefreshToken)?;
 
     let successor = new_secret();
