@@ -215,6 +215,27 @@ impl Client {
     }
 }
 
+/// A confidential AI agent registered with `scope` and `grant_types`, for
+/// the grant rules' tests.
+#[cfg(test)]
+pub(crate) fn test_agent(client_id: &str, scope: &str, grant_types: &[GrantType]) -> Client {
+    Client {
+        client_id: client_id.into(),
+        metadata: ClientMetadata {
+            redirect_uris: vec![],
+            grant_types: grant_types.to_vec(),
+            response_types: vec![],
+            client_name: None,
+            scope: scope.into(),
+            token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+            jwks: None,
+        },
+        attributes: ClientAttributes::default(),
+        is_ai_agent: true,
+        issued_at: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,24 +72,10 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{AuthMethod, ClientAttributes, ClientMetadata, GrantType};
+    use crate::client::{GrantType, test_agent};
 
     fn client(scope: &str) -> Client {
-        Client {
-            client_id: "c1".into(),
-            metadata: ClientMetadata {
-                redirect_uris: vec![],
-                grant_types: vec![GrantType::TokenExchange],
-                response_types: vec![],
-                client_name: None,
-                scope: scope.into(),
-                token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
-                jwks: None,
-            },
-            attributes: ClientAttributes::default(),
-            is_ai_agent: true,
-            issued_at: 0,
-        }
+        test_agent("c1", scope, &[GrantType::TokenExchange])
     }
 
     fn grant(scope: &str) -> RefreshGrant {

@@ -152,25 +152,11 @@ pub fn target(client: &Client, audience: Option<&str>, resource: Option<&str>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{AuthMethod, ClientAttributes, ClientMetadata};
+    use crate::client::test_agent;
     use crate::token::MayAct;
 
     fn agent_with(id: &str, scope: &str) -> Client {
-        Client {
-            client_id: id.into(),
-            metadata: ClientMetadata {
-                redirect_uris: vec![],
-                grant_types: vec![GrantType::ClientCredentials, GrantType::TokenExchange],
-                response_types: vec![],
-                client_name: None,
-                scope: scope.into(),
-                token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
-                jwks: None,
-            },
-            attributes: ClientAttributes::default(),
-            is_ai_agent: true,
-            issued_at: 0,
-        }
+        test_agent(id, scope, &[GrantType::ClientCredentials, GrantType::TokenExchange])
     }
 
     fn agent(id: &str) -> Client {
