@@ -1133,12 +1133,7 @@ impl Store {
 
     /// True when the realm has the client.
     pub fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
-        Ok(query_row(
-            &self.conn(),
-            "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
-            params![realm, client_id],
-            |r| r.get(0),
-        )?)
+        Ok(exists(&self.conn(), CLIENT_EXISTS, params![realm, client_id])?)
     }
 
     /// How many clients the realm has (as of the last commit).
@@ -1170,36 +1165,24 @@ impl Store {
     /// answer is false.
     pub fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
         self.write(|tx| {
-            let parent_revoked: bool = query_row(
-                tx,
-                "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)",
-                params![realm, lineage.parent_jti],
-                |r| r.get(0),
-            )?;
-            let parent_family_live = match lineage.parent_family {
+            let parent_revoked = exists(tx, JWT_REVOKED, params![realm, lineage.parent_jti])?;
+            let parent_row_live = match lineage.parent_hash {
+                Some(hash) => exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE realm = ?1 AND hash = ?2)",
+                    params![realm, hash],
+                )?,
                 None => true,
-                Some(family) => query_row(
+            };
+            let parent_family_live = match lineage.parent_family {
+                Some(family) => exists(
                     tx,
                     "SELECT EXISTS (SELECT 1 FROM tokens WHERE realm = ?1 AND family = ?2)",
                     params![realm, family],
-                    |r| r.get(0),
                 )?,
-            };
-            let parent_row_live = match lineage.parent_hash {
                 None => true,
-                Some(hash) => query_row(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE hash = ?1 AND realm = ?2)",
-                    params![hash, realm],
-                    |r| r.get(0),
-                )?,
             };
-            let parent_client_live: bool = query_row(
-                tx,
-                "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)",
-                params![realm, lineage.parent_client],
-                |r| r.get(0),
-            )?;
+            let parent_client_live = exists(tx, CLIENT_EXISTS, params![realm, lineage.parent_client])?;
             if parent_revoked || !parent_row_live || !parent_family_live || !parent_client_live {
                 return Ok(false);
             }
@@ -1349,12 +1332,7 @@ impl Store {
 
     /// True when the JWT with `jti` was revoked.
     pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
-        Ok(query_row(
-            &self.conn(),
-            "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)",
-            params![realm, jti],
-            |r| r.get(0),
-        )?)
+        Ok(exists(&self.conn(), JWT_REVOKED, params![realm, jti])?)
     }
 }
 
@@ -1493,6 +1471,16 @@ fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
 /// paths run the same few statements thousands of times a second.
 fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Whether the realm has the client, by (realm, client_id).
+const CLIENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)";
+/// Whether a JWT was revoked, by (realm, jti).
+const JWT_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)";
+
+/// The answer of a cached `SELECT EXISTS (...)` statement.
+fn exists(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<bool> {
+    query_row(conn, sql, params, |r| r.get(0))
 }
 
 /// One row of a cached statement's result.
