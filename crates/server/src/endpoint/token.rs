@@ -85,7 +85,7 @@ fn exchange(
         })?),
         None => None,
     };
-    let ceiling = subject_scope_ceiling(app, realm, &subject)?;
+    let ceiling = subject_scope_ceiling(app, realm, &subject.sub, subject.scopes())?;
     let rules = realm.exchange_rules();
     let mut request = token_exchange::decide(client, &subject, &ceiling, actor.as_ref(), scope, &rules)?;
     request.audience = audience;
@@ -117,9 +117,7 @@ fn exchange(
         grant: &grant_json,
         expires_at: grant.expires_at,
     });
-    let subject_family = token_family(app, realm, subject_token, &subject)?;
-    // An opaque subject is live while its row is; the commit checks it.
-    let subject_hash = (!subject_token.contains('.')).then(|| app.hasher.hash(Purpose::AccessToken, subject_token));
+    let (subject_hash, subject_family) = stored_subject(app, realm, subject_token, &subject)?;
     let lineage = Lineage {
         family: &family,
         parent_jti: &subject.jti,
@@ -136,29 +134,34 @@ fn exchange(
     Ok(Reply::json(200, &minted.response(Some(&refresh_token), true)))
 }
 
-/// The most a token exchange may grant on a subject's behalf: the
-/// subject's registered scopes when the subject is a client of this realm
-/// (what it could get for itself), else the subject token's own scopes.
-fn subject_scope_ceiling(app: &App, realm: &RealmRuntime, subject: &AccessTokenClaims) -> Result<Scopes, OAuthError> {
-    match app.store.client(&realm.name, &subject.sub).map_err(internal)? {
+/// The most that may be granted on a subject's behalf, by exchange or by a
+/// refresh of what an exchange issued: the subject's registered scopes
+/// when the subject is a client of this realm (what it could get for
+/// itself, as registered now), else `otherwise` (what its token carried).
+fn subject_scope_ceiling(app: &App, realm: &RealmRuntime, sub: &str, otherwise: Scopes) -> Result<Scopes, OAuthError> {
+    match app.store.client(&realm.name, sub).map_err(internal)? {
         Some(row) => Ok(row.client.metadata.scopes()),
-        None => Ok(subject.scopes()),
+        None => Ok(otherwise),
     }
 }
 
-/// The refresh token family a live access token was issued in, if any.
-fn token_family(
+/// What the store holds of a live subject token: for an opaque token, the
+/// keyed hash of its row (the exchange's commit checks the row is still
+/// there); and the refresh token family it was issued in, if any.
+fn stored_subject(
     app: &App,
     realm: &RealmRuntime,
     token: &str,
     claims: &AccessTokenClaims,
-) -> Result<Option<String>, OAuthError> {
-    let hash = if token.contains('.') {
-        app.hasher.hash(Purpose::JwtId, &claims.jti)
-    } else {
+) -> Result<(Option<Vec<u8>>, Option<String>), OAuthError> {
+    let opaque = !token.contains('.');
+    let hash = if opaque {
         app.hasher.hash(Purpose::AccessToken, token)
+    } else {
+        app.hasher.hash(Purpose::JwtId, &claims.jti)
     };
-    Ok(app.store.token_row(&hash, &realm.name, now()).map_err(internal)?.and_then(|row| row.family))
+    let family = app.store.token_row(&hash, &realm.name, now()).map_err(internal)?.and_then(|row| row.family);
+    Ok((opaque.then_some(hash), family))
 }
 
 /// The refresh token grant, rotating the refresh token.
@@ -190,12 +193,9 @@ fn refresh(
             return Err(invalid());
         }
     };
-    // What the subject may hold now: its registration, if it is a client
-    // of the realm (a subject that narrowed it narrows what is refreshed).
-    let subject_ceiling = match app.store.client(&realm.name, &grant.sub).map_err(internal)? {
-        Some(row) => row.client.metadata.scopes(),
-        None => Scopes::parse(&grant.scope).unwrap_or_default(),
-    };
+    // A subject that narrowed its registration narrows what is refreshed.
+    let granted = Scopes::parse(&grant.scope).unwrap_or_default();
+    let subject_ceiling = subject_scope_ceiling(app, realm, &grant.sub, granted)?;
     let request = refresh_token::decide(client, &grant, &subject_ceiling, scope, now)?;
     let minted = mint(app, realm, client, request, GrantType::RefreshToken)?;
 
