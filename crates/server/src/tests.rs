@@ -91,6 +91,21 @@ async fn register_naming_another(app: &Arc<App>) -> (Value, String) {
     (client, other_id)
 }
 
+/// An RFC 7592 request to `client`'s registration_client_uri, with its
+/// registration access token, and `body` as JSON when there is one.
+async fn manage_as(app: &Arc<App>, client: &Value, method: &str, body: Option<&Value>) -> (u16, Value) {
+    let uri = client["registration_client_uri"].as_str().unwrap().trim_start_matches("https://as.example.test");
+    let token = client["registration_access_token"].as_str().unwrap();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", JSON)
+        .body(Full::new(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()))))
+        .unwrap();
+    call(app, request).await
+}
+
 fn clients(app: &App) -> u64 {
     app.store.count_clients(REALM).unwrap()
 }
@@ -466,27 +481,15 @@ async fn the_dcr_policy_runs_on_update_and_delete_and_may_refuse_a_delete() {
     let app = app();
     let (status, client) = register(&app, "dcr-keep").await;
     assert_eq!(status, 201, "{client}");
-    let uri =
-        client["registration_client_uri"].as_str().unwrap().trim_start_matches("https://as.example.test").to_string();
-    let token = client["registration_access_token"].as_str().unwrap();
-    let request = |method: &str, body: String| {
-        Request::builder()
-            .method(method)
-            .uri(uri.as_str())
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
-    };
     let update =
         json!({"client_id": client["client_id"], "client_name": "dcr-deny", "grant_types": ["client_credentials"]});
-    let (status, body) = call(&app, request("PUT", update.to_string())).await;
+    let (status, body) = manage_as(&app, &client, "PUT", Some(&update)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_client_metadata")),
         "the policy saw the UPDATE: {body}"
     );
-    let (status, body) = call(&app, request("DELETE", String::new())).await;
+    let (status, body) = manage_as(&app, &client, "DELETE", None).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "{body}");
     assert_eq!(body["error_description"], "this client may not be deleted");
     assert_eq!(clients(&app), 1);
@@ -613,17 +616,10 @@ async fn a_token_of_another_realm_is_inactive_and_no_subject_here() {
 async fn a_dcr_policy_never_sees_the_clients_secret() {
     let app = app();
     let (_, client) = register(&app, "quiet").await;
-    let uri =
-        client["registration_client_uri"].as_str().unwrap().trim_start_matches("https://as.example.test").to_string();
     let secret = client["client_secret"].as_str().unwrap();
     let update = json!({"client_id": client["client_id"], "client_secret": secret,
                         "client_name": "dcr-show-body", "grant_types": ["client_credentials"]});
-    let request = Request::put(uri)
-        .header("authorization", format!("Bearer {}", client["registration_access_token"].as_str().unwrap()))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(update.to_string())))
-        .unwrap();
-    let (status, body) = call(&app, request).await;
+    let (status, body) = manage_as(&app, &client, "PUT", Some(&update)).await;
     assert_eq!(status, 400, "{body}");
     let shown = body["error_description"].as_str().unwrap();
     assert!(shown.contains("dcr-show-body"), "the policy saw the body: {shown}");
@@ -967,12 +963,7 @@ async fn deleting_the_subjects_client_revokes_what_others_exchanged_from_its_tok
     assert_eq!(status, 200, "{exchanged}");
     assert_eq!(introspect_as(&app, &actor, text(&exchanged, "access_token")).await["active"], true);
 
-    let uri = text(&subject_client, "registration_client_uri").trim_start_matches("https://as.example.test");
-    let delete = Request::delete(uri)
-        .header("authorization", format!("Bearer {}", text(&subject_client, "registration_access_token")))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    assert_eq!(call(&app, delete).await.0, 204);
+    assert_eq!(manage_as(&app, &subject_client, "DELETE", None).await.0, 204);
     for token in [text(&exchanged, "access_token"), text(&exchanged, "refresh_token")] {
         assert_eq!(introspect_as(&app, &actor, token).await, json!({"active": false}));
     }
@@ -1004,15 +995,9 @@ async fn a_refresh_grants_no_more_than_the_clients_current_registration() {
     let (_, exchanged) = exchange_as(&app, &agent, text(&token, "access_token"), Some("read write")).await;
     assert_eq!(exchanged["scope"], "read write");
 
-    let uri = text(&agent, "registration_client_uri").trim_start_matches("https://as.example.test");
     let narrowed = json!({"client_id": agent["client_id"], "client_name": "quiet", "scope": "read",
                           "grant_types": ["client_credentials", EXCHANGE]});
-    let update = Request::put(uri)
-        .header("authorization", format!("Bearer {}", text(&agent, "registration_access_token")))
-        .header("content-type", JSON)
-        .body(Full::new(Bytes::from(narrowed.to_string())))
-        .unwrap();
-    let (status, body) = call(&app, update).await;
+    let (status, body) = manage_as(&app, &agent, "PUT", Some(&narrowed)).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = refresh_as(&app, &agent, text(&exchanged, "refresh_token")).await;
     assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
@@ -1128,15 +1113,9 @@ async fn a_refresh_follows_the_subjects_current_registration_too() {
     let (status, exchanged) = exchange_as(&app, &actor, text(&token, "access_token"), Some("read write")).await;
     assert_eq!(status, 200, "{exchanged}");
     // The subject narrows its own registration to `read`.
-    let uri = text(&subject, "registration_client_uri").trim_start_matches("https://as.example.test");
     let narrowed = json!({"client_id": subject["client_id"], "client_name": text(&subject, "client_name"),
                           "scope": "read", "grant_types": ["client_credentials", EXCHANGE]});
-    let update = Request::put(uri)
-        .header("authorization", format!("Bearer {}", text(&subject, "registration_access_token")))
-        .header("content-type", JSON)
-        .body(Full::new(Bytes::from(narrowed.to_string())))
-        .unwrap();
-    assert_eq!(call(&app, update).await.0, 200);
+    assert_eq!(manage_as(&app, &subject, "PUT", Some(&narrowed)).await.0, 200);
     let (status, body) = refresh_as(&app, &actor, text(&exchanged, "refresh_token")).await;
     assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
 }
