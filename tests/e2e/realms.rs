@@ -53,10 +53,7 @@ fn an_operator_sets_up_a_second_realm_for_agents() {
     let registered = server.post_json(&url("aiagent/register"), &crate::support::seed_registration().to_string());
     assert_eq!(registered.status, 201, "{}", registered.body);
     assert_eq!(registered.json["providerOverridesEnabled"], true);
-    let agent = crate::support::Agent {
-        client_id: registered.json["client_id"].as_str().unwrap_or_default().into(),
-        client_secret: registered.json["client_secret"].as_str().unwrap_or_default().into(),
-    };
+    let agent = crate::support::Agent::from_registration(&registered.json);
     // The same agent is unknown to alpha.
     server.token(&[("grant_type", "client_credentials")], Some(&agent)).assert_error(401, "invalid_client");
 

@@ -89,10 +89,7 @@ fn realms_whose_plugins_sleep_or_loop_leave_another_realm_serving() {
             let registered = server.register_raw(&seed_registration().to_string());
             alpha.push(("register", registered.status, registered.body.clone()));
             if registered.status == 201 {
-                let agent = crate::support::Agent {
-                    client_id: registered.json["client_id"].as_str().unwrap_or_default().into(),
-                    client_secret: registered.json["client_secret"].as_str().unwrap_or_default().into(),
-                };
+                let agent = crate::support::Agent::from_registration(&registered.json);
                 let token = server.token(
                     &[
                         ("grant_type", "client_credentials"),
@@ -132,10 +129,7 @@ fn agent_named(server: &Server, name: &str) -> crate::support::Agent {
     body["client_name"] = json!(name);
     let registered = server.register_raw(&body.to_string());
     assert_eq!(registered.status, 201, "{}", registered.body);
-    crate::support::Agent {
-        client_id: registered.json["client_id"].as_str().unwrap_or_default().into(),
-        client_secret: registered.json["client_secret"].as_str().unwrap_or_default().into(),
-    }
+    crate::support::Agent::from_registration(&registered.json)
 }
 
 #[test]

@@ -288,6 +288,17 @@ pub struct Agent {
     pub client_secret: String,
 }
 
+impl Agent {
+    /// The credentials in a registration response (empty where missing:
+    /// the request that uses them then fails, and says so).
+    pub fn from_registration(reply: &Value) -> Self {
+        Self {
+            client_id: reply["client_id"].as_str().unwrap_or_default().into(),
+            client_secret: reply["client_secret"].as_str().unwrap_or_default().into(),
+        }
+    }
+}
+
 /// A response: status, headers of interest and body.
 #[derive(Debug)]
 pub struct Reply {
