@@ -54,9 +54,7 @@ fn slow_down(what: &str, wait: u64) -> Reply {
 /// database kept busy past its timeout, which is 503 with `Retry-After`,
 /// as on the OAuth endpoints.
 fn internal<E: std::fmt::Display + 'static>(e: E) -> Reply {
-    if let Some(store) = (&e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>()
-        && store.is_busy()
-    {
+    if crate::endpoint::is_busy_store(&e) {
         tracing::warn!("admin: {e}");
         return error(503, "temporarily_unavailable", "the server is busy; retry shortly")
             .with_header(hyper::header::RETRY_AFTER, "1".into());

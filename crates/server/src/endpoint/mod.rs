@@ -100,12 +100,16 @@ fn request_context(parts: &Parts, body: Option<&[u8]>) -> RequestContext {
 /// except a database kept busy by another process (a backup, say) past
 /// the busy timeout, which is `temporarily_unavailable` (503, retry).
 fn internal<E: std::fmt::Display + 'static>(e: E) -> OAuthError {
-    if let Some(store) = (&e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>()
-        && store.is_busy()
-    {
+    if is_busy_store(&e) {
         tracing::warn!("{e}");
         return OAuthError::new(agentauth_core::ErrorCode::TemporarilyUnavailable, "the server is busy; retry shortly");
     }
     tracing::error!("{e}");
     OAuthError::server_error("internal error")
+}
+
+/// Whether `e` is the store's error for a database kept busy (by another
+/// process) past its timeout: a condition to retry, not a server fault.
+pub(crate) fn is_busy_store<E: 'static>(e: &E) -> bool {
+    (e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>().is_some_and(agentauth_store::Error::is_busy)
 }
