@@ -6,14 +6,18 @@
 //! server crate gathers facts (the authenticated client, a verified subject
 //! token, a policy decision) and asks this crate what they allow.
 
+pub mod alg;
 pub mod client;
 pub mod error;
 pub mod grant;
+pub mod hook;
 pub mod registration;
 pub mod scope;
 pub mod token;
 
+pub use alg::Algorithm;
 pub use client::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 pub use error::{ErrorCode, OAuthError};
+pub use hook::HookKind;
 pub use scope::Scopes;
 pub use token::{AccessTokenClaims, Act, MayAct};

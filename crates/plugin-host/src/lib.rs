@@ -164,52 +164,21 @@ const LOG_LINES_PER_REALM_SECOND: u32 = 100;
 /// Log bytes all calls of one realm may write in a second.
 const LOG_BYTES_PER_REALM_SECOND: usize = 64 << 10;
 
-/// The hook point a plugin serves, named as in its WIT world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HookKind {
-    Dcr,
-    MayAct,
-    Token,
-    Scope,
+pub use agentauth_core::HookKind;
+
+/// The function of a hook's interface.
+fn hook_function(kind: HookKind) -> &'static str {
+    match kind {
+        HookKind::Dcr => "evaluate",
+        HookKind::MayAct => "decide",
+        HookKind::Token => "modify",
+        HookKind::Scope => "validate",
+    }
 }
 
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dcr => "dcr",
-            Self::MayAct => "may-act",
-            Self::Token => "token",
-            Self::Scope => "scope",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "dcr" => Some(Self::Dcr),
-            "may-act" => Some(Self::MayAct),
-            "token" => Some(Self::Token),
-            "scope" => Some(Self::Scope),
-            _ => None,
-        }
-    }
-
-    /// Every hook kind.
-    pub const ALL: [HookKind; 4] = [HookKind::Dcr, HookKind::MayAct, HookKind::Token, HookKind::Scope];
-
-    /// The function of the hook interface.
-    fn function(self) -> &'static str {
-        match self {
-            Self::Dcr => "evaluate",
-            Self::MayAct => "decide",
-            Self::Token => "modify",
-            Self::Scope => "validate",
-        }
-    }
-
-    /// The interface a plugin of this kind exports, with its version.
-    pub fn export_name(self) -> String {
-        format!("agentauth:policy/{}@{CONTRACT_VERSION}", self.as_str())
-    }
+/// The interface a plugin of `kind` exports, with its version.
+pub fn export_name(kind: HookKind) -> String {
+    format!("agentauth:policy/{}@{CONTRACT_VERSION}", kind.as_str())
 }
 
 /// Resource limits for one hook call.
@@ -978,7 +947,7 @@ impl PluginHost {
             None => {
                 let ty = compiled.component_type();
                 let exported: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-                HookKind::ALL.into_iter().find(|k| exported.contains(&k.export_name())).ok_or_else(|| {
+                HookKind::ALL.into_iter().find(|k| exported.contains(&export_name(*k))).ok_or_else(|| {
                     LoadError(format!(
                         "plugin {name} v{version} exports no hook of agentauth:policy@{CONTRACT_VERSION} \
                          (it exports: {})",
@@ -1086,7 +1055,7 @@ impl PluginHost {
                 ));
             }
         }
-        let wanted = kind.export_name();
+        let wanted = export_name(kind);
         let hooks: Vec<&str> =
             ty.exports(&self.engine).map(|(n, _)| n).filter(|n| n.starts_with("agentauth:")).collect();
         match hooks.as_slice() {
@@ -1404,9 +1373,9 @@ impl PluginHost {
 async fn instantiate(plugin: &Plugin, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
     let instance = plugin.pre.instance_pre().instantiate_async(&mut *store).await?;
     let missing = || wasmtime::format_err!("the {} hook function is missing", plugin.kind.as_str());
-    let interface = instance.get_export_index(&mut *store, None, &plugin.kind.export_name()).ok_or_else(missing)?;
+    let interface = instance.get_export_index(&mut *store, None, &export_name(plugin.kind)).ok_or_else(missing)?;
     let function =
-        instance.get_export_index(&mut *store, Some(&interface), plugin.kind.function()).ok_or_else(missing)?;
+        instance.get_export_index(&mut *store, Some(&interface), hook_function(plugin.kind)).ok_or_else(missing)?;
     Ok(match plugin.kind {
         HookKind::Dcr => Exports::Dcr(instance.get_typed_func(&mut *store, function)?),
         HookKind::MayAct => Exports::MayAct(instance.get_typed_func(&mut *store, function)?),
