@@ -44,6 +44,10 @@ pub enum ErrorCode {
     ServerError,
     /// The server is temporarily unable to handle the request.
     TemporarilyUnavailable,
+    /// The client is making requests too quickly (RFC 8628 §3.5's code),
+    /// answered here with 429 Too Many Requests (RFC 6585 §4) and the
+    /// seconds to wait in `Retry-After`.
+    SlowDown,
 }
 
 impl ErrorCode {
@@ -63,6 +67,7 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::SlowDown => "slow_down",
         }
     }
 
@@ -74,6 +79,7 @@ impl ErrorCode {
             Self::AccessDenied => 403,
             Self::ServerError => 500,
             Self::TemporarilyUnavailable => 503,
+            Self::SlowDown => 429,
             _ => 400,
         }
     }
@@ -91,11 +97,19 @@ impl fmt::Display for ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: Cow<'static, str>,
+    /// Seconds after which a retry may succeed (`Retry-After`), for
+    /// `slow_down` and `temporarily_unavailable`.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, description: description.into() }
+        Self { code, description: description.into(), retry_after: None }
+    }
+
+    /// Too many requests: retry in `seconds`.
+    pub fn slow_down(description: impl Into<Cow<'static, str>>, seconds: u64) -> Self {
+        Self { retry_after: Some(seconds), ..Self::new(ErrorCode::SlowDown, description) }
     }
 
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {

@@ -93,28 +93,7 @@ impl ConnectionLimits {
     }
 }
 
-/// Whom a per-source cap counts together: see the module doc.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Source {
-    V4(std::net::Ipv4Addr),
-    /// The first 64 bits.
-    V6([u16; 4]),
-}
-
-impl From<IpAddr> for Source {
-    fn from(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self::V4(v4),
-                None => {
-                    let s = v6.segments();
-                    Self::V6([s[0], s[1], s[2], s[3]])
-                }
-            },
-        }
-    }
-}
+pub(crate) use agentauth_service::Source;
 
 /// The open connections of each source.
 #[derive(Debug)]

@@ -65,9 +65,15 @@ impl Reply {
             ErrorCode::InvalidToken => {
                 reply.headers.push((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"".into()));
             }
-            // RFC 9110 §10.2.3: when to try again.
-            ErrorCode::TemporarilyUnavailable => reply.headers.push((header::RETRY_AFTER, "1".into())),
             _ => {}
+        }
+        // RFC 9110 §10.2.3: when to try again.
+        let retry_after = match error.code {
+            ErrorCode::TemporarilyUnavailable | ErrorCode::SlowDown => Some(error.retry_after.unwrap_or(1)),
+            _ => error.retry_after,
+        };
+        if let Some(seconds) = retry_after {
+            reply.headers.push((header::RETRY_AFTER, seconds.to_string()));
         }
         reply
     }
@@ -93,11 +99,6 @@ impl Reply {
     pub fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
         self.headers.push((name, value));
         self
-    }
-
-    /// The body as text, for logs.
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {

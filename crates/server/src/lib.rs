@@ -6,24 +6,21 @@
 //! [`serve`] runs it on a listener with hyper.
 
 mod admin;
-mod client_auth;
 mod conn;
 mod endpoint;
 mod http;
-mod rate;
-mod realm;
 mod route;
-mod secrets;
 #[cfg(test)]
 mod tests;
 mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use agentauth_jose::MasterKey;
 use agentauth_plugin_host::{HookKind, PluginHost};
+use agentauth_service::{Service, SystemClock};
 use agentauth_store::Store;
 use http_body_util::Full;
 use hyper::body::Body;
@@ -32,14 +29,12 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+pub use agentauth_service::{AdminToken, Clock, ManualClock, RealmSettings, StartError};
 pub use conn::ConnectionLimits;
-pub use realm::RealmSettings;
 pub use watch::watch_plugins;
 
 use crate::http::Reply;
-use crate::realm::Realms;
 use crate::route::Route;
-use crate::secrets::Hasher;
 
 /// Largest request body accepted; registration metadata and token
 /// requests are far smaller.
@@ -64,80 +59,18 @@ pub struct Config {
     pub base_path: String,
 }
 
-/// The admin API's bearer token. `Debug` never prints it.
-#[derive(Clone)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    /// Accepts tokens of at least 16 characters: a short token would be a
-    /// guessable key to every realm.
-    pub fn new(token: String) -> Result<Self, StartError> {
-        if token.len() < 16 {
-            return Err(StartError("the admin token must be at least 16 characters".into()));
-        }
-        Ok(Self(token))
-    }
-
-    pub(crate) fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        let (a, b) = (
-            ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes()),
-            ring::digest::digest(&ring::digest::SHA256, presented.as_bytes()),
-        );
-        bool::from(a.as_ref().ct_eq(b.as_ref()))
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken([redacted])")
-    }
-}
-
-/// Why the server could not start.
-#[derive(Debug)]
-pub struct StartError(String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
-
-/// The server's state, shared by every request.
+/// The server: the HTTP edge over the application [`Service`].
 #[derive(Debug)]
 pub struct App {
-    config: Config,
-    /// `{public-url}{base}`, the start of every issuer.
-    issuer_prefix: String,
-    store: Arc<Store>,
-    host: PluginHost,
-    realms: Realms,
-    hasher: Hasher,
-    registrations: rate::RateLimiter,
-    /// Plugin uploads per realm (`plugin_pushes_per_minute`).
-    plugin_pushes: rate::RateLimiter,
-    /// Key rotations per realm through the admin API
-    /// (`key_rotations_per_minute`).
-    key_rotations: rate::RateLimiter,
-    /// Plugin uploads being handled, all realms together.
-    uploads_in_flight: std::sync::atomic::AtomicUsize,
-    /// The realms with an upload in flight: one each, so no realm takes
-    /// every place.
-    uploading_realms: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-/// Seconds since the Unix epoch.
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    /// The path prefix of the OAuth endpoints.
+    base_path: String,
+    pub service: Arc<Service>,
 }
 
 impl App {
     /// The name of the server secret that proves which master key sealed
     /// this database's keys.
-    pub const MASTER_KEY_CHECK: &'static str = "master-key-check";
+    pub const MASTER_KEY_CHECK: &'static str = Service::MASTER_KEY_CHECK;
 
     /// The server, compiling plugins in process (see
     /// [`App::with_plugin_host`]).
@@ -150,111 +83,54 @@ impl App {
     /// says where uploads are compiled: `agentauth serve` bounds each
     /// compilation in a child process.
     pub fn with_plugin_host(config: Config, store: Store, host: PluginHost) -> Result<Arc<Self>, StartError> {
-        // A wrong master key must stop the server, never lead it to make
-        // new keys: check it against what the database was sealed with.
-        let master = &config.master_key;
-        let check = store
-            .server_secret(Self::MASTER_KEY_CHECK, || {
-                master.seal(b"master-key-check", b"agentauth").unwrap_or_default()
-            })
-            .map_err(|e| StartError(format!("reading the master key check: {e}")))?;
-        if master.open(b"master-key-check", &check).is_err() {
-            return Err(StartError(
-                "the master key does not open this database's keys: start with the master key it was created with \
-                 (AGENTAUTH_MASTER_KEY or --master-key-file)"
-                    .into(),
-            ));
-        }
-        let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
-        let issuer_prefix = format!("{}{}", config.public_url, config.base_path);
-        Ok(Arc::new(Self {
-            config,
-            issuer_prefix,
-            store: Arc::new(store),
-            host,
-            realms: Realms::default(),
-            hasher,
-            registrations: rate::RateLimiter::default(),
-            plugin_pushes: rate::RateLimiter::default(),
-            key_rotations: rate::RateLimiter::default(),
-            uploads_in_flight: std::sync::atomic::AtomicUsize::new(0),
-            uploading_realms: std::sync::Mutex::default(),
-        }))
+        Self::with_clock(config, store, host, Arc::new(SystemClock))
     }
 
-    /// Creates realm `name` with `settings` unless it exists, storing
-    /// `plugins` (name, hook, component) as their first versions. Each
-    /// plugin is validated first, so a realm never starts with one that
-    /// cannot run. Returns whether the realm was created.
+    /// The server telling time by `clock` (tests move it).
+    pub fn with_clock(
+        config: Config,
+        store: Store,
+        host: PluginHost,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StartError> {
+        let service_config = agentauth_service::Config {
+            master_key: config.master_key,
+            admin_token: config.admin_token,
+            issuer_prefix: format!("{}{}", config.public_url, config.base_path),
+        };
+        let service = Service::new(service_config, store, host, clock)?;
+        Ok(Arc::new(Self { base_path: config.base_path, service: Arc::new(service) }))
+    }
+
+    /// Creates realm `name` unless it exists (see
+    /// [`Service::provision_realm`]).
     pub fn provision_realm(
         &self,
         name: &str,
         settings: &RealmSettings,
         plugins: &[(&str, HookKind, &[u8])],
     ) -> Result<bool, StartError> {
-        if self.store.realm(name).map_err(|e| StartError(e.to_string()))?.is_some() {
-            return Ok(false);
-        }
-        let cache = realm::StoredArtifacts { store: &self.store, now: now() };
-        for (plugin, kind, component) in plugins {
-            self.host.load_cached(*kind, plugin, 1, component, &cache).map_err(|e| StartError(e.to_string()))?;
-        }
-        let settings = serde_json::to_string(settings).map_err(|e| StartError(e.to_string()))?;
-        let created =
-            self.store.create_realm_if_absent(name, &settings, now()).map_err(|e| StartError(e.to_string()))?;
-        if created {
-            for (plugin, kind, component) in plugins {
-                let sha256 = agentauth_plugin_host::sha256_hex(component);
-                self.store
-                    .add_plugin_version(name, plugin, kind.as_str(), &sha256, component, now())
-                    .map_err(|e| StartError(e.to_string()))?;
-            }
-        }
-        Ok(created)
+        self.service.provision_realm(name, settings, plugins)
     }
 
-    fn sources(&self) -> realm::Sources<'_> {
-        realm::Sources {
-            store: &self.store,
-            host: &self.host,
-            master_key: &self.config.master_key,
-            issuer_prefix: &self.issuer_prefix,
-            now: now(),
-        }
-    }
-
-    /// The realm's current runtime; `None` if there is no such realm.
-    fn realm(&self, name: &str) -> Result<Option<Arc<realm::RealmRuntime>>, agentauth_core::OAuthError> {
-        self.realms.get(name, &self.sources())
-    }
-
-    /// Rebuilds and publishes the realm's runtime after a change.
-    fn republish(
-        &self,
-        name: &str,
-        fresh: Option<Arc<agentauth_plugin_host::Plugin>>,
-    ) -> Result<Option<Arc<realm::RealmRuntime>>, agentauth_core::OAuthError> {
-        self.realms.rebuild(name, &self.sources(), fresh)
-    }
-
-    /// Loads realm `name` (its keys, generated on first use, and its
-    /// plugins, compiled) so the first request does not pay for it.
+    /// Loads realm `name` so the first request does not pay for it.
     pub fn warm_up(&self, name: &str) -> Result<(), StartError> {
-        match self.realm(name) {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(StartError(format!("realm {name} does not exist"))),
-            Err(e) => Err(StartError(format!("loading realm {name}: {}", e.description))),
-        }
+        self.service.warm_up(name)
+    }
+
+    /// Housekeeping at `now` (see [`Service::maintain`]). Blocking.
+    pub fn maintain(&self, now: i64) {
+        self.service.maintain(now);
     }
 
     /// One of realm `name`'s plugin call slots, if the realm has plugins;
     /// a realm used for the first time is loaded (blocking work) first.
     async fn plugin_slot(self: &Arc<Self>, name: &str) -> Result<Option<agentauth_plugin_host::CallSlot>, Reply> {
-        let runtime = match self.realms.loaded(name) {
+        let runtime = match self.service.loaded_realm(name) {
             Some(runtime) => runtime,
             None => {
-                let (app, name) = (Arc::clone(self), name.to_string());
-                match tokio::task::spawn_blocking(move || app.realm(&name)).await {
+                let (service, name) = (Arc::clone(&self.service), name.to_string());
+                match tokio::task::spawn_blocking(move || service.realm(&name)).await {
                     Ok(Ok(Some(runtime))) => runtime,
                     // No such realm: the handler answers 404.
                     Ok(Ok(None)) => return Ok(None),
@@ -266,10 +142,7 @@ impl App {
                 }
             }
         };
-        if !runtime.has_plugins() {
-            return Ok(None);
-        }
-        runtime.plugin_slot().await.map(Some).map_err(|e| Reply::error(&e))
+        Service::plugin_slot(&runtime).await.map_err(|e| Reply::error(&e))
     }
 
     /// Answers one request. Never fails: every error becomes a response.
@@ -278,7 +151,7 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let route = route::route(request.method(), request.uri().path(), &self.config.base_path);
+        let route = route::route(request.method(), request.uri().path(), &self.base_path);
         if let Route::NotFound = route {
             return Reply::not_found().into_response();
         }
@@ -296,16 +169,7 @@ impl App {
             // An upload is also admitted (its place among the uploads in
             // flight, its turn in the realm's rate) before its body is
             // read; only an upload may send a large body.
-            let checked = tokio::task::spawn_blocking(move || {
-                let principal = admin::authenticate(&app, &headers)?;
-                admin::permit(&principal, &realm, &op)?;
-                let upload = match op {
-                    route::AdminOp::PushPlugin { .. } => Some(admin::admit_upload(&app, &realm)?),
-                    _ => None,
-                };
-                Ok::<_, Reply>((principal, upload))
-            })
-            .await;
+            let checked = tokio::task::spawn_blocking(move || admin::admit(&app, &headers, &realm, &op)).await;
             match checked {
                 Ok(Ok((principal, admitted))) => {
                     parts.extensions.insert(principal);
@@ -362,30 +226,13 @@ pub struct Peer(pub std::net::SocketAddr);
 /// How often the server does its housekeeping (see [`App::maintain`]).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
-impl App {
-    /// Housekeeping, run every minute: rotates the signing keys that are
-    /// due (`key_rotation_days`) and deletes expired rows. Blocking.
-    pub fn maintain(&self, now: i64) {
-        match admin::rotate_due_keys(self, now) {
-            Ok(rotated) if rotated.is_empty() => {}
-            Ok(rotated) => tracing::info!(?rotated, "rotated signing keys on schedule"),
-            Err(e) => tracing::warn!("scheduled key rotation: {e}"),
-        }
-        match self.store.sweep(now) {
-            Ok(0) => {}
-            Ok(removed) => tracing::debug!(removed, "swept expired rows"),
-            Err(e) => tracing::warn!("sweeping expired rows: {e}"),
-        }
-    }
-}
-
 /// Runs [`App::maintain`] every minute until the process ends. Failures
 /// are logged and retried next time.
 pub async fn maintain_periodically(app: Arc<App>) {
     loop {
         tokio::time::sleep(MAINTAIN_EVERY).await;
         let app = Arc::clone(&app);
-        if let Err(e) = tokio::task::spawn_blocking(move || app.maintain(now())).await {
+        if let Err(e) = tokio::task::spawn_blocking(move || app.maintain(app.service.now())).await {
             tracing::warn!("housekeeping panicked: {e}");
         }
     }

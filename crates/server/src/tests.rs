@@ -107,7 +107,7 @@ async fn manage_as(app: &Arc<App>, client: &Value, method: &str, body: Option<&V
 }
 
 fn clients(app: &App) -> u64 {
-    app.store.count_clients(REALM).unwrap()
+    app.service.store().count_clients(REALM).unwrap()
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn a_failing_may_act_policy_issues_no_token() {
         assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{mode}: {body}");
         assert!(body.get("access_token").is_none());
     }
-    assert_eq!(app.store.count_tokens(REALM, TokenKind::Access).unwrap(), 0);
+    assert_eq!(app.service.store().count_tokens(REALM, TokenKind::Access).unwrap(), 0);
 }
 
 #[tokio::test]
@@ -374,8 +374,8 @@ async fn a_busy_realm_answers_503_and_does_not_stall_another_realm() {
     let settings = RealmSettings { plugin_concurrency: 1, ..hostile_settings() };
     let json = serde_json::to_string(&settings).unwrap();
     let entry = agentauth_store::AuditEntry { action: "test".into(), ..Default::default() };
-    app.store.set_realm_settings(REALM, &json, &entry).unwrap();
-    app.republish(REALM, None).unwrap();
+    app.service.store().set_realm_settings(REALM, &json, &entry).unwrap();
+    app.service.republish(REALM).unwrap();
     let calm = RealmSettings {
         ai_agents_enabled: true,
         open_registration: true,
@@ -501,8 +501,8 @@ async fn registration_is_limited_to_the_realms_scopes() {
     let settings = RealmSettings { allowed_scopes: Some(vec!["read".into(), "write".into()]), ..hostile_settings() };
     let json = serde_json::to_string(&settings).unwrap();
     let entry = agentauth_store::AuditEntry { action: "test".into(), ..Default::default() };
-    app.store.set_realm_settings(REALM, &json, &entry).unwrap();
-    app.republish(REALM, None).unwrap();
+    app.service.store().set_realm_settings(REALM, &json, &entry).unwrap();
+    app.service.republish(REALM).unwrap();
     let register_with = |scope: &'static str| {
         let body = json!({"grant_types": ["client_credentials"], "client_name": "quiet", "scope": scope});
         post(REALM, "register", JSON, body.to_string())
@@ -688,9 +688,9 @@ async fn a_realm_admin_manages_its_own_realm_and_no_other() {
         let (status, body) = admin_as(&app, &token, method, &path, body).await;
         assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "{method} {path}: {body}");
     }
-    let other = app.store.realm("other").unwrap().unwrap();
+    let other = app.service.store().realm("other").unwrap().unwrap();
     assert!(!other.settings.contains("\"open_registration\":true"));
-    assert!(app.store.realm("third").unwrap().is_none());
+    assert!(app.service.store().realm("third").unwrap().is_none());
 
     // Its changes are audited under its own name, whatever it claims.
     let (_, audit) = admin_as(&app, ADMIN_TOKEN, "GET", &format!("/{REALM}/audit"), Value::Null).await;
@@ -715,13 +715,13 @@ async fn keys_rotate_on_their_schedule_and_not_before() {
     assert_eq!(status, 201);
     app.warm_up(REALM).unwrap();
     app.warm_up("manual").unwrap();
-    let first = app.store.keys(REALM).unwrap()[0].created_at;
+    let first = app.service.store().keys(REALM).unwrap()[0].created_at;
     let day = 86_400;
 
     app.maintain(first + 89 * day);
-    assert_eq!(app.store.keys(REALM).unwrap().len(), 1, "rotated before 90 days");
+    assert_eq!(app.service.store().keys(REALM).unwrap().len(), 1, "rotated before 90 days");
     app.maintain(first + 90 * day);
-    let keys = app.store.keys(REALM).unwrap();
+    let keys = app.service.store().keys(REALM).unwrap();
     assert_eq!(keys.len(), 2);
     let newest = keys.iter().max_by_key(|k| k.created_at).unwrap();
     assert_eq!(newest.created_at, first + 90 * day);
@@ -729,9 +729,9 @@ async fn keys_rotate_on_their_schedule_and_not_before() {
     // Once rotated, the clock starts again from the new key; the old key
     // is gone once its tokens have expired.
     app.maintain(first + 91 * day);
-    let keys = app.store.keys(REALM).unwrap();
+    let keys = app.service.store().keys(REALM).unwrap();
     assert_eq!(keys.iter().map(|k| k.created_at).collect::<Vec<_>>(), [first + 90 * day]);
-    assert_eq!(app.store.keys("manual").unwrap().len(), 1, "a realm without a schedule keeps its key");
+    assert_eq!(app.service.store().keys("manual").unwrap().len(), 1, "a realm without a schedule keeps its key");
 
     let (_, audit) = admin_as(&app, ADMIN_TOKEN, "GET", &format!("/{REALM}/audit"), Value::Null).await;
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
@@ -746,10 +746,15 @@ async fn a_realm_that_cannot_be_rotated_does_not_hold_back_the_others() {
     assert_eq!(status, 201);
     app.warm_up("aaa-broken").unwrap();
     app.warm_up(REALM).unwrap();
-    assert!(app.store.set_realm_settings("aaa-broken", "not json", &agentauth_store::AuditEntry::default()).unwrap());
-    let first = app.store.keys(REALM).unwrap()[0].created_at;
+    assert!(
+        app.service
+            .store()
+            .set_realm_settings("aaa-broken", "not json", &agentauth_store::AuditEntry::default())
+            .unwrap()
+    );
+    let first = app.service.store().keys(REALM).unwrap()[0].created_at;
     app.maintain(first + 90 * 86_400);
-    assert_eq!(app.store.keys(REALM).unwrap().len(), 2, "the healthy realm rotated all the same");
+    assert_eq!(app.service.store().keys(REALM).unwrap().len(), 2, "the healthy realm rotated all the same");
 }
 
 #[tokio::test]
@@ -1026,8 +1031,8 @@ async fn a_stored_token_whose_claims_cannot_be_read_is_inactive() {
     let (_, caller) = register(&app, "quiet").await;
     let (opaque, refresh) = ("opaque-token-with-broken-claims", "refresh-token-with-broken-grant");
     let hashes = (
-        app.hasher.hash(crate::secrets::Purpose::AccessToken, opaque),
-        app.hasher.hash(crate::secrets::Purpose::RefreshToken, refresh),
+        app.service.hasher().hash(agentauth_service::Purpose::AccessToken, opaque),
+        app.service.hasher().hash(agentauth_service::Purpose::RefreshToken, refresh),
     );
     let broken = |hash, kind| agentauth_store::NewToken {
         hash,
@@ -1037,7 +1042,8 @@ async fn a_stored_token_whose_claims_cannot_be_read_is_inactive() {
         grant: "{\"act\": {\"act\": ",
         expires_at: i64::MAX,
     };
-    app.store
+    app.service
+        .store()
         .insert_tokens(REALM, &[broken(&hashes.0, TokenKind::Access), broken(&hashes.1, TokenKind::Refresh)])
         .unwrap();
     for token in [opaque, refresh] {
@@ -1082,7 +1088,7 @@ async fn an_exchange_racing_the_revocation_of_its_opaque_subject_stores_nothing(
     let app = app();
     let (_, caller) = register(&app, "quiet").await;
     let client_id = caller["client_id"].as_str().unwrap();
-    let gone = app.hasher.hash(crate::secrets::Purpose::AccessToken, "an-opaque-token-revoked-meanwhile");
+    let gone = app.service.hasher().hash(agentauth_service::Purpose::AccessToken, "an-opaque-token-revoked-meanwhile");
     let lineage = agentauth_store::Lineage {
         family: "f-raced",
         parent_jti: "jti-of-the-revoked-token",
@@ -1091,7 +1097,7 @@ async fn an_exchange_racing_the_revocation_of_its_opaque_subject_stores_nothing(
         parent_client: client_id,
         expires_at: i64::MAX,
     };
-    let refresh = app.hasher.hash(crate::secrets::Purpose::RefreshToken, "refresh-of-the-raced-exchange");
+    let refresh = app.service.hasher().hash(agentauth_service::Purpose::RefreshToken, "refresh-of-the-raced-exchange");
     let row = agentauth_store::NewToken {
         hash: &refresh,
         client_id,
@@ -1100,8 +1106,8 @@ async fn an_exchange_racing_the_revocation_of_its_opaque_subject_stores_nothing(
         grant: "{}",
         expires_at: i64::MAX,
     };
-    assert!(!app.store.insert_derived_family(REALM, &lineage, &[row]).unwrap());
-    assert_eq!(app.store.count_tokens(REALM, TokenKind::Refresh).unwrap(), 0);
+    assert!(!app.service.store().insert_derived_family(REALM, &lineage, &[row]).unwrap());
+    assert_eq!(app.service.store().count_tokens(REALM, TokenKind::Refresh).unwrap(), 0);
 }
 
 #[tokio::test]

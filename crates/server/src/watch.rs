@@ -94,7 +94,7 @@ fn push(app: &App, realm: &str, name: &str, file: &Path) {
     // A file that is already the active version (say, after a restart)
     // makes no new version.
     let sha256 = agentauth_plugin_host::sha256_hex(&bytes);
-    match app.store.plugin_versions(realm) {
+    match app.service.store().plugin_versions(realm) {
         Ok(versions) if versions.iter().any(|v| v.name == name && v.active && v.sha256 == sha256) => return,
         Ok(_) => {}
         Err(e) => {
@@ -102,15 +102,19 @@ fn push(app: &App, realm: &str, name: &str, file: &Path) {
             return;
         }
     }
-    match app.store.realm(realm) {
+    match app.service.store().realm(realm) {
         Ok(Some(_)) => {}
         _ => {
             tracing::warn!(file = %file.display(), "no realm {realm}: not loading the plugin");
             return;
         }
     }
-    match crate::admin::push_component(app, realm, name, None, &bytes, true, "watch".into()) {
-        Ok(pushed) => tracing::info!(file = %file.display(), "activated {pushed}"),
-        Err(reply) => tracing::warn!(file = %file.display(), "plugin refused: {}", reply.body_text()),
+    let upload =
+        agentauth_service::admin::Upload { name, kind: None, component: &bytes, activate: true, actor: "watch".into() };
+    match app.service.push_plugin_unbounded(realm, upload) {
+        Ok(pushed) => {
+            tracing::info!(file = %file.display(), version = pushed.version, sha256 = %pushed.sha256, "activated plugin {name}")
+        }
+        Err(e) => tracing::warn!(file = %file.display(), "plugin refused: {e}"),
     }
 }

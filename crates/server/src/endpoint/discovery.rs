@@ -10,7 +10,7 @@ use agentauth_jose::Algorithm;
 use serde_json::json;
 
 use crate::http::Reply;
-use crate::realm::RealmRuntime;
+use agentauth_service::RealmRuntime;
 
 pub fn openid_configuration(realm: &RealmRuntime) -> Reply {
     // Every endpoint that authenticates clients takes the same methods.

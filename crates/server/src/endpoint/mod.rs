@@ -1,4 +1,6 @@
-//! The endpoints, one module each, and the dispatch from a route to them.
+//! The OAuth endpoints, one module each, and the dispatch from a route to
+//! them. Each reads its request into a typed one, hands it to the
+//! [`Service`](agentauth_service::Service), and renders the outcome.
 
 mod discovery;
 mod introspection;
@@ -6,12 +8,16 @@ mod registration;
 mod token;
 
 use agentauth_core::OAuthError;
-use agentauth_plugin_host::{HookError, Plugin, RequestContext};
+use agentauth_plugin_host::RequestContext;
+use agentauth_service::client_auth::{Credentials, JWT_BEARER, failed};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hyper::HeaderMap;
+use hyper::header::AUTHORIZATION;
 use hyper::http::request::Parts;
 
 use crate::App;
-use crate::http::Reply;
-use crate::realm::RealmRuntime;
+use crate::http::{Form, Reply, has_media_type};
 use crate::route::Route;
 
 /// Runs the endpoint `route` names. Blocking: call off the async threads.
@@ -28,17 +34,18 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Route::MethodNotAllowed { allow } => return Reply::method_not_allowed(allow),
         Route::Health | Route::NotFound => return Reply::not_found(),
     };
-    let realm = match app.realm(realm_name) {
+    let realm = match app.service.realm(realm_name) {
         Ok(Some(realm)) => realm,
         Ok(None) => return Reply::not_found(),
         Err(e) => return Reply::error(&e),
     };
+    let service = &app.service;
     let result = match route {
-        Route::Register { ai_agent, .. } => registration::register(app, &realm, ai_agent, parts, body),
-        Route::Manage { .. } => registration::manage(app, &realm, parts, body),
-        Route::Token { .. } => token::token(app, &realm, parts, body),
-        Route::Introspect { .. } => introspection::introspect(app, &realm, parts, body),
-        Route::Revoke { .. } => introspection::revoke(app, &realm, parts, body),
+        Route::Register { ai_agent, .. } => registration::register(service, &realm, ai_agent, parts, body),
+        Route::Manage { .. } => registration::manage(service, &realm, parts, body),
+        Route::Token { .. } => token::token(service, &realm, parts, body),
+        Route::Introspect { .. } => introspection::introspect(service, &realm, parts, body),
+        Route::Revoke { .. } => introspection::revoke(service, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::openid_configuration(&realm)),
         Route::Admin { .. } | Route::MethodNotAllowed { .. } | Route::Health | Route::NotFound => {
@@ -48,30 +55,55 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
     result.unwrap_or_else(|e| Reply::error(&e))
 }
 
-/// Turns a hook's failure into the error the caller sees. A refusal
-/// carries the policy's words with `denied_code`; a failing plugin is
-/// logged in full and answered with `server_error`, naming only what kind
-/// of failure it was (fail closed); a call that found no room to run is
-/// `temporarily_unavailable` (503).
-fn hook_error(
-    error: HookError,
-    realm: &RealmRuntime,
-    plugin: &Plugin,
-    denied_code: agentauth_core::ErrorCode,
-) -> OAuthError {
-    match error {
-        HookError::Denied(why) => OAuthError::new(denied_code, why),
-        HookError::Failed(why) => {
-            tracing::error!(realm = %realm.name, plugin = plugin.name(), version = plugin.version(), "policy failed: {why}");
-            OAuthError::server_error(format!("the realm's {} policy failed: {why}", plugin.kind().as_str()))
+/// The form of a request that must be `application/x-www-form-urlencoded`.
+fn form(parts: &Parts, body: &[u8]) -> Result<Form, OAuthError> {
+    if !has_media_type(&parts.headers, "application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"));
+    }
+    Form::parse(body)
+}
+
+/// The client credentials a request presents (RFC 6749 §2.3): a secret in
+/// the `Authorization` header (`client_secret_basic`) or the form
+/// (`client_secret_post`), or a client assertion (RFC 7523 §2.2). Using
+/// two methods at once is refused; no credentials at all, or unreadable
+/// ones, fail authentication (401 `invalid_client`).
+fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, OAuthError> {
+    if form.get("client_assertion_type").is_some() || form.get("client_assertion").is_some() {
+        if headers.contains_key(AUTHORIZATION) || form.get("client_secret").is_some() {
+            return Err(OAuthError::invalid_request("use one client authentication method, not two"));
         }
-        HookError::Busy(why) => {
-            tracing::warn!(realm = %realm.name, plugin = plugin.name(), "policy busy: {why}");
-            OAuthError::new(
-                agentauth_core::ErrorCode::TemporarilyUnavailable,
-                "the realm's policies are busy; retry shortly",
-            )
+        if form.get("client_assertion_type") != Some(JWT_BEARER) {
+            return Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER}")));
         }
+        let assertion = form.require("client_assertion")?.to_string();
+        return Ok(Credentials::Assertion { assertion, client_id: form.get("client_id").map(str::to_string) });
+    }
+    let basic = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value.to_str().map_err(|_| failed())?;
+            let (scheme, credentials) = value.split_once(' ').ok_or_else(failed)?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(failed());
+            }
+            let decoded = STANDARD.decode(credentials.trim()).map_err(|_| failed())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| failed())?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(failed)?;
+            // RFC 6749 §2.3.1: both halves are form-urlencoded first.
+            let decode =
+                |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            Some((decode(id).unwrap_or_default(), decode(secret).unwrap_or_default()))
+        }
+    };
+    match (basic, form.get("client_id"), form.get("client_secret")) {
+        (Some(_), _, Some(_)) => Err(OAuthError::invalid_request("use one client authentication method, not two")),
+        (Some((client_id, _)), Some(id), None) if id != client_id => {
+            Err(OAuthError::invalid_request("client_id does not match the Authorization header"))
+        }
+        (Some((client_id, secret)), _, None) => Ok(Credentials::Secret { client_id, secret }),
+        (None, Some(id), Some(secret)) => Ok(Credentials::Secret { client_id: id.into(), secret: secret.into() }),
+        (None, _, _) => Err(failed()),
     }
 }
 
@@ -96,20 +128,12 @@ fn request_context(parts: &Parts, body: Option<&[u8]>) -> RequestContext {
     }
 }
 
-/// A failure of the server's own: logged, and answered `server_error`;
-/// except a database kept busy by another process (a backup, say) past
-/// the busy timeout, which is `temporarily_unavailable` (503, retry).
-fn internal<E: std::fmt::Display + 'static>(e: E) -> OAuthError {
-    if is_busy_store(&e) {
-        tracing::warn!("{e}");
-        return OAuthError::new(agentauth_core::ErrorCode::TemporarilyUnavailable, "the server is busy; retry shortly");
-    }
-    tracing::error!("{e}");
-    OAuthError::server_error("internal error")
-}
-
-/// Whether `e` is the store's error for a database kept busy (by another
-/// process) past its timeout: a condition to retry, not a server fault.
-pub(crate) fn is_busy_store<E: 'static>(e: &E) -> bool {
-    (e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>().is_some_and(agentauth_store::Error::is_busy)
+/// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
 }

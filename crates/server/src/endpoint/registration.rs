@@ -1,315 +1,58 @@
 //! Dynamic client registration (RFC 7591) at `register`, and agent
-//! registration at `aiagent/register`: the same, with the client marked
-//! as an AI agent for the realm's policies.
+//! registration at `aiagent/register`; client configuration (RFC 7592) at
+//! the `registration_client_uri`. The rules are the service's.
 
-use agentauth_core::registration::{self, IssuedCredentials};
-use agentauth_core::{Client, ClientAttributes, ErrorCode, OAuthError};
-use agentauth_plugin_host::{DcrInput, HookKind, Operation};
-use agentauth_store::ClientRow;
+use agentauth_core::OAuthError;
+use agentauth_service::registration::invalid_token;
+use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 use serde_json::Value;
 
-use super::{hook_error, internal, request_context};
+use super::{bearer, request_context};
 use crate::http::{Reply, has_media_type, parse_json};
-use crate::realm::RealmRuntime;
-use crate::secrets::{Purpose, new_client_id, new_secret};
-use crate::{App, now};
 
 pub fn register(
-    app: &App,
+    service: &Service,
     realm: &RealmRuntime,
     ai_agent: bool,
     parts: &Parts,
     body: &[u8],
 ) -> Result<Reply, OAuthError> {
-    if !realm.settings.open_registration {
-        return Err(OAuthError::new(
-            ErrorCode::AccessDenied,
-            "open dynamic client registration is disabled in this realm",
-        ));
-    }
-    if ai_agent && !realm.settings.ai_agents_enabled {
-        return Err(OAuthError::new(ErrorCode::AccessDenied, "AI agents are not enabled in this realm"));
-    }
     let source = parts.extensions.get::<crate::Peer>().map(|p| p.0.ip());
-    let limits = (realm.settings.registrations_per_minute, realm.settings.registrations_per_minute_per_source);
-    if let Err(wait) = app.registrations.take(&realm.name, source, limits.0, limits.1) {
-        tracing::warn!(realm = %realm.name, ?source, "registration rate limit reached");
-        let body = serde_json::json!({
-            "error": "slow_down",
-            "error_description": format!("too many registrations; retry in {wait} s"),
-        });
-        return Ok(Reply::json(429, &body).with_header(hyper::header::RETRY_AFTER, wait.to_string()));
-    }
-    // Checked first without the writer, so a full realm turns registrations
-    // away before any policy runs; checked again, with the insert, below.
-    if app.store.count_clients(&realm.name).map_err(internal)? >= u64::from(realm.settings.max_clients) {
-        return Err(realm_full(realm));
-    }
+    service.admit_registration(realm, ai_agent, source)?;
+    let request = metadata(parts, body)?;
+    let registered = service.register(realm, ai_agent, &request, request_context(parts, None))?;
+    Ok(Reply::json(201, &registered.0))
+}
+
+/// A registration request's metadata: a JSON object.
+fn metadata(parts: &Parts, body: &[u8]) -> Result<Value, OAuthError> {
     if !has_media_type(&parts.headers, "application/json") {
         return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
     }
-    let request = parse_json(body).map_err(OAuthError::invalid_client_metadata)?;
-    let metadata = registration::parse_metadata(&request)?;
-    check_allowed_scopes(realm, &metadata)?;
-    check_jwks(&metadata)?;
-
-    let mut client = Client {
-        client_id: new_client_id(),
-        metadata,
-        attributes: ClientAttributes::default(),
-        is_ai_agent: ai_agent,
-        issued_at: now(),
-    };
-    if let Some(dcr) = &realm.settings.dcr_plugin {
-        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Create, &client, &request, parts)?;
-    }
-
-    let (client_secret, registration_access_token) = (new_secret(), new_secret());
-    let row = ClientRow {
-        client,
-        secret_hash: app.hasher.hash(Purpose::ClientSecret, &client_secret),
-        registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
-    };
-    // A private_key_jwt client authenticates with its keys: the secret made
-    // for it (so every row has one) is never shown, and never accepted.
-    let uses_keys = row.client.metadata.token_endpoint_auth_method == agentauth_core::AuthMethod::PrivateKeyJwt;
-    let credentials = IssuedCredentials {
-        client_secret: (!uses_keys).then_some(client_secret),
-        registration_access_token: Some(registration_access_token),
-    };
-    if !app.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)).map_err(internal)? {
-        return Err(realm_full(realm));
-    }
-    let client = row.client;
-    tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
-
-    Ok(Reply::json(201, &registration::response(&client, &credentials, &client_uri(realm, &client))))
+    parse_json(body).map_err(OAuthError::invalid_client_metadata)
 }
 
-/// The answer to a registration in a realm that holds its `max_clients`.
-///
-/// RFC 7591 §3.2.2 has no code for it, and the client's metadata is not at
-/// fault, so not `invalid_client_metadata`. It is 403 `access_denied`, as
-/// when open registration is off: the realm accepts no registration now,
-/// and retrying will not help until its operator raises the cap or clients
-/// are deleted (429 or 503 would invite retries).
-fn realm_full(realm: &RealmRuntime) -> OAuthError {
-    tracing::warn!(realm = %realm.name, max_clients = realm.settings.max_clients, "registration refused: the realm is full");
-    OAuthError::new(
-        ErrorCode::AccessDenied,
-        format!(
-            "this realm holds its maximum of {} clients; registration is closed until clients are deleted",
-            realm.settings.max_clients
-        ),
-    )
-}
-
-/// Refuses a JWK Set whose keys this server cannot verify with.
-fn check_jwks(metadata: &agentauth_core::ClientMetadata) -> Result<(), OAuthError> {
-    for jwk in metadata.jwks.iter().flat_map(|j| j["keys"].as_array().into_iter().flatten()) {
-        agentauth_jose::VerifyingKey::from_jwk(jwk)
-            .map_err(|e| OAuthError::invalid_client_metadata(format!("jwks: {e}")))?;
-    }
-    Ok(())
-}
-
-/// Refuses scopes outside the realm's allowlist, when it has one.
-fn check_allowed_scopes(realm: &RealmRuntime, metadata: &agentauth_core::ClientMetadata) -> Result<(), OAuthError> {
-    let Some(allowed) = &realm.settings.allowed_scopes else {
-        return Ok(());
-    };
-    let scopes = metadata.scopes();
-    let outside: Vec<&str> = scopes.iter().filter(|s| !allowed.iter().any(|a| a == s)).collect();
-    if outside.is_empty() {
-        Ok(())
-    } else {
-        Err(OAuthError::invalid_client_metadata(format!(
-            "scope {} is not offered in this realm (offered: {})",
-            outside.join(" "),
-            allowed.join(" ")
-        )))
-    }
-}
-
-/// The client's `registration_client_uri`, PingAM's form: the endpoint it
-/// registered at, with its client_id as a query parameter.
-fn client_uri(realm: &RealmRuntime, client: &Client) -> String {
-    let path = if client.is_ai_agent { "aiagent/register" } else { "register" };
-    format!("{}?client_id={}", realm.endpoint(path), client.client_id)
-}
-
-/// RFC 7592 client configuration at the `registration_client_uri`: read
-/// (GET), update (PUT, a full replacement that rotates the registration
-/// access token) and delete (DELETE, which ends the client's server-side
-/// tokens). The realm's DCR policy runs on UPDATE and DELETE.
-///
-/// An unknown client, a wrong or missing token, and a token of another
-/// client all get the same 401 `invalid_token` (RFC 7592 §2). So does a
-/// token spent by a racing request: an update or delete checks the token
-/// and replaces (or removes) it in one compare-and-swap, so of requests
-/// racing with one token exactly one succeeds.
-pub fn manage(app: &App, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
+/// RFC 7592 client configuration: read (GET), update (PUT, a full
+/// replacement that rotates the registration access token) and delete
+/// (DELETE, which ends the client's server-side tokens).
+pub fn manage(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
     let client_id = parts
         .uri
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == "client_id").map(|(_, v)| v.into_owned()))
         .ok_or_else(invalid_token)?;
-    let token = parts
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or_else(invalid_token)?;
-    let row = app.store.client(&realm.name, &client_id).map_err(internal)?;
-    let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.registration_token_hash);
-    let matches = app.hasher.matches(Purpose::RegistrationToken, token, stored);
-    let Some(row) = row.filter(|_| matches) else {
-        return Err(invalid_token());
-    };
-    // What the store compares and swaps: the check above may have read a
-    // row that a racing request is rotating, so the store checks again.
-    let presented = Presented(app.hasher.hash(Purpose::RegistrationToken, token));
-
+    let token = bearer(&parts.headers).ok_or_else(invalid_token)?;
+    let managed = service.managed_client(realm, &client_id, token)?;
     match parts.method {
-        hyper::Method::GET => {
-            let body =
-                registration::response(&row.client, &IssuedCredentials::default(), &client_uri(realm, &row.client));
-            Ok(Reply::json(200, &body))
+        hyper::Method::GET => Ok(Reply::json(200, &service.read_client(realm, &managed))),
+        hyper::Method::PUT => {
+            let request = metadata(parts, body)?;
+            Ok(Reply::json(200, &service.update_client(realm, managed, &request, request_context(parts, None))?))
         }
-        hyper::Method::PUT => update(app, realm, row, &presented, parts, body),
-        _ => delete(app, realm, &row.client, &presented, parts),
-    }
-}
-
-/// The one answer to a registration access token that is wrong, missing,
-/// another client's, or spent by a racing request (RFC 7592 §2).
-fn invalid_token() -> OAuthError {
-    OAuthError::new(ErrorCode::InvalidToken, "the registration access token is invalid")
-}
-
-/// The keyed hash of the registration access token a request presented.
-struct Presented(Vec<u8>);
-
-fn update(
-    app: &App,
-    realm: &RealmRuntime,
-    row: ClientRow,
-    presented: &Presented,
-    parts: &Parts,
-    body: &[u8],
-) -> Result<Reply, OAuthError> {
-    if !has_media_type(&parts.headers, "application/json") {
-        return Err(OAuthError::invalid_client_metadata("the request body must be application/json"));
-    }
-    let request = parse_json(body).map_err(OAuthError::invalid_client_metadata)?;
-    if request.get("client_id").and_then(Value::as_str) != Some(row.client.client_id.as_str()) {
-        return Err(OAuthError::invalid_client_metadata("client_id must be present and match the client's"));
-    }
-    if let Some(field) = registration::SERVER_MANAGED_FIELDS.iter().find(|f| request.get(**f).is_some()) {
-        return Err(OAuthError::invalid_client_metadata(format!(
-            "{field} is managed by the server and may not be sent"
-        )));
-    }
-    if let Some(secret) = request.get("client_secret") {
-        let same = secret.as_str().is_some_and(|s| app.hasher.matches(Purpose::ClientSecret, s, &row.secret_hash));
-        if !same {
-            return Err(OAuthError::invalid_client_metadata("client_secret may not be changed by the client"));
+        _ => {
+            service.delete_client(realm, managed, request_context(parts, None))?;
+            Ok(Reply::no_content())
         }
     }
-    let metadata = registration::parse_metadata(&request)?;
-    check_allowed_scopes(realm, &metadata)?;
-    check_jwks(&metadata)?;
-    let mut client = Client { metadata, ..row.client };
-    if let Some(dcr) = &realm.settings.dcr_plugin {
-        client.attributes = run_dcr_policy(app, realm, dcr, Operation::Update, &client, &request, parts)?;
-    }
-    let registration_access_token = new_secret();
-    let updated = ClientRow {
-        client,
-        secret_hash: row.secret_hash,
-        registration_token_hash: app.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
-    };
-    // A racing update or delete that presented the same token and won
-    // leaves this one with a spent token.
-    if !app.store.update_client(&realm.name, &updated, &presented.0).map_err(internal)? {
-        return Err(invalid_token());
-    }
-    tracing::info!(realm = %realm.name, client_id = %updated.client.client_id, "updated a client");
-    let credentials =
-        IssuedCredentials { client_secret: None, registration_access_token: Some(registration_access_token) };
-    Ok(Reply::json(200, &registration::response(&updated.client, &credentials, &client_uri(realm, &updated.client))))
-}
-
-fn delete(
-    app: &App,
-    realm: &RealmRuntime,
-    client: &Client,
-    presented: &Presented,
-    parts: &Parts,
-) -> Result<Reply, OAuthError> {
-    if let Some(dcr) = &realm.settings.dcr_plugin {
-        run_dcr_policy(app, realm, dcr, Operation::Delete, client, &Value::Null, parts)?;
-    }
-    if !app.store.delete_client(&realm.name, &client.client_id, &presented.0).map_err(internal)? {
-        return Err(invalid_token());
-    }
-    tracing::info!(realm = %realm.name, client_id = %client.client_id, "deleted a client");
-    Ok(Reply::no_content())
-}
-
-/// Runs the realm's DCR policy on an operation and returns the attributes
-/// it leaves the client with. Anything it sets is checked: an unknown
-/// attribute, or a may-act plugin the realm lacks, fails the operation. A
-/// refusal is `invalid_client_metadata` on CREATE and UPDATE, and
-/// `access_denied` on DELETE.
-///
-/// The policy sees the request body with any credential taken out (an
-/// update may echo the client's secret): credentials never reach plugins.
-fn run_dcr_policy(
-    app: &App,
-    realm: &RealmRuntime,
-    plugin_name: &str,
-    operation: Operation,
-    client: &Client,
-    request: &Value,
-    parts: &Parts,
-) -> Result<ClientAttributes, OAuthError> {
-    let plugin = realm.plugin(plugin_name, HookKind::Dcr)?;
-    let mut context = request_context(parts, None);
-    if let Value::Object(fields) = request {
-        let mut shown = fields.clone();
-        for credential in ["client_secret", "registration_access_token", "client_assertion"] {
-            shown.remove(credential);
-        }
-        context.body = Some(Value::Object(shown).to_string());
-    }
-    let input = DcrInput {
-        operation,
-        request: &context,
-        client,
-        software_statement: request.get("software_statement").and_then(Value::as_str),
-    };
-    let set = app.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input).map_err(|e| {
-        let refused =
-            if operation == Operation::Delete { ErrorCode::AccessDenied } else { ErrorCode::InvalidClientMetadata };
-        hook_error(e, realm, plugin, refused)
-    })?;
-    let mut attributes = client.attributes.clone();
-    for attribute in set {
-        attributes.set(&attribute.name, &attribute.values).map_err(|why| {
-            hook_error(
-                agentauth_plugin_host::HookError::Failed(format!("invalid answer: {why}")),
-                realm,
-                plugin,
-                ErrorCode::ServerError,
-            )
-        })?;
-    }
-    if let Some(may_act) = &attributes.access_token_may_act_script {
-        realm.plugin(may_act, HookKind::MayAct)?;
-    }
-    Ok(attributes)
 }

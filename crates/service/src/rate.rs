@@ -9,7 +9,30 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::conn::Source;
+/// Whom a per-source limit counts together: an IPv4 address, or the
+/// first 64 bits of an IPv6 one (an IPv4-mapped IPv6 address counts as its
+/// IPv4 address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    V4(std::net::Ipv4Addr),
+    /// The first 64 bits.
+    V6([u16; 4]),
+}
+
+impl From<IpAddr> for Source {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    Self::V6([s[0], s[1], s[2], s[3]])
+                }
+            },
+        }
+    }
+}
 
 /// Most sources tracked at once; idle ones are forgotten past this.
 const MAX_TRACKED: usize = 10_000;

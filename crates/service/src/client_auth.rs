@@ -1,0 +1,139 @@
+//! Client authentication at the token, introspection and revocation
+//! endpoints: `client_secret_basic` (RFC 6749 §2.3.1), `client_secret_post`
+//! and `private_key_jwt` (RFC 7523).
+//!
+//! A secret client may use either method, whatever it registered: the
+//! seed registers with the default `client_secret_basic` and then posts
+//! its secret in the form. Using both at once is refused (RFC 6749 §2.3).
+//! Every failure looks the same to the caller: 401 `invalid_client`.
+
+use agentauth_core::{AuthMethod, Client, ErrorCode, OAuthError};
+use agentauth_jose::VerifyingKey;
+use serde_json::Value;
+
+use crate::realm::RealmRuntime;
+use crate::secrets::Purpose;
+use crate::{Service, internal};
+
+/// The answer to every failed client authentication.
+pub fn failed() -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidClient, "client authentication failed")
+}
+
+/// The credentials a request presents, as the edge read them from the
+/// `Authorization` header and the form (RFC 6749 §2.3, RFC 7523 §2.2).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// A client secret, by `client_secret_basic` or `client_secret_post`.
+    Secret { client_id: String, secret: String },
+    /// A client assertion (`private_key_jwt`), and the `client_id`
+    /// parameter if one was sent beside it.
+    Assertion { assertion: String, client_id: Option<String> },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret { client_id, .. } => write!(f, "Secret {{ client_id: {client_id:?}, secret: [redacted] }}"),
+            Self::Assertion { client_id, .. } => {
+                write!(f, "Assertion {{ assertion: [redacted], client_id: {client_id:?} }}")
+            }
+        }
+    }
+}
+
+/// Longest lifetime a client assertion may claim.
+const MAX_ASSERTION_LIFETIME: i64 = 600;
+
+/// The only client assertion type (RFC 7523 §2.2).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+impl Service {
+    /// Authenticates the request's client in `realm`, at the realm endpoint
+    /// `endpoint` (such as `access_token`): by secret, or by a client
+    /// assertion signed with one of its registered keys (`private_key_jwt`).
+    pub fn authenticate(
+        &self,
+        realm: &RealmRuntime,
+        endpoint: &str,
+        credentials: &Credentials,
+    ) -> Result<Client, OAuthError> {
+        let (client_id, secret) = match credentials {
+            Credentials::Secret { client_id, secret } => (client_id, secret),
+            Credentials::Assertion { assertion, client_id } => {
+                return self.authenticate_assertion(realm, endpoint, assertion, client_id.as_deref());
+            }
+        };
+        let row = self.store.client(&realm.name, client_id).map_err(internal)?;
+        // Hash even for an unknown client so both failures take as long.
+        let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.secret_hash);
+        let matches = self.hasher.matches(Purpose::ClientSecret, secret, stored);
+        match row {
+            Some(row) if matches && row.client.metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt => {
+                Ok(row.client)
+            }
+            _ => Err(failed()),
+        }
+    }
+
+    /// `private_key_jwt` (RFC 7523 §3): `iss` and `sub` are the client, `aud`
+    /// names this realm (its issuer, or the endpoint called), the assertion
+    /// expires within ten minutes, and its `jti` is used once.
+    fn authenticate_assertion(
+        &self,
+        realm: &RealmRuntime,
+        endpoint: &str,
+        assertion: &str,
+        presented_id: Option<&str>,
+    ) -> Result<Client, OAuthError> {
+        let refused = |why: &str| {
+            tracing::debug!(realm = %realm.name, "client assertion refused: {why}");
+            failed()
+        };
+        let unverified = agentauth_jose::unverified_claims(assertion).map_err(|e| refused(&e.to_string()))?;
+        let client_id = unverified.get("sub").and_then(Value::as_str).ok_or_else(|| refused("no sub"))?;
+        if presented_id.is_some_and(|id| id != client_id) {
+            return Err(refused("client_id does not match the assertion"));
+        }
+        let row =
+            self.store.client(&realm.name, client_id).map_err(internal)?.ok_or_else(|| refused("unknown client"))?;
+        let client = row.client;
+        if client.metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
+            return Err(refused("the client does not use private_key_jwt"));
+        }
+        let keys: Vec<VerifyingKey> = client
+            .metadata
+            .jwks
+            .iter()
+            .flat_map(|j| j["keys"].as_array().into_iter().flatten())
+            .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
+            .collect();
+        let claims = agentauth_jose::verify_client_assertion(assertion, &keys).map_err(|e| refused(&e.to_string()))?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        if text("iss") != Some(client_id) || text("sub") != Some(client_id) {
+            return Err(refused("iss and sub must both be the client_id"));
+        }
+        let accepted = [realm.issuer.clone(), realm.endpoint(endpoint)];
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => accepted.contains(aud),
+            Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(|a| accepted.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(refused("aud does not name this server"));
+        }
+        let now = self.now();
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| refused("no exp"))?;
+        if exp <= now || exp > now + MAX_ASSERTION_LIFETIME {
+            return Err(refused("expired, or valid for too long"));
+        }
+        if claims.get("nbf").and_then(Value::as_i64).is_some_and(|nbf| nbf > now + 60) {
+            return Err(refused("not yet valid"));
+        }
+        let jti = text("jti").filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| refused("no jti"))?;
+        if !self.store.use_assertion_jti(&realm.name, client_id, jti, exp).map_err(internal)? {
+            return Err(refused("jti replayed"));
+        }
+        Ok(client)
+    }
+}

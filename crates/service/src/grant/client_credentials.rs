@@ -1,0 +1,21 @@
+//! The client credentials grant (RFC 6749 §4.4): a client's token for
+//! itself, within its registered scopes.
+
+use agentauth_core::grant::client_credentials;
+use agentauth_core::{Client, GrantType, OAuthError, Scopes};
+
+use super::{TokenResponse, mint, persist};
+use crate::Service;
+use crate::realm::RealmRuntime;
+
+pub(crate) fn issue(
+    svc: &Service,
+    realm: &RealmRuntime,
+    client: &Client,
+    scope: Option<Scopes>,
+) -> Result<TokenResponse, OAuthError> {
+    let request = client_credentials::decide(client, scope)?;
+    let minted = mint(svc, realm, client, request, GrantType::ClientCredentials)?;
+    persist(svc, realm, &minted.stored(None))?;
+    Ok(minted.response(None, false))
+}

@@ -1,0 +1,68 @@
+//! The refresh token grant (RFC 6749 §6), rotating the refresh token on
+//! every use: a rotated token that comes back has leaked, and ends its
+//! family (everything issued from the same first refresh token).
+
+use agentauth_core::grant::refresh_token::{self, RefreshGrant};
+use agentauth_core::{Client, ErrorCode, GrantType, OAuthError, Scopes};
+use agentauth_store::{NewToken, Rotation, TokenKind};
+
+use super::{TokenResponse, mint, token_exchange::subject_scope_ceiling};
+use crate::realm::RealmRuntime;
+use crate::secrets::{Purpose, new_secret};
+use crate::{Service, internal};
+
+pub(crate) fn issue(
+    svc: &Service,
+    realm: &RealmRuntime,
+    client: &Client,
+    presented: &str,
+    scope: Option<Scopes>,
+) -> Result<TokenResponse, OAuthError> {
+    let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid, expired or revoked");
+    let old_hash = svc.hasher.hash(Purpose::RefreshToken, presented);
+    let now = svc.now();
+    let row = svc.store.token_row(&old_hash, &realm.name, now).map_err(internal)?;
+    let Some(row) = row.filter(|r| r.kind == TokenKind::Refresh) else {
+        return Err(invalid());
+    };
+    if row.used {
+        // A rotated token came back: it has leaked. End its family.
+        tracing::warn!(realm = %realm.name, client_id = %row.client_id, "refresh token reused; revoking its family");
+        svc.store.revoke_token(&realm.name, &old_hash, row.family.as_deref()).map_err(internal)?;
+        return Err(invalid());
+    }
+    let grant: RefreshGrant = match serde_json::from_str(&row.grant) {
+        Ok(grant) => grant,
+        Err(e) => {
+            tracing::error!(realm = %realm.name, client_id = %row.client_id, "a stored refresh token cannot be read: {e}");
+            return Err(invalid());
+        }
+    };
+    // A subject that narrowed its registration narrows what is refreshed.
+    let granted = Scopes::parse(&grant.scope).unwrap_or_default();
+    let subject_ceiling = subject_scope_ceiling(svc, realm, &grant.sub, granted)?;
+    let request = refresh_token::decide(client, &grant, &subject_ceiling, scope, now)?;
+    let minted = mint(svc, realm, client, request, GrantType::RefreshToken)?;
+
+    let successor = new_secret();
+    let successor_hash = svc.hasher.hash(Purpose::RefreshToken, &successor);
+    // The successor keeps the family's expiry: rotation never extends it.
+    let successor_grant = RefreshGrant { scope: minted.claims.scope.clone(), ..grant };
+    let successor_json = serde_json::to_string(&successor_grant).map_err(internal)?;
+    let family = row.family.as_deref();
+    let mut stored = minted.stored(family);
+    stored.push(NewToken {
+        hash: &successor_hash,
+        client_id: &client.client_id,
+        family,
+        kind: TokenKind::Refresh,
+        grant: &successor_json,
+        expires_at: successor_grant.expires_at,
+    });
+    let rotation = svc.store.rotate_token(&realm.name, &old_hash, &stored, now).map_err(internal)?;
+    drop(stored);
+    match rotation {
+        Rotation::Rotated => Ok(minted.response(Some(successor), false)),
+        Rotation::Reused | Rotation::Unknown => Err(invalid()),
+    }
+}

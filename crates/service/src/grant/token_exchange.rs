@@ -1,0 +1,126 @@
+//! Token exchange (RFC 8693), with the authenticated client as the actor.
+//!
+//! The exchanged token, and the refresh token issued with it, start a
+//! refresh token family bound to the subject token: revoking that token,
+//! its own family or its client revokes this family too.
+
+use agentauth_core::grant::refresh_token::RefreshGrant;
+use agentauth_core::grant::token_exchange;
+use agentauth_core::{AccessTokenClaims, Client, GrantType, OAuthError, Scopes};
+use agentauth_store::{Lineage, NewToken, TokenKind};
+
+use super::{Secret, TokenResponse, mint};
+use crate::realm::RealmRuntime;
+use crate::secrets::{Purpose, new_jti, new_secret};
+use crate::{Service, internal};
+
+/// An exchange's parameters, checked against RFC 8693 §2.1 by the edge:
+/// both tokens are access tokens (the only type this server exchanges).
+#[derive(Debug)]
+pub struct ExchangeRequest {
+    pub subject_token: Secret,
+    pub actor_token: Option<Secret>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<Scopes>,
+}
+
+pub(crate) fn issue(
+    svc: &Service,
+    realm: &RealmRuntime,
+    client: &Client,
+    request: ExchangeRequest,
+) -> Result<TokenResponse, OAuthError> {
+    let audience = token_exchange::target(client, request.audience.as_deref(), request.resource.as_deref())?;
+    let subject_token = request.subject_token.as_str();
+    let subject = svc.access_token_claims(realm, subject_token)?.ok_or_else(|| {
+        OAuthError::invalid_request("subject_token is invalid, expired, or not an access token of this realm")
+    })?;
+    let actor = match &request.actor_token {
+        Some(token) => Some(svc.access_token_claims(realm, token.as_str())?.ok_or_else(|| {
+            OAuthError::invalid_request("actor_token is invalid, expired, or not an access token of this realm")
+        })?),
+        None => None,
+    };
+    let ceiling = subject_scope_ceiling(svc, realm, &subject.sub, subject.scopes())?;
+    let rules = realm.exchange_rules();
+    let mut decided = token_exchange::decide(client, &subject, &ceiling, actor.as_ref(), request.scope, &rules)?;
+    decided.audience = audience;
+    // Everything issued from this exchange ends when the subject (or actor)
+    // token does: the refresh token too.
+    let family_end = decided.not_after.unwrap_or(i64::MAX);
+    let minted = mint(svc, realm, client, decided, GrantType::TokenExchange)?;
+    let refresh_token = new_secret();
+    let refresh_hash = svc.hasher.hash(Purpose::RefreshToken, &refresh_token);
+    let grant = RefreshGrant {
+        client_id: client.client_id.clone(),
+        sub: minted.claims.sub.clone(),
+        scope: minted.claims.scope.clone(),
+        act: minted.claims.act.clone(),
+        audience: (minted.claims.aud != client.client_id).then(|| minted.claims.aud.clone()),
+        expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
+    };
+    let grant_json = serde_json::to_string(&grant).map_err(internal)?;
+    let family = new_jti();
+    let mut stored = minted.stored(Some(&family));
+    stored.push(NewToken {
+        hash: &refresh_hash,
+        client_id: &client.client_id,
+        family: Some(&family),
+        kind: TokenKind::Refresh,
+        grant: &grant_json,
+        expires_at: grant.expires_at,
+    });
+    let (subject_hash, subject_family) = stored_subject(svc, realm, subject_token, &subject)?;
+    let lineage = Lineage {
+        family: &family,
+        parent_jti: &subject.jti,
+        parent_hash: subject_hash.as_deref(),
+        parent_family: subject_family.as_deref(),
+        parent_client: &subject.client_id,
+        // Kept while anything of the family may be live: its refresh
+        // token, or its access token if that lives longer.
+        expires_at: grant.expires_at.max(minted.claims.exp),
+    };
+    let inserted = svc.store.insert_derived_family(&realm.name, &lineage, &stored).map_err(internal)?;
+    drop(stored);
+    if !inserted {
+        return Err(OAuthError::invalid_request("subject_token was revoked"));
+    }
+    Ok(minted.response(Some(refresh_token), true))
+}
+
+/// The most that may be granted on a subject's behalf, by exchange or by a
+/// refresh of what an exchange issued: the subject's registered scopes
+/// when the subject is a client of this realm (what it could get for
+/// itself, as registered now), else `otherwise` (what its token carried).
+pub(crate) fn subject_scope_ceiling(
+    svc: &Service,
+    realm: &RealmRuntime,
+    sub: &str,
+    otherwise: Scopes,
+) -> Result<Scopes, OAuthError> {
+    match svc.store.client(&realm.name, sub).map_err(internal)? {
+        Some(row) => Ok(row.client.metadata.scopes()),
+        None => Ok(otherwise),
+    }
+}
+
+/// What the store holds of a live subject token: for an opaque token, the
+/// keyed hash of its row (the exchange's commit checks the row is still
+/// there); and the refresh token family it was issued in, if any.
+fn stored_subject(
+    svc: &Service,
+    realm: &RealmRuntime,
+    token: &str,
+    claims: &AccessTokenClaims,
+) -> Result<(Option<Vec<u8>>, Option<String>), OAuthError> {
+    let opaque = !token.contains('.');
+    let hash = if opaque {
+        svc.hasher.hash(Purpose::AccessToken, token)
+    } else {
+        svc.hasher.hash(Purpose::JwtId, &claims.jti)
+    };
+    let family = svc.store.token_row(&hash, &realm.name, svc.now()).map_err(internal)?.and_then(|row| row.family);
+    Ok((opaque.then_some(hash), family))
+}

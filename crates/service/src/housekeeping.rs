@@ -1,0 +1,64 @@
+//! The housekeeping schedule: signing keys rotated when due, and expired
+//! rows swept. Run every minute by the server; each run is independent,
+//! and a failure is logged and retried next time.
+
+use crate::Service;
+use crate::admin::AdminError;
+
+impl Service {
+    /// One round of housekeeping at `now`: rotates the signing keys that
+    /// are due (`key_rotation_days`) and deletes expired rows. Blocking.
+    pub fn maintain(&self, now: i64) {
+        let rotated = self.rotate_due_keys(now);
+        if !rotated.is_empty() {
+            tracing::info!(?rotated, "rotated signing keys on schedule");
+        }
+        match self.store.sweep(now) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "swept expired rows"),
+            Err(e) => tracing::warn!("sweeping expired rows: {e}"),
+        }
+    }
+
+    /// Rotates the signing key of every realm whose newest key is older
+    /// than its `key_rotation_days`. Returns the realms rotated.
+    pub fn rotate_due_keys(&self, now: i64) -> Vec<String> {
+        let realms = match self.store.realm_names() {
+            Ok(realms) => realms,
+            Err(e) => {
+                tracing::warn!("scheduled key rotation: {e}");
+                return Vec::new();
+            }
+        };
+        let mut rotated = Vec::new();
+        for realm in realms {
+            // One realm that cannot be rotated (unreadable settings, a busy
+            // database) must not hold back the realms after it.
+            match self.rotate_if_due(&realm, now) {
+                Ok(true) => rotated.push(realm),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(realm, "scheduled key rotation: {e}"),
+            }
+        }
+        rotated
+    }
+
+    /// Rotates `realm`'s signing key if its newest is `key_rotation_days`
+    /// old.
+    fn rotate_if_due(&self, realm: &str, now: i64) -> Result<bool, AdminError> {
+        let settings = self.realm_settings(realm)?;
+        if settings.key_rotation_days == 0 {
+            return Ok(false);
+        }
+        let keys = self.store.keys(realm)?;
+        // A realm that has not signed yet makes its first key on first use.
+        let Some(newest) = keys.iter().map(|k| k.created_at).max() else {
+            return Ok(false);
+        };
+        if newest + i64::from(settings.key_rotation_days) * 86_400 > now {
+            return Ok(false);
+        }
+        self.rotate_signing_key(realm, None, "scheduler", now)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,240 @@
+//! agentauth's application layer: every OAuth process, in order, with no
+//! HTTP in it.
+//!
+//! The HTTP edge (`agentauth-server`) reads and bounds a request, turns it
+//! into a typed request, and renders what comes back; this crate does the
+//! work in between. Issuing tokens per grant (`grant`), verifying tokens
+//! (`tokens`), authenticating clients (`client_auth`), registering
+//! clients with the realm's DCR policy (`registration`), realm runtimes
+//! (`realm`), plugin and key lifecycles and the admin API's operations
+//! (`admin`), and the housekeeping schedule (`housekeeping`).
+//!
+//! It depends on `core` for the OAuth rules, `jose` for keys and JWTs,
+//! `plugin-host` for policies and `store` for state; never on hyper. Time
+//! comes from an injected [`Clock`], so tests can move it. Operations are
+//! blocking (SQLite, RSA signing, plugin calls): run them off the threads
+//! that drive connections.
+
+pub mod admin;
+pub mod client_auth;
+mod clock;
+pub mod grant;
+mod housekeeping;
+mod policy;
+mod rate;
+pub mod realm;
+pub mod registration;
+mod secrets;
+mod settings;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use agentauth_core::OAuthError;
+use agentauth_jose::MasterKey;
+use agentauth_plugin_host::{CallSlot, HookKind, PluginHost};
+use agentauth_store::Store;
+
+pub use admin::{AdminError, AdminToken, Principal};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use rate::Source;
+pub use realm::RealmRuntime;
+pub use secrets::{Hasher, Purpose};
+pub use settings::RealmSettings;
+
+use crate::realm::Realms;
+
+/// What the service needs to know that no request tells it.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Seals the realms' private keys at rest.
+    pub master_key: Arc<MasterKey>,
+    /// The bearer token of the admin API; `None` disables the admin API.
+    pub admin_token: Option<AdminToken>,
+    /// `{public-url}{base-path}`: every realm's issuer starts with it.
+    pub issuer_prefix: String,
+}
+
+/// Why the service could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The application: the state every operation shares.
+#[derive(Debug)]
+pub struct Service {
+    config: Config,
+    store: Arc<Store>,
+    host: PluginHost,
+    realms: Realms,
+    hasher: Hasher,
+    clock: Arc<dyn Clock>,
+    registrations: rate::RateLimiter,
+    admin: admin::Limits,
+}
+
+impl Service {
+    /// The name of the server secret that proves which master key sealed
+    /// this database's keys.
+    pub const MASTER_KEY_CHECK: &'static str = "master-key-check";
+
+    /// The service over `store`, running plugins in `host`, telling time by
+    /// `clock`. Refuses a master key that did not seal this database.
+    pub fn new(config: Config, store: Store, host: PluginHost, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        // A wrong master key must stop the server, never lead it to make
+        // new keys: check it against what the database was sealed with.
+        let master = &config.master_key;
+        let check = store
+            .server_secret(Self::MASTER_KEY_CHECK, || {
+                master.seal(b"master-key-check", b"agentauth").unwrap_or_default()
+            })
+            .map_err(|e| StartError(format!("reading the master key check: {e}")))?;
+        if master.open(b"master-key-check", &check).is_err() {
+            return Err(StartError(
+                "the master key does not open this database's keys: start with the master key it was created with \
+                 (AGENTAUTH_MASTER_KEY or --master-key-file)"
+                    .into(),
+            ));
+        }
+        let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
+        Ok(Self {
+            config,
+            store: Arc::new(store),
+            host,
+            realms: Realms::default(),
+            hasher,
+            clock,
+            registrations: rate::RateLimiter::default(),
+            admin: admin::Limits::default(),
+        })
+    }
+
+    /// Seconds since the Unix epoch, by the service's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The store, for what the service does not wrap (backups, tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The secret hasher, for tests that look rows up by hash.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    /// Creates realm `name` with `settings` unless it exists, storing
+    /// `plugins` (name, hook, component) as their first versions. Each
+    /// plugin is validated first, so a realm never starts with one that
+    /// cannot run. Returns whether the realm was created.
+    pub fn provision_realm(
+        &self,
+        name: &str,
+        settings: &RealmSettings,
+        plugins: &[(&str, HookKind, &[u8])],
+    ) -> Result<bool, StartError> {
+        let failed = |e: &dyn std::fmt::Display| StartError(e.to_string());
+        if self.store.realm(name).map_err(|e| failed(&e))?.is_some() {
+            return Ok(false);
+        }
+        let now = self.now();
+        let cache = realm::StoredArtifacts { store: &self.store, now };
+        for (plugin, kind, component) in plugins {
+            self.host.load_cached(*kind, plugin, 1, component, &cache).map_err(|e| failed(&e))?;
+        }
+        let settings = serde_json::to_string(settings).map_err(|e| failed(&e))?;
+        let created = self.store.create_realm_if_absent(name, &settings, now).map_err(|e| failed(&e))?;
+        if created {
+            for (plugin, kind, component) in plugins {
+                let sha256 = agentauth_plugin_host::sha256_hex(component);
+                self.store
+                    .add_plugin_version(name, plugin, kind.as_str(), &sha256, component, now)
+                    .map_err(|e| failed(&e))?;
+            }
+        }
+        Ok(created)
+    }
+
+    fn sources(&self) -> realm::Sources<'_> {
+        realm::Sources {
+            store: &self.store,
+            host: &self.host,
+            master_key: &self.config.master_key,
+            issuer_prefix: &self.config.issuer_prefix,
+            now: self.now(),
+        }
+    }
+
+    /// The realm's current runtime, built on first use (blocking); `None`
+    /// if there is no such realm.
+    pub fn realm(&self, name: &str) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+        self.realms.get(name, &self.sources())
+    }
+
+    /// The realm's runtime as last built, without building or refreshing
+    /// it: cheap enough for an async task.
+    pub fn loaded_realm(&self, name: &str) -> Option<Arc<RealmRuntime>> {
+        self.realms.loaded(name)
+    }
+
+    /// Rebuilds and publishes the realm's runtime after a change made
+    /// behind the service's back (tests, tools).
+    pub fn republish(&self, name: &str) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+        self.realms.rebuild(name, &self.sources(), None)
+    }
+
+    fn republish_with(
+        &self,
+        name: &str,
+        fresh: Option<Arc<agentauth_plugin_host::Plugin>>,
+    ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+        self.realms.rebuild(name, &self.sources(), fresh)
+    }
+
+    /// Loads realm `name` (its keys, generated on first use, and its
+    /// plugins, compiled) so the first request does not pay for it.
+    pub fn warm_up(&self, name: &str) -> Result<(), StartError> {
+        match self.realm(name) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(StartError(format!("realm {name} does not exist"))),
+            Err(e) => Err(StartError(format!("loading realm {name}: {}", e.description))),
+        }
+    }
+
+    /// One of the realm's plugin call slots, waiting for one at most the
+    /// realm's plugin timeout without holding a thread; `None` when the
+    /// realm runs no plugins. The realm must be loaded.
+    pub async fn plugin_slot(runtime: &RealmRuntime) -> Result<Option<CallSlot>, OAuthError> {
+        if !runtime.has_plugins() {
+            return Ok(None);
+        }
+        runtime.plugin_slot().await.map(Some)
+    }
+}
+
+/// A failure of the server's own, converted once: logged, and answered
+/// `server_error`; except a database kept busy by another process (a
+/// backup, say) past the busy timeout, which is `temporarily_unavailable`
+/// (503, retry).
+pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> OAuthError {
+    if is_busy_store(&e) {
+        tracing::warn!("{e}");
+        return OAuthError::new(agentauth_core::ErrorCode::TemporarilyUnavailable, "the server is busy; retry shortly");
+    }
+    tracing::error!("{e}");
+    OAuthError::server_error("internal error")
+}
+
+/// Whether `e` is the store's error for a database kept busy (by another
+/// process) past its timeout: a condition to retry, not a server fault.
+pub(crate) fn is_busy_store<E: 'static>(e: &E) -> bool {
+    (e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>().is_some_and(agentauth_store::Error::is_busy)
+}

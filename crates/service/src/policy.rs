@@ -1,0 +1,35 @@
+//! What a policy's failure means to the caller.
+
+use agentauth_core::{ErrorCode, OAuthError};
+use agentauth_plugin_host::{HookError, Plugin};
+
+use crate::realm::RealmRuntime;
+
+/// Turns a hook's failure into the error the caller sees. A refusal
+/// carries the policy's words with `denied_code`; a failing plugin is
+/// logged in full and answered with `server_error`, naming only what kind
+/// of failure it was (fail closed); a call that found no room to run is
+/// `temporarily_unavailable` (503).
+pub(crate) fn hook_error(
+    error: HookError,
+    realm: &RealmRuntime,
+    plugin: &Plugin,
+    denied_code: ErrorCode,
+) -> OAuthError {
+    match error {
+        HookError::Denied(why) => OAuthError::new(denied_code, why),
+        HookError::Failed(why) => {
+            tracing::error!(realm = %realm.name, plugin = plugin.name(), version = plugin.version(), "policy failed: {why}");
+            OAuthError::server_error(format!("the realm's {} policy failed: {why}", plugin.kind().as_str()))
+        }
+        HookError::Busy(why) => {
+            tracing::warn!(realm = %realm.name, plugin = plugin.name(), "policy busy: {why}");
+            OAuthError::new(ErrorCode::TemporarilyUnavailable, "the realm's policies are busy; retry shortly")
+        }
+    }
+}
+
+/// A plugin answer the host accepted but the service cannot use.
+pub(crate) fn invalid_answer(why: impl std::fmt::Display, realm: &RealmRuntime, plugin: &Plugin) -> OAuthError {
+    hook_error(HookError::Failed(format!("invalid answer: {why}")), realm, plugin, ErrorCode::ServerError)
+}

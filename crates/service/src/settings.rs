@@ -1,0 +1,199 @@
+//! A realm's settings: what its operator and admins configure, stored as
+//! JSON, each checked against its range before it is stored.
+
+use agentauth_core::{Algorithm, HookKind};
+use serde::{Deserialize, Serialize};
+
+/// The settings only the operator may change: they bound what one realm
+/// may take from the server and its other realms.
+pub const OPERATOR_SETTINGS: [&str; 11] = [
+    "plugin_timeout_ms",
+    "plugin_memory_bytes",
+    "plugin_concurrency",
+    "registrations_per_minute",
+    "registrations_per_minute_per_source",
+    "max_clients",
+    "plugin_storage_versions",
+    "plugin_storage_bytes",
+    "plugin_pushes_per_minute",
+    "key_rotations_per_minute",
+    "max_published_keys",
+];
+
+/// A realm's configuration, stored as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealmSettings {
+    /// Agents may register at `aiagent/register`.
+    pub ai_agents_enabled: bool,
+    /// Anyone may register a client, with no initial access token.
+    pub open_registration: bool,
+    /// The plugin that serves the DCR hook, if any.
+    pub dcr_plugin: Option<String>,
+    /// The plugin that adds custom claims to access tokens, if any.
+    pub token_plugin: Option<String>,
+    /// The plugin that narrows or refuses requested scopes, if any.
+    pub scope_plugin: Option<String>,
+    /// The scopes clients may register; `None` allows any.
+    pub allowed_scopes: Option<Vec<String>>,
+    /// `RS256`, `ES256` or `EdDSA`.
+    pub signing_alg: String,
+    /// Access token lifetime, seconds.
+    pub access_token_lifetime: i64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_token_lifetime: i64,
+    /// Time one plugin call may take, milliseconds.
+    pub plugin_timeout_ms: u64,
+    /// Memory one plugin instance may use in all its memories and tables
+    /// together, bytes (at most 256 MiB).
+    pub plugin_memory_bytes: usize,
+    /// Registrations the realm accepts a minute, from all sources.
+    pub registrations_per_minute: u32,
+    /// Registrations the realm accepts a minute from one source (an IPv4
+    /// address, or an IPv6 /64).
+    pub registrations_per_minute_per_source: u32,
+    /// Clients the realm may hold (10,000 by default; operator only): past
+    /// it, registration answers 403 `access_denied` until a client is
+    /// deleted, so open registration cannot grow the database without
+    /// bound. With each registration's metadata bounded (32 KiB), the
+    /// default bounds a realm's clients to about 320 MiB.
+    pub max_clients: u32,
+    /// Seconds a rotated-in key is published in the JWKS before it signs,
+    /// so resource servers that cache the JWKS know it first.
+    pub key_publish_seconds: i64,
+    /// Days a signing key signs before a new one is rotated in
+    /// automatically; 0 turns the schedule off.
+    pub key_rotation_days: u32,
+    /// Requests of this realm that may run its plugins at once (at most
+    /// [`agentauth_plugin_host::MAX_REALM_CALLS`]); the others wait for a
+    /// turn without holding a thread, and one that cannot start within the
+    /// plugin timeout is answered 503.
+    pub plugin_concurrency: usize,
+    /// Whether token exchange may impersonate: a subject token whose
+    /// `may_act` names no `sub` then yields a token without a new `act`.
+    /// Off, the exchanging client is always named in `act`.
+    pub token_exchange_impersonation: bool,
+    /// The most actors a token's nested `act` chain may name; an exchange
+    /// that would name more is `invalid_request`.
+    pub max_delegation_depth: usize,
+    /// Plugin versions the realm may store, of all its plugins, active or
+    /// not; a push past it is refused (409) until versions are deleted.
+    pub plugin_storage_versions: u32,
+    /// Bytes of plugin components the realm may store, all versions
+    /// together (the Python and JavaScript policies weigh 18 and 12 MB).
+    pub plugin_storage_bytes: u64,
+    /// Plugin uploads the realm accepts a minute, refused ones included
+    /// (each may cost a compilation); past it, 429 with `Retry-After`.
+    pub plugin_pushes_per_minute: u32,
+    /// Signing key rotations the realm accepts a minute through the admin
+    /// API (each makes a key, and keys stay published for a token
+    /// lifetime); past it, 429 with `Retry-After`.
+    pub key_rotations_per_minute: u32,
+    /// Keys the realm may publish at once: each rotation keeps the keys
+    /// before it in the JWKS for a token lifetime, so past this many a
+    /// rotation through the admin API waits (429 with `Retry-After`) until
+    /// the oldest retires. Rotations on schedule are not held back.
+    pub max_published_keys: u32,
+}
+
+impl RealmSettings {
+    /// Checks every setting's range, so a typo cannot make a realm that
+    /// fails at its first request.
+    pub fn validate(&self) -> Result<(), String> {
+        if Algorithm::parse(&self.signing_alg).is_none() {
+            return Err(format!("signing_alg {:?}: use RS256, ES256 or EdDSA", self.signing_alg));
+        }
+        let within = |name: &str, value: i64, low: i64, high: i64| {
+            if (low..=high).contains(&value) { Ok(()) } else { Err(format!("{name} must be between {low} and {high}")) }
+        };
+        within("access_token_lifetime", self.access_token_lifetime, 60, 86_400)?;
+        within("refresh_token_lifetime", self.refresh_token_lifetime, 60, 90 * 86_400)?;
+        within("plugin_timeout_ms", self.plugin_timeout_ms as i64, 1, 10_000)?;
+        within(
+            "plugin_memory_bytes",
+            self.plugin_memory_bytes as i64,
+            1 << 20,
+            agentauth_plugin_host::MAX_PLUGIN_MEMORY as i64,
+        )?;
+        within("plugin_concurrency", self.plugin_concurrency as i64, 1, agentauth_plugin_host::MAX_REALM_CALLS as i64)?;
+        within("max_delegation_depth", self.max_delegation_depth as i64, 1, 32)?;
+        within("key_publish_seconds", self.key_publish_seconds, 0, 86_400)?;
+        within("key_rotation_days", i64::from(self.key_rotation_days), 0, 3650)?;
+        within("registrations_per_minute", i64::from(self.registrations_per_minute), 1, 1_000_000)?;
+        within(
+            "registrations_per_minute_per_source",
+            i64::from(self.registrations_per_minute_per_source),
+            1,
+            1_000_000,
+        )?;
+        within("max_clients", i64::from(self.max_clients), 1, 100_000_000)?;
+        within("plugin_storage_versions", i64::from(self.plugin_storage_versions), 1, 10_000)?;
+        within("plugin_storage_bytes", i64::try_from(self.plugin_storage_bytes).unwrap_or(i64::MAX), 1 << 20, 1 << 40)?;
+        within("plugin_pushes_per_minute", i64::from(self.plugin_pushes_per_minute), 1, 10_000)?;
+        within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
+        within("max_published_keys", i64::from(self.max_published_keys), 2, 1000)?;
+        if let Some(scopes) = &self.allowed_scopes {
+            agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
+                .map_err(|e| format!("allowed_scopes: {}", e.description))?;
+        }
+        Ok(())
+    }
+
+    /// The plugin selected for a realm-wide hook.
+    pub fn hook_plugin(&self, kind: HookKind) -> Option<&str> {
+        match kind {
+            HookKind::Dcr => self.dcr_plugin.as_deref(),
+            HookKind::Token => self.token_plugin.as_deref(),
+            HookKind::Scope => self.scope_plugin.as_deref(),
+            // May-act plugins are chosen per client, by its attributes.
+            HookKind::MayAct => None,
+        }
+    }
+
+    /// Selects the plugin for a realm-wide hook; false for a per-client
+    /// hook, which cannot be selected here.
+    pub fn set_hook_plugin(&mut self, kind: HookKind, plugin: Option<String>) -> bool {
+        match kind {
+            HookKind::Dcr => self.dcr_plugin = plugin,
+            HookKind::Token => self.token_plugin = plugin,
+            HookKind::Scope => self.scope_plugin = plugin,
+            HookKind::MayAct => return false,
+        }
+        true
+    }
+}
+
+impl Default for RealmSettings {
+    fn default() -> Self {
+        Self {
+            ai_agents_enabled: false,
+            open_registration: false,
+            dcr_plugin: None,
+            token_plugin: None,
+            scope_plugin: None,
+            allowed_scopes: None,
+            // ring signs ES256 about thirty times faster than RS256, and
+            // the tokens are smaller; RS256 stays a setting away.
+            signing_alg: "ES256".into(),
+            access_token_lifetime: 3600,
+            refresh_token_lifetime: 7 * 24 * 3600,
+            plugin_timeout_ms: 100,
+            plugin_memory_bytes: 64 << 20,
+            plugin_concurrency: 16,
+            key_publish_seconds: 300,
+            key_rotation_days: 90,
+            registrations_per_minute: 6000,
+            registrations_per_minute_per_source: 600,
+            token_exchange_impersonation: false,
+            max_delegation_depth: 8,
+            max_clients: 10_000,
+            plugin_storage_versions: 32,
+            // Room for several versions of an interpreter-carrying policy;
+            // each stored version may also be compiled and held in memory.
+            plugin_storage_bytes: 128 << 20,
+            plugin_pushes_per_minute: 10,
+            key_rotations_per_minute: 2,
+            max_published_keys: 10,
+        }
+    }
+}
