@@ -124,6 +124,10 @@ struct ServeArgs {
     /// reading.
     #[arg(long, value_name = "SECS", env = "AGENTAUTH_WRITE_TIMEOUT", default_value = "10")]
     write_timeout: NonZeroU64,
+    /// Threads that run the handlers' blocking work (storage, signing,
+    /// plugin calls). Default: four per core.
+    #[arg(long, value_name = "N", env = "AGENTAUTH_WORKERS")]
+    workers: Option<NonZeroUsize>,
     /// CPU seconds one plugin compilation may take; an upload that needs
     /// more is refused. Compilations run one at a time, in a child process.
     #[arg(long, value_name = "SECONDS", default_value_t = agentauth_plugin_host::COMPILE_CPU_SECONDS,
@@ -269,6 +273,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             admin_token,
             public_url: public_url.clone(),
             base_path: base_path.clone(),
+            workers: args.workers.map(NonZeroUsize::get),
         };
         // Uploads are compiled by this binary in a child process, bounded
         // in CPU time and memory (see agentauth_plugin_host::Compiler).

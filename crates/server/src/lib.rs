@@ -13,6 +13,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 mod watch;
+mod workers;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,6 +58,15 @@ pub struct Config {
     /// The path prefix of the OAuth endpoints, `/am` by default so PingAM
     /// clients work unchanged. Empty, or starting with `/`.
     pub base_path: String,
+    /// Threads for the handlers' blocking work; `None` for
+    /// [`default_workers`].
+    pub workers: Option<usize>,
+}
+
+/// Handler threads by default: four per core, so that while some wait on
+/// a commit's fsync or a plugin's turn, others keep the cores busy.
+pub fn default_workers() -> usize {
+    4 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// The server: the HTTP edge over the application [`Service`].
@@ -65,6 +75,8 @@ pub struct App {
     /// The path prefix of the OAuth endpoints.
     base_path: String,
     pub service: Arc<Service>,
+    /// Where handlers run their blocking work.
+    workers: workers::Workers,
 }
 
 impl App {
@@ -99,7 +111,10 @@ impl App {
             issuer_prefix: format!("{}{}", config.public_url, config.base_path),
         };
         let service = Service::new(service_config, store, host, clock)?;
-        Ok(Arc::new(Self { base_path: config.base_path, service: Arc::new(service) }))
+        let threads = config.workers.unwrap_or_else(default_workers);
+        let workers =
+            workers::Workers::new(threads).map_err(|e| StartError(format!("starting worker threads: {e}")))?;
+        Ok(Arc::new(Self { base_path: config.base_path, service: Arc::new(service), workers }))
     }
 
     /// Creates realm `name` unless it exists (see
@@ -130,13 +145,13 @@ impl App {
             Some(runtime) => runtime,
             None => {
                 let (service, name) = (Arc::clone(&self.service), name.to_string());
-                match tokio::task::spawn_blocking(move || service.realm(&name)).await {
+                match self.workers.run(move || service.realm(&name)).await {
                     Ok(Ok(Some(runtime))) => runtime,
                     // No such realm: the handler answers 404.
                     Ok(Ok(None)) => return Ok(None),
                     Ok(Err(e)) => return Err(Reply::error(&e)),
-                    Err(e) => {
-                        tracing::error!("loading a realm panicked: {e}");
+                    Err(workers::Panicked) => {
+                        tracing::error!("loading a realm panicked");
                         return Err(Reply::error(&agentauth_core::OAuthError::server_error("internal error")));
                     }
                 }
@@ -169,7 +184,7 @@ impl App {
             // An upload is also admitted (its place among the uploads in
             // flight, its turn in the realm's rate) before its body is
             // read; only an upload may send a large body.
-            let checked = tokio::task::spawn_blocking(move || admin::admit(&app, &headers, &realm, &op)).await;
+            let checked = self.workers.run(move || admin::admit(&app, &headers, &realm, &op)).await;
             match checked {
                 Ok(Ok((principal, admitted))) => {
                     parts.extensions.insert(principal);
@@ -179,8 +194,8 @@ impl App {
                     upload = admitted;
                 }
                 Ok(Err(reply)) => return reply.into_response(),
-                Err(e) => {
-                    tracing::error!("admin authentication panicked: {e}");
+                Err(workers::Panicked) => {
+                    tracing::error!("admin authentication panicked");
                     return Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response();
                 }
             };
@@ -204,15 +219,16 @@ impl App {
         // Handlers do blocking work (SQLite, RSA signing, plugin calls):
         // keep it off the threads that drive connections.
         let app = Arc::clone(self);
-        let reply = tokio::task::spawn_blocking(move || {
-            let _held = (slot, upload);
-            endpoint::dispatch(&app, route, &parts, &body)
-        })
-        .await;
+        let reply = self
+            .workers
+            .run(move || {
+                let _held = (slot, upload);
+                endpoint::dispatch(&app, route, &parts, &body)
+            })
+            .await;
         match reply {
             Ok(reply) => reply.into_response(),
-            Err(e) => {
-                tracing::error!("request handler panicked: {e}");
+            Err(workers::Panicked) => {
                 Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response()
             }
         }

@@ -21,6 +21,7 @@ fn app() -> Arc<App> {
         admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
         public_url: "https://as.example.test".into(),
         base_path: "/am".into(),
+        workers: Some(4),
     };
     let app = App::new(config, Store::open_in_memory().unwrap()).unwrap();
     let settings = hostile_settings();
@@ -779,6 +780,7 @@ async fn a_database_locked_by_another_process_is_503_on_the_admin_api_too() {
         admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
         public_url: "https://as.example.test".into(),
         base_path: "/am".into(),
+        workers: Some(4),
     };
     let app = App::new(config, Store::open(&path).unwrap()).unwrap();
     let (status, _) = admin_as(&app, ADMIN_TOKEN, "PUT", "/busy", json!({})).await;
