@@ -153,7 +153,9 @@ mod tests {
                 let (workers, hold) = (Arc::clone(&workers), Arc::clone(&hold));
                 tokio::spawn(async move {
                     workers
-                        .run(move || drop(hold.lock().unwrap().recv_timeout(std::time::Duration::from_secs(5))))
+                        .run(move || {
+                            let _ = hold.lock().unwrap().recv_timeout(std::time::Duration::from_secs(5));
+                        })
                         .await
                 })
             })
