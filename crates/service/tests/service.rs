@@ -1,0 +1,81 @@
+//! The application layer without HTTP: a service on an in-memory store,
+//! telling time by a clock the test moves.
+
+use std::sync::Arc;
+
+use agentauth_core::Scopes;
+use agentauth_plugin_host::{PluginHost, RequestContext};
+use agentauth_service::client_auth::Credentials;
+use agentauth_service::grant::TokenRequest;
+use agentauth_service::{Clock, Config, ManualClock, RealmSettings, Service};
+use agentauth_store::Store;
+use serde_json::json;
+
+const REALM: &str = "clockwork";
+
+fn service(clock: &Arc<ManualClock>) -> Service {
+    let config = Config {
+        master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
+        admin_token: None,
+        issuer_prefix: "https://as.example.test/am".into(),
+    };
+    let clock: Arc<dyn Clock> = Arc::clone(clock) as _;
+    let service = Service::new(config, Store::open_in_memory().unwrap(), PluginHost::new().unwrap(), clock).unwrap();
+    let settings = RealmSettings { open_registration: true, access_token_lifetime: 600, ..RealmSettings::default() };
+    assert!(service.provision_realm(REALM, &settings, &[]).unwrap());
+    service
+}
+
+/// Registers a client and returns its credentials.
+fn register(service: &Service, stateless: bool) -> Credentials {
+    let realm = service.realm(REALM).unwrap().unwrap();
+    service.admit_registration(&realm, false, None).unwrap();
+    let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
+    let registered = service.register(&realm, false, &metadata, RequestContext::default()).unwrap().0;
+    let credentials = Credentials::Secret {
+        client_id: registered["client_id"].as_str().unwrap().into(),
+        secret: registered["client_secret"].as_str().unwrap().into(),
+    };
+    if stateless {
+        // No DCR policy here to set the attribute: set it as one would.
+        let client_id = registered["client_id"].as_str().unwrap();
+        let mut row = service.store().client(REALM, client_id).unwrap().unwrap();
+        row.client.attributes.set("statelessTokensEnabled", &["true".to_string()]).unwrap();
+        assert!(service.store().update_client(REALM, &row, &row.registration_token_hash.clone()).unwrap());
+    }
+    credentials
+}
+
+#[test]
+fn access_tokens_expire_when_the_service_clock_passes_their_lifetime() {
+    let clock = Arc::new(ManualClock::new(1_900_000_000));
+    let service = service(&clock);
+    let realm = service.realm(REALM).unwrap().unwrap();
+    for stateless in [false, true] {
+        let credentials = register(&service, stateless);
+        let client = service.authenticate(&realm, "access_token", &credentials).unwrap();
+        let request = TokenRequest::ClientCredentials { scope: Some(Scopes::parse("read").unwrap()) };
+        let issued = service.issue(&realm, &client, request).unwrap();
+        assert_eq!(issued.expires_in, 600);
+        assert_eq!(issued.access_token.contains('.'), stateless);
+
+        let introspected = service.introspect(&realm, &client, &issued.access_token).unwrap();
+        assert_eq!(introspected["active"], true, "{introspected}");
+        assert_eq!(introspected["iat"], clock.now());
+
+        clock.advance(599);
+        assert_eq!(service.introspect(&realm, &client, &issued.access_token).unwrap()["active"], true);
+        clock.advance(1);
+        let expired = service.introspect(&realm, &client, &issued.access_token).unwrap();
+        assert_eq!(expired, json!({"active": false}), "stateless: {stateless}");
+    }
+}
+
+#[test]
+fn the_application_layer_depends_on_no_http_crate() {
+    let manifest = include_str!("../Cargo.toml");
+    let dependencies = manifest.split("[dependencies]").nth(1).unwrap_or_default();
+    for http in ["hyper", "http-body", "http ", "axum", "tower"] {
+        assert!(!dependencies.contains(http), "crates/service depends on {http}");
+    }
+}
