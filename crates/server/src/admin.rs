@@ -10,7 +10,6 @@ use agentauth_core::{Algorithm, HookKind};
 use agentauth_service::admin::{PluginListing, Upload, UploadPermit, realm_hooks};
 use agentauth_service::{AdminError, Principal};
 use hyper::HeaderMap;
-use hyper::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
 
@@ -20,37 +19,6 @@ use crate::route::AdminOp;
 
 /// Largest admin request body: a plugin upload, with room to spare.
 pub const MAX_BODY: usize = agentauth_plugin_host::MAX_COMPONENT_BYTES + 1024;
-
-/// The one rendering of an admin refusal: a status, an `error` code and
-/// its description, with the headers its status calls for.
-fn render(error: &AdminError) -> Reply {
-    let (status, code) = match error {
-        AdminError::Invalid(_) => (400, "invalid_request"),
-        AdminError::InvalidPlugin(_) => (400, "invalid_plugin"),
-        AdminError::Unauthorized => (401, "invalid_token"),
-        AdminError::Disabled | AdminError::Forbidden(_) => (403, "access_denied"),
-        AdminError::NotFound(_) => (404, "not_found"),
-        AdminError::Conflict(_) => (409, "conflict"),
-        AdminError::OverQuota(_) => (409, "quota_exceeded"),
-        AdminError::SlowDown { .. } => (429, "slow_down"),
-        AdminError::Busy { .. } => (503, "temporarily_unavailable"),
-        AdminError::Internal => (500, "server_error"),
-    };
-    let reply = Reply::json(status, &json!({"error": code, "error_description": error.to_string()}));
-    match error {
-        AdminError::Unauthorized => reply.with_header(WWW_AUTHENTICATE, "Bearer realm=\"agentauth-admin\"".into()),
-        AdminError::SlowDown { retry_after, .. } | AdminError::Busy { retry_after, .. } => {
-            reply.with_header(RETRY_AFTER, retry_after.to_string())
-        }
-        _ => reply,
-    }
-}
-
-impl From<AdminError> for Reply {
-    fn from(error: AdminError) -> Self {
-        render(&error)
-    }
-}
 
 /// Whether `op` concerns the server rather than one realm: the operator's
 /// only.

@@ -1,9 +1,12 @@
 //! HTTP plumbing: bounded body reading, form parsing and the one place
-//! where outcomes become responses.
+//! where outcomes and errors become responses: an OAuth error (RFC 6749
+//! §5.2) and an admin refusal each have one rendering, and a busy store
+//! is 503 with `Retry-After` on both.
 
 use std::time::Duration;
 
 use agentauth_core::{ErrorCode, OAuthError};
+use agentauth_service::AdminError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
@@ -78,6 +81,33 @@ impl Reply {
         reply
     }
 
+    /// The one rendering of an admin refusal: a status, an `error` code and
+    /// its description, with the headers its status calls for.
+    pub fn admin_error(error: &AdminError) -> Self {
+        let (status, code) = match error {
+            AdminError::Invalid(_) => (400, "invalid_request"),
+            AdminError::InvalidPlugin(_) => (400, "invalid_plugin"),
+            AdminError::Unauthorized => (401, "invalid_token"),
+            AdminError::Disabled | AdminError::Forbidden(_) => (403, "access_denied"),
+            AdminError::NotFound(_) => (404, "not_found"),
+            AdminError::Conflict(_) => (409, "conflict"),
+            AdminError::OverQuota(_) => (409, "quota_exceeded"),
+            AdminError::SlowDown { .. } => (429, "slow_down"),
+            AdminError::Busy { .. } => (503, "temporarily_unavailable"),
+            AdminError::Internal => (500, "server_error"),
+        };
+        let reply = Self::json(status, &json!({"error": code, "error_description": error.to_string()}));
+        match error {
+            AdminError::Unauthorized => {
+                reply.with_header(header::WWW_AUTHENTICATE, "Bearer realm=\"agentauth-admin\"".into())
+            }
+            AdminError::SlowDown { retry_after, .. } | AdminError::Busy { retry_after, .. } => {
+                reply.with_header(header::RETRY_AFTER, retry_after.to_string())
+            }
+            _ => reply,
+        }
+    }
+
     /// 204, for a successful DELETE.
     pub fn no_content() -> Self {
         Self { status: 204, body: Bytes::new(), content_type: "application/json", no_store: true, headers: Vec::new() }
@@ -116,6 +146,18 @@ impl Reply {
             }
         }
         response
+    }
+}
+
+impl From<OAuthError> for Reply {
+    fn from(error: OAuthError) -> Self {
+        Self::error(&error)
+    }
+}
+
+impl From<AdminError> for Reply {
+    fn from(error: AdminError) -> Self {
+        Self::admin_error(&error)
     }
 }
 
