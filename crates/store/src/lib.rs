@@ -9,7 +9,10 @@
 //! Secrets never reach this crate in the clear: callers hand in keyed
 //! hashes of client secrets and tokens.
 
+mod error;
 mod migrations;
+
+pub use error::{Error, ErrorKind, Result};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,46 +21,6 @@ use std::time::Duration;
 
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// A storage failure. Callers answer `server_error`; the text is logged.
-#[derive(Debug)]
-pub struct Error(String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "storage: {}", self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl Error {
-    /// The database stayed locked by another process past the busy
-    /// timeout: worth retrying, not a fault.
-    pub fn is_busy(&self) -> bool {
-        self.0.starts_with(BUSY)
-    }
-}
-
-const BUSY: &str = "database busy: ";
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
-        match e.sqlite_error_code() {
-            Some(DatabaseBusy | DatabaseLocked) => Self(format!("{BUSY}{e}")),
-            _ => Self(e.to_string()),
-        }
-    }
-}
-
-impl From<serde_json::Error> for Error {
-    fn from(e: serde_json::Error) -> Self {
-        Self(format!("stored JSON is invalid: {e}"))
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
 
 /// A realm's stored configuration, as JSON the server interprets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,7 +227,7 @@ impl Checkpointer {
                     stopped = wake.wait_timeout(stopped, CHECKPOINT_EVERY).map_or_else(|e| e.into_inner().0, |r| r.0);
                 }
             })
-            .map_err(|e| Error(format!("starting the checkpoint thread: {e}")))?;
+            .map_err(|e| Error::new(ErrorKind::Other, "starting the checkpoint thread").with_source(e))?;
         Ok(Self { stop, thread: Some(thread) })
     }
 }
@@ -294,7 +257,7 @@ struct Batches {
     /// Every batch up to this one has committed or failed.
     finished: u64,
     /// Recent batches whose commit failed, with why.
-    failed: std::collections::VecDeque<(u64, String)>,
+    failed: std::collections::VecDeque<(u64, Arc<Error>)>,
 }
 
 /// WAL pages past which the writer checkpoints in its own commit.
@@ -364,7 +327,7 @@ impl Store {
     pub fn backup(db: &Path, to: &Path) -> Result<u64> {
         use std::os::unix::fs::OpenOptionsExt as _;
         if !db.exists() {
-            return Err(Error(format!("no database at {}", db.display())));
+            return Err(Error::new(ErrorKind::Io, format!("no database at {}", db.display())));
         }
         // An empty file is a valid target; making it first sets its mode.
         std::fs::OpenOptions::new()
@@ -372,16 +335,17 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(to)
-            .map_err(|e| Error(format!("creating {}: {e}", to.display())))?;
+            .map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
         let written = (|| {
             let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             conn.busy_timeout(Duration::from_secs(30))?;
-            let target = to.to_str().ok_or_else(|| Error(format!("{} is not UTF-8", to.display())))?;
+            let target =
+                to.to_str().ok_or_else(|| Error::new(ErrorKind::Other, format!("{} is not UTF-8", to.display())))?;
             conn.execute("VACUUM INTO ?1", [target])?;
             drop(conn);
             std::fs::File::open(to)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| Error(format!("syncing {}: {e}", to.display())))?;
+                .map_err(|e| Error::io(format!("syncing {}", to.display()), e))?;
             Self::integrity_check(to)
         })();
         if let Err(e) = written {
@@ -389,7 +353,9 @@ impl Store {
             let _ = std::fs::remove_file(to);
             return Err(e);
         }
-        std::fs::metadata(to).map(|m| m.len()).map_err(|e| Error(e.to_string()))
+        std::fs::metadata(to)
+            .map(|m| m.len())
+            .map_err(|e| Error::io(format!("reading the size of {}", to.display()), e))
     }
 
     /// Runs `PRAGMA integrity_check` on the database at `path`; an error
@@ -400,7 +366,11 @@ impl Store {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.busy_timeout(Duration::from_secs(30))?;
         let result: String = query_row(&conn, "PRAGMA integrity_check", [], |r| r.get(0))?;
-        if result == "ok" { Ok(()) } else { Err(Error(format!("integrity check of {}: {result}", path.display()))) }
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Corrupt, format!("integrity check of {}: {result}", path.display())))
+        }
     }
 
     /// An in-memory database, for tests.
@@ -472,7 +442,7 @@ impl Store {
             Ok(mut savepoint) => {
                 // A panic in `f` must not leave the batch without a committer.
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&savepoint)))
-                    .unwrap_or_else(|_| Err(Error("a storage operation panicked".into())));
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::Other, "a storage operation panicked")));
                 match ran {
                     Ok(value) => savepoint.commit().map(|()| value).map_err(Error::from),
                     Err(e) => {
@@ -504,7 +474,7 @@ impl Store {
         let mut batches = lock(&self.batches);
         batches.finished = batch;
         if let Err(e) = committed {
-            batches.failed.push_back((batch, Error::from(e).0));
+            batches.failed.push_back((batch, Arc::new(Error::from(e))));
             while batches.failed.len() > 64 {
                 batches.failed.pop_front();
             }
@@ -520,7 +490,9 @@ impl Store {
             batches = self.committed.wait(batches).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         match batches.failed.iter().find(|(b, _)| *b == batch) {
-            Some((_, why)) => Err(Error(format!("commit failed: {why}"))),
+            // Each writer of the batch gets its own error, of the commit's
+            // kind, with the one failure beneath.
+            Some((_, why)) => Err(Error::new(why.kind(), format!("commit failed: {why}")).with_source(Arc::clone(why))),
             None => Ok(()),
         }
     }
@@ -989,8 +961,7 @@ impl Store {
     /// pass the cap. Fails if the id is taken.
     pub fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
         let c = &row.client;
-        let metadata = serde_json::to_string(&c.metadata)?;
-        let attributes = serde_json::to_string(&c.attributes)?;
+        let (metadata, attributes) = client_json(c)?;
         self.write(|tx| {
             if count_clients(tx, realm)? >= max_clients {
                 return Ok(false);
@@ -1027,8 +998,7 @@ impl Store {
     /// others find the rotated hash and change nothing.
     pub fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
         let c = &row.client;
-        let metadata = serde_json::to_string(&c.metadata)?;
-        let attributes = serde_json::to_string(&c.attributes)?;
+        let (metadata, attributes) = client_json(c)?;
         let updated = self.write(|tx| {
             let n = execute(
                 tx,
@@ -1122,8 +1092,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let metadata: ClientMetadata = serde_json::from_str(&metadata)?;
-        let attributes: ClientAttributes = serde_json::from_str(&attributes)?;
+        let metadata: ClientMetadata = serde_json::from_str(&metadata)
+            .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its metadata is not valid"), e))?;
+        let attributes: ClientAttributes = serde_json::from_str(&attributes)
+            .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its attributes are not valid"), e))?;
         Ok(Some(ClientRow {
             client: Client { client_id, metadata, attributes, is_ai_agent, issued_at },
             secret_hash,
@@ -1269,16 +1241,13 @@ impl Store {
             },
         )
         .optional()?;
-        Ok(row.and_then(|(kind, grant, client_id, family, used_at, expires_at)| {
-            Some(TokenRow {
-                kind: TokenKind::parse(&kind)?,
-                grant,
-                client_id,
-                family,
-                used: used_at.is_some(),
-                expires_at,
-            })
-        }))
+        let Some((kind, grant, client_id, family, used_at, expires_at)) = row else {
+            return Ok(None);
+        };
+        let Some(kind) = TokenKind::parse(&kind) else {
+            return Err(Error::new(ErrorKind::Corrupt, format!("a token of realm {realm} has unknown kind {kind:?}")));
+        };
+        Ok(Some(TokenRow { kind, grant, client_id, family, used: used_at.is_some(), expires_at }))
     }
 
     /// Revokes one server-side token; with a family, every token of it.
@@ -1405,6 +1374,12 @@ pub struct AuditEntry {
     pub version: Option<i64>,
     pub sha256: Option<String>,
     pub detail: Option<String>,
+}
+
+/// A client's metadata and attributes as the JSON stored for them.
+fn client_json(c: &Client) -> Result<(String, String)> {
+    let encode = |e| Error::new(ErrorKind::Other, format!("encoding client {}", c.client_id)).with_source(e);
+    Ok((serde_json::to_string(&c.metadata).map_err(encode)?, serde_json::to_string(&c.attributes).map_err(encode)?))
 }
 
 fn put_artifact(tx: &Connection, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
@@ -1605,7 +1580,7 @@ mod tests {
                                     "INSERT INTO realms (name, settings, created_at) VALUES (?1, '{}', 0)",
                                     [&name],
                                 )?;
-                                Err::<(), _>(Error("refused".into()))
+                                Err::<(), _>(Error::new(ErrorKind::Other, "refused"))
                             });
                             assert!(failed.is_err());
                         } else {
@@ -1636,9 +1611,30 @@ mod tests {
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let error = store.create_realm_if_absent("r", "{}", 0).unwrap_err();
         assert!(error.is_busy(), "{error}");
+        assert_eq!(error.kind(), ErrorKind::Busy);
         other.execute_batch("COMMIT").unwrap();
         assert!(store.create_realm_if_absent("r", "{}", 0).unwrap());
-        assert!(!Error("some other failure".into()).is_busy());
+        assert!(!Error::new(ErrorKind::Other, "some other failure").is_busy());
+    }
+
+    #[test]
+    fn unreadable_rows_are_reported_as_corrupt() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        let broken = store.write(|c| {
+            c.execute("UPDATE clients SET metadata = '{' WHERE client_id = 'c1'", [])?;
+            c.execute(
+                "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at) VALUES (x'01', 'alpha', 'bogus', '{}', 9)",
+                [],
+            )?;
+            Ok(())
+        });
+        broken.unwrap();
+        let e = store.client("alpha", "c1").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        let e = store.token_row(&[1], "alpha", 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     }
 
     fn client_row(id: &str) -> ClientRow {
@@ -1830,13 +1826,15 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
-        assert!(store.insert_client("alpha", &client_row("c1"), u64::MAX).is_err());
+        let e = store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Constraint, "{e}");
     }
 
     #[test]
     fn client_of_unknown_realm_is_refused() {
         let store = Store::open_in_memory().unwrap();
-        assert!(store.insert_client("nowhere", &client_row("c1"), u64::MAX).is_err());
+        let e = store.insert_client("nowhere", &client_row("c1"), u64::MAX).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Constraint, "{e}");
     }
 
     #[test]

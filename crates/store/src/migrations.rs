@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Each entry moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -167,9 +167,10 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(Error(format!(
-            "the database has schema version {current}, newer than this agentauth knows ({known})"
-        )));
+        return Err(Error::new(
+            ErrorKind::NewerSchema,
+            format!("the database has schema version {current}, newer than this agentauth knows ({known})"),
+        ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
@@ -182,6 +183,14 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_as_such() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+        let e = apply(&mut conn).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NewerSchema, "{e}");
+    }
 
     #[test]
     fn existing_audit_entries_go_to_the_realm_created_after_the_last_deletion_of_its_name() {
