@@ -234,7 +234,7 @@ fn list(app: &App, realm: &str, only: Option<&str>) -> Result<Reply, Reply> {
         .filter(|v| only.is_none_or(|n| v.name == n))
         .map(|v| {
             json!({
-                "name": v.name, "version": v.version, "hook": v.hook, "sha256": v.sha256,
+                "name": v.name, "version": v.version, "hook": v.hook.as_str(), "sha256": v.sha256,
                 "size": v.size, "created_at": v.created_at, "active": v.active,
             })
         })
@@ -368,7 +368,7 @@ fn store_component(
     let sha256 = agentauth_plugin_host::sha256_hex(component);
     let made = cache.made.into_inner().filter(|(key, _)| key.component_sha256 == sha256);
     let artifact = made.as_ref().map(|(key, artifact)| (key.engine.as_str(), artifact.as_slice()));
-    let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate, artifact, quota };
+    let push = PluginPush { name, hook: kind, sha256: &sha256, component, activate, artifact, quota };
     let entry = AuditEntry {
         at: now(),
         actor,
@@ -535,7 +535,7 @@ fn check_hook_plugins(app: &App, realm: &str, settings: &RealmSettings) -> Resul
     let versions = app.store.plugin_versions(realm).map_err(internal)?;
     for kind in REALM_HOOKS {
         if let Some(name) = settings.hook_plugin(kind)
-            && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind.as_str())
+            && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind)
         {
             return Err(bad_request(format!("no active {} plugin {name} in realm {realm}", kind.as_str())));
         }
@@ -557,7 +557,7 @@ fn list_keys(app: &App, realm: &str) -> Result<Reply, Reply> {
                 (false, None) => "published",
                 (true, None) => "signing",
             };
-            json!({"alg": k.alg, "created_at": k.created_at, "signs_from": k.signs_from, "retires_at": k.retires_at, "status": status})
+            json!({"alg": k.alg.as_str(), "created_at": k.created_at, "signs_from": k.signs_from, "retires_at": k.retires_at, "status": status})
         })
         .collect();
     Ok(Reply::json(200, &json!({ "keys": keys })))
@@ -619,8 +619,7 @@ pub(crate) fn rotate_signing_key(
     // The old keys sign until `signs_from`; their last tokens expire one
     // lifetime later (a minute of leeway for clock skew).
     let old_retire_at = signs_from + settings.access_token_lifetime + 60;
-    let key =
-        agentauth_store::KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now, signs_from, retires_at: None };
+    let key = agentauth_store::KeyRow { alg, pkcs8, created_at: now, signs_from, retires_at: None };
     let entry = |action: &str, detail: String| AuditEntry {
         at: now,
         actor: actor.to_string(),

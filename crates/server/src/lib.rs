@@ -206,7 +206,7 @@ impl App {
             for (plugin, kind, component) in plugins {
                 let sha256 = agentauth_plugin_host::sha256_hex(component);
                 self.store
-                    .add_plugin_version(name, plugin, kind.as_str(), &sha256, component, now())
+                    .add_plugin_version(name, plugin, *kind, &sha256, component, now())
                     .map_err(|e| StartError(e.to_string()))?;
             }
         }

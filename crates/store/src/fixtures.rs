@@ -1,6 +1,6 @@
 //! Rows the tests of several aggregates share.
 
-use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
+use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType, HookKind};
 
 use crate::{AuditEntry, ClientRow, PluginPush, PluginQuota};
 
@@ -33,7 +33,7 @@ pub(crate) fn audit(action: &str) -> AuditEntry {
 pub(crate) fn pushed<'a>(name: &'a str, sha256: &'a str, component: &'a [u8]) -> PluginPush<'a> {
     PluginPush {
         name,
-        hook: "may-act",
+        hook: HookKind::MayAct,
         sha256,
         component,
         activate: true,

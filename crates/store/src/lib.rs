@@ -36,6 +36,7 @@ mod plugins;
 mod realms;
 mod secrets;
 mod store;
+mod stored;
 mod sweep;
 mod tokens;
 

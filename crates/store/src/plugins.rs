@@ -7,10 +7,12 @@
 //! and live only as long as some stored version has those bytes, so a
 //! deleted plugin or realm leaves no compiled code behind.
 
+use agentauth_core::HookKind;
 use rusqlite::{Connection, params};
 
 use crate::audit::{AuditEntry, record};
 use crate::engine::{execute, query_all, query_opt, query_row};
+use crate::stored::Stored;
 use crate::{Result, Store};
 
 /// One stored version of a realm's plugin.
@@ -18,7 +20,7 @@ use crate::{Result, Store};
 pub struct PluginRow {
     pub name: String,
     pub version: i64,
-    pub hook: String,
+    pub hook: HookKind,
     pub sha256: String,
     pub component: Vec<u8>,
 }
@@ -40,7 +42,7 @@ impl std::fmt::Debug for PluginRow {
 pub struct PluginVersion {
     pub name: String,
     pub version: i64,
-    pub hook: String,
+    pub hook: HookKind,
     pub sha256: String,
     pub size: i64,
     pub created_at: i64,
@@ -51,7 +53,7 @@ pub struct PluginVersion {
 #[derive(Debug)]
 pub struct PluginPush<'a> {
     pub name: &'a str,
-    pub hook: &'a str,
+    pub hook: HookKind,
     pub sha256: &'a str,
     pub component: &'a [u8],
     pub activate: bool,
@@ -84,7 +86,7 @@ pub enum PushOutcome {
     },
     /// The name already serves another hook.
     HookMismatch {
-        existing: String,
+        existing: HookKind,
     },
     /// The realm's plugins already use this much of its quota: with this
     /// push they would exceed it.
@@ -107,7 +109,7 @@ impl Store {
         &self,
         realm: &str,
         name: &str,
-        hook: &str,
+        hook: HookKind,
         sha256: &str,
         component: &[u8],
         now: i64,
@@ -115,7 +117,7 @@ impl Store {
         self.db.write(|tx| {
             let version: i64 = query_row(tx, NEXT_VERSION, params![realm, name], |r| r.get(0))?;
             execute(tx, DEACTIVATE, params![realm, name])?;
-            execute(tx, INSERT_VERSION, params![realm, name, version, hook, sha256, component, now, true])?;
+            execute(tx, INSERT_VERSION, params![realm, name, version, hook.as_str(), sha256, component, now, true])?;
             Ok(version)
         })
     }
@@ -130,7 +132,7 @@ impl Store {
                 Ok(PluginRow {
                     name: r.get(0)?,
                     version: r.get(1)?,
-                    hook: r.get(2)?,
+                    hook: r.get::<_, Stored<HookKind>>(2)?.0,
                     sha256: r.get(3)?,
                     component: r.get(4)?,
                 })
@@ -150,7 +152,7 @@ impl Store {
                 Ok(PluginVersion {
                     name: r.get(0)?,
                     version: r.get(1)?,
-                    hook: r.get(2)?,
+                    hook: r.get::<_, Stored<HookKind>>(2)?.0,
                     sha256: r.get(3)?,
                     size: r.get(4)?,
                     created_at: r.get(5)?,
@@ -174,13 +176,13 @@ impl Store {
     /// records `audit` in the same commit. A name keeps one hook kind.
     pub fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
         self.db.write(|tx| {
-            let existing: Option<String> = query_opt(
+            let existing = query_opt(
                 tx,
                 "SELECT hook FROM plugins WHERE realm = ?1 AND name = ?2 LIMIT 1",
                 params![realm, push.name],
-                |r| r.get(0),
+                |r| Ok(r.get::<_, Stored<HookKind>>(0)?.0),
             )?;
-            if let Some(hook) = existing.filter(|h| h != push.hook) {
+            if let Some(hook) = existing.filter(|h| *h != push.hook) {
                 return Ok(PushOutcome::HookMismatch { existing: hook });
             }
             let (versions, bytes) = plugin_usage(tx, realm)?;
@@ -195,7 +197,16 @@ impl Store {
             execute(
                 tx,
                 INSERT_VERSION,
-                params![realm, push.name, version, push.hook, push.sha256, push.component, audit.at, push.activate],
+                params![
+                    realm,
+                    push.name,
+                    version,
+                    push.hook.as_str(),
+                    push.sha256,
+                    push.component,
+                    audit.at,
+                    push.activate
+                ],
             )?;
             if let Some((engine, artifact)) = push.artifact {
                 put_artifact(tx, push.sha256, engine, artifact, audit.at)?;
@@ -331,6 +342,22 @@ fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn a_plugin_of_an_unknown_hook_is_reported_as_corrupt() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.add_plugin_version("alpha", "p", HookKind::Dcr, "aa", b"v1", 0).unwrap();
+        let sql = "UPDATE plugins SET hook = 'authorize' WHERE name = 'p'";
+        assert_eq!(store.db.write(|c| execute(c, sql, [])).unwrap(), 1);
+        for e in [store.plugin_versions("alpha").unwrap_err(), store.active_plugins("alpha").unwrap_err()] {
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        }
+        let push = PluginPush { hook: HookKind::Dcr, ..pushed("p", "bb", b"v2") };
+        let e = store.push_plugin("alpha", &push, &audit("push")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    }
     use crate::fixtures::{audit, pushed};
 
     #[test]
@@ -339,7 +366,7 @@ mod tests {
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         let push = |c: &'static [u8], activate| PluginPush {
             name: "p",
-            hook: "may-act",
+            hook: HookKind::MayAct,
             sha256: "aa",
             component: c,
             activate,
@@ -354,10 +381,10 @@ mod tests {
             store.push_plugin("alpha", &push(b"v2", false), &audit("push")).unwrap(),
             PushOutcome::Stored { version: 2 }
         );
-        let dcr = PluginPush { hook: "dcr", ..push(b"v3", true) };
+        let dcr = PluginPush { hook: HookKind::Dcr, ..push(b"v3", true) };
         assert_eq!(
             store.push_plugin("alpha", &dcr, &audit("push")).unwrap(),
-            PushOutcome::HookMismatch { existing: "may-act".into() }
+            PushOutcome::HookMismatch { existing: HookKind::MayAct }
         );
         let active = |s: &Store| {
             s.plugin_versions("alpha").unwrap().iter().filter(|v| v.active).map(|v| v.version).collect::<Vec<_>>()
@@ -420,7 +447,7 @@ mod tests {
             store.push_plugin("alpha", &too_big, &audit("push")).unwrap(),
             PushOutcome::OverQuota { versions: 1, bytes: 3 }
         );
-        let mismatch = PluginPush { hook: "dcr", ..pushed("p", "bb", b"a") };
+        let mismatch = PluginPush { hook: HookKind::Dcr, ..pushed("p", "bb", b"a") };
         assert!(matches!(
             store.push_plugin("alpha", &mismatch, &audit("push")).unwrap(),
             PushOutcome::HookMismatch { .. }
@@ -437,8 +464,8 @@ mod tests {
     fn plugin_versions_count_up_and_the_newest_is_active() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        assert_eq!(store.add_plugin_version("alpha", "p", "may-act", "aa", b"v1", 0).unwrap(), 1);
-        assert_eq!(store.add_plugin_version("alpha", "p", "may-act", "bb", b"v2", 0).unwrap(), 2);
+        assert_eq!(store.add_plugin_version("alpha", "p", HookKind::MayAct, "aa", b"v1", 0).unwrap(), 1);
+        assert_eq!(store.add_plugin_version("alpha", "p", HookKind::MayAct, "bb", b"v2", 0).unwrap(), 2);
         let active = store.active_plugins("alpha").unwrap();
         assert_eq!(active.len(), 1);
         assert_eq!((active[0].version, active[0].component.as_slice()), (2, &b"v2"[..]));

@@ -11,7 +11,8 @@ use rusqlite::{Connection, params};
 
 use crate::clients::CLIENT_EXISTS;
 use crate::engine::{execute, exists, query_all, query_opt, query_row};
-use crate::{Error, ErrorKind, Result, Store};
+use crate::stored::Stored;
+use crate::{Result, Store};
 
 /// What a server-side token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl TokenKind {
         }
     }
 
-    fn parse(kind: &str) -> Option<Self> {
+    pub(crate) fn parse(kind: &str) -> Option<Self> {
         match kind {
             "access" => Some(Self::Access),
             "refresh" => Some(Self::Refresh),
@@ -170,7 +171,7 @@ impl Store {
             params![hash, realm, now],
             |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, Stored<TokenKind>>(0)?.0,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, Option<String>>(3)?,
@@ -181,9 +182,6 @@ impl Store {
         )?;
         let Some((kind, grant, client_id, family, used_at, expires_at)) = row else {
             return Ok(None);
-        };
-        let Some(kind) = TokenKind::parse(&kind) else {
-            return Err(Error::new(ErrorKind::Corrupt, format!("a token of realm {realm} has unknown kind {kind:?}")));
         };
         Ok(Some(TokenRow { kind, grant, client_id, family, used: used_at.is_some(), expires_at }))
     }
@@ -347,6 +345,7 @@ fn derived_families(tx: &Connection, sql: &str, realm: &str, parent: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn a_token_of_unknown_kind_is_reported_as_corrupt() {
