@@ -29,8 +29,7 @@ impl Store {
             .open(to)
             .map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
         let written = (|| {
-            let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-            conn.busy_timeout(Duration::from_secs(30))?;
+            let conn = open_existing(db)?;
             let target =
                 to.to_str().ok_or_else(|| Error::new(ErrorKind::Other, format!("{} is not UTF-8", to.display())))?;
             conn.execute("VACUUM INTO ?1", [target])?;
@@ -53,10 +52,7 @@ impl Store {
     /// Runs `PRAGMA integrity_check` on the database at `path`; an error
     /// names what is wrong.
     pub fn integrity_check(path: &Path) -> Result<()> {
-        // Read-write without create: a WAL database read by a second process
-        // needs its shared-memory file, which a read-only open cannot make.
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
+        let conn = open_existing(path)?;
         let result: String = query_row(&conn, "PRAGMA integrity_check", [], |r| r.get(0))?;
         if result == "ok" {
             Ok(())
@@ -64,4 +60,15 @@ impl Store {
             Err(Error::new(ErrorKind::Corrupt, format!("integrity check of {}: {result}", path.display())))
         }
     }
+}
+
+/// Opens an existing database, read-write without create: a WAL database
+/// read by a second process needs its shared-memory file, which a
+/// read-only open cannot make. It waits longer than a server's writes do
+/// for a busy database, since a copy may wait behind them.
+fn open_existing(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
 }

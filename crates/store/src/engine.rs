@@ -55,8 +55,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        let conn = connect(path)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -147,6 +146,18 @@ impl Drop for Reader<'_> {
     }
 }
 
+/// Opens another connection to the database at `path`, set up as the
+/// writer's is for what it shares: the busy timeout, the statement cache,
+/// and foreign keys on (SQLite's default is off, per connection), so a
+/// realm's rows cascade from it whichever connection deletes it.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
 /// Locks `mutex`. A panic while holding one of the store's locks cannot
 /// leave a write half done (savepoints roll back on drop), so the state
 /// behind a poisoned lock is usable.
@@ -198,13 +209,7 @@ impl Engine {
         if let Some(conn) = lock(&self.readers).pop() {
             return Reader::Pooled(self, Some(conn));
         }
-        let opened = Connection::open(path).and_then(|conn| {
-            conn.busy_timeout(Duration::from_secs(5))?;
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            Ok(conn)
-        });
-        match opened {
+        match connect(path) {
             Ok(conn) => Reader::Pooled(self, Some(conn)),
             // Reading through the writer is slower, never wrong.
             Err(_) => Reader::Shared(lock(&self.writer)),

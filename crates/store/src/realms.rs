@@ -86,10 +86,14 @@ impl Store {
     }
 
     /// Deletes a realm and everything in it (clients, keys, plugins and
-    /// the compiled artifacts no other realm uses, tokens); false if there
-    /// was no such realm. Its audit log stays, under the deleted realm's
-    /// identity: a realm created later under the same name starts a log of
-    /// its own.
+    /// the compiled artifacts no other realm uses, tokens, revocations,
+    /// admins); false if there was no such realm. Its audit log stays,
+    /// under the deleted realm's identity: a realm created later under the
+    /// same name starts a log of its own.
+    ///
+    /// Every table of a realm's rows declares `ON DELETE CASCADE` from the
+    /// realm (migration 13), so deleting the realm's row deletes them all,
+    /// a table added later included.
     pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
         let deleted = self.db.write(|tx| {
             if !exists(tx, "SELECT EXISTS (SELECT 1 FROM realms WHERE name = ?1)", [name])? {
@@ -97,13 +101,10 @@ impl Store {
             }
             // Recorded first, while the entry can still name the realm's id.
             record(tx, name, audit)?;
-            for table in
-                ["tokens", "clients", "signing_keys", "plugins", "revoked_jwts", "client_assertions", "realm_admins"]
-            {
-                execute(tx, &format!("DELETE FROM {table} WHERE realm = ?1"), [name])?;
-            }
-            delete_unused_artifacts(tx)?;
             execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
+            // Artifacts are shared by hash across realms: those whose last
+            // version went with the realm go now.
+            delete_unused_artifacts(tx)?;
             Ok(true)
         });
         self.forget_clients(name, None);
@@ -151,5 +152,113 @@ impl Store {
             }
             Ok(n == 1)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_core::Algorithm;
+
+    use super::*;
+    use crate::engine::query_row;
+    use crate::fixtures::{audit, client_row, pushed};
+    use crate::{KeyRow, Lineage, NewToken, TokenKind};
+
+    /// The tables that hold rows of a realm: every table with a `realm`
+    /// column, as the schema has them now.
+    fn realm_tables(conn: &Connection) -> Vec<String> {
+        query_all(
+            conn,
+            "SELECT m.name FROM sqlite_master m
+             WHERE m.type = 'table' AND EXISTS (SELECT 1 FROM pragma_table_info(m.name) c WHERE c.name = 'realm')
+             ORDER BY m.name",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    fn rows_of(conn: &Connection, table: &str, realm: &str) -> i64 {
+        query_row(conn, &format!("SELECT COUNT(*) FROM {table} WHERE realm = ?1"), [realm], |r| r.get(0)).unwrap()
+    }
+
+    /// Something in every table of a realm's rows.
+    fn fill(store: &Store, realm: &str) {
+        assert!(store.create_realm(realm, "{}", &audit("create-realm")).unwrap());
+        store.insert_client(realm, &client_row("c1"), u64::MAX).unwrap();
+        let key = KeyRow { alg: Algorithm::EdDsa, pkcs8: vec![1], created_at: 0, signs_from: 0, retires_at: None };
+        store.insert_first_key(realm, &key).unwrap();
+        let component = format!("component of {realm}");
+        store.push_plugin(realm, &pushed("p", realm, component.as_bytes()), &audit("push")).unwrap();
+        let hash = |what: &str| format!("{realm}-{what}").into_bytes();
+        let (jwt, refresh) = (hash("jwt"), hash("refresh"));
+        let token = |hash, family, kind| NewToken { hash, client_id: "c1", family, kind, grant: "j1", expires_at: 9 };
+        store.insert_tokens(realm, &[token(&jwt, Some("f1"), TokenKind::Jwt)]).unwrap();
+        let lineage = Lineage {
+            family: "f2",
+            parent_jti: "j1",
+            parent_hash: None,
+            parent_family: Some("f1"),
+            parent_client: "c1",
+            expires_at: 9,
+        };
+        let derived = [token(&refresh, Some("f2"), TokenKind::Refresh)];
+        assert!(store.insert_derived_family(realm, &lineage, &derived).unwrap());
+        store.revoke_jwt(realm, "another-jti", 9).unwrap();
+        assert!(store.use_assertion_jti(realm, "c1", "assertion-jti", 9).unwrap());
+        let admin = RealmAdmin { realm: realm.into(), id: "a1".into(), name: "ops".into(), created_at: 0 };
+        store.create_realm_admin(&admin, &hash("admin"), &audit("create-admin")).unwrap();
+    }
+
+    #[test]
+    fn deleting_a_realm_leaves_no_row_of_it_in_any_table() {
+        let store = Store::open_in_memory().unwrap();
+        fill(&store, "alpha");
+        fill(&store, "beta");
+        let conn = store.db.conn();
+        let tables = realm_tables(&conn);
+        for table in &tables {
+            assert!(rows_of(&conn, table, "alpha") > 0, "the test stores nothing in {table}");
+        }
+        drop(conn);
+
+        assert!(store.delete_realm("alpha", &audit("delete-realm")).unwrap());
+        assert!(!store.delete_realm("alpha", &audit("delete-realm")).unwrap(), "already gone");
+
+        let conn = store.db.conn();
+        assert_eq!(realm_tables(&conn), tables);
+        for table in tables.iter().filter(|t| *t != "audit") {
+            assert_eq!(rows_of(&conn, table, "alpha"), 0, "{table} keeps rows of the deleted realm");
+            assert!(rows_of(&conn, table, "beta") > 0, "{table} lost rows of another realm");
+        }
+        // The log stays, under the deleted realm's id, ending with its deletion.
+        let kept = query_row(
+            &conn,
+            "SELECT COUNT(*), MAX(id) = (SELECT MAX(id) FROM audit WHERE realm = 'alpha' AND action = 'delete-realm')
+             FROM audit WHERE realm = 'alpha' AND realm_id IS NOT NULL",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)),
+        )
+        .unwrap();
+        assert_eq!(kept, (4, true));
+        drop(conn);
+        // Compiled code of no stored version goes; what another realm uses stays.
+        assert_eq!(store.plugin_artifact_hashes().unwrap(), ["beta"]);
+    }
+
+    #[test]
+    fn every_table_of_a_realms_rows_cascades_from_the_realm() {
+        let store = Store::open_in_memory().unwrap();
+        let conn = store.db.conn();
+        for table in realm_tables(&conn).iter().filter(|t| *t != "audit") {
+            let cascades = exists(
+                &conn,
+                "SELECT EXISTS (SELECT 1 FROM pragma_foreign_key_list(?1)
+                 WHERE \"table\" = 'realms' AND \"from\" = 'realm' AND \"to\" = 'name' AND on_delete = 'CASCADE')",
+                [table],
+            )
+            .unwrap();
+            assert!(cascades, "{table} has no ON DELETE CASCADE from realms (name)");
+        }
     }
 }
