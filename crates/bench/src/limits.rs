@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
-use agentauth_jose::{Algorithm, SigningKey};
+use agentauth_jose::SigningKey;
 use agentauth_plugin_host::{HookKind, Limits, PluginHost, TokenView};
 use anyhow::Context;
 
@@ -18,7 +18,7 @@ pub fn realm_key(data_dir: &Path, realm: &str) -> anyhow::Result<SigningKey> {
     let master = std::fs::read_to_string(data_dir.join("master.key")).context("reading the master key")?;
     let master = agentauth_jose::MasterKey::parse(&master)?;
     let newest = store.keys(realm)?.into_iter().next().with_context(|| format!("realm {realm} has no key yet"))?;
-    let alg = Algorithm::parse(&newest.alg).with_context(|| format!("algorithm {}", newest.alg))?;
+    let alg = newest.alg;
     let pkcs8 = master.open(realm.as_bytes(), &newest.pkcs8)?;
     Ok(SigningKey::from_pkcs8(alg, &pkcs8)?)
 }

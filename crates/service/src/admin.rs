@@ -230,7 +230,7 @@ impl From<PluginVersion> for PluginListing {
         Self {
             name: v.name,
             version: v.version,
-            hook: v.hook,
+            hook: v.hook.as_str().to_string(),
             sha256: v.sha256,
             size: v.size,
             created_at: v.created_at,
@@ -496,7 +496,7 @@ impl Service {
         let sha256 = agentauth_plugin_host::sha256_hex(component);
         let made = cache.made.into_inner().filter(|(key, _)| key.component_sha256 == sha256);
         let artifact = made.as_ref().map(|(key, artifact)| (key.engine.as_str(), artifact.as_slice()));
-        let push = PluginPush { name, hook: kind.as_str(), sha256: &sha256, component, activate, artifact, quota };
+        let push = PluginPush { name, hook: kind, sha256: &sha256, component, activate, artifact, quota };
         let entry = AuditEntry { sha256: Some(sha256.clone()), ..audit(now, &actor, "push", Some(name), None) };
         let version = match self.store.push_plugin(realm, &push, &entry)? {
             PushOutcome::Stored { version } => version,
@@ -609,7 +609,7 @@ impl Service {
         let versions = self.store.plugin_versions(realm)?;
         for kind in HookKind::ALL {
             if let Some(name) = settings.hook_plugin(kind)
-                && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind.as_str())
+                && !versions.iter().any(|v| v.name == name && v.active && v.hook == kind)
             {
                 return Err(AdminError::Invalid(format!("no active {kind} plugin {name} in realm {realm}")));
             }
@@ -631,7 +631,7 @@ impl Service {
                     (false, None) => "published",
                     (true, None) => "signing",
                 },
-                alg: k.alg,
+                alg: k.alg.as_str().to_string(),
                 created_at: k.created_at,
                 signs_from: k.signs_from,
                 retires_at: k.retires_at,
@@ -690,7 +690,7 @@ impl Service {
         // The old keys sign until `signs_from`; their last tokens expire
         // one lifetime later (a minute of leeway for clock skew).
         let old_retire_at = signs_from + settings.access_token_lifetime + 60;
-        let key = KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now, signs_from, retires_at: None };
+        let key = KeyRow { alg, pkcs8, created_at: now, signs_from, retires_at: None };
         let detail = json!({"alg": alg.as_str(), "signs_from": signs_from}).to_string();
         self.store.rotate_key(realm, &key, old_retire_at, &audit(now, actor, "rotate-key", None, Some(detail)))?;
         if settings.signing_alg != previous_alg {

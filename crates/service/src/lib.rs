@@ -155,9 +155,7 @@ impl Service {
         if created {
             for (plugin, kind, component) in plugins {
                 let sha256 = agentauth_plugin_host::sha256_hex(component);
-                self.store
-                    .add_plugin_version(name, plugin, kind.as_str(), &sha256, component, now)
-                    .map_err(|e| failed(&e))?;
+                self.store.add_plugin_version(name, plugin, *kind, &sha256, component, now).map_err(|e| failed(&e))?;
             }
         }
         Ok(created)

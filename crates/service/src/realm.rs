@@ -174,7 +174,7 @@ impl Realms {
         if keys.is_empty() {
             let pkcs8 = agentauth_jose::generate_pkcs8(alg).map_err(internal)?;
             let pkcs8 = master_key.seal(name.as_bytes(), &pkcs8).map_err(internal)?;
-            let row = KeyRow { alg: alg.as_str().into(), pkcs8, created_at: now, signs_from: now, retires_at: None };
+            let row = KeyRow { alg, pkcs8, created_at: now, signs_from: now, retires_at: None };
             let first = store.insert_first_key(name, &row).map_err(internal)?;
             tracing::info!(realm = name, alg = %first.alg, "generated the realm's first signing key");
             keys.push(first);
@@ -188,8 +188,7 @@ impl Realms {
             if key.retires_at.is_some_and(|t| t <= now) {
                 continue;
             }
-            let key_alg = Algorithm::parse(&key.alg)
-                .ok_or_else(|| internal(format!("stored key has unknown alg {}", key.alg)))?;
+            let key_alg = key.alg;
             let loaded = if agentauth_jose::is_sealed(&key.pkcs8) {
                 let pkcs8 = master_key.open(name.as_bytes(), &key.pkcs8).map_err(internal)?;
                 SigningKey::from_pkcs8(key_alg, &pkcs8).map_err(internal)?
@@ -221,8 +220,7 @@ impl Realms {
             let plugin = match known {
                 Some(plugin) => plugin,
                 None => {
-                    let kind = HookKind::parse(&row.hook)
-                        .ok_or_else(|| internal(format!("plugin {} has unknown hook {}", row.name, row.hook)))?;
+                    let kind = row.hook;
                     let component = store
                         .plugin_component(name, &row.name, row.version)
                         .map_err(internal)?

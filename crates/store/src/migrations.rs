@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Each entry moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -160,6 +160,75 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX plugins_by_sha256 ON plugins (sha256);
     DELETE FROM plugin_artifacts
      WHERE NOT EXISTS (SELECT 1 FROM plugins p WHERE p.sha256 = plugin_artifacts.component_sha256);",
+    // 13: every table of a realm's rows goes with the realm (ON DELETE
+    // CASCADE), so deleting a realm needs no list of tables to keep up to
+    // date. Migrations 1 and 9 declared the cascade for their tables
+    // (signing_keys, plugins, clients, tokens, token_lineage); the four
+    // tables added later without it are rebuilt with it (SQLite cannot add
+    // a foreign key to a table): new table, copy, drop, rename. Rows of
+    // realms that no longer exist (client counts left at zero by earlier
+    // deletions, say) are not copied, since the constraint refuses them.
+    // The client count triggers name client_counts, so they are dropped
+    // before it is rebuilt and made again after. The audit log keeps no
+    // key to realms: its entries outlive a realm, under its id.
+    "DROP TRIGGER clients_count_insert;
+    DROP TRIGGER clients_count_delete;
+
+    CREATE TABLE client_counts_new (
+        realm TEXT PRIMARY KEY,
+        n     INTEGER NOT NULL,
+        FOREIGN KEY (realm) REFERENCES realms (name) ON DELETE CASCADE
+    );
+    INSERT INTO client_counts_new (realm, n)
+        SELECT realm, n FROM client_counts WHERE realm IN (SELECT name FROM realms);
+    DROP TABLE client_counts;
+    ALTER TABLE client_counts_new RENAME TO client_counts;
+    CREATE TRIGGER clients_count_insert AFTER INSERT ON clients BEGIN
+        INSERT INTO client_counts (realm, n) VALUES (NEW.realm, 1)
+            ON CONFLICT (realm) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER clients_count_delete AFTER DELETE ON clients BEGIN
+        UPDATE client_counts SET n = n - 1 WHERE realm = OLD.realm;
+    END;
+
+    CREATE TABLE revoked_jwts_new (
+        realm      TEXT NOT NULL,
+        jti        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, jti),
+        FOREIGN KEY (realm) REFERENCES realms (name) ON DELETE CASCADE
+    );
+    INSERT INTO revoked_jwts_new (realm, jti, expires_at)
+        SELECT realm, jti, expires_at FROM revoked_jwts WHERE realm IN (SELECT name FROM realms);
+    DROP TABLE revoked_jwts;
+    ALTER TABLE revoked_jwts_new RENAME TO revoked_jwts;
+
+    CREATE TABLE client_assertions_new (
+        realm      TEXT NOT NULL,
+        client_id  TEXT NOT NULL,
+        jti        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, client_id, jti),
+        FOREIGN KEY (realm) REFERENCES realms (name) ON DELETE CASCADE
+    );
+    INSERT INTO client_assertions_new (realm, client_id, jti, expires_at)
+        SELECT realm, client_id, jti, expires_at FROM client_assertions WHERE realm IN (SELECT name FROM realms);
+    DROP TABLE client_assertions;
+    ALTER TABLE client_assertions_new RENAME TO client_assertions;
+
+    CREATE TABLE realm_admins_new (
+        realm      TEXT NOT NULL,
+        id         TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, id),
+        FOREIGN KEY (realm) REFERENCES realms (name) ON DELETE CASCADE
+    );
+    INSERT INTO realm_admins_new (realm, id, name, token_hash, created_at)
+        SELECT realm, id, name, token_hash, created_at FROM realm_admins WHERE realm IN (SELECT name FROM realms);
+    DROP TABLE realm_admins;
+    ALTER TABLE realm_admins_new RENAME TO realm_admins;",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
@@ -167,9 +236,10 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(Error(format!(
-            "the database has schema version {current}, newer than this agentauth knows ({known})"
-        )));
+        return Err(Error::new(
+            ErrorKind::NewerSchema,
+            format!("the database has schema version {current}, newer than this agentauth knows ({known})"),
+        ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
@@ -182,6 +252,14 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_as_such() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+        let e = apply(&mut conn).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NewerSchema, "{e}");
+    }
 
     #[test]
     fn existing_audit_entries_go_to_the_realm_created_after_the_last_deletion_of_its_name() {
@@ -224,5 +302,63 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(artifacts, ["kept"]);
+    }
+
+    #[test]
+    fn migration_13_keeps_each_realms_rows_drops_orphans_and_makes_them_cascade() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // As the store opens every connection.
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..12] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 12).unwrap();
+        tx.execute_batch(
+            "INSERT INTO realms (name, settings, created_at, id) VALUES ('alpha', '{}', 0, 'a'), ('beta', '{}', 0, 'b');
+             INSERT INTO clients VALUES ('alpha', 'c1', '{}', '{}', 1, x'01', x'02', 0);
+             INSERT INTO revoked_jwts VALUES ('alpha', 'j1', 9), ('beta', 'j2', 9), ('gone', 'j3', 9);
+             INSERT INTO client_assertions VALUES ('alpha', 'c1', 'a1', 9), ('gone', 'c9', 'a9', 9);
+             INSERT INTO realm_admins VALUES ('alpha', 'ad1', 'ops', x'0a', 0), ('beta', 'ad2', 'ops', x'0b', 0);
+             -- What an earlier deletion of realm 'gone' left: its count at zero.
+             INSERT INTO client_counts VALUES ('gone', 0);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+
+        apply(&mut conn).unwrap();
+
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 13);
+        let rows = |sql: &str| -> Vec<String> {
+            conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+        };
+        let kept = [
+            "SELECT realm || '/' || jti FROM revoked_jwts ORDER BY 1",
+            "SELECT realm || '/' || jti FROM client_assertions ORDER BY 1",
+            "SELECT realm || '/' || id FROM realm_admins ORDER BY 1",
+            "SELECT realm || '/' || n FROM client_counts ORDER BY 1",
+        ]
+        .map(rows);
+        assert_eq!(
+            kept,
+            [vec!["alpha/j1", "beta/j2"], vec!["alpha/a1"], vec!["alpha/ad1", "beta/ad2"], vec!["alpha/1"]]
+        );
+        assert!(rows("PRAGMA foreign_key_check").is_empty());
+
+        // The count triggers, made again, follow the clients.
+        conn.execute("INSERT INTO clients VALUES ('beta', 'c2', '{}', '{}', 1, x'03', x'04', 0)", []).unwrap();
+        assert_eq!(rows("SELECT realm || '/' || n FROM client_counts ORDER BY 1"), ["alpha/1", "beta/1"]);
+        // A realm's rows now go with it; another realm's stay.
+        conn.execute("DELETE FROM realms WHERE name = 'alpha'", []).unwrap();
+        let left = rows(
+            "SELECT realm FROM revoked_jwts UNION ALL SELECT realm FROM client_assertions
+             UNION ALL SELECT realm FROM realm_admins UNION ALL SELECT realm FROM client_counts
+             UNION ALL SELECT realm FROM clients",
+        );
+        assert_eq!(left, ["beta"; 4]);
+        // A row of a realm that does not exist is refused.
+        let orphan = conn.execute("INSERT INTO revoked_jwts VALUES ('nowhere', 'j', 9)", []).unwrap_err();
+        assert_eq!(crate::Error::from(orphan).kind(), ErrorKind::Constraint);
     }
 }

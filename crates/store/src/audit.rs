@@ -1,0 +1,83 @@
+//! The audit log of administrative changes: who changed what in a realm,
+//! and when.
+//!
+//! An entry is written by the change it records, in the same commit, so
+//! the log never claims a change that did not land nor misses one that
+//! did. Entries belong to a realm's identity (its id), not its name: they
+//! outlive the realm's deletion, and a realm created later under the same
+//! name starts a log of its own.
+
+use rusqlite::{Connection, params};
+
+use crate::engine::{execute, query_all};
+use crate::{Result, Store};
+
+/// One administrative change: who, when, what.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub plugin: Option<String>,
+    pub version: Option<i64>,
+    pub sha256: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl Store {
+    /// The realm's audit log, oldest first, at most `limit` entries after
+    /// entry `after`: the entries of this realm, not of an earlier, deleted
+    /// realm of the same name.
+    pub fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
+        query_all(
+            &self.db.conn(),
+            "SELECT id, at, actor, action, plugin, version, sha256, detail FROM audit
+             WHERE realm_id = (SELECT id FROM realms WHERE name = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
+            params![realm, after, limit],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    AuditEntry {
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        plugin: r.get(4)?,
+                        version: r.get(5)?,
+                        sha256: r.get(6)?,
+                        detail: r.get(7)?,
+                    },
+                ))
+            },
+        )
+    }
+}
+
+/// Appends an audit entry to the log of the realm now named `realm`: it
+/// belongs to that realm's identity, and keeps the name for the record.
+pub(crate) fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
+    execute(
+        tx,
+        "INSERT INTO audit (at, actor, realm, action, plugin, version, sha256, detail, realm_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT id FROM realms WHERE name = ?3))",
+        params![e.at, e.actor, realm, e.action, e.plugin, e.version, e.sha256, e.detail],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{audit, pushed};
+
+    #[test]
+    fn a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log() {
+        let store = Store::open_in_memory().unwrap();
+        assert!(store.create_realm("beta", "{}", &audit("create-realm")).unwrap());
+        store.push_plugin("beta", &pushed("p", "aa", b"v1"), &audit("push")).unwrap();
+        assert!(store.delete_realm("beta", &audit("delete-realm")).unwrap());
+        assert!(store.audit("beta", 0, 100).unwrap().is_empty(), "no realm, no log to show");
+        assert!(store.create_realm("beta", "{}", &audit("create-realm")).unwrap());
+        let log: Vec<String> = store.audit("beta", 0, 100).unwrap().into_iter().map(|(_, e)| e.action).collect();
+        assert_eq!(log, ["create-realm"], "the earlier realm's push and deletion are not this realm's");
+    }
+}

@@ -1,0 +1,264 @@
+//! Realms, their settings and their admins.
+//!
+//! A realm is the unit of tenancy: everything else stored (clients, keys,
+//! plugins, tokens) belongs to one, and goes with it. Its settings are
+//! JSON the server interprets; the store keeps them whole.
+
+use rusqlite::{Connection, params};
+
+use crate::audit::{AuditEntry, record};
+use crate::engine::{execute, exists, query_all, query_opt};
+use crate::plugins::delete_unused_artifacts;
+use crate::{Result, Store};
+
+/// A realm's stored configuration, as JSON the server interprets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealmRow {
+    pub name: String,
+    pub settings: String,
+}
+
+/// A credential that administers one realm. Its token is only ever
+/// stored as a keyed hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealmAdmin {
+    pub realm: String,
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl RealmAdmin {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self { realm: row.get(0)?, id: row.get(1)?, name: row.get(2)?, created_at: row.get(3)? })
+    }
+}
+
+/// Inserts a realm with a fresh identity unless one of that name exists;
+/// whether it did.
+fn insert_realm(tx: &Connection, name: &str, settings: &str, now: i64) -> Result<bool> {
+    let n = execute(
+        tx,
+        "INSERT INTO realms (name, settings, created_at, id) VALUES (?1, ?2, ?3, lower(hex(randomblob(16))))
+         ON CONFLICT (name) DO NOTHING",
+        params![name, settings, now],
+    )?;
+    Ok(n == 1)
+}
+
+impl Store {
+    pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
+        query_opt(&self.db.conn(), "SELECT name, settings FROM realms WHERE name = ?1", [name], |r| {
+            Ok(RealmRow { name: r.get(0)?, settings: r.get(1)? })
+        })
+    }
+
+    /// Creates the realm unless it exists; returns whether it was created.
+    pub fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
+        self.db.write(|tx| insert_realm(tx, name, settings, now))
+    }
+
+    /// Every realm's name, sorted.
+    pub fn realm_names(&self) -> Result<Vec<String>> {
+        query_all(&self.db.conn(), "SELECT name FROM realms ORDER BY name", [], |r| r.get(0))
+    }
+
+    /// Creates a realm, recording `audit`; false if it exists.
+    pub fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+        self.db.write(|tx| {
+            let created = insert_realm(tx, name, settings, audit.at)?;
+            if created {
+                record(tx, name, audit)?;
+            }
+            Ok(created)
+        })
+    }
+
+    /// Replaces the realm's settings JSON, recording `audit`.
+    pub fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+        self.db.write(|tx| {
+            let n = execute(tx, "UPDATE realms SET settings = ?2 WHERE name = ?1", params![realm, settings])?;
+            if n == 1 {
+                record(tx, realm, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    /// Deletes a realm and everything in it (clients, keys, plugins and
+    /// the compiled artifacts no other realm uses, tokens, revocations,
+    /// admins); false if there was no such realm. Its audit log stays,
+    /// under the deleted realm's identity: a realm created later under the
+    /// same name starts a log of its own.
+    ///
+    /// Every table of a realm's rows declares `ON DELETE CASCADE` from the
+    /// realm (migration 13), so deleting the realm's row deletes them all,
+    /// a table added later included.
+    pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
+        let deleted = self.db.write(|tx| {
+            if !exists(tx, "SELECT EXISTS (SELECT 1 FROM realms WHERE name = ?1)", [name])? {
+                return Ok(false);
+            }
+            // Recorded first, while the entry can still name the realm's id.
+            record(tx, name, audit)?;
+            execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
+            // Artifacts are shared by hash across realms: those whose last
+            // version went with the realm go now.
+            delete_unused_artifacts(tx)?;
+            Ok(true)
+        });
+        self.forget_clients(name, None);
+        deleted
+    }
+
+    /// Adds a realm admin, whose token has the keyed hash `token_hash`.
+    pub fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
+        self.db.write(|tx| {
+            execute(
+                tx,
+                "INSERT INTO realm_admins (realm, id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![admin.realm, admin.id, admin.name, token_hash, admin.created_at],
+            )?;
+            record(tx, &admin.realm, audit)
+        })
+    }
+
+    /// The realm's admins, oldest first.
+    pub fn realm_admins(&self, realm: &str) -> Result<Vec<RealmAdmin>> {
+        query_all(
+            &self.db.conn(),
+            "SELECT realm, id, name, created_at FROM realm_admins WHERE realm = ?1 ORDER BY created_at, id",
+            [realm],
+            RealmAdmin::from_row,
+        )
+    }
+
+    /// The realm admin whose token has this keyed hash.
+    pub fn realm_admin_by_token(&self, token_hash: &[u8]) -> Result<Option<RealmAdmin>> {
+        query_opt(
+            &self.db.conn(),
+            "SELECT realm, id, name, created_at FROM realm_admins WHERE token_hash = ?1",
+            [token_hash],
+            RealmAdmin::from_row,
+        )
+    }
+
+    /// Removes a realm admin; false if there was none with that id.
+    pub fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
+        self.db.write(|tx| {
+            let n = execute(tx, "DELETE FROM realm_admins WHERE realm = ?1 AND id = ?2", [realm, id])?;
+            if n == 1 {
+                record(tx, realm, audit)?;
+            }
+            Ok(n == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agentauth_core::Algorithm;
+
+    use super::*;
+    use crate::engine::query_row;
+    use crate::fixtures::{audit, client_row, pushed};
+    use crate::{KeyRow, Lineage, NewToken, TokenKind};
+
+    /// The tables that hold rows of a realm: every table with a `realm`
+    /// column, as the schema has them now.
+    fn realm_tables(conn: &Connection) -> Vec<String> {
+        query_all(
+            conn,
+            "SELECT m.name FROM sqlite_master m
+             WHERE m.type = 'table' AND EXISTS (SELECT 1 FROM pragma_table_info(m.name) c WHERE c.name = 'realm')
+             ORDER BY m.name",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    fn rows_of(conn: &Connection, table: &str, realm: &str) -> i64 {
+        query_row(conn, &format!("SELECT COUNT(*) FROM {table} WHERE realm = ?1"), [realm], |r| r.get(0)).unwrap()
+    }
+
+    /// Something in every table of a realm's rows.
+    fn fill(store: &Store, realm: &str) {
+        assert!(store.create_realm(realm, "{}", &audit("create-realm")).unwrap());
+        store.insert_client(realm, &client_row("c1"), u64::MAX).unwrap();
+        let key = KeyRow { alg: Algorithm::EdDsa, pkcs8: vec![1], created_at: 0, signs_from: 0, retires_at: None };
+        store.insert_first_key(realm, &key).unwrap();
+        let component = format!("component of {realm}");
+        store.push_plugin(realm, &pushed("p", realm, component.as_bytes()), &audit("push")).unwrap();
+        let hash = |what: &str| format!("{realm}-{what}").into_bytes();
+        let (jwt, refresh) = (hash("jwt"), hash("refresh"));
+        let token = |hash, family, kind| NewToken { hash, client_id: "c1", family, kind, grant: "j1", expires_at: 9 };
+        store.insert_tokens(realm, &[token(&jwt, Some("f1"), TokenKind::Jwt)]).unwrap();
+        let lineage = Lineage {
+            family: "f2",
+            parent_jti: "j1",
+            parent_hash: None,
+            parent_family: Some("f1"),
+            parent_client: "c1",
+            expires_at: 9,
+        };
+        let derived = [token(&refresh, Some("f2"), TokenKind::Refresh)];
+        assert!(store.insert_derived_family(realm, &lineage, &derived).unwrap());
+        store.revoke_jwt(realm, "another-jti", 9).unwrap();
+        assert!(store.use_assertion_jti(realm, "c1", "assertion-jti", 9).unwrap());
+        let admin = RealmAdmin { realm: realm.into(), id: "a1".into(), name: "ops".into(), created_at: 0 };
+        store.create_realm_admin(&admin, &hash("admin"), &audit("create-admin")).unwrap();
+    }
+
+    #[test]
+    fn deleting_a_realm_leaves_no_row_of_it_in_any_table() {
+        let store = Store::open_in_memory().unwrap();
+        fill(&store, "alpha");
+        fill(&store, "beta");
+        let conn = store.db.conn();
+        let tables = realm_tables(&conn);
+        for table in &tables {
+            assert!(rows_of(&conn, table, "alpha") > 0, "the test stores nothing in {table}");
+        }
+        drop(conn);
+
+        assert!(store.delete_realm("alpha", &audit("delete-realm")).unwrap());
+        assert!(!store.delete_realm("alpha", &audit("delete-realm")).unwrap(), "already gone");
+
+        let conn = store.db.conn();
+        assert_eq!(realm_tables(&conn), tables);
+        for table in tables.iter().filter(|t| *t != "audit") {
+            assert_eq!(rows_of(&conn, table, "alpha"), 0, "{table} keeps rows of the deleted realm");
+            assert!(rows_of(&conn, table, "beta") > 0, "{table} lost rows of another realm");
+        }
+        // The log stays, under the deleted realm's id, ending with its deletion.
+        let kept = query_row(
+            &conn,
+            "SELECT COUNT(*), MAX(id) = (SELECT MAX(id) FROM audit WHERE realm = 'alpha' AND action = 'delete-realm')
+             FROM audit WHERE realm = 'alpha' AND realm_id IS NOT NULL",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)),
+        )
+        .unwrap();
+        assert_eq!(kept, (4, true));
+        drop(conn);
+        // Compiled code of no stored version goes; what another realm uses stays.
+        assert_eq!(store.plugin_artifact_hashes().unwrap(), ["beta"]);
+    }
+
+    #[test]
+    fn every_table_of_a_realms_rows_cascades_from_the_realm() {
+        let store = Store::open_in_memory().unwrap();
+        let conn = store.db.conn();
+        for table in realm_tables(&conn).iter().filter(|t| *t != "audit") {
+            let cascades = exists(
+                &conn,
+                "SELECT EXISTS (SELECT 1 FROM pragma_foreign_key_list(?1)
+                 WHERE \"table\" = 'realms' AND \"from\" = 'realm' AND \"to\" = 'name' AND on_delete = 'CASCADE')",
+                [table],
+            )
+            .unwrap();
+            assert!(cascades, "{table} has no ON DELETE CASCADE from realms (name)");
+        }
+    }
+}

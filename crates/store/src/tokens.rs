@@ -1,0 +1,384 @@
+//! Server-side tokens and what ends them: opaque access tokens, refresh
+//! token families and their rotation, the JWTs issued in a family, the
+//! lineage of families derived by token exchange, revoked JWT ids, and
+//! client assertion ids seen (so each assertion is used once).
+//!
+//! Tokens are found by keyed hash; the grant each carries is JSON (or a
+//! JWT's `jti`) the server interprets. Revoking anything revokes, in the
+//! same commit, every family derived from it.
+
+use rusqlite::{Connection, params};
+
+use crate::clients::CLIENT_EXISTS;
+use crate::engine::{execute, exists, query_all, query_opt, query_row};
+use crate::stored::Stored;
+use crate::{Result, Store};
+
+/// What a server-side token is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An opaque access token; its grant is the token's claims.
+    Access,
+    /// A refresh token; its grant says what it may be refreshed into.
+    Refresh,
+    /// A JWT access token issued within a family, kept so that revoking
+    /// the family can revoke it; its grant is the token's `jti`.
+    Jwt,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Refresh => "refresh",
+            Self::Jwt => "jwt",
+        }
+    }
+
+    pub(crate) fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            "access" => Some(Self::Access),
+            "refresh" => Some(Self::Refresh),
+            "jwt" => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+}
+
+/// A live server-side token, as found by its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub kind: TokenKind,
+    pub grant: String,
+    pub client_id: String,
+    pub family: Option<String>,
+    /// For a refresh token: already rotated.
+    pub used: bool,
+    pub expires_at: i64,
+}
+
+/// What presenting a refresh token for rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live and unused: it is now used, its successors stored.
+    Rotated,
+    /// The token had already been used: its whole family is now revoked
+    /// (RFC 9700 §4.14.2), and nothing was stored.
+    Reused,
+    /// No live token of that kind in the realm.
+    Unknown,
+}
+
+/// A server-side token to store: its keyed hash, what it is, its grant
+/// as JSON, and when it expires.
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub hash: &'a [u8],
+    /// The client the token was issued to.
+    pub client_id: &'a str,
+    /// The refresh token family it belongs to, if any.
+    pub family: Option<&'a str>,
+    pub kind: TokenKind,
+    pub grant: &'a str,
+    pub expires_at: i64,
+}
+
+/// Where a token family came from: the token it was derived from (by
+/// token exchange), that token's own family if it had one, and the client
+/// it was issued to.
+#[derive(Debug)]
+pub struct Lineage<'a> {
+    pub family: &'a str,
+    pub parent_jti: &'a str,
+    /// The keyed hash of the parent when it is a server-side (opaque)
+    /// token, whose row must still be there.
+    pub parent_hash: Option<&'a [u8]>,
+    pub parent_family: Option<&'a str>,
+    pub parent_client: &'a str,
+    /// When nothing of the family can be live any more.
+    pub expires_at: i64,
+}
+
+/// Whether a JWT was revoked, by (realm, jti).
+const JWT_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)";
+/// Deletes one server-side token, by (hash, realm).
+const DELETE_TOKEN: &str = "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2";
+
+impl Store {
+    /// Stores tokens by their keyed hashes, all in one commit.
+    pub fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
+        self.db.write(|tx| tokens.iter().try_for_each(|t| insert_token(tx, realm, t)))
+    }
+
+    /// Starts a token family derived from another token (an exchange):
+    /// records where it came from and stores its first tokens, in one
+    /// commit. Unless the parent is still live at that commit — a
+    /// revocation may have raced the exchange — nothing is stored and the
+    /// answer is false.
+    pub fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
+        self.db.write(|tx| {
+            let parent_revoked = exists(tx, JWT_REVOKED, params![realm, lineage.parent_jti])?;
+            let parent_row_live = match lineage.parent_hash {
+                Some(hash) => exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE realm = ?1 AND hash = ?2)",
+                    params![realm, hash],
+                )?,
+                None => true,
+            };
+            let parent_family_live = match lineage.parent_family {
+                Some(family) => exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE realm = ?1 AND family = ?2)",
+                    params![realm, family],
+                )?,
+                None => true,
+            };
+            let parent_client_live = exists(tx, CLIENT_EXISTS, params![realm, lineage.parent_client])?;
+            if parent_revoked || !parent_row_live || !parent_family_live || !parent_client_live {
+                return Ok(false);
+            }
+            execute(
+                tx,
+                "INSERT INTO token_lineage (realm, family, parent_jti, parent_family, parent_client, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    realm,
+                    lineage.family,
+                    lineage.parent_jti,
+                    lineage.parent_family,
+                    lineage.parent_client,
+                    lineage.expires_at
+                ],
+            )?;
+            tokens.iter().try_for_each(|t| insert_token(tx, realm, t))?;
+            Ok(true)
+        })
+    }
+
+    /// The grant of a live token of `kind` in `realm`: a token of another
+    /// realm, or expired, is not found.
+    pub fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
+        Ok(self.token_row(hash, realm, now)?.filter(|row| row.kind == kind).map(|row| row.grant))
+    }
+
+    /// Any live server-side token of the realm, by hash.
+    pub fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
+        let row = query_opt(
+            &self.db.conn(),
+            "SELECT kind, grant_json, client_id, family, used_at, expires_at FROM tokens
+             WHERE hash = ?1 AND realm = ?2 AND expires_at > ?3",
+            params![hash, realm, now],
+            |r| {
+                Ok((
+                    r.get::<_, Stored<TokenKind>>(0)?.0,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            },
+        )?;
+        let Some((kind, grant, client_id, family, used_at, expires_at)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(TokenRow { kind, grant, client_id, family, used: used_at.is_some(), expires_at }))
+    }
+
+    /// How many server-side tokens of `kind` the realm holds.
+    pub fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
+        query_row(
+            &self.db.conn(),
+            "SELECT COUNT(*) FROM tokens WHERE realm = ?1 AND kind = ?2",
+            params![realm, kind.as_str()],
+            |r| r.get(0),
+        )
+    }
+
+    /// Rotates a refresh token in one commit: a live, unused token is
+    /// marked used and its successors stored; a token used before revokes
+    /// its whole family, since the token has leaked (RFC 9700 §4.14.2). So
+    /// a refresh token works once, even for racing requests.
+    pub fn rotate_token(
+        &self,
+        realm: &str,
+        old_hash: &[u8],
+        successors: &[NewToken<'_>],
+        now: i64,
+    ) -> Result<Rotation> {
+        self.db.write(|tx| {
+            let found: Option<(Option<i64>, Option<String>)> = query_opt(
+                tx,
+                "SELECT used_at, family FROM tokens WHERE hash = ?1 AND realm = ?2 AND kind = 'refresh' AND expires_at > ?3",
+                params![old_hash, realm, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            match found {
+                None => Ok(Rotation::Unknown),
+                Some((Some(_), family)) => {
+                    match family {
+                        Some(family) => revoke_family(tx, realm, &family)?,
+                        None => {
+                            execute(tx, DELETE_TOKEN, params![old_hash, realm])?;
+                        }
+                    }
+                    Ok(Rotation::Reused)
+                }
+                Some((None, _)) => {
+                    execute(
+                        tx,
+                        "UPDATE tokens SET used_at = ?3 WHERE hash = ?1 AND realm = ?2",
+                        params![old_hash, realm, now],
+                    )?;
+                    successors.iter().try_for_each(|t| insert_token(tx, realm, t))?;
+                    Ok(Rotation::Rotated)
+                }
+            }
+        })
+    }
+
+    /// Revokes one server-side token; with a family, every token of it.
+    /// Either way, every family derived from what is revoked goes too.
+    pub fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
+        self.db.write(|tx| {
+            match family {
+                Some(family) => revoke_family(tx, realm, family)?,
+                None => {
+                    execute(tx, DELETE_TOKEN, params![hash, realm])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Revokes one opaque access token, outside any family, and every
+    /// family derived from it (its `jti`).
+    pub fn revoke_opaque(&self, realm: &str, hash: &[u8], jti: &str) -> Result<()> {
+        self.db.write(|tx| {
+            execute(tx, DELETE_TOKEN, params![hash, realm])?;
+            revoke_derived_from_token(tx, realm, jti)
+        })
+    }
+
+    /// Records a JWT access token as revoked until it expires, and revokes
+    /// every family derived from it.
+    pub fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
+        self.db.write(|tx| {
+            execute(
+                tx,
+                "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at) VALUES (?1, ?2, ?3)",
+                params![realm, jti, expires_at],
+            )?;
+            revoke_derived_from_token(tx, realm, jti)
+        })
+    }
+
+    /// True when the JWT with `jti` was revoked.
+    pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
+        exists(&self.db.conn(), JWT_REVOKED, params![realm, jti])
+    }
+
+    /// Records a client assertion's `jti`; false if it was seen before (a
+    /// replay, RFC 7523 §3).
+    pub fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
+        self.db.write(|tx| {
+            let n = execute(
+                tx,
+                "INSERT OR IGNORE INTO client_assertions (realm, client_id, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![realm, client_id, jti, expires_at],
+            )?;
+            Ok(n == 1)
+        })
+    }
+}
+
+fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
+    execute(
+        tx,
+        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![t.hash, realm, t.kind.as_str(), t.grant, t.expires_at, t.client_id, t.family],
+    )?;
+    Ok(())
+}
+
+/// Ends a token family and, transitively, every family derived from it:
+/// their JWTs are recorded as revoked, their server-side tokens deleted.
+fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
+    let mut pending = vec![family.to_string()];
+    while let Some(family) = pending.pop() {
+        execute(
+            tx,
+            "INSERT OR IGNORE INTO revoked_jwts (realm, jti, expires_at)
+             SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
+            params![realm, family],
+        )?;
+        execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+        pending.extend(derived_families(
+            tx,
+            "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_family = ?2",
+            realm,
+            &family,
+        )?);
+        execute(tx, "DELETE FROM token_lineage WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+    }
+    Ok(())
+}
+
+/// Revokes every family derived from the token `jti`.
+fn revoke_derived_from_token(tx: &Connection, realm: &str, jti: &str) -> Result<()> {
+    let sql = "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_jti = ?2";
+    derived_families(tx, sql, realm, jti)?.iter().try_for_each(|family| revoke_family(tx, realm, family))
+}
+
+/// Revokes every family derived from a token of the client `client_id`.
+pub(crate) fn revoke_derived_from_client(tx: &Connection, realm: &str, client_id: &str) -> Result<()> {
+    let sql = "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_client = ?2";
+    derived_families(tx, sql, realm, client_id)?.iter().try_for_each(|family| revoke_family(tx, realm, family))
+}
+
+fn derived_families(tx: &Connection, sql: &str, realm: &str, parent: &str) -> Result<Vec<String>> {
+    query_all(tx, sql, params![realm, parent], |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn a_token_of_unknown_kind_is_reported_as_corrupt() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        let sql =
+            "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at) VALUES (x'01', 'alpha', 'bogus', '{}', 9)";
+        assert_eq!(store.db.write(|c| execute(c, sql, [])).unwrap(), 1);
+        let e = store.token_row(&[1], "alpha", 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    }
+
+    #[test]
+    fn a_refresh_token_rotates_once() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.create_realm_if_absent("beta", "{}", 0).unwrap();
+        let token =
+            |hash, kind, grant| NewToken { hash, client_id: "c1", family: Some("f1"), kind, grant, expires_at: 100 };
+        let refresh = |hash, grant| token(hash, TokenKind::Refresh, grant);
+        store.insert_tokens("alpha", &[refresh(b"old", "{\"g\":1}"), token(b"j1", TokenKind::Jwt, "jti-1")]).unwrap();
+        assert_eq!(store.token(b"old", "beta", TokenKind::Refresh, 0).unwrap(), None, "other realm");
+        assert_eq!(store.token(b"old", "alpha", TokenKind::Access, 0).unwrap(), None, "other kind");
+        assert_eq!(store.rotate_token("beta", b"old", &[refresh(b"new", "{}")], 0).unwrap(), Rotation::Unknown);
+        let next = [refresh(b"new", "{\"g\":2}"), token(b"j2", TokenKind::Jwt, "jti-2")];
+        assert_eq!(store.rotate_token("alpha", b"old", &next, 0).unwrap(), Rotation::Rotated);
+        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 100).unwrap(), None, "expired");
+        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 99).unwrap().as_deref(), Some("{\"g\":2}"));
+        // Presenting the used token again ends the family: tokens and JWTs.
+        assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"x", "{}")], 0).unwrap(), Rotation::Reused);
+        assert_eq!(store.token(b"x", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+        assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap() && store.is_jwt_revoked("alpha", "jti-2").unwrap());
+        assert!(!store.is_jwt_revoked("beta", "jti-1").unwrap());
+    }
+}
