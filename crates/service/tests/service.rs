@@ -13,6 +13,7 @@ use serde_json::json;
 
 const REALM: &str = "clockwork";
 
+#[cfg(test)]
 fn service(clock: &Arc<ManualClock>) -> Service {
     let config = Config {
         master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
@@ -27,6 +28,7 @@ fn service(clock: &Arc<ManualClock>) -> Service {
 }
 
 /// Registers a client and returns its credentials.
+#[cfg(test)]
 fn register(service: &Service, stateless: bool) -> Credentials {
     let realm = service.realm(REALM).unwrap().unwrap();
     service.admit_registration(&realm, false, None).unwrap();
