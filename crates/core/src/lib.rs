@@ -5,12 +5,16 @@
 //! or an async runtime; time and randomness come in as arguments. The
 //! server crate gathers facts (the authenticated client, a verified subject
 //! token, a policy decision) and asks this crate what they allow.
+//!
+//! It also names what the application needs from storage: the repository
+//! traits of [`ports`], which storage backends implement.
 
 pub mod alg;
 pub mod client;
 pub mod error;
 pub mod grant;
 pub mod hook;
+pub mod ports;
 pub mod registration;
 pub mod scope;
 pub mod token;

@@ -10,19 +10,7 @@
 use rusqlite::{Connection, params};
 
 use crate::engine::{execute, query_all};
-use crate::{Result, Store};
-
-/// One administrative change: who, when, what.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub plugin: Option<String>,
-    pub version: Option<i64>,
-    pub sha256: Option<String>,
-    pub detail: Option<String>,
-}
+use crate::{AuditEntry, AuditRepository, Result, Store};
 
 impl Store {
     /// The realm's audit log, oldest first, at most `limit` entries after
@@ -52,6 +40,12 @@ impl Store {
     }
 }
 
+impl AuditRepository for Store {
+    fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
+        Store::audit(self, realm, after, limit)
+    }
+}
+
 /// Appends an audit entry to the log of the realm now named `realm`: it
 /// belongs to that realm's identity, and keeps the name for the record.
 pub(crate) fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()> {
@@ -62,22 +56,4 @@ pub(crate) fn record(tx: &Connection, realm: &str, e: &AuditEntry) -> Result<()>
         params![e.at, e.actor, realm, e.action, e.plugin, e.version, e.sha256, e.detail],
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fixtures::{audit, pushed};
-
-    #[test]
-    fn a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log() {
-        let store = Store::open_in_memory().unwrap();
-        assert!(store.create_realm("beta", "{}", &audit("create-realm")).unwrap());
-        store.push_plugin("beta", &pushed("p", "aa", b"v1"), &audit("push")).unwrap();
-        assert!(store.delete_realm("beta", &audit("delete-realm")).unwrap());
-        assert!(store.audit("beta", 0, 100).unwrap().is_empty(), "no realm, no log to show");
-        assert!(store.create_realm("beta", "{}", &audit("create-realm")).unwrap());
-        let log: Vec<String> = store.audit("beta", 0, 100).unwrap().into_iter().map(|(_, e)| e.action).collect();
-        assert_eq!(log, ["create-realm"], "the earlier realm's push and deletion are not this realm's");
-    }
 }

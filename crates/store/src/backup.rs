@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::engine::query_row;
+use crate::error::SqlResult;
 use crate::{Error, ErrorKind, Result, Store};
 
 impl Store {
@@ -32,7 +33,7 @@ impl Store {
             let conn = open_existing(db)?;
             let target =
                 to.to_str().ok_or_else(|| Error::new(ErrorKind::Other, format!("{} is not UTF-8", to.display())))?;
-            conn.execute("VACUUM INTO ?1", [target])?;
+            conn.execute("VACUUM INTO ?1", [target]).sql()?;
             drop(conn);
             std::fs::File::open(to)
                 .and_then(|f| f.sync_all())
@@ -67,8 +68,11 @@ impl Store {
 /// read-only open cannot make. It waits longer than a server's writes do
 /// for a busy database, since a copy may wait behind them.
 fn open_existing(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(conn)
+    let open = || {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    };
+    open().sql()
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::error::{SqlResult, sqlite};
 use crate::migrations;
 use crate::{Error, ErrorKind, Result};
 
@@ -55,7 +56,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self> {
-        let conn = connect(path)?;
+        let conn = connect(path).sql()?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -168,7 +169,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Engine {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let conn = Connection::open(path).sql()?;
         let mut engine = Self::init(conn, Some(path.to_path_buf()))?;
         engine.checkpointer = Some(Checkpointer::start(path)?);
         Ok(engine)
@@ -176,19 +177,19 @@ impl Engine {
 
     /// An in-memory database, for tests.
     pub(crate) fn open_in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?, None)
+        Self::init(Connection::open_in_memory().sql()?, None)
     }
 
     fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self> {
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(Duration::from_secs(5)).sql()?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "journal_mode", "WAL").sql()?;
+        conn.pragma_update(None, "synchronous", "FULL").sql()?;
+        conn.pragma_update(None, "foreign_keys", "ON").sql()?;
         // Checkpoints run beside the writer (see `Checkpointer`); the
         // writer checkpoints by itself only if the WAL grows past this
         // many pages (64 MiB), which bounds it should that thread fall behind.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).sql()?;
         migrations::apply(&mut conn)?;
         Ok(Self {
             writer: Mutex::new(Writer { conn, open: None, last_batch: 0 }),
@@ -226,7 +227,7 @@ impl Engine {
         let batch = match writer.open {
             Some(batch) => batch,
             None => {
-                writer.conn.execute_batch("BEGIN IMMEDIATE")?;
+                writer.conn.execute_batch("BEGIN IMMEDIATE").sql()?;
                 writer.last_batch += 1;
                 writer.open = Some(writer.last_batch);
                 writer.last_batch
@@ -238,7 +239,7 @@ impl Engine {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&savepoint)))
                     .unwrap_or_else(|_| Err(Error::new(ErrorKind::Other, "a storage operation panicked")));
                 match ran {
-                    Ok(value) => savepoint.commit().map(|()| value).map_err(Error::from),
+                    Ok(value) => savepoint.commit().map(|()| value).sql(),
                     Err(e) => {
                         savepoint.set_drop_behavior(rusqlite::DropBehavior::Rollback);
                         drop(savepoint);
@@ -246,7 +247,7 @@ impl Engine {
                     }
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(sqlite(e)),
         };
         if self.waiting.load(Ordering::SeqCst) == 0 {
             self.commit(&mut writer);
@@ -268,7 +269,7 @@ impl Engine {
         let mut batches = lock(&self.batches);
         batches.finished = batch;
         if let Err(e) = committed {
-            batches.failed.push_back((batch, Arc::new(Error::from(e))));
+            batches.failed.push_back((batch, Arc::new(sqlite(e))));
             while batches.failed.len() > 64 {
                 batches.failed.pop_front();
             }
@@ -300,7 +301,7 @@ impl Engine {
 
 /// Runs a statement; how many rows it changed.
 pub(crate) fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-    Ok(conn.prepare_cached(sql)?.execute(params)?)
+    conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).sql()
 }
 
 /// The one row a statement answers (an aggregate, say).
@@ -310,7 +311,7 @@ pub(crate) fn query_row<T>(
     params: impl rusqlite::Params,
     f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<T> {
-    Ok(conn.prepare_cached(sql)?.query_row(params, f)?)
+    conn.prepare_cached(sql).and_then(|mut s| s.query_row(params, f)).sql()
 }
 
 /// The first row a statement answers, if it answers any.
@@ -320,7 +321,7 @@ pub(crate) fn query_opt<T>(
     params: impl rusqlite::Params,
     f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Option<T>> {
-    Ok(conn.prepare_cached(sql)?.query_row(params, f).optional()?)
+    conn.prepare_cached(sql).and_then(|mut s| s.query_row(params, f).optional()).sql()
 }
 
 /// Every row a statement answers.
@@ -330,9 +331,9 @@ pub(crate) fn query_all<T>(
     params: impl rusqlite::Params,
     f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let rows = statement.query_map(params, f)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut statement = conn.prepare_cached(sql).sql()?;
+    let rows = statement.query_map(params, f).sql()?;
+    rows.collect::<rusqlite::Result<_>>().sql()
 }
 
 /// The answer of a `SELECT EXISTS (...)` statement.

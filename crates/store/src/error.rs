@@ -1,121 +1,18 @@
-//! The store's one error type, typed by what went wrong.
+//! SQLite's failures in the terms of the storage ports: each
+//! `rusqlite::Error` becomes an [`Error`] of the kind it is, with SQLite's
+//! own error beneath it as its source.
 //!
-//! Callers decide by kind, not by reading text: a busy database is worth
-//! a retry (the server answers 503), a constraint violation is a refused
-//! write, a corrupt row is a fault to log. The message says what happened
-//! in the store's words; the failure beneath it (SQLite's, the file
-//! system's, the JSON parser's) stays reachable through
-//! [`std::error::Error::source`]. No message carries a secret: the store
-//! only ever sees keyed hashes of secrets, and never puts stored values
-//! other than names and identifiers into its messages.
+//! The error type itself is core's (`agentauth_core::ports::Error`), so
+//! that callers decide by kind whatever the backend.
 
-use std::fmt;
+use agentauth_core::ports::{Error, ErrorKind};
 
-/// A storage failure: its kind, what happened, and the failure beneath it.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-/// What kind of storage failure an [`Error`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The database stayed locked by another connection (a backup, a
-    /// second process) past the busy timeout: worth retrying, not a fault.
-    Busy,
-    /// A write broke a constraint of the schema: a taken key, or a row of
-    /// a realm that does not exist.
-    Constraint,
-    /// Something stored cannot be read: invalid JSON, a name no variant
-    /// has, a value of the wrong type, or a damaged database file.
-    Corrupt,
-    /// The database was written by a newer version of agentauth, whose
-    /// schema this one does not know.
-    NewerSchema,
-    /// Reading or writing a file failed: a missing file, permissions, a
-    /// full disk, an I/O error.
-    Io,
-    /// Any other failure: of the database engine, or of the store itself.
-    Other,
-}
-
-impl ErrorKind {
-    fn describe(self) -> &'static str {
-        match self {
-            Self::Busy => "database busy",
-            Self::Constraint => "constraint violated",
-            Self::Corrupt => "stored data is unreadable",
-            Self::NewerSchema => "database schema is newer than this agentauth",
-            Self::Io => "I/O failure",
-            Self::Other => "storage failure",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.describe())
-    }
-}
-
-impl Error {
-    /// An error of `kind`, saying `message`.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
-    }
-
-    /// The same error, caused by `source`.
-    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        self.source = Some(source.into());
-        self
-    }
-
-    /// A stored row that cannot be read: `what` names it (never its
-    /// contents), `source` is why.
-    pub fn corrupt(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self::new(ErrorKind::Corrupt, what).with_source(source)
-    }
-
-    /// A failed file operation: `what` names the operation and the file.
-    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Self::new(ErrorKind::Io, what).with_source(source)
-    }
-
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The database stayed locked by another process past the busy
-    /// timeout: worth retrying, not a fault.
-    pub fn is_busy(&self) -> bool {
-        self.kind == ErrorKind::Busy
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "storage: {}", self.message)
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    /// Sorts SQLite's failures by kind. SQLite's own text names tables and
-    /// columns, never the values bound to a statement, so it is kept in the
-    /// message.
-    fn from(e: rusqlite::Error) -> Self {
-        let kind = sqlite_kind(&e);
-        Self::new(kind, format!("{kind}: {e}")).with_source(e)
-    }
+/// The storage error for a SQLite failure. SQLite's own text names tables
+/// and columns, never the values bound to a statement, so it is kept in
+/// the message.
+pub(crate) fn sqlite(e: rusqlite::Error) -> Error {
+    let kind = sqlite_kind(&e);
+    Error::new(kind, format!("{kind}: {e}")).with_source(e)
 }
 
 /// The kind of a SQLite failure.
@@ -129,7 +26,8 @@ fn sqlite_kind(e: &rusqlite::Error) -> ErrorKind {
             C::SystemIoFailure | C::CannotOpen | C::DiskFull | C::PermissionDenied | C::ReadOnly => ErrorKind::Io,
             _ => ErrorKind::Other,
         },
-        // A stored value of a type or range the row's reader cannot take.
+        // A stored value of a type or range the row's reader cannot take,
+        // or a name no variant has (see `stored.rs`).
         rusqlite::Error::FromSqlConversionFailure(..)
         | rusqlite::Error::IntegralValueOutOfRange(..)
         | rusqlite::Error::InvalidColumnType(..)
@@ -138,32 +36,33 @@ fn sqlite_kind(e: &rusqlite::Error) -> ErrorKind {
     }
 }
 
-/// A storage result.
-pub type Result<T> = std::result::Result<T, Error>;
+/// `?` for SQLite results: `conn.execute(..).sql()?`.
+pub(crate) trait SqlResult<T> {
+    fn sql(self) -> Result<T, Error>;
+}
+
+impl<T> SqlResult<T> for rusqlite::Result<T> {
+    fn sql(self) -> Result<T, Error> {
+        self.map_err(sqlite)
+    }
+}
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::error::Error as _;
+
+    use super::*;
 
     #[test]
     fn sqlite_failures_are_sorted_by_kind_and_keep_their_cause() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('a');").unwrap();
-        let e = Error::from(conn.execute("INSERT INTO t VALUES ('a')", []).unwrap_err());
+        let e = conn.execute("INSERT INTO t VALUES ('a')", []).sql().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Constraint);
         assert!(!e.is_busy());
         assert!(e.to_string().starts_with("storage: constraint violated: "), "{e}");
         assert!(e.source().and_then(|s| s.downcast_ref::<rusqlite::Error>()).is_some());
-        let e = Error::from(conn.query_row("SELECT k FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err());
+        let e = conn.query_row("SELECT k FROM t", [], |r| r.get::<_, i64>(0)).sql().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-    }
-
-    #[test]
-    fn a_corrupt_row_names_what_it_is_and_chains_why() {
-        let why = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
-        let e = Error::corrupt("client alpha/c1: metadata is not valid JSON", why);
-        assert_eq!(e.to_string(), "storage: client alpha/c1: metadata is not valid JSON");
-        assert!(e.source().is_some_and(|s| s.is::<serde_json::Error>()));
     }
 }

@@ -8,34 +8,10 @@
 use agentauth_core::Algorithm;
 use rusqlite::params;
 
-use crate::audit::{AuditEntry, record};
+use crate::audit::record;
 use crate::engine::{execute, query_all, query_opt};
 use crate::stored::Stored;
-use crate::{Result, Store};
-
-/// A stored signing key. The private key is PKCS#8.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyRow {
-    pub alg: Algorithm,
-    pub pkcs8: Vec<u8>,
-    pub created_at: i64,
-    /// When the key starts signing: after it has been published long
-    /// enough for resource servers to have fetched it.
-    pub signs_from: i64,
-    /// When the key leaves the JWKS: once every token it signed expired.
-    pub retires_at: Option<i64>,
-}
-
-impl std::fmt::Debug for KeyRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRow")
-            .field("alg", &self.alg)
-            .field("created_at", &self.created_at)
-            .field("signs_from", &self.signs_from)
-            .field("retires_at", &self.retires_at)
-            .finish_non_exhaustive()
-    }
-}
+use crate::{AuditEntry, KeyRepository, KeyRow, Result, Store};
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     Ok(KeyRow {
@@ -97,6 +73,20 @@ impl Store {
     }
 }
 
+impl KeyRepository for Store {
+    fn keys(&self, realm: &str) -> Result<Vec<KeyRow>> {
+        Store::keys(self, realm)
+    }
+
+    fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
+        Store::rotate_key(self, realm, key, old_retire_at, audit)
+    }
+
+    fn insert_first_key(&self, realm: &str, key: &KeyRow) -> Result<KeyRow> {
+        Store::insert_first_key(self, realm, key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,21 +101,5 @@ mod tests {
         let e = store.keys("alpha").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
         assert!(e.to_string().contains("unknown signing algorithm \"HS256\""), "{e}");
-    }
-
-    #[test]
-    fn first_key_is_shared_by_racing_callers() {
-        let store = Store::open_in_memory().unwrap();
-        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        let a = KeyRow { alg: Algorithm::Es256, pkcs8: vec![1], created_at: 1, signs_from: 1, retires_at: None };
-        let b = KeyRow { alg: Algorithm::Es256, pkcs8: vec![2], created_at: 1, signs_from: 1, retires_at: None };
-        assert_eq!(store.insert_first_key("alpha", &a).unwrap(), a);
-        assert_eq!(store.insert_first_key("alpha", &b).unwrap(), a);
-        assert_eq!(store.keys("alpha").unwrap(), vec![a.clone()]);
-        // Rotation: the new key comes first; the old one is scheduled out.
-        let c = KeyRow { alg: Algorithm::EdDsa, pkcs8: vec![3], created_at: 5, signs_from: 10, retires_at: None };
-        store.rotate_key("alpha", &c, 100, &AuditEntry::default()).unwrap();
-        let keys = store.keys("alpha").unwrap();
-        assert_eq!(keys, vec![c, KeyRow { retires_at: Some(100), ..a }]);
     }
 }

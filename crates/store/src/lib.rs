@@ -1,5 +1,7 @@
 //! SQLite storage for agentauth: realms, clients, signing keys, plugins,
-//! server-side tokens and the audit log.
+//! server-side tokens and the audit log. [`Store`] implements every
+//! repository trait of `agentauth_core::ports`, and passes the conformance
+//! suite every backend runs (`tests/conformance.rs`).
 //!
 //! The database runs in WAL mode with `synchronous=FULL`, so a row
 //! acknowledged to a client survives a crash or power loss. Every write is
@@ -11,14 +13,17 @@
 //! Secrets never reach this crate in the clear: callers hand in keyed
 //! hashes of client secrets and tokens.
 //!
-//! One module per aggregate, each with its rows and its SQL; the engine
+//! One module per aggregate, each with its SQL and the port trait it
+//! implements (the rows are core's, in `agentauth_core::ports`); the engine
 //! beneath them all knows nothing of what it stores:
 //!
 //! - `engine`: writer, group commit, readers, checkpoints
+//! - `error`: SQLite's failures as the ports' error kinds
+//! - `stored`: enums of the domain read back from their stored names
 //! - `realms`: realms, their settings and admins
 //! - `keys`: signing keys and their rotation
 //! - `plugins`: plugin versions and compiled artifacts
-//! - `clients`: registered clients and their cache
+//! - `clients`: registered clients (cached by core's `CachedClients`)
 //! - `tokens`: server-side tokens, revocations, lineage, assertion replay
 //! - `audit`: the log of administrative changes
 //! - `secrets`, `sweep`, `backup`: server secrets, housekeeping, copies
@@ -28,8 +33,6 @@ mod backup;
 mod clients;
 mod engine;
 mod error;
-#[cfg(test)]
-mod fixtures;
 mod keys;
 mod migrations;
 mod plugins;
@@ -40,11 +43,13 @@ mod stored;
 mod sweep;
 mod tokens;
 
-pub use audit::AuditEntry;
-pub use clients::ClientRow;
-pub use error::{Error, ErrorKind, Result};
-pub use keys::KeyRow;
-pub use plugins::{PluginPush, PluginQuota, PluginRow, PluginVersion, PushOutcome};
-pub use realms::{RealmAdmin, RealmRow};
 pub use store::Store;
-pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRow};
+
+// The rows, the error and the repository traits are core's storage ports;
+// they are re-exported here under the paths callers have always used.
+pub use agentauth_core::ports::{
+    AuditEntry, AuditRepository, CachedClients, ClientRepository, ClientRow, Error, ErrorKind, Housekeeping,
+    KeyRepository, KeyRow, Lineage, NewToken, PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVersion,
+    PushOutcome, RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
+    TokenRepository, TokenRow,
+};

@@ -3,6 +3,7 @@
 
 use rusqlite::Connection;
 
+use crate::error::SqlResult;
 use crate::{Error, ErrorKind, Result};
 
 /// Each entry moves the schema from version `i` to `i + 1`.
@@ -232,8 +233,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).sql()?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).sql()?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
         return Err(Error::new(
@@ -242,10 +243,10 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
         ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.execute_batch(sql).sql()?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).sql()?;
     }
-    tx.commit()?;
+    tx.commit().sql()?;
     Ok(())
 }
 
@@ -359,6 +360,6 @@ mod tests {
         assert_eq!(left, ["beta"; 4]);
         // A row of a realm that does not exist is refused.
         let orphan = conn.execute("INSERT INTO revoked_jwts VALUES ('nowhere', 'j', 9)", []).unwrap_err();
-        assert_eq!(crate::Error::from(orphan).kind(), ErrorKind::Constraint);
+        assert_eq!(crate::error::sqlite(orphan).kind(), ErrorKind::Constraint);
     }
 }

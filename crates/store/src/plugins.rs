@@ -10,91 +10,10 @@
 use agentauth_core::HookKind;
 use rusqlite::{Connection, params};
 
-use crate::audit::{AuditEntry, record};
+use crate::audit::record;
 use crate::engine::{execute, query_all, query_opt, query_row};
 use crate::stored::Stored;
-use crate::{Result, Store};
-
-/// One stored version of a realm's plugin.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PluginRow {
-    pub name: String,
-    pub version: i64,
-    pub hook: HookKind,
-    pub sha256: String,
-    pub component: Vec<u8>,
-}
-
-impl std::fmt::Debug for PluginRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRow")
-            .field("name", &self.name)
-            .field("version", &self.version)
-            .field("hook", &self.hook)
-            .field("sha256", &self.sha256)
-            .field("size", &self.component.len())
-            .finish()
-    }
-}
-
-/// One version of a plugin, as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PluginVersion {
-    pub name: String,
-    pub version: i64,
-    pub hook: HookKind,
-    pub sha256: String,
-    pub size: i64,
-    pub created_at: i64,
-    pub active: bool,
-}
-
-/// A plugin version to store.
-#[derive(Debug)]
-pub struct PluginPush<'a> {
-    pub name: &'a str,
-    pub hook: HookKind,
-    pub sha256: &'a str,
-    pub component: &'a [u8],
-    pub activate: bool,
-    /// The component compiled, and the engine it was compiled for: stored
-    /// in the same commit as the version, so a refused push stores neither.
-    pub artifact: Option<(&'a str, &'a [u8])>,
-    /// What the realm may store in all; the push is refused past it.
-    pub quota: PluginQuota,
-}
-
-/// What one realm may keep of plugins: versions (of all its plugins,
-/// active or not) and their components' bytes in all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PluginQuota {
-    pub versions: i64,
-    pub bytes: i64,
-}
-
-impl PluginQuota {
-    /// No bound, for callers that are not a realm's admins (the demo
-    /// realm's provisioning).
-    pub const UNLIMITED: Self = Self { versions: i64::MAX, bytes: i64::MAX };
-}
-
-/// What storing a plugin version did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PushOutcome {
-    Stored {
-        version: i64,
-    },
-    /// The name already serves another hook.
-    HookMismatch {
-        existing: HookKind,
-    },
-    /// The realm's plugins already use this much of its quota: with this
-    /// push they would exceed it.
-    OverQuota {
-        versions: i64,
-        bytes: i64,
-    },
-}
+use crate::{AuditEntry, PluginPush, PluginRepository, PluginRow, PluginVersion, PushOutcome, Result, Store};
 
 /// The version number the next version of plugin `name` gets.
 const NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2";
@@ -296,6 +215,64 @@ impl Store {
     }
 }
 
+impl PluginRepository for Store {
+    fn add_plugin_version(
+        &self,
+        realm: &str,
+        name: &str,
+        hook: HookKind,
+        sha256: &str,
+        component: &[u8],
+        now: i64,
+    ) -> Result<i64> {
+        Store::add_plugin_version(self, realm, name, hook, sha256, component, now)
+    }
+
+    fn active_plugins(&self, realm: &str) -> Result<Vec<PluginRow>> {
+        Store::active_plugins(self, realm)
+    }
+
+    fn plugin_versions(&self, realm: &str) -> Result<Vec<PluginVersion>> {
+        Store::plugin_versions(self, realm)
+    }
+
+    fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
+        Store::plugin_component(self, realm, name, version)
+    }
+
+    fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
+        Store::push_plugin(self, realm, push, audit)
+    }
+
+    fn activate_plugin(&self, realm: &str, name: &str, version: i64, audit: &AuditEntry) -> Result<bool> {
+        Store::activate_plugin(self, realm, name, version, audit)
+    }
+
+    fn delete_plugin(&self, realm: &str, name: &str, version: Option<i64>, audit: &AuditEntry) -> Result<usize> {
+        Store::delete_plugin(self, realm, name, version, audit)
+    }
+
+    fn plugin_usage(&self, realm: &str) -> Result<(i64, i64)> {
+        Store::plugin_usage(self, realm)
+    }
+
+    fn plugin_artifact(&self, component_sha256: &str, engine: &str) -> Result<Option<Vec<u8>>> {
+        Store::plugin_artifact(self, component_sha256, engine)
+    }
+
+    fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
+        Store::put_plugin_artifact(self, component_sha256, engine, artifact, now)
+    }
+
+    fn delete_plugin_artifacts(&self) -> Result<usize> {
+        Store::delete_plugin_artifacts(self)
+    }
+
+    fn plugin_artifact_hashes(&self) -> Result<Vec<String>> {
+        Store::plugin_artifact_hashes(self)
+    }
+}
+
 fn put_artifact(tx: &Connection, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
     execute(
         tx,
@@ -341,6 +318,8 @@ fn version_sha256(tx: &Connection, realm: &str, name: &str, version: i64) -> Res
 
 #[cfg(test)]
 mod tests {
+    use agentauth_store_conformance::fixtures::{audit, pushed};
+
     use super::*;
     use crate::ErrorKind;
 
@@ -357,117 +336,5 @@ mod tests {
         let push = PluginPush { hook: HookKind::Dcr, ..pushed("p", "bb", b"v2") };
         let e = store.push_plugin("alpha", &push, &audit("push")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-    }
-    use crate::fixtures::{audit, pushed};
-
-    #[test]
-    fn pushes_activations_and_deletions_are_audited_in_the_same_commit() {
-        let store = Store::open_in_memory().unwrap();
-        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        let push = |c: &'static [u8], activate| PluginPush {
-            name: "p",
-            hook: HookKind::MayAct,
-            sha256: "aa",
-            component: c,
-            activate,
-            artifact: None,
-            quota: PluginQuota::UNLIMITED,
-        };
-        assert_eq!(
-            store.push_plugin("alpha", &push(b"v1", true), &audit("push")).unwrap(),
-            PushOutcome::Stored { version: 1 }
-        );
-        assert_eq!(
-            store.push_plugin("alpha", &push(b"v2", false), &audit("push")).unwrap(),
-            PushOutcome::Stored { version: 2 }
-        );
-        let dcr = PluginPush { hook: HookKind::Dcr, ..push(b"v3", true) };
-        assert_eq!(
-            store.push_plugin("alpha", &dcr, &audit("push")).unwrap(),
-            PushOutcome::HookMismatch { existing: HookKind::MayAct }
-        );
-        let active = |s: &Store| {
-            s.plugin_versions("alpha").unwrap().iter().filter(|v| v.active).map(|v| v.version).collect::<Vec<_>>()
-        };
-        assert_eq!(active(&store), vec![1], "an inactive push leaves the active version");
-        assert!(store.activate_plugin("alpha", "p", 2, &audit("activate")).unwrap());
-        assert_eq!(active(&store), vec![2]);
-        assert!(!store.activate_plugin("alpha", "p", 9, &audit("activate")).unwrap());
-        assert_eq!(store.plugin_component("alpha", "p", 2).unwrap().as_deref(), Some(&b"v2"[..]));
-        assert_eq!(store.delete_plugin("alpha", "p", Some(1), &audit("delete")).unwrap(), 1);
-        let log: Vec<_> =
-            store.audit("alpha", 0, 100).unwrap().into_iter().map(|(_, e)| (e.action, e.version)).collect();
-        assert_eq!(
-            log,
-            [
-                ("push".into(), Some(1)),
-                ("push".into(), Some(2)),
-                ("activate".into(), Some(2)),
-                ("delete".into(), Some(1))
-            ]
-        );
-    }
-
-    fn artifacts(store: &Store) -> Vec<String> {
-        ["aa", "bb"]
-            .into_iter()
-            .filter(|h| store.plugin_artifact(h, "engine").unwrap().is_some())
-            .map(String::from)
-            .collect()
-    }
-
-    #[test]
-    fn a_deleted_version_takes_its_artifact_unless_stored_bytes_still_use_it() {
-        let store = Store::open_in_memory().unwrap();
-        for realm in ["alpha", "beta"] {
-            store.create_realm_if_absent(realm, "{}", 0).unwrap();
-        }
-        store.push_plugin("alpha", &pushed("p", "aa", b"v1"), &audit("push")).unwrap();
-        store.push_plugin("alpha", &pushed("p", "bb", b"v2"), &audit("push")).unwrap();
-        store.push_plugin("beta", &pushed("q", "bb", b"v2"), &audit("push")).unwrap();
-        assert_eq!(artifacts(&store), ["aa", "bb"]);
-
-        store.delete_plugin("alpha", "p", Some(1), &audit("delete")).unwrap();
-        assert_eq!(artifacts(&store), ["bb"], "version 1's artifact went with it");
-        store.delete_plugin("alpha", "p", None, &audit("delete")).unwrap();
-        assert_eq!(artifacts(&store), ["bb"], "realm beta still stores the same bytes");
-        store.delete_realm("beta", &audit("delete-realm")).unwrap();
-        assert!(artifacts(&store).is_empty(), "the last version gone, so is its artifact");
-    }
-
-    #[test]
-    fn a_refused_push_stores_neither_the_version_nor_its_artifact() {
-        let store = Store::open_in_memory().unwrap();
-        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        let quota = PluginQuota { versions: 2, bytes: 5 };
-        let within = PluginPush { quota, ..pushed("p", "aa", b"abc") };
-        assert_eq!(store.push_plugin("alpha", &within, &audit("push")).unwrap(), PushOutcome::Stored { version: 1 });
-        let too_big = PluginPush { quota, ..pushed("p", "bb", b"abc") };
-        assert_eq!(
-            store.push_plugin("alpha", &too_big, &audit("push")).unwrap(),
-            PushOutcome::OverQuota { versions: 1, bytes: 3 }
-        );
-        let mismatch = PluginPush { hook: HookKind::Dcr, ..pushed("p", "bb", b"a") };
-        assert!(matches!(
-            store.push_plugin("alpha", &mismatch, &audit("push")).unwrap(),
-            PushOutcome::HookMismatch { .. }
-        ));
-        assert_eq!(store.plugin_usage("alpha").unwrap(), (1, 3));
-        assert_eq!(artifacts(&store), ["aa"]);
-        let small = PluginPush { quota, ..pushed("p", "bb", b"ab") };
-        assert_eq!(store.push_plugin("alpha", &small, &audit("push")).unwrap(), PushOutcome::Stored { version: 2 });
-        let third = PluginPush { quota, ..pushed("p", "cc", b"") };
-        assert!(matches!(store.push_plugin("alpha", &third, &audit("push")).unwrap(), PushOutcome::OverQuota { .. }));
-    }
-
-    #[test]
-    fn plugin_versions_count_up_and_the_newest_is_active() {
-        let store = Store::open_in_memory().unwrap();
-        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        assert_eq!(store.add_plugin_version("alpha", "p", HookKind::MayAct, "aa", b"v1", 0).unwrap(), 1);
-        assert_eq!(store.add_plugin_version("alpha", "p", HookKind::MayAct, "bb", b"v2", 0).unwrap(), 2);
-        let active = store.active_plugins("alpha").unwrap();
-        assert_eq!(active.len(), 1);
-        assert_eq!((active[0].version, active[0].component.as_slice()), (2, &b"v2"[..]));
     }
 }

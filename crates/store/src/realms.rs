@@ -1,37 +1,19 @@
 //! Realms, their settings and their admins.
 //!
 //! A realm is the unit of tenancy: everything else stored (clients, keys,
-//! plugins, tokens) belongs to one, and goes with it. Its settings are
-//! JSON the server interprets; the store keeps them whole.
+//! plugins, tokens) belongs to one, and goes with it, by the schema's
+//! cascades. Its settings are JSON the server interprets; the store keeps
+//! them whole.
 
 use rusqlite::{Connection, params};
 
-use crate::audit::{AuditEntry, record};
+use crate::audit::record;
 use crate::engine::{execute, exists, query_all, query_opt};
 use crate::plugins::delete_unused_artifacts;
-use crate::{Result, Store};
+use crate::{AuditEntry, RealmAdmin, RealmRepository, RealmRow, Result, Store};
 
-/// A realm's stored configuration, as JSON the server interprets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RealmRow {
-    pub name: String,
-    pub settings: String,
-}
-
-/// A credential that administers one realm. Its token is only ever
-/// stored as a keyed hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RealmAdmin {
-    pub realm: String,
-    pub id: String,
-    pub name: String,
-    pub created_at: i64,
-}
-
-impl RealmAdmin {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self { realm: row.get(0)?, id: row.get(1)?, name: row.get(2)?, created_at: row.get(3)? })
-    }
+fn admin_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RealmAdmin> {
+    Ok(RealmAdmin { realm: row.get(0)?, id: row.get(1)?, name: row.get(2)?, created_at: row.get(3)? })
 }
 
 /// Inserts a realm with a fresh identity unless one of that name exists;
@@ -47,6 +29,7 @@ fn insert_realm(tx: &Connection, name: &str, settings: &str, now: i64) -> Result
 }
 
 impl Store {
+    /// The realm named `name`, if there is one.
     pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
         query_opt(&self.db.conn(), "SELECT name, settings FROM realms WHERE name = ?1", [name], |r| {
             Ok(RealmRow { name: r.get(0)?, settings: r.get(1)? })
@@ -107,7 +90,8 @@ impl Store {
             delete_unused_artifacts(tx)?;
             Ok(true)
         });
-        self.forget_clients(name, None);
+        // Its clients went by cascade, past the cache: forget them there.
+        self.clients.forget_realm(name);
         deleted
     }
 
@@ -129,7 +113,7 @@ impl Store {
             &self.db.conn(),
             "SELECT realm, id, name, created_at FROM realm_admins WHERE realm = ?1 ORDER BY created_at, id",
             [realm],
-            RealmAdmin::from_row,
+            admin_row,
         )
     }
 
@@ -139,7 +123,7 @@ impl Store {
             &self.db.conn(),
             "SELECT realm, id, name, created_at FROM realm_admins WHERE token_hash = ?1",
             [token_hash],
-            RealmAdmin::from_row,
+            admin_row,
         )
     }
 
@@ -155,14 +139,56 @@ impl Store {
     }
 }
 
+impl RealmRepository for Store {
+    fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
+        Store::realm(self, name)
+    }
+
+    fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
+        Store::create_realm_if_absent(self, name, settings, now)
+    }
+
+    fn realm_names(&self) -> Result<Vec<String>> {
+        Store::realm_names(self)
+    }
+
+    fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+        Store::create_realm(self, name, settings, audit)
+    }
+
+    fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+        Store::set_realm_settings(self, realm, settings, audit)
+    }
+
+    fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
+        Store::delete_realm(self, name, audit)
+    }
+
+    fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
+        Store::create_realm_admin(self, admin, token_hash, audit)
+    }
+
+    fn realm_admins(&self, realm: &str) -> Result<Vec<RealmAdmin>> {
+        Store::realm_admins(self, realm)
+    }
+
+    fn realm_admin_by_token(&self, token_hash: &[u8]) -> Result<Option<RealmAdmin>> {
+        Store::realm_admin_by_token(self, token_hash)
+    }
+
+    fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
+        Store::delete_realm_admin(self, realm, id, audit)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use agentauth_core::Algorithm;
 
     use super::*;
     use crate::engine::query_row;
-    use crate::fixtures::{audit, client_row, pushed};
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
+    use agentauth_store_conformance::fixtures::{audit, client_row, pushed};
 
     /// The tables that hold rows of a realm: every table with a `realm`
     /// column, as the schema has them now.

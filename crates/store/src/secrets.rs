@@ -4,7 +4,7 @@
 use rusqlite::params;
 
 use crate::engine::{execute, exists, query_opt};
-use crate::{Result, Store};
+use crate::{Result, ServerSecretRepository, Store};
 
 impl Store {
     /// Returns the server secret named `name`, creating it with `make` the
@@ -25,5 +25,15 @@ impl Store {
     /// True when the server secret `name` has been made.
     pub fn has_server_secret(&self, name: &str) -> Result<bool> {
         exists(&self.db.conn(), "SELECT EXISTS (SELECT 1 FROM server_secrets WHERE name = ?1)", [name])
+    }
+}
+
+impl ServerSecretRepository for Store {
+    fn server_secret(&self, name: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Result<Vec<u8>> {
+        Store::server_secret(self, name, make)
+    }
+
+    fn has_server_secret(&self, name: &str) -> Result<bool> {
+        Store::has_server_secret(self, name)
     }
 }

@@ -1,27 +1,31 @@
-//! [`Store`], the one value callers hold: the SQLite engine and the
-//! client cache, opened together.
+//! [`Store`], the one value callers hold: the SQLite engine, and the
+//! client cache layered over its clients table, opened together.
 //!
 //! Its methods live beside the SQL of their aggregate (`realms.rs`,
-//! `clients.rs`, ...); this file only says what a store is made of and
-//! how one is opened.
+//! `clients.rs`, ...), each file with the port trait it implements; this
+//! file only says what a store is made of and how one is opened.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use crate::Result;
-use crate::clients::ClientCache;
+use crate::clients::SqliteClients;
 use crate::engine::Engine;
+use crate::{CachedClients, Result};
 
 /// The database of agentauth: realms, clients, signing keys, plugins,
-/// server-side tokens and the audit log, in one SQLite file.
+/// server-side tokens and the audit log, in one SQLite file. It implements
+/// every repository trait of `agentauth_core::ports`.
 ///
 /// Every write is durable when its method returns (see the engine's
-/// group commit); reads see committed data only.
+/// group commit); reads see committed data only, except clients, which
+/// come from a cache that every change made through this store keeps
+/// current.
 #[derive(Debug)]
 pub struct Store {
-    pub(crate) db: Engine,
-    /// Clients as last read: every token request authenticates one.
-    pub(crate) clients: Mutex<ClientCache>,
+    pub(crate) db: Arc<Engine>,
+    /// The clients table behind a cache: every token request authenticates
+    /// a client.
+    pub(crate) clients: CachedClients<SqliteClients>,
 }
 
 impl Store {
@@ -36,6 +40,7 @@ impl Store {
     }
 
     fn with_engine(db: Engine) -> Self {
-        Self { db, clients: Mutex::new(ClientCache::default()) }
+        let db = Arc::new(db);
+        Self { clients: CachedClients::new(SqliteClients { db: Arc::clone(&db) }), db }
     }
 }

@@ -11,7 +11,7 @@
 use agentauth_core::{Algorithm, HookKind};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 
-use crate::tokens::TokenKind;
+use crate::TokenKind;
 
 /// A value read from its stored name: `row.get::<_, Stored<HookKind>>(i)?.0`.
 pub(crate) struct Stored<T>(pub(crate) T);

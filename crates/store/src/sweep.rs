@@ -4,7 +4,7 @@
 
 use crate::engine::execute;
 use crate::plugins::delete_unused_artifacts;
-use crate::{Result, Store};
+use crate::{Housekeeping, Result, Store};
 
 impl Store {
     /// Deletes what can no longer matter: expired server-side tokens,
@@ -26,29 +26,8 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{NewToken, TokenKind};
-
-    #[test]
-    fn a_sweep_removes_only_what_has_expired() {
-        let store = Store::open_in_memory().unwrap();
-        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        let token = |hash, expires_at| NewToken {
-            hash,
-            client_id: "c",
-            family: None,
-            kind: TokenKind::Access,
-            grant: "{}",
-            expires_at,
-        };
-        store.insert_tokens("alpha", &[token(b"old", 10), token(b"live", 100)]).unwrap();
-        store.revoke_jwt("alpha", "j-old", 10).unwrap();
-        store.revoke_jwt("alpha", "j-live", 100).unwrap();
-        assert_eq!(store.sweep(50).unwrap(), 2);
-        assert!(store.token(b"live", "alpha", TokenKind::Access, 50).unwrap().is_some());
-        assert!(store.is_jwt_revoked("alpha", "j-live").unwrap());
-        assert!(!store.is_jwt_revoked("alpha", "j-old").unwrap());
+impl Housekeeping for Store {
+    fn sweep(&self, now: i64) -> Result<usize> {
+        Store::sweep(self, now)
     }
 }

@@ -12,92 +12,7 @@ use rusqlite::{Connection, params};
 use crate::clients::CLIENT_EXISTS;
 use crate::engine::{execute, exists, query_all, query_opt, query_row};
 use crate::stored::Stored;
-use crate::{Result, Store};
-
-/// What a server-side token is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenKind {
-    /// An opaque access token; its grant is the token's claims.
-    Access,
-    /// A refresh token; its grant says what it may be refreshed into.
-    Refresh,
-    /// A JWT access token issued within a family, kept so that revoking
-    /// the family can revoke it; its grant is the token's `jti`.
-    Jwt,
-}
-
-impl TokenKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Access => "access",
-            Self::Refresh => "refresh",
-            Self::Jwt => "jwt",
-        }
-    }
-
-    pub(crate) fn parse(kind: &str) -> Option<Self> {
-        match kind {
-            "access" => Some(Self::Access),
-            "refresh" => Some(Self::Refresh),
-            "jwt" => Some(Self::Jwt),
-            _ => None,
-        }
-    }
-}
-
-/// A live server-side token, as found by its hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenRow {
-    pub kind: TokenKind,
-    pub grant: String,
-    pub client_id: String,
-    pub family: Option<String>,
-    /// For a refresh token: already rotated.
-    pub used: bool,
-    pub expires_at: i64,
-}
-
-/// What presenting a refresh token for rotation did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rotation {
-    /// The token was live and unused: it is now used, its successors stored.
-    Rotated,
-    /// The token had already been used: its whole family is now revoked
-    /// (RFC 9700 §4.14.2), and nothing was stored.
-    Reused,
-    /// No live token of that kind in the realm.
-    Unknown,
-}
-
-/// A server-side token to store: its keyed hash, what it is, its grant
-/// as JSON, and when it expires.
-#[derive(Debug)]
-pub struct NewToken<'a> {
-    pub hash: &'a [u8],
-    /// The client the token was issued to.
-    pub client_id: &'a str,
-    /// The refresh token family it belongs to, if any.
-    pub family: Option<&'a str>,
-    pub kind: TokenKind,
-    pub grant: &'a str,
-    pub expires_at: i64,
-}
-
-/// Where a token family came from: the token it was derived from (by
-/// token exchange), that token's own family if it had one, and the client
-/// it was issued to.
-#[derive(Debug)]
-pub struct Lineage<'a> {
-    pub family: &'a str,
-    pub parent_jti: &'a str,
-    /// The keyed hash of the parent when it is a server-side (opaque)
-    /// token, whose row must still be there.
-    pub parent_hash: Option<&'a [u8]>,
-    pub parent_family: Option<&'a str>,
-    pub parent_client: &'a str,
-    /// When nothing of the family can be live any more.
-    pub expires_at: i64,
-}
+use crate::{Lineage, NewToken, Result, Rotation, Store, TokenKind, TokenRepository, TokenRow};
 
 /// Whether a JWT was revoked, by (realm, jti).
 const JWT_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)";
@@ -293,6 +208,52 @@ impl Store {
     }
 }
 
+impl TokenRepository for Store {
+    fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
+        Store::insert_tokens(self, realm, tokens)
+    }
+
+    fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
+        Store::insert_derived_family(self, realm, lineage, tokens)
+    }
+
+    fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
+        Store::token(self, hash, realm, kind, now)
+    }
+
+    fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
+        Store::token_row(self, hash, realm, now)
+    }
+
+    fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
+        Store::count_tokens(self, realm, kind)
+    }
+
+    fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
+        Store::rotate_token(self, realm, old_hash, successors, now)
+    }
+
+    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
+        Store::revoke_token(self, realm, hash, family)
+    }
+
+    fn revoke_opaque(&self, realm: &str, hash: &[u8], jti: &str) -> Result<()> {
+        Store::revoke_opaque(self, realm, hash, jti)
+    }
+
+    fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
+        Store::revoke_jwt(self, realm, jti, expires_at)
+    }
+
+    fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
+        Store::is_jwt_revoked(self, realm, jti)
+    }
+
+    fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
+        Store::use_assertion_jti(self, realm, client_id, jti, expires_at)
+    }
+}
+
 fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
     execute(
         tx,
@@ -356,29 +317,5 @@ mod tests {
         assert_eq!(store.db.write(|c| execute(c, sql, [])).unwrap(), 1);
         let e = store.token_row(&[1], "alpha", 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-    }
-
-    #[test]
-    fn a_refresh_token_rotates_once() {
-        let store = Store::open_in_memory().unwrap();
-        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
-        store.create_realm_if_absent("beta", "{}", 0).unwrap();
-        let token =
-            |hash, kind, grant| NewToken { hash, client_id: "c1", family: Some("f1"), kind, grant, expires_at: 100 };
-        let refresh = |hash, grant| token(hash, TokenKind::Refresh, grant);
-        store.insert_tokens("alpha", &[refresh(b"old", "{\"g\":1}"), token(b"j1", TokenKind::Jwt, "jti-1")]).unwrap();
-        assert_eq!(store.token(b"old", "beta", TokenKind::Refresh, 0).unwrap(), None, "other realm");
-        assert_eq!(store.token(b"old", "alpha", TokenKind::Access, 0).unwrap(), None, "other kind");
-        assert_eq!(store.rotate_token("beta", b"old", &[refresh(b"new", "{}")], 0).unwrap(), Rotation::Unknown);
-        let next = [refresh(b"new", "{\"g\":2}"), token(b"j2", TokenKind::Jwt, "jti-2")];
-        assert_eq!(store.rotate_token("alpha", b"old", &next, 0).unwrap(), Rotation::Rotated);
-        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 100).unwrap(), None, "expired");
-        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 99).unwrap().as_deref(), Some("{\"g\":2}"));
-        // Presenting the used token again ends the family: tokens and JWTs.
-        assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"x", "{}")], 0).unwrap(), Rotation::Reused);
-        assert_eq!(store.token(b"x", "alpha", TokenKind::Refresh, 0).unwrap(), None);
-        assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap(), None);
-        assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap() && store.is_jwt_revoked("alpha", "jti-2").unwrap());
-        assert!(!store.is_jwt_revoked("beta", "jti-1").unwrap());
     }
 }

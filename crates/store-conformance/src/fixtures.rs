@@ -1,10 +1,12 @@
-//! Rows the tests of several aggregates share.
+//! Rows the tests store: a client, an audit entry, a plugin push. Also
+//! used by a backend's own tests.
 
+use agentauth_core::ports::{AuditEntry, ClientRow, PluginPush, PluginQuota};
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType, HookKind};
 
-use crate::{AuditEntry, ClientRow, PluginPush, PluginQuota};
-
-pub(crate) fn client_row(id: &str) -> ClientRow {
+/// A client `id` whose secret hashes to `[1; 32]` and whose registration
+/// access token hashes to `[2; 32]`.
+pub fn client_row(id: &str) -> ClientRow {
     ClientRow {
         client: Client {
             client_id: id.into(),
@@ -26,11 +28,13 @@ pub(crate) fn client_row(id: &str) -> ClientRow {
     }
 }
 
-pub(crate) fn audit(action: &str) -> AuditEntry {
+/// An administrator's `action` at time 1.
+pub fn audit(action: &str) -> AuditEntry {
     AuditEntry { at: 1, actor: "admin".into(), action: action.into(), ..Default::default() }
 }
 
-pub(crate) fn pushed<'a>(name: &'a str, sha256: &'a str, component: &'a [u8]) -> PluginPush<'a> {
+/// An active may-act plugin version with a compiled artifact, unbounded.
+pub fn pushed<'a>(name: &'a str, sha256: &'a str, component: &'a [u8]) -> PluginPush<'a> {
     PluginPush {
         name,
         hook: HookKind::MayAct,

@@ -1,0 +1,28 @@
+//! The audit log of administrative changes.
+//!
+//! Entries are appended by the changes they record (creating a realm,
+//! pushing a plugin, rotating a key, ...), in the same commit, so there is
+//! no method to append one alone. They belong to a realm's identity, not
+//! its name, and outlive the realm.
+
+use super::Result;
+
+/// One administrative change: who, when, what.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub plugin: Option<String>,
+    pub version: Option<i64>,
+    pub sha256: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Reading the audit log.
+pub trait AuditRepository: Send + Sync {
+    /// The realm's audit log, oldest first, at most `limit` entries after
+    /// entry `after`, each with its id: the entries of this realm, not of
+    /// an earlier, deleted realm of the same name.
+    fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>>;
+}

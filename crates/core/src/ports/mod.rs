@@ -1,0 +1,59 @@
+//! The storage ports: what the application needs from storage, one
+//! repository trait per aggregate, with the rows they exchange and the one
+//! error they fail with.
+//!
+//! A backend (the SQLite store, a PostgreSQL one) implements every trait;
+//! [`Storage`] names them all at once. Methods take `&self` and block: a
+//! backend shares its connections between threads, and an async caller
+//! runs them where blocking is allowed. Secrets never cross these traits
+//! in the clear, only their keyed hashes. Every write is durable when its
+//! method returns, and happens whole or not at all.
+//!
+//! Every backend runs the one conformance suite
+//! (`agentauth-store-conformance`), which states each contract as tests.
+
+mod audit;
+mod cache;
+mod clients;
+mod error;
+mod keys;
+mod plugins;
+mod realms;
+mod secrets;
+mod tokens;
+
+pub use audit::{AuditEntry, AuditRepository};
+pub use cache::CachedClients;
+pub use clients::{ClientRepository, ClientRow};
+pub use error::{Error, ErrorKind, Result};
+pub use keys::{KeyRepository, KeyRow};
+pub use plugins::{PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVersion, PushOutcome};
+pub use realms::{RealmAdmin, RealmRepository, RealmRow};
+pub use secrets::{Housekeeping, ServerSecretRepository};
+pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenRow};
+
+/// Every storage port at once: what a complete backend implements.
+pub trait Storage:
+    RealmRepository
+    + KeyRepository
+    + PluginRepository
+    + ClientRepository
+    + TokenRepository
+    + AuditRepository
+    + ServerSecretRepository
+    + Housekeeping
+{
+}
+
+impl<T> Storage for T where
+    T: RealmRepository
+        + KeyRepository
+        + PluginRepository
+        + ClientRepository
+        + TokenRepository
+        + AuditRepository
+        + ServerSecretRepository
+        + Housekeeping
+        + ?Sized
+{
+}

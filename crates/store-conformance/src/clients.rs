@@ -1,0 +1,142 @@
+//! The contract of [`ClientRepository`]: registration within the realm's
+//! cap, RFC 7592 updates and deletions as compare-and-swaps on the
+//! registration token's hash, and reads that follow every change.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use agentauth_core::ports::{NewToken, Storage, TokenKind};
+
+use crate::fixtures::{audit, client_row};
+
+pub fn a_client_is_read_as_stored_in_its_realm_only<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.create_realm_if_absent("beta", "{}", 0).unwrap();
+    assert!(store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
+    assert!(store.client_exists("alpha", "c1").unwrap());
+    assert_eq!(store.client("beta", "c1").unwrap(), None);
+    assert!(!store.client_exists("beta", "c1").unwrap());
+    assert_eq!(store.client("alpha", "c2").unwrap(), None);
+}
+
+pub fn a_client_read_after_its_update_or_deletion_is_current<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+    assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")));
+    let mut changed = client_row("c1");
+    changed.registration_token_hash = vec![9; 32];
+    changed.client.metadata.scope = "read".into();
+    assert!(store.update_client("alpha", &changed, &[2; 32]).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap(), Some(changed), "read after update");
+    assert!(store.delete_client("alpha", "c1", &[9; 32]).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap(), None, "read after delete");
+}
+
+pub fn updating_a_client_keeps_its_secret<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+    let mut row = client_row("c1");
+    row.client.metadata.scope = "read".into();
+    row.registration_token_hash = vec![9; 32];
+    row.secret_hash = vec![7; 32];
+    assert!(store.update_client("alpha", &row, &[2; 32]).unwrap());
+    let stored = store.client("alpha", "c1").unwrap().unwrap();
+    assert_eq!(stored.client.metadata.scope, "read");
+    assert_eq!(stored.registration_token_hash, vec![9; 32]);
+    assert_eq!(stored.secret_hash, vec![1; 32], "the secret is not changed by an update");
+}
+
+pub fn a_spent_registration_token_neither_updates_nor_deletes<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+    // Racing updates that all present the current token (hash [2; 32]),
+    // each rotating it to a hash of its own: exactly one wins.
+    let wins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..16u8 {
+            let wins = &wins;
+            s.spawn(move || {
+                let mut row = client_row("c1");
+                row.registration_token_hash = vec![100 + t; 32];
+                if store.update_client("alpha", &row, &[2; 32]).unwrap() {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(wins.load(Ordering::SeqCst), 1);
+    let current = store.client("alpha", "c1").unwrap().unwrap().registration_token_hash;
+    assert_ne!(current, vec![2; 32]);
+    // The spent token deletes nothing; the current one does.
+    assert!(!store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+    assert!(store.client("alpha", "c1").unwrap().is_some());
+    assert!(store.delete_client("alpha", "c1", &current).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap(), None);
+    assert!(!store.update_client("alpha", &client_row("c1"), &current).unwrap(), "no client, nothing to update");
+}
+
+pub fn racing_registrations_never_pass_the_realms_client_cap<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.create_realm_if_absent("beta", "{}", 0).unwrap();
+    store.insert_client("beta", &client_row("b1"), u64::MAX).unwrap();
+    let stored = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let stored = &stored;
+            s.spawn(move || {
+                if store.insert_client("alpha", &client_row(&format!("c{t}")), 5).unwrap() {
+                    stored.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(stored.load(Ordering::SeqCst), 5);
+    assert_eq!((store.count_clients("alpha").unwrap(), store.count_clients("beta").unwrap()), (5, 1));
+    // A failed insert (a taken id) counts nothing; a deletion frees a place.
+    let id = (0..16).map(|t| format!("c{t}")).find(|id| store.client("alpha", id).unwrap().is_some()).unwrap();
+    assert!(store.insert_client("alpha", &client_row(&id), u64::MAX).is_err());
+    assert_eq!(store.count_clients("alpha").unwrap(), 5);
+    assert!(store.delete_client("alpha", &id, &[2; 32]).unwrap());
+    assert_eq!(store.count_clients("alpha").unwrap(), 4);
+    assert!(store.insert_client("alpha", &client_row("new"), 5).unwrap());
+    assert!(!store.insert_client("alpha", &client_row("newer"), 5).unwrap());
+    assert_eq!(store.client("alpha", "newer").unwrap(), None, "a refused registration stores nothing");
+    assert!(store.delete_realm("alpha", &audit("delete-realm")).unwrap());
+    assert_eq!(store.count_clients("alpha").unwrap(), 0);
+    assert_eq!(store.count_clients("nowhere").unwrap(), 0);
+}
+
+pub fn deleting_a_client_deletes_its_tokens_only<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+    store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
+    let token = |hash, client_id| NewToken {
+        hash,
+        client_id,
+        family: None,
+        kind: TokenKind::Access,
+        grant: "{}",
+        expires_at: 100,
+    };
+    store.insert_tokens("alpha", &[token(b"t1", "c1"), token(b"t2", "c2")]).unwrap();
+    assert!(store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+    assert!(!store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap(), None);
+    assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None);
+    assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some());
+}
+
+pub fn a_taken_client_id_is_refused<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+    let mut other = client_row("c1");
+    other.secret_hash = vec![3; 32];
+    assert!(store.insert_client("alpha", &other, u64::MAX).is_err());
+    assert_eq!(store.client("alpha", "c1").unwrap(), Some(client_row("c1")), "the first keeps the id");
+    assert_eq!(store.count_clients("alpha").unwrap(), 1);
+}
+
+pub fn a_client_of_an_unknown_realm_is_refused<S: Storage + ?Sized>(store: &S) {
+    assert!(store.insert_client("nowhere", &client_row("c1"), u64::MAX).is_err());
+    assert_eq!(store.client("nowhere", "c1").unwrap(), None);
+}

@@ -1,0 +1,132 @@
+//! The conformance suite of agentauth's storage ports: the contract of
+//! every repository trait of `agentauth_core::ports`, written once as
+//! tests, which every backend runs.
+//!
+//! A backend runs the suite with one macro call in its tests, giving a
+//! function that hands each test a fresh, empty store (and cleans up
+//! after it):
+//!
+//! ```ignore
+//! fn with_store(test: impl FnOnce(&MyStore)) {
+//!     test(&MyStore::open_in_memory().expect("a store"));
+//! }
+//!
+//! agentauth_store_conformance::store_conformance_tests!(with_store);
+//! ```
+//!
+//! Each test is a generic function here, named as the rule it checks, that
+//! uses the store only through the traits ([`Storage`]); the macro makes
+//! one `#[test]` of each. A second backend is then one implementation and
+//! one macro call.
+//!
+//! This crate depends on core only: it must not know any backend.
+//!
+//! [`Storage`]: agentauth_core::ports::Storage
+
+// Every function here is a test: a panic is a failure with its location.
+#![allow(clippy::unwrap_used)]
+
+pub mod audit;
+pub mod clients;
+pub mod fixtures;
+pub mod keys;
+pub mod plugins;
+pub mod realms;
+pub mod secrets;
+pub mod tokens;
+
+/// One `#[test]` per rule of the storage ports, each run on the store
+/// that `$with_store` (a function taking `impl FnOnce(&Store)`) provides.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($with_store:expr) => {
+        $crate::__conformance_tests! { $with_store =>
+            realms::a_realm_is_created_once_and_listed_by_name,
+            realms::a_realms_settings_are_replaced_whole,
+            realms::a_realm_admin_is_found_by_its_token_hash_until_removed,
+            realms::a_realm_admin_of_no_realm_is_refused,
+            realms::deleting_a_realm_takes_everything_of_it_and_nothing_of_another,
+            clients::a_client_is_read_as_stored_in_its_realm_only,
+            clients::a_client_read_after_its_update_or_deletion_is_current,
+            clients::updating_a_client_keeps_its_secret,
+            clients::a_spent_registration_token_neither_updates_nor_deletes,
+            clients::racing_registrations_never_pass_the_realms_client_cap,
+            clients::deleting_a_client_deletes_its_tokens_only,
+            clients::a_taken_client_id_is_refused,
+            clients::a_client_of_an_unknown_realm_is_refused,
+            keys::the_first_key_stored_is_the_one_every_caller_gets,
+            keys::a_rotated_key_comes_first_and_the_keys_before_it_are_scheduled_out,
+            keys::a_key_past_its_retirement_is_swept,
+            plugins::plugin_versions_count_up_and_the_newest_is_active,
+            plugins::pushes_activations_and_deletions_are_audited_in_the_same_commit,
+            plugins::activating_an_earlier_version_rolls_the_plugin_back,
+            plugins::a_plugin_name_keeps_its_hook_kind,
+            plugins::a_push_past_the_quota_stores_neither_the_version_nor_its_artifact,
+            plugins::a_deleted_version_takes_its_artifact_unless_stored_bytes_still_use_it,
+            plugins::an_artifact_is_kept_for_one_engine_at_a_time,
+            plugins::a_sweep_drops_artifacts_no_stored_version_uses,
+            tokens::a_token_is_found_only_in_its_realm_of_its_kind_before_it_expires,
+            tokens::rotating_a_refresh_token_twice_reports_reuse,
+            tokens::racing_rotations_of_one_refresh_token_rotate_it_once,
+            tokens::reusing_a_refresh_token_revokes_its_whole_family,
+            tokens::only_a_live_refresh_token_of_the_realm_rotates,
+            tokens::revoking_a_family_revokes_every_family_derived_from_it,
+            tokens::revoking_a_jwt_revokes_the_families_derived_from_it,
+            tokens::deleting_a_client_revokes_the_families_derived_from_its_tokens,
+            tokens::a_family_derived_from_a_revoked_token_is_refused,
+            tokens::an_assertion_jti_is_used_once,
+            tokens::a_sweep_removes_only_what_has_expired,
+            audit::audited_changes_are_listed_in_order_a_page_at_a_time,
+            audit::a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log,
+            secrets::a_server_secret_is_made_once_even_by_racing_callers,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($with_store:expr => $($module:ident :: $test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                ($with_store)(|store| $crate::$module::$test(store));
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each module's source, to check the macro against.
+    const MODULES: [(&str, &str); 7] = [
+        ("realms", include_str!("realms.rs")),
+        ("clients", include_str!("clients.rs")),
+        ("keys", include_str!("keys.rs")),
+        ("plugins", include_str!("plugins.rs")),
+        ("tokens", include_str!("tokens.rs")),
+        ("audit", include_str!("audit.rs")),
+        ("secrets", include_str!("secrets.rs")),
+    ];
+
+    #[test]
+    fn every_test_written_is_one_the_macro_runs_and_no_other() {
+        let mut written: Vec<String> = MODULES
+            .iter()
+            .flat_map(|(module, source)| {
+                let names = source.lines().filter_map(|l| l.strip_prefix("pub fn ")?.split('<').next());
+                names.map(move |name| format!("{module}::{name},"))
+            })
+            .collect();
+        let mut listed: Vec<String> = include_str!("lib.rs")
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.ends_with(',') && MODULES.iter().any(|(m, _)| l.starts_with(&format!("{m}::"))))
+            .map(String::from)
+            .collect();
+        written.sort();
+        listed.sort();
+        assert!(!written.is_empty());
+        assert_eq!(written, listed);
+    }
+}

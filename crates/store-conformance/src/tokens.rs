@@ -1,0 +1,233 @@
+//! The contract of [`TokenRepository`]: tokens found by hash in their
+//! realm until they expire, refresh tokens that rotate exactly once,
+//! revocation that reaches every family derived from what is revoked,
+//! derived families refused once their parent is gone, JWT revocations,
+//! and client assertions used once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use agentauth_core::ports::{Lineage, NewToken, Rotation, Storage, TokenKind, TokenRow};
+
+use crate::fixtures::client_row;
+
+/// A token of client `c1`, expiring at 100.
+fn token<'a>(hash: &'a [u8], family: Option<&'a str>, kind: TokenKind, grant: &'a str) -> NewToken<'a> {
+    NewToken { hash, client_id: "c1", family, kind, grant, expires_at: 100 }
+}
+
+fn refresh<'a>(hash: &'a [u8], family: &'a str) -> NewToken<'a> {
+    token(hash, Some(family), TokenKind::Refresh, "{}")
+}
+
+/// Realms `alpha` and `beta`, each with client `c1`.
+fn realms<S: Storage + ?Sized>(store: &S) {
+    for realm in ["alpha", "beta"] {
+        store.create_realm_if_absent(realm, "{}", 0).unwrap();
+        store.insert_client(realm, &client_row("c1"), u64::MAX).unwrap();
+    }
+}
+
+pub fn a_token_is_found_only_in_its_realm_of_its_kind_before_it_expires<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_tokens("alpha", &[token(b"t", None, TokenKind::Access, "{\"g\":1}")]).unwrap();
+    assert_eq!(store.token(b"t", "alpha", TokenKind::Access, 99).unwrap().as_deref(), Some("{\"g\":1}"));
+    assert_eq!(store.token(b"t", "alpha", TokenKind::Access, 100).unwrap(), None, "expired");
+    assert_eq!(store.token(b"t", "alpha", TokenKind::Refresh, 0).unwrap(), None, "other kind");
+    assert_eq!(store.token(b"t", "beta", TokenKind::Access, 0).unwrap(), None, "other realm");
+    let row = TokenRow {
+        kind: TokenKind::Access,
+        grant: "{\"g\":1}".into(),
+        client_id: "c1".into(),
+        family: None,
+        used: false,
+        expires_at: 100,
+    };
+    assert_eq!(store.token_row(b"t", "alpha", 0).unwrap(), Some(row));
+    assert_eq!(store.count_tokens("alpha", TokenKind::Access).unwrap(), 1);
+    assert_eq!(store.count_tokens("beta", TokenKind::Access).unwrap(), 0);
+}
+
+pub fn rotating_a_refresh_token_twice_reports_reuse<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_tokens("alpha", &[refresh(b"old", "f1")]).unwrap();
+    assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"new", "f1")], 0).unwrap(), Rotation::Rotated);
+    assert!(store.token_row(b"old", "alpha", 0).unwrap().unwrap().used, "kept, marked used");
+    assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"other", "f1")], 0).unwrap(), Rotation::Reused);
+    assert_eq!(store.token(b"other", "alpha", TokenKind::Refresh, 0).unwrap(), None, "a reuse stores nothing");
+}
+
+pub fn racing_rotations_of_one_refresh_token_rotate_it_once<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_tokens("alpha", &[refresh(b"old", "f1")]).unwrap();
+    let rotated = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let rotated = &rotated;
+            s.spawn(move || {
+                let next = [t];
+                match store.rotate_token("alpha", b"old", &[refresh(&next, "f1")], 0).unwrap() {
+                    Rotation::Rotated => {
+                        rotated.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Rotation::Reused | Rotation::Unknown => {}
+                }
+            });
+        }
+    });
+    assert_eq!(rotated.load(Ordering::SeqCst), 1);
+    // The losers presented a used token: the family is revoked.
+    assert_eq!(store.count_tokens("alpha", TokenKind::Refresh).unwrap(), 0);
+}
+
+pub fn reusing_a_refresh_token_revokes_its_whole_family<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    let jwt = |hash, jti| token(hash, Some("f1"), TokenKind::Jwt, jti);
+    store.insert_tokens("alpha", &[refresh(b"old", "f1"), jwt(b"j1", "jti-1")]).unwrap();
+    store.insert_tokens("alpha", &[refresh(b"elsewhere", "f9")]).unwrap();
+    // Hashes are keyed hashes of random tokens: no two realms share one.
+    store.insert_tokens("beta", &[refresh(b"beta-old", "f1"), jwt(b"beta-j1", "jti-1")]).unwrap();
+    assert_eq!(
+        store.rotate_token("alpha", b"old", &[refresh(b"new", "f1"), jwt(b"j2", "jti-2")], 0).unwrap(),
+        Rotation::Rotated
+    );
+    assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"x", "f1")], 0).unwrap(), Rotation::Reused);
+    assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap(), None, "the successor goes too");
+    assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap() && store.is_jwt_revoked("alpha", "jti-2").unwrap());
+    assert_eq!(store.rotate_token("alpha", b"new", &[refresh(b"y", "f1")], 0).unwrap(), Rotation::Unknown);
+    assert!(store.token(b"elsewhere", "alpha", TokenKind::Refresh, 0).unwrap().is_some(), "another family stays");
+    assert!(!store.is_jwt_revoked("beta", "jti-1").unwrap(), "another realm's family stays");
+    assert!(store.token(b"beta-old", "beta", TokenKind::Refresh, 0).unwrap().is_some());
+}
+
+pub fn only_a_live_refresh_token_of_the_realm_rotates<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_tokens("alpha", &[refresh(b"r", "f1"), token(b"a", None, TokenKind::Access, "{}")]).unwrap();
+    assert_eq!(store.rotate_token("beta", b"r", &[refresh(b"n", "f1")], 0).unwrap(), Rotation::Unknown);
+    assert_eq!(store.rotate_token("alpha", b"a", &[refresh(b"n", "f1")], 0).unwrap(), Rotation::Unknown);
+    assert_eq!(store.rotate_token("alpha", b"r", &[refresh(b"n", "f1")], 100).unwrap(), Rotation::Unknown, "expired");
+    assert_eq!(store.token(b"n", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+    assert_eq!(store.rotate_token("alpha", b"r", &[refresh(b"n", "f1")], 99).unwrap(), Rotation::Rotated);
+}
+
+/// Family `f2` derived from the JWT `jti-1` of family `f1`, and `f3`
+/// derived from `f2`'s JWT `jti-2`.
+fn derived_families<S: Storage + ?Sized>(store: &S) {
+    let jwt = |hash, family, jti| token(hash, Some(family), TokenKind::Jwt, jti);
+    store.insert_tokens("alpha", &[refresh(b"r1", "f1"), jwt(b"j1", "f1", "jti-1")]).unwrap();
+    let from = |family, parent_jti, parent_family| Lineage {
+        family,
+        parent_jti,
+        parent_hash: None,
+        parent_family: Some(parent_family),
+        parent_client: "c1",
+        expires_at: 100,
+    };
+    let f2 = [refresh(b"r2", "f2"), jwt(b"j2", "f2", "jti-2")];
+    assert!(store.insert_derived_family("alpha", &from("f2", "jti-1", "f1"), &f2).unwrap());
+    let f3 = [refresh(b"r3", "f3"), jwt(b"j3", "f3", "jti-3")];
+    assert!(store.insert_derived_family("alpha", &from("f3", "jti-2", "f2"), &f3).unwrap());
+}
+
+fn live_refresh_tokens<S: Storage + ?Sized>(store: &S) -> Vec<&'static str> {
+    [("r1", b"r1"), ("r2", b"r2"), ("r3", b"r3")]
+        .into_iter()
+        .filter(|(_, hash)| store.token(*hash, "alpha", TokenKind::Refresh, 0).unwrap().is_some())
+        .map(|(name, _)| name)
+        .collect()
+}
+
+pub fn revoking_a_family_revokes_every_family_derived_from_it<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    derived_families(store);
+    assert_eq!(live_refresh_tokens(store), ["r1", "r2", "r3"]);
+    store.revoke_token("alpha", b"r2", Some("f2")).unwrap();
+    assert_eq!(live_refresh_tokens(store), ["r1"], "f2 and f3, derived from it, are gone");
+    assert!(store.is_jwt_revoked("alpha", "jti-2").unwrap() && store.is_jwt_revoked("alpha", "jti-3").unwrap());
+    assert!(!store.is_jwt_revoked("alpha", "jti-1").unwrap(), "the parent family stays");
+}
+
+pub fn revoking_a_jwt_revokes_the_families_derived_from_it<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    derived_families(store);
+    store.revoke_jwt("alpha", "jti-1", 100).unwrap();
+    assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap());
+    assert!(!store.is_jwt_revoked("beta", "jti-1").unwrap(), "a revocation is the realm's");
+    assert_eq!(live_refresh_tokens(store), ["r1"]);
+    store.revoke_jwt("alpha", "jti-1", 100).unwrap();
+    assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap(), "revoking twice is revoking once");
+}
+
+pub fn deleting_a_client_revokes_the_families_derived_from_its_tokens<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_client("alpha", &client_row("actor"), u64::MAX).unwrap();
+    store.insert_tokens("alpha", &[token(b"a", None, TokenKind::Access, "{}")]).unwrap();
+    let lineage = Lineage {
+        family: "f2",
+        parent_jti: "jti-a",
+        parent_hash: Some(b"a"),
+        parent_family: None,
+        parent_client: "c1",
+        expires_at: 100,
+    };
+    let family = [NewToken { client_id: "actor", ..refresh(b"r2", "f2") }];
+    assert!(store.insert_derived_family("alpha", &lineage, &family).unwrap());
+    assert!(store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+    assert_eq!(store.token(b"r2", "alpha", TokenKind::Refresh, 0).unwrap(), None);
+}
+
+pub fn a_family_derived_from_a_revoked_token_is_refused<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_tokens("alpha", &[refresh(b"r1", "f1"), token(b"opaque", None, TokenKind::Access, "{}")]).unwrap();
+    let lineage = |family, parent_jti, parent_hash, parent_family| Lineage {
+        family,
+        parent_jti,
+        parent_hash,
+        parent_family,
+        parent_client: "c1",
+        expires_at: 100,
+    };
+    let attempt =
+        |l: &Lineage<'_>, hash: &[u8]| store.insert_derived_family("alpha", l, &[refresh(hash, l.family)]).unwrap();
+    // A revoked JWT.
+    store.revoke_jwt("alpha", "jti-revoked", 100).unwrap();
+    assert!(!attempt(&lineage("f2", "jti-revoked", None, None), b"r2"));
+    // An opaque token revoked meanwhile.
+    store.revoke_opaque("alpha", b"opaque", "jti-opaque").unwrap();
+    assert!(!attempt(&lineage("f3", "jti-opaque", Some(b"opaque"), None), b"r3"));
+    // A token of a family revoked meanwhile.
+    store.revoke_token("alpha", b"r1", Some("f1")).unwrap();
+    assert!(!attempt(&lineage("f4", "jti-f1", None, Some("f1")), b"r4"));
+    // A token of a client deleted meanwhile.
+    assert!(store.delete_client("alpha", "c1", &[2; 32]).unwrap());
+    assert!(!attempt(&lineage("f5", "jti-c1", None, None), b"r5"));
+    assert_eq!(store.count_tokens("alpha", TokenKind::Refresh).unwrap(), 0, "nothing of a refused family is stored");
+    // A live parent: the family starts.
+    assert!(
+        store.insert_derived_family("beta", &lineage("f6", "jti-live", None, None), &[refresh(b"r6", "f6")]).unwrap()
+    );
+    assert_eq!(store.count_tokens("beta", TokenKind::Refresh).unwrap(), 1);
+}
+
+pub fn an_assertion_jti_is_used_once<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    assert!(store.use_assertion_jti("alpha", "c1", "a1", 100).unwrap());
+    assert!(!store.use_assertion_jti("alpha", "c1", "a1", 100).unwrap(), "a replay");
+    assert!(store.use_assertion_jti("alpha", "c2", "a1", 100).unwrap(), "another client's assertion");
+    assert!(store.use_assertion_jti("beta", "c1", "a1", 100).unwrap(), "another realm's assertion");
+}
+
+pub fn a_sweep_removes_only_what_has_expired<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    let at = |hash, expires_at| NewToken { expires_at, ..token(hash, None, TokenKind::Access, "{}") };
+    store.insert_tokens("alpha", &[at(b"old", 10), at(b"live", 100)]).unwrap();
+    store.revoke_jwt("alpha", "j-old", 10).unwrap();
+    store.revoke_jwt("alpha", "j-live", 100).unwrap();
+    store.use_assertion_jti("alpha", "c1", "a-old", 10).unwrap();
+    store.use_assertion_jti("alpha", "c1", "a-live", 100).unwrap();
+    assert_eq!(store.sweep(50).unwrap(), 3);
+    assert!(store.token(b"live", "alpha", TokenKind::Access, 50).unwrap().is_some());
+    assert!(store.is_jwt_revoked("alpha", "j-live").unwrap());
+    assert!(!store.is_jwt_revoked("alpha", "j-old").unwrap());
+    assert!(!store.use_assertion_jti("alpha", "c1", "a-live", 100).unwrap(), "a live assertion id is kept");
+    assert!(store.use_assertion_jti("alpha", "c1", "a-old", 100).unwrap(), "an expired one is forgotten");
+}
