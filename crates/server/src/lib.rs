@@ -110,7 +110,7 @@ impl App {
             admin_token: config.admin_token,
             issuer_prefix: format!("{}{}", config.public_url, config.base_path),
         };
-        let service = Service::new(service_config, store, host, clock)?;
+        let service = Service::new(service_config, Arc::new(store), host, clock)?;
         let threads = config.workers.unwrap_or_else(default_workers);
         let workers =
             workers::Workers::new(threads).map_err(|e| StartError(format!("starting worker threads: {e}")))?;

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use agentauth_core::client::is_plugin_name;
+use agentauth_core::ports::{AuditEntry, KeyRow, PluginPush, PluginQuota, PluginVersion, PushOutcome, RealmAdmin};
 use agentauth_core::{Algorithm, HookKind, OAuthError};
 use agentauth_plugin_host::{ArtifactCache, ArtifactKey};
-use agentauth_store::{AuditEntry, KeyRow, PluginPush, PluginQuota, PluginVersion, PushOutcome, RealmAdmin};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -69,10 +69,10 @@ impl std::fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
-impl From<agentauth_store::Error> for AdminError {
+impl From<agentauth_core::ports::Error> for AdminError {
     /// A database kept busy past its timeout is 503 with `Retry-After`, as
     /// on the OAuth endpoints; any other storage failure is logged, 500.
-    fn from(e: agentauth_store::Error) -> Self {
+    fn from(e: agentauth_core::ports::Error) -> Self {
         if is_busy_store(&e) {
             tracing::warn!("admin: {e}");
             return Self::Busy { description: "the server is busy; retry shortly".into(), retry_after: 1 };
@@ -487,7 +487,7 @@ impl Service {
             return Err(over_quota(realm, &quota, versions, bytes));
         }
         let now = self.now();
-        let cache = PendingArtifact { stored: StoredArtifacts { store: &self.store, now }, made: None.into() };
+        let cache = PendingArtifact { stored: StoredArtifacts { store: &*self.store, now }, made: None.into() };
         let plugin = self
             .host
             .load_detecting(kind, name, 0, component, &cache)

@@ -31,9 +31,9 @@ pub mod tokens;
 use std::sync::Arc;
 
 use agentauth_core::OAuthError;
+use agentauth_core::ports::Storage;
 use agentauth_jose::MasterKey;
 use agentauth_plugin_host::{CallSlot, HookKind, PluginHost};
-use agentauth_store::Store;
 
 pub use admin::{AdminError, AdminToken, Principal};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -71,7 +71,7 @@ impl std::error::Error for StartError {}
 #[derive(Debug)]
 pub struct Service {
     config: Config,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     host: PluginHost,
     realms: Realms,
     hasher: Hasher,
@@ -87,12 +87,17 @@ impl Service {
 
     /// The service over `store`, running plugins in `host`, telling time by
     /// `clock`. Refuses a master key that did not seal this database.
-    pub fn new(config: Config, store: Store, host: PluginHost, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Storage>,
+        host: PluginHost,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         // A wrong master key must stop the server, never lead it to make
         // new keys: check it against what the database was sealed with.
         let master = &config.master_key;
         let check = store
-            .server_secret(Self::MASTER_KEY_CHECK, || {
+            .server_secret(Self::MASTER_KEY_CHECK, &mut || {
                 master.seal(b"master-key-check", b"agentauth").unwrap_or_default()
             })
             .map_err(|e| StartError(format!("reading the master key check: {e}")))?;
@@ -103,10 +108,10 @@ impl Service {
                     .into(),
             ));
         }
-        let hasher = Hasher::load(&store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
+        let hasher = Hasher::load(&*store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
         Ok(Self {
             config,
-            store: Arc::new(store),
+            store,
             host,
             realms: Realms::default(),
             hasher,
@@ -121,9 +126,9 @@ impl Service {
         self.clock.now()
     }
 
-    /// The store, for what the service does not wrap (backups, tests).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The storage, for what the service does not wrap (tools, tests).
+    pub fn store(&self) -> &dyn Storage {
+        &*self.store
     }
 
     /// The secret hasher, for tests that look rows up by hash.
@@ -146,7 +151,7 @@ impl Service {
             return Ok(false);
         }
         let now = self.now();
-        let cache = realm::StoredArtifacts { store: &self.store, now };
+        let cache = realm::StoredArtifacts { store: &*self.store, now };
         for (plugin, kind, component) in plugins {
             self.host.load_cached(*kind, plugin, 1, component, &cache).map_err(|e| failed(&e))?;
         }
@@ -163,7 +168,7 @@ impl Service {
 
     fn sources(&self) -> realm::Sources<'_> {
         realm::Sources {
-            store: &self.store,
+            store: &*self.store,
             host: &self.host,
             master_key: &self.config.master_key,
             issuer_prefix: &self.config.issuer_prefix,
@@ -234,5 +239,7 @@ pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> OAuthError {
 /// Whether `e` is the store's error for a database kept busy (by another
 /// process) past its timeout: a condition to retry, not a server fault.
 pub(crate) fn is_busy_store<E: 'static>(e: &E) -> bool {
-    (e as &dyn std::any::Any).downcast_ref::<agentauth_store::Error>().is_some_and(agentauth_store::Error::is_busy)
+    (e as &dyn std::any::Any)
+        .downcast_ref::<agentauth_core::ports::Error>()
+        .is_some_and(|e| e.kind() == agentauth_core::ports::ErrorKind::Busy)
 }

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use agentauth_core::OAuthError;
+use agentauth_core::ports::{KeyRow, Storage};
 use agentauth_jose::{Algorithm, SigningKey, VerifyingKey};
 use agentauth_plugin_host::{ArtifactCache, ArtifactKey, CallSlot, CallSlots, HookKind, Limits, Plugin, PluginHost};
-use agentauth_store::{KeyRow, Store};
 use serde_json::Value;
 
 use crate::settings::RealmSettings;
@@ -108,7 +108,7 @@ impl Default for Realms {
 /// Where a realm's runtime comes from.
 #[derive(Debug)]
 pub struct Sources<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     pub host: &'a PluginHost,
     pub master_key: &'a agentauth_jose::MasterKey,
     /// `{public-url}{base}`: issuers are this plus the realm's path.
@@ -260,7 +260,7 @@ impl Realms {
 /// Precompiled plugins kept in the database.
 #[derive(Debug)]
 pub struct StoredArtifacts<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     pub now: i64,
 }
 

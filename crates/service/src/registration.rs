@@ -15,10 +15,10 @@
 
 use std::net::IpAddr;
 
+use agentauth_core::ports::ClientRow;
 use agentauth_core::registration::{self, IssuedCredentials};
 use agentauth_core::{Client, ClientAttributes, ClientMetadata, ErrorCode, OAuthError};
 use agentauth_plugin_host::{DcrInput, HookKind, Operation, RequestContext};
-use agentauth_store::ClientRow;
 use serde_json::Value;
 
 use crate::policy::{hook_error, invalid_answer};

@@ -5,7 +5,7 @@
 //! them: a slow password hash would add nothing but latency. The key is
 //! made once per database and kept in it.
 
-use agentauth_store::Store;
+use agentauth_core::ports::ServerSecretRepository;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::hmac;
@@ -50,8 +50,8 @@ impl std::fmt::Debug for Hasher {
 }
 
 impl Hasher {
-    pub fn load(store: &Store) -> Result<Self, agentauth_store::Error> {
-        let key = store.server_secret("secret-hash-key", || random_bytes::<32>().to_vec())?;
+    pub fn load(store: &dyn ServerSecretRepository) -> Result<Self, agentauth_core::ports::Error> {
+        let key = store.server_secret("secret-hash-key", &mut || random_bytes::<32>().to_vec())?;
         Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA256, &key) })
     }
 
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn hashes_are_keyed_and_separated_by_purpose() {
-        let store = Store::open_in_memory().unwrap();
+        let store = agentauth_store::Store::open_in_memory().unwrap();
         let h = Hasher::load(&store).unwrap();
         let stored = h.hash(Purpose::ClientSecret, "s3cret");
         assert!(h.matches(Purpose::ClientSecret, "s3cret", &stored));

@@ -7,8 +7,8 @@
 //! §2.2), and refuses a token issued to another client.
 
 use agentauth_core::grant::refresh_token::RefreshGrant;
+use agentauth_core::ports::TokenKind;
 use agentauth_core::{AccessTokenClaims, Client, OAuthError};
-use agentauth_store::TokenKind;
 use serde_json::{Value, json};
 
 use crate::realm::RealmRuntime;

@@ -21,7 +21,8 @@ fn service(clock: &Arc<ManualClock>) -> Service {
         issuer_prefix: "https://as.example.test/am".into(),
     };
     let clock: Arc<dyn Clock> = Arc::clone(clock) as _;
-    let service = Service::new(config, Store::open_in_memory().unwrap(), PluginHost::new().unwrap(), clock).unwrap();
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let service = Service::new(config, store, PluginHost::new().unwrap(), clock).unwrap();
     let settings = RealmSettings { open_registration: true, access_token_lifetime: 600, ..RealmSettings::default() };
     assert!(service.provision_realm(REALM, &settings, &[]).unwrap());
     service

@@ -34,7 +34,8 @@ pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenR
 
 /// Every storage port at once: what a complete backend implements.
 pub trait Storage:
-    RealmRepository
+    std::fmt::Debug
+    + RealmRepository
     + KeyRepository
     + PluginRepository
     + ClientRepository
@@ -46,7 +47,8 @@ pub trait Storage:
 }
 
 impl<T> Storage for T where
-    T: RealmRepository
+    T: std::fmt::Debug
+        + RealmRepository
         + KeyRepository
         + PluginRepository
         + ClientRepository

@@ -17,10 +17,10 @@ pub mod refresh_token;
 pub mod token_exchange;
 
 use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
+use agentauth_core::ports::{NewToken, TokenKind};
 use agentauth_core::token::TokenRequest as Issue;
 use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
 use agentauth_plugin_host::{HookKind, ScopeRequest, TokenView};
-use agentauth_store::{NewToken, TokenKind};
 use serde::Serialize;
 
 pub use token_exchange::ExchangeRequest;

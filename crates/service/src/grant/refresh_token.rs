@@ -3,8 +3,8 @@
 //! family (everything issued from the same first refresh token).
 
 use agentauth_core::grant::refresh_token::{self, RefreshGrant};
+use agentauth_core::ports::{NewToken, Rotation, TokenKind};
 use agentauth_core::{Client, ErrorCode, GrantType, OAuthError, Scopes};
-use agentauth_store::{NewToken, Rotation, TokenKind};
 
 use super::{TokenResponse, mint, token_exchange::subject_scope_ceiling};
 use crate::realm::RealmRuntime;

@@ -6,8 +6,8 @@
 
 use agentauth_core::grant::refresh_token::RefreshGrant;
 use agentauth_core::grant::token_exchange;
+use agentauth_core::ports::{Lineage, NewToken, TokenKind};
 use agentauth_core::{AccessTokenClaims, Client, GrantType, OAuthError, Scopes};
-use agentauth_store::{Lineage, NewToken, TokenKind};
 
 use super::{Secret, TokenResponse, mint};
 use crate::realm::RealmRuntime;
