@@ -65,8 +65,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, TypedFunc};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use bindings::dcr_world::DcrHookPre;
 use bindings::dcr_world::exports::agentauth::policy::dcr as wit_dcr;
-use bindings::dcr_world::{DcrHook, DcrHookPre};
 use bindings::may_act_world::MayActHookPre;
 use bindings::may_act_world::exports::agentauth::policy::may_act as wit_may_act;
 use bindings::scope_world::ScopeHookPre;
@@ -795,9 +795,9 @@ impl PluginHost {
         // clock subscription, a stream) leaves a pending future, which the
         // call's timeout drops.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError(format!("linking WASI: {e}")))?;
-        // Both worlds import the same `log` interface; adding one world's
-        // imports serves both.
-        DcrHook::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        // What the `host` world imports, which every hook world includes:
+        // an import added there is linked here, once for every hook.
+        bindings::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError(format!("linking the policy imports: {e}")))?;
 
         let shared = Arc::new(Shared {
@@ -1613,5 +1613,20 @@ impl CallSlots {
             Ok(Ok(permit)) => Some(CallSlot { _permit: permit }),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_version_of_the_wit_package() {
+        let wit = include_str!("../../../wit/policy.wit");
+        let declared = wit
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("package agentauth:policy@"))
+            .and_then(|rest| rest.strip_suffix(';'));
+        assert_eq!(declared, Some(CONTRACT_VERSION), "wit/policy.wit declares another version");
     }
 }
