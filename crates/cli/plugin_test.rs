@@ -50,7 +50,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let kind = HookKind::parse(&args.hook)
-        .ok_or_else(|| anyhow!("unknown hook {:?}; hooks: dcr, may-act, token, scope", args.hook))?;
+        .ok_or_else(|| anyhow!("unknown hook {:?}; hooks: {}", args.hook, HookKind::list()))?;
     let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let case: Value = match &args.input {
         Some(path) => {

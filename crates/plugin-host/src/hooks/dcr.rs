@@ -4,7 +4,7 @@
 //!
 //! The answer is checked here, in full: its size, and each attribute
 //! against the table of attributes the host knows
-//! (`agentauth_core::client::Attribute`), so a caller can apply it as is.
+//! (`agentauth_core::ClientAttribute`), so a caller can apply it as is.
 
 use crate::bindings::dcr_world::DcrHookPre;
 use crate::bindings::dcr_world::exports::agentauth::policy::dcr as wit;
