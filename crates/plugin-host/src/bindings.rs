@@ -2,7 +2,7 @@
 //!
 //! The interfaces every hook shares (`types`, and `log` from the `host`
 //! world every hook world includes) are generated once, in [`shared`];
-//! each hook world is then one line of [`hook_worlds!`], whose bindings
+//! each hook world is then one line of `hook_worlds!`, whose bindings
 //! reuse the shared ones through `with:`. So all hooks see one
 //! `ClientView`, one `Error` and one `log` implementation, and a new hook
 //! world is bound by adding its line.

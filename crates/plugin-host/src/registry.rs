@@ -95,7 +95,7 @@ impl Plugin {
 impl PluginHost {
     /// Compiles `component` and checks, by name, that it exports exactly
     /// `kind`'s hook interface of this contract version and imports only
-    /// what [`ALLOWED_IMPORTS`] allows; then type-checks it against the
+    /// what `ALLOWED_IMPORTS` allows; then type-checks it against the
     /// hook's world.
     pub fn load(&self, kind: HookKind, name: &str, version: i64, component: &[u8]) -> Result<Plugin, LoadError> {
         self.load_cached(kind, name, version, component, &NoCache)

@@ -7,7 +7,7 @@
 //! by implementing [`Hook`].
 //!
 //! The list at the bottom of this file names every hook once. From it the
-//! [`hooks!`] macro generates what has to range over all hooks: the
+//! `hooks!` macro generates what has to range over all hooks: the
 //! [`Pre`] a plugin keeps (its component type-checked against its world
 //! at load), the [`Exports`] an instance has (its typed hook function),
 //! and the dispatch from a [`HookKind`] to both. Its matches are
@@ -53,7 +53,7 @@ pub(crate) trait Hook {
 pub(crate) type Function<H> = TypedFunc<<H as Hook>::Params, (Result<<H as Hook>::Answer, wit_types::Error>,)>;
 
 /// A hook of the list: its kind, and its function among an instance's
-/// [`Exports`]. Implemented by [`hooks!`] only.
+/// [`Exports`]. Implemented by `hooks!` only.
 pub(crate) trait Listed: Hook + Sized {
     const KIND: HookKind;
 
