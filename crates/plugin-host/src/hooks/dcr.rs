@@ -104,23 +104,25 @@ impl PluginHost {
     }
 }
 
-/// The attributes of `decision`, bounded in size, each applying to
-/// `client`'s attributes as the caller will apply it.
+/// The attributes of `decision`: first bounded in size, then each applied,
+/// in order, to `client`'s attributes as the caller will apply them.
 fn checked(decision: wit::Decision, client: &Client) -> Result<Vec<Attribute>, HookError> {
     if decision.set_attributes.len() > MAX_ATTRIBUTES {
         return Err(HookError::Failed(format!("the decision sets more than {MAX_ATTRIBUTES} attributes")));
+    }
+    let oversized = |a: &wit_types::Attribute| {
+        a.name.len() > MAX_OUTPUT_STRING
+            || a.values.len() > MAX_ATTRIBUTES
+            || a.values.iter().any(|v| v.len() > MAX_OUTPUT_STRING)
+    };
+    if decision.set_attributes.iter().any(oversized) {
+        return Err(HookError::Failed("the decision holds an oversized attribute".into()));
     }
     let mut applied = client.attributes.clone();
     decision
         .set_attributes
         .into_iter()
         .map(|a| {
-            if a.name.len() > MAX_OUTPUT_STRING
-                || a.values.len() > MAX_ATTRIBUTES
-                || a.values.iter().any(|v| v.len() > MAX_OUTPUT_STRING)
-            {
-                return Err(HookError::Failed("the decision holds an oversized attribute".into()));
-            }
             applied.set(&a.name, &a.values).map_err(invalid_answer)?;
             Ok(Attribute { name: a.name, values: a.values })
         })
