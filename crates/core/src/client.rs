@@ -4,68 +4,38 @@
 use serde::{Deserialize, Serialize};
 
 use crate::scope::Scopes;
+use crate::vocabulary::vocabulary;
 
-/// A grant type this server issues tokens for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GrantType {
-    #[serde(rename = "client_credentials")]
-    ClientCredentials,
-    #[serde(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
-    TokenExchange,
-    #[serde(rename = "refresh_token")]
-    RefreshToken,
+vocabulary! {
+    /// A grant type this server issues tokens for, named as in
+    /// `grant_type` and in a client's `grant_types` (RFC 7591 §2).
+    pub enum GrantType {
+        /// RFC 6749 §4.4: a client gets a token for itself.
+        ClientCredentials = "client_credentials",
+        /// RFC 8693: a client trades a subject token (and maybe an actor
+        /// token) for a new one.
+        TokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange",
+        /// RFC 6749 §6: a refresh token, from a token exchange, for a new
+        /// access token.
+        RefreshToken = "refresh_token",
+    }
 }
 
 impl GrantType {
-    pub const TOKEN_EXCHANGE_URN: &'static str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "client_credentials" => Some(Self::ClientCredentials),
-            Self::TOKEN_EXCHANGE_URN => Some(Self::TokenExchange),
-            "refresh_token" => Some(Self::RefreshToken),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientCredentials => "client_credentials",
-            Self::TokenExchange => Self::TOKEN_EXCHANGE_URN,
-            Self::RefreshToken => "refresh_token",
-        }
-    }
+    pub const TOKEN_EXCHANGE_URN: &'static str = Self::TokenExchange.as_str();
 }
 
-/// How a client authenticates at the token endpoint (RFC 7591 §2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-    /// A JWT signed with one of the client's registered keys (RFC 7523).
-    PrivateKeyJwt,
-}
-
-impl AuthMethod {
-    /// Every method this server accepts, in the order discovery lists them.
-    pub const ALL: [AuthMethod; 3] = [Self::ClientSecretBasic, Self::ClientSecretPost, Self::PrivateKeyJwt];
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "client_secret_basic" => Some(Self::ClientSecretBasic),
-            "client_secret_post" => Some(Self::ClientSecretPost),
-            "private_key_jwt" => Some(Self::PrivateKeyJwt),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ClientSecretBasic => "client_secret_basic",
-            Self::ClientSecretPost => "client_secret_post",
-            Self::PrivateKeyJwt => "private_key_jwt",
-        }
+vocabulary! {
+    /// How a client authenticates at the token, introspection and
+    /// revocation endpoints (RFC 7591 §2 `token_endpoint_auth_method`).
+    /// Every endpoint accepts every method.
+    pub enum AuthMethod {
+        /// The client secret in HTTP Basic (RFC 6749 §2.3.1); the default.
+        ClientSecretBasic = "client_secret_basic",
+        /// The client secret as form parameters (RFC 6749 §2.3.1).
+        ClientSecretPost = "client_secret_post",
+        /// A JWT signed with one of the client's registered keys (RFC 7523).
+        PrivateKeyJwt = "private_key_jwt",
     }
 }
 
@@ -96,7 +66,90 @@ impl ClientMetadata {
     }
 }
 
-/// Attributes a DCR policy sets on a client, with PingAM's names and meaning.
+vocabulary! {
+    /// A client attribute a realm's DCR policy may set, by PingAM's name
+    /// (`clientIdentity.setAttribute`): the one list of them. Setting one
+    /// ([`ClientAttributes::set`]), showing them to policies
+    /// ([`ClientAttributes::as_pairs`]), the registration response
+    /// ([`ClientAttributes::as_json`]) and the contract's documentation
+    /// follow it; a name not in it fails the registration.
+    pub enum ClientAttribute {
+        /// `["true"]` or `["false"]`: the client's own settings (its may-act
+        /// plugin) apply.
+        ProviderOverridesEnabled = "providerOverridesEnabled",
+        /// `["true"]` or `["false"]`: access tokens are signed JWTs (RFC
+        /// 9068) rather than opaque.
+        StatelessTokensEnabled = "statelessTokensEnabled",
+        /// `[plugin-name]`: the realm's may-act plugin that runs when a
+        /// token is issued to the client (`[]` clears it).
+        AccessTokenMayActScript = "accessTokenMayActScript",
+        /// The audiences (RFC 8693 `audience`, or RFC 8707 `resource`) the
+        /// client may ask a token exchange for.
+        AllowedAudiences = "allowedAudiences",
+    }
+}
+
+/// The values a client attribute takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttributeShape {
+    /// `["true"]` or `["false"]`; a JSON boolean in responses.
+    Flag,
+    /// One plugin name, or none; a JSON string in responses.
+    PluginName,
+    /// At most [`MAX_AUDIENCES`] printable strings of 1 to
+    /// [`MAX_AUDIENCE`] bytes; a JSON array in responses.
+    Audiences,
+}
+
+impl ClientAttribute {
+    /// The values this attribute takes.
+    pub fn shape(self) -> AttributeShape {
+        match self {
+            Self::ProviderOverridesEnabled | Self::StatelessTokensEnabled => AttributeShape::Flag,
+            Self::AccessTokenMayActScript => AttributeShape::PluginName,
+            Self::AllowedAudiences => AttributeShape::Audiences,
+        }
+    }
+}
+
+/// The longest plugin name a policy may point at.
+const MAX_PLUGIN_NAME: usize = 64;
+/// Most audiences a client may be allowed.
+pub const MAX_AUDIENCES: usize = 16;
+/// Longest audience a client may be allowed, in bytes.
+pub const MAX_AUDIENCE: usize = 256;
+
+impl AttributeShape {
+    /// Checks `values` for the attribute `name` of this shape; the refusal
+    /// says what the attribute takes.
+    fn check(self, name: &str, values: &[String]) -> Result<(), String> {
+        let fits = match self {
+            Self::Flag => matches!(values, [v] if v == "true" || v == "false"),
+            Self::PluginName => matches!(values, [] | [_]) && values.iter().all(|v| is_plugin_name(v)),
+            Self::Audiences => {
+                values.len() <= MAX_AUDIENCES
+                    && values
+                        .iter()
+                        .all(|v| !v.is_empty() && v.len() <= MAX_AUDIENCE && !v.chars().any(char::is_control))
+            }
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(match self {
+            Self::Flag => format!("attribute {name} takes [\"true\"] or [\"false\"]"),
+            Self::PluginName => format!(
+                "attribute {name} takes one plugin name (letters, digits, '-', '_', '.'; at most {MAX_PLUGIN_NAME})"
+            ),
+            Self::Audiences => format!(
+                "attribute {name} takes at most {MAX_AUDIENCES} audiences of 1 to {MAX_AUDIENCE} printable characters"
+            ),
+        })
+    }
+}
+
+/// Attributes a DCR policy sets on a client, with PingAM's names and
+/// meaning (see [`ClientAttribute`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAttributes {
     /// `providerOverridesEnabled`: the client's own settings below apply.
@@ -112,71 +165,66 @@ pub struct ClientAttributes {
     pub allowed_audiences: Vec<String>,
 }
 
-/// The longest plugin name a policy may point at.
-const MAX_PLUGIN_NAME: usize = 64;
-
 impl ClientAttributes {
     /// Sets one attribute from a policy's answer. Unknown names and values
     /// of the wrong shape are refused, so a typo in a policy fails loudly
     /// instead of silently doing nothing.
     pub fn set(&mut self, name: &str, values: &[String]) -> Result<(), String> {
-        match name {
-            "providerOverridesEnabled" => self.provider_overrides_enabled = flag(name, values)?,
-            "statelessTokensEnabled" => self.stateless_tokens_enabled = flag(name, values)?,
-            "accessTokenMayActScript" => {
-                self.access_token_may_act_script = match values {
-                    [] => None,
-                    [plugin] if is_plugin_name(plugin) => Some(plugin.clone()),
-                    _ => {
-                        return Err(format!(
-                            "attribute {name} takes one plugin name \
-                             (letters, digits, '-', '_', '.'; at most {MAX_PLUGIN_NAME})"
-                        ));
-                    }
-                }
-            }
-            "allowedAudiences" => {
-                if values.len() > 16
-                    || values.iter().any(|v| v.is_empty() || v.len() > 256 || v.chars().any(char::is_control))
-                {
-                    return Err(format!(
-                        "attribute {name} takes at most 16 audiences of 1 to 256 printable characters"
-                    ));
-                }
-                self.allowed_audiences = values.to_vec();
-            }
-            _ => return Err(format!("unknown client attribute {:?}", truncate(name, 64))),
+        let Some(attribute) = ClientAttribute::parse(name) else {
+            return Err(format!("unknown client attribute {:?}", truncate(name, 64)));
+        };
+        attribute.shape().check(name, values)?;
+        let flag = || values.first().is_some_and(|v| v == "true");
+        match attribute {
+            ClientAttribute::ProviderOverridesEnabled => self.provider_overrides_enabled = flag(),
+            ClientAttribute::StatelessTokensEnabled => self.stateless_tokens_enabled = flag(),
+            ClientAttribute::AccessTokenMayActScript => self.access_token_may_act_script = values.first().cloned(),
+            ClientAttribute::AllowedAudiences => self.allowed_audiences = values.to_vec(),
         }
         Ok(())
     }
 
-    /// The attributes as a policy sees them (`[\"true\"]` for a flag).
+    /// The values of `attribute` as a policy sets and sees them (`["true"]`
+    /// for a flag); `None` when it is not set (flags always are).
+    pub fn values(&self, attribute: ClientAttribute) -> Option<Vec<String>> {
+        match attribute {
+            ClientAttribute::ProviderOverridesEnabled => Some(vec![self.provider_overrides_enabled.to_string()]),
+            ClientAttribute::StatelessTokensEnabled => Some(vec![self.stateless_tokens_enabled.to_string()]),
+            ClientAttribute::AccessTokenMayActScript => self.access_token_may_act_script.clone().map(|p| vec![p]),
+            ClientAttribute::AllowedAudiences => {
+                Some(self.allowed_audiences.clone()).filter(|audiences| !audiences.is_empty())
+            }
+        }
+    }
+
+    /// The attributes that are set, as a policy sees them, in the table's
+    /// order.
     pub fn as_pairs(&self) -> Vec<(&'static str, Vec<String>)> {
-        let mut pairs = vec![
-            ("providerOverridesEnabled", vec![self.provider_overrides_enabled.to_string()]),
-            ("statelessTokensEnabled", vec![self.stateless_tokens_enabled.to_string()]),
-        ];
-        if let Some(plugin) = &self.access_token_may_act_script {
-            pairs.push(("accessTokenMayActScript", vec![plugin.clone()]));
-        }
-        if !self.allowed_audiences.is_empty() {
-            pairs.push(("allowedAudiences", self.allowed_audiences.clone()));
-        }
-        pairs
+        ClientAttribute::ALL.into_iter().filter_map(|a| Some((a.as_str(), self.values(a)?))).collect()
+    }
+
+    /// The attributes that are set, as registration responses show them:
+    /// flags as booleans, a plugin name as a string, audiences as an array.
+    pub fn as_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        ClientAttribute::ALL
+            .into_iter()
+            .filter_map(|attribute| {
+                let mut values = self.values(attribute)?;
+                let value = match attribute.shape() {
+                    AttributeShape::Flag => Value::Bool(values.first().is_some_and(|v| v == "true")),
+                    AttributeShape::PluginName => Value::String(values.pop()?),
+                    AttributeShape::Audiences => Value::from(values),
+                };
+                Some((attribute.as_str().to_string(), value))
+            })
+            .collect()
     }
 
     /// The may-act plugin to run when issuing this client a token: only
     /// when provider overrides are enabled, as in PingAM.
     pub fn may_act_plugin(&self) -> Option<&str> {
         self.access_token_may_act_script.as_deref().filter(|_| self.provider_overrides_enabled)
-    }
-}
-
-fn flag(name: &str, values: &[String]) -> Result<bool, String> {
-    match values {
-        [v] if v == "true" => Ok(true),
-        [v] if v == "false" => Ok(false),
-        _ => Err(format!("attribute {name} takes [\"true\"] or [\"false\"]")),
     }
 }
 
@@ -293,15 +341,102 @@ mod tests {
     }
 
     #[test]
-    fn every_auth_method_is_listed_once_and_reads_back() {
-        for method in AuthMethod::ALL {
-            assert_eq!(AuthMethod::parse(method.as_str()), Some(method));
-            // A method missing from `ALL` fails to compile here.
-            match method {
-                AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::PrivateKeyJwt => {}
+    fn every_table_reads_back_its_own_names() {
+        crate::vocabulary::assert_table(&GrantType::ALL, GrantType::as_str, GrantType::parse);
+        crate::vocabulary::assert_table(&AuthMethod::ALL, AuthMethod::as_str, AuthMethod::parse);
+        crate::vocabulary::assert_table(&ClientAttribute::ALL, ClientAttribute::as_str, ClientAttribute::parse);
+        assert_eq!(GrantType::TOKEN_EXCHANGE_URN, "urn:ietf:params:oauth:grant-type:token-exchange");
+    }
+
+    #[test]
+    fn stored_metadata_keeps_its_names() {
+        // Rows written before the tables existed must read back the same.
+        let stored = r#"{"redirect_uris":[],"grant_types":["client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange","refresh_token"],"response_types":[],
+            "client_name":null,"scope":"read","token_endpoint_auth_method":"private_key_jwt"}"#;
+        let metadata: ClientMetadata = serde_json::from_str(stored).unwrap();
+        assert_eq!(metadata.grant_types, GrantType::ALL);
+        assert_eq!(metadata.token_endpoint_auth_method, AuthMethod::PrivateKeyJwt);
+        let written = serde_json::to_value(&metadata).unwrap();
+        assert_eq!(written["grant_types"][1], GrantType::TOKEN_EXCHANGE_URN);
+        assert_eq!(written["token_endpoint_auth_method"], "private_key_jwt");
+    }
+
+    #[test]
+    fn every_attribute_sets_reads_back_and_shows_in_its_shape() {
+        let mut a = ClientAttributes::default();
+        for attribute in ClientAttribute::ALL {
+            let values = match attribute.shape() {
+                AttributeShape::Flag => strings(&["true"]),
+                AttributeShape::PluginName => strings(&["some-plugin"]),
+                AttributeShape::Audiences => strings(&["https://a.example", "https://b.example"]),
+            };
+            a.set(attribute.as_str(), &values).unwrap();
+            assert_eq!(a.values(attribute), Some(values.clone()), "{attribute}");
+            let shown = &a.as_json()[attribute.as_str()];
+            match attribute.shape() {
+                AttributeShape::Flag => assert_eq!(shown, &serde_json::json!(true)),
+                AttributeShape::PluginName => assert_eq!(shown, &serde_json::json!("some-plugin")),
+                AttributeShape::Audiences => assert_eq!(shown, &serde_json::json!(values)),
             }
         }
-        let names: std::collections::HashSet<_> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
-        assert_eq!(names.len(), AuthMethod::ALL.len());
+        let names: Vec<_> = a.as_pairs().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ClientAttribute::ALL.map(ClientAttribute::as_str));
+    }
+
+    #[test]
+    fn attribute_refusals_say_what_the_attribute_takes() {
+        let mut a = ClientAttributes::default();
+        let refusal =
+            |a: &mut ClientAttributes, name: &str, values: &[&str]| a.set(name, &strings(values)).unwrap_err();
+        assert_eq!(refusal(&mut a, "clientId", &["x"]), r#"unknown client attribute "clientId""#);
+        assert_eq!(
+            refusal(&mut a, "statelessTokensEnabled", &["yes"]),
+            r#"attribute statelessTokensEnabled takes ["true"] or ["false"]"#
+        );
+        assert_eq!(
+            refusal(&mut a, "accessTokenMayActScript", &["a", "b"]),
+            "attribute accessTokenMayActScript takes one plugin name (letters, digits, '-', '_', '.'; at most 64)"
+        );
+        assert_eq!(
+            refusal(&mut a, "allowedAudiences", &[""]),
+            "attribute allowedAudiences takes at most 16 audiences of 1 to 256 printable characters"
+        );
+        a.set("accessTokenMayActScript", &strings(&["p"])).unwrap();
+        a.set("accessTokenMayActScript", &[]).unwrap();
+        assert_eq!(a, ClientAttributes::default(), "an empty list clears the plugin");
+    }
+
+    /// The documentation a policy author reads: wit/policy.wit's
+    /// `set-attributes` and docs/PLUGINS.md name every attribute, and the
+    /// contract names none the table lacks.
+    #[test]
+    fn the_contract_and_the_plugin_guide_name_every_attribute() {
+        let wit = include_str!("../../../wit/policy.wit");
+        let guide = include_str!("../../../docs/PLUGINS.md");
+        for attribute in ClientAttribute::ALL {
+            let quoted = format!("`{attribute}`");
+            assert!(wit.contains(&format!("/// - {quoted}:")), "wit/policy.wit does not document {quoted}");
+            assert!(guide.contains(&quoted), "docs/PLUGINS.md does not name {quoted}");
+        }
+        let documented: Vec<&str> = wit
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("/// - `"))
+            .filter_map(|rest| rest.split_once("`:").map(|(name, _)| name))
+            .collect();
+        assert!(!documented.is_empty(), "the set-attributes list moved");
+        for name in documented {
+            assert!(ClientAttribute::parse(name).is_some(), "wit/policy.wit documents {name}, which is no attribute");
+        }
+    }
+
+    /// The README names every grant type and authentication method.
+    #[test]
+    fn the_readme_names_every_grant_and_authentication_method() {
+        let readme = include_str!("../../../README.md");
+        let names = GrantType::ALL.map(GrantType::as_str).into_iter().chain(AuthMethod::ALL.map(AuthMethod::as_str));
+        for name in names {
+            assert!(readme.contains(&format!("`{name}`")), "README.md does not name `{name}`");
+        }
     }
 }

@@ -18,9 +18,10 @@ pub mod ports;
 pub mod registration;
 pub mod scope;
 pub mod token;
+mod vocabulary;
 
 pub use alg::Algorithm;
-pub use client::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
+pub use client::{AttributeShape, AuthMethod, Client, ClientAttribute, ClientAttributes, ClientMetadata, GrantType};
 pub use error::{ErrorCode, OAuthError};
 pub use hook::HookKind;
 pub use scope::Scopes;

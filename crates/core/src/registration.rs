@@ -72,9 +72,8 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
             for name in names {
                 let grant = GrantType::parse(name).ok_or_else(|| {
                     OAuthError::invalid_client_metadata(format!(
-                        "grant type {name:?} is not supported; supported: client_credentials, \
-                         {}, refresh_token",
-                        GrantType::TOKEN_EXCHANGE_URN
+                        "grant type {name:?} is not supported; supported: {}",
+                        GrantType::list()
                     ))
                 })?;
                 if !grants.contains(&grant) {
@@ -148,8 +147,8 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         None => AuthMethod::ClientSecretBasic,
         Some(m) => AuthMethod::parse(m).ok_or_else(|| {
             OAuthError::invalid_client_metadata(format!(
-                "token_endpoint_auth_method {m:?} is not supported; supported: \
-                 client_secret_basic, client_secret_post, private_key_jwt"
+                "token_endpoint_auth_method {m:?} is not supported; supported: {}",
+                AuthMethod::list()
             ))
         })?,
     };
@@ -379,13 +378,8 @@ pub fn response(client: &Client, credentials: &IssuedCredentials, registration_c
     }
     body["registration_client_uri"] = json!(registration_client_uri);
     body["client_type"] = json!("Confidential");
-    body["providerOverridesEnabled"] = json!(client.attributes.provider_overrides_enabled);
-    body["statelessTokensEnabled"] = json!(client.attributes.stateless_tokens_enabled);
-    if let Some(plugin) = &client.attributes.access_token_may_act_script {
-        body["accessTokenMayActScript"] = json!(plugin);
-    }
-    if !client.attributes.allowed_audiences.is_empty() {
-        body["allowedAudiences"] = json!(client.attributes.allowed_audiences);
+    for (name, value) in client.attributes.as_json() {
+        body[name] = value;
     }
     body
 }
@@ -436,6 +430,35 @@ mod tests {
             let err = parse_metadata(&bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{bad}");
         }
+    }
+
+    #[test]
+    fn an_unsupported_grant_or_method_is_refused_naming_what_is_supported() {
+        let refused = |request: Value| parse_metadata(&request).unwrap_err().description;
+        assert_eq!(
+            refused(json!({"grant_types": ["password"]})),
+            "grant type \"password\" is not supported; supported: client_credentials, \
+             urn:ietf:params:oauth:grant-type:token-exchange, refresh_token"
+        );
+        assert_eq!(
+            refused(json!({"token_endpoint_auth_method": "none"})),
+            "token_endpoint_auth_method \"none\" is not supported; supported: client_secret_basic, \
+             client_secret_post, private_key_jwt"
+        );
+    }
+
+    #[test]
+    fn the_response_shows_the_attributes_the_policy_set() {
+        let mut client = crate::client::test_agent("c", "read", &[GrantType::ClientCredentials]);
+        let plain = response(&client, &IssuedCredentials::default(), "https://as.example/register/c");
+        assert_eq!(plain["providerOverridesEnabled"], false);
+        assert_eq!(plain["statelessTokensEnabled"], false);
+        assert!(plain.get("accessTokenMayActScript").is_none() && plain.get("allowedAudiences").is_none());
+        client.attributes.set("accessTokenMayActScript", &["p".to_string()]).unwrap();
+        client.attributes.set("allowedAudiences", &["https://a.example".to_string()]).unwrap();
+        let set = response(&client, &IssuedCredentials::default(), "https://as.example/register/c");
+        assert_eq!(set["accessTokenMayActScript"], "p");
+        assert_eq!(set["allowedAudiences"], json!(["https://a.example"]));
     }
 
     #[test]

@@ -1,45 +1,49 @@
-//! Host bindings of `wit/policy.wit`, one module per hook world. The
-//! may-act world reuses the DCR world's `types` and `log` so both share
-//! one set of Rust types and one `log` implementation.
+//! Host bindings of `wit/policy.wit`: the crate's only `bindgen!`.
+//!
+//! The interfaces every hook shares (`types`, and `log` from the `host`
+//! world every hook world includes) are generated once, in [`shared`];
+//! each hook world is then one line of `hook_worlds!`, whose bindings
+//! reuse the shared ones through `with:`. So all hooks see one
+//! `ClientView`, one `Error` and one `log` implementation, and a new hook
+//! world is bound by adding its line.
 
-pub mod dcr_world {
+/// Generates, for each `module: "world"` pair, a module holding that hook
+/// world's bindings (its `*Pre` type and its exported interface), with the
+/// shared interfaces taken from [`shared`].
+macro_rules! hook_worlds {
+    ($($module:ident: $world:literal,)*) => {$(
+        pub mod $module {
+            wasmtime::component::bindgen!({
+                world: $world,
+                path: "../../wit",
+                with: {
+                    "agentauth:policy/types": super::shared::agentauth::policy::types,
+                    "agentauth:policy/log": super::shared::agentauth::policy::log,
+                },
+            });
+        }
+    )*};
+}
+
+/// The interfaces shared by every hook world: the types they pass, and
+/// what the `host` world imports. The package version is spelled out
+/// here, as WIT requires for a versioned package: a WIT of another version
+/// fails to compile, and a test holds `CONTRACT_VERSION` to the WIT's.
+pub mod shared {
     wasmtime::component::bindgen!({
-        world: "dcr-hook",
         path: "../../wit",
+        interfaces: "
+            import agentauth:policy/types@0.1.0;
+            include agentauth:policy/host@0.1.0;
+        ",
     });
 }
 
-pub mod may_act_world {
-    wasmtime::component::bindgen!({
-        world: "may-act-hook",
-        path: "../../wit",
-        with: {
-            "agentauth:policy/types": super::dcr_world::agentauth::policy::types,
-            "agentauth:policy/log": super::dcr_world::agentauth::policy::log,
-        },
-    });
+hook_worlds! {
+    dcr_world: "dcr-hook",
+    may_act_world: "may-act-hook",
+    token_world: "token-hook",
+    scope_world: "scope-hook",
 }
 
-pub mod token_world {
-    wasmtime::component::bindgen!({
-        world: "token-hook",
-        path: "../../wit",
-        with: {
-            "agentauth:policy/types": super::dcr_world::agentauth::policy::types,
-            "agentauth:policy/log": super::dcr_world::agentauth::policy::log,
-        },
-    });
-}
-
-pub mod scope_world {
-    wasmtime::component::bindgen!({
-        world: "scope-hook",
-        path: "../../wit",
-        with: {
-            "agentauth:policy/types": super::dcr_world::agentauth::policy::types,
-            "agentauth:policy/log": super::dcr_world::agentauth::policy::log,
-        },
-    });
-}
-
-pub use dcr_world::agentauth::policy::{log, types};
+pub use shared::agentauth::policy::{log, types};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_plugin_host::{
     ArtifactCache, ArtifactKey, Attribute, DcrInput, HookError, HookKind, Limits, MayActClaim, Operation, PluginHost,
-    RequestContext, TokenView,
+    RequestContext, ScopeRequest, TokenView,
 };
 use agentauth_plugins as plugins;
 
@@ -151,6 +151,64 @@ fn invalid_claims_are_refused() {
         let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent(mode), Limits::default()));
         assert!(why.contains("may_act.client_id"), "{mode}: {why}");
     }
+}
+
+fn token(host: &PluginHost, client: &Client) -> Result<serde_json::Map<String, serde_json::Value>, HookError> {
+    let plugin = host.load(HookKind::Token, "p", 1, plugins::DEPARTMENT_TOKEN).unwrap();
+    host.run_token(&plugin, &Limits::default(), "alpha", client, "client_credentials", r#"{"sub": "agent-1"}"#)
+}
+
+fn scope(host: &PluginHost, client: &Client, requested: &[&str]) -> Result<Vec<String>, HookError> {
+    let plugin = host.load(HookKind::Scope, "p", 1, plugins::NARROWING_SCOPE).unwrap();
+    let requested: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+    let registered = vec!["read".to_string(), "write".to_string()];
+    let request = ScopeRequest { grant_type: "client_credentials", requested: &requested, registered: &registered };
+    host.run_scope(&plugin, &Limits::default(), "alpha", client, &request)
+}
+
+#[test]
+fn the_token_hook_answers_checked_custom_claims() {
+    let host = PluginHost::new().unwrap();
+    let claims = token(&host, &agent("software agent")).unwrap();
+    assert_eq!(serde_json::Value::Object(claims), serde_json::json!({"department": "software-updates", "agent": true}));
+    for (mode, why) in [
+        ("take-sub", "invalid answer: custom claims may not set the reserved claim \"sub\""),
+        ("not-json", "invalid answer: custom claims are not JSON"),
+    ] {
+        match token(&host, &agent(mode)) {
+            Err(HookError::Failed(text)) => assert!(text.starts_with(why), "{mode}: {text}"),
+            other => panic!("{mode}: expected a failure, got {other:?}"),
+        }
+    }
+    assert_eq!(token(&host, &agent("token-deny")), Err(HookError::Denied("no tokens for this agent today".into())));
+}
+
+#[test]
+fn the_scope_hook_may_narrow_and_never_widen() {
+    let host = PluginHost::new().unwrap();
+    assert_eq!(scope(&host, &agent("read-only"), &["read", "write"]), Ok(vec!["read".to_string()]));
+    assert_eq!(scope(&host, &agent("a"), &["write", "read"]), Ok(vec!["write".to_string(), "read".to_string()]));
+    match scope(&host, &agent("widen"), &["read"]) {
+        Err(HookError::Failed(why)) => {
+            assert!(why.contains("granted scope \"admin\", which was not requested"), "{why}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_dcr_hook_answers_only_attributes_the_host_knows() {
+    let host = PluginHost::new().unwrap();
+    match dcr(&host, plugins::MISBEHAVING_DCR, &agent("dcr-unknown-attribute")) {
+        Err(HookError::Failed(why)) => assert_eq!(why, "invalid answer: unknown client attribute \"clientId\""),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let set = dcr(&host, plugins::MISBEHAVING_DCR, &agent("admitted")).unwrap();
+    let names: Vec<_> = set.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["providerOverridesEnabled", "accessTokenMayActScript", "statelessTokensEnabled", "allowedAudiences"]
+    );
 }
 
 #[test]

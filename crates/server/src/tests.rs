@@ -191,6 +191,20 @@ async fn wrong_methods_and_unknown_paths_are_told_apart() {
     assert_eq!((status, jwks["keys"][0]["alg"].as_str()), (200, Some("ES256")));
 }
 
+#[tokio::test]
+async fn discovery_lists_every_grant_type_and_authentication_method_of_the_core_tables() {
+    use agentauth_core::{AuthMethod, GrantType};
+    let app = app();
+    let path = format!("/am/oauth2/realms/root/realms/{REALM}/.well-known/openid-configuration");
+    let (status, doc) = call(&app, Request::get(path).body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["grant_types_supported"], json!(GrantType::ALL.map(GrantType::as_str)));
+    for endpoint in ["token", "introspection", "revocation"] {
+        let methods = &doc[format!("{endpoint}_endpoint_auth_methods_supported")];
+        assert_eq!(methods, &json!(AuthMethod::ALL.map(AuthMethod::as_str)), "{endpoint}");
+    }
+}
+
 // ---- admin API and hot swap ----
 
 fn admin_request(method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> Request<Full<Bytes>> {

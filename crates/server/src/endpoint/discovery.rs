@@ -26,11 +26,7 @@ pub fn openid_configuration(realm: &RealmRuntime) -> Reply {
         "revocation_endpoint": realm.endpoint("token/revoke"),
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        "grant_types_supported": [
-            GrantType::ClientCredentials.as_str(),
-            GrantType::TokenExchange.as_str(),
-            GrantType::RefreshToken.as_str(),
-        ],
+        "grant_types_supported": GrantType::ALL.map(GrantType::as_str),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
