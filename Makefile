@@ -18,8 +18,9 @@ test: wasm-target fmt lint unit polyglot
 	$(CARGO) test --release --workspace --test e2e polyglot -- --ignored
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
-# does not install targets by itself here. (The build script of
-# crates/plugins adds it too, so `cargo run` alone also works.)
+# does not install targets by itself here. (The build scripts that embed
+# plugins add it too, through crates/guest-build, so `cargo run` alone
+# also works.)
 wasm-target:
 	rustup target add wasm32-wasip2
 

@@ -297,8 +297,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ..RealmSettings::default()
             };
             let plugins: &[(&str, HookKind, &[u8])] = &[
-                (DEMO_DCR, HookKind::Dcr, agentauth_plugins::SOFTWARE_AGENT_DCR),
-                (DEMO_MAY_ACT, HookKind::MayAct, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT),
+                (DEMO_DCR, HookKind::Dcr, agentauth_seed_policies::SOFTWARE_AGENT_DCR),
+                (DEMO_MAY_ACT, HookKind::MayAct, agentauth_seed_policies::SOFTWARE_AGENT_MAY_ACT),
             ];
             if app.provision_realm(DEMO_REALM, &settings, plugins)? {
                 tracing::info!(realm = DEMO_REALM, "created the demo realm");

@@ -6,21 +6,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Reply, Server};
+use crate::support::{ADMIN_TOKEN, Reply, Server, answered};
 
 fn admin(server: &Server, method: &str, path: &str, body: Vec<u8>) -> Reply {
     admin_as(server, ADMIN_TOKEN, method, path, body)
 }
 
 fn admin_as(server: &Server, token: &str, method: &str, path: &str, body: Vec<u8>) -> Reply {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let request = ureq::http::Request::builder()
         .method(method)
         .uri(format!("{}/admin/v1/realms{path}", server.base))
         .header("Authorization", format!("Bearer {token}"))
         .body(body)
         .expect("a request");
-    Reply::from(agent.run(request))
+    answered(server.send(request))
 }
 
 fn settings(server: &Server, realm: &str, changes: Value) {

@@ -30,7 +30,7 @@ fn connect_from(server: &Server, source: Ipv4Addr, receive_buffer: Option<usize>
         socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
     }
     socket.bind(&SocketAddr::from((source, 0)).into()).expect("binding to a loopback address");
-    socket.connect_timeout(&server.addr().into(), Duration::from_secs(5)).expect("connecting");
+    socket.connect_timeout(&server.addr.into(), Duration::from_secs(5)).expect("connecting");
     let stream = TcpStream::from(socket);
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
     stream

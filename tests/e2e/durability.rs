@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Agent, Server, cli, jwt_parts};
+use crate::support::{ADMIN_TOKEN, Credentials, Server, cli, jwt_parts};
 
-fn refresh(server: &Server, agent: &Agent, refresh_token: &str) -> crate::support::Reply {
+fn refresh(server: &Server, agent: &Credentials, refresh_token: &str) -> crate::support::Reply {
     server.token(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)], Some(agent))
 }
 
@@ -101,9 +101,9 @@ fn form(pairs: &[(&str, &str)]) -> Body {
 /// What the server acknowledged before it was killed.
 #[derive(Default)]
 struct Acknowledged {
-    agents: Vec<Agent>,
+    agents: Vec<Credentials>,
     /// A refresh token and the agent it was issued to.
-    refresh_tokens: Vec<(Agent, String)>,
+    refresh_tokens: Vec<(Credentials, String)>,
     /// The `kid` of every access token issued.
     kids: std::collections::BTreeSet<String>,
     rotations: usize,
@@ -130,10 +130,7 @@ fn load(base: &str, acknowledged: &Mutex<Acknowledged>) {
                     else {
                         return;
                     };
-                    let agent = Agent {
-                        client_id: client["client_id"].as_str().expect("client_id").into(),
-                        client_secret: client["client_secret"].as_str().expect("client_secret").into(),
-                    };
+                    let agent = Credentials::try_from(&client).expect("client_id and client_secret");
                     record(&mut |a| a.agents.push(agent.clone()));
                     let credentials =
                         [("client_id", agent.client_id.as_str()), ("client_secret", &agent.client_secret)];

@@ -115,7 +115,7 @@ fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
 fn opaque_tokens_introspect_and_revoke_too() {
     let server = Server::start();
     let reply = server.post_json(&server.realm_url("register"), &crate::support::seed_registration().to_string());
-    let client = crate::support::Agent::from_registration(&reply.json);
+    let client = crate::support::Credentials::from_registration(&reply.json);
     let token = server.read_token(&client);
     assert!(!token.contains('.'));
     let live = server.introspect(&client, &token);

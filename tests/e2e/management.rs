@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Agent, Reply, Server};
+use crate::support::{Credentials, Reply, Server, answered};
 
 struct Registered {
-    agent: Agent,
+    agent: Credentials,
     token: String,
     uri: String,
     response: Value,
@@ -17,7 +17,7 @@ fn register(server: &Server) -> Registered {
     assert_eq!(reply.status, 201, "{}", reply.body);
     let field = |name: &str| reply.json[name].as_str().unwrap_or_default().to_string();
     Registered {
-        agent: Agent { client_id: field("client_id"), client_secret: field("client_secret") },
+        agent: Credentials::from_registration(&reply.json),
         token: field("registration_access_token"),
         uri: field("registration_client_uri"),
         response: reply.json,
@@ -33,7 +33,7 @@ fn send(method: &str, uri: &str, token: &str, body: Option<&Value>) -> Reply {
         .header("Content-Type", "application/json")
         .body(body.map(Value::to_string).unwrap_or_default())
         .expect("a request");
-    Reply::from(agent.run(request))
+    answered(Reply::read(agent.run(request)))
 }
 
 /// The registration as a client sends it back on update: what it was

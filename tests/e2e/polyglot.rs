@@ -34,7 +34,7 @@ fn seed_flow_with(lang: &str) {
     assert_eq!(registration.status, 201, "{}", registration.body);
     assert_eq!(registration.json["providerOverridesEnabled"], true, "the {lang} DCR policy ran");
     assert_eq!(registration.json["statelessTokensEnabled"], true);
-    let agent = crate::support::Agent::from_registration(&registration.json);
+    let agent = crate::support::Credentials::from_registration(&registration.json);
 
     let token = server.read_token(&agent);
     let (_, claims) = jwt_parts(&token);

@@ -53,7 +53,7 @@ fn an_operator_sets_up_a_second_realm_for_agents() {
     let registered = server.post_json(&url("aiagent/register"), &crate::support::seed_registration().to_string());
     assert_eq!(registered.status, 201, "{}", registered.body);
     assert_eq!(registered.json["providerOverridesEnabled"], true);
-    let agent = crate::support::Agent::from_registration(&registered.json);
+    let agent = crate::support::Credentials::from_registration(&registered.json);
     // The same agent is unknown to alpha.
     server.token(&[("grant_type", "client_credentials")], Some(&agent)).assert_error(401, "invalid_client");
 

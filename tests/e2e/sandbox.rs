@@ -89,7 +89,7 @@ fn realms_whose_plugins_sleep_or_loop_leave_another_realm_serving() {
             let registered = server.register_raw(&seed_registration().to_string());
             alpha.push(("register", registered.status, registered.body.clone()));
             if registered.status == 201 {
-                let agent = crate::support::Agent::from_registration(&registered.json);
+                let agent = crate::support::Credentials::from_registration(&registered.json);
                 let token = server.token(
                     &[
                         ("grant_type", "client_credentials"),
@@ -124,12 +124,12 @@ fn realms_whose_plugins_sleep_or_loop_leave_another_realm_serving() {
 }
 
 /// Registers an agent named `name` in the demo realm.
-fn agent_named(server: &Server, name: &str) -> crate::support::Agent {
+fn agent_named(server: &Server, name: &str) -> crate::support::Credentials {
     let mut body = seed_registration();
     body["client_name"] = json!(name);
     let registered = server.register_raw(&body.to_string());
     assert_eq!(registered.status, 201, "{}", registered.body);
-    crate::support::Agent::from_registration(&registered.json)
+    crate::support::Credentials::from_registration(&registered.json)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! No secret reaches the logs: a full run at the most verbose level, then
 //! a search of everything it logged for every secret it handled.
 
-use crate::support::{ADMIN_TOKEN, Agent, Server, cli, seed_registration};
+use crate::support::{ADMIN_TOKEN, Credentials, Server, cli, seed_registration};
 
 #[test]
 fn a_full_run_logs_none_of_the_secrets_it_used() {
@@ -15,10 +15,7 @@ fn a_full_run_logs_none_of_the_secrets_it_used() {
     // Registration, and management with the registration access token.
     let registered = server.register_raw(&seed_registration().to_string());
     assert_eq!(registered.status, 201, "{}", registered.body);
-    let agent = Agent {
-        client_id: registered.json["client_id"].as_str().expect("client_id").into(),
-        client_secret: registered.json["client_secret"].as_str().expect("client_secret").into(),
-    };
+    let agent = Credentials::try_from(&registered.json).expect("client_id and client_secret");
     let registration_token = registered.json["registration_access_token"].as_str().expect("rat").to_string();
     secrets.push(("client secret", agent.client_secret.clone()));
     secrets.push(("registration access token", registration_token.clone()));
@@ -50,7 +47,7 @@ fn a_full_run_logs_none_of_the_secrets_it_used() {
 
     // Failures carry the secrets a caller got wrong: they are not logged either.
     let wrong_secret = "wrong-secret-that-must-not-be-logged-0123456789";
-    let wrong = Agent { client_id: agent.client_id.clone(), client_secret: wrong_secret.into() };
+    let wrong = Credentials { client_id: agent.client_id.clone(), client_secret: wrong_secret.into() };
     server.token(&[("grant_type", "client_credentials")], Some(&wrong)).assert_error(401, "invalid_client");
     secrets.push(("a wrong client secret", wrong_secret.into()));
     let forged = format!("{}.forged-signature-0123456789", access.rsplit_once('.').expect("jwt").0);

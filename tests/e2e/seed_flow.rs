@@ -29,9 +29,7 @@ fn an_agent_registers_gets_a_read_token_and_exchanges_it_for_read_write() {
     assert_eq!(r["providerOverridesEnabled"], true);
     assert_eq!(r["statelessTokensEnabled"], true);
     assert_eq!(r["accessTokenMayActScript"], "software-agent-may-act");
-    let client_id = r["client_id"].as_str().unwrap_or_default().to_string();
-    let agent =
-        crate::support::Agent { client_secret: r["client_secret"].as_str().unwrap_or_default().into(), client_id };
+    let agent = crate::support::Credentials::from_registration(r);
     assert!(
         r["registration_client_uri"]
             .as_str()

@@ -1,12 +1,12 @@
 //! `access_token`: client authentication and the client credentials grant.
 
-use crate::support::{Agent, Server};
+use crate::support::{Credentials, Server};
 
 #[test]
 fn a_wrong_secret_is_invalid_client_with_a_challenge() {
     let server = Server::start();
     let agent = server.register_agent();
-    let wrong = Agent { client_secret: format!("{}x", agent.client_secret), ..agent.clone() };
+    let wrong = Credentials { client_secret: format!("{}x", agent.client_secret), ..agent.clone() };
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", wrong.client_id.as_str()),
@@ -22,7 +22,7 @@ fn a_wrong_secret_is_invalid_client_with_a_challenge() {
 #[test]
 fn an_unknown_client_looks_like_a_wrong_secret() {
     let server = Server::start();
-    let ghost = Agent { client_id: "nobody".into(), client_secret: "nothing".into() };
+    let ghost = Credentials { client_id: "nobody".into(), client_secret: "nothing".into() };
     let reply = server.token(&[("grant_type", "client_credentials")], Some(&ghost));
     reply.assert_error(401, "invalid_client");
     assert_eq!(reply.json["error_description"], "client authentication failed");

@@ -50,7 +50,7 @@ fn a_token_without_may_act_cannot_be_exchanged() {
     let reply = server.post_json(&server.realm_url("register"), &crate::support::seed_registration().to_string());
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.json["statelessTokensEnabled"], false);
-    let client = crate::support::Agent::from_registration(&reply.json);
+    let client = crate::support::Credentials::from_registration(&reply.json);
     let token = server.read_token(&client);
     assert!(!token.contains('.'), "an opaque token, not a JWT: {token}");
     server.exchange(&client, &token, "read").assert_error(400, "invalid_request");

@@ -214,8 +214,8 @@ fn run() -> anyhow::Result<()> {
                 &[
                     ("grant_type", "client_credentials"),
                     ("scope", "read"),
-                    ("client_id", &client.0),
-                    ("client_secret", &client.1),
+                    ("client_id", &client.client_id),
+                    ("client_secret", &client.client_secret),
                 ],
             );
             let case =
@@ -244,8 +244,8 @@ fn run() -> anyhow::Result<()> {
             ("scope", "read write"),
             ("subject_token", &subject),
             ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("client_id", &agent.0),
-            ("client_secret", &agent.1),
+            ("client_id", &agent.client_id),
+            ("client_secret", &agent.client_secret),
         ],
     );
     let case = "token exchange RS256 (+ refresh token)";
@@ -290,7 +290,11 @@ fn run() -> anyhow::Result<()> {
     let heavy = server.register("es256", "bench jwt")?;
     let tokens = Request::form(
         Server::realm_path("es256", "access_token"),
-        &[("grant_type", "client_credentials"), ("client_id", &heavy.0), ("client_secret", &heavy.1)],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &heavy.client_id),
+            ("client_secret", &heavy.client_secret),
+        ],
     );
     eprintln!("{} tokens for the memory figure", options.tokens);
     let million = load::run(

@@ -1,65 +1,34 @@
 //! A real `agentauth serve` on loopback, and the admin and OAuth calls
-//! that set it up.
+//! that set it up: the test kit's server, with the benchmark's realm
+//! setup and memory readings, and its errors as `anyhow`'s.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use agentauth_testkit::{Credentials, Registration, ServerBuilder};
+use anyhow::Context;
 use serde_json::{Value, json};
 
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
 /// A running server, stopped (SIGTERM) when dropped.
 #[derive(Debug)]
-pub struct Server {
-    child: Child,
-    pub addr: SocketAddr,
-    pub base: String,
-    http: ureq::Agent,
+pub struct Server(agentauth_testkit::Server);
+
+impl Deref for Server {
+    type Target = agentauth_testkit::Server;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Server {
     /// Starts `binary` on a free loopback port with `data_dir`; returns
     /// once `/healthz` answers.
     pub fn start(binary: &Path, data_dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("AGENTAUTH_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env_remove("AGENTAUTH_MASTER_KEY")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).context("reading the listening address")?;
-        let Some(base) = line.trim().strip_prefix("agentauth listening on ") else {
-            bail!("unexpected first line from the server: {line:?}");
-        };
-        let addr: SocketAddr = base.trim_start_matches("http://").parse().context("the listening address")?;
-        let http: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        let server = Self { child, addr, base: base.to_string(), http };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if server.http.get(format!("{}/healthz", server.base)).call().is_ok_and(|r| r.status() == 200) {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        bail!("the server did not become ready")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        let server = ServerBuilder::new(binary).data_dir(data_dir).admin_token(ADMIN_TOKEN).start()?;
+        Ok(Self(server))
     }
 
     /// Resident memory now and at its peak, in MiB, from /proc.
@@ -74,35 +43,19 @@ impl Server {
     }
 
     /// Stops the server with SIGTERM and waits for it.
-    pub fn stop(mut self) -> anyhow::Result<()> {
-        terminate(&mut self.child);
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.0.stop();
         Ok(())
-    }
-
-    fn call(&self, method: &str, url: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
-        let mut request = ureq::http::Request::builder().method(method).uri(url).header("Content-Type", content_type);
-        if url.contains("/admin/v1/") {
-            request = request.header("Authorization", format!("Bearer {ADMIN_TOKEN}"));
-        }
-        let request = request.body(body)?;
-        let mut response = self.http.run(request).with_context(|| format!("{method} {url}"))?;
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// An admin API call that must succeed.
     pub fn admin(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
-        let url = format!("{}/admin/v1/realms{path}", self.base);
-        let (status, value) = self.call(method, &url, content_type, body)?;
-        if !(200..300).contains(&status) {
-            bail!("{method} {path}: {status} {value}");
-        }
-        Ok(value)
+        let reply = self.0.admin(method, path, content_type, body)?;
+        Ok(reply.successful(&format!("{method} {path}"))?.json)
     }
 
     pub fn realm_path(realm: &str, endpoint: &str) -> String {
-        format!("/am/oauth2/realms/root/realms/{realm}/{endpoint}")
+        agentauth_testkit::realm_path(realm, endpoint)
     }
 
     /// A realm for benchmarks: open registration with `bench-dcr` as its
@@ -134,62 +87,21 @@ impl Server {
         self.admin("POST", &format!("/{realm}/plugins/{name}?hook={hook}"), "application/wasm", component.to_vec())
     }
 
-    /// Registers an agent in `realm` named `name`; returns (client_id, secret).
-    pub fn register(&self, realm: &str, name: &str) -> anyhow::Result<(String, String)> {
-        let url = format!("{}{}", self.base, Self::realm_path(realm, "aiagent/register"));
-        let (status, client) = self.call("POST", &url, "application/json", registration(name).to_string().into())?;
-        if status != 201 {
-            bail!("registering {name} in {realm}: {status} {client}");
-        }
-        let field = |f: &str| client[f].as_str().map(str::to_string).with_context(|| format!("{f} in {client}"));
-        Ok((field("client_id")?, field("client_secret")?))
+    /// Registers an agent in `realm` named `name`; its credentials.
+    pub fn register(&self, realm: &str, name: &str) -> anyhow::Result<Credentials> {
+        Ok(self.0.register_agent(realm, &Registration::seed().client_name(name))?)
     }
 
     /// A client credentials token for `scope`.
-    pub fn token(&self, realm: &str, client: &(String, String), scope: &str) -> anyhow::Result<String> {
-        let url = format!("{}{}", self.base, Self::realm_path(realm, "access_token"));
-        let form =
-            format!("grant_type=client_credentials&scope={scope}&client_id={}&client_secret={}", client.0, client.1);
-        let (status, body) = self.call("POST", &url, "application/x-www-form-urlencoded", form.into_bytes())?;
-        if status != 200 {
-            bail!("token in {realm}: {status} {body}");
-        }
-        body["access_token"].as_str().map(str::to_string).context("access_token")
+    pub fn token(&self, realm: &str, client: &Credentials, scope: &str) -> anyhow::Result<String> {
+        Ok(self.0.client_credentials(realm, client, Some(scope))?)
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        terminate(&mut self.child);
-    }
-}
-
-fn terminate(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The seed's registration, with its `client_name` chosen by the caller
 /// (`bench-dcr` reads it).
 pub fn registration(name: &str) -> Value {
-    json!({
-        "grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
-        "client_name": name,
-        "response_types": ["token"],
-        "redirect_uris": ["https://www.example.com:443/callback"],
-        "scopes": ["read", "write"]
-    })
+    Registration::seed().client_name(name).to_json()
 }
 
 /// A fresh data directory under `root`.

@@ -1,14 +1,15 @@
-//! The policy plugins in `plugins/`, compiled to WebAssembly components by
-//! this crate's build script and embedded as bytes.
+//! The policy plugins in `plugins/` that tests and the benchmark use,
+//! compiled to WebAssembly components by this crate's build script and
+//! embedded as bytes: example token and scope policies, and hostile
+//! fixtures that misbehave on demand.
 //!
-//! The binary embeds the seed's two policies so `agentauth serve --demo`
-//! needs nothing built beforehand; tests use the same bytes.
+//! Only dev-dependencies and the benchmark depend on this crate, so the
+//! production binary embeds (and its build compiles) none of these. The
+//! seed's two policies, which the binary does serve, belong to
+//! `agentauth-seed-policies`; they are re-exported here so a test names
+//! every component from one place.
 
-/// The seed's "Software agent DCR script" (`plugins/software-agent-dcr`).
-pub const SOFTWARE_AGENT_DCR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/software_agent_dcr.wasm"));
-
-/// The seed's "Software agent may act script" (`plugins/software-agent-may-act`).
-pub const SOFTWARE_AGENT_MAY_ACT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/software_agent_may_act.wasm"));
+pub use agentauth_seed_policies::{SOFTWARE_AGENT_DCR, SOFTWARE_AGENT_MAY_ACT};
 
 /// Example token plugin: adds a `department` claim; for clients named
 /// `take-sub`, `not-json` or `token-deny`, misbehaves accordingly.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use agentauth_plugin_host::HookKind;
 use agentauth_store::{Store, TokenKind};
+use agentauth_testkit::{Credentials, Form, Registration, TOKEN_EXCHANGE, jwt_parts, realm_path};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Response};
@@ -54,7 +55,7 @@ async fn call(app: &Arc<App>, request: Request<Full<Bytes>>) -> (u16, Value) {
 
 /// A POST to a realm endpoint with `content_type`.
 fn post(realm: &str, endpoint: &str, content_type: &str, body: String) -> Request<Full<Bytes>> {
-    Request::post(format!("/am/oauth2/realms/root/realms/{realm}/{endpoint}"))
+    Request::post(realm_path(realm, endpoint))
         .header("content-type", content_type.to_string())
         .body(Full::new(Bytes::from(body)))
         .unwrap()
@@ -63,22 +64,19 @@ fn post(realm: &str, endpoint: &str, content_type: &str, body: String) -> Reques
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// `client_id=..&client_secret=..` of a registration response.
-fn credentials(client: &Value) -> String {
-    format!(
-        "client_id={}&client_secret={}",
-        client["client_id"].as_str().unwrap(),
-        client["client_secret"].as_str().unwrap()
-    )
+/// The body of `form` sent by the client of a registration response,
+/// its credentials posted (`client_secret_post`).
+fn as_client(form: Form, client: &Value) -> String {
+    form.client_secret_post(&Credentials::try_from(client).unwrap()).encode()
 }
 
 async fn register(app: &Arc<App>, client_name: &str) -> (u16, Value) {
-    let body = json!({"grant_types": ["client_credentials"], "client_name": client_name, "scope": "read"});
-    call(app, post(REALM, "aiagent/register", JSON, body.to_string())).await
+    let body = Registration::grants(&["client_credentials"]).client_name(client_name).scope("read");
+    call(app, post(REALM, "aiagent/register", JSON, body.body())).await
 }
 
 async fn client_credentials(app: &Arc<App>, client: &Value) -> (u16, Value) {
-    call(app, post(REALM, "access_token", FORM, format!("grant_type=client_credentials&{}", credentials(client)))).await
+    call(app, post(REALM, "access_token", FORM, as_client(Form::client_credentials(), client))).await
 }
 
 /// Registers a client whose tokens' may_act (from the realm's first
@@ -227,9 +225,7 @@ async fn push_seed_may_act(app: &Arc<App>) -> (u16, Value) {
 }
 
 fn claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    jwt_parts(token).1
 }
 
 #[tokio::test]
@@ -412,8 +408,8 @@ async fn a_busy_realm_answers_503_and_does_not_stall_another_realm() {
     }
     // Meanwhile the calm realm registers and issues as usual.
     for _ in 0..5 {
-        let body = json!({"grant_types": ["client_credentials"], "scope": "read"});
-        let (status, client) = call(&app, post("calm", "aiagent/register", JSON, body.to_string())).await;
+        let body = Registration::grants(&["client_credentials"]).scope("read");
+        let (status, client) = call(&app, post("calm", "aiagent/register", JSON, body.body())).await;
         assert_eq!(status, 201, "{client}");
     }
     let mut codes = Vec::new();
@@ -450,10 +446,10 @@ async fn with_token_and_scope_hooks() -> Arc<App> {
 }
 
 async fn token_for(app: &Arc<App>, client_name: &str, scope: &str) -> (u16, Value) {
-    let body = json!({"grant_types": ["client_credentials"], "client_name": client_name, "scope": "read write"});
-    let (status, client) = call(app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
+    let body = Registration::grants(&["client_credentials"]).client_name(client_name).scope("read write");
+    let (status, client) = call(app, post(REALM, "aiagent/register", JSON, body.body())).await;
     assert_eq!(status, 201, "{client}");
-    let form = format!("grant_type=client_credentials&scope={scope}&{}", credentials(&client));
+    let form = as_client(Form::client_credentials().scope(scope), &client);
     call(app, post(REALM, "access_token", FORM, form)).await
 }
 
@@ -479,9 +475,9 @@ async fn a_token_policy_adds_custom_claims_but_not_reserved_ones() {
 #[tokio::test]
 async fn a_scope_policy_narrows_or_refuses_but_never_widens() {
     let app = with_token_and_scope_hooks().await;
-    let (status, body) = token_for(&app, "read-only", "read%20write").await;
+    let (status, body) = token_for(&app, "read-only", "read write").await;
     assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
-    let (status, body) = token_for(&app, "quiet", "read%20write").await;
+    let (status, body) = token_for(&app, "quiet", "read write").await;
     assert_eq!((status, body["scope"].as_str()), (200, Some("read write")), "{body}");
     let (status, body) = token_for(&app, "refuse", "read").await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
@@ -519,8 +515,8 @@ async fn registration_is_limited_to_the_realms_scopes() {
     app.service.store().set_realm_settings(REALM, &json, &entry).unwrap();
     app.service.republish(REALM).unwrap();
     let register_with = |scope: &'static str| {
-        let body = json!({"grant_types": ["client_credentials"], "client_name": "quiet", "scope": scope});
-        post(REALM, "register", JSON, body.to_string())
+        let body = Registration::grants(&["client_credentials"]).client_name("quiet").scope(scope);
+        post(REALM, "register", JSON, body.body())
     };
     assert_eq!(call(&app, register_with("read write")).await.0, 201);
     let (status, body) = call(&app, register_with("read admin")).await;
@@ -533,31 +529,21 @@ async fn an_exchange_may_target_only_an_allowed_audience_which_refresh_keeps() {
     let app = app();
     let (status, _) = push_seed_may_act(&app).await;
     assert_eq!(status, 201);
-    let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
-                      "client_name": "quiet", "scope": "read write"});
-    let (_, client) = call(&app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
+    let body = Registration::grants(&["client_credentials", TOKEN_EXCHANGE]).client_name("quiet").scope("read write");
+    let (_, client) = call(&app, post(REALM, "aiagent/register", JSON, body.body())).await;
     assert_eq!(client["allowedAudiences"], json!(["https://updates.example"]), "the registration shows them");
     let (_, token) = client_credentials(&app, &client).await;
-    let exchange = |extra: &str| {
-        let form = format!(
-            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={}\
-             &subject_token_type=urn:ietf:params:oauth:token-type:access_token&{}{extra}",
-            token["access_token"].as_str().unwrap(),
-            credentials(&client)
-        );
-        post(REALM, "access_token", FORM, form)
+    let exchange = |target: &str, uri: &str| {
+        let form = Form::token_exchange(token["access_token"].as_str().unwrap()).field(target, uri);
+        post(REALM, "access_token", FORM, as_client(form, &client))
     };
-    let (status, body) = call(&app, exchange("&audience=https%3A%2F%2Fother.example")).await;
+    let (status, body) = call(&app, exchange("audience", "https://other.example")).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
-    let (status, body) = call(&app, exchange("&resource=https%3A%2F%2Fupdates.example")).await;
+    let (status, body) = call(&app, exchange("resource", "https://updates.example")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
 
-    let refresh = format!(
-        "grant_type=refresh_token&refresh_token={}&{}",
-        body["refresh_token"].as_str().unwrap(),
-        credentials(&client)
-    );
+    let refresh = as_client(Form::refresh(body["refresh_token"].as_str().unwrap()), &client);
     let (status, body) = call(&app, post(REALM, "access_token", FORM, refresh)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], "https://updates.example");
@@ -577,41 +563,28 @@ async fn a_token_of_another_realm_is_inactive_and_no_subject_here() {
         ("software-agent-may-act", HookKind::MayAct, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT),
     ];
     assert!(app.provision_realm("calm", &calm, seed).unwrap());
-    let (json_type, form_type) = (JSON, FORM);
-    let body = json!({"grant_types": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"], "scope": "read"});
-    let (_, elsewhere) = call(&app, post("calm", "aiagent/register", json_type, body.to_string())).await;
-    let (_, token) = call(
-        &app,
-        post("calm", "access_token", form_type, format!("grant_type=client_credentials&{}", credentials(&elsewhere))),
-    )
-    .await;
+    let body = Registration::grants(&["client_credentials", TOKEN_EXCHANGE]).scope("read");
+    let (_, elsewhere) = call(&app, post("calm", "aiagent/register", JSON, body.body())).await;
+    let (_, token) =
+        call(&app, post("calm", "access_token", FORM, as_client(Form::client_credentials(), &elsewhere))).await;
     let foreign = token["access_token"].as_str().unwrap().to_string();
+    let naming_foreign = || Form::new().field("token", &foreign);
 
     let (_, local) = register(&app, "quiet").await;
-    let (status, body) =
-        call(&app, post(REALM, "introspect", form_type, format!("token={foreign}&{}", credentials(&local)))).await;
+    let (status, body) = call(&app, post(REALM, "introspect", FORM, as_client(naming_foreign(), &local))).await;
     assert_eq!((status, &body), (200, &json!({"active": false})));
-    let exchange = format!(
-        "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={foreign}\
-         &subject_token_type=urn:ietf:params:oauth:token-type:access_token&{}",
-        credentials(&local)
-    );
-    let (status, body) = call(&app, post(REALM, "access_token", form_type, exchange)).await;
+    let exchange = as_client(Form::token_exchange(&foreign), &local);
+    let (status, body) = call(&app, post(REALM, "access_token", FORM, exchange)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
     // Nor does its client exist here.
-    let (status, _) = call(
-        &app,
-        post(REALM, "access_token", form_type, format!("grant_type=client_credentials&{}", credentials(&elsewhere))),
-    )
-    .await;
+    let (status, _) =
+        call(&app, post(REALM, "access_token", FORM, as_client(Form::client_credentials(), &elsewhere))).await;
     assert_eq!(status, 401);
     // Revoking it here is the RFC 7009 200 for a token this realm does not
     // know, and leaves it live in its own realm.
-    let (status, _) =
-        call(&app, post(REALM, "token/revoke", form_type, format!("token={foreign}&{}", credentials(&local)))).await;
+    let (status, _) = call(&app, post(REALM, "token/revoke", FORM, as_client(naming_foreign(), &local))).await;
     assert_eq!(status, 200);
-    let (_, body) =
-        call(&app, post("calm", "introspect", form_type, format!("token={foreign}&{}", credentials(&elsewhere)))).await;
+    let (_, body) = call(&app, post("calm", "introspect", FORM, as_client(naming_foreign(), &elsewhere))).await;
     assert_eq!(body["active"], true, "{body}");
     // Its registration access token manages nothing here.
     let client_id = elsewhere["client_id"].as_str().unwrap();
@@ -811,43 +784,40 @@ async fn a_database_locked_by_another_process_is_503_on_the_admin_api_too() {
 
 // ---- token exchange: what a derived token may hold, and how long ----
 
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
 /// Registers an agent that may exchange tokens, with `scope`.
 async fn register_exchanger(app: &Arc<App>, client_name: &str, scope: &str) -> Value {
-    let body = json!({"grant_types": ["client_credentials", EXCHANGE], "client_name": client_name, "scope": scope});
-    let (status, client) = call(app, post(REALM, "aiagent/register", JSON, body.to_string())).await;
+    let body = Registration::grants(&["client_credentials", TOKEN_EXCHANGE]).client_name(client_name).scope(scope);
+    let (status, client) = call(app, post(REALM, "aiagent/register", JSON, body.body())).await;
     assert_eq!(status, 201, "{client}");
     client
 }
 
-async fn token_request(app: &Arc<App>, client: &Value, form: &str) -> (u16, Value) {
-    call(app, post(REALM, "access_token", FORM, format!("{form}&{}", credentials(client)))).await
+async fn token_request(app: &Arc<App>, client: &Value, form: Form) -> (u16, Value) {
+    call(app, post(REALM, "access_token", FORM, as_client(form, client))).await
 }
 
 /// `client` exchanges `subject_token`, asking for `scope` when given.
 async fn exchange_as(app: &Arc<App>, client: &Value, subject_token: &str, scope: Option<&str>) -> (u16, Value) {
-    let scope = scope.map(|s| format!("&scope={}", s.replace(' ', "+"))).unwrap_or_default();
-    let form = format!(
-        "grant_type={EXCHANGE}&subject_token={subject_token}\
-         &subject_token_type=urn:ietf:params:oauth:token-type:access_token{scope}"
-    );
-    token_request(app, client, &form).await
+    let mut form = Form::token_exchange(subject_token);
+    if let Some(scope) = scope {
+        form = form.scope(scope);
+    }
+    token_request(app, client, form).await
 }
 
 async fn refresh_as(app: &Arc<App>, client: &Value, refresh_token: &str) -> (u16, Value) {
-    token_request(app, client, &format!("grant_type=refresh_token&refresh_token={refresh_token}")).await
+    token_request(app, client, Form::refresh(refresh_token)).await
 }
 
 async fn introspect_as(app: &Arc<App>, caller: &Value, token: &str) -> Value {
-    let form = format!("token={token}&{}", credentials(caller));
+    let form = as_client(Form::new().field("token", token), caller);
     let (status, body) = call(app, post(REALM, "introspect", FORM, form)).await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
 async fn revoke_as(app: &Arc<App>, caller: &Value, token: &str) {
-    let form = format!("token={token}&{}", credentials(caller));
+    let form = as_client(Form::new().field("token", token), caller);
     let (status, body) = call(app, post(REALM, "token/revoke", FORM, form)).await;
     assert_eq!(status, 200, "{body}");
 }
@@ -901,7 +871,7 @@ async fn the_seed_agent_still_widens_its_own_token_within_its_registration() {
 }
 
 async fn token_for_scope(app: &Arc<App>, client: &Value, scope: &str) -> (u16, Value) {
-    token_request(app, client, &format!("grant_type=client_credentials&scope={scope}")).await
+    token_request(app, client, Form::client_credentials().scope(scope)).await
 }
 
 #[tokio::test]
@@ -1017,7 +987,7 @@ async fn a_refresh_grants_no_more_than_the_clients_current_registration() {
     assert_eq!(exchanged["scope"], "read write");
 
     let narrowed = json!({"client_id": agent["client_id"], "client_name": "quiet", "scope": "read",
-                          "grant_types": ["client_credentials", EXCHANGE]});
+                          "grant_types": ["client_credentials", TOKEN_EXCHANGE]});
     let (status, body) = manage_as(&app, &agent, "PUT", Some(&narrowed)).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = refresh_as(&app, &agent, text(&exchanged, "refresh_token")).await;
@@ -1136,7 +1106,7 @@ async fn a_refresh_follows_the_subjects_current_registration_too() {
     assert_eq!(status, 200, "{exchanged}");
     // The subject narrows its own registration to `read`.
     let narrowed = json!({"client_id": subject["client_id"], "client_name": text(&subject, "client_name"),
-                          "scope": "read", "grant_types": ["client_credentials", EXCHANGE]});
+                          "scope": "read", "grant_types": ["client_credentials", TOKEN_EXCHANGE]});
     assert_eq!(manage_as(&app, &subject, "PUT", Some(&narrowed)).await.0, 200);
     let (status, body) = refresh_as(&app, &actor, text(&exchanged, "refresh_token")).await;
     assert_eq!((status, body["scope"].as_str()), (200, Some("read")), "{body}");
