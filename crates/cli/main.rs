@@ -125,7 +125,9 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", env = "AGENTAUTH_WRITE_TIMEOUT", default_value = "10")]
     write_timeout: NonZeroU64,
     /// Threads that run the handlers' blocking work (storage, signing,
-    /// plugin calls). Default: four per core.
+    /// plugin calls). Default: four per core, which keeps durable writes
+    /// grouped in shared commits; a server that issues only JWTs answers
+    /// faster, and more evenly, with one per core.
     #[arg(long, value_name = "N", env = "AGENTAUTH_WORKERS")]
     workers: Option<NonZeroUsize>,
     /// CPU seconds one plugin compilation may take; an upload that needs

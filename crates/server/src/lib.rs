@@ -63,8 +63,12 @@ pub struct Config {
     pub workers: Option<usize>,
 }
 
-/// Handler threads by default: four per core, so that while some wait on
-/// a commit's fsync or a plugin's turn, others keep the cores busy.
+/// Handler threads by default: four per core. A handler that stores
+/// something waits for its commit's fsync on its worker, and concurrent
+/// writes share a commit only if enough workers wait together: with fewer,
+/// opaque tokens and registrations lose half their rate (docs/BENCHMARKS.md
+/// has the measurements). A server that only signs JWTs does better with
+/// one per core (`--workers`).
 pub fn default_workers() -> usize {
     4 * std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
