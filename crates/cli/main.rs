@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use agentauth_plugin_host::HookKind;
 use agentauth_server::{AdminToken, App, Config, ConnectionLimits, RealmSettings};
+use agentauth_store::prelude::*;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use agentauth_store::prelude::*;
 use serde_json::{Value, json};
 
 use crate::support::{ADMIN_TOKEN, Reply, Server, answered};

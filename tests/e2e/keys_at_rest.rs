@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use agentauth_store::prelude::*;
+
 use crate::support::Server;
 
 fn serve_fails(dir: &std::path::Path, master_key: Option<&str>) -> String {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_jose::SigningKey;
 use agentauth_plugin_host::{HookKind, Limits, PluginHost, TokenView};
+use agentauth_store::prelude::*;
 use anyhow::Context;
 
 /// The signing key the server uses for `realm`: read from its database

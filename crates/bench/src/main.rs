@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agentauth_jose::Algorithm;
+use agentauth_store::prelude::*;
 use anyhow::{Context, bail};
 use serde_json::json;
 

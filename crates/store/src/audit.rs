@@ -12,11 +12,8 @@ use rusqlite::{Connection, params};
 use crate::engine::{execute, query_all};
 use crate::{AuditEntry, AuditRepository, Result, Store};
 
-impl Store {
-    /// The realm's audit log, oldest first, at most `limit` entries after
-    /// entry `after`: the entries of this realm, not of an earlier, deleted
-    /// realm of the same name.
-    pub fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
+impl AuditRepository for Store {
+    fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
         query_all(
             &self.db.conn(),
             "SELECT id, at, actor, action, plugin, version, sha256, detail FROM audit
@@ -37,12 +34,6 @@ impl Store {
                 ))
             },
         )
-    }
-}
-
-impl AuditRepository for Store {
-    fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
-        Store::audit(self, realm, after, limit)
     }
 }
 

@@ -132,72 +132,31 @@ impl ClientRepository for SqliteClients {
     }
 }
 
-impl Store {
-    /// Stores a newly registered client, unless the realm already holds
-    /// `max_clients`: then it stores nothing and returns false. The count
-    /// is read in the same transaction as the insert (and writes run one at
-    /// a time on the writer connection), so racing registrations never
-    /// pass the cap. Fails if the id is taken.
-    pub fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
+/// Every method goes through the cache, which forgets what a change
+/// changed; only [`ClientRepository::client`] reads from it.
+impl ClientRepository for Store {
+    fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
         self.clients.insert_client(realm, row, max_clients)
     }
 
-    /// Replaces a client's metadata, attributes and registration access
-    /// token (RFC 7592 update), provided its registration access token still
-    /// has the keyed hash `token_hash`; false if no client of the realm has
-    /// that id and token. Of racing updates presenting one token exactly
-    /// one succeeds (see [`SqliteClients`]).
-    pub fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
+    fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
         self.clients.update_client(realm, row, token_hash)
     }
 
-    /// Deletes a client and every server-side token issued to it, in one
-    /// commit, provided its registration access token still has the keyed
-    /// hash `token_hash` (checked in the same statement, as for
-    /// [`Store::update_client`]); false if no client has that id and token.
-    pub fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
+    fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
         self.clients.delete_client(realm, client_id, token_hash)
     }
 
-    /// The realm's client `client_id`, from the cache when it is there.
-    pub fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
+    fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
         self.clients.client(realm, client_id)
     }
 
-    /// True when the realm has the client.
-    pub fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
+    fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
         self.clients.client_exists(realm, client_id)
     }
 
-    /// How many clients the realm has (as of the last commit).
-    pub fn count_clients(&self, realm: &str) -> Result<u64> {
-        self.clients.count_clients(realm)
-    }
-}
-
-impl ClientRepository for Store {
-    fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
-        Store::insert_client(self, realm, row, max_clients)
-    }
-
-    fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
-        Store::update_client(self, realm, row, token_hash)
-    }
-
-    fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
-        Store::delete_client(self, realm, client_id, token_hash)
-    }
-
-    fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
-        Store::client(self, realm, client_id)
-    }
-
-    fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
-        Store::client_exists(self, realm, client_id)
-    }
-
     fn count_clients(&self, realm: &str) -> Result<u64> {
-        Store::count_clients(self, realm)
+        self.clients.count_clients(realm)
     }
 }
 
@@ -221,6 +180,7 @@ mod tests {
 
     use super::*;
     use crate::engine::query_all;
+    use crate::prelude::*;
 
     #[test]
     fn a_client_whose_stored_json_is_invalid_is_reported_as_corrupt() {

@@ -26,9 +26,8 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
 const INSERT_KEY: &str =
     "INSERT INTO signing_keys (realm, alg, pkcs8, created_at, signs_from) VALUES (?1, ?2, ?3, ?4, ?5)";
 
-impl Store {
-    /// The realm's signing keys, newest first.
-    pub fn keys(&self, realm: &str) -> Result<Vec<KeyRow>> {
+impl KeyRepository for Store {
+    fn keys(&self, realm: &str) -> Result<Vec<KeyRow>> {
         query_all(
             &self.db.conn(),
             "SELECT alg, pkcs8, created_at, COALESCE(signs_from, created_at), retires_at FROM signing_keys
@@ -38,9 +37,7 @@ impl Store {
         )
     }
 
-    /// Adds a rotated-in key, and schedules every key not yet retiring to
-    /// leave the JWKS at `old_retire_at`; records `audit`. One commit.
-    pub fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
+    fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
         self.db.write(|tx| {
             execute(
                 tx,
@@ -52,10 +49,7 @@ impl Store {
         })
     }
 
-    /// Stores the realm's first signing key, unless another request stored
-    /// one first; returns the realm's newest key either way, so concurrent
-    /// first uses agree on one key.
-    pub fn insert_first_key(&self, realm: &str, key: &KeyRow) -> Result<KeyRow> {
+    fn insert_first_key(&self, realm: &str, key: &KeyRow) -> Result<KeyRow> {
         self.db.write(|tx| {
             let existing = query_opt(
                 tx,
@@ -73,24 +67,11 @@ impl Store {
     }
 }
 
-impl KeyRepository for Store {
-    fn keys(&self, realm: &str) -> Result<Vec<KeyRow>> {
-        Store::keys(self, realm)
-    }
-
-    fn rotate_key(&self, realm: &str, key: &KeyRow, old_retire_at: i64, audit: &AuditEntry) -> Result<()> {
-        Store::rotate_key(self, realm, key, old_retire_at, audit)
-    }
-
-    fn insert_first_key(&self, realm: &str, key: &KeyRow) -> Result<KeyRow> {
-        Store::insert_first_key(self, realm, key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::prelude::*;
 
     #[test]
     fn a_key_of_an_unknown_algorithm_is_reported_as_corrupt() {

@@ -53,3 +53,8 @@ pub use agentauth_core::ports::{
     PushOutcome, RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
     TokenRepository, TokenRow,
 };
+
+/// The repository traits [`Store`] implements, whose methods are all it
+/// has beyond opening a database and copying or checking one: `use
+/// agentauth_store::prelude::*;` brings them into scope.
+pub use agentauth_core::ports::prelude;

@@ -21,10 +21,8 @@ const DEACTIVATE: &str = "UPDATE plugins SET active = 0 WHERE realm = ?1 AND nam
 const INSERT_VERSION: &str = "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-impl Store {
-    /// Stores a new version of a plugin and makes it the active one;
-    /// returns the version number.
-    pub fn add_plugin_version(
+impl PluginRepository for Store {
+    fn add_plugin_version(
         &self,
         realm: &str,
         name: &str,
@@ -41,8 +39,7 @@ impl Store {
         })
     }
 
-    /// The active version of each of the realm's plugins.
-    pub fn active_plugins(&self, realm: &str) -> Result<Vec<PluginRow>> {
+    fn active_plugins(&self, realm: &str) -> Result<Vec<PluginRow>> {
         query_all(
             &self.db.conn(),
             "SELECT name, version, hook, sha256, component FROM plugins WHERE realm = ?1 AND active = 1 ORDER BY name",
@@ -59,9 +56,7 @@ impl Store {
         )
     }
 
-    /// Every version of every plugin of the realm, without the component
-    /// bytes, by name and version.
-    pub fn plugin_versions(&self, realm: &str) -> Result<Vec<PluginVersion>> {
+    fn plugin_versions(&self, realm: &str) -> Result<Vec<PluginVersion>> {
         query_all(
             &self.db.conn(),
             "SELECT name, version, hook, sha256, length(component), created_at, active
@@ -81,8 +76,7 @@ impl Store {
         )
     }
 
-    /// The component bytes of one plugin version.
-    pub fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
+    fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
         query_opt(
             &self.db.conn(),
             "SELECT component FROM plugins WHERE realm = ?1 AND name = ?2 AND version = ?3",
@@ -91,9 +85,7 @@ impl Store {
         )
     }
 
-    /// Stores a new plugin version, activating it if `activate`, and
-    /// records `audit` in the same commit. A name keeps one hook kind.
-    pub fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
+    fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
         self.db.write(|tx| {
             let existing = query_opt(
                 tx,
@@ -135,10 +127,7 @@ impl Store {
         })
     }
 
-    /// Makes `version` of plugin `name` the active one; returns false if
-    /// there is no such version. Records `audit`, with the version and its
-    /// sha256, in the same commit.
-    pub fn activate_plugin(&self, realm: &str, name: &str, version: i64, audit: &AuditEntry) -> Result<bool> {
+    fn activate_plugin(&self, realm: &str, name: &str, version: i64, audit: &AuditEntry) -> Result<bool> {
         self.db.write(|tx| {
             let Some(sha256) = version_sha256(tx, realm, name, version)? else {
                 return Ok(false);
@@ -153,11 +142,7 @@ impl Store {
         })
     }
 
-    /// Deletes one version of a plugin, or all of them (`version: None`);
-    /// returns how many rows went. The compiled artifacts of their
-    /// components go too, unless a version still stored (in any realm)
-    /// has the same bytes. Records `audit` in the same commit.
-    pub fn delete_plugin(&self, realm: &str, name: &str, version: Option<i64>, audit: &AuditEntry) -> Result<usize> {
+    fn delete_plugin(&self, realm: &str, name: &str, version: Option<i64>, audit: &AuditEntry) -> Result<usize> {
         self.db.write(|tx| {
             let sha256 = match version {
                 Some(v) => version_sha256(tx, realm, name, v)?,
@@ -176,16 +161,13 @@ impl Store {
         })
     }
 
-    /// How many plugin versions the realm stores, and their components'
-    /// bytes in all.
-    pub fn plugin_usage(&self, realm: &str) -> Result<(i64, i64)> {
+    fn plugin_usage(&self, realm: &str) -> Result<(i64, i64)> {
         plugin_usage(&self.db.conn(), realm)
     }
 
     // ---- compiled artifacts ----
 
-    /// A precompiled plugin artifact, if one is stored.
-    pub fn plugin_artifact(&self, component_sha256: &str, engine: &str) -> Result<Option<Vec<u8>>> {
+    fn plugin_artifact(&self, component_sha256: &str, engine: &str) -> Result<Option<Vec<u8>>> {
         query_opt(
             &self.db.conn(),
             "SELECT artifact FROM plugin_artifacts WHERE component_sha256 = ?1 AND engine = ?2",
@@ -194,82 +176,18 @@ impl Store {
         )
     }
 
-    /// Keeps a precompiled plugin artifact; artifacts of engines other than
-    /// `engine` for the same component are dropped, as no build of this
-    /// server can use them again.
-    pub fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
+    fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
         self.db.write(|tx| put_artifact(tx, component_sha256, engine, artifact, now))
     }
 
-    /// Deletes every stored compiled artifact, so the next load compiles
-    /// again (benchmarks of a first start). Returns how many there were.
-    pub fn delete_plugin_artifacts(&self) -> Result<usize> {
+    fn delete_plugin_artifacts(&self) -> Result<usize> {
         self.db.write(|tx| execute(tx, "DELETE FROM plugin_artifacts", []))
     }
 
-    /// The components that have a compiled artifact stored, by sha256.
-    pub fn plugin_artifact_hashes(&self) -> Result<Vec<String>> {
+    fn plugin_artifact_hashes(&self) -> Result<Vec<String>> {
         query_all(&self.db.conn(), "SELECT DISTINCT component_sha256 FROM plugin_artifacts ORDER BY 1", [], |r| {
             r.get(0)
         })
-    }
-}
-
-impl PluginRepository for Store {
-    fn add_plugin_version(
-        &self,
-        realm: &str,
-        name: &str,
-        hook: HookKind,
-        sha256: &str,
-        component: &[u8],
-        now: i64,
-    ) -> Result<i64> {
-        Store::add_plugin_version(self, realm, name, hook, sha256, component, now)
-    }
-
-    fn active_plugins(&self, realm: &str) -> Result<Vec<PluginRow>> {
-        Store::active_plugins(self, realm)
-    }
-
-    fn plugin_versions(&self, realm: &str) -> Result<Vec<PluginVersion>> {
-        Store::plugin_versions(self, realm)
-    }
-
-    fn plugin_component(&self, realm: &str, name: &str, version: i64) -> Result<Option<Vec<u8>>> {
-        Store::plugin_component(self, realm, name, version)
-    }
-
-    fn push_plugin(&self, realm: &str, push: &PluginPush<'_>, audit: &AuditEntry) -> Result<PushOutcome> {
-        Store::push_plugin(self, realm, push, audit)
-    }
-
-    fn activate_plugin(&self, realm: &str, name: &str, version: i64, audit: &AuditEntry) -> Result<bool> {
-        Store::activate_plugin(self, realm, name, version, audit)
-    }
-
-    fn delete_plugin(&self, realm: &str, name: &str, version: Option<i64>, audit: &AuditEntry) -> Result<usize> {
-        Store::delete_plugin(self, realm, name, version, audit)
-    }
-
-    fn plugin_usage(&self, realm: &str) -> Result<(i64, i64)> {
-        Store::plugin_usage(self, realm)
-    }
-
-    fn plugin_artifact(&self, component_sha256: &str, engine: &str) -> Result<Option<Vec<u8>>> {
-        Store::plugin_artifact(self, component_sha256, engine)
-    }
-
-    fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()> {
-        Store::put_plugin_artifact(self, component_sha256, engine, artifact, now)
-    }
-
-    fn delete_plugin_artifacts(&self) -> Result<usize> {
-        Store::delete_plugin_artifacts(self)
-    }
-
-    fn plugin_artifact_hashes(&self) -> Result<Vec<String>> {
-        Store::plugin_artifact_hashes(self)
     }
 }
 
@@ -322,6 +240,7 @@ mod tests {
 
     use super::*;
     use crate::ErrorKind;
+    use crate::prelude::*;
 
     #[test]
     fn a_plugin_of_an_unknown_hook_is_reported_as_corrupt() {

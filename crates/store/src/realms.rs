@@ -28,26 +28,22 @@ fn insert_realm(tx: &Connection, name: &str, settings: &str, now: i64) -> Result
     Ok(n == 1)
 }
 
-impl Store {
-    /// The realm named `name`, if there is one.
-    pub fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
+impl RealmRepository for Store {
+    fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
         query_opt(&self.db.conn(), "SELECT name, settings FROM realms WHERE name = ?1", [name], |r| {
             Ok(RealmRow { name: r.get(0)?, settings: r.get(1)? })
         })
     }
 
-    /// Creates the realm unless it exists; returns whether it was created.
-    pub fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
+    fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
         self.db.write(|tx| insert_realm(tx, name, settings, now))
     }
 
-    /// Every realm's name, sorted.
-    pub fn realm_names(&self) -> Result<Vec<String>> {
+    fn realm_names(&self) -> Result<Vec<String>> {
         query_all(&self.db.conn(), "SELECT name FROM realms ORDER BY name", [], |r| r.get(0))
     }
 
-    /// Creates a realm, recording `audit`; false if it exists.
-    pub fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+    fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
         self.db.write(|tx| {
             let created = insert_realm(tx, name, settings, audit.at)?;
             if created {
@@ -57,8 +53,7 @@ impl Store {
         })
     }
 
-    /// Replaces the realm's settings JSON, recording `audit`.
-    pub fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
+    fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
         self.db.write(|tx| {
             let n = execute(tx, "UPDATE realms SET settings = ?2 WHERE name = ?1", params![realm, settings])?;
             if n == 1 {
@@ -68,16 +63,10 @@ impl Store {
         })
     }
 
-    /// Deletes a realm and everything in it (clients, keys, plugins and
-    /// the compiled artifacts no other realm uses, tokens, revocations,
-    /// admins); false if there was no such realm. Its audit log stays,
-    /// under the deleted realm's identity: a realm created later under the
-    /// same name starts a log of its own.
-    ///
     /// Every table of a realm's rows declares `ON DELETE CASCADE` from the
     /// realm (migration 13), so deleting the realm's row deletes them all,
     /// a table added later included.
-    pub fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
+    fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
         let deleted = self.db.write(|tx| {
             if !exists(tx, "SELECT EXISTS (SELECT 1 FROM realms WHERE name = ?1)", [name])? {
                 return Ok(false);
@@ -95,8 +84,7 @@ impl Store {
         deleted
     }
 
-    /// Adds a realm admin, whose token has the keyed hash `token_hash`.
-    pub fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
+    fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
         self.db.write(|tx| {
             execute(
                 tx,
@@ -107,8 +95,7 @@ impl Store {
         })
     }
 
-    /// The realm's admins, oldest first.
-    pub fn realm_admins(&self, realm: &str) -> Result<Vec<RealmAdmin>> {
+    fn realm_admins(&self, realm: &str) -> Result<Vec<RealmAdmin>> {
         query_all(
             &self.db.conn(),
             "SELECT realm, id, name, created_at FROM realm_admins WHERE realm = ?1 ORDER BY created_at, id",
@@ -117,8 +104,7 @@ impl Store {
         )
     }
 
-    /// The realm admin whose token has this keyed hash.
-    pub fn realm_admin_by_token(&self, token_hash: &[u8]) -> Result<Option<RealmAdmin>> {
+    fn realm_admin_by_token(&self, token_hash: &[u8]) -> Result<Option<RealmAdmin>> {
         query_opt(
             &self.db.conn(),
             "SELECT realm, id, name, created_at FROM realm_admins WHERE token_hash = ?1",
@@ -127,8 +113,7 @@ impl Store {
         )
     }
 
-    /// Removes a realm admin; false if there was none with that id.
-    pub fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
+    fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
         self.db.write(|tx| {
             let n = execute(tx, "DELETE FROM realm_admins WHERE realm = ?1 AND id = ?2", [realm, id])?;
             if n == 1 {
@@ -139,54 +124,13 @@ impl Store {
     }
 }
 
-impl RealmRepository for Store {
-    fn realm(&self, name: &str) -> Result<Option<RealmRow>> {
-        Store::realm(self, name)
-    }
-
-    fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
-        Store::create_realm_if_absent(self, name, settings, now)
-    }
-
-    fn realm_names(&self) -> Result<Vec<String>> {
-        Store::realm_names(self)
-    }
-
-    fn create_realm(&self, name: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
-        Store::create_realm(self, name, settings, audit)
-    }
-
-    fn set_realm_settings(&self, realm: &str, settings: &str, audit: &AuditEntry) -> Result<bool> {
-        Store::set_realm_settings(self, realm, settings, audit)
-    }
-
-    fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
-        Store::delete_realm(self, name, audit)
-    }
-
-    fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
-        Store::create_realm_admin(self, admin, token_hash, audit)
-    }
-
-    fn realm_admins(&self, realm: &str) -> Result<Vec<RealmAdmin>> {
-        Store::realm_admins(self, realm)
-    }
-
-    fn realm_admin_by_token(&self, token_hash: &[u8]) -> Result<Option<RealmAdmin>> {
-        Store::realm_admin_by_token(self, token_hash)
-    }
-
-    fn delete_realm_admin(&self, realm: &str, id: &str, audit: &AuditEntry) -> Result<bool> {
-        Store::delete_realm_admin(self, realm, id, audit)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use agentauth_core::Algorithm;
 
     use super::*;
     use crate::engine::query_row;
+    use crate::prelude::*;
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
     use agentauth_store_conformance::fixtures::{audit, client_row, pushed};
 

@@ -1,9 +1,9 @@
 //! [`Store`], the one value callers hold: the SQLite engine, and the
 //! client cache layered over its clients table, opened together.
 //!
-//! Its methods live beside the SQL of their aggregate (`realms.rs`,
-//! `clients.rs`, ...), each file with the port trait it implements; this
-//! file only says what a store is made of and how one is opened.
+//! Its methods are the port traits', each implemented beside the SQL of
+//! its aggregate (`realms.rs`, `clients.rs`, ...); this file only says
+//! what a store is made of and how one is opened.
 
 use std::path::Path;
 use std::sync::Arc;

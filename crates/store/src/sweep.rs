@@ -6,13 +6,8 @@ use crate::engine::execute;
 use crate::plugins::delete_unused_artifacts;
 use crate::{Housekeeping, Result, Store};
 
-impl Store {
-    /// Deletes what can no longer matter: expired server-side tokens,
-    /// revoked JWT ids and client assertion ids past their expiry, keys
-    /// retired from the JWKS, and compiled artifacts of components no
-    /// stored version has (one compiled for a version deleted meanwhile).
-    /// Returns how many rows went.
-    pub fn sweep(&self, now: i64) -> Result<usize> {
+impl Housekeeping for Store {
+    fn sweep(&self, now: i64) -> Result<usize> {
         self.db.write(|tx| {
             let mut n = 0;
             n += execute(tx, "DELETE FROM tokens WHERE expires_at <= ?1", [now])?;
@@ -23,11 +18,5 @@ impl Store {
             n += delete_unused_artifacts(tx)?;
             Ok(n)
         })
-    }
-}
-
-impl Housekeeping for Store {
-    fn sweep(&self, now: i64) -> Result<usize> {
-        Store::sweep(self, now)
     }
 }

@@ -19,18 +19,12 @@ const JWT_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm
 /// Deletes one server-side token, by (hash, realm).
 const DELETE_TOKEN: &str = "DELETE FROM tokens WHERE hash = ?1 AND realm = ?2";
 
-impl Store {
-    /// Stores tokens by their keyed hashes, all in one commit.
-    pub fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
+impl TokenRepository for Store {
+    fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
         self.db.write(|tx| tokens.iter().try_for_each(|t| insert_token(tx, realm, t)))
     }
 
-    /// Starts a token family derived from another token (an exchange):
-    /// records where it came from and stores its first tokens, in one
-    /// commit. Unless the parent is still live at that commit — a
-    /// revocation may have raced the exchange — nothing is stored and the
-    /// answer is false.
-    pub fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
+    fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
         self.db.write(|tx| {
             let parent_revoked = exists(tx, JWT_REVOKED, params![realm, lineage.parent_jti])?;
             let parent_row_live = match lineage.parent_hash {
@@ -71,14 +65,11 @@ impl Store {
         })
     }
 
-    /// The grant of a live token of `kind` in `realm`: a token of another
-    /// realm, or expired, is not found.
-    pub fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
+    fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
         Ok(self.token_row(hash, realm, now)?.filter(|row| row.kind == kind).map(|row| row.grant))
     }
 
-    /// Any live server-side token of the realm, by hash.
-    pub fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
+    fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
         let row = query_opt(
             &self.db.conn(),
             "SELECT kind, grant_json, client_id, family, used_at, expires_at FROM tokens
@@ -101,8 +92,7 @@ impl Store {
         Ok(Some(TokenRow { kind, grant, client_id, family, used: used_at.is_some(), expires_at }))
     }
 
-    /// How many server-side tokens of `kind` the realm holds.
-    pub fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
+    fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
         query_row(
             &self.db.conn(),
             "SELECT COUNT(*) FROM tokens WHERE realm = ?1 AND kind = ?2",
@@ -111,17 +101,7 @@ impl Store {
         )
     }
 
-    /// Rotates a refresh token in one commit: a live, unused token is
-    /// marked used and its successors stored; a token used before revokes
-    /// its whole family, since the token has leaked (RFC 9700 §4.14.2). So
-    /// a refresh token works once, even for racing requests.
-    pub fn rotate_token(
-        &self,
-        realm: &str,
-        old_hash: &[u8],
-        successors: &[NewToken<'_>],
-        now: i64,
-    ) -> Result<Rotation> {
+    fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
         self.db.write(|tx| {
             let found: Option<(Option<i64>, Option<String>)> = query_opt(
                 tx,
@@ -153,9 +133,7 @@ impl Store {
         })
     }
 
-    /// Revokes one server-side token; with a family, every token of it.
-    /// Either way, every family derived from what is revoked goes too.
-    pub fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
+    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
         self.db.write(|tx| {
             match family {
                 Some(family) => revoke_family(tx, realm, family)?,
@@ -167,18 +145,14 @@ impl Store {
         })
     }
 
-    /// Revokes one opaque access token, outside any family, and every
-    /// family derived from it (its `jti`).
-    pub fn revoke_opaque(&self, realm: &str, hash: &[u8], jti: &str) -> Result<()> {
+    fn revoke_opaque(&self, realm: &str, hash: &[u8], jti: &str) -> Result<()> {
         self.db.write(|tx| {
             execute(tx, DELETE_TOKEN, params![hash, realm])?;
             revoke_derived_from_token(tx, realm, jti)
         })
     }
 
-    /// Records a JWT access token as revoked until it expires, and revokes
-    /// every family derived from it.
-    pub fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
+    fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
         self.db.write(|tx| {
             execute(
                 tx,
@@ -189,14 +163,11 @@ impl Store {
         })
     }
 
-    /// True when the JWT with `jti` was revoked.
-    pub fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
+    fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
         exists(&self.db.conn(), JWT_REVOKED, params![realm, jti])
     }
 
-    /// Records a client assertion's `jti`; false if it was seen before (a
-    /// replay, RFC 7523 §3).
-    pub fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
+    fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
         self.db.write(|tx| {
             let n = execute(
                 tx,
@@ -205,52 +176,6 @@ impl Store {
             )?;
             Ok(n == 1)
         })
-    }
-}
-
-impl TokenRepository for Store {
-    fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
-        Store::insert_tokens(self, realm, tokens)
-    }
-
-    fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
-        Store::insert_derived_family(self, realm, lineage, tokens)
-    }
-
-    fn token(&self, hash: &[u8], realm: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
-        Store::token(self, hash, realm, kind, now)
-    }
-
-    fn token_row(&self, hash: &[u8], realm: &str, now: i64) -> Result<Option<TokenRow>> {
-        Store::token_row(self, hash, realm, now)
-    }
-
-    fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64> {
-        Store::count_tokens(self, realm, kind)
-    }
-
-    fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
-        Store::rotate_token(self, realm, old_hash, successors, now)
-    }
-
-    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
-        Store::revoke_token(self, realm, hash, family)
-    }
-
-    fn revoke_opaque(&self, realm: &str, hash: &[u8], jti: &str) -> Result<()> {
-        Store::revoke_opaque(self, realm, hash, jti)
-    }
-
-    fn revoke_jwt(&self, realm: &str, jti: &str, expires_at: i64) -> Result<()> {
-        Store::revoke_jwt(self, realm, jti, expires_at)
-    }
-
-    fn is_jwt_revoked(&self, realm: &str, jti: &str) -> Result<bool> {
-        Store::is_jwt_revoked(self, realm, jti)
-    }
-
-    fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
-        Store::use_assertion_jti(self, realm, client_id, jti, expires_at)
     }
 }
 
@@ -307,6 +232,7 @@ fn derived_families(tx: &Connection, sql: &str, realm: &str, parent: &str) -> Re
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::prelude::*;
 
     #[test]
     fn a_token_of_unknown_kind_is_reported_as_corrupt() {

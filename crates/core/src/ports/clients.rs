@@ -46,6 +46,6 @@ pub trait ClientRepository: Send + Sync {
     /// True when the realm has the client.
     fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool>;
 
-    /// How many clients the realm has.
+    /// How many clients the realm has, as of the last commit.
     fn count_clients(&self, realm: &str) -> Result<u64>;
 }

@@ -32,6 +32,17 @@ pub use realms::{RealmAdmin, RealmRepository, RealmRow};
 pub use secrets::{Housekeeping, ServerSecretRepository};
 pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenRow};
 
+/// The repository traits alone, to bring their methods into scope where a
+/// backend is held by its own type: `use agentauth_core::ports::prelude::*;`
+/// (or `agentauth_store::prelude::*`). Code generic over [`Storage`] needs
+/// none of it.
+pub mod prelude {
+    pub use super::{
+        AuditRepository, ClientRepository, Housekeeping, KeyRepository, PluginRepository, RealmRepository,
+        ServerSecretRepository, TokenRepository,
+    };
+}
+
 /// Every storage port at once: what a complete backend implements.
 pub trait Storage:
     std::fmt::Debug

@@ -140,7 +140,8 @@ pub trait PluginRepository: Send + Sync {
     fn put_plugin_artifact(&self, component_sha256: &str, engine: &str, artifact: &[u8], now: i64) -> Result<()>;
 
     /// Deletes every stored compiled artifact, so the next load compiles
-    /// again. Returns how many there were.
+    /// again (as benchmarks of a first start need). Returns how many there
+    /// were.
     fn delete_plugin_artifacts(&self) -> Result<usize>;
 
     /// The components that have a compiled artifact stored, by sha256.

@@ -43,7 +43,8 @@ pub trait RealmRepository: Send + Sync {
     /// Deletes a realm and everything of it (clients, keys, plugins and
     /// the compiled artifacts no other realm uses, tokens, revocations,
     /// admins), recording `audit` first; false if there was no such realm.
-    /// Its audit log stays, under the deleted realm's identity.
+    /// Its audit log stays, under the deleted realm's identity: a realm
+    /// created later under the same name starts a log of its own.
     fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool>;
 
     /// Adds a realm admin, whose token has the keyed hash `token_hash`,

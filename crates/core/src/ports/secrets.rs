@@ -19,6 +19,7 @@ pub trait Housekeeping: Send + Sync {
     /// Deletes, as of `now`, expired server-side tokens, revoked JWT ids and
     /// client assertion ids past their expiry, lineage of expired families,
     /// keys retired from the JWKS, and compiled artifacts no stored plugin
-    /// version uses. Returns how many rows went.
+    /// version uses (one compiled for a version deleted meanwhile). Returns
+    /// how many rows went.
     fn sweep(&self, now: i64) -> Result<usize>;
 }

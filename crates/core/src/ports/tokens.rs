@@ -100,7 +100,8 @@ pub trait TokenRepository: Send + Sync {
     /// records where it came from and stores its first tokens, in one
     /// commit. Unless the parent is still live at that commit (not
     /// revoked, its row and family still there, its client registered),
-    /// nothing is stored and the answer is false.
+    /// nothing is stored and the answer is false: a revocation may have
+    /// raced the exchange.
     fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool>;
 
     /// The grant of a live token of `kind` in `realm`: a token of another
@@ -116,7 +117,8 @@ pub trait TokenRepository: Send + Sync {
     /// Rotates a refresh token in one commit, exactly once: a live, unused
     /// token is marked used and its successors stored; a token used before
     /// revokes its whole family (and the families derived from it) and
-    /// stores nothing, since the token has leaked (RFC 9700 §4.14.2).
+    /// stores nothing, since the token has leaked (RFC 9700 §4.14.2). So a
+    /// refresh token works once, even for racing requests.
     fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation>;
 
     /// Revokes one server-side token; with a family, every token of it.
