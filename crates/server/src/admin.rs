@@ -43,7 +43,7 @@ pub fn admit(
     realm: &str,
     op: &AdminOp,
 ) -> Result<(Principal, Option<UploadPermit>), Reply> {
-    let principal = app.service.admin_principal(crate::endpoint::bearer(headers))?;
+    let principal = app.service.admin_principal(crate::http::bearer(headers))?;
     principal.permit(realm, server_wide(op))?;
     let upload = match op {
         AdminOp::PushPlugin { .. } => Some(app.service.admit_upload(realm)?),

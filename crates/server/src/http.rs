@@ -268,6 +268,16 @@ impl Form {
     }
 }
 
+/// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
+pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,13 +127,3 @@ fn request_context(parts: &Parts, body: Option<&[u8]>) -> RequestContext {
         body: body.and_then(|b| std::str::from_utf8(b).ok()).map(str::to_string),
     }
 }
-
-/// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-}

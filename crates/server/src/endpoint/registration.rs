@@ -8,7 +8,8 @@ use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 use serde_json::Value;
 
-use super::{bearer, request_context};
+use super::request_context;
+use crate::http::bearer;
 use crate::http::{Reply, has_media_type, parse_json};
 
 pub fn register(
