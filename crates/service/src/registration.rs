@@ -27,16 +27,26 @@ use crate::secrets::{Purpose, new_client_id, new_secret};
 use crate::{Service, internal};
 
 /// A registration's answer: the client and the credentials issued to it
-/// (RFC 7591 §3.2.1), ready to render.
-#[derive(Debug)]
+/// (RFC 7591 §3.2.1), ready to render. `Debug` shows only the client_id.
 pub struct Registered(pub Value);
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered").field("client_id", &self.0.get("client_id")).finish_non_exhaustive()
+    }
+}
 
 /// A client reached with its registration access token; the token's
 /// keyed hash is what an update or delete compares and swaps.
-#[derive(Debug)]
 pub struct ManagedClient {
     row: ClientRow,
     presented: Vec<u8>,
+}
+
+impl std::fmt::Debug for ManagedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagedClient").field("client_id", &self.row.client.client_id).finish_non_exhaustive()
+    }
 }
 
 impl ManagedClient {

@@ -82,3 +82,21 @@ fn the_application_layer_depends_on_no_http_crate() {
         assert!(!dependencies.contains(http), "crates/service depends on {http}");
     }
 }
+
+#[test]
+fn a_registration_answer_never_prints_its_credentials() {
+    let clock = Arc::new(ManualClock::new(1_900_000_000));
+    let service = service(&clock);
+    let realm = service.realm(REALM).unwrap().unwrap();
+    let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
+    let registered = service.register(&realm, false, &metadata, RequestContext::default()).unwrap();
+    let printed = format!("{registered:?}");
+    for secret in ["client_secret", "registration_access_token"] {
+        let value = registered.0[secret].as_str().unwrap();
+        assert!(!printed.contains(value), "Debug printed the {secret}: {printed}");
+    }
+    let client_id = registered.0["client_id"].as_str().unwrap();
+    let token = registered.0["registration_access_token"].as_str().unwrap();
+    let managed = service.managed_client(&realm, client_id, token).unwrap();
+    assert!(!format!("{managed:?}").contains(token));
+}
