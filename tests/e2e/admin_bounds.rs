@@ -292,3 +292,15 @@ pub fn slow_to_compile(functions: u64, values: u64) -> Vec<u8> {
     section(0x01, &module, &mut component); // a core module, never instantiated
     component
 }
+
+#[test]
+fn an_upload_refused_before_its_body_is_read_still_gets_its_answer() {
+    let server = Server::start_with_admin();
+    // Far more than the kernel buffers between client and server: the
+    // client is still sending when the refusal is written.
+    let body = vec![0u8; 8 << 20];
+    for _ in 0..3 {
+        let refused = admin_as(&server, "not-the-admin-token", "POST", "/alpha/plugins/p?hook=may-act", body.clone());
+        assert_eq!(refused.status, 401, "{}", refused.body);
+    }
+}

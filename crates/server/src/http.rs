@@ -181,6 +181,30 @@ where
     }
 }
 
+/// Reads and discards what is left of a request body, at most `limit`
+/// bytes within `timeout`, holding none of it. A refusal sent before its
+/// body was read must be followed by this: a connection closed with bytes
+/// still unread is reset, and a reset makes the client's kernel drop the
+/// response it had not read yet, so the client would see the connection
+/// fail instead of the refusal.
+pub async fn discard_body<B>(body: B, limit: usize, timeout: Duration)
+where
+    B: Body<Data = Bytes>,
+{
+    let drain = async {
+        let mut body = std::pin::pin!(body);
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    // What is not read by then is the client's to lose.
+    let _ = tokio::time::timeout(timeout, drain).await;
+}
+
 fn too_large(limit: usize) -> Reply {
     Reply::json(
         413,

@@ -197,7 +197,12 @@ impl App {
                     }
                     upload = admitted;
                 }
-                Ok(Err(reply)) => return reply.into_response(),
+                Ok(Err(reply)) => {
+                    // Refused before its body was read: the body is read
+                    // and dropped, so the refusal reaches the client.
+                    http::discard_body(body, admin::MAX_BODY, READ_TIMEOUT).await;
+                    return reply.into_response();
+                }
                 Err(workers::Panicked) => {
                     tracing::error!("admin authentication panicked");
                     return Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response();
