@@ -163,3 +163,16 @@ fn metadata_over_a_bound_is_invalid_client_metadata_naming_the_field() {
         assert!(reply.json["error_description"].as_str().is_some_and(|d| d.contains(field)), "{}", reply.body);
     }
 }
+
+#[test]
+fn a_body_far_over_the_limit_is_still_answered_413() {
+    let server = Server::start();
+    // More than the kernel buffers between client and server: the client
+    // is still sending when the 413 is written.
+    let mut body = seed_registration();
+    body["client_name"] = json!("x".repeat(4 << 20));
+    for _ in 0..3 {
+        let reply = server.register_raw(&body.to_string());
+        assert_eq!(reply.status, 413, "{}", reply.body);
+    }
+}

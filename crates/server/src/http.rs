@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentauth_core::{ErrorCode, OAuthError};
 use agentauth_service::AdminError;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -161,19 +161,45 @@ impl From<AdminError> for Reply {
     }
 }
 
+/// How much more of a body past its limit is read (and dropped) so that
+/// the 413 reaches the client: see [`discard_body`]. A client sending more
+/// than this sees its connection reset instead.
+const DRAIN_PAST_LIMIT: usize = 16 << 20;
+
 /// Reads a whole body of at most `limit` bytes within `timeout`.
 pub async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, Reply>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let mut body = Box::pin(body);
     if body.size_hint().lower() > limit as u64 {
+        discard_body(body, DRAIN_PAST_LIMIT, timeout).await;
         return Err(too_large(limit));
     }
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
-        Ok(Err(e)) => Err(Reply::error(&OAuthError::invalid_request(format!("reading the request body failed: {e}")))),
+    let read = async {
+        let lower = usize::try_from(body.size_hint().lower()).unwrap_or(limit).min(limit);
+        let mut data = Vec::with_capacity(lower);
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| Some(e.into().to_string()))?;
+            if let Some(chunk) = frame.data_ref() {
+                if data.len() + chunk.len() > limit {
+                    return Err(None::<String>);
+                }
+                data.extend_from_slice(chunk);
+            }
+        }
+        Ok(Bytes::from(data))
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(None)) => {
+            discard_body(body, DRAIN_PAST_LIMIT, timeout).await;
+            Err(too_large(limit))
+        }
+        Ok(Err(Some(e))) => {
+            Err(Reply::error(&OAuthError::invalid_request(format!("reading the request body failed: {e}"))))
+        }
         Err(_) => Err(Reply::json(
             408,
             &json!({"error": "invalid_request", "error_description": "the request body arrived too slowly"}),
