@@ -28,6 +28,7 @@
 
 pub mod audit;
 pub mod clients;
+pub mod coordination;
 pub mod fixtures;
 pub mod keys;
 pub mod plugins;
@@ -79,6 +80,13 @@ macro_rules! store_conformance_tests {
             audit::audited_changes_are_listed_in_order_a_page_at_a_time,
             audit::a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log,
             secrets::a_server_secret_is_made_once_even_by_racing_callers,
+            coordination::every_change_a_replica_acts_on_is_recorded_in_commit_order,
+            coordination::writes_nobody_caches_record_no_change,
+            coordination::changes_are_read_a_page_at_a_time,
+            coordination::changes_are_swept_once_no_follower_can_need_them,
+            coordination::a_lease_has_one_holder_until_it_runs_out,
+            coordination::racing_holders_agree_on_one,
+            coordination::a_database_that_answers_pings,
         }
     };
 }
@@ -99,7 +107,7 @@ macro_rules! __conformance_tests {
 #[cfg(test)]
 mod tests {
     /// Each module's source, to check the macro against.
-    const MODULES: [(&str, &str); 7] = [
+    const MODULES: [(&str, &str); 8] = [
         ("realms", include_str!("realms.rs")),
         ("clients", include_str!("clients.rs")),
         ("keys", include_str!("keys.rs")),
@@ -107,6 +115,7 @@ mod tests {
         ("tokens", include_str!("tokens.rs")),
         ("audit", include_str!("audit.rs")),
         ("secrets", include_str!("secrets.rs")),
+        ("coordination", include_str!("coordination.rs")),
     ];
 
     #[test]

@@ -61,8 +61,17 @@ impl<R> CachedClients<R> {
         cache.rows.retain(|(r, _), _| r != realm);
     }
 
-    /// Forgets one client after a change to it.
-    fn forget(&self, realm: &str, client_id: &str) {
+    /// Forgets every cached client: for a follower of another process's
+    /// changes that could not read all of them.
+    pub fn forget_all(&self) {
+        let mut cache = self.lock();
+        cache.generation += 1;
+        cache.rows.clear();
+    }
+
+    /// Forgets one client after a change to it, made through this cache or
+    /// by another process.
+    pub fn forget(&self, realm: &str, client_id: &str) {
         let mut cache = self.lock();
         cache.generation += 1;
         cache.rows.remove(&(realm.to_string(), client_id.to_string()));

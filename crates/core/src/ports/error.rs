@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// The database stayed locked by another connection (a backup, a
     /// second process) past the busy timeout: worth retrying, not a fault.
     Busy,
+    /// The database cannot be reached: the connection was refused, timed
+    /// out or lost. Worth retrying once it is back, not a fault.
+    Unavailable,
     /// A write broke a constraint of the schema: a taken key, or a row of
     /// a realm that does not exist.
     Constraint,
@@ -47,6 +50,7 @@ impl ErrorKind {
     fn describe(self) -> &'static str {
         match self {
             Self::Busy => "database busy",
+            Self::Unavailable => "database unreachable",
             Self::Constraint => "constraint violated",
             Self::Corrupt => "stored data is unreadable",
             Self::NewerSchema => "database schema is newer than this agentauth",
@@ -94,6 +98,12 @@ impl Error {
     /// timeout: worth retrying, not a fault.
     pub fn is_busy(&self) -> bool {
         self.kind == ErrorKind::Busy
+    }
+
+    /// The database is busy or cannot be reached for now: the request is
+    /// worth retrying shortly (503), and nothing is wrong with the server.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Busy | ErrorKind::Unavailable)
     }
 }
 

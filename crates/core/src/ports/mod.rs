@@ -15,6 +15,7 @@
 mod audit;
 mod cache;
 mod clients;
+mod coordination;
 mod error;
 mod keys;
 mod plugins;
@@ -25,6 +26,7 @@ mod tokens;
 pub use audit::{AuditEntry, AuditRepository};
 pub use cache::CachedClients;
 pub use clients::{ClientRepository, ClientRow};
+pub use coordination::{CHANGES_KEPT_FOR, Change, ChangeTopic, Coordination};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{KeyRepository, KeyRow};
 pub use plugins::{PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVersion, PushOutcome};
@@ -38,7 +40,7 @@ pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenR
 /// none of it.
 pub mod prelude {
     pub use super::{
-        AuditRepository, ClientRepository, Housekeeping, KeyRepository, PluginRepository, RealmRepository,
+        AuditRepository, ClientRepository, Coordination, Housekeeping, KeyRepository, PluginRepository, RealmRepository,
         ServerSecretRepository, TokenRepository,
     };
 }
@@ -54,6 +56,7 @@ pub trait Storage:
     + AuditRepository
     + ServerSecretRepository
     + Housekeeping
+    + Coordination
 {
 }
 
@@ -67,6 +70,7 @@ impl<T> Storage for T where
         + AuditRepository
         + ServerSecretRepository
         + Housekeeping
+        + Coordination
         + ?Sized
 {
 }
