@@ -12,9 +12,10 @@ use agentauth_core::ports::ClientRepository;
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
 use rusqlite::{Connection, params};
 
+use crate::coordination::record_change;
 use crate::engine::{Engine, execute, exists, query_opt, query_row};
 use crate::tokens::revoke_derived_from_client;
-use crate::{ClientRow, Error, ErrorKind, Result, Store};
+use crate::{ChangeTopic, ClientRow, Error, ErrorKind, Result, Store};
 
 /// Whether the realm has the client, by (realm, client_id).
 pub(crate) const CLIENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)";
@@ -71,6 +72,9 @@ impl ClientRepository for SqliteClients {
                  WHERE realm = ?1 AND client_id = ?2 AND registration_token_hash = ?6",
                 params![realm, c.client_id, metadata, attributes, row.registration_token_hash, token_hash],
             )?;
+            if n == 1 {
+                record_change(tx, realm, ChangeTopic::Client, Some(&c.client_id))?;
+            }
             Ok(n == 1)
         })
     }
@@ -85,6 +89,7 @@ impl ClientRepository for SqliteClients {
             if n == 1 {
                 execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
                 revoke_derived_from_client(tx, realm, client_id)?;
+                record_change(tx, realm, ChangeTopic::Client, Some(client_id))?;
             }
             Ok(n == 1)
         })

@@ -9,9 +9,10 @@ use agentauth_core::Algorithm;
 use rusqlite::params;
 
 use crate::audit::record;
+use crate::coordination::record_change;
 use crate::engine::{execute, query_all, query_opt};
 use crate::stored::Stored;
-use crate::{AuditEntry, KeyRepository, KeyRow, Result, Store};
+use crate::{AuditEntry, ChangeTopic, KeyRepository, KeyRow, Result, Store};
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     Ok(KeyRow {
@@ -45,6 +46,7 @@ impl KeyRepository for Store {
                 params![realm, old_retire_at],
             )?;
             execute(tx, INSERT_KEY, params![realm, key.alg.as_str(), key.pkcs8, key.created_at, key.signs_from])?;
+            record_change(tx, realm, ChangeTopic::Keys, None)?;
             record(tx, realm, audit)
         })
     }
@@ -62,6 +64,7 @@ impl KeyRepository for Store {
                 return Ok(existing);
             }
             execute(tx, INSERT_KEY, params![realm, key.alg.as_str(), key.pkcs8, key.created_at, key.signs_from])?;
+            record_change(tx, realm, ChangeTopic::Keys, None)?;
             Ok(key.clone())
         })
     }

@@ -26,11 +26,13 @@
 //! - `clients`: registered clients (cached by core's `CachedClients`)
 //! - `tokens`: server-side tokens, revocations, lineage, assertion replay
 //! - `audit`: the log of administrative changes
+//! - `coordination`: the change feed other processes follow, leases
 //! - `secrets`, `sweep`, `backup`: server secrets, housekeeping, copies
 
 mod audit;
 mod backup;
 mod clients;
+mod coordination;
 mod engine;
 mod error;
 mod keys;
@@ -48,7 +50,7 @@ pub use store::Store;
 // The rows, the error and the repository traits are core's storage ports;
 // they are re-exported here under the paths callers have always used.
 pub use agentauth_core::ports::{
-    AuditEntry, AuditRepository, CachedClients, ClientRepository, ClientRow, Error, ErrorKind, Housekeeping,
+    AuditEntry, AuditRepository, CHANGES_KEPT_FOR, CachedClients, Change, ChangeTopic, ClientRepository, ClientRow, Coordination, Error, ErrorKind, Housekeeping,
     KeyRepository, KeyRow, Lineage, NewToken, PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVersion,
     PushOutcome, RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
     TokenRepository, TokenRow,

@@ -230,6 +230,21 @@ const MIGRATIONS: &[&str] = &[
         SELECT realm, id, name, token_hash, created_at FROM realm_admins WHERE realm IN (SELECT name FROM realms);
     DROP TABLE realm_admins;
     ALTER TABLE realm_admins_new RENAME TO realm_admins;",
+    // 14: what other processes sharing the database must act on, in commit
+    // order, and leases that give one of them the cluster's schedule.
+    // Changes outlive their realm: a follower must hear of its deletion.
+    "CREATE TABLE changes (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        realm     TEXT NOT NULL,
+        topic     TEXT NOT NULL,
+        client_id TEXT,
+        at        INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        name   TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until  INTEGER NOT NULL
+    );",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {
@@ -330,7 +345,7 @@ mod tests {
         apply(&mut conn).unwrap();
 
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 13);
+        assert_eq!(version, MIGRATIONS.len() as i64);
         let rows = |sql: &str| -> Vec<String> {
             conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
         };

@@ -11,9 +11,10 @@ use agentauth_core::HookKind;
 use rusqlite::{Connection, params};
 
 use crate::audit::record;
+use crate::coordination::record_change;
 use crate::engine::{execute, query_all, query_opt, query_row};
 use crate::stored::Stored;
-use crate::{AuditEntry, PluginPush, PluginRepository, PluginRow, PluginVersion, PushOutcome, Result, Store};
+use crate::{AuditEntry, ChangeTopic, PluginPush, PluginRepository, PluginRow, PluginVersion, PushOutcome, Result, Store};
 
 /// The version number the next version of plugin `name` gets.
 const NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2";
@@ -35,6 +36,7 @@ impl PluginRepository for Store {
             let version: i64 = query_row(tx, NEXT_VERSION, params![realm, name], |r| r.get(0))?;
             execute(tx, DEACTIVATE, params![realm, name])?;
             execute(tx, INSERT_VERSION, params![realm, name, version, hook.as_str(), sha256, component, now, true])?;
+            record_change(tx, realm, ChangeTopic::Plugins, None)?;
             Ok(version)
         })
     }
@@ -123,6 +125,7 @@ impl PluginRepository for Store {
                 put_artifact(tx, push.sha256, engine, artifact, audit.at)?;
             }
             record(tx, realm, &AuditEntry { version: Some(version), ..audit.clone() })?;
+            record_change(tx, realm, ChangeTopic::Plugins, None)?;
             Ok(PushOutcome::Stored { version })
         })
     }
@@ -138,6 +141,7 @@ impl PluginRepository for Store {
                 params![realm, name, version],
             )?;
             record(tx, realm, &AuditEntry { version: Some(version), sha256: Some(sha256), ..audit.clone() })?;
+            record_change(tx, realm, ChangeTopic::Plugins, None)?;
             Ok(true)
         })
     }
@@ -156,6 +160,7 @@ impl PluginRepository for Store {
             if deleted > 0 {
                 delete_unused_artifacts(tx)?;
                 record(tx, realm, &AuditEntry { version, sha256, ..audit.clone() })?;
+                record_change(tx, realm, ChangeTopic::Plugins, None)?;
             }
             Ok(deleted)
         })

@@ -8,9 +8,10 @@
 use rusqlite::{Connection, params};
 
 use crate::audit::record;
+use crate::coordination::record_change;
 use crate::engine::{execute, exists, query_all, query_opt};
 use crate::plugins::delete_unused_artifacts;
-use crate::{AuditEntry, RealmAdmin, RealmRepository, RealmRow, Result, Store};
+use crate::{AuditEntry, ChangeTopic, RealmAdmin, RealmRepository, RealmRow, Result, Store};
 
 fn admin_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RealmAdmin> {
     Ok(RealmAdmin { realm: row.get(0)?, id: row.get(1)?, name: row.get(2)?, created_at: row.get(3)? })
@@ -36,7 +37,13 @@ impl RealmRepository for Store {
     }
 
     fn create_realm_if_absent(&self, name: &str, settings: &str, now: i64) -> Result<bool> {
-        self.db.write(|tx| insert_realm(tx, name, settings, now))
+        self.db.write(|tx| {
+            let created = insert_realm(tx, name, settings, now)?;
+            if created {
+                record_change(tx, name, ChangeTopic::Realm, None)?;
+            }
+            Ok(created)
+        })
     }
 
     fn realm_names(&self) -> Result<Vec<String>> {
@@ -48,6 +55,7 @@ impl RealmRepository for Store {
             let created = insert_realm(tx, name, settings, audit.at)?;
             if created {
                 record(tx, name, audit)?;
+                record_change(tx, name, ChangeTopic::Realm, None)?;
             }
             Ok(created)
         })
@@ -58,6 +66,7 @@ impl RealmRepository for Store {
             let n = execute(tx, "UPDATE realms SET settings = ?2 WHERE name = ?1", params![realm, settings])?;
             if n == 1 {
                 record(tx, realm, audit)?;
+                record_change(tx, realm, ChangeTopic::Realm, None)?;
             }
             Ok(n == 1)
         })
@@ -74,6 +83,7 @@ impl RealmRepository for Store {
             // Recorded first, while the entry can still name the realm's id.
             record(tx, name, audit)?;
             execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
+            record_change(tx, name, ChangeTopic::Realm, None)?;
             // Artifacts are shared by hash across realms: those whose last
             // version went with the realm go now.
             delete_unused_artifacts(tx)?;
@@ -133,6 +143,10 @@ mod tests {
     use crate::prelude::*;
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
     use agentauth_store_conformance::fixtures::{audit, client_row, pushed};
+
+    /// Tables whose rows outlive their realm: its audit log, and the changes
+    /// other processes follow (its deletion among them).
+    const OUTLIVE_THE_REALM: [&str; 2] = ["audit", "changes"];
 
     /// The tables that hold rows of a realm: every table with a `realm`
     /// column, as the schema has them now.
@@ -197,7 +211,7 @@ mod tests {
 
         let conn = store.db.conn();
         assert_eq!(realm_tables(&conn), tables);
-        for table in tables.iter().filter(|t| *t != "audit") {
+        for table in tables.iter().filter(|t| !OUTLIVE_THE_REALM.contains(&t.as_str())) {
             assert_eq!(rows_of(&conn, table, "alpha"), 0, "{table} keeps rows of the deleted realm");
             assert!(rows_of(&conn, table, "beta") > 0, "{table} lost rows of another realm");
         }
@@ -220,7 +234,7 @@ mod tests {
     fn every_table_of_a_realms_rows_cascades_from_the_realm() {
         let store = Store::open_in_memory().unwrap();
         let conn = store.db.conn();
-        for table in realm_tables(&conn).iter().filter(|t| *t != "audit") {
+        for table in realm_tables(&conn).iter().filter(|t| !OUTLIVE_THE_REALM.contains(&t.as_str())) {
             let cascades = exists(
                 &conn,
                 "SELECT EXISTS (SELECT 1 FROM pragma_foreign_key_list(?1)

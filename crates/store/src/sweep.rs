@@ -4,7 +4,7 @@
 
 use crate::engine::execute;
 use crate::plugins::delete_unused_artifacts;
-use crate::{Housekeeping, Result, Store};
+use crate::{CHANGES_KEPT_FOR, Housekeeping, Result, Store};
 
 impl Housekeeping for Store {
     fn sweep(&self, now: i64) -> Result<usize> {
@@ -16,6 +16,7 @@ impl Housekeeping for Store {
             n += execute(tx, "DELETE FROM token_lineage WHERE expires_at <= ?1", [now])?;
             n += execute(tx, "DELETE FROM signing_keys WHERE retires_at IS NOT NULL AND retires_at <= ?1", [now])?;
             n += delete_unused_artifacts(tx)?;
+            n += execute(tx, "DELETE FROM changes WHERE at <= ?1", [now.saturating_sub(CHANGES_KEPT_FOR)])?;
             Ok(n)
         })
     }
