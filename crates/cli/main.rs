@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentauth_plugin_host::HookKind;
 use agentauth_server::{AdminToken, App, Config, ConnectionLimits, RealmSettings};
-use agentauth_store::prelude::*;
+use agentauth_store::Storage;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
@@ -37,13 +38,30 @@ enum Command {
     /// Rotate or list a realm's signing keys on a running server.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
-    /// Copy the database consistently, even while the server runs. The
-    /// copy holds private keys sealed under the master key, which is not in
-    /// it: keep the master key apart, and safe.
+    /// Apply the database's pending schema migrations, and say which
+    /// version it is at. `serve` migrates at start too (on PostgreSQL under
+    /// a lock, so replicas starting together migrate once); this runs them
+    /// on demand, before a rollout.
+    Migrate {
+        /// A PostgreSQL URL, as for `serve --database`.
+        #[arg(long, value_name = "URL", env = "AGENTAUTH_DATABASE", hide_env_values = true)]
+        database: Option<String>,
+        /// The SQLite data directory, without --database.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Copy the SQLite database consistently, even while the server runs.
+    /// The copy holds private keys sealed under the master key, which is
+    /// not in it: keep the master key apart, and safe. (On PostgreSQL, use
+    /// pg_dump.)
     Backup {
         /// The server's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Set when the server runs on PostgreSQL: refused, with what to
+        /// use instead.
+        #[arg(long, value_name = "URL", env = "AGENTAUTH_DATABASE", hide_env_values = true)]
+        database: Option<String>,
         /// Where to write the copy; it must not exist.
         #[arg(long)]
         to: PathBuf,
@@ -57,6 +75,10 @@ enum Command {
         /// The data directory to restore into.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Set when the server runs on PostgreSQL: refused, with what to
+        /// use instead.
+        #[arg(long, value_name = "URL", env = "AGENTAUTH_DATABASE", hide_env_values = true)]
+        database: Option<String>,
     },
     /// Internal: compile one plugin component, read on stdin, within the
     /// given bounds, and write the compiled artifact on stdout. `serve`
@@ -76,9 +98,20 @@ struct ServeArgs {
     /// is printed on standard output.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory holding the SQLite database. Created if missing.
+    /// Directory holding the SQLite database (and, by default, the master
+    /// key file). Created if missing.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
+    /// Keep every realm's state in PostgreSQL instead of SQLite:
+    /// `postgres://user:password@host:port/database`. Replicas started on
+    /// one database share it, each acting on the others' changes within a
+    /// second; they must share the master key too (AGENTAUTH_MASTER_KEY or
+    /// --master-key-file), and the admin token.
+    #[arg(long, value_name = "URL", env = "AGENTAUTH_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Most PostgreSQL connections this replica opens (with --database).
+    #[arg(long, value_name = "N", env = "AGENTAUTH_DATABASE_POOL", default_value = "16")]
+    database_pool: NonZeroUsize,
     /// The origin clients use to reach the server, e.g.
     /// https://am.example.com:8443. Issuers and endpoint URLs start with it.
     /// Defaults to http://<listen address>.
@@ -208,12 +241,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(command) => admin::plugin(command),
         Command::Realm(command) => admin::realm(command),
         Command::Keys(command) => admin::keys(command),
-        Command::Backup { data_dir, to } => {
+        Command::Migrate { database, data_dir } => migrate(database.as_deref(), &data_dir),
+        Command::Backup { data_dir, to, database } => {
+            refuse_on_postgres(database.as_deref(), "backup")?;
             let size = agentauth_store::Store::backup(&data_dir.join(DATABASE), &to)?;
             println!("wrote {} ({size} bytes); it needs this server's master key to be served", to.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { from, data_dir } => restore(&from, &data_dir),
+        Command::Restore { from, data_dir, database } => {
+            refuse_on_postgres(database.as_deref(), "restore")?;
+            restore(&from, &data_dir)
+        }
         Command::CompilePlugin { cpu_seconds, memory_bytes } => {
             let limits = agentauth_plugin_host::CompileLimits { cpu_seconds, memory_bytes };
             let code = agentauth_plugin_host::run_compile_child(limits);
@@ -224,6 +262,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The database's file name in the data directory.
 const DATABASE: &str = "agentauth.sqlite3";
+
+/// A database URL fit for a log line: whatever precedes `@` in its
+/// authority (a user and password) left out.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(a connection string)".into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    format!("{scheme}://{host}{path}")
+}
+
+/// `backup` and `restore` copy the SQLite file; a PostgreSQL database has
+/// its own tools, which copy it consistently while replicas run.
+fn refuse_on_postgres(database: Option<&str>, command: &str) -> anyhow::Result<()> {
+    if database.is_some() {
+        bail!(
+            "`agentauth {command}` copies the SQLite database of a data directory; this server's database is \
+             PostgreSQL (--database or AGENTAUTH_DATABASE). Use PostgreSQL's tools instead: \
+             `pg_dump --format=custom --file=agentauth.dump \"$AGENTAUTH_DATABASE\"` to back up (consistent while \
+             replicas run), `pg_restore --dbname=<empty database> agentauth.dump` to restore. Either way the \
+             private keys stay sealed under the master key, which is not in the dump: keep it apart, and safe."
+        );
+    }
+    Ok(())
+}
+
+fn migrate(database: Option<&str>, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match database {
+        Some(url) => {
+            let (from, to) = agentauth_store_postgres::PgStore::migrate(url).context("migrating the database")?;
+            if from == to {
+                println!("the database is at schema version {to}: nothing to do");
+            } else {
+                println!("migrated the database from schema version {from} to {to}");
+            }
+        }
+        None => {
+            let db = data_dir.join(DATABASE);
+            if !db.exists() {
+                bail!("{} does not exist: nothing to migrate", db.display());
+            }
+            agentauth_store::Store::open(&db).with_context(|| format!("migrating {}", db.display()))?;
+            println!("{} is at the current schema version", db.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 fn restore(from: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     agentauth_store::Store::integrity_check(from).with_context(|| format!("checking {}", from.display()))?;
@@ -257,17 +345,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(_)) => bail!("AGENTAUTH_ADMIN_TOKEN is not valid UTF-8"),
     };
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let db = args.data_dir.join(DATABASE);
-    let store = agentauth_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let (store, data): (Arc<dyn Storage>, String) = match &args.database {
+        Some(url) => {
+            if std::env::var_os("AGENTAUTH_MASTER_KEY").is_none() && args.master_key_file.is_none() {
+                bail!(
+                    "replicas on one PostgreSQL database must share one master key: give every replica the same \
+                     AGENTAUTH_MASTER_KEY or --master-key-file (a missing file is made with a new key if the \
+                     database has none yet)"
+                );
+            }
+            let options = agentauth_store_postgres::Options {
+                pool_size: args.database_pool.get(),
+                ..agentauth_store_postgres::Options::default()
+            };
+            let store = agentauth_store_postgres::PgStore::connect(url, options).context("opening the database")?;
+            let data = format!("PostgreSQL {}", without_credentials(url));
+            (Arc::new(store), data)
+        }
+        None => {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+            let db = args.data_dir.join(DATABASE);
+            let store = agentauth_store::Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+            (Arc::new(store), db.display().to_string())
+        }
+    };
     let master_key_file = args.master_key_file.clone().unwrap_or_else(|| args.data_dir.join("master.key"));
-    let master_key = master_key(&store, &master_key_file)?;
+    let master_key = master_key(&*store, &master_key_file)?;
 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
         let local = listener.local_addr().context("reading the listening address")?;
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let admin = if admin_token.is_some() { "enabled" } else { "disabled (set AGENTAUTH_ADMIN_TOKEN)" };
@@ -290,6 +400,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let host = agentauth_plugin_host::PluginHost::with_compiler(compiler)?;
         let app = App::with_plugin_host(config, store, host)?;
+        // Follow other replicas' changes from before any realm is loaded,
+        // so nothing loaded can predate where following starts.
+        let follower = app.service.start_following()?;
+        agentauth_server::follow_changes(&app, follower).context("starting the change follower")?;
         if args.demo {
             let settings = RealmSettings {
                 ai_agents_enabled: true,
@@ -309,7 +423,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let warm = std::sync::Arc::clone(&app);
             tokio::task::spawn_blocking(move || warm.warm_up(DEMO_REALM)).await.context("loading the demo realm")??;
         }
-        tracing::info!(data = %db.display(), admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
+        tracing::info!(%data, admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
         tracing::info!(
             open_files,
             max_connections = limits.max_connections,
@@ -333,7 +447,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// database with no key file gets a new key, written there with mode 0600.
 /// A database already sealed under a key never gets a new one: a missing
 /// key file stops the server instead.
-fn master_key(store: &agentauth_store::Store, file: &std::path::Path) -> anyhow::Result<agentauth_jose::MasterKey> {
+fn master_key(store: &dyn Storage, file: &std::path::Path) -> anyhow::Result<agentauth_jose::MasterKey> {
     use agentauth_jose::MasterKey;
     if let Ok(text) = std::env::var("AGENTAUTH_MASTER_KEY") {
         return MasterKey::parse(&text).context("AGENTAUTH_MASTER_KEY");
@@ -385,6 +499,19 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn a_logged_database_url_has_no_credentials() {
+        assert_eq!(without_credentials("postgres://u:s3cret@db:5432/agentauth"), "postgres://db:5432/agentauth");
+        assert_eq!(without_credentials("postgres://db/agentauth?password=s3cret"), "postgres://db/agentauth");
+        assert_eq!(without_credentials("postgresql://u@db"), "postgresql://db");
+        assert_eq!(without_credentials("host=db password=s3cret"), "(a connection string)");
+    }
 }
 
 fn check_base_path(path: &str) -> anyhow::Result<String> {

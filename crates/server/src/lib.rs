@@ -19,10 +19,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentauth_core::ports::Storage;
 use agentauth_jose::MasterKey;
 use agentauth_plugin_host::{HookKind, PluginHost};
 use agentauth_service::{Service, SystemClock};
-use agentauth_store::Store;
 use http_body_util::Full;
 use hyper::body::Body;
 use hyper::body::Bytes;
@@ -88,24 +88,28 @@ impl App {
     /// this database's keys.
     pub const MASTER_KEY_CHECK: &'static str = Service::MASTER_KEY_CHECK;
 
-    /// The server, compiling plugins in process (see
+    /// The server on `store`, compiling plugins in process (see
     /// [`App::with_plugin_host`]).
-    pub fn new(config: Config, store: Store) -> Result<Arc<Self>, StartError> {
+    pub fn new(config: Config, store: impl Storage + 'static) -> Result<Arc<Self>, StartError> {
         let host = PluginHost::new().map_err(|e| StartError(format!("plugin host: {e}")))?;
-        Self::with_plugin_host(config, store, host)
+        Self::with_plugin_host(config, Arc::new(store), host)
     }
 
     /// The server with `host`, whose [`agentauth_plugin_host::Compiler`]
     /// says where uploads are compiled: `agentauth serve` bounds each
     /// compilation in a child process.
-    pub fn with_plugin_host(config: Config, store: Store, host: PluginHost) -> Result<Arc<Self>, StartError> {
+    pub fn with_plugin_host(
+        config: Config,
+        store: Arc<dyn Storage>,
+        host: PluginHost,
+    ) -> Result<Arc<Self>, StartError> {
         Self::with_clock(config, store, host, Arc::new(SystemClock))
     }
 
     /// The server telling time by `clock` (tests move it).
     pub fn with_clock(
         config: Config,
-        store: Store,
+        store: Arc<dyn Storage>,
         host: PluginHost,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StartError> {
@@ -114,7 +118,7 @@ impl App {
             admin_token: config.admin_token,
             issuer_prefix: format!("{}{}", config.public_url, config.base_path),
         };
-        let service = Service::new(service_config, Arc::new(store), host, clock)?;
+        let service = Service::new(service_config, store, host, clock)?;
         let threads = config.workers.unwrap_or_else(default_workers);
         let workers =
             workers::Workers::new(threads).map_err(|e| StartError(format!("starting worker threads: {e}")))?;
@@ -164,6 +168,21 @@ impl App {
         Service::plugin_slot(&runtime).await.map_err(|e| Reply::error(&e))
     }
 
+    /// Readiness: 200 while the database answers a ping, else 503 with a
+    /// `Retry-After`, so a load balancer sends requests elsewhere.
+    async fn readiness(self: &Arc<Self>) -> Reply {
+        let service = Arc::clone(&self.service);
+        match self.workers.run(move || service.store().ping()).await {
+            Ok(Ok(())) => Reply::json(200, &serde_json::json!({"status": "ready"})),
+            Ok(Err(e)) => {
+                tracing::warn!("readiness: {e}");
+                Reply::json(503, &serde_json::json!({"status": "unavailable"}))
+                    .with_header(hyper::header::RETRY_AFTER, "2".into())
+            }
+            Err(_) => Reply::json(503, &serde_json::json!({"status": "unavailable"})),
+        }
+    }
+
     /// Answers one request. Never fails: every error becomes a response.
     pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
     where
@@ -176,6 +195,9 @@ impl App {
         }
         if let Route::Health = route {
             return Reply::text(200, "ok").into_response();
+        }
+        if let Route::Ready = route {
+            return self.readiness().await.into_response();
         }
         let mut limit = MAX_BODY;
         let mut upload = None;
@@ -261,6 +283,30 @@ pub async fn maintain_periodically(app: Arc<App>) {
             tracing::warn!("housekeeping panicked: {e}");
         }
     }
+}
+
+/// How often a replica looks for changes made by others when no
+/// notification came (a backend without notifications, or one lost).
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Follows the changes other processes sharing the store commit, from
+/// `follower` on, on a thread of its own until the process ends: a plugin
+/// pushed, a key rotated, a client deleted through another replica takes
+/// effect here within [`FOLLOW_EVERY`] (at once, with notifications).
+pub fn follow_changes(app: &Arc<App>, mut follower: agentauth_service::Follower) -> std::io::Result<()> {
+    let service = Arc::clone(&app.service);
+    std::thread::Builder::new().name("agentauth-follow".into()).spawn(move || {
+        let mut warning = conn::Every::new(conn::WARN_EVERY);
+        loop {
+            service.store().wait_for_change(FOLLOW_EVERY);
+            if let Err(e) = service.follow(&mut follower)
+                && warning.due()
+            {
+                tracing::warn!("{e}; retrying");
+            }
+        }
+    })?;
+    Ok(())
 }
 
 /// How long `accept` pauses after an error that is the server's (out of

@@ -9,7 +9,10 @@ use hyper::Method;
 /// An endpoint and the realm it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
+    /// Liveness: the process answers.
     Health,
+    /// Readiness: the process can serve, its database answering.
+    Ready,
     Register {
         realm: String,
         ai_agent: bool,
@@ -90,6 +93,9 @@ pub enum AdminOp {
 pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if path == "/healthz" {
         return if method == Method::GET { Route::Health } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
+    if path == "/readyz" {
+        return if method == Method::GET { Route::Ready } else { Route::MethodNotAllowed { allow: "GET" } };
     }
     if path == "/admin/v1/realms" {
         return match *method {

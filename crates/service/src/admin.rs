@@ -24,7 +24,7 @@ use crate::rate::RateLimiter;
 use crate::realm::StoredArtifacts;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::settings::{OPERATOR_SETTINGS, RealmSettings};
-use crate::{Service, is_busy_store};
+use crate::{Service, transient_store};
 
 /// Why an admin operation was refused or failed; each kind has one
 /// status and code at the edge.
@@ -70,12 +70,13 @@ impl std::fmt::Display for AdminError {
 impl std::error::Error for AdminError {}
 
 impl From<agentauth_core::ports::Error> for AdminError {
-    /// A database kept busy past its timeout is 503 with `Retry-After`, as
-    /// on the OAuth endpoints; any other storage failure is logged, 500.
+    /// A database busy past its timeout, or unreachable for now, is 503
+    /// with `Retry-After`, as on the OAuth endpoints; any other storage
+    /// failure is logged, 500.
     fn from(e: agentauth_core::ports::Error) -> Self {
-        if is_busy_store(&e) {
+        if let Some(retry_after) = transient_store(&e) {
             tracing::warn!("admin: {e}");
-            return Self::Busy { description: "the server is busy; retry shortly".into(), retry_after: 1 };
+            return Self::Busy { description: "the server is busy; retry shortly".into(), retry_after };
         }
         tracing::error!("admin: {e}");
         Self::Internal

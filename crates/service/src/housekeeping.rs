@@ -1,14 +1,34 @@
 //! The housekeeping schedule: signing keys rotated when due, and expired
-//! rows swept. Run every minute by the server; each run is independent,
-//! and a failure is logged and retried next time.
+//! rows swept. Run every minute by every replica, done by one: the holder
+//! of a lease in the store, which another replica takes over once it runs
+//! out. Each run is independent, and a failure is logged and retried next
+//! time.
 
 use crate::Service;
 use crate::admin::AdminError;
 
+/// The lease whose holder runs the schedule.
+const LEASE: &str = "housekeeping";
+/// How long a holder keeps the lease without renewing it: two and a half
+/// rounds, so a replica that stopped hands over within about three.
+const LEASE_SECONDS: i64 = 150;
+
 impl Service {
-    /// One round of housekeeping at `now`: rotates the signing keys that
-    /// are due (`key_rotation_days`) and deletes expired rows. Blocking.
+    /// One round of housekeeping at `now`, if this replica holds the
+    /// housekeeping lease: rotates the signing keys that are due
+    /// (`key_rotation_days`) and deletes expired rows. Blocking.
     pub fn maintain(&self, now: i64) {
+        match self.store.hold_lease(LEASE, &self.replica, now, LEASE_SECONDS) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!("another replica holds the housekeeping lease");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("taking the housekeeping lease: {e}");
+                return;
+            }
+        }
         let rotated = self.rotate_due_keys(now);
         if !rotated.is_empty() {
             tracing::info!(?rotated, "rotated signing keys on schedule");

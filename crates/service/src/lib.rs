@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod client_auth;
 mod clock;
+mod follow;
 pub mod grant;
 mod housekeeping;
 mod policy;
@@ -37,6 +38,7 @@ use agentauth_plugin_host::{CallSlot, HookKind, PluginHost};
 
 pub use admin::{AdminError, AdminToken, Principal};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use follow::{FollowError, Follower};
 pub use rate::Source;
 pub use realm::RealmRuntime;
 pub use secrets::{Hasher, Purpose};
@@ -78,6 +80,9 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     registrations: rate::RateLimiter,
     admin: admin::Limits,
+    /// This process among the replicas sharing the store: who holds the
+    /// housekeeping lease.
+    replica: String,
 }
 
 impl Service {
@@ -118,6 +123,7 @@ impl Service {
             clock,
             registrations: rate::RateLimiter::default(),
             admin: admin::Limits::default(),
+            replica: secrets::new_jti(),
         })
     }
 
@@ -224,22 +230,32 @@ impl Service {
 }
 
 /// A failure of the server's own, converted once: logged, and answered
-/// `server_error`; except a database kept busy by another process (a
-/// backup, say) past the busy timeout, which is `temporarily_unavailable`
-/// (503, retry).
+/// `server_error`; except a database that is busy (kept locked by another
+/// process past the busy timeout) or cannot be reached for now, which is
+/// `temporarily_unavailable` (503) with a `Retry-After`.
 pub(crate) fn internal<E: std::fmt::Display + 'static>(e: E) -> OAuthError {
-    if is_busy_store(&e) {
+    if let Some(retry_after) = transient_store(&e) {
         tracing::warn!("{e}");
-        return OAuthError::new(agentauth_core::ErrorCode::TemporarilyUnavailable, "the server is busy; retry shortly");
+        let mut error =
+            OAuthError::new(agentauth_core::ErrorCode::TemporarilyUnavailable, "the server is busy; retry shortly");
+        error.retry_after = Some(retry_after);
+        return error;
     }
     tracing::error!("{e}");
     OAuthError::server_error("internal error")
 }
 
-/// Whether `e` is the store's error for a database kept busy (by another
-/// process) past its timeout: a condition to retry, not a server fault.
-pub(crate) fn is_busy_store<E: 'static>(e: &E) -> bool {
-    (e as &dyn std::any::Any)
-        .downcast_ref::<agentauth_core::ports::Error>()
-        .is_some_and(|e| e.kind() == agentauth_core::ports::ErrorKind::Busy)
+/// When `e` is the store's error for a condition worth retrying (a busy
+/// database, an unreachable one), the seconds to wait before retrying.
+pub(crate) fn transient_store<E: 'static>(e: &E) -> Option<u64> {
+    use agentauth_core::ports::ErrorKind;
+    let e = (e as &dyn std::any::Any).downcast_ref::<agentauth_core::ports::Error>()?;
+    match e.kind() {
+        ErrorKind::Busy => Some(1),
+        ErrorKind::Unavailable => Some(UNAVAILABLE_RETRY_AFTER),
+        _ => None,
+    }
 }
+
+/// Seconds a client is asked to wait while the database cannot be reached.
+const UNAVAILABLE_RETRY_AFTER: u64 = 2;

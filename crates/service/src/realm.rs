@@ -15,6 +15,7 @@ use agentauth_jose::{Algorithm, SigningKey, VerifyingKey};
 use agentauth_plugin_host::{ArtifactCache, ArtifactKey, CallSlot, CallSlots, HookKind, Limits, Plugin, PluginHost};
 use serde_json::Value;
 
+use crate::internal;
 use crate::settings::RealmSettings;
 
 /// Everything a request needs to know about its realm.
@@ -134,11 +135,11 @@ impl Realms {
         self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    /// Rebuilds the realm's runtime from the store and publishes it: the
-    /// swap that makes a plugin activation or a settings change take
-    /// effect. Requests in flight keep the runtime they started with.
-    /// Compiled plugins of the previous runtime, and `fresh` (a plugin
-    /// just validated), are reused rather than compiled again.
+    /// The names of the realms loaded so far.
+    pub fn loaded_names(&self) -> Vec<String> {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
     /// The lock that serialises `name`'s rebuilds.
     fn rebuild_lock(&self, name: &str) -> std::sync::MutexGuard<'_, ()> {
         use std::hash::BuildHasher;
@@ -152,14 +153,43 @@ impl Realms {
         self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
+    /// Rebuilds the realm's runtime from the store and publishes it: the
+    /// swap that makes a plugin activation or a settings change take
+    /// effect. Requests in flight keep the runtime they started with.
+    /// Compiled plugins of the previous runtime, and `fresh` (a plugin
+    /// just validated), are reused rather than compiled again.
     pub fn rebuild(
         &self,
         name: &str,
         from: &Sources<'_>,
         fresh: Option<Arc<Plugin>>,
     ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
-        let Sources { store, host, master_key, issuer_prefix, now } = *from;
         let _one_at_a_time = self.rebuild_lock(name);
+        self.build_and_publish(name, from, fresh)
+    }
+
+    /// Rebuilds the realm's runtime if it is loaded: what another process
+    /// changed. A build that started before the change, from older rows,
+    /// finishes first (builds of a realm run one at a time), so it is
+    /// rebuilt after it, never skipped.
+    pub fn rebuild_if_loaded(&self, name: &str, from: &Sources<'_>) -> Result<bool, OAuthError> {
+        let _one_at_a_time = self.rebuild_lock(name);
+        if self.loaded(name).is_none() {
+            return Ok(false);
+        }
+        self.build_and_publish(name, from, None)?;
+        Ok(true)
+    }
+
+    /// Builds the realm's runtime from the store and publishes it; the
+    /// caller holds the realm's rebuild lock.
+    fn build_and_publish(
+        &self,
+        name: &str,
+        from: &Sources<'_>,
+        fresh: Option<Arc<Plugin>>,
+    ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
+        let Sources { store, host, master_key, issuer_prefix, now } = *from;
         let previous = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         let Some(row) = store.realm(name).map_err(internal)? else {
             self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
@@ -277,9 +307,4 @@ impl ArtifactCache for StoredArtifacts<'_> {
             tracing::warn!("storing a plugin artifact: {e}");
         }
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> OAuthError {
-    tracing::error!("{e}");
-    OAuthError::server_error("internal error")
 }

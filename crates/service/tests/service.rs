@@ -100,3 +100,54 @@ fn a_registration_answer_never_prints_its_credentials() {
     let managed = service.managed_client(&realm, client_id, token).unwrap();
     assert!(!format!("{managed:?}").contains(token));
 }
+
+/// Two services on one database, as two replicas are: what one changes,
+/// the other acts on once it follows the change feed, and not before.
+#[test]
+fn a_replica_acts_on_what_another_changed_once_it_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentauth.sqlite3");
+    let master_key = Arc::new(agentauth_jose::MasterKey::generate().unwrap().0);
+    let replica = || {
+        let config = Config {
+            master_key: Arc::clone(&master_key),
+            admin_token: None,
+            issuer_prefix: "https://as.example.test/am".into(),
+        };
+        let store = Arc::new(Store::open(&path).unwrap());
+        Service::new(config, store, PluginHost::new().unwrap(), Arc::new(agentauth_service::SystemClock)).unwrap()
+    };
+    let (a, b) = (replica(), replica());
+    let settings = RealmSettings { open_registration: true, ..RealmSettings::default() };
+    assert!(a.provision_realm(REALM, &settings, &[]).unwrap());
+    let mut follower = b.start_following().unwrap();
+
+    // B loads the realm and authenticates a client A registered.
+    let credentials = register(&a, false);
+    let seen = b.realm(REALM).unwrap().unwrap();
+    assert_eq!(seen.verifying_keys.len(), 1);
+    b.authenticate(&seen, "access_token", &credentials).unwrap();
+
+    // A rotates the realm's key, changes its settings and deletes the client.
+    a.rotate_key(REALM, None, "test").unwrap();
+    let changed = RealmSettings { access_token_lifetime: 77, ..settings };
+    let audit = agentauth_core::ports::AuditEntry { action: "settings".into(), ..Default::default() };
+    assert!(a.store().set_realm_settings(REALM, &serde_json::to_string(&changed).unwrap(), &audit).unwrap());
+    let Credentials::Secret { client_id, .. } = &credentials else { unreachable!() };
+    let row = a.store().client(REALM, client_id).unwrap().unwrap();
+    assert!(a.store().delete_client(REALM, client_id, &row.registration_token_hash).unwrap());
+
+    // Until B follows, it serves what it holds.
+    let stale = b.realm(REALM).unwrap().unwrap();
+    assert_eq!(stale.verifying_keys.len(), 1);
+    assert_ne!(stale.settings.access_token_lifetime, 77);
+    assert!(b.authenticate(&stale, "access_token", &credentials).is_ok(), "the client is cached");
+
+    assert!(b.follow(&mut follower).unwrap() >= 3);
+    let current = b.realm(REALM).unwrap().unwrap();
+    assert_eq!(current.verifying_keys.len(), 2, "the rotated-in key is published");
+    assert_eq!(current.settings.access_token_lifetime, 77);
+    let refused = b.authenticate(&current, "access_token", &credentials).unwrap_err();
+    assert_eq!(refused.code, agentauth_core::ErrorCode::InvalidClient);
+    assert_eq!(b.follow(&mut follower).unwrap(), 0, "nothing new");
+}

@@ -65,8 +65,14 @@ pub fn writes_nobody_caches_record_no_change<S: Storage + ?Sized>(store: &S) {
     store.create_realm_if_absent("alpha", "{}", 0).unwrap();
     let start = store.latest_change().unwrap();
     store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
-    let token =
-        NewToken { hash: &[5; 32], client_id: "c1", family: None, kind: TokenKind::Access, grant: "{}", expires_at: 10 };
+    let token = NewToken {
+        hash: &[5; 32],
+        client_id: "c1",
+        family: None,
+        kind: TokenKind::Access,
+        grant: "{}",
+        expires_at: 10,
+    };
     store.insert_tokens("alpha", &[token]).unwrap();
     store.revoke_opaque("alpha", &[5; 32], "j1").unwrap();
     store.revoke_jwt("alpha", "j2", 10).unwrap();

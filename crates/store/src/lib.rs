@@ -50,10 +50,10 @@ pub use store::Store;
 // The rows, the error and the repository traits are core's storage ports;
 // they are re-exported here under the paths callers have always used.
 pub use agentauth_core::ports::{
-    AuditEntry, AuditRepository, CHANGES_KEPT_FOR, CachedClients, Change, ChangeTopic, ClientRepository, ClientRow, Coordination, Error, ErrorKind, Housekeeping,
-    KeyRepository, KeyRow, Lineage, NewToken, PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVersion,
-    PushOutcome, RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
-    TokenRepository, TokenRow,
+    AuditEntry, AuditRepository, CHANGES_KEPT_FOR, CachedClients, Change, ChangeTopic, ClientRepository, ClientRow,
+    Coordination, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow, Lineage, NewToken, PluginPush, PluginQuota,
+    PluginRepository, PluginRow, PluginVersion, PushOutcome, RealmAdmin, RealmRepository, RealmRow, Result, Rotation,
+    ServerSecretRepository, Storage, TokenKind, TokenRepository, TokenRow,
 };
 
 /// The repository traits [`Store`] implements, whose methods are all it

@@ -14,7 +14,9 @@ use crate::audit::record;
 use crate::coordination::record_change;
 use crate::engine::{execute, query_all, query_opt, query_row};
 use crate::stored::Stored;
-use crate::{AuditEntry, ChangeTopic, PluginPush, PluginRepository, PluginRow, PluginVersion, PushOutcome, Result, Store};
+use crate::{
+    AuditEntry, ChangeTopic, PluginPush, PluginRepository, PluginRow, PluginVersion, PushOutcome, Result, Store,
+};
 
 /// The version number the next version of plugin `name` gets.
 const NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2";

@@ -40,8 +40,8 @@ pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenR
 /// none of it.
 pub mod prelude {
     pub use super::{
-        AuditRepository, ClientRepository, Coordination, Housekeeping, KeyRepository, PluginRepository, RealmRepository,
-        ServerSecretRepository, TokenRepository,
+        AuditRepository, ClientRepository, Coordination, Housekeeping, KeyRepository, PluginRepository,
+        RealmRepository, ServerSecretRepository, TokenRepository,
     };
 }
 
