@@ -1,0 +1,221 @@
+//! Registered clients, with the keyed hashes of their credentials.
+//!
+//! Registration counts against a realm's cap in the same transaction as
+//! the insert, through the realm's row of `client_counts`, whose
+//! conditional update both checks the cap and makes racing registrations
+//! (of any process) queue. RFC 7592 updates and deletions are
+//! compare-and-swaps on the registration token's hash, in one statement.
+//! Every token request authenticates a client, so [`PgStore`] reads them
+//! through core's `CachedClients` layered over [`PgClients`], which has
+//! the SQL; an update or deletion is a change other replicas follow, to
+//! forget the client they cache.
+
+use agentauth_core::ports::{ChangeTopic, ClientRepository, ClientRow, Error, ErrorKind, Result};
+use agentauth_core::{Client, ClientAttributes, ClientMetadata};
+use deadpool_postgres::GenericClient;
+
+use crate::PgStore;
+use crate::coordination::record_change;
+use crate::db::{Db, conn, execute, get, query_one, query_opt, transaction};
+use crate::tokens::revoke_derived_from_client;
+
+/// Whether the realm has the client, by (realm, client_id).
+pub(crate) const CLIENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = $1 AND client_id = $2)";
+
+/// The clients table, uncached: what the cache in [`PgStore`] reads through.
+pub(crate) struct PgClients {
+    pub(crate) db: Db,
+}
+
+impl std::fmt::Debug for PgClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgClients").finish_non_exhaustive()
+    }
+}
+
+impl ClientRepository for PgClients {
+    /// The realm's count goes up only while under the cap, in a statement
+    /// that holds its row until commit; a failed insert (a taken id, no
+    /// such realm) rolls the count back with it.
+    fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
+        if max_clients == 0 {
+            return Ok(false);
+        }
+        let (metadata, attributes) = client_json(&row.client)?;
+        let max = i64::try_from(max_clients).unwrap_or(i64::MAX);
+        let (pool, realm, row) = (self.db.pool.clone(), realm.to_owned(), row.clone());
+        self.db.run(async move {
+            transaction!(&pool, |tx| {
+                let counted = query_opt(
+                    &tx,
+                    "INSERT INTO client_counts (realm, n) VALUES ($1, 1)
+                     ON CONFLICT (realm) DO UPDATE SET n = client_counts.n + 1 WHERE client_counts.n < $2
+                     RETURNING n",
+                    &[&realm, &max],
+                )
+                .await?;
+                if counted.is_some() {
+                    let c = &row.client;
+                    execute(
+                        &tx,
+                        "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
+                                              registration_token_hash, issued_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        &[
+                            &realm,
+                            &c.client_id,
+                            &metadata,
+                            &attributes,
+                            &c.is_ai_agent,
+                            &row.secret_hash,
+                            &row.registration_token_hash,
+                            &c.issued_at,
+                        ],
+                    )
+                    .await?;
+                }
+                counted.is_some()
+            })
+        })
+    }
+
+    /// The check and the replacement are one statement: of racing updates
+    /// presenting one token, the first takes the row's lock and rotates the
+    /// hash; the others, let in after its commit, find the new hash and
+    /// change nothing.
+    fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
+        let (metadata, attributes) = client_json(&row.client)?;
+        let (pool, realm, row, token_hash) = (self.db.pool.clone(), realm.to_owned(), row.clone(), token_hash.to_vec());
+        self.db.run(async move {
+            transaction!(&pool, |tx| {
+                let c = &row.client;
+                let n = execute(
+                    &tx,
+                    "UPDATE clients SET metadata = $3, attributes = $4, registration_token_hash = $5
+                     WHERE realm = $1 AND client_id = $2 AND registration_token_hash = $6",
+                    &[&realm, &c.client_id, &metadata, &attributes, &row.registration_token_hash, &token_hash],
+                )
+                .await?;
+                if n == 1 {
+                    record_change(&tx, &realm, ChangeTopic::Client, Some(&c.client_id)).await?;
+                }
+                n == 1
+            })
+        })
+    }
+
+    fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
+        let (pool, realm, client_id, token_hash) =
+            (self.db.pool.clone(), realm.to_owned(), client_id.to_owned(), token_hash.to_vec());
+        self.db.run(async move {
+            transaction!(&pool, |tx| {
+                let n = execute(
+                    &tx,
+                    "DELETE FROM clients WHERE realm = $1 AND client_id = $2 AND registration_token_hash = $3",
+                    &[&realm, &client_id, &token_hash],
+                )
+                .await?;
+                if n == 1 {
+                    execute(&tx, "UPDATE client_counts SET n = n - 1 WHERE realm = $1", &[&realm]).await?;
+                    execute(&tx, "DELETE FROM tokens WHERE realm = $1 AND client_id = $2", &[&realm, &client_id])
+                        .await?;
+                    revoke_derived_from_client(&tx, &realm, &client_id).await?;
+                    record_change(&tx, &realm, ChangeTopic::Client, Some(&client_id)).await?;
+                }
+                n == 1
+            })
+        })
+    }
+
+    fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
+        let (pool, realm, client_id) = (self.db.pool.clone(), realm.to_owned(), client_id.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            let row = query_opt(
+                &c,
+                "SELECT client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at
+                 FROM clients WHERE realm = $1 AND client_id = $2",
+                &[&realm, &client_id],
+            )
+            .await?;
+            let Some(r) = row else {
+                return Ok(None);
+            };
+            let metadata: &str = get(&r, 1)?;
+            let attributes: &str = get(&r, 2)?;
+            let metadata: ClientMetadata = serde_json::from_str(metadata)
+                .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its metadata is not valid"), e))?;
+            let attributes: ClientAttributes = serde_json::from_str(attributes)
+                .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its attributes are not valid"), e))?;
+            Ok(Some(ClientRow {
+                client: Client {
+                    client_id: get(&r, 0)?,
+                    metadata,
+                    attributes,
+                    is_ai_agent: get(&r, 3)?,
+                    issued_at: get(&r, 6)?,
+                },
+                secret_hash: get(&r, 4)?,
+                registration_token_hash: get(&r, 5)?,
+            }))
+        })
+    }
+
+    fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
+        let (pool, realm, client_id) = (self.db.pool.clone(), realm.to_owned(), client_id.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            get(&query_one(&c, CLIENT_EXISTS, &[&realm, &client_id]).await?, 0)
+        })
+    }
+
+    fn count_clients(&self, realm: &str) -> Result<u64> {
+        let (pool, realm) = (self.db.pool.clone(), realm.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            count_clients(&c, &realm).await
+        })
+    }
+}
+
+/// Every method goes through the cache, which forgets what a change
+/// changed; only [`ClientRepository::client`] reads from it.
+impl ClientRepository for PgStore {
+    fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
+        self.clients.insert_client(realm, row, max_clients)
+    }
+
+    fn update_client(&self, realm: &str, row: &ClientRow, token_hash: &[u8]) -> Result<bool> {
+        self.clients.update_client(realm, row, token_hash)
+    }
+
+    fn delete_client(&self, realm: &str, client_id: &str, token_hash: &[u8]) -> Result<bool> {
+        self.clients.delete_client(realm, client_id, token_hash)
+    }
+
+    fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
+        self.clients.client(realm, client_id)
+    }
+
+    fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
+        self.clients.client_exists(realm, client_id)
+    }
+
+    fn count_clients(&self, realm: &str) -> Result<u64> {
+        self.clients.count_clients(realm)
+    }
+}
+
+/// A client's metadata and attributes as the JSON stored for them.
+fn client_json(c: &Client) -> Result<(String, String)> {
+    let encode = |e| Error::new(ErrorKind::Other, format!("encoding client {}", c.client_id)).with_source(e);
+    Ok((serde_json::to_string(&c.metadata).map_err(encode)?, serde_json::to_string(&c.attributes).map_err(encode)?))
+}
+
+/// How many clients the realm has, from the count kept beside them: one
+/// row read, however many clients there are.
+async fn count_clients<C: GenericClient + ?Sized>(c: &C, realm: &str) -> Result<u64> {
+    let row = query_one(c, "SELECT COALESCE(MAX(n), 0) FROM client_counts WHERE realm = $1", &[&realm]).await?;
+    let n: i64 = get(&row, 0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

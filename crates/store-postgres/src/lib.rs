@@ -1,0 +1,104 @@
+//! PostgreSQL storage for agentauth, for replicas sharing one database:
+//! realms, clients, signing keys, plugins, server-side tokens, the audit
+//! log, and the feed of changes replicas follow. [`PgStore`] implements
+//! every repository trait of `agentauth_core::ports`, and passes the
+//! conformance suite every backend runs (`tests/conformance.rs`), with the
+//! same semantics as the SQLite store.
+//!
+//! # What is stored where
+//!
+//! One table per kind of row, as the SQLite store has them (`realms`,
+//! `realm_admins`, `clients` and `client_counts`, `signing_keys`,
+//! `plugins` and `plugin_artifacts`, `tokens`, `token_lineage`,
+//! `revoked_jwts`, `client_assertions`, `audit`, `server_secrets`), plus
+//! `changes` and `leases` for coordination, and `schema_migrations`, the
+//! schema's version. Every table of a realm's rows cascades from the realm;
+//! the audit log outlives it. Secrets never reach this crate in the clear:
+//! callers hand in keyed hashes of client secrets and tokens.
+//!
+//! # Durability and concurrency
+//!
+//! Every write is one transaction, and its method returns once PostgreSQL
+//! has committed it: as durable as the server's `synchronous_commit` makes
+//! a commit (on by default: flushed to its WAL; with synchronous standbys
+//! configured, on them too). What must happen exactly once holds across
+//! processes, through the database's own locks, never an in-process mutex:
+//! a refresh token rotates in a conditional UPDATE; registrations update
+//! the realm's client count only under the cap; registration tokens are
+//! compare-and-swapped; first keys, plugin versions and quotas lock the
+//! realm's row; first values of server secrets, assertion ids and leases
+//! are inserts on a key. A transaction PostgreSQL aborts for a
+//! serialization failure or a deadlock is run again, a few times, before
+//! the call fails as Busy.
+//!
+//! # Connections
+//!
+//! The ports block; the driver is async. A store owns a small tokio
+//! runtime (two threads named `agentauth-pg`) on which a pool of
+//! connections ([`Options::pool_size`]) lives; each method runs its
+//! statements there and waits for the answer on a plain channel, so it may
+//! be called from any thread, inside another runtime included. No call
+//! waits longer than [`Options::wait_timeout`] (for a pooled connection)
+//! plus [`Options::statement_timeout`] (set on each connection as
+//! PostgreSQL's `statement_timeout`): a database that is down or silent
+//! fails the call as Unavailable, and the pool connects again once it is
+//! back. Dropping the store shuts its runtime down without waiting.
+//!
+//! # The change feed
+//!
+//! Each write that changes what a replica holds in memory (a realm, its
+//! keys or plugins, a client) records a row in `changes` in its own
+//! transaction, numbered in commit order (an advisory lock held from
+//! numbering to commit), and NOTIFYs `agentauth_changes`. A connection
+//! outside the pool LISTENs, reconnecting when lost, to wake
+//! `wait_for_change`; followers read `changes_after`, which first forgets
+//! the clients it names from this store's cache. Changes older than
+//! [`CHANGES_KEPT_FOR`] are swept.
+//!
+//! # Limits
+//!
+//! - No TLS yet: `sslmode=disable` or `prefer` (which connects in plain
+//!   text); `require` and `verify-*` are refused at connect rather than
+//!   silently downgraded. Run it over a network you trust (a Unix socket,
+//!   a private link).
+//! - Migrations run at connect, under an advisory lock, and a database of
+//!   a newer schema than this build knows is refused (NewerSchema).
+//!
+//! The feature `throwaway` adds [`throwaway::Cluster`], a PostgreSQL
+//! cluster in a temporary directory, for tests.
+//!
+//! One module per aggregate, each with its SQL and the port trait it
+//! implements; the engine beneath them knows nothing of what it stores:
+//!
+//! - `db`: the runtime bridge, transactions and their retries, statements
+//! - `error`: PostgreSQL's failures as the ports' error kinds
+//! - `migrations`: the schema
+//! - `listen`: the LISTEN connection and the waiters it wakes
+//! - `realms`, `keys`, `plugins`, `clients`, `tokens`, `audit`,
+//!   `secrets`, `sweep`, `coordination`
+//!
+//! [`CHANGES_KEPT_FOR`]: agentauth_core::ports::CHANGES_KEPT_FOR
+
+mod audit;
+mod clients;
+mod coordination;
+mod db;
+mod error;
+mod keys;
+mod listen;
+mod migrations;
+mod plugins;
+mod realms;
+mod secrets;
+mod store;
+mod sweep;
+mod tokens;
+
+#[cfg(feature = "throwaway")]
+pub mod throwaway;
+
+pub use store::{Options, PgStore};
+
+/// The repository traits [`PgStore`] implements: `use
+/// agentauth_store_postgres::prelude::*;` brings them into scope.
+pub use agentauth_core::ports::prelude;
