@@ -20,7 +20,7 @@ use crate::db::{conn, execute, get, named, query, query_one, query_opt};
 use crate::listen::CHANNEL;
 
 /// The advisory lock that orders changes (transaction-scoped, one-key
-/// space): "agentauth" in ASCII, then 2.
+/// space): "agentau" in ASCII, then 2.
 pub(crate) const CHANGES_LOCK: i64 = 0x6167_656e_7461_7502;
 
 /// Records a change of `topic` in `realm`, numbered in commit order: to be

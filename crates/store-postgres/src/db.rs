@@ -178,3 +178,49 @@ pub(crate) fn named<T>(row: &Row, i: usize, what: &str, parse: impl FnOnce(&str)
     parse(name)
         .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("stored data is unreadable: unknown {what} {name:?}")))
 }
+
+#[cfg(all(test, feature = "throwaway"))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::throwaway::Cluster;
+    use crate::{Options, PgStore};
+
+    /// A transaction whose first `failures` attempts PostgreSQL aborts with
+    /// `sqlstate`; how it ended, and after how many attempts.
+    fn failing(store: &PgStore, sqlstate: &'static str, failures: u32) -> (Result<()>, u32) {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let (pool, counted) = (store.db.pool.clone(), Arc::clone(&attempts));
+        let outcome = store.db.run(async move {
+            transaction!(&pool, |tx| {
+                execute(&tx, "CREATE TEMPORARY TABLE IF NOT EXISTS scratch (n INT)", &[]).await?;
+                execute(&tx, "INSERT INTO scratch VALUES (1)", &[]).await?;
+                if counted.fetch_add(1, Ordering::SeqCst) < failures {
+                    let raise = format!("DO $$ BEGIN RAISE EXCEPTION 'aborted' USING ERRCODE = '{sqlstate}'; END $$");
+                    tx.batch_execute(&raise).await.pg()?;
+                }
+            })
+        });
+        (outcome, attempts.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn a_transaction_aborted_by_a_serialization_failure_or_deadlock_runs_again_then_fails_busy() {
+        let cluster = Cluster::start().unwrap();
+        let store = PgStore::connect(&cluster.create_database("retries").unwrap(), Options::default()).unwrap();
+        for sqlstate in ["40001", "40P01"] {
+            let (outcome, attempts) = failing(&store, sqlstate, 2);
+            outcome.unwrap();
+            assert_eq!(attempts, 3, "{sqlstate}: two aborted, the third committed");
+            let (outcome, attempts) = failing(&store, sqlstate, u32::MAX);
+            assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Busy, "{sqlstate}");
+            assert_eq!(attempts, RETRIES + 1, "{sqlstate}");
+        }
+        // Anything else is not tried again.
+        let (outcome, attempts) = failing(&store, "23505", u32::MAX);
+        assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Constraint);
+        assert_eq!(attempts, 1);
+    }
+}

@@ -61,11 +61,20 @@
 //!   text); `require` and `verify-*` are refused at connect rather than
 //!   silently downgraded. Run it over a network you trust (a Unix socket,
 //!   a private link).
+//! - The statement timeout is sent as a startup option (`-c
+//!   statement_timeout=...`), which a pooler in front of PostgreSQL must
+//!   pass on: PgBouncer refuses it, or drops it when told to ignore it
+//!   (and its transaction mode would break LISTEN anyway). Connect to
+//!   PostgreSQL directly.
 //! - Migrations run at connect, under an advisory lock, and a database of
 //!   a newer schema than this build knows is refused (NewerSchema).
+//! - A store's followers share one notion of what it has read: with
+//!   several threads following one store, a notification may end only
+//!   one thread's wait early, and the others poll.
 //!
-//! The feature `throwaway` adds [`throwaway::Cluster`], a PostgreSQL
-//! cluster in a temporary directory, for tests.
+//! The feature `throwaway` adds `throwaway::Cluster`, a PostgreSQL cluster
+//! in a temporary directory (`initdb`, a free port of 127.0.0.1, a
+//! database per test), for this crate's tests and the server's.
 //!
 //! One module per aggregate, each with its SQL and the port trait it
 //! implements; the engine beneath them knows nothing of what it stores:

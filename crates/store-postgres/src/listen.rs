@@ -72,7 +72,9 @@ pub(crate) async fn listen(config: Config, signal: Arc<Signal>) {
 /// One connection's life: LISTEN, then a bump per notification until the
 /// connection ends. Whether it got as far as listening.
 async fn session(config: &Config, signal: &Signal) -> bool {
-    let Ok((client, mut connection)) = config.connect(NoTls).await else {
+    // The driver bounds the TCP connect alone; this bounds the handshake.
+    let limit = config.get_connect_timeout().copied().unwrap_or(LONGEST_PAUSE);
+    let Ok(Ok((client, mut connection))) = tokio::time::timeout(limit, config.connect(NoTls)).await else {
         return false;
     };
     let statement = format!("LISTEN {CHANNEL}");

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use crate::error::PgResult;
 
 /// The advisory lock migrations hold (transaction-scoped), in the one-key
-/// space: "agentauth" in ASCII, then 1.
+/// space: "agentau" in ASCII, then 1.
 pub(crate) const MIGRATION_LOCK: i64 = 0x6167_656e_7461_7501;
 
 /// Each entry moves the schema from version `i` to `i + 1`.

@@ -161,7 +161,18 @@ impl std::fmt::Debug for PgStore {
 
 /// Connects once, outside any pool, and migrates.
 async fn migrate_with(config: &Config) -> Result<(i64, i64)> {
-    let (mut client, connection) = config.connect(NoTls).await.pg()?;
+    // The driver bounds the TCP connect alone: a server that accepts and
+    // then says nothing is bounded here.
+    let limit = config.get_connect_timeout().copied().unwrap_or(Options::default().connect_timeout);
+    let (mut client, connection) = match tokio::time::timeout(limit, config.connect(NoTls)).await {
+        Ok(connected) => connected.pg()?,
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("database unreachable: no answer to connecting within {} ms", limit.as_millis()),
+            ));
+        }
+    };
     // Ends when the client is dropped.
     tokio::spawn(async move {
         let _ = connection.await;

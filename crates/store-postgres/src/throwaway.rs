@@ -113,6 +113,27 @@ impl Cluster {
         })
     }
 
+    /// Freezes the server (SIGSTOP to it and its backends): it keeps its
+    /// sockets open and answers nothing, as a host that hangs or a
+    /// network that drops packets would. [`Cluster::thaw`] undoes it.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal_all("STOP")
+    }
+
+    /// Lets a frozen server run again.
+    pub fn thaw(&self) -> Result<()> {
+        self.signal_all("CONT")
+    }
+
+    /// Sends `signal` to the postmaster and every process it started.
+    fn signal_all(&self, signal: &str) -> Result<()> {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid"))?;
+        let pid = pid.lines().next().unwrap_or_default().trim().to_string();
+        // Children first, so none is started unseen by a frozen parent.
+        let _ = Command::new("pkill").args([&format!("-{signal}"), "-P", &pid]).status()?;
+        run(Command::new("kill").args([&format!("-{signal}"), &pid]), "kill").map(drop)
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
