@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: serve test bench fmt lint unit polyglot wasm-target
+.PHONY: serve test bench fmt lint unit polyglot wasm-target postgres
 
 serve:
 	$(CARGO) run --release -- serve --demo
@@ -14,7 +14,7 @@ serve:
 # `--workspace` keeps the feature set of `unit`: testing the root package
 # alone resolves its dependencies' features differently and would build
 # wasmtime a second time.
-test: wasm-target fmt lint unit polyglot
+test: wasm-target postgres fmt lint unit polyglot
 	$(CARGO) test --release --workspace --test e2e polyglot -- --ignored
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
@@ -35,6 +35,11 @@ lint:
 unit:
 	$(CARGO) test --release --workspace
 
+# PostgreSQL's server binaries, for the tests that run replicas on a
+# throwaway cluster (installed from Debian when missing).
+postgres:
+	scripts/install-postgres
+
 # The seed's policies in Python and JavaScript (componentize-py from PyPI,
 # componentize-js from npm), for the polyglot end-to-end tests.
 polyglot:
@@ -43,6 +48,6 @@ polyglot:
 # A release build, then the harness: the server on loopback with fresh
 # data directories, each hot path against its limit measured in the same
 # run. BENCH_ARGS=--quick for a short smoke run.
-bench: wasm-target polyglot
+bench: wasm-target postgres polyglot
 	$(CARGO) build --release -p agentauth -p agentauth-bench
 	target/release/agentauth-bench $(BENCH_ARGS)

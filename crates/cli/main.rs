@@ -501,19 +501,6 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::without_credentials;
-
-    #[test]
-    fn a_logged_database_url_has_no_credentials() {
-        assert_eq!(without_credentials("postgres://u:s3cret@db:5432/agentauth"), "postgres://db:5432/agentauth");
-        assert_eq!(without_credentials("postgres://db/agentauth?password=s3cret"), "postgres://db/agentauth");
-        assert_eq!(without_credentials("postgresql://u@db"), "postgresql://db");
-        assert_eq!(without_credentials("host=db password=s3cret"), "(a connection string)");
-    }
-}
-
 fn check_base_path(path: &str) -> anyhow::Result<String> {
     let path = path.trim_end_matches('/');
     if !path.is_empty() && !path.starts_with('/') {
@@ -534,4 +521,17 @@ fn check_public_url(url: &str) -> anyhow::Result<String> {
         bail!("--public-url must be an origin with an optional path, no query or fragment: {url:?}");
     }
     Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn a_logged_database_url_has_no_credentials() {
+        assert_eq!(without_credentials("postgres://u:s3cret@db:5432/agentauth"), "postgres://db:5432/agentauth");
+        assert_eq!(without_credentials("postgres://db/agentauth?password=s3cret"), "postgres://db/agentauth");
+        assert_eq!(without_credentials("postgresql://u@db"), "postgresql://db");
+        assert_eq!(without_credentials("host=db password=s3cret"), "(a connection string)");
+    }
 }

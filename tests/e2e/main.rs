@@ -16,6 +16,7 @@ mod polyglot;
 mod private_key_jwt;
 mod realms;
 mod registration;
+mod replicas;
 mod restart;
 mod sandbox;
 mod secrets;

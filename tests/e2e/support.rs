@@ -67,6 +67,15 @@ impl Server {
         Self::launch(Self::builder().admin_token(ADMIN_TOKEN).args(args))
     }
 
+    /// Starts a replica on the PostgreSQL database `database`, sharing
+    /// `master_key` and the origin clients use (`public_url`) with the other
+    /// replicas there, with the admin API on.
+    pub fn start_replica(database: &str, master_key: &str, public_url: &str) -> Self {
+        let args = ["--database", database, "--public-url", public_url];
+        let builder = Self::builder().admin_token(ADMIN_TOKEN).args(args);
+        Self::launch(builder.env("AGENTAUTH_MASTER_KEY", master_key))
+    }
+
     /// Starts a server on the data directory `dir` with the admin API on.
     pub fn start_with_admin_in(dir: &Path) -> Self {
         Self::launch(Self::builder().admin_token(ADMIN_TOKEN).data_dir(dir))

@@ -38,8 +38,12 @@ impl Coordination for Store {
         for (seq, realm, topic, client_id) in rows {
             let topic = ChangeTopic::parse(&topic)
                 .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("change {seq}: unknown topic {topic:?}")))?;
-            if let (ChangeTopic::Client, Some(client_id)) = (topic, &client_id) {
-                self.clients.forget(&realm, client_id);
+            match (topic, &client_id) {
+                (ChangeTopic::Client, Some(client_id)) => self.clients.forget(&realm, client_id),
+                // A realm deleted (and perhaps made again) elsewhere took its
+                // clients with it.
+                (ChangeTopic::Realm, _) => self.clients.forget_realm(&realm),
+                _ => {}
             }
             changes.push(Change { seq, realm, topic, client_id });
         }
