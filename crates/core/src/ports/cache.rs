@@ -9,9 +9,10 @@
 //!
 //! Changes the cache does not see are the owner's to report: deleting a
 //! realm removes its clients, so whoever deletes one calls
-//! [`CachedClients::forget_realm`]. Changes made by another process are
-//! not seen at all; a cache in front of a store shared by replicas needs
-//! those reported too.
+//! [`CachedClients::forget_realm`]. Changes made by another process reach
+//! the cache through the store's change feed: the store calls
+//! [`CachedClients::forget`] for each changed client as it reads the
+//! changes ([`super::Coordination::changes_after`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
