@@ -23,6 +23,31 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to standard error: `text` for people, or
+    /// `json`, one object per line (timestamp, level, target, message, the
+    /// event's fields, and the request's span: request_id, trace_id,
+    /// realm, client_id).
+    #[arg(long, global = true, value_enum, env = "AGENTAUTH_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The formats of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to standard error in `format`, at the level `RUST_LOG` says (info
+/// by default, without the compiler's chatter).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,15 +243,9 @@ const DEMO_DCR: &str = "software-agent-dcr";
 const DEMO_MAY_ACT: &str = "software-agent-may-act";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("agentauth: {e:#}");

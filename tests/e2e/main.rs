@@ -10,6 +10,7 @@ mod introspection;
 mod key_rotation;
 mod keys_at_rest;
 mod limits;
+mod logs;
 mod management;
 mod plugins;
 mod polyglot;

@@ -94,6 +94,14 @@ impl Server {
         Self::launch(Self::builder().admin_token(ADMIN_TOKEN).env("RUST_LOG", filter).stderr_to(log))
     }
 
+    /// Starts a server like [`Server::start_logging_to`], its log lines
+    /// written as JSON objects.
+    pub fn start_logging_json_to(log: &Path) -> Self {
+        let filter = "debug,cranelift=warn,wasmtime=warn,wasmtime_cranelift=warn";
+        let builder = Self::builder().admin_token(ADMIN_TOKEN).args(["--log-format", "json"]);
+        Self::launch(builder.env("RUST_LOG", filter).stderr_to(log))
+    }
+
     /// Waits (at most `limit`) for the server to exit; its exit status.
     pub fn wait_exit(self, limit: Duration) -> Option<ExitStatus> {
         self.0.wait_exit(limit)

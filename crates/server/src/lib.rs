@@ -12,6 +12,7 @@ mod http;
 mod route;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod watch;
 mod workers;
 
@@ -184,12 +185,50 @@ impl App {
     }
 
     /// Answers one request. Never fails: every error becomes a response.
+    ///
+    /// Every request has an id, taken from a valid `X-Request-Id` or made
+    /// here, echoed in the response's `X-Request-Id`; it and the W3C trace
+    /// id (from a valid `traceparent`, else new) are fields of the
+    /// request's span, so every log line of the request carries them,
+    /// including those of the plugins it runs and the workers it uses.
     pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        use tracing::Instrument as _;
+        let context = trace::Context::of(request.headers());
+        let span = tracing::info_span!(
+            "request",
+            request_id = %context.request_id,
+            trace_id = %context.trace_id,
+            realm = tracing::field::Empty,
+            client_id = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let mut response = self.answer(request).instrument(span.clone()).await;
+        span.in_scope(|| {
+            tracing::debug!(
+                status = response.status().as_u16(),
+                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "answered"
+            );
+        });
+        if let Ok(id) = hyper::header::HeaderValue::from_str(&context.request_id) {
+            response.headers_mut().insert(trace::REQUEST_ID, id);
+        }
+        response
+    }
+
+    async fn answer<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let route = route::route(request.method(), request.uri().path(), &self.base_path);
+        if let Some(realm) = route.realm() {
+            tracing::Span::current().record("realm", realm);
+        }
         if let Route::NotFound = route {
             return Reply::not_found().into_response();
         }

@@ -49,6 +49,23 @@ pub enum Route {
     NotFound,
 }
 
+impl Route {
+    /// The realm the request is for, when it names one.
+    pub fn realm(&self) -> Option<&str> {
+        match self {
+            Self::Register { realm, .. }
+            | Self::Manage { realm }
+            | Self::Token { realm }
+            | Self::Introspect { realm }
+            | Self::Revoke { realm }
+            | Self::Jwks { realm }
+            | Self::Discovery { realm }
+            | Self::Admin { realm, .. } => Some(realm).filter(|r| !r.is_empty()).map(String::as_str),
+            Self::Health | Self::Ready | Self::MethodNotAllowed { .. } | Self::NotFound => None,
+        }
+    }
+}
+
 /// An operation of the admin API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminOp {

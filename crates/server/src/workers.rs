@@ -79,7 +79,11 @@ impl Workers {
     /// Runs `f` on a worker and waits for it without holding a thread.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Panicked> {
         let (done, mut answer) = tokio::sync::oneshot::channel();
+        // The job runs in the caller's span: its log lines (a plugin's
+        // among them) carry the request's id.
+        let span = tracing::Span::current();
         let job: Job = Box::new(move || {
+            let _in_request = span.enter();
             // The receiver may be gone (the connection closed): nothing
             // then waits for the answer.
             let _ = done.send(f());

@@ -58,12 +58,21 @@ impl Service {
         endpoint: &str,
         credentials: &Credentials,
     ) -> Result<Client, OAuthError> {
-        let (client_id, secret) = match credentials {
-            Credentials::Secret { client_id, secret } => (client_id, secret),
+        let authenticated = match credentials {
+            Credentials::Secret { client_id, secret } => self.authenticate_secret(realm, client_id, secret),
             Credentials::Assertion { assertion, client_id } => {
-                return self.authenticate_assertion(realm, endpoint, assertion, client_id.as_deref());
+                self.authenticate_assertion(realm, endpoint, assertion, client_id.as_deref())
             }
         };
+        // The request's log lines from here on name the client.
+        if let Ok(client) = &authenticated {
+            tracing::Span::current().record("client_id", client.client_id.as_str());
+        }
+        authenticated
+    }
+
+    /// `client_secret_basic` or `client_secret_post`.
+    fn authenticate_secret(&self, realm: &RealmRuntime, client_id: &str, secret: &str) -> Result<Client, OAuthError> {
         let row = self.store.client(&realm.name, client_id).map_err(internal)?;
         // Hash even for an unknown client so both failures take as long.
         let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.secret_hash);
