@@ -201,10 +201,14 @@ pub enum RealmCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Print the realm's audit log.
+    /// Print the realm's audit log of administrative changes; with
+    /// --decisions or any filter, its audited decisions (each token issued
+    /// or refused, each registration, update and deletion) instead.
     Audit {
         #[command(flatten)]
         remote: Remote,
+        #[command(flatten)]
+        filter: DecisionFilter,
     },
     /// Make a realm admin: a bearer token (printed once) that manages this
     /// realm only. Operator only.
@@ -286,7 +290,10 @@ pub fn realm(command: RealmCommand) -> anyhow::Result<std::process::ExitCode> {
         RealmCommand::SetHook { remote, hook, plugin, none: _ } => call(&remote, "PUT", "hooks".into())
             .send("application/json", json!({ hook: plugin }).to_string().into_bytes())?,
         RealmCommand::Hooks { remote } => call(&remote, "GET", "hooks".into()).send("application/json", vec![])?,
-        RealmCommand::Audit { remote } => call(&remote, "GET", "audit".into()).send("application/json", vec![])?,
+        RealmCommand::Audit { remote, filter } => match filter.query(unix_now())? {
+            None => call(&remote, "GET", "audit".into()).send("application/json", vec![])?,
+            Some(query) => call(&remote, "GET", format!("decisions?{query}")).send("application/json", vec![])?,
+        },
         RealmCommand::AddAdmin { remote, name } => call(&remote, "POST", "admins".into())
             .send("application/json", json!({ "name": name }).to_string().into_bytes())?,
         RealmCommand::Admins { remote } => call(&remote, "GET", "admins".into()).send("application/json", vec![])?,
@@ -296,4 +303,116 @@ pub fn realm(command: RealmCommand) -> anyhow::Result<std::process::ExitCode> {
     };
     print(&out)?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Which audited decisions to list.
+#[derive(Debug, clap::Args)]
+pub struct DecisionFilter {
+    /// List decisions rather than administrative changes.
+    #[arg(long)]
+    decisions: bool,
+    /// Decisions about this client.
+    #[arg(long, value_name = "CLIENT_ID")]
+    client: Option<String>,
+    /// Decisions this plugin took part in.
+    #[arg(long)]
+    plugin: Option<String>,
+    /// ... in this version of it (with --plugin).
+    #[arg(long, requires = "plugin")]
+    version: Option<i64>,
+    /// `allowed` or `refused`.
+    #[arg(long, value_parser = ["allowed", "refused"])]
+    outcome: Option<String>,
+    /// From this time on: Unix seconds, or an age such as 90s, 15m, 2h, 7d.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Before this time, as --since.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Decisions after this id (the `next` of the previous page).
+    #[arg(long, value_name = "ID")]
+    after: Option<i64>,
+    /// At most this many (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+}
+
+impl DecisionFilter {
+    /// The admin API's query for the decisions asked for, or `None` for the
+    /// log of changes.
+    fn query(&self, now: i64) -> anyhow::Result<Option<String>> {
+        let wanted = self.decisions
+            || self.client.is_some()
+            || self.plugin.is_some()
+            || self.outcome.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+            || self.after.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        let pairs =
+            [("client_id", self.client.clone()), ("plugin", self.plugin.clone()), ("outcome", self.outcome.clone())];
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                query.append_pair(name, &value);
+            }
+        }
+        if let Some(version) = self.version {
+            query.append_pair("version", &version.to_string());
+        }
+        for (name, time) in [("since", &self.since), ("until", &self.until)] {
+            if let Some(time) = time {
+                query.append_pair(name, &time_arg(time, now)?.to_string());
+            }
+        }
+        if let Some(after) = self.after {
+            query.append_pair("after", &after.to_string());
+        }
+        query.append_pair("limit", &self.limit.to_string());
+        Ok(Some(query.finish()))
+    }
+}
+
+/// Seconds since the Unix epoch, by this machine's clock.
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A time given on the command line: Unix seconds, or an age (`90s`,
+/// `15m`, `2h`, `7d`) before `now`.
+fn time_arg(text: &str, now: i64) -> anyhow::Result<i64> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    let unit = |u: char| match u {
+        's' => Some(1),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        _ => None,
+    };
+    let (number, last) = text.split_at(text.len().saturating_sub(1));
+    match (number.parse::<i64>(), last.chars().next().and_then(unit)) {
+        (Ok(n), Some(seconds)) if n >= 0 => Ok(now.saturating_sub(n.saturating_mul(seconds))),
+        _ => anyhow::bail!("{text:?} is not a time: use Unix seconds or an age such as 90s, 15m, 2h or 7d"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_arg;
+
+    #[test]
+    fn a_time_is_unix_seconds_or_an_age() {
+        assert_eq!(time_arg("1700000000", 0).unwrap(), 1_700_000_000);
+        assert_eq!(time_arg("90s", 1000).unwrap(), 910);
+        assert_eq!(time_arg("2h", 10_000).unwrap(), 2_800);
+        assert_eq!(time_arg("7d", 1_000_000).unwrap(), 395_200);
+        for bad in ["", "h", "-1h", "3w", "yesterday"] {
+            assert!(time_arg(bad, 0).is_err(), "{bad}");
+        }
+    }
 }

@@ -456,7 +456,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(dir) = args.watch_plugins {
             tokio::spawn(agentauth_server::watch_plugins(std::sync::Arc::clone(&app), dir));
         }
-        agentauth_server::serve(listener, app, limits, shutdown_signal()).await;
+        agentauth_server::serve(listener, std::sync::Arc::clone(&app), limits, shutdown_signal()).await;
+        // The audit of the last decisions, still in its batch.
+        let service = std::sync::Arc::clone(&app.service);
+        let _ = tokio::task::spawn_blocking(move || service.flush_decisions()).await;
         tracing::info!("stopped");
         anyhow::Ok(ExitCode::SUCCESS)
     })

@@ -5,6 +5,7 @@
 
 mod admin_bounds;
 mod connections;
+mod decisions;
 mod durability;
 mod introspection;
 mod key_rotation;

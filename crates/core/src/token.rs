@@ -107,6 +107,18 @@ impl Act {
         }
         depth
     }
+
+    /// Who the chain names, the current actor first: each actor's
+    /// `client_id`, or its `sub` where it has none.
+    pub fn chain(&self) -> Vec<String> {
+        let mut chain = Vec::new();
+        let mut next = Some(self);
+        while let Some(act) = next {
+            chain.push(act.client_id.clone().unwrap_or_else(|| act.sub.clone()));
+            next = act.act.as_deref();
+        }
+        chain
+    }
 }
 
 impl AccessTokenClaims {

@@ -39,6 +39,8 @@ pub struct Plugin {
     name: String,
     version: i64,
     kind: HookKind,
+    /// The component's SHA-256, lowercase hex: which bytes decided.
+    sha256: Arc<str>,
     pre: Pre,
     /// Names this plugin among the idle instances; those of a plugin that
     /// is gone are dropped at the next sweep.
@@ -74,6 +76,11 @@ impl Plugin {
 
     pub fn kind(&self) -> HookKind {
         self.kind
+    }
+
+    /// The component's SHA-256, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// The same compiled plugin under the version number the store gave it.
@@ -173,7 +180,8 @@ impl PluginHost {
             LoadError(format!("plugin {name} v{version} does not export the {} hook: {e:#}", kind.as_str()))
         };
         let pre = Pre::new(kind, pre).map_err(wrong_world)?;
-        Ok(Plugin { name: name.to_string(), version, kind, pre, id: Arc::new(()), _compiled: shared })
+        let sha256 = key.component_sha256.into();
+        Ok(Plugin { name: name.to_string(), version, kind, sha256, pre, id: Arc::new(()), _compiled: shared })
     }
 
     /// Compiles `component`, in its turn, where [`Compiler`] says; returns

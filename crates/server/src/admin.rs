@@ -65,6 +65,21 @@ fn query(parts: &Parts, name: &str) -> Option<String> {
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == name).map(|(_, v)| v.into_owned()))
 }
 
+/// One audited decision as the admin API shows it.
+fn decision_json(id: i64, d: &agentauth_core::ports::Decision) -> Value {
+    let plugins: Vec<Value> = d
+        .plugins
+        .iter()
+        .map(|p| json!({"name": p.name, "version": p.version, "sha256": p.sha256, "outcome": p.outcome}))
+        .collect();
+    json!({
+        "id": id, "at": d.at, "request_id": d.request_id, "event": d.event, "client_id": d.client_id,
+        "grant_type": d.grant, "subject": d.subject, "actors": d.actors, "scope": d.scope,
+        "audience": d.audience, "token_kind": d.token_kind, "jti": d.jti, "plugins": plugins,
+        "outcome": d.outcome, "error": d.error,
+    })
+}
+
 fn json_body(body: &[u8]) -> Result<Value, AdminError> {
     crate::http::parse_json(body).map_err(AdminError::Invalid)
 }
@@ -136,6 +151,30 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
         AdminOp::SetHooks => {
             let settings = service.set_hooks(realm, &hook_selection(&json_body(body)?)?, &actor)?;
             Ok(Reply::json(200, &Value::Object(realm_hooks(&settings))))
+        }
+        AdminOp::Decisions => {
+            let number = |name: &str| -> Result<Option<i64>, AdminError> {
+                query(parts, name)
+                    .map(|v| v.parse().map_err(|_| AdminError::Invalid(format!("{name} must be an integer: {v:?}"))))
+                    .transpose()
+            };
+            let filter = agentauth_core::ports::DecisionQuery {
+                client_id: query(parts, "client_id"),
+                plugin: query(parts, "plugin"),
+                version: number("version")?,
+                outcome: query(parts, "outcome"),
+                since: number("since")?,
+                until: number("until")?,
+                after: number("after")?.unwrap_or(0),
+                limit: number("limit")?.unwrap_or(100),
+            };
+            if filter.version.is_some() && filter.plugin.is_none() {
+                return Err(AdminError::Invalid("version needs plugin".into()));
+            }
+            let decisions = service.decisions(realm, &filter)?;
+            let next = decisions.last().map(|(id, _)| *id);
+            let decisions: Vec<Value> = decisions.into_iter().map(|(id, d)| decision_json(id, &d)).collect();
+            Ok(Reply::json(200, &json!({ "decisions": decisions, "next": next })))
         }
         AdminOp::Audit => {
             let after = query(parts, "after").and_then(|a| a.parse().ok()).unwrap_or(0);

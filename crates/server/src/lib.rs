@@ -191,7 +191,7 @@ impl App {
     /// id (from a valid `traceparent`, else new) are fields of the
     /// request's span, so every log line of the request carries them,
     /// including those of the plugins it runs and the workers it uses.
-    pub async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    pub async fn handle<B>(self: &Arc<Self>, mut request: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -205,6 +205,7 @@ impl App {
             realm = tracing::field::Empty,
             client_id = tracing::field::Empty,
         );
+        request.extensions_mut().insert(trace::RequestId(context.request_id.clone()));
         let started = std::time::Instant::now();
         let mut response = self.answer(request).instrument(span.clone()).await;
         span.in_scope(|| {

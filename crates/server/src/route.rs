@@ -92,6 +92,8 @@ pub enum AdminOp {
     Hooks,
     SetHooks,
     Audit,
+    /// The audit of decisions (tokens, registrations), filtered.
+    Decisions,
     Keys,
     RotateKey,
     /// `GET /admin/v1/realms` (the realm name is empty).
@@ -198,6 +200,8 @@ fn admin_route(method: &Method, rest: &str) -> Route {
         (["keys", "rotate"], "POST") => (Some(AdminOp::RotateKey), ""),
         (["keys", "rotate"], _) => (None, "POST"),
         (["audit"], "GET") => (Some(AdminOp::Audit), ""),
+        (["decisions"], "GET") => (Some(AdminOp::Decisions), ""),
+        (["decisions"], _) => (None, "GET"),
         (["audit"], _) => (None, "GET"),
         (["admins"], "GET") => (Some(AdminOp::ListAdmins), ""),
         (["admins"], "POST") => (Some(AdminOp::CreateAdmin), ""),

@@ -18,6 +18,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest request id taken from a client.
 const MAX_REQUEST_ID: usize = 128;
 
+/// A request's id, kept in its extensions for the handlers that record it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
 /// A request's identifiers.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Context {

@@ -58,6 +58,11 @@ impl Service {
         endpoint: &str,
         credentials: &Credentials,
     ) -> Result<Client, OAuthError> {
+        let claimed = match credentials {
+            Credentials::Secret { client_id, .. } => Some(client_id.as_str()),
+            Credentials::Assertion { client_id, .. } => client_id.as_deref(),
+        };
+        crate::decisions::note(|d| d.client_id = claimed.map(str::to_string));
         let authenticated = match credentials {
             Credentials::Secret { client_id, secret } => self.authenticate_secret(realm, client_id, secret),
             Credentials::Assertion { assertion, client_id } => {
@@ -67,6 +72,7 @@ impl Service {
         // The request's log lines from here on name the client.
         if let Ok(client) = &authenticated {
             tracing::Span::current().record("client_id", client.client_id.as_str());
+            crate::decisions::note(|d| d.client_id = Some(client.client_id.clone()));
         }
         authenticated
     }

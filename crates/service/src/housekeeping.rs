@@ -33,6 +33,10 @@ impl Service {
         if !rotated.is_empty() {
             tracing::info!(?rotated, "rotated signing keys on schedule");
         }
+        let swept = self.sweep_decisions(now);
+        if swept > 0 {
+            tracing::debug!(swept, "swept decisions past their realm's retention");
+        }
         match self.store.sweep(now) {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "swept expired rows"),
@@ -80,5 +84,32 @@ impl Service {
         }
         self.rotate_signing_key(realm, None, "scheduler", now)?;
         Ok(true)
+    }
+
+    /// Deletes each realm's audited decisions older than its
+    /// `decision_retention_days`. Returns how many went.
+    fn sweep_decisions(&self, now: i64) -> usize {
+        let realms = match self.store.realm_names() {
+            Ok(realms) => realms,
+            Err(e) => {
+                tracing::warn!("sweeping decisions: {e}");
+                return 0;
+            }
+        };
+        let mut swept = 0;
+        for realm in realms {
+            let before = match self.realm_settings(&realm) {
+                Ok(settings) => now.saturating_sub(i64::from(settings.decision_retention_days) * 86_400),
+                Err(e) => {
+                    tracing::warn!(realm, "sweeping decisions: {e}");
+                    continue;
+                }
+            };
+            match self.store.sweep_decisions(&realm, before) {
+                Ok(n) => swept += n,
+                Err(e) => tracing::warn!(realm, "sweeping decisions: {e}"),
+            }
+        }
+        swept
     }
 }

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod client_auth;
 mod clock;
+mod decisions;
 mod follow;
 pub mod grant;
 mod housekeeping;
@@ -83,6 +84,8 @@ pub struct Service {
     /// This process among the replicas sharing the store: who holds the
     /// housekeeping lease.
     replica: String,
+    /// Stores audited decisions in batches.
+    decisions: decisions::Writer,
 }
 
 impl Service {
@@ -114,6 +117,7 @@ impl Service {
             ));
         }
         let hasher = Hasher::load(&*store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
+        let decisions = decisions::Writer::start(Arc::clone(&store));
         Ok(Self {
             config,
             store,
@@ -124,6 +128,7 @@ impl Service {
             registrations: rate::RateLimiter::default(),
             admin: admin::Limits::default(),
             replica: secrets::new_jti(),
+            decisions,
         })
     }
 

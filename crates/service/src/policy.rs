@@ -29,6 +29,18 @@ pub(crate) fn hook_error(
     }
 }
 
+/// A plugin's answer, noted in the decision being audited (the plugin, its
+/// version and sha256, and whether it answered, refused, failed or found
+/// no room to run), and passed on.
+pub(crate) fn audited<T>(plugin: &Plugin, answer: Result<T, HookError>) -> Result<T, HookError> {
+    crate::decisions::plugin_ran(plugin, &answer, |e| match e {
+        HookError::Denied(_) => "denied",
+        HookError::Failed(_) => "failed",
+        HookError::Busy(_) => "busy",
+    });
+    answer
+}
+
 /// A plugin answer the host accepted but the service cannot use.
 pub(crate) fn invalid_answer(why: impl std::fmt::Display, realm: &RealmRuntime, plugin: &Plugin) -> OAuthError {
     hook_error(HookError::Failed(format!("invalid answer: {why}")), realm, plugin, ErrorCode::ServerError)

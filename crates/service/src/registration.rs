@@ -21,7 +21,7 @@ use agentauth_core::{Client, ClientAttributes, ClientMetadata, ErrorCode, OAuthE
 use agentauth_plugin_host::{DcrInput, HookKind, Operation, RequestContext};
 use serde_json::Value;
 
-use crate::policy::{hook_error, invalid_answer};
+use crate::policy::{audited, hook_error, invalid_answer};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_client_id, new_secret};
 use crate::{Service, internal};
@@ -109,6 +109,7 @@ impl Service {
             is_ai_agent: ai_agent,
             issued_at: self.now(),
         };
+        crate::decisions::note(|d| d.client_id = Some(client.client_id.clone()));
         if let Some(dcr) = &realm.settings.dcr_plugin {
             client.attributes = self.run_dcr_policy(realm, dcr, Operation::Create, &client, request, context)?;
         }
@@ -170,6 +171,7 @@ impl Service {
         context: RequestContext,
     ) -> Result<Value, OAuthError> {
         let ManagedClient { row, presented } = managed;
+        crate::decisions::note(|d| d.client_id = Some(row.client.client_id.clone()));
         if request.get("client_id").and_then(Value::as_str) != Some(row.client.client_id.as_str()) {
             return Err(OAuthError::invalid_client_metadata("client_id must be present and match the client's"));
         }
@@ -217,6 +219,7 @@ impl Service {
         context: RequestContext,
     ) -> Result<(), OAuthError> {
         let client = managed.client();
+        crate::decisions::note(|d| d.client_id = Some(client.client_id.clone()));
         if let Some(dcr) = &realm.settings.dcr_plugin {
             self.run_dcr_policy(realm, dcr, Operation::Delete, client, &Value::Null, context)?;
         }
@@ -260,11 +263,15 @@ impl Service {
             client,
             software_statement: request.get("software_statement").and_then(Value::as_str),
         };
-        let set = self.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input).map_err(|e| {
-            let refused =
-                if operation == Operation::Delete { ErrorCode::AccessDenied } else { ErrorCode::InvalidClientMetadata };
-            hook_error(e, realm, plugin, refused)
-        })?;
+        let set =
+            audited(plugin, self.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input)).map_err(|e| {
+                let refused = if operation == Operation::Delete {
+                    ErrorCode::AccessDenied
+                } else {
+                    ErrorCode::InvalidClientMetadata
+                };
+                hook_error(e, realm, plugin, refused)
+            })?;
         let mut attributes = client.attributes.clone();
         for attribute in set {
             attributes.set(&attribute.name, &attribute.values).map_err(|why| invalid_answer(why, realm, plugin))?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The settings only the operator may change: they bound what one realm
 /// may take from the server and its other realms.
-pub const OPERATOR_SETTINGS: [&str; 11] = [
+pub const OPERATOR_SETTINGS: [&str; 12] = [
     "plugin_timeout_ms",
     "plugin_memory_bytes",
     "plugin_concurrency",
@@ -18,6 +18,7 @@ pub const OPERATOR_SETTINGS: [&str; 11] = [
     "plugin_pushes_per_minute",
     "key_rotations_per_minute",
     "max_published_keys",
+    "decision_retention_days",
 ];
 
 /// A realm's configuration, stored as JSON.
@@ -94,6 +95,10 @@ pub struct RealmSettings {
     /// rotation through the admin API waits (429 with `Retry-After`) until
     /// the oldest retires. Rotations on schedule are not held back.
     pub max_published_keys: u32,
+    /// Days the realm's decisions (each token issued or refused, each
+    /// registration) are kept in its audit before housekeeping deletes
+    /// them (operator only: they take the server's storage).
+    pub decision_retention_days: u32,
 }
 
 impl RealmSettings {
@@ -132,6 +137,7 @@ impl RealmSettings {
         within("plugin_pushes_per_minute", i64::from(self.plugin_pushes_per_minute), 1, 10_000)?;
         within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
         within("max_published_keys", i64::from(self.max_published_keys), 2, 1000)?;
+        within("decision_retention_days", i64::from(self.decision_retention_days), 1, 3650)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -194,6 +200,7 @@ impl Default for RealmSettings {
             plugin_pushes_per_minute: 10,
             key_rotations_per_minute: 2,
             max_published_keys: 10,
+            decision_retention_days: 30,
         }
     }
 }

@@ -29,6 +29,7 @@
 pub mod audit;
 pub mod clients;
 pub mod coordination;
+pub mod decisions;
 pub mod fixtures;
 pub mod keys;
 pub mod plugins;
@@ -87,6 +88,11 @@ macro_rules! store_conformance_tests {
             coordination::a_lease_has_one_holder_until_it_runs_out,
             coordination::racing_holders_agree_on_one,
             coordination::a_database_that_answers_pings,
+            decisions::a_decision_is_read_back_as_recorded,
+            decisions::decisions_are_filtered_by_client_plugin_version_outcome_and_time,
+            decisions::decisions_are_read_a_page_at_a_time,
+            decisions::a_decision_of_a_realm_that_does_not_exist_is_dropped,
+            decisions::decisions_go_by_age_and_with_their_realm,
         }
     };
 }
@@ -107,7 +113,7 @@ macro_rules! __conformance_tests {
 #[cfg(test)]
 mod tests {
     /// Each module's source, to check the macro against.
-    const MODULES: [(&str, &str); 8] = [
+    const MODULES: [(&str, &str); 9] = [
         ("realms", include_str!("realms.rs")),
         ("clients", include_str!("clients.rs")),
         ("keys", include_str!("keys.rs")),
@@ -116,6 +122,7 @@ mod tests {
         ("audit", include_str!("audit.rs")),
         ("secrets", include_str!("secrets.rs")),
         ("coordination", include_str!("coordination.rs")),
+        ("decisions", include_str!("decisions.rs")),
     ];
 
     #[test]

@@ -92,6 +92,7 @@ mod audit;
 mod clients;
 mod coordination;
 mod db;
+mod decisions;
 mod error;
 mod keys;
 mod listen;

@@ -160,6 +160,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,
         until  BIGINT NOT NULL
     );",
+    // 2: the audit of decisions. The plugins that took part are a JSON
+    // list, found by containment (`@>`) through a GIN index.
+    "CREATE TABLE decisions (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        at         BIGINT NOT NULL,
+        request_id TEXT NOT NULL,
+        event      TEXT NOT NULL,
+        client_id  TEXT,
+        grant_type TEXT,
+        subject    TEXT,
+        actors     JSONB NOT NULL,
+        scope      TEXT,
+        audience   JSONB NOT NULL,
+        token_kind TEXT,
+        jti        TEXT,
+        plugins    JSONB NOT NULL,
+        outcome    TEXT NOT NULL,
+        error      TEXT
+    );
+    CREATE INDEX decisions_by_time ON decisions (realm, at);
+    CREATE INDEX decisions_by_client ON decisions (realm, client_id, at);
+    CREATE INDEX decisions_by_plugin ON decisions USING GIN (plugins jsonb_path_ops);",
 ];
 
 /// The schema version this build knows.

@@ -26,6 +26,7 @@
 //! - `clients`: registered clients (cached by core's `CachedClients`)
 //! - `tokens`: server-side tokens, revocations, lineage, assertion replay
 //! - `audit`: the log of administrative changes
+//! - `decisions`: the audit of decisions (tokens, registrations)
 //! - `coordination`: the change feed other processes follow, leases
 //! - `secrets`, `sweep`, `backup`: server secrets, housekeeping, copies
 
@@ -33,6 +34,7 @@ mod audit;
 mod backup;
 mod clients;
 mod coordination;
+mod decisions;
 mod engine;
 mod error;
 mod keys;
@@ -51,9 +53,10 @@ pub use store::Store;
 // they are re-exported here under the paths callers have always used.
 pub use agentauth_core::ports::{
     AuditEntry, AuditRepository, CHANGES_KEPT_FOR, CachedClients, Change, ChangeTopic, ClientRepository, ClientRow,
-    Coordination, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow, Lineage, NewToken, PluginPush, PluginQuota,
-    PluginRepository, PluginRow, PluginVersion, PushOutcome, RealmAdmin, RealmRepository, RealmRow, Result, Rotation,
-    ServerSecretRepository, Storage, TokenKind, TokenRepository, TokenRow,
+    Coordination, Decision, DecisionQuery, DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow,
+    Lineage, NewToken, PluginPush, PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome,
+    RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
+    TokenRepository, TokenRow,
 };
 
 /// The repository traits [`Store`] implements, whose methods are all it

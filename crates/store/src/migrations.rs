@@ -245,6 +245,38 @@ const MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,
         until  INTEGER NOT NULL
     );",
+    // 15: the audit of decisions (tokens, registrations), and the plugins
+    // that took part in each, to find a version's decisions.
+    "CREATE TABLE decisions (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        at         INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        event      TEXT NOT NULL,
+        client_id  TEXT,
+        grant_type TEXT,
+        subject    TEXT,
+        actors     TEXT NOT NULL,
+        scope      TEXT,
+        audience   TEXT NOT NULL,
+        token_kind TEXT,
+        jti        TEXT,
+        outcome    TEXT NOT NULL,
+        error      TEXT
+    );
+    CREATE INDEX decisions_by_time ON decisions (realm, at);
+    CREATE INDEX decisions_by_client ON decisions (realm, client_id, at);
+    CREATE TABLE decision_plugins (
+        decision INTEGER NOT NULL REFERENCES decisions (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        realm    TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        plugin   TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        sha256   TEXT NOT NULL,
+        outcome  TEXT NOT NULL,
+        PRIMARY KEY (decision, position)
+    );
+    CREATE INDEX decision_plugins_by_version ON decision_plugins (realm, plugin, version);",
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -192,6 +192,9 @@ mod tests {
         assert!(store.use_assertion_jti(realm, "c1", "assertion-jti", 9).unwrap());
         let admin = RealmAdmin { realm: realm.into(), id: "a1".into(), name: "ops".into(), created_at: 0 };
         store.create_realm_admin(&admin, &hash("admin"), &audit("create-admin")).unwrap();
+        let plugin = crate::PluginUse { name: "p".into(), version: 1, sha256: "s".into(), outcome: "allowed".into() };
+        let decision = crate::Decision { plugins: vec![plugin], outcome: "allowed".into(), ..Default::default() };
+        assert_eq!(store.record_decisions(&[(realm.to_string(), decision)]).unwrap(), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod audit;
 mod cache;
 mod clients;
 mod coordination;
+mod decisions;
 mod error;
 mod keys;
 mod plugins;
@@ -27,6 +28,7 @@ pub use audit::{AuditEntry, AuditRepository};
 pub use cache::CachedClients;
 pub use clients::{ClientRepository, ClientRow};
 pub use coordination::{CHANGES_KEPT_FOR, Change, ChangeTopic, Coordination};
+pub use decisions::{Decision, DecisionQuery, DecisionRepository, PluginUse};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{KeyRepository, KeyRow};
 pub use plugins::{PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVersion, PushOutcome};
@@ -40,8 +42,8 @@ pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenR
 /// none of it.
 pub mod prelude {
     pub use super::{
-        AuditRepository, ClientRepository, Coordination, Housekeeping, KeyRepository, PluginRepository,
-        RealmRepository, ServerSecretRepository, TokenRepository,
+        AuditRepository, ClientRepository, Coordination, DecisionRepository, Housekeeping, KeyRepository,
+        PluginRepository, RealmRepository, ServerSecretRepository, TokenRepository,
     };
 }
 
@@ -57,6 +59,7 @@ pub trait Storage:
     + ServerSecretRepository
     + Housekeeping
     + Coordination
+    + DecisionRepository
 {
 }
 
@@ -71,6 +74,7 @@ impl<T> Storage for T where
         + ServerSecretRepository
         + Housekeeping
         + Coordination
+        + DecisionRepository
         + ?Sized
 {
 }

@@ -40,10 +40,15 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Err(e) => return Reply::error(&e),
     };
     let service = &app.service;
+    // Token requests and registrations are decisions: audited with their
+    // outcome, under the request's id.
+    let request_id = parts.extensions.get::<crate::trace::RequestId>().map_or("", |id| id.0.as_str());
     let result = match route {
-        Route::Register { ai_agent, .. } => registration::register(service, &realm, ai_agent, parts, body),
-        Route::Manage { .. } => registration::manage(service, &realm, parts, body),
-        Route::Token { .. } => token::token(service, &realm, parts, body),
+        Route::Register { ai_agent, .. } => registration::register(service, &realm, ai_agent, parts, body, request_id),
+        Route::Manage { .. } => registration::manage(service, &realm, parts, body, request_id),
+        Route::Token { .. } => {
+            service.decision(&realm, "token", request_id, || token::token(service, &realm, parts, body))
+        }
         Route::Introspect { .. } => introspection::introspect(service, &realm, parts, body),
         Route::Revoke { .. } => introspection::revoke(service, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),

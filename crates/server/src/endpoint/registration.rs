@@ -18,12 +18,17 @@ pub fn register(
     ai_agent: bool,
     parts: &Parts,
     body: &[u8],
+    request_id: &str,
 ) -> Result<Reply, OAuthError> {
     let source = parts.extensions.get::<crate::Peer>().map(|p| p.0.ip());
+    // Refused by the rate limit: counted, not audited (a flood would only
+    // fill the audit).
     service.admit_registration(realm, ai_agent, source)?;
-    let request = metadata(parts, body)?;
-    let registered = service.register(realm, ai_agent, &request, request_context(parts, None))?;
-    Ok(Reply::json(201, &registered.0))
+    service.decision(realm, "register", request_id, || {
+        let request = metadata(parts, body)?;
+        let registered = service.register(realm, ai_agent, &request, request_context(parts, None))?;
+        Ok(Reply::json(201, &registered.0))
+    })
 }
 
 /// A registration request's metadata: a JSON object.
@@ -37,7 +42,23 @@ fn metadata(parts: &Parts, body: &[u8]) -> Result<Value, OAuthError> {
 /// RFC 7592 client configuration: read (GET), update (PUT, a full
 /// replacement that rotates the registration access token) and delete
 /// (DELETE, which ends the client's server-side tokens).
-pub fn manage(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
+pub fn manage(
+    service: &Service,
+    realm: &RealmRuntime,
+    parts: &Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Reply, OAuthError> {
+    match parts.method {
+        hyper::Method::GET => manage_client(service, realm, parts, body),
+        hyper::Method::PUT => {
+            service.decision(realm, "update", request_id, || manage_client(service, realm, parts, body))
+        }
+        _ => service.decision(realm, "delete", request_id, || manage_client(service, realm, parts, body)),
+    }
+}
+
+fn manage_client(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
     let client_id = parts
         .uri
         .query()

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use token_exchange::ExchangeRequest;
 
-use crate::policy::{hook_error, invalid_answer};
+use crate::policy::{audited, hook_error, invalid_answer};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::{Service, internal};
@@ -90,6 +90,12 @@ impl Service {
         client: &Client,
         request: TokenRequest,
     ) -> Result<TokenResponse, OAuthError> {
+        let grant = match &request {
+            TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
+            TokenRequest::TokenExchange(_) => GrantType::TokenExchange,
+            TokenRequest::RefreshToken { .. } => GrantType::RefreshToken,
+        };
+        crate::decisions::note(|d| d.grant = Some(grant.as_str().to_string()));
         match request {
             TokenRequest::ClientCredentials { scope } => client_credentials::issue(self, realm, client, scope),
             TokenRequest::TokenExchange(request) => token_exchange::issue(self, realm, client, request),
@@ -173,6 +179,7 @@ pub(crate) fn mint(
         claims.custom = custom_claims(svc, realm, client, name, &claims, grant)?;
     }
     let jti_hash = svc.hasher.hash(Purpose::JwtId, &claims.jti);
+    crate::decisions::minted(&claims, client.attributes.stateless_tokens_enabled);
     if client.attributes.stateless_tokens_enabled {
         let payload = serde_json::to_value(&claims).map_err(internal)?;
         let access_token = agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload).map_err(internal)?;
@@ -197,9 +204,7 @@ fn may_act(
     let plugin = realm.plugin(plugin_name, HookKind::MayAct)?;
     let scopes = request.scopes.to_vec();
     let view = TokenView { grant_type: grant.as_str(), sub: &request.sub, scopes: &scopes };
-    let claim = svc
-        .host
-        .run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view)
+    let claim = audited(plugin, svc.host.run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view))
         .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?;
     match claim {
         None => Ok(None),
@@ -229,9 +234,7 @@ fn validate_scopes(
     let plugin = realm.plugin(plugin_name, HookKind::Scope)?;
     let (requested, registered) = (scopes.to_vec(), client.metadata.scopes().to_vec());
     let request = ScopeRequest { grant_type: grant.as_str(), requested: &requested, registered: &registered };
-    let granted = svc
-        .host
-        .run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request)
+    let granted = audited(plugin, svc.host.run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request))
         .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidScope))?;
     Ok(Scopes::from_tokens(granted.iter().map(String::as_str)).unwrap_or_default())
 }
@@ -248,7 +251,6 @@ fn custom_claims(
 ) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
     let plugin = realm.plugin(plugin_name, HookKind::Token)?;
     let claims_json = serde_json::to_string(claims).map_err(internal)?;
-    svc.host
-        .run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json)
-        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))
+    let answer = svc.host.run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json);
+    audited(plugin, answer).map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))
 }
