@@ -11,6 +11,7 @@ mod load;
 mod server;
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,9 @@ use crate::server::Server;
 const SERVER_CORES: usize = 2;
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// One realm per signing algorithm.
+const REALMS: [(&str, Algorithm); 3] =
+    [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)];
 
 #[derive(Debug)]
 struct Options {
@@ -196,19 +200,13 @@ fn run() -> anyhow::Result<()> {
     let data = server::data_dir(scratch.path(), "main")?;
     let server = Server::start(&options.server_bin, &data)?;
     let idle = server.memory_mib()?;
-    let realms = [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)];
-    for (realm, alg) in realms {
-        server.bench_realm(realm, alg.as_str())?;
-        // The first token makes the realm's signing key.
-        let client = server.register(realm, "bench jwt")?;
-        server.token(realm, &client, "read")?;
-    }
+    bench_realms(&server)?;
     // Signing rates drift on a shared machine: measured before and after
     // the request cases, each ratio is to their mean.
     let measure_ring = || -> anyhow::Result<Vec<(Algorithm, f64)>> {
         eprintln!("measuring ring's signing rates with the realms' keys");
         let mut rates = Vec::new();
-        for (realm, alg) in realms {
+        for (realm, alg) in REALMS {
             let key = limits::realm_key(&data, realm)?;
             rates.push((alg, limits::signing_rate(&key, SERVER_CORES, Duration::from_secs(2))?));
         }
@@ -217,70 +215,13 @@ fn run() -> anyhow::Result<()> {
     let ring_before = measure_ring()?;
     let commits = limits::commit_rate(&data, Duration::from_secs(2))?;
     let mut token_rows = Vec::new();
-    for (realm, alg) in realms {
-        for (format, may_act) in [("jwt", true), ("jwt", false), ("opaque", true), ("opaque", false)] {
-            let name = format!("bench {format}{}", if may_act { " may-act" } else { "" });
-            let client = server.register(realm, &name)?;
-            let request = Request::form(
-                Server::realm_path(realm, "access_token"),
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("scope", "read"),
-                    ("client_id", &client.client_id),
-                    ("client_secret", &client.client_secret),
-                ],
-            );
-            let case =
-                format!("client_credentials {} {format}{}", alg.as_str(), if may_act { " + may-act" } else { "" });
-            if !options.selected(&case) {
-                continue;
-            }
-            eprintln!("{case}");
-            let outcome = measure(&server, &request, options.shape());
-            let (limit, target) = match (format, alg) {
-                ("jwt", Algorithm::Rs256) => (Limit::Ring(alg), Target::Ratio(0.95)),
-                ("jwt", Algorithm::Es256) => (Limit::Ring(alg), Target::Rate(35_000.0)),
-                ("jwt", _) => (Limit::Ring(alg), Target::Rate(17_000.0)),
-                _ => (Limit::None, Target::None),
-            };
-            token_rows.push(Row { case, outcome, limit, target });
+    for case in cases(&server)? {
+        if !options.selected(&case.name) {
+            continue;
         }
-    }
-
-    // Token exchange: the seed's second step, in the RS256 realm.
-    let agent = server.register("rs256", "bench jwt may-act")?;
-    let subject = server.token("rs256", &agent, "read")?;
-    let exchange = Request::form(
-        Server::realm_path("rs256", "access_token"),
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("scope", "read write"),
-            ("subject_token", &subject),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("client_id", &agent.client_id),
-            ("client_secret", &agent.client_secret),
-        ],
-    );
-    let case = "token exchange RS256 (+ refresh token)";
-    if options.selected(case) {
-        eprintln!("{case}");
-        let outcome = measure(&server, &exchange, options.shape());
-        token_rows.push(Row {
-            case: case.into(),
-            outcome,
-            limit: Limit::Ring(Algorithm::Rs256),
-            target: Target::Ratio(0.8),
-        });
-    }
-
-    // Registrations, each committed durably, with the DCR hook.
-    let register =
-        Request::json(Server::realm_path("es256", "aiagent/register"), &server::registration("bench jwt may-act"), 201);
-    let case = "aiagent/register + DCR hook";
-    if options.selected(case) {
-        eprintln!("{case}");
-        let outcome = measure(&server, &register, options.shape());
-        token_rows.push(Row { case: case.into(), outcome, limit: Limit::Commits, target: Target::Rate(7_000.0) });
+        eprintln!("{}", case.name);
+        let outcome = measure(&[server.addr], &case.request, options.shape());
+        token_rows.push(Row { case: case.name, outcome, limit: case.limit, target: case.target });
     }
     let ring_after = measure_ring()?;
     let ring = ring_before.iter().zip(&ring_after).map(|((alg, before), (_, after))| (*alg, *before, *after)).collect();
@@ -311,7 +252,7 @@ fn run() -> anyhow::Result<()> {
     );
     eprintln!("{} tokens for the memory figure", options.tokens);
     let million = load::run(
-        server.addr,
+        &[server.addr],
         &tokens,
         Shape { connections: options.connections, duration: Duration::from_secs(600), max_requests: options.tokens },
     );
@@ -473,6 +414,89 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One request case: what it sends over and over, and what its figure is
+/// compared with.
+struct Case {
+    name: String,
+    request: Request,
+    limit: Limit,
+    target: Target,
+}
+
+/// One realm per signing algorithm, set up for benchmarks, each with its
+/// signing key made (by a first token).
+fn bench_realms(server: &Server) -> anyhow::Result<()> {
+    for (realm, alg) in REALMS {
+        server.bench_realm(realm, alg.as_str())?;
+        let client = server.register(realm, "bench jwt")?;
+        server.token(realm, &client, "read")?;
+    }
+    Ok(())
+}
+
+/// The request cases, in the order of the results table, each with a
+/// client of its own registered through `server` in the realms of
+/// [`bench_realms`].
+fn cases(server: &Server) -> anyhow::Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    for (realm, alg) in REALMS {
+        for (format, may_act) in [("jwt", true), ("jwt", false), ("opaque", true), ("opaque", false)] {
+            let name = format!("bench {format}{}", if may_act { " may-act" } else { "" });
+            let client = server.register(realm, &name)?;
+            let request = Request::form(
+                Server::realm_path(realm, "access_token"),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "read"),
+                    ("client_id", &client.client_id),
+                    ("client_secret", &client.client_secret),
+                ],
+            );
+            let (limit, target) = match (format, alg) {
+                ("jwt", Algorithm::Rs256) => (Limit::Ring(alg), Target::Ratio(0.95)),
+                ("jwt", Algorithm::Es256) => (Limit::Ring(alg), Target::Rate(35_000.0)),
+                ("jwt", _) => (Limit::Ring(alg), Target::Rate(17_000.0)),
+                _ => (Limit::None, Target::None),
+            };
+            let name =
+                format!("client_credentials {} {format}{}", alg.as_str(), if may_act { " + may-act" } else { "" });
+            cases.push(Case { name, request, limit, target });
+        }
+    }
+
+    // Token exchange: the seed's second step, in the RS256 realm.
+    let agent = server.register("rs256", "bench jwt may-act")?;
+    let subject = server.token("rs256", &agent, "read")?;
+    let request = Request::form(
+        Server::realm_path("rs256", "access_token"),
+        &[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("scope", "read write"),
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("client_id", &agent.client_id),
+            ("client_secret", &agent.client_secret),
+        ],
+    );
+    cases.push(Case {
+        name: "token exchange RS256 (+ refresh token)".into(),
+        request,
+        limit: Limit::Ring(Algorithm::Rs256),
+        target: Target::Ratio(0.8),
+    });
+
+    // Registrations, each committed durably, with the DCR hook.
+    let request =
+        Request::json(Server::realm_path("es256", "aiagent/register"), &server::registration("bench jwt may-act"), 201);
+    cases.push(Case {
+        name: "aiagent/register + DCR hook".into(),
+        request,
+        limit: Limit::Commits,
+        target: Target::Rate(7_000.0),
+    });
+    Ok(cases)
+}
+
 /// The request cases as a Markdown table, each against its limit.
 fn requests_table(rows: &[Row], limits: &Limits) -> anyhow::Result<String> {
     let mut table = String::new();
@@ -494,11 +518,11 @@ fn requests_table(rows: &[Row], limits: &Limits) -> anyhow::Result<String> {
     Ok(table)
 }
 
-/// A warm-up, then the measured run.
-fn measure(server: &Server, request: &Request, shape: Shape) -> Outcome {
+/// A warm-up, then the measured run, against the servers at `addrs`.
+fn measure(addrs: &[SocketAddr], request: &Request, shape: Shape) -> Outcome {
     let warm = Shape { duration: Duration::from_millis(500), ..shape };
-    let _ = load::run(server.addr, request, warm);
-    load::run(server.addr, request, shape)
+    let _ = load::run(addrs, request, warm);
+    load::run(addrs, request, shape)
 }
 
 struct ColdStart {
