@@ -5,9 +5,13 @@
 //!
 //!     make bench                      # builds, then runs this
 //!     agentauth-bench --quick         # a short smoke run
+//!
+//! The same cases run again on PostgreSQL (a throwaway cluster, one
+//! replica and then two on one database), unless `--no-postgres`.
 
 mod limits;
 mod load;
+mod postgres;
 mod server;
 
 use std::fmt::Write as _;
@@ -44,6 +48,10 @@ struct Options {
     /// Run only the request cases whose name contains this, print them and
     /// write nothing: for profiling one path.
     only: Option<String>,
+    /// Leave out the PostgreSQL section.
+    no_postgres: bool,
+    /// How long pgbench measures PostgreSQL's commit rate, seconds.
+    pgbench_seconds: u32,
 }
 
 impl Options {
@@ -58,6 +66,8 @@ impl Options {
             realms: vec![100, 1000],
             hook_calls: 2000,
             only: None,
+            no_postgres: false,
+            pgbench_seconds: 5,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -69,6 +79,7 @@ impl Options {
                 "--connections" => options.connections = value()?.parse()?,
                 "--tokens" => options.tokens = value()?.parse()?,
                 "--only" => options.only = Some(value()?),
+                "--no-postgres" => options.no_postgres = true,
                 "--realms" => {
                     options.realms = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
                 }
@@ -77,11 +88,12 @@ impl Options {
                     options.tokens = 20_000;
                     options.realms = vec![10, 20];
                     options.hook_calls = 200;
+                    options.pgbench_seconds = 2;
                 }
                 "--help" | "-h" => {
                     println!(
                         "agentauth-bench [--server-bin FILE] [--out FILE] [--seconds S] [--connections C] \
-                         [--tokens N] [--realms N,M] [--quick] [--only CASE]"
+                         [--tokens N] [--realms N,M] [--quick] [--only CASE] [--no-postgres]"
                     );
                     std::process::exit(0);
                 }
@@ -227,7 +239,10 @@ fn run() -> anyhow::Result<()> {
     let ring = ring_before.iter().zip(&ring_after).map(|((alg, before), (_, after))| (*alg, *before, *after)).collect();
     let limits = Limits { ring, commits };
     if options.only.is_some() {
+        server.stop()?;
         print!("{}", requests_table(&token_rows, &limits)?);
+        let postgres = postgres::run(&options, scratch.path(), &token_rows)?;
+        print!("{}", postgres.report()?);
         return Ok(());
     }
 
@@ -273,6 +288,9 @@ fn run() -> anyhow::Result<()> {
         realm_memory.push((count, server.memory_mib()?));
     }
     server.stop()?;
+
+    // ---- the same cases on PostgreSQL ----
+    let postgres = postgres::run(&options, scratch.path(), &token_rows)?;
 
     // ---- hooks and cold start ----
     let polyglot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/polyglot");
@@ -350,6 +368,7 @@ fn run() -> anyhow::Result<()> {
         report,
         "\nThe registration row's limit is SQLite's single-commit rate: above 100% means commits are grouped.\n"
     )?;
+    report.push_str(&postgres.report()?);
 
     writeln!(report, "### Plugins\n")?;
     writeln!(
@@ -408,7 +427,8 @@ fn run() -> anyhow::Result<()> {
     print!("{report}");
     write_results(&options.out, &report)?;
     eprintln!("wrote {}", options.out.display());
-    if token_rows.iter().any(|r| r.outcome.failed > 0) || million.failed > 0 {
+    let failures: Vec<String> = failures.into_iter().chain(postgres.failures()).collect();
+    if token_rows.iter().any(|r| r.outcome.failed > 0) || million.failed > 0 || !failures.is_empty() {
         bail!("some requests failed: {failures:?}");
     }
     Ok(())
