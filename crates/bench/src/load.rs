@@ -1,6 +1,7 @@
 //! The load generator: keep-alive HTTP/1.1 connections on one thread,
 //! each sending the same request back to back, for a bounded time and a
-//! bounded number of requests.
+//! bounded number of requests. Given several servers (replicas), the
+//! connections take them in turn.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -75,8 +76,12 @@ impl Outcome {
     }
 }
 
-/// Sends `request` to `addr` in the given shape and reports.
-pub fn run(addr: SocketAddr, request: &Request, shape: Shape) -> Outcome {
+/// Sends `request` to the servers at `addrs` in the given shape and
+/// reports: connection `i` goes to `addrs[i % addrs.len()]`.
+pub fn run(addrs: &[SocketAddr], request: &Request, shape: Shape) -> Outcome {
+    if addrs.is_empty() {
+        return Outcome { failed: 1, first_failure: Some("no server to send to".into()), ..Outcome::default() };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return Outcome { failed: 1, first_failure: Some(format!("runtime: {e}")), ..Outcome::default() },
@@ -90,7 +95,7 @@ pub fn run(addr: SocketAddr, request: &Request, shape: Shape) -> Outcome {
         });
         let started = Instant::now();
         let local = tokio::task::LocalSet::new();
-        for _ in 0..shape.connections {
+        for &addr in addrs.iter().cycle().take(shape.connections) {
             local.spawn_local(connection(addr, request.clone(), Rc::clone(&state)));
         }
         local.await;

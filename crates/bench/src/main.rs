@@ -5,12 +5,17 @@
 //!
 //!     make bench                      # builds, then runs this
 //!     agentauth-bench --quick         # a short smoke run
+//!
+//! The same cases run again on PostgreSQL (a throwaway cluster, one
+//! replica and then two on one database), unless `--no-postgres`.
 
 mod limits;
 mod load;
+mod postgres;
 mod server;
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,6 +32,9 @@ use crate::server::Server;
 const SERVER_CORES: usize = 2;
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// One realm per signing algorithm.
+const REALMS: [(&str, Algorithm); 3] =
+    [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)];
 
 #[derive(Debug)]
 struct Options {
@@ -40,6 +48,10 @@ struct Options {
     /// Run only the request cases whose name contains this, print them and
     /// write nothing: for profiling one path.
     only: Option<String>,
+    /// Leave out the PostgreSQL section.
+    no_postgres: bool,
+    /// How long pgbench measures PostgreSQL's commit rate, seconds.
+    pgbench_seconds: u32,
 }
 
 impl Options {
@@ -54,6 +66,8 @@ impl Options {
             realms: vec![100, 1000],
             hook_calls: 2000,
             only: None,
+            no_postgres: false,
+            pgbench_seconds: 5,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -65,6 +79,7 @@ impl Options {
                 "--connections" => options.connections = value()?.parse()?,
                 "--tokens" => options.tokens = value()?.parse()?,
                 "--only" => options.only = Some(value()?),
+                "--no-postgres" => options.no_postgres = true,
                 "--realms" => {
                     options.realms = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
                 }
@@ -73,11 +88,12 @@ impl Options {
                     options.tokens = 20_000;
                     options.realms = vec![10, 20];
                     options.hook_calls = 200;
+                    options.pgbench_seconds = 2;
                 }
                 "--help" | "-h" => {
                     println!(
                         "agentauth-bench [--server-bin FILE] [--out FILE] [--seconds S] [--connections C] \
-                         [--tokens N] [--realms N,M] [--quick] [--only CASE]"
+                         [--tokens N] [--realms N,M] [--quick] [--only CASE] [--no-postgres]"
                     );
                     std::process::exit(0);
                 }
@@ -196,19 +212,13 @@ fn run() -> anyhow::Result<()> {
     let data = server::data_dir(scratch.path(), "main")?;
     let server = Server::start(&options.server_bin, &data)?;
     let idle = server.memory_mib()?;
-    let realms = [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)];
-    for (realm, alg) in realms {
-        server.bench_realm(realm, alg.as_str())?;
-        // The first token makes the realm's signing key.
-        let client = server.register(realm, "bench jwt")?;
-        server.token(realm, &client, "read")?;
-    }
+    bench_realms(&server)?;
     // Signing rates drift on a shared machine: measured before and after
     // the request cases, each ratio is to their mean.
     let measure_ring = || -> anyhow::Result<Vec<(Algorithm, f64)>> {
         eprintln!("measuring ring's signing rates with the realms' keys");
         let mut rates = Vec::new();
-        for (realm, alg) in realms {
+        for (realm, alg) in REALMS {
             let key = limits::realm_key(&data, realm)?;
             rates.push((alg, limits::signing_rate(&key, SERVER_CORES, Duration::from_secs(2))?));
         }
@@ -217,76 +227,22 @@ fn run() -> anyhow::Result<()> {
     let ring_before = measure_ring()?;
     let commits = limits::commit_rate(&data, Duration::from_secs(2))?;
     let mut token_rows = Vec::new();
-    for (realm, alg) in realms {
-        for (format, may_act) in [("jwt", true), ("jwt", false), ("opaque", true), ("opaque", false)] {
-            let name = format!("bench {format}{}", if may_act { " may-act" } else { "" });
-            let client = server.register(realm, &name)?;
-            let request = Request::form(
-                Server::realm_path(realm, "access_token"),
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("scope", "read"),
-                    ("client_id", &client.client_id),
-                    ("client_secret", &client.client_secret),
-                ],
-            );
-            let case =
-                format!("client_credentials {} {format}{}", alg.as_str(), if may_act { " + may-act" } else { "" });
-            if !options.selected(&case) {
-                continue;
-            }
-            eprintln!("{case}");
-            let outcome = measure(&server, &request, options.shape());
-            let (limit, target) = match (format, alg) {
-                ("jwt", Algorithm::Rs256) => (Limit::Ring(alg), Target::Ratio(0.95)),
-                ("jwt", Algorithm::Es256) => (Limit::Ring(alg), Target::Rate(35_000.0)),
-                ("jwt", _) => (Limit::Ring(alg), Target::Rate(17_000.0)),
-                _ => (Limit::None, Target::None),
-            };
-            token_rows.push(Row { case, outcome, limit, target });
+    for case in cases(&server)? {
+        if !options.selected(&case.name) {
+            continue;
         }
-    }
-
-    // Token exchange: the seed's second step, in the RS256 realm.
-    let agent = server.register("rs256", "bench jwt may-act")?;
-    let subject = server.token("rs256", &agent, "read")?;
-    let exchange = Request::form(
-        Server::realm_path("rs256", "access_token"),
-        &[
-            ("grant_type", TOKEN_EXCHANGE),
-            ("scope", "read write"),
-            ("subject_token", &subject),
-            ("subject_token_type", ACCESS_TOKEN_TYPE),
-            ("client_id", &agent.client_id),
-            ("client_secret", &agent.client_secret),
-        ],
-    );
-    let case = "token exchange RS256 (+ refresh token)";
-    if options.selected(case) {
-        eprintln!("{case}");
-        let outcome = measure(&server, &exchange, options.shape());
-        token_rows.push(Row {
-            case: case.into(),
-            outcome,
-            limit: Limit::Ring(Algorithm::Rs256),
-            target: Target::Ratio(0.8),
-        });
-    }
-
-    // Registrations, each committed durably, with the DCR hook.
-    let register =
-        Request::json(Server::realm_path("es256", "aiagent/register"), &server::registration("bench jwt may-act"), 201);
-    let case = "aiagent/register + DCR hook";
-    if options.selected(case) {
-        eprintln!("{case}");
-        let outcome = measure(&server, &register, options.shape());
-        token_rows.push(Row { case: case.into(), outcome, limit: Limit::Commits, target: Target::Rate(7_000.0) });
+        eprintln!("{}", case.name);
+        let outcome = measure(&[server.addr], &case.request, options.shape());
+        token_rows.push(Row { case: case.name, outcome, limit: case.limit, target: case.target });
     }
     let ring_after = measure_ring()?;
     let ring = ring_before.iter().zip(&ring_after).map(|((alg, before), (_, after))| (*alg, *before, *after)).collect();
     let limits = Limits { ring, commits };
     if options.only.is_some() {
+        server.stop()?;
         print!("{}", requests_table(&token_rows, &limits)?);
+        let postgres = postgres::run(&options, scratch.path(), &token_rows)?;
+        print!("{}", postgres.report()?);
         return Ok(());
     }
 
@@ -311,7 +267,7 @@ fn run() -> anyhow::Result<()> {
     );
     eprintln!("{} tokens for the memory figure", options.tokens);
     let million = load::run(
-        server.addr,
+        &[server.addr],
         &tokens,
         Shape { connections: options.connections, duration: Duration::from_secs(600), max_requests: options.tokens },
     );
@@ -332,6 +288,9 @@ fn run() -> anyhow::Result<()> {
         realm_memory.push((count, server.memory_mib()?));
     }
     server.stop()?;
+
+    // ---- the same cases on PostgreSQL ----
+    let postgres = postgres::run(&options, scratch.path(), &token_rows)?;
 
     // ---- hooks and cold start ----
     let polyglot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/polyglot");
@@ -409,6 +368,7 @@ fn run() -> anyhow::Result<()> {
         report,
         "\nThe registration row's limit is SQLite's single-commit rate: above 100% means commits are grouped.\n"
     )?;
+    report.push_str(&postgres.report()?);
 
     writeln!(report, "### Plugins\n")?;
     writeln!(
@@ -467,10 +427,94 @@ fn run() -> anyhow::Result<()> {
     print!("{report}");
     write_results(&options.out, &report)?;
     eprintln!("wrote {}", options.out.display());
-    if token_rows.iter().any(|r| r.outcome.failed > 0) || million.failed > 0 {
+    let failures: Vec<String> = failures.into_iter().chain(postgres.failures()).collect();
+    if token_rows.iter().any(|r| r.outcome.failed > 0) || million.failed > 0 || !failures.is_empty() {
         bail!("some requests failed: {failures:?}");
     }
     Ok(())
+}
+
+/// One request case: what it sends over and over, and what its figure is
+/// compared with.
+struct Case {
+    name: String,
+    request: Request,
+    limit: Limit,
+    target: Target,
+}
+
+/// One realm per signing algorithm, set up for benchmarks, each with its
+/// signing key made (by a first token).
+fn bench_realms(server: &Server) -> anyhow::Result<()> {
+    for (realm, alg) in REALMS {
+        server.bench_realm(realm, alg.as_str())?;
+        let client = server.register(realm, "bench jwt")?;
+        server.token(realm, &client, "read")?;
+    }
+    Ok(())
+}
+
+/// The request cases, in the order of the results table, each with a
+/// client of its own registered through `server` in the realms of
+/// [`bench_realms`].
+fn cases(server: &Server) -> anyhow::Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    for (realm, alg) in REALMS {
+        for (format, may_act) in [("jwt", true), ("jwt", false), ("opaque", true), ("opaque", false)] {
+            let name = format!("bench {format}{}", if may_act { " may-act" } else { "" });
+            let client = server.register(realm, &name)?;
+            let request = Request::form(
+                Server::realm_path(realm, "access_token"),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "read"),
+                    ("client_id", &client.client_id),
+                    ("client_secret", &client.client_secret),
+                ],
+            );
+            let (limit, target) = match (format, alg) {
+                ("jwt", Algorithm::Rs256) => (Limit::Ring(alg), Target::Ratio(0.95)),
+                ("jwt", Algorithm::Es256) => (Limit::Ring(alg), Target::Rate(35_000.0)),
+                ("jwt", _) => (Limit::Ring(alg), Target::Rate(17_000.0)),
+                _ => (Limit::None, Target::None),
+            };
+            let name =
+                format!("client_credentials {} {format}{}", alg.as_str(), if may_act { " + may-act" } else { "" });
+            cases.push(Case { name, request, limit, target });
+        }
+    }
+
+    // Token exchange: the seed's second step, in the RS256 realm.
+    let agent = server.register("rs256", "bench jwt may-act")?;
+    let subject = server.token("rs256", &agent, "read")?;
+    let request = Request::form(
+        Server::realm_path("rs256", "access_token"),
+        &[
+            ("grant_type", TOKEN_EXCHANGE),
+            ("scope", "read write"),
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+            ("client_id", &agent.client_id),
+            ("client_secret", &agent.client_secret),
+        ],
+    );
+    cases.push(Case {
+        name: "token exchange RS256 (+ refresh token)".into(),
+        request,
+        limit: Limit::Ring(Algorithm::Rs256),
+        target: Target::Ratio(0.8),
+    });
+
+    // Registrations, each committed durably, with the DCR hook.
+    let request =
+        Request::json(Server::realm_path("es256", "aiagent/register"), &server::registration("bench jwt may-act"), 201);
+    cases.push(Case {
+        name: "aiagent/register + DCR hook".into(),
+        request,
+        limit: Limit::Commits,
+        target: Target::Rate(7_000.0),
+    });
+    Ok(cases)
 }
 
 /// The request cases as a Markdown table, each against its limit.
@@ -494,11 +538,11 @@ fn requests_table(rows: &[Row], limits: &Limits) -> anyhow::Result<String> {
     Ok(table)
 }
 
-/// A warm-up, then the measured run.
-fn measure(server: &Server, request: &Request, shape: Shape) -> Outcome {
+/// A warm-up, then the measured run, against the servers at `addrs`.
+fn measure(addrs: &[SocketAddr], request: &Request, shape: Shape) -> Outcome {
     let warm = Shape { duration: Duration::from_millis(500), ..shape };
-    let _ = load::run(server.addr, request, warm);
-    load::run(server.addr, request, shape)
+    let _ = load::run(addrs, request, warm);
+    load::run(addrs, request, shape)
 }
 
 struct ColdStart {

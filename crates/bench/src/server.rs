@@ -31,6 +31,27 @@ impl Server {
         Ok(Self(server))
     }
 
+    /// Starts `binary` as a replica on the PostgreSQL database `database`,
+    /// with the master key `master_key` (text, as `AGENTAUTH_MASTER_KEY`
+    /// takes it) and the public URL every replica of that database shares;
+    /// `data_dir` holds nothing of the database. Returns once `/healthz`
+    /// answers.
+    pub fn start_replica(
+        binary: &Path,
+        data_dir: &Path,
+        database: &str,
+        master_key: &str,
+        public_url: &str,
+    ) -> anyhow::Result<Self> {
+        let server = ServerBuilder::new(binary)
+            .data_dir(data_dir)
+            .admin_token(ADMIN_TOKEN)
+            .args(["--database", database, "--public-url", public_url])
+            .env("AGENTAUTH_MASTER_KEY", master_key)
+            .start()?;
+        Ok(Self(server))
+    }
+
     /// Resident memory now and at its peak, in MiB, from /proc.
     pub fn memory_mib(&self) -> anyhow::Result<(f64, f64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).context("reading /proc")?;

@@ -152,8 +152,14 @@ impl Cluster {
         run(&mut command, "pg_ctl")
     }
 
-    /// One of PostgreSQL's binaries, as the user that may run it.
-    fn command(&self, name: &str) -> Command {
+    /// The directory of PostgreSQL's binaries this cluster runs.
+    pub fn bindir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// One of PostgreSQL's binaries (`pgbench`, `psql`, ...), as the user
+    /// that may run it: the `postgres` user when this process is root.
+    pub fn command(&self, name: &str) -> Command {
         let program = self.bin.join(name);
         if self.as_postgres {
             let mut command = Command::new("runuser");
