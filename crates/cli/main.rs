@@ -442,6 +442,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let warm = std::sync::Arc::clone(&app);
             tokio::task::spawn_blocking(move || warm.warm_up(DEMO_REALM)).await.context("loading the demo realm")??;
         }
+        // Every realm is loaded before the replica reports ready (/readyz);
+        // it answers meanwhile, loading a realm on its first request.
+        let warm = std::sync::Arc::clone(&app);
+        tokio::task::spawn_blocking(move || warm.warm_up_all());
         tracing::info!(%data, admin, "agentauth listening on http://{local}, issuing as {public_url}{base_path}");
         tracing::info!(
             open_files,

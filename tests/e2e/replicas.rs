@@ -247,7 +247,8 @@ fn without_its_database_a_replica_answers_503_and_recovers_by_itself() {
     let server = Server::start_replica(&url, &key, PUBLIC_URL);
     let agent = server.register_agent();
     let jwt = server.read_token(&agent);
-    assert_eq!(server.get_url(&server.url("/readyz")).status, 200);
+    // Ready once its realms are loaded.
+    within(Duration::from_secs(10), "ready", || server.get_url(&server.url("/readyz")).status == 200);
 
     cluster.stop().expect("stopping PostgreSQL");
     let ready = server.get_url(&server.url("/readyz"));

@@ -82,6 +82,9 @@ pub struct App {
     pub service: Arc<Service>,
     /// Where handlers run their blocking work.
     workers: workers::Workers,
+    /// Whether the realms have been loaded (keys unsealed, plugins
+    /// compiled) since start: until then the replica is not ready.
+    warmed: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -123,7 +126,8 @@ impl App {
         let threads = config.workers.unwrap_or_else(default_workers);
         let workers =
             workers::Workers::new(threads).map_err(|e| StartError(format!("starting worker threads: {e}")))?;
-        Ok(Arc::new(Self { base_path: config.base_path, service: Arc::new(service), workers }))
+        let warmed = std::sync::atomic::AtomicBool::new(false);
+        Ok(Arc::new(Self { base_path: config.base_path, service: Arc::new(service), workers, warmed }))
     }
 
     /// Creates realm `name` unless it exists (see
@@ -169,9 +173,32 @@ impl App {
         Service::plugin_slot(&runtime).await.map_err(|e| Reply::error(&e))
     }
 
-    /// Readiness: 200 while the database answers a ping, else 503 with a
-    /// `Retry-After`, so a load balancer sends requests elsewhere.
+    /// Loads every realm (unseals its keys, compiles its plugins) so no
+    /// request pays for it, then reports the replica ready. A realm that
+    /// cannot be loaded is logged and left to load on first use. Blocking.
+    pub fn warm_up_all(&self) {
+        match self.service.store().realm_names() {
+            Ok(realms) => {
+                for realm in &realms {
+                    if let Err(e) = self.service.warm_up(realm) {
+                        tracing::warn!(realm, "loading the realm: {e}");
+                    }
+                }
+                tracing::info!(realms = realms.len(), "realms loaded");
+            }
+            Err(e) => tracing::warn!("listing the realms to load: {e}"),
+        }
+        self.warmed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Readiness: 200 once the realms are loaded and while the database
+    /// answers a ping, else 503 with a `Retry-After`, so a load balancer
+    /// sends requests elsewhere.
     async fn readiness(self: &Arc<Self>) -> Reply {
+        if !self.warmed.load(std::sync::atomic::Ordering::Acquire) {
+            return Reply::json(503, &serde_json::json!({"status": "loading realms"}))
+                .with_header(hyper::header::RETRY_AFTER, "1".into());
+        }
         let service = Arc::clone(&self.service);
         match self.workers.run(move || service.store().ping()).await {
             Ok(Ok(())) => Reply::json(200, &serde_json::json!({"status": "ready"})),
