@@ -4,6 +4,7 @@
 
 mod admin;
 mod plugin_test;
+mod versions;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -16,7 +17,7 @@ use agentauth_plugin_host::HookKind;
 use agentauth_server::{AdminToken, App, Config, ConnectionLimits, RealmSettings};
 use agentauth_store::Storage;
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "agentauth", version, about = "An OAuth 2.0 authorization server for AI agents")]
@@ -243,7 +244,8 @@ const DEMO_DCR: &str = "software-agent-dcr";
 const DEMO_MAY_ACT: &str = "software-agent-may-act";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().long_version(versions::long().leak() as &str).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
@@ -406,6 +408,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             public_url: public_url.clone(),
             base_path: base_path.clone(),
             workers: args.workers.map(NonZeroUsize::get),
+            versions: versions::json(),
         };
         // Uploads are compiled by this binary in a child process, bounded
         // in CPU time and memory (see agentauth_plugin_host::Compiler).

@@ -26,3 +26,4 @@ mod shutdown;
 mod support;
 mod token_endpoint;
 mod token_exchange;
+mod version;
