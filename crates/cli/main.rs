@@ -73,7 +73,7 @@ enum Command {
         #[arg(long, value_name = "URL", env = "AGENTAUTH_DATABASE", hide_env_values = true)]
         database: Option<String>,
         /// The SQLite data directory, without --database.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
     /// Copy the SQLite database consistently, even while the server runs.
@@ -82,7 +82,7 @@ enum Command {
     /// pg_dump.)
     Backup {
         /// The server's data directory.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         /// Set when the server runs on PostgreSQL: refused, with what to
         /// use instead.
@@ -99,7 +99,7 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
         /// The data directory to restore into.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         /// Set when the server runs on PostgreSQL: refused, with what to
         /// use instead.
@@ -122,11 +122,11 @@ enum Command {
 struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port; the address in use
     /// is printed on standard output.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "AGENTAUTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Directory holding the SQLite database (and, by default, the master
     /// key file). Created if missing.
-    #[arg(long, default_value = "data")]
+    #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Keep every realm's state in PostgreSQL instead of SQLite:
     /// `postgres://user:password@host:port/database`. Replicas started on
@@ -141,10 +141,10 @@ struct ServeArgs {
     /// The origin clients use to reach the server, e.g.
     /// https://am.example.com:8443. Issuers and endpoint URLs start with it.
     /// Defaults to http://<listen address>.
-    #[arg(long)]
+    #[arg(long, value_name = "URL", env = "AGENTAUTH_PUBLIC_URL")]
     public_url: Option<String>,
     /// Path prefix of the OAuth endpoints (`/am` as in PingAM; "" for none).
-    #[arg(long, default_value = "/am")]
+    #[arg(long, env = "AGENTAUTH_BASE_PATH", default_value = "/am")]
     base_path: String,
     /// Create realm `alpha` as the PingAM "AI agent acting autonomously"
     /// example configures it, unless it exists: AI agents and open
@@ -155,11 +155,11 @@ struct ServeArgs {
     /// File holding the master key that seals private keys at rest (32
     /// bytes, base64url). Default: DATA_DIR/master.key, created with a new
     /// key for a new database. AGENTAUTH_MASTER_KEY, if set, wins.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "AGENTAUTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// Development mode: load DIR/<realm>/<plugin-name>.wasm into the realm,
     /// and again whenever the file changes (validated, then activated).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "AGENTAUTH_WATCH_PLUGINS")]
     watch_plugins: Option<PathBuf>,
     /// Most connections open at once. Past it, new connections wait to be
     /// accepted until one closes. Default: the open-file limit (raised to
@@ -192,11 +192,13 @@ struct ServeArgs {
     workers: Option<NonZeroUsize>,
     /// CPU seconds one plugin compilation may take; an upload that needs
     /// more is refused. Compilations run one at a time, in a child process.
-    #[arg(long, value_name = "SECONDS", default_value_t = agentauth_plugin_host::COMPILE_CPU_SECONDS,
+    #[arg(long, value_name = "SECONDS", env = "AGENTAUTH_PLUGIN_COMPILE_CPU_SECONDS",
+          default_value_t = agentauth_plugin_host::COMPILE_CPU_SECONDS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     plugin_compile_cpu_seconds: u64,
     /// Memory one plugin compilation may use, in MiB (its address space).
-    #[arg(long, value_name = "MIB", default_value_t = agentauth_plugin_host::COMPILE_MEMORY_BYTES >> 20,
+    #[arg(long, value_name = "MIB", env = "AGENTAUTH_PLUGIN_COMPILE_MEMORY_MIB",
+          default_value_t = agentauth_plugin_host::COMPILE_MEMORY_BYTES >> 20,
           value_parser = clap::value_parser!(u64).range(256..=65536))]
     plugin_compile_memory_mib: u64,
 }
