@@ -3,20 +3,22 @@
 //! runs until SIGINT or SIGTERM.
 
 mod admin;
+mod config;
 mod plugin_test;
+mod versions;
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentauth_plugin_host::HookKind;
-use agentauth_server::{AdminToken, App, Config, ConnectionLimits, RealmSettings};
+use agentauth_server::{App, Config, RealmSettings};
 use agentauth_store::Storage;
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "agentauth", version, about = "An OAuth 2.0 authorization server for AI agents")]
@@ -26,13 +28,14 @@ struct Cli {
     /// How log lines are written to standard error: `text` for people, or
     /// `json`, one object per line (timestamp, level, target, message, the
     /// event's fields, and the request's span: request_id, trace_id,
-    /// realm, client_id).
+    /// realm, client_id). `serve` also takes it from its config file.
     #[arg(long, global = true, value_enum, env = "AGENTAUTH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
 /// The formats of log lines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Text,
     Json,
@@ -54,6 +57,9 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Check a `serve` config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Manage a realm's plugins on a running server, or test one locally.
     #[command(subcommand)]
     Plugin(admin::PluginCommand),
@@ -72,7 +78,7 @@ enum Command {
         #[arg(long, value_name = "URL", env = "AGENTAUTH_DATABASE", hide_env_values = true)]
         database: Option<String>,
         /// The SQLite data directory, without --database.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
     },
     /// Copy the SQLite database consistently, even while the server runs.
@@ -81,7 +87,7 @@ enum Command {
     /// pg_dump.)
     Backup {
         /// The server's data directory.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         /// Set when the server runs on PostgreSQL: refused, with what to
         /// use instead.
@@ -98,7 +104,7 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
         /// The data directory to restore into.
-        #[arg(long, default_value = "data")]
+        #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
         data_dir: PathBuf,
         /// Set when the server runs on PostgreSQL: refused, with what to
         /// use instead.
@@ -117,15 +123,42 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check FILE as `serve --config FILE` would read it, with the
+    /// environment and the defaults, without starting anything: print the
+    /// settings it resolves to (no secrets), or what is wrong with which
+    /// key, and exit non-zero.
+    Check {
+        /// The config file.
+        file: PathBuf,
+        /// How to print the settings.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: config::Format,
+    },
+}
+
+/// The settings of `serve`. Each but `--demo` is also read from the
+/// environment variable named beside it, and each from the config file
+/// (`--config`) under its name in snake_case; a flag beats the
+/// environment, which beats the file, which beats the default.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// A TOML file of settings, keyed by the flags' names in snake_case
+    /// (`workers = 8`; `--metrics-listen` is `listen` in a `[metrics]`
+    /// table), for those neither a flag nor the environment gives.
+    /// Secrets are refused there: the admin token and master key come
+    /// from the environment or --master-key-file. `agentauth config check
+    /// FILE` checks one.
+    #[arg(long, value_name = "FILE", env = "AGENTAUTH_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on. Port 0 picks a free port; the address in use
     /// is printed on standard output.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "AGENTAUTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Directory holding the SQLite database (and, by default, the master
     /// key file). Created if missing.
-    #[arg(long, default_value = "data")]
+    #[arg(long, env = "AGENTAUTH_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Keep every realm's state in PostgreSQL instead of SQLite:
     /// `postgres://user:password@host:port/database`. Replicas started on
@@ -140,10 +173,10 @@ struct ServeArgs {
     /// The origin clients use to reach the server, e.g.
     /// https://am.example.com:8443. Issuers and endpoint URLs start with it.
     /// Defaults to http://<listen address>.
-    #[arg(long)]
+    #[arg(long, value_name = "URL", env = "AGENTAUTH_PUBLIC_URL")]
     public_url: Option<String>,
     /// Path prefix of the OAuth endpoints (`/am` as in PingAM; "" for none).
-    #[arg(long, default_value = "/am")]
+    #[arg(long, env = "AGENTAUTH_BASE_PATH", default_value = "/am")]
     base_path: String,
     /// Create realm `alpha` as the PingAM "AI agent acting autonomously"
     /// example configures it, unless it exists: AI agents and open
@@ -154,11 +187,11 @@ struct ServeArgs {
     /// File holding the master key that seals private keys at rest (32
     /// bytes, base64url). Default: DATA_DIR/master.key, created with a new
     /// key for a new database. AGENTAUTH_MASTER_KEY, if set, wins.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "AGENTAUTH_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// Development mode: load DIR/<realm>/<plugin-name>.wasm into the realm,
     /// and again whenever the file changes (validated, then activated).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "AGENTAUTH_WATCH_PLUGINS")]
     watch_plugins: Option<PathBuf>,
     /// Most connections open at once. Past it, new connections wait to be
     /// accepted until one closes. Default: the open-file limit (raised to
@@ -191,38 +224,19 @@ struct ServeArgs {
     workers: Option<NonZeroUsize>,
     /// CPU seconds one plugin compilation may take; an upload that needs
     /// more is refused. Compilations run one at a time, in a child process.
-    #[arg(long, value_name = "SECONDS", default_value_t = agentauth_plugin_host::COMPILE_CPU_SECONDS,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, value_name = "SECONDS", env = "AGENTAUTH_PLUGIN_COMPILE_CPU_SECONDS",
+          default_value_t = agentauth_plugin_host::COMPILE_CPU_SECONDS,
+          value_parser = clap::value_parser!(u64).range(config::COMPILE_CPU_SECONDS))]
     plugin_compile_cpu_seconds: u64,
     /// Memory one plugin compilation may use, in MiB (its address space).
-    #[arg(long, value_name = "MIB", default_value_t = agentauth_plugin_host::COMPILE_MEMORY_BYTES >> 20,
-          value_parser = clap::value_parser!(u64).range(256..=65536))]
+    #[arg(long, value_name = "MIB", env = "AGENTAUTH_PLUGIN_COMPILE_MEMORY_MIB",
+          default_value_t = agentauth_plugin_host::COMPILE_MEMORY_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(config::COMPILE_MEMORY_MIB))]
     plugin_compile_memory_mib: u64,
-}
-
-impl ServeArgs {
-    /// The connection limits, within what `open_files` (the process's
-    /// open-file limit) can hold.
-    fn connection_limits(&self, open_files: u64) -> anyhow::Result<ConnectionLimits> {
-        let mut limits = ConnectionLimits::for_open_files(open_files);
-        if let Some(max) = self.max_connections {
-            let allowed = ConnectionLimits::allowed_by(open_files);
-            if max.get() > allowed {
-                bail!(
-                    "--max-connections {max} is more than the open-file limit ({open_files}) allows: at most \
-                     {allowed}; raise the limit (ulimit -n) or lower --max-connections"
-                );
-            }
-            limits.max_connections = max.get();
-            limits.max_per_source = ConnectionLimits::default_per_source(max.get());
-        }
-        if let Some(max) = self.max_connections_per_source {
-            limits.max_per_source = max.get();
-        }
-        limits.idle_timeout = Duration::from_secs(self.idle_timeout.get());
-        limits.write_timeout = Duration::from_secs(self.write_timeout.get());
-        Ok(limits)
-    }
+    /// Address of a separate listener serving only GET /metrics, without
+    /// authentication: bind it to an internal interface.
+    #[arg(long, value_name = "ADDR", env = "AGENTAUTH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Raises the soft open-file limit to the hard one (each connection is an
@@ -243,9 +257,27 @@ const DEMO_DCR: &str = "software-agent-dcr";
 const DEMO_MAY_ACT: &str = "software-agent-may-act";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match run(cli) {
+    let matches = Cli::command().long_version(versions::long().leak() as &str).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let log_source = matches.value_source("log_format");
+    let outcome = match cli.command {
+        Command::Serve(args) => {
+            let serve = matches.subcommand_matches("serve");
+            let sources =
+                |id: &str| if id == "log_format" { log_source } else { serve.and_then(|m| m.value_source(id)) };
+            // The config file is read before logging starts: it may say how
+            // to log.
+            config::Settings::resolve(args, cli.log_format, &sources).and_then(|settings| {
+                init_logging(settings.log_format);
+                serve_with(settings)
+            })
+        }
+        command => {
+            init_logging(cli.log_format);
+            run(command, cli.log_format, log_source)
+        }
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("agentauth: {e:#}");
@@ -254,9 +286,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Serve(args) => serve(args),
+/// Runs every command but `serve`, which `main` runs itself.
+fn run(command: Command, log_format: LogFormat, log_source: Option<ValueSource>) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => unreachable!("main runs serve"),
+        Command::Config(ConfigCommand::Check { file, format }) => config::check(&file, format, log_format, log_source),
         Command::Plugin(command) => admin::plugin(command),
         Command::Realm(command) => admin::realm(command),
         Command::Keys(command) => admin::keys(command),
@@ -354,25 +388,14 @@ fn restore(from: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let base_path = check_base_path(&args.base_path)?;
+/// Runs the server with `settings`, merged and checked.
+fn serve_with(settings: config::Settings) -> anyhow::Result<ExitCode> {
     let open_files = raise_open_file_limit();
-    let limits = args.connection_limits(open_files)?;
-    let public_url = args.public_url.as_deref().map(check_public_url).transpose()?;
-    let admin_token = match std::env::var("AGENTAUTH_ADMIN_TOKEN") {
-        Ok(token) => Some(AdminToken::new(token)?),
-        Err(std::env::VarError::NotPresent) => None,
-        Err(std::env::VarError::NotUnicode(_)) => bail!("AGENTAUTH_ADMIN_TOKEN is not valid UTF-8"),
-    };
+    let limits = settings.connection_limits(open_files)?;
+    let config::Settings { serve: args, admin_token, .. } = settings;
+    let (base_path, public_url) = (args.base_path.clone(), args.public_url.clone());
     let (store, data): (Arc<dyn Storage>, String) = match &args.database {
         Some(url) => {
-            if std::env::var_os("AGENTAUTH_MASTER_KEY").is_none() && args.master_key_file.is_none() {
-                bail!(
-                    "replicas on one PostgreSQL database must share one master key: give every replica the same \
-                     AGENTAUTH_MASTER_KEY or --master-key-file (a missing file is made with a new key if the \
-                     database has none yet)"
-                );
-            }
             let options = agentauth_store_postgres::Options {
                 pool_size: args.database_pool.get(),
                 ..agentauth_store_postgres::Options::default()
@@ -406,6 +429,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             public_url: public_url.clone(),
             base_path: base_path.clone(),
             workers: args.workers.map(NonZeroUsize::get),
+            versions: versions::json(),
         };
         // Uploads are compiled by this binary in a child process, bounded
         // in CPU time and memory (see agentauth_plugin_host::Compiler).
@@ -525,28 +549,6 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down: finishing requests in flight");
-}
-
-fn check_base_path(path: &str) -> anyhow::Result<String> {
-    let path = path.trim_end_matches('/');
-    if !path.is_empty() && !path.starts_with('/') {
-        bail!("--base-path must be empty or start with '/': {path:?}");
-    }
-    if path.contains(['?', '#', ' ']) {
-        bail!("--base-path must be a plain path: {path:?}");
-    }
-    Ok(path.to_string())
-}
-
-fn check_public_url(url: &str) -> anyhow::Result<String> {
-    let url = url.trim_end_matches('/');
-    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
-        bail!("--public-url must start with https:// or http://: {url:?}");
-    };
-    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
-        bail!("--public-url must be an origin with an optional path, no query or fragment: {url:?}");
-    }
-    Ok(url.to_string())
 }
 
 #[cfg(test)]

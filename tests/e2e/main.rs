@@ -4,6 +4,7 @@
 //! like the specification they check.
 
 mod admin_bounds;
+mod config;
 mod connections;
 mod decisions;
 mod durability;
@@ -27,3 +28,4 @@ mod shutdown;
 mod support;
 mod token_endpoint;
 mod token_exchange;
+mod version;

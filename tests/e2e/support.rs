@@ -102,6 +102,13 @@ impl Server {
         Self::launch(builder.env("RUST_LOG", filter).stderr_to(log))
     }
 
+    /// Starts a server with `--config file` alone, the file naming
+    /// `data_dir`, logging at `info` into `log`.
+    pub fn start_with_config(file: &Path, data_dir: &Path, log: &Path) -> Self {
+        let builder = Self::builder().config_file(file).data_dir(data_dir);
+        Self::launch(builder.env("RUST_LOG", "info").stderr_to(log))
+    }
+
     /// Waits (at most `limit`) for the server to exit; its exit status.
     pub fn wait_exit(self, limit: Duration) -> Option<ExitStatus> {
         self.0.wait_exit(limit)

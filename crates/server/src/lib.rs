@@ -62,6 +62,10 @@ pub struct Config {
     /// Threads for the handlers' blocking work; `None` for
     /// [`default_workers`].
     pub workers: Option<usize>,
+    /// What `GET /version` answers: the versions the server is made of
+    /// (`{"agentauth": "0.1.0", "wasmtime": "48.0.8", ...}`), nothing
+    /// about its host or its settings.
+    pub versions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Handler threads by default: four per core. A handler that stores
@@ -85,6 +89,8 @@ pub struct App {
     /// Whether the realms have been loaded (keys unsealed, plugins
     /// compiled) since start: until then the replica is not ready.
     warmed: std::sync::atomic::AtomicBool,
+    /// The body of `GET /version`.
+    versions: serde_json::Value,
 }
 
 impl App {
@@ -126,8 +132,13 @@ impl App {
         let threads = config.workers.unwrap_or_else(default_workers);
         let workers =
             workers::Workers::new(threads).map_err(|e| StartError(format!("starting worker threads: {e}")))?;
-        let warmed = std::sync::atomic::AtomicBool::new(false);
-        Ok(Arc::new(Self { base_path: config.base_path, service: Arc::new(service), workers, warmed }))
+        Ok(Arc::new(Self {
+            base_path: config.base_path,
+            service: Arc::new(service),
+            workers,
+            warmed: std::sync::atomic::AtomicBool::new(false),
+            versions: serde_json::Value::Object(config.versions),
+        }))
     }
 
     /// Creates realm `name` unless it exists (see
@@ -265,6 +276,9 @@ impl App {
         }
         if let Route::Ready = route {
             return self.readiness().await.into_response();
+        }
+        if let Route::Version = route {
+            return Reply::json(200, &self.versions).into_response();
         }
         let mut limit = MAX_BODY;
         let mut upload = None;

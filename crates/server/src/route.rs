@@ -13,6 +13,8 @@ pub enum Route {
     Health,
     /// Readiness: the process can serve, its database answering.
     Ready,
+    /// The versions the server is made of.
+    Version,
     Register {
         realm: String,
         ai_agent: bool,
@@ -61,7 +63,7 @@ impl Route {
             | Self::Jwks { realm }
             | Self::Discovery { realm }
             | Self::Admin { realm, .. } => Some(realm).filter(|r| !r.is_empty()).map(String::as_str),
-            Self::Health | Self::Ready | Self::MethodNotAllowed { .. } | Self::NotFound => None,
+            Self::Health | Self::Ready | Self::Version | Self::MethodNotAllowed { .. } | Self::NotFound => None,
         }
     }
 }
@@ -115,6 +117,9 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     }
     if path == "/readyz" {
         return if method == Method::GET { Route::Ready } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
+    if path == "/version" {
+        return if method == Method::GET { Route::Version } else { Route::MethodNotAllowed { allow: "GET" } };
     }
     if path == "/admin/v1/realms" {
         return match *method {
@@ -249,6 +254,13 @@ mod tests {
             route(&Method::GET, &format!("{REALM}/access_token"), "/am"),
             Route::MethodNotAllowed { allow: "POST" }
         );
+    }
+
+    #[test]
+    fn version_is_get_only_and_outside_the_base_path() {
+        assert_eq!(route(&Method::GET, "/version", "/am"), Route::Version);
+        assert_eq!(route(&Method::POST, "/version", "/am"), Route::MethodNotAllowed { allow: "GET" });
+        assert_eq!(route(&Method::GET, "/am/version", "/am"), Route::NotFound);
     }
 
     #[test]

@@ -16,14 +16,19 @@ use crate::{AdminToken, App, Config, RealmSettings};
 const REALM: &str = "hostile";
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-fn app() -> Arc<App> {
-    let config = Config {
+fn config() -> Config {
+    Config {
         master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
         admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
         public_url: "https://as.example.test".into(),
         base_path: "/am".into(),
         workers: Some(4),
-    };
+        versions: serde_json::Map::new(),
+    }
+}
+
+fn app() -> Arc<App> {
+    let config = config();
     let app = App::new(config, Store::open_in_memory().unwrap()).unwrap();
     let settings = hostile_settings();
     let plugins: &[(&str, HookKind, &[u8])] = &[
@@ -187,6 +192,18 @@ async fn wrong_methods_and_unknown_paths_are_told_apart() {
     assert_eq!(status, 404);
     let (status, jwks) = call(&app, get(&format!("/am/oauth2/realms/root/realms/{REALM}/connect/jwk_uri"))).await;
     assert_eq!((status, jwks["keys"][0]["alg"].as_str()), (200, Some("ES256")));
+}
+
+#[tokio::test]
+async fn version_answers_what_the_server_was_given_to_all_and_only_to_get() {
+    let mut config = config();
+    let versions = json!({"agentauth": "9.9.9", "wasmtime": "1.2.3", "sqlite_schema": 7});
+    config.versions = versions.as_object().unwrap().clone();
+    let app = App::new(config, Store::open_in_memory().unwrap()).unwrap();
+    let (status, body) = call(&app, Request::get("/version").body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!((status, body), (200, versions));
+    let post = Request::post("/version").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(call(&app, post).await.0, 405);
 }
 
 #[tokio::test]
@@ -762,13 +779,7 @@ async fn only_a_plugin_upload_may_send_the_admin_api_a_large_body() {
 async fn a_database_locked_by_another_process_is_503_on_the_admin_api_too() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agentauth.db");
-    let config = Config {
-        master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
-        admin_token: Some(AdminToken::new(ADMIN_TOKEN.into()).unwrap()),
-        public_url: "https://as.example.test".into(),
-        base_path: "/am".into(),
-        workers: Some(4),
-    };
+    let config = config();
     let app = App::new(config, Store::open(&path).unwrap()).unwrap();
     let (status, _) = admin_as(&app, ADMIN_TOKEN, "PUT", "/busy", json!({})).await;
     assert_eq!(status, 201);

@@ -107,6 +107,7 @@ mod tokens;
 #[cfg(feature = "throwaway")]
 pub mod throwaway;
 
+pub use migrations::SCHEMA_VERSION;
 pub use store::{Options, PgStore};
 
 /// The repository traits [`PgStore`] implements: `use

@@ -185,9 +185,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX decisions_by_plugin ON decisions USING GIN (plugins jsonb_path_ops);",
 ];
 
+/// The schema version this build migrates a database to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// The schema version this build knows.
 pub(crate) fn known() -> i64 {
-    MIGRATIONS.len() as i64
+    SCHEMA_VERSION
 }
 
 /// Applies the pending migrations on `client`, in one transaction under

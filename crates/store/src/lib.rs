@@ -47,6 +47,7 @@ mod stored;
 mod sweep;
 mod tokens;
 
+pub use migrations::SCHEMA_VERSION;
 pub use store::Store;
 
 // The rows, the error and the repository traits are core's storage ports;

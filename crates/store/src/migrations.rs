@@ -279,10 +279,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX decision_plugins_by_version ON decision_plugins (realm, plugin, version);",
 ];
 
+/// The schema version this build migrates a database to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 pub fn apply(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).sql()?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).sql()?;
-    let known = MIGRATIONS.len() as i64;
+    let known = SCHEMA_VERSION;
     if current > known {
         return Err(Error::new(
             ErrorKind::NewerSchema,

@@ -31,8 +31,9 @@ const POLL: Duration = Duration::from_millis(5);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to start a server: `agentauth serve --listen 127.0.0.1:0
-/// --data-dir DIR`, then [`demo`](Self::demo)'s `--demo` and the extra
-/// arguments, with `RUST_LOG=warn`, no `AGENTAUTH_MASTER_KEY` and no
+/// --data-dir DIR` (or [`config_file`](Self::config_file)'s `--config
+/// FILE`), then [`demo`](Self::demo)'s `--demo` and the extra arguments,
+/// with `RUST_LOG=warn`, no `AGENTAUTH_MASTER_KEY` and no
 /// `AGENTAUTH_ADMIN_TOKEN` unless given, and standard error inherited.
 #[derive(Clone, Debug)]
 pub struct ServerBuilder {
@@ -40,6 +41,7 @@ pub struct ServerBuilder {
     data_dir: Option<PathBuf>,
     admin_token: Option<String>,
     demo: bool,
+    config: Option<PathBuf>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     stderr: Option<PathBuf>,
@@ -54,6 +56,7 @@ impl ServerBuilder {
             data_dir: None,
             admin_token: None,
             demo: false,
+            config: None,
             args: Vec::new(),
             env: Vec::new(),
             stderr: None,
@@ -76,6 +79,15 @@ impl ServerBuilder {
     /// Serves the demo realm `alpha` with the seed's policies (`--demo`).
     pub fn demo(mut self) -> Self {
         self.demo = true;
+        self
+    }
+
+    /// Starts with `--config FILE` in place of `--listen 127.0.0.1:0
+    /// --data-dir DIR`: the file says where to listen (a loopback port 0)
+    /// and where the data goes. The server reports the data directory
+    /// given with [`data_dir`](Self::data_dir), which should be the file's.
+    pub fn config_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.config = Some(file.into());
         self
     }
 
@@ -117,7 +129,11 @@ impl ServerBuilder {
         if self.demo {
             command.arg("--demo");
         }
-        command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir).args(&self.args);
+        match &self.config {
+            Some(file) => command.arg("--config").arg(file),
+            None => command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir),
+        };
+        command.args(&self.args);
         command.env_remove("AGENTAUTH_ADMIN_TOKEN").env_remove("AGENTAUTH_MASTER_KEY").env("RUST_LOG", "warn");
         if let Some(token) = &self.admin_token {
             command.env("AGENTAUTH_ADMIN_TOKEN", token);

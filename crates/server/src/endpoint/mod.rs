@@ -32,7 +32,7 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         | Route::Discovery { realm } => realm,
         Route::Admin { realm, op } => return crate::admin::dispatch(app, realm, op.clone(), parts, body),
         Route::MethodNotAllowed { allow } => return Reply::method_not_allowed(allow),
-        Route::Health | Route::Ready | Route::NotFound => return Reply::not_found(),
+        Route::Health | Route::Ready | Route::Version | Route::NotFound => return Reply::not_found(),
     };
     let realm = match app.service.realm(realm_name) {
         Ok(Some(realm)) => realm,
@@ -53,7 +53,12 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         Route::Revoke { .. } => introspection::revoke(service, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::openid_configuration(&realm)),
-        Route::Admin { .. } | Route::MethodNotAllowed { .. } | Route::Health | Route::Ready | Route::NotFound => {
+        Route::Admin { .. }
+        | Route::MethodNotAllowed { .. }
+        | Route::Health
+        | Route::Ready
+        | Route::Version
+        | Route::NotFound => {
             return Reply::not_found();
         }
     };
