@@ -47,6 +47,8 @@ struct FileSettings {
     plugin_compile_cpu_seconds: Option<u64>,
     plugin_compile_memory_mib: Option<u64>,
     log_format: Option<LogFormat>,
+    /// `--otlp-endpoint`.
+    otlp_endpoint: Option<String>,
     metrics: Option<FileMetrics>,
 }
 
@@ -235,6 +237,7 @@ impl Settings {
             workers = file.workers,
             plugin_compile_cpu_seconds = file.plugin_compile_cpu_seconds,
             plugin_compile_memory_mib = file.plugin_compile_memory_mib,
+            otlp_endpoint = file.otlp_endpoint,
             metrics_listen = file.metrics.and_then(|metrics| metrics.listen),
         );
         let log_format = match file.log_format {

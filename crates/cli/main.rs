@@ -5,6 +5,7 @@
 mod admin;
 mod config;
 mod plugin_test;
+mod telemetry;
 mod versions;
 
 use std::net::SocketAddr;
@@ -42,14 +43,33 @@ enum LogFormat {
 }
 
 /// Logs to standard error in `format`, at the level `RUST_LOG` says (info
-/// by default, without the compiler's chatter).
-fn init_logging(format: LogFormat) {
+/// by default, without the compiler's chatter); with `traces`, also
+/// exports spans over OTLP.
+fn init_logging(format: LogFormat, traces: Option<telemetry::Traces>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(filter).boxed()
+        }
+        LogFormat::Json => {
+            logs.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter(filter).boxed()
+        }
+    };
+    // Each layer filters for itself: the log's level does not limit which
+    // spans are exported, and without an exporter, spans below the log's
+    // level are never made.
+    let registry = tracing_subscriber::registry().with(logs);
+    match traces {
+        Some(traces) => {
+            registry.with(traces.layer()).init();
+            agentauth_server::export_traces();
+        }
+        None => registry.init(),
     }
 }
 
@@ -237,6 +257,14 @@ struct ServeArgs {
     /// authentication: bind it to an internal interface.
     #[arg(long, value_name = "ADDR", env = "AGENTAUTH_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Export traces over OTLP/HTTP to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans go to its /v1/traces): the request, the
+    /// client's authentication, each plugin call, signing and the store's
+    /// writes. `OTEL_EXPORTER_OTLP_PROTOCOL` picks `http/protobuf` (the
+    /// default) or `http/json`; `OTEL_SERVICE_NAME` the service's name.
+    /// Unset, nothing is exported and nothing is spent on it.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Raises the soft open-file limit to the hard one (each connection is an
@@ -268,12 +296,19 @@ fn main() -> ExitCode {
             // The config file is read before logging starts: it may say how
             // to log.
             config::Settings::resolve(args, cli.log_format, &sources).and_then(|settings| {
-                init_logging(settings.log_format);
-                serve_with(settings)
+                let traces = settings.serve.otlp_endpoint.as_deref().map(telemetry::Traces::start).transpose()?;
+                let exporter = traces.as_ref().map(telemetry::Traces::provider);
+                init_logging(settings.log_format, traces);
+                let served = serve_with(settings);
+                // The spans of the last requests, still in their batch.
+                if let Some(provider) = exporter {
+                    telemetry::shut_down(&provider);
+                }
+                served
             })
         }
         command => {
-            init_logging(cli.log_format);
+            init_logging(cli.log_format, None);
             run(command, cli.log_format, log_source)
         }
     };

@@ -28,4 +28,5 @@ mod shutdown;
 mod support;
 mod token_endpoint;
 mod token_exchange;
+mod traces;
 mod version;

@@ -109,6 +109,18 @@ impl Server {
         Self::launch(builder.env("RUST_LOG", "info").stderr_to(log))
     }
 
+    /// Starts a server exporting its traces over OTLP/HTTP (JSON) to
+    /// `collector`, batched for at most 100 ms, its JSON log lines in `log`.
+    pub fn start_exporting_traces(collector: &str, log: &Path) -> Self {
+        let builder = Self::builder()
+            .admin_token(ADMIN_TOKEN)
+            .args(["--log-format", "json", "--otlp-endpoint", collector])
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("RUST_LOG", "debug,cranelift=warn,wasmtime=warn,wasmtime_cranelift=warn,hyper=info,reqwest=info");
+        Self::launch(builder.stderr_to(log))
+    }
+
     /// Waits (at most `limit`) for the server to exit; its exit status.
     pub fn wait_exit(self, limit: Duration) -> Option<ExitStatus> {
         self.0.wait_exit(limit)

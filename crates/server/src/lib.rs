@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 pub use agentauth_service::{AdminToken, Clock, ManualClock, RealmSettings, StartError};
 pub use conn::ConnectionLimits;
+pub use trace::export_traces;
 pub use watch::watch_plugins;
 
 use crate::http::Reply;
@@ -239,10 +240,11 @@ impl App {
         let span = tracing::info_span!(
             "request",
             request_id = %context.request_id,
-            trace_id = %context.trace_id,
+            trace_id = tracing::field::Empty,
             realm = tracing::field::Empty,
             client_id = tracing::field::Empty,
         );
+        context.join(&span);
         request.extensions_mut().insert(trace::RequestId(context.request_id.clone()));
         let started = std::time::Instant::now();
         let mut response = self.answer(request).instrument(span.clone()).await;

@@ -8,9 +8,24 @@
 //! and replaced, never echoed: a header is attacker-controlled text bound
 //! for logs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use hyper::HeaderMap;
 use hyper::header::HeaderName;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use ring::rand::{SecureRandom, SystemRandom};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Whether spans are exported (an OpenTelemetry layer is installed): only
+/// then is a request's span joined to its caller's trace, so a server
+/// that exports nothing pays nothing for it.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Says that spans are exported: request spans join their callers' traces
+/// from now on.
+pub fn export_traces() {
+    EXPORTING.store(true, Ordering::Relaxed);
+}
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,6 +43,8 @@ pub struct Context {
     pub request_id: String,
     /// 32 lowercase hex digits.
     pub trace_id: String,
+    /// The caller's span, from a valid `traceparent`: its id and flags.
+    parent: Option<(String, u8)>,
 }
 
 impl Context {
@@ -38,12 +55,39 @@ impl Context {
             .and_then(|v| v.to_str().ok())
             .filter(|id| is_request_id(id))
             .map_or_else(|| hex(&random::<16>()), str::to_string);
-        let trace_id = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(trace_id_of)
-            .map_or_else(|| hex(&random::<16>()), str::to_string);
-        Self { request_id, trace_id }
+        let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        match parent {
+            Some((trace_id, span_id, flags)) => {
+                Self { request_id, trace_id: trace_id.to_string(), parent: Some((span_id.to_string(), flags)) }
+            }
+            None => Self { request_id, trace_id: hex(&random::<16>()), parent: None },
+        }
+    }
+
+    /// Records the request's trace id in its `span` (a field left empty at
+    /// its creation). When spans are exported, the span joins the caller's
+    /// trace as the child of its span, or, without one, starts a trace whose
+    /// id is the one recorded.
+    pub fn join(&self, span: &tracing::Span) {
+        if !EXPORTING.load(Ordering::Relaxed) {
+            span.record("trace_id", self.trace_id.as_str());
+            return;
+        }
+        let remote = self.parent.as_ref().and_then(|(span_id, flags)| {
+            let trace_id = TraceId::from_hex(&self.trace_id).ok()?;
+            let span_id = SpanId::from_hex(span_id).ok()?;
+            Some(SpanContext::new(trace_id, span_id, TraceFlags::new(*flags), true, TraceState::default()))
+        });
+        match remote {
+            Some(remote) => {
+                let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+                span.record("trace_id", self.trace_id.as_str());
+            }
+            None => {
+                let started = span.context().span().span_context().trace_id();
+                span.record("trace_id", started.to_string().as_str());
+            }
+        }
     }
 }
 
@@ -54,11 +98,17 @@ fn is_request_id(id: &str) -> bool {
     (1..=MAX_REQUEST_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
 }
 
-/// The trace id of a valid `traceparent`: `version-traceid-parentid-flags`,
-/// lowercase hex, version `00` exactly four fields, neither id all zeros;
-/// a later version may add fields after the four (§3.2.4), and version
-/// `ff` is invalid.
+/// The trace id of a valid `traceparent`.
+#[cfg(test)]
 fn trace_id_of(header: &str) -> Option<&str> {
+    parse_traceparent(header).map(|(trace_id, _, _)| trace_id)
+}
+
+/// The trace id, parent span id and flags of a valid `traceparent`:
+/// `version-traceid-parentid-flags`, lowercase hex, version `00` exactly
+/// four fields, neither id all zeros; a later version may add fields after
+/// the four (§3.2.4), and version `ff` is invalid.
+fn parse_traceparent(header: &str) -> Option<(&str, &str, u8)> {
     let mut fields = header.trim().split('-');
     let (version, trace_id, parent_id, flags) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
     let lower_hex =
@@ -71,7 +121,8 @@ fn trace_id_of(header: &str) -> Option<&str> {
         && lower_hex(parent_id, 16)
         && parent_id.bytes().any(|b| b != b'0')
         && lower_hex(flags, 2);
-    valid.then_some(trace_id)
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    valid.then_some((trace_id, parent_id, flags))
 }
 
 fn random<const N: usize>() -> [u8; N] {

@@ -58,6 +58,11 @@ impl Service {
         endpoint: &str,
         credentials: &Credentials,
     ) -> Result<Client, OAuthError> {
+        let method = match credentials {
+            Credentials::Secret { .. } => "client_secret",
+            Credentials::Assertion { .. } => "private_key_jwt",
+        };
+        let _authenticating = tracing::debug_span!("authenticate", realm = %realm.name, method).entered();
         let claimed = match credentials {
             Credentials::Secret { client_id, .. } => Some(client_id.as_str()),
             Credentials::Assertion { client_id, .. } => client_id.as_deref(),

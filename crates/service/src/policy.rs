@@ -29,10 +29,23 @@ pub(crate) fn hook_error(
     }
 }
 
-/// A plugin's answer, noted in the decision being audited (the plugin, its
-/// version and sha256, and whether it answered, refused, failed or found
-/// no room to run), and passed on.
-pub(crate) fn audited<T>(plugin: &Plugin, answer: Result<T, HookError>) -> Result<T, HookError> {
+/// Calls a plugin in a span of its own (realm, plugin, version, hook), and
+/// notes its answer in the decision being audited (the plugin, its version
+/// and sha256, and whether it answered, refused, failed or found no room
+/// to run) before passing it on.
+pub(crate) fn audited<T>(
+    realm: &RealmRuntime,
+    plugin: &Plugin,
+    call: impl FnOnce() -> Result<T, HookError>,
+) -> Result<T, HookError> {
+    let span = tracing::debug_span!(
+        "plugin",
+        realm = %realm.name,
+        plugin = plugin.name(),
+        version = plugin.version(),
+        hook = plugin.kind().as_str(),
+    );
+    let answer = span.in_scope(call);
     crate::decisions::plugin_ran(plugin, &answer, |e| match e {
         HookError::Denied(_) => "denied",
         HookError::Failed(_) => "failed",

@@ -128,7 +128,9 @@ impl Service {
             client_secret: (!uses_keys).then_some(client_secret),
             registration_access_token: Some(registration_access_token),
         };
-        if !self.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)).map_err(internal)? {
+        let stored = tracing::debug_span!("store_write", realm = %realm.name, rows = 1)
+            .in_scope(|| self.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)));
+        if !stored.map_err(internal)? {
             return Err(realm_full(realm));
         }
         let client = row.client;
@@ -263,15 +265,12 @@ impl Service {
             client,
             software_statement: request.get("software_statement").and_then(Value::as_str),
         };
-        let set =
-            audited(plugin, self.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input)).map_err(|e| {
-                let refused = if operation == Operation::Delete {
-                    ErrorCode::AccessDenied
-                } else {
-                    ErrorCode::InvalidClientMetadata
-                };
-                hook_error(e, realm, plugin, refused)
-            })?;
+        let call = || self.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input);
+        let set = audited(realm, plugin, call).map_err(|e| {
+            let refused =
+                if operation == Operation::Delete { ErrorCode::AccessDenied } else { ErrorCode::InvalidClientMetadata };
+            hook_error(e, realm, plugin, refused)
+        })?;
         let mut attributes = client.attributes.clone();
         for attribute in set {
             attributes.set(&attribute.name, &attribute.values).map_err(|why| invalid_answer(why, realm, plugin))?;

@@ -154,6 +154,7 @@ pub(crate) fn persist(svc: &Service, realm: &RealmRuntime, tokens: &[NewToken<'_
     if tokens.is_empty() {
         return Ok(());
     }
+    let _writing = tracing::debug_span!("store_write", realm = %realm.name, rows = tokens.len()).entered();
     svc.store.insert_tokens(&realm.name, tokens).map_err(internal)
 }
 
@@ -182,7 +183,9 @@ pub(crate) fn mint(
     crate::decisions::minted(&claims, client.attributes.stateless_tokens_enabled);
     if client.attributes.stateless_tokens_enabled {
         let payload = serde_json::to_value(&claims).map_err(internal)?;
-        let access_token = agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload).map_err(internal)?;
+        let signing = tracing::debug_span!("sign", realm = %realm.name);
+        let access_token =
+            signing.in_scope(|| agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload)).map_err(internal)?;
         Ok(Minted { access_token, claims, opaque: None, jti_hash })
     } else {
         let access_token = new_secret();
@@ -204,8 +207,9 @@ fn may_act(
     let plugin = realm.plugin(plugin_name, HookKind::MayAct)?;
     let scopes = request.scopes.to_vec();
     let view = TokenView { grant_type: grant.as_str(), sub: &request.sub, scopes: &scopes };
-    let claim = audited(plugin, svc.host.run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view))
-        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?;
+    let claim =
+        audited(realm, plugin, || svc.host.run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view))
+            .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?;
     match claim {
         None => Ok(None),
         // A may_act naming nobody of this realm would let whoever later
@@ -234,8 +238,9 @@ fn validate_scopes(
     let plugin = realm.plugin(plugin_name, HookKind::Scope)?;
     let (requested, registered) = (scopes.to_vec(), client.metadata.scopes().to_vec());
     let request = ScopeRequest { grant_type: grant.as_str(), requested: &requested, registered: &registered };
-    let granted = audited(plugin, svc.host.run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request))
-        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidScope))?;
+    let granted =
+        audited(realm, plugin, || svc.host.run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request))
+            .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidScope))?;
     Ok(Scopes::from_tokens(granted.iter().map(String::as_str)).unwrap_or_default())
 }
 
@@ -251,6 +256,6 @@ fn custom_claims(
 ) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
     let plugin = realm.plugin(plugin_name, HookKind::Token)?;
     let claims_json = serde_json::to_string(claims).map_err(internal)?;
-    let answer = svc.host.run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json);
-    audited(plugin, answer).map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))
+    let call = || svc.host.run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json);
+    audited(realm, plugin, call).map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))
 }
