@@ -28,8 +28,9 @@ struct Cli {
     command: Command,
     /// How log lines are written to standard error: `text` for people, or
     /// `json`, one object per line (timestamp, level, target, message, the
-    /// event's fields, and the request's span: request_id, trace_id,
-    /// realm, client_id). `serve` also takes it from its config file.
+    /// event's fields; `spans`, every span the line is in, the request's
+    /// first (request_id, trace_id, realm, client_id); and `span`, the
+    /// innermost of them). `serve` also takes it from its config file.
     #[arg(long, global = true, value_enum, env = "AGENTAUTH_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
@@ -57,7 +58,7 @@ fn init_logging(format: LogFormat, traces: Option<telemetry::Traces>) {
             logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(filter).boxed()
         }
         LogFormat::Json => {
-            logs.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter(filter).boxed()
+            logs.json().flatten_event(true).with_current_span(true).with_span_list(true).with_filter(filter).boxed()
         }
     };
     // Each layer filters for itself: the log's level does not limit which

@@ -74,14 +74,16 @@ fn every_line_is_json_and_a_requests_lines_carry_its_ids() {
             assert!(line[field].is_string(), "no {field}: {line}");
         }
     }
-    let of_request = |id: &str| -> Vec<&Value> { lines.iter().filter(|l| l["span"]["request_id"] == id).collect() };
+    // `spans` starts with the request's span, whatever span (a plugin
+    // call's, say) the line was logged in.
+    let of_request = |id: &str| -> Vec<&Value> { lines.iter().filter(|l| l["spans"][0]["request_id"] == id).collect() };
 
     let token_lines = of_request("e2e-token-request-1");
     let plugin_line = token_lines
         .iter()
         .find(|l| l["plugin"].as_str().is_some_and(|p| p.starts_with("alpha/software-agent-may-act@2")))
         .unwrap_or_else(|| panic!("the plugin's line carries the request id: {token_lines:?}"));
-    assert_eq!(plugin_line["span"]["trace_id"], TRACE_ID, "{plugin_line}");
+    assert_eq!(plugin_line["spans"][0]["trace_id"], TRACE_ID, "{plugin_line}");
     let answered = token_lines.iter().find(|l| l["message"] == "answered").expect("the request's last line");
     assert_eq!(answered["status"], 200);
     assert_eq!(answered["span"]["realm"], "alpha");
@@ -92,5 +94,5 @@ fn every_line_is_json_and_a_requests_lines_carry_its_ids() {
     let refused = of_request("e2e-refused-1");
     assert!(refused.iter().any(|l| l["message"] == "answered" && l["status"] == 401), "{refused:?}");
     // A request made without ids gets a trace id of its own, not the caller's.
-    assert!(of_request(&made).iter().all(|l| l["span"]["trace_id"] != TRACE_ID));
+    assert!(of_request(&made).iter().all(|l| l["spans"][0]["trace_id"] != TRACE_ID));
 }

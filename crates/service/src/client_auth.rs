@@ -62,7 +62,7 @@ impl Service {
             Credentials::Secret { .. } => "client_secret",
             Credentials::Assertion { .. } => "private_key_jwt",
         };
-        let _authenticating = tracing::debug_span!("authenticate", realm = %realm.name, method).entered();
+        let authenticating = tracing::debug_span!("authenticate", realm = %realm.name, method).entered();
         let claimed = match credentials {
             Credentials::Secret { client_id, .. } => Some(client_id.as_str()),
             Credentials::Assertion { client_id, .. } => client_id.as_deref(),
@@ -74,6 +74,7 @@ impl Service {
                 self.authenticate_assertion(realm, endpoint, assertion, client_id.as_deref())
             }
         };
+        drop(authenticating);
         // The request's log lines from here on name the client.
         if let Ok(client) = &authenticated {
             tracing::Span::current().record("client_id", client.client_id.as_str());
