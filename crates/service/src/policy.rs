@@ -1,7 +1,7 @@
 //! What a policy's failure means to the caller.
 
 use agentauth_core::{ErrorCode, OAuthError};
-use agentauth_plugin_host::{HookError, Plugin};
+use agentauth_plugin_host::{Failure, HookError, Plugin};
 
 use crate::realm::RealmRuntime;
 
@@ -18,7 +18,7 @@ pub(crate) fn hook_error(
 ) -> OAuthError {
     match error {
         HookError::Denied(why) => OAuthError::new(denied_code, why),
-        HookError::Failed(why) => {
+        HookError::Failed(_, why) => {
             tracing::error!(realm = %realm.name, plugin = plugin.name(), version = plugin.version(), "policy failed: {why}");
             OAuthError::server_error(format!("the realm's {} policy failed: {why}", plugin.kind().as_str()))
         }
@@ -31,5 +31,6 @@ pub(crate) fn hook_error(
 
 /// A plugin answer the host accepted but the service cannot use.
 pub(crate) fn invalid_answer(why: impl std::fmt::Display, realm: &RealmRuntime, plugin: &Plugin) -> OAuthError {
-    hook_error(HookError::Failed(format!("invalid answer: {why}")), realm, plugin, ErrorCode::ServerError)
+    let failed = HookError::Failed(Failure::InvalidAnswer, format!("invalid answer: {why}"));
+    hook_error(failed, realm, plugin, ErrorCode::ServerError)
 }
