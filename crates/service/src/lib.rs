@@ -7,7 +7,8 @@
 //! (`tokens`), authenticating clients (`client_auth`), registering
 //! clients with the realm's DCR policy (`registration`), realm runtimes
 //! (`realm`), plugin and key lifecycles and the admin API's operations
-//! (`admin`), and the housekeeping schedule (`housekeeping`).
+//! (`admin`), the housekeeping schedule (`housekeeping`), and the metrics
+//! registry (`telemetry`).
 //!
 //! It depends on `core` for the OAuth rules, `jose` for keys and JWTs,
 //! `plugin-host` for policies and `store` for state; never on hyper. Time
@@ -27,6 +28,7 @@ pub mod realm;
 pub mod registration;
 mod secrets;
 mod settings;
+pub mod telemetry;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ pub use rate::Source;
 pub use realm::RealmRuntime;
 pub use secrets::{Hasher, Purpose};
 pub use settings::RealmSettings;
+pub use telemetry::Metrics;
 
 use crate::realm::Realms;
 
@@ -83,6 +86,7 @@ pub struct Service {
     /// This process among the replicas sharing the store: who holds the
     /// housekeeping lease.
     replica: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -91,11 +95,13 @@ impl Service {
     pub const MASTER_KEY_CHECK: &'static str = "master-key-check";
 
     /// The service over `store`, running plugins in `host`, telling time by
-    /// `clock`. Refuses a master key that did not seal this database.
+    /// `clock`. Refuses a master key that did not seal this database. The
+    /// store's commits and the host's compilations are counted in the
+    /// service's metrics from now on.
     pub fn new(
         config: Config,
         store: Arc<dyn Storage>,
-        host: PluginHost,
+        mut host: PluginHost,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         // A wrong master key must stop the server, never lead it to make
@@ -114,6 +120,9 @@ impl Service {
             ));
         }
         let hasher = Hasher::load(&*store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
+        let metrics = Arc::new(Metrics::new());
+        store.observe_commits(Arc::clone(&metrics) as Arc<dyn agentauth_core::ports::CommitObserver>);
+        host.observe_compiles(Arc::clone(&metrics) as Arc<dyn agentauth_plugin_host::CompileObserver>);
         Ok(Self {
             config,
             store,
@@ -124,7 +133,13 @@ impl Service {
             registrations: rate::RateLimiter::default(),
             admin: admin::Limits::default(),
             replica: secrets::new_jti(),
+            metrics,
         })
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Seconds since the Unix epoch, by the service's clock.
@@ -179,6 +194,7 @@ impl Service {
             master_key: &self.config.master_key,
             issuer_prefix: &self.config.issuer_prefix,
             now: self.now(),
+            metrics: &self.metrics,
         }
     }
 

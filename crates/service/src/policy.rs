@@ -1,9 +1,26 @@
-//! What a policy's failure means to the caller.
+//! What a policy's failure means to the caller, and what it counts for.
+
+use std::time::Instant;
 
 use agentauth_core::{ErrorCode, OAuthError};
 use agentauth_plugin_host::{Failure, HookError, Plugin};
 
 use crate::realm::RealmRuntime;
+use crate::telemetry::PluginFailure;
+
+/// Runs `call`, one call of the realm's `plugin`, and counts its time.
+pub(crate) fn timed<T>(
+    realm: &RealmRuntime,
+    plugin: &Plugin,
+    call: impl FnOnce() -> Result<T, HookError>,
+) -> Result<T, HookError> {
+    let started = Instant::now();
+    let answer = call();
+    if let Some(metrics) = realm.plugin_metrics(plugin) {
+        metrics.called(started.elapsed());
+    }
+    answer
+}
 
 /// Turns a hook's failure into the error the caller sees. A refusal
 /// carries the policy's words with `denied_code`; a failing plugin is
@@ -16,6 +33,13 @@ pub(crate) fn hook_error(
     plugin: &Plugin,
     denied_code: ErrorCode,
 ) -> OAuthError {
+    if let Some(metrics) = realm.plugin_metrics(plugin) {
+        metrics.failed(match &error {
+            HookError::Denied(_) => PluginFailure::Denied,
+            HookError::Failed(cause, _) => PluginFailure::from(*cause),
+            HookError::Busy(_) => PluginFailure::Busy,
+        });
+    }
     match error {
         HookError::Denied(why) => OAuthError::new(denied_code, why),
         HookError::Failed(_, why) => {

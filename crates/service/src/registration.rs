@@ -21,7 +21,7 @@ use agentauth_core::{Client, ClientAttributes, ClientMetadata, ErrorCode, OAuthE
 use agentauth_plugin_host::{DcrInput, HookKind, Operation, RequestContext};
 use serde_json::Value;
 
-use crate::policy::{hook_error, invalid_answer};
+use crate::policy::{hook_error, invalid_answer, timed};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_client_id, new_secret};
 use crate::{Service, internal};
@@ -77,6 +77,7 @@ impl Service {
         let limits = (realm.settings.registrations_per_minute, realm.settings.registrations_per_minute_per_source);
         if let Err(wait) = self.registrations.take(&realm.name, source, limits.0, limits.1) {
             tracing::warn!(realm = %realm.name, ?source, "registration rate limit reached");
+            realm.metrics.registrations_rate_limited();
             return Err(OAuthError::slow_down(format!("too many registrations; retry in {wait} s"), wait));
         }
         // Checked first without the writer, so a full realm turns
@@ -260,11 +261,15 @@ impl Service {
             client,
             software_statement: request.get("software_statement").and_then(Value::as_str),
         };
-        let set = self.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input).map_err(|e| {
-            let refused =
-                if operation == Operation::Delete { ErrorCode::AccessDenied } else { ErrorCode::InvalidClientMetadata };
-            hook_error(e, realm, plugin, refused)
-        })?;
+        let set = timed(realm, plugin, || self.host.run_dcr(plugin, &realm.plugin_limits, &realm.name, &input))
+            .map_err(|e| {
+                let refused = if operation == Operation::Delete {
+                    ErrorCode::AccessDenied
+                } else {
+                    ErrorCode::InvalidClientMetadata
+                };
+                hook_error(e, realm, plugin, refused)
+            })?;
         let mut attributes = client.attributes.clone();
         for attribute in set {
             attributes.set(&attribute.name, &attribute.values).map_err(|why| invalid_answer(why, realm, plugin))?;

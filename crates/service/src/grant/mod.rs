@@ -25,9 +25,10 @@ use serde::Serialize;
 
 pub use token_exchange::ExchangeRequest;
 
-use crate::policy::{hook_error, invalid_answer};
+use crate::policy::{hook_error, invalid_answer, timed};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
+use crate::telemetry::IssuedKind;
 use crate::{Service, internal};
 
 /// A token request, its parameters parsed and checked for shape by the
@@ -130,6 +131,16 @@ impl Minted {
         }
     }
 
+    /// Counts this access token, and a refresh token beside it if one was
+    /// issued, as issued by `grant`.
+    pub fn count(&self, realm: &RealmRuntime, grant: GrantType, with_refresh: bool) {
+        let kind = if self.opaque.is_some() { IssuedKind::Opaque } else { IssuedKind::Jwt };
+        realm.metrics.token_issued(grant, kind);
+        if with_refresh {
+            realm.metrics.token_issued(grant, IssuedKind::Refresh);
+        }
+    }
+
     /// The token response; an exchange's also says what it issued.
     pub fn response(self, refresh_token: Option<String>, exchanged: bool) -> TokenResponse {
         TokenResponse {
@@ -197,9 +208,7 @@ fn may_act(
     let plugin = realm.plugin(plugin_name, HookKind::MayAct)?;
     let scopes = request.scopes.to_vec();
     let view = TokenView { grant_type: grant.as_str(), sub: &request.sub, scopes: &scopes };
-    let claim = svc
-        .host
-        .run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view)
+    let claim = timed(realm, plugin, || svc.host.run_may_act(plugin, &realm.plugin_limits, &realm.name, client, &view))
         .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))?;
     match claim {
         None => Ok(None),
@@ -229,10 +238,9 @@ fn validate_scopes(
     let plugin = realm.plugin(plugin_name, HookKind::Scope)?;
     let (requested, registered) = (scopes.to_vec(), client.metadata.scopes().to_vec());
     let request = ScopeRequest { grant_type: grant.as_str(), requested: &requested, registered: &registered };
-    let granted = svc
-        .host
-        .run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request)
-        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidScope))?;
+    let granted =
+        timed(realm, plugin, || svc.host.run_scope(plugin, &realm.plugin_limits, &realm.name, client, &request))
+            .map_err(|e| hook_error(e, realm, plugin, ErrorCode::InvalidScope))?;
     Ok(Scopes::from_tokens(granted.iter().map(String::as_str)).unwrap_or_default())
 }
 
@@ -248,7 +256,8 @@ fn custom_claims(
 ) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
     let plugin = realm.plugin(plugin_name, HookKind::Token)?;
     let claims_json = serde_json::to_string(claims).map_err(internal)?;
-    svc.host
-        .run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json)
-        .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))
+    timed(realm, plugin, || {
+        svc.host.run_token(plugin, &realm.plugin_limits, &realm.name, client, grant.as_str(), &claims_json)
+    })
+    .map_err(|e| hook_error(e, realm, plugin, ErrorCode::AccessDenied))
 }
