@@ -123,6 +123,9 @@ struct ServeArgs {
     /// is printed on standard output.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// address of a separate listener serving only GET /metrics, without authentication: bind it to an internal interface
+    #[arg(long, value_name = "ADDR", env = "AGENTAUTH_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Directory holding the SQLite database (and, by default, the master
     /// key file). Created if missing.
     #[arg(long, default_value = "data")]
@@ -451,6 +454,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             write_timeout = ?limits.write_timeout,
             "connection limits"
         );
+        if let Some(addr) = args.metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            let local = metrics.local_addr().context("reading the metrics listening address")?;
+            tracing::info!("metrics on http://{local}/metrics, without authentication");
+            tokio::spawn(agentauth_server::serve_metrics(metrics, std::sync::Arc::clone(&app)));
+        }
         println!("agentauth listening on http://{local}");
         tokio::spawn(agentauth_server::maintain_periodically(std::sync::Arc::clone(&app)));
         if let Some(dir) = args.watch_plugins {

@@ -4,6 +4,7 @@
 
 use agentauth_core::OAuthError;
 use agentauth_service::registration::invalid_token;
+use agentauth_service::telemetry::{RegistrationEndpoint, RegistrationOutcome};
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 use serde_json::Value;
@@ -13,6 +14,32 @@ use crate::http::bearer;
 use crate::http::{Reply, has_media_type, parse_json};
 
 pub fn register(
+    service: &Service,
+    realm: &RealmRuntime,
+    ai_agent: bool,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Reply, OAuthError> {
+    let endpoint = if ai_agent { RegistrationEndpoint::AiAgentRegister } else { RegistrationEndpoint::Register };
+    counted(realm, endpoint, create(service, realm, ai_agent, parts, body))
+}
+
+/// Counts a registration operation at `endpoint` by how it ended.
+fn counted<T>(
+    realm: &RealmRuntime,
+    endpoint: RegistrationEndpoint,
+    result: Result<T, OAuthError>,
+) -> Result<T, OAuthError> {
+    let outcome = match &result {
+        Ok(_) => RegistrationOutcome::Done,
+        Err(e) if e.code.http_status() >= 500 => RegistrationOutcome::Failed,
+        Err(_) => RegistrationOutcome::Refused,
+    };
+    realm.metrics.registration(endpoint, outcome);
+    result
+}
+
+fn create(
     service: &Service,
     realm: &RealmRuntime,
     ai_agent: bool,
@@ -38,6 +65,19 @@ fn metadata(parts: &Parts, body: &[u8]) -> Result<Value, OAuthError> {
 /// replacement that rotates the registration access token) and delete
 /// (DELETE, which ends the client's server-side tokens).
 pub fn manage(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
+    let endpoint = match parts.method {
+        hyper::Method::PUT => Some(RegistrationEndpoint::Update),
+        hyper::Method::DELETE => Some(RegistrationEndpoint::Delete),
+        _ => None,
+    };
+    let managed = manage_client(service, realm, parts, body);
+    match endpoint {
+        Some(endpoint) => counted(realm, endpoint, managed),
+        None => managed,
+    }
+}
+
+fn manage_client(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
     let client_id = parts
         .uri
         .query()
