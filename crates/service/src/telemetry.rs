@@ -8,16 +8,18 @@
 //! it sees through the handles below.
 //!
 //! Label values are bounded. A `realm` label names a realm only once the
-//! realm is known to exist: a realm's series are made when its runtime is
-//! built ([`RealmMetrics`], kept in the runtime, so that counting on the
-//! hot path is an atomic add on a handle found once, never a label built
-//! per request), and removed when the realm is deleted. What concerns no
+//! realm is known to exist: a realm's handles are made when its runtime is
+//! built ([`RealmMetrics`], kept in the runtime, each finding its series
+//! on first use, so that counting on the hot path is an atomic add on a
+//! handle found once, never a label built per request), and its series are
+//! removed when the realm is deleted. What concerns no
 //! existing realm is labelled [`NO_REALM`]. Plugins are labelled by name
 //! and version only while that version is active in its realm. Clients,
 //! tokens and request ids are never labels; nothing secret ever is.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use agentauth_core::{AuthMethod, ErrorCode, GrantType};
@@ -250,12 +252,11 @@ fn method_label(method: Option<AuthMethod>) -> &'static str {
     method.map_or("none", AuthMethod::as_str)
 }
 
-/// Every handle of [`Metrics`], shared by the registry (which encodes
-/// them) and the code that records (through clones: each clone counts
-/// into the same atomic).
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
+/// The families whose series are a realm's, shared by the registry (which
+/// encodes them) and every realm's handles (clones: each counts into the
+/// same atomics).
+#[derive(Clone, Debug)]
+struct Families {
     tokens_issued: Family<Labels<3>, Counter>,
     exchanges: Family<Labels<2>, Counter>,
     registrations: Family<Labels<3>, Counter>,
@@ -264,14 +265,21 @@ pub struct Metrics {
     requests: Histograms<2>,
     plugin_calls: Histograms<3>,
     plugin_failures: Family<Labels<4>, Counter>,
+    key_rotations: Family<Labels<2>, Counter>,
+    signing_key_created: Family<Labels<1>, Gauge>,
+    rate_limited: Family<Labels<2>, Counter>,
+}
+
+/// The server's metrics: the registry, and every handle.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    families: Families,
     compilations: Family<Labels<1>, Counter>,
     compile_seconds: Histogram,
     commit_seconds: Histogram,
     commit_writes: Histogram,
-    key_rotations: Family<Labels<2>, Counter>,
-    signing_key_created: Family<Labels<1>, Gauge>,
     open_connections: Gauge,
-    rate_limited: Family<Labels<2>, Counter>,
     /// Latency of requests that name no existing realm, per endpoint.
     without_realm: [Histogram; Endpoint::ALL.len()],
 }
@@ -386,8 +394,7 @@ impl Metrics {
         for limit in [RateLimit::Admin, RateLimit::ConnectionsPerSource] {
             rate_limited.get_or_create_owned(&[realm_label(NO_REALM), limit_label(limit)]);
         }
-        Self {
-            registry,
+        let families = Families {
             tokens_issued,
             exchanges,
             registrations,
@@ -396,14 +403,18 @@ impl Metrics {
             requests,
             plugin_calls,
             plugin_failures,
+            key_rotations,
+            signing_key_created,
+            rate_limited,
+        };
+        Self {
+            registry,
+            families,
             compilations,
             compile_seconds,
             commit_seconds,
             commit_writes,
-            key_rotations,
-            signing_key_created,
             open_connections,
-            rate_limited,
             without_realm,
         }
     }
@@ -418,59 +429,26 @@ impl Metrics {
         text
     }
 
-    /// The handles of realm `realm` running `plugins` (name and version),
-    /// making its series: call only for a realm that exists.
+    /// The handles of realm `realm` running `plugins` (name and version):
+    /// call only for a realm that exists. A series is made on its first
+    /// count, so a realm shows only what it did (and its plugins' call
+    /// latency, and its signing key's age, from the start).
     pub(crate) fn realm<'a>(&self, realm: &str, plugins: impl IntoIterator<Item = (&'a str, i64)>) -> RealmMetrics {
-        let name = || realm_label_owned(realm);
-        let tokens_issued = GrantType::ALL.map(|grant| {
-            IssuedKind::ALL.map(|kind| {
-                self.tokens_issued.get_or_create_owned(&[
-                    name(),
-                    ("grant", Cow::Borrowed(grant_label(grant))),
-                    ("kind", Cow::Borrowed(kind.as_str())),
-                ])
-            })
-        });
-        let exchanges = ExchangeOutcome::ALL
-            .map(|outcome| self.exchanges.get_or_create_owned(&[name(), ("outcome", Cow::Borrowed(outcome.as_str()))]));
-        let registrations = RegistrationEndpoint::ALL.map(|endpoint| {
-            RegistrationOutcome::ALL.map(|outcome| {
-                self.registrations.get_or_create_owned(&[
-                    name(),
-                    ("endpoint", Cow::Borrowed(endpoint.as_str())),
-                    ("outcome", Cow::Borrowed(endpoint.outcome_label(outcome))),
-                ])
-            })
-        });
-        let auth_failures = auth_methods().map(|method| {
-            self.auth_failures.get_or_create_owned(&[name(), ("method", Cow::Borrowed(method_label(method)))])
-        });
-        let oauth_errors = ErrorCode::ALL
-            .map(|code| self.oauth_errors.get_or_create_owned(&[name(), ("error", Cow::Borrowed(code.as_str()))]));
-        let requests =
-            Endpoint::ALL.map(|endpoint| self.requests.get_or_create_owned(&[name(), endpoint_label(endpoint)]));
-        let registrations_limited =
-            self.rate_limited.get_or_create_owned(&[name(), limit_label(RateLimit::Registrations)]);
-        for limit in [RateLimit::Admin, RateLimit::KeyRotations] {
-            self.rate_limited.get_or_create_owned(&[name(), limit_label(limit)]);
-        }
-        for trigger in Rotation::ALL {
-            self.key_rotations.get_or_create_owned(&[name(), ("trigger", Cow::Borrowed(trigger.as_str()))]);
-        }
-        let signing_key_created = self.signing_key_created.get_or_create_owned(&[name()]);
+        let signing_key_created = self.families.signing_key_created.get_or_create_owned(&[realm_label_owned(realm)]);
         let plugins = plugins
             .into_iter()
             .map(|(plugin, version)| (plugin.to_string(), self.plugin(realm, plugin, version)))
             .collect();
         RealmMetrics {
             realm: realm.to_string(),
-            tokens_issued,
-            exchanges,
-            registrations,
-            auth_failures,
-            oauth_errors,
-            requests,
-            registrations_limited,
+            families: self.families.clone(),
+            tokens_issued: Default::default(),
+            exchanges: Default::default(),
+            registrations: Default::default(),
+            auth_failures: Default::default(),
+            oauth_errors: Default::default(),
+            requests: Default::default(),
+            registrations_limited: OnceLock::new(),
             signing_key_created,
             plugins,
         }
@@ -479,10 +457,14 @@ impl Metrics {
     /// The handles of version `version` of plugin `plugin` in `realm`.
     fn plugin(&self, realm: &str, plugin: &str, version: i64) -> PluginMetrics {
         let labels = plugin_labels(realm, plugin, version);
-        let calls = self.plugin_calls.get_or_create_owned(&labels);
-        let failures =
-            PluginFailure::ALL.map(|cause| self.plugin_failures.get_or_create_owned(&with_cause(&labels, cause)));
-        PluginMetrics { version, calls, failures }
+        let calls = self.families.plugin_calls.get_or_create_owned(&labels);
+        PluginMetrics {
+            version,
+            labels,
+            family: self.families.plugin_failures.clone(),
+            calls,
+            failures: Default::default(),
+        }
     }
 
     /// Removes the series of the plugin versions that `before` ran and
@@ -493,9 +475,9 @@ impl Metrics {
                 continue;
             }
             let labels = plugin_labels(&before.realm, plugin, version);
-            self.plugin_calls.remove(&labels);
+            self.families.plugin_calls.remove(&labels);
             for cause in PluginFailure::ALL {
-                self.plugin_failures.remove(&with_cause(&labels, cause));
+                self.families.plugin_failures.remove(&with_cause(&labels, cause));
             }
         }
     }
@@ -509,7 +491,7 @@ impl Metrics {
         let name = || realm_label_owned(realm);
         for grant in GrantType::ALL {
             for kind in IssuedKind::ALL {
-                self.tokens_issued.remove(&[
+                self.families.tokens_issued.remove(&[
                     name(),
                     ("grant", Cow::Borrowed(grant_label(grant))),
                     ("kind", Cow::Borrowed(kind.as_str())),
@@ -517,11 +499,11 @@ impl Metrics {
             }
         }
         for outcome in ExchangeOutcome::ALL {
-            self.exchanges.remove(&[name(), ("outcome", Cow::Borrowed(outcome.as_str()))]);
+            self.families.exchanges.remove(&[name(), ("outcome", Cow::Borrowed(outcome.as_str()))]);
         }
         for endpoint in RegistrationEndpoint::ALL {
             for outcome in RegistrationOutcome::ALL {
-                self.registrations.remove(&[
+                self.families.registrations.remove(&[
                     name(),
                     ("endpoint", Cow::Borrowed(endpoint.as_str())),
                     ("outcome", Cow::Borrowed(endpoint.outcome_label(outcome))),
@@ -529,21 +511,21 @@ impl Metrics {
             }
         }
         for method in auth_methods() {
-            self.auth_failures.remove(&[name(), ("method", Cow::Borrowed(method_label(method)))]);
+            self.families.auth_failures.remove(&[name(), ("method", Cow::Borrowed(method_label(method)))]);
         }
         for code in ErrorCode::ALL {
-            self.oauth_errors.remove(&[name(), ("error", Cow::Borrowed(code.as_str()))]);
+            self.families.oauth_errors.remove(&[name(), ("error", Cow::Borrowed(code.as_str()))]);
         }
         for endpoint in Endpoint::ALL {
-            self.requests.remove(&[name(), endpoint_label(endpoint)]);
+            self.families.requests.remove(&[name(), endpoint_label(endpoint)]);
         }
         for limit in RateLimit::ALL {
-            self.rate_limited.remove(&[name(), limit_label(limit)]);
+            self.families.rate_limited.remove(&[name(), limit_label(limit)]);
         }
         for trigger in Rotation::ALL {
-            self.key_rotations.remove(&[name(), ("trigger", Cow::Borrowed(trigger.as_str()))]);
+            self.families.key_rotations.remove(&[name(), ("trigger", Cow::Borrowed(trigger.as_str()))]);
         }
-        self.signing_key_created.remove(&[name()]);
+        self.families.signing_key_created.remove(&[name()]);
     }
 
     /// A request that named no existing realm (or an admin request) took
@@ -565,18 +547,19 @@ impl Metrics {
     /// A request was refused by a server-wide limit, or by a limit of a
     /// realm that may not exist.
     pub fn rate_limited_without_realm(&self, limit: RateLimit) {
-        self.rate_limited.get_or_create(&[realm_label(NO_REALM), limit_label(limit)]).inc();
+        self.families.rate_limited.get_or_create(&[realm_label(NO_REALM), limit_label(limit)]).inc();
     }
 
     /// A request to existing realm `realm` was refused by `limit`. Off the
     /// hot path: it finds the series by its labels.
     pub(crate) fn rate_limited(&self, realm: &str, limit: RateLimit) {
-        self.rate_limited.get_or_create(&[realm_label_owned(realm), limit_label(limit)]).inc();
+        self.families.rate_limited.get_or_create(&[realm_label_owned(realm), limit_label(limit)]).inc();
     }
 
     /// Existing realm `realm`'s signing key was rotated.
     pub(crate) fn key_rotated(&self, realm: &str, trigger: Rotation) {
-        self.key_rotations
+        self.families
+            .key_rotations
             .get_or_create(&[realm_label_owned(realm), ("trigger", Cow::Borrowed(trigger.as_str()))])
             .inc();
     }
@@ -625,61 +608,109 @@ fn limit_label(limit: RateLimit) -> (&'static str, Label) {
     ("limit", Cow::Borrowed(limit.as_str()))
 }
 
-/// One realm's handles, found once when its runtime is built: recording
-/// is an atomic add (or a histogram's short lock), with no label made.
+/// One realm's handles, kept in its runtime. Each is found in its family
+/// on its first use and kept: recording after that is an atomic add (or a
+/// histogram's short lock), with no label made and nothing allocated.
 #[derive(Debug)]
 pub struct RealmMetrics {
     realm: String,
-    tokens_issued: [[Counter; IssuedKind::ALL.len()]; GrantType::ALL.len()],
-    exchanges: [Counter; ExchangeOutcome::ALL.len()],
-    registrations: [[Counter; RegistrationOutcome::ALL.len()]; RegistrationEndpoint::ALL.len()],
+    families: Families,
+    tokens_issued: [[OnceLock<Counter>; IssuedKind::ALL.len()]; GrantType::ALL.len()],
+    exchanges: [OnceLock<Counter>; ExchangeOutcome::ALL.len()],
+    registrations: [[OnceLock<Counter>; RegistrationOutcome::ALL.len()]; RegistrationEndpoint::ALL.len()],
     /// `none`, then each of `AuthMethod::ALL`.
-    auth_failures: [Counter; AuthMethod::ALL.len() + 1],
-    oauth_errors: [Counter; ErrorCode::ALL.len()],
-    requests: [Histogram; Endpoint::ALL.len()],
+    auth_failures: [OnceLock<Counter>; AuthMethod::ALL.len() + 1],
+    oauth_errors: [OnceLock<Counter>; ErrorCode::ALL.len()],
+    requests: [OnceLock<Histogram>; Endpoint::ALL.len()],
     /// Registrations refused by the realm's rates.
-    registrations_limited: Counter,
+    registrations_limited: OnceLock<Counter>,
     signing_key_created: Gauge,
     /// By plugin name: the realm runs one version of each.
     plugins: HashMap<String, PluginMetrics>,
 }
 
 impl RealmMetrics {
+    fn realm_label(&self) -> (&'static str, Label) {
+        realm_label_owned(&self.realm)
+    }
+
     /// A token of `kind` was issued by `grant`.
     pub fn token_issued(&self, grant: GrantType, kind: IssuedKind) {
-        let grant = GrantType::ALL.iter().position(|g| *g == grant).unwrap_or(0);
-        self.tokens_issued[grant][kind.index()].inc();
+        let index = GrantType::ALL.iter().position(|g| *g == grant).unwrap_or(0);
+        self.tokens_issued[index][kind.index()]
+            .get_or_init(|| {
+                self.families.tokens_issued.get_or_create_owned(&[
+                    self.realm_label(),
+                    ("grant", Cow::Borrowed(grant_label(grant))),
+                    ("kind", Cow::Borrowed(kind.as_str())),
+                ])
+            })
+            .inc();
     }
 
     /// A token exchange ended with `outcome`.
     pub fn exchange(&self, outcome: ExchangeOutcome) {
-        self.exchanges[outcome.index()].inc();
+        self.exchanges[outcome.index()]
+            .get_or_init(|| {
+                self.families
+                    .exchanges
+                    .get_or_create_owned(&[self.realm_label(), ("outcome", Cow::Borrowed(outcome.as_str()))])
+            })
+            .inc();
     }
 
     /// A registration operation at `endpoint` ended with `outcome`.
     pub fn registration(&self, endpoint: RegistrationEndpoint, outcome: RegistrationOutcome) {
-        self.registrations[endpoint.index()][outcome.index()].inc();
+        self.registrations[endpoint.index()][outcome.index()]
+            .get_or_init(|| {
+                self.families.registrations.get_or_create_owned(&[
+                    self.realm_label(),
+                    ("endpoint", Cow::Borrowed(endpoint.as_str())),
+                    ("outcome", Cow::Borrowed(endpoint.outcome_label(outcome))),
+                ])
+            })
+            .inc();
     }
 
     /// A client failed to authenticate by `method` (`None`: it tried none).
     pub fn client_authentication_failed(&self, method: Option<AuthMethod>) {
         let index = method.and_then(|m| AuthMethod::ALL.iter().position(|a| *a == m)).map_or(0, |i| i + 1);
-        self.auth_failures[index].inc();
+        self.auth_failures[index]
+            .get_or_init(|| {
+                self.families
+                    .auth_failures
+                    .get_or_create_owned(&[self.realm_label(), ("method", Cow::Borrowed(method_label(method)))])
+            })
+            .inc();
     }
 
     /// A realm endpoint answered the OAuth error `code`.
     pub fn oauth_error(&self, code: ErrorCode) {
-        self.oauth_errors[code.index()].inc();
+        self.oauth_errors[code.index()]
+            .get_or_init(|| {
+                self.families
+                    .oauth_errors
+                    .get_or_create_owned(&[self.realm_label(), ("error", Cow::Borrowed(code.as_str()))])
+            })
+            .inc();
     }
 
     /// A request to `endpoint` of the realm took `elapsed`.
     pub fn request(&self, endpoint: Endpoint, elapsed: Duration) {
-        self.requests[endpoint.index()].observe(elapsed.as_secs_f64());
+        self.requests[endpoint.index()]
+            .get_or_init(|| self.families.requests.get_or_create_owned(&[self.realm_label(), endpoint_label(endpoint)]))
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A registration was refused by the realm's rates.
     pub fn registrations_rate_limited(&self) {
-        self.registrations_limited.inc();
+        self.registrations_limited
+            .get_or_init(|| {
+                self.families
+                    .rate_limited
+                    .get_or_create_owned(&[self.realm_label(), limit_label(RateLimit::Registrations)])
+            })
+            .inc();
     }
 
     /// The key signing the realm's tokens was made at `created_at`.
@@ -697,12 +728,15 @@ impl RealmMetrics {
     }
 }
 
-/// One plugin version's handles in one realm.
+/// One plugin version's handles in one realm: its call latency from the
+/// start, its failures from the first of each cause.
 #[derive(Debug)]
 pub struct PluginMetrics {
     version: i64,
+    labels: Labels<3>,
+    family: Family<Labels<4>, Counter>,
     calls: Histogram,
-    failures: [Counter; PluginFailure::ALL.len()],
+    failures: [OnceLock<Counter>; PluginFailure::ALL.len()],
 }
 
 impl PluginMetrics {
@@ -713,6 +747,8 @@ impl PluginMetrics {
 
     /// A call gave no usable answer, for `cause`.
     pub fn failed(&self, cause: PluginFailure) {
-        self.failures[cause.index()].inc();
+        self.failures[cause.index()]
+            .get_or_init(|| self.family.get_or_create_owned(&with_cause(&self.labels, cause)))
+            .inc();
     }
 }
