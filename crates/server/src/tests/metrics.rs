@@ -262,3 +262,40 @@ async fn a_version_no_longer_active_and_a_deleted_realm_leave_the_metrics() {
     let samples = scrape(&app).await;
     assert!(!samples.text.contains(&format!("realm=\"{REALM}\"")), "{}", samples.text);
 }
+
+#[tokio::test]
+async fn rotations_and_limits_reached_are_counted() {
+    let app = app();
+    let (status, _) = admin_as(
+        &app,
+        ADMIN_TOKEN,
+        "PATCH",
+        &format!("/{REALM}"),
+        json!({"registrations_per_minute": 1, "key_rotations_per_minute": 1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.warm_up(REALM).unwrap();
+    let first = app.service.store().keys(REALM).unwrap()[0].created_at;
+    // One rotation on schedule, one asked for, one more refused.
+    app.maintain(first + 90 * 86_400);
+    let rotate = format!("/{REALM}/keys/rotate");
+    assert_eq!(admin_as(&app, ADMIN_TOKEN, "POST", &rotate, Value::Null).await.0, 200);
+    assert_eq!(admin_as(&app, ADMIN_TOKEN, "POST", &rotate, Value::Null).await.0, 429);
+    // One registration, one more refused.
+    assert_eq!(register(&app, "fine").await.0, 201);
+    assert_eq!(register(&app, "fine").await.0, 429);
+
+    let samples = scrape(&app).await;
+    assert_eq!(samples.realm("agentauth_key_rotations_total", &[("trigger", "scheduled")]), 1.0);
+    assert_eq!(samples.realm("agentauth_key_rotations_total", &[("trigger", "requested")]), 1.0);
+    assert_eq!(samples.realm("agentauth_rate_limited_total", &[("limit", "key_rotations")]), 1.0);
+    assert_eq!(samples.realm("agentauth_rate_limited_total", &[("limit", "registrations")]), 1.0);
+    let refused = [("endpoint", "aiagent/register"), ("outcome", "refused")];
+    assert_eq!(samples.realm("agentauth_registrations_total", &refused), 1.0);
+    assert_eq!(samples.realm("agentauth_oauth_errors_total", &[("error", "slow_down")]), 1.0);
+    // The key that signs now is the one rotated on schedule, published
+    // before it signs: the realm's tokens are still signed by the first.
+    let signing = samples.realm("agentauth_signing_key_created_timestamp_seconds", &[]);
+    assert_eq!(signing, first as f64);
+}
