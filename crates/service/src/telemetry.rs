@@ -12,10 +12,10 @@
 //! built ([`RealmMetrics`], kept in the runtime, each finding its series
 //! on first use, so that counting on the hot path is an atomic add on a
 //! handle found once, never a label built per request), and its series are
-//! removed when the realm is deleted. What concerns no
-//! existing realm is labelled [`NO_REALM`]. Plugins are labelled by name
-//! and version only while that version is active in its realm. Clients,
-//! tokens and request ids are never labels; nothing secret ever is.
+//! removed when the realm is deleted. What concerns no existing realm is
+//! labelled [`NO_REALM`]. Plugins are labelled by name and version only
+//! while that version is active in its realm. Clients, tokens and request
+//! ids are never labels; nothing secret ever is.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
