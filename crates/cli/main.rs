@@ -515,6 +515,14 @@ fn serve_with(settings: config::Settings) -> anyhow::Result<ExitCode> {
             write_timeout = ?limits.write_timeout,
             "connection limits"
         );
+        if let Some(addr) = args.metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            let local = metrics.local_addr().context("reading the metrics listening address")?;
+            tracing::info!("metrics on http://{local}/metrics, without authentication");
+            tokio::spawn(agentauth_server::serve_metrics(metrics, std::sync::Arc::clone(&app)));
+        }
         println!("agentauth listening on http://{local}");
         tokio::spawn(agentauth_server::maintain_periodically(std::sync::Arc::clone(&app)));
         if let Some(dir) = args.watch_plugins {

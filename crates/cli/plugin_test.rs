@@ -123,7 +123,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (printed, code) = match outcome {
         Ok(decision) => (json!({"allowed": true, "decision": decision}), ExitCode::SUCCESS),
         Err(HookError::Denied(why)) => (json!({"allowed": false, "denied": why}), ExitCode::SUCCESS),
-        Err(HookError::Failed(why) | HookError::Busy(why)) => {
+        Err(HookError::Failed(_, why) | HookError::Busy(why)) => {
             (json!({"allowed": false, "failed": why}), ExitCode::FAILURE)
         }
     };

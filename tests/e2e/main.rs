@@ -14,6 +14,7 @@ mod keys_at_rest;
 mod limits;
 mod logs;
 mod management;
+mod metrics;
 mod plugins;
 mod polyglot;
 mod private_key_jwt;

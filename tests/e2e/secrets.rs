@@ -1,5 +1,6 @@
-//! No secret reaches the logs: a full run at the most verbose level, then
-//! a search of everything it logged for every secret it handled.
+//! No secret reaches the logs or the metrics: a full run at the most
+//! verbose level, then a search of everything it logged, and of its
+//! metrics, for every secret it handled.
 
 use crate::support::{ADMIN_TOKEN, Credentials, Server, cli, seed_registration};
 
@@ -69,6 +70,31 @@ fn a_full_run_logs_none_of_the_secrets_it_used() {
     secrets.push(("realm admin token", realm_admin));
     secrets.push(("a wrong admin token", "not-an-admin-token-0123456789".into()));
 
+    // The metrics, as the operator scrapes them: they name the realm and
+    // count what happened, but hold no secret, and no client.
+    let metrics = ureq::get(&server.url("/metrics"))
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .expect("the metrics")
+        .into_body()
+        .read_to_string()
+        .expect("the metrics text");
+    assert!(metrics.contains(r#"agentauth_tokens_issued_total{realm="alpha",grant="token_exchange""#), "{metrics}");
+    assert!(!metrics.contains(&agent.client_id), "the metrics name a client: {metrics}");
+
+    // The audit of decisions, once the last ones are stored: every token
+    // and registration of the run is in it, and none of their secrets.
+    let mut audited = String::new();
+    for _ in 0..100 {
+        let reply = server.admin("GET", "/alpha/decisions?limit=1000", "", vec![]).expect("the decisions");
+        if reply.json["decisions"].as_array().is_some_and(|d| d.len() >= 6) {
+            audited = reply.body;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(audited.contains(&agent.client_id), "the run's decisions are audited: {audited}");
+
     server.stop();
     let logged = std::fs::read_to_string(&log).expect("reading the log");
     // The log really is verbose, or the search proves nothing.
@@ -76,5 +102,7 @@ fn a_full_run_logs_none_of_the_secrets_it_used() {
     for (what, secret) in &secrets {
         assert!(secret.len() >= 16, "{what} is too short to search for");
         assert!(!logged.contains(secret.as_str()), "the log contains the {what}");
+        assert!(!metrics.contains(secret.as_str()), "the metrics contain the {what}");
+        assert!(!audited.contains(secret.as_str()), "the audit contains the {what}");
     }
 }

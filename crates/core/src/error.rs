@@ -51,6 +51,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of the enum.
+    pub const ALL: [Self; 14] = [
+        Self::InvalidRequest,
+        Self::InvalidClient,
+        Self::InvalidGrant,
+        Self::UnauthorizedClient,
+        Self::UnsupportedGrantType,
+        Self::InvalidScope,
+        Self::InvalidClientMetadata,
+        Self::InvalidRedirectUri,
+        Self::InvalidTarget,
+        Self::InvalidToken,
+        Self::AccessDenied,
+        Self::ServerError,
+        Self::TemporarilyUnavailable,
+        Self::SlowDown,
+    ];
+
+    /// Its place in [`ErrorCode::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -136,3 +159,19 @@ impl fmt::Display for OAuthError {
 }
 
 impl std::error::Error for OAuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_at_its_index() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code.index(), i, "{code}");
+        }
+        let mut names: Vec<_> = ErrorCode::ALL.map(ErrorCode::as_str).to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
+}

@@ -56,6 +56,16 @@ pub struct PluginHost {
     /// Where components are compiled, and the server-wide queue for it.
     pub(crate) compiler: Compiler,
     pub(crate) compiles: compile::CompileQueue,
+    /// Told of every compilation, for metrics.
+    pub(crate) compile_observer: Option<Arc<dyn CompileObserver>>,
+}
+
+/// What is told of every compilation the host runs (a precompiled
+/// artifact loaded is none): how long it took, its turn in the queue not
+/// counted, and whether it succeeded. Called on the compiling thread: it
+/// must be quick.
+pub trait CompileObserver: Send + Sync {
+    fn compiled(&self, elapsed: Duration, succeeded: bool);
 }
 
 impl fmt::Debug for PluginHost {
@@ -171,7 +181,13 @@ impl PluginHost {
             stop_ticker,
             compiler,
             compiles: compile::CompileQueue::new(MAX_CONCURRENT_COMPILES),
+            compile_observer: None,
         })
+    }
+
+    /// Tells `observer` of every compilation from now on.
+    pub fn observe_compiles(&mut self, observer: Arc<dyn CompileObserver>) {
+        self.compile_observer = Some(observer);
     }
 
     /// What the instances hold now.

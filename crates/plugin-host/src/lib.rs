@@ -79,7 +79,7 @@ pub use compile::{
     COMPILE_CPU_SECONDS, COMPILE_MEMORY_BYTES, CompileLimits, Compiler, INVALID_COMPONENT_EXIT,
     MAX_CONCURRENT_COMPILES, run_compile_child,
 };
-pub use engine::PluginHost;
+pub use engine::{CompileObserver, PluginHost};
 pub use hooks::dcr::{Attribute, DcrInput, Operation, RequestContext};
 pub use hooks::export_name;
 pub use hooks::may_act::{MayActClaim, TokenView};
@@ -114,8 +114,9 @@ pub enum HookError {
     /// The policy refused; the text is meant for the caller.
     Denied(String),
     /// The plugin failed: trap, timeout, memory cap, or an invalid answer.
-    /// The text is for the operator's log.
-    Failed(String),
+    /// The cause is a bounded kind, fit for a metric's label; the text is
+    /// for the operator's log.
+    Failed(Failure, String),
     /// The call could not start before its deadline: every instance of the
     /// server, or its realm's every turn to run, was taken. Worth a retry.
     Busy(String),
@@ -125,13 +126,47 @@ impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Denied(why) => write!(f, "denied by policy: {why}"),
-            Self::Failed(why) => write!(f, "policy failed: {why}"),
+            Self::Failed(_, why) => write!(f, "policy failed: {why}"),
             Self::Busy(why) => write!(f, "policy busy: {why}"),
         }
     }
 }
 
 impl std::error::Error for HookError {}
+
+/// What kind of failure ended a plugin call: one of a fixed few, so that
+/// counting failures by kind never grows with what plugins do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The call ran past its deadline.
+    Timeout,
+    /// The instance hit its memory or table cap, or its realm's budget.
+    Memory,
+    /// The guest trapped: a panic, an overflowed stack, an unreachable.
+    Trap,
+    /// The answer broke the contract's bounds or the host's checks, or the
+    /// plugin tried to copy out more than a call may.
+    InvalidAnswer,
+    /// The plugin reported an error of its own (`other`), or could not run
+    /// at all (it could not be instantiated, or serves another hook).
+    Error,
+}
+
+impl Failure {
+    /// Every kind, in a fixed order.
+    pub const ALL: [Self; 5] = [Self::Timeout, Self::Memory, Self::Trap, Self::InvalidAnswer, Self::Error];
+
+    /// Its name, as metrics label it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Trap => "trap",
+            Self::InvalidAnswer => "invalid_answer",
+            Self::Error => "error",
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

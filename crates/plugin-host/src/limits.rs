@@ -17,9 +17,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::{ResourceLimiter, Trap};
 
-use crate::HookError;
 use crate::pool::Shared;
 use crate::state::{LogWindow, escape_log, truncate};
+use crate::{Failure, HookError};
 
 /// Resource limits for one hook call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,26 +219,29 @@ impl Drop for Meter {
 }
 
 pub(crate) fn timed_out(limits: &Limits) -> HookError {
-    HookError::Failed(format!("timed out after {} ms", limits.timeout.as_millis()))
+    HookError::Failed(Failure::Timeout, format!("timed out after {} ms", limits.timeout.as_millis()))
 }
 
 /// Names what went wrong in a call that did not return: the bound it hit,
 /// or the trap.
 pub(crate) fn failure(error: &wasmtime::Error, limits: &Limits) -> HookError {
-    let why = match error.downcast_ref::<Trap>() {
+    let (cause, why) = match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => return timed_out(limits),
-        Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
-        Some(trap) => format!("trapped: {trap}"),
+        Some(Trap::StackOverflow) => (Failure::Trap, "overflowed its stack".to_string()),
+        Some(trap) => (Failure::Trap, format!("trapped: {trap}")),
         None if error.downcast_ref::<ServerExhausted>().is_some() => {
             return HookError::Busy(format!("{error}"));
         }
         None => match error.downcast_ref::<Exhausted>() {
-            Some(exhausted) => exhausted.0.clone(),
-            None if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") => {
-                format!("copied more than {MAX_COPIED_BYTES} bytes out of the plugin in one call")
+            Some(exhausted) => (Failure::Memory, exhausted.0.clone()),
+            None if format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted") => (
+                Failure::InvalidAnswer,
+                format!("copied more than {MAX_COPIED_BYTES} bytes out of the plugin in one call"),
+            ),
+            None => {
+                (Failure::Error, format!("failed: {}", escape_log(truncate(&format!("{error:#}"), MAX_OUTPUT_STRING))))
             }
-            None => format!("failed: {}", escape_log(truncate(&format!("{error:#}"), MAX_OUTPUT_STRING))),
         },
     };
-    HookError::Failed(why)
+    HookError::Failed(cause, why)
 }

@@ -193,6 +193,20 @@ impl PluginHost {
     ) -> Result<(Component, Result<Vec<u8>, wasmtime::Error>), LoadError> {
         compile::precheck(label, component)?;
         let _turn = self.compiles.turn();
+        let started = std::time::Instant::now();
+        let compiled = self.compile_now(label, component);
+        if let Some(observer) = &self.compile_observer {
+            observer.compiled(started.elapsed(), compiled.is_ok());
+        }
+        compiled
+    }
+
+    /// Compiles `component` where [`Compiler`] says, its turn taken.
+    fn compile_now(
+        &self,
+        label: &str,
+        component: &[u8],
+    ) -> Result<(Component, Result<Vec<u8>, wasmtime::Error>), LoadError> {
         match &self.compiler {
             Compiler::InProcess => {
                 let compiled = Component::new(&self.engine, component)

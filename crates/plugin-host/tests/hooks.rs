@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_plugin_host::{
-    ArtifactCache, ArtifactKey, Attribute, DcrInput, HookError, HookKind, Limits, MayActClaim, Operation, PluginHost,
-    RequestContext, ScopeRequest, TokenView,
+    ArtifactCache, ArtifactKey, Attribute, DcrInput, Failure, HookError, HookKind, Limits, MayActClaim, Operation,
+    PluginHost, RequestContext, ScopeRequest, TokenView,
 };
 use agentauth_plugins as plugins;
 
@@ -50,8 +50,13 @@ fn dcr(host: &PluginHost, component: &[u8], client: &Client) -> Result<Vec<Attri
 }
 
 fn failed(result: Result<Option<MayActClaim>, HookError>) -> String {
+    failure(result).1
+}
+
+/// The kind of a failed call, and its text.
+fn failure<T: std::fmt::Debug>(result: Result<T, HookError>) -> (Failure, String) {
     match result {
-        Err(HookError::Failed(why)) => why,
+        Err(HookError::Failed(cause, why)) => (cause, why),
         other => panic!("expected a failure, got {other:?}"),
     }
 }
@@ -115,8 +120,9 @@ fn an_endless_loop_times_out() {
     let host = PluginHost::new().unwrap();
     let limits = Limits { timeout: Duration::from_millis(50), ..Limits::default() };
     let started = Instant::now();
-    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("loop"), limits));
+    let (cause, why) = failure(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("loop"), limits));
     assert!(why.contains("timed out"), "{why}");
+    assert_eq!(cause, Failure::Timeout);
     assert!(started.elapsed() < Duration::from_secs(5), "the deadline was not enforced");
 }
 
@@ -124,17 +130,20 @@ fn an_endless_loop_times_out() {
 fn unbounded_allocation_hits_the_memory_cap() {
     let host = PluginHost::new().unwrap();
     let limits = Limits { memory: 8 << 20, timeout: Duration::from_secs(5) };
-    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("alloc"), limits));
+    let (cause, why) = failure(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("alloc"), limits));
     assert!(why.contains("memory limit"), "{why}");
+    assert_eq!(cause, Failure::Memory);
 }
 
 #[test]
 fn traps_and_stack_overflows_fail_closed() {
     let host = PluginHost::new().unwrap();
-    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("trap"), Limits::default()));
+    let (cause, why) = failure(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("trap"), Limits::default()));
     assert!(why.contains("trapped"), "{why}");
-    let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("recurse"), Limits::default()));
+    assert_eq!(cause, Failure::Trap);
+    let (cause, why) = failure(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("recurse"), Limits::default()));
     assert!(why.contains("stack"), "{why}");
+    assert_eq!(cause, Failure::Trap);
 }
 
 #[test]
@@ -148,8 +157,9 @@ fn a_string_that_is_not_utf8_is_refused() {
 fn invalid_claims_are_refused() {
     let host = PluginHost::new().unwrap();
     for mode in ["huge", "control"] {
-        let why = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent(mode), Limits::default()));
+        let (cause, why) = failure(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent(mode), Limits::default()));
         assert!(why.contains("may_act.client_id"), "{mode}: {why}");
+        assert_eq!(cause, Failure::InvalidAnswer, "{mode}");
     }
 }
 
@@ -176,7 +186,7 @@ fn the_token_hook_answers_checked_custom_claims() {
         ("not-json", "invalid answer: custom claims are not JSON"),
     ] {
         match token(&host, &agent(mode)) {
-            Err(HookError::Failed(text)) => assert!(text.starts_with(why), "{mode}: {text}"),
+            Err(HookError::Failed(Failure::InvalidAnswer, text)) => assert!(text.starts_with(why), "{mode}: {text}"),
             other => panic!("{mode}: expected a failure, got {other:?}"),
         }
     }
@@ -189,7 +199,7 @@ fn the_scope_hook_may_narrow_and_never_widen() {
     assert_eq!(scope(&host, &agent("read-only"), &["read", "write"]), Ok(vec!["read".to_string()]));
     assert_eq!(scope(&host, &agent("a"), &["write", "read"]), Ok(vec!["write".to_string(), "read".to_string()]));
     match scope(&host, &agent("widen"), &["read"]) {
-        Err(HookError::Failed(why)) => {
+        Err(HookError::Failed(Failure::InvalidAnswer, why)) => {
             assert!(why.contains("granted scope \"admin\", which was not requested"), "{why}")
         }
         other => panic!("expected a failure, got {other:?}"),
@@ -200,7 +210,9 @@ fn the_scope_hook_may_narrow_and_never_widen() {
 fn the_dcr_hook_answers_only_attributes_the_host_knows() {
     let host = PluginHost::new().unwrap();
     match dcr(&host, plugins::MISBEHAVING_DCR, &agent("dcr-unknown-attribute")) {
-        Err(HookError::Failed(why)) => assert_eq!(why, "invalid answer: unknown client attribute \"clientId\""),
+        Err(HookError::Failed(Failure::InvalidAnswer, why)) => {
+            assert_eq!(why, "invalid answer: unknown client attribute \"clientId\"")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     let set = dcr(&host, plugins::MISBEHAVING_DCR, &agent("admitted")).unwrap();
@@ -222,6 +234,8 @@ fn refusals_keep_the_policy_words_apart_from_failures() {
         logged(|| other = failed(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("other"), Limits::default())));
     assert!(!other.contains("configuration missing"), "{other}");
     assert!(other.contains("reported an error"), "{other}");
+    let (cause, _) = failure(may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("other"), Limits::default()));
+    assert_eq!(cause, Failure::Error);
     assert!(log.contains("configuration missing"), "{log}");
 }
 
@@ -450,8 +464,9 @@ fn the_memory_cap_counts_every_memory_of_an_instance() {
     // Two memories of 40 MiB each: each is under the 64 MiB cap, both
     // together are not.
     let two = hand_made(HookKind::MayAct, &main_module(640, ""), "(module (memory 640))", 1);
-    let why = failed(may_act(&host, &two, &agent("a"), Limits::default()));
+    let (cause, why) = failure(may_act(&host, &two, &agent("a"), Limits::default()));
     assert!(why.contains("memory limit of 67108864 bytes"), "{why}");
+    assert_eq!(cause, Failure::Memory);
     // Four memories of 46 MiB: refused at upload, for their count.
     let four = hand_made(HookKind::MayAct, &main_module(736, ""), "(module (memory 736))", 3);
     let refused = host.load(HookKind::MayAct, "p", 1, &four).unwrap_err().to_string();
@@ -512,7 +527,9 @@ fn an_oversized_answer_is_refused_while_it_is_copied() {
     let started = Instant::now();
     let answer = host.run_scope(&plugin, &Limits::default(), "alpha", &agent("a"), &request);
     match answer {
-        Err(HookError::Failed(why)) => assert!(why.contains("copied more than 1048576 bytes"), "{why}"),
+        Err(HookError::Failed(Failure::InvalidAnswer, why)) => {
+            assert!(why.contains("copied more than 1048576 bytes"), "{why}")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
@@ -660,7 +677,7 @@ fn a_call_that_waited_for_its_turn_still_ends_at_its_deadline() {
         let started = Instant::now();
         let answer = host.run_may_act(&plugin, &waiter, "a", &agent("loop"), &token);
         let took = started.elapsed();
-        assert!(matches!(answer, Err(HookError::Failed(_) | HookError::Busy(_))), "{answer:?}");
+        assert!(matches!(answer, Err(HookError::Failed(..) | HookError::Busy(_))), "{answer:?}");
         assert!(took < Duration::from_millis(1000), "ran {took:?} against a 700 ms deadline");
     });
 }
@@ -733,7 +750,7 @@ fn a_plugins_error_text_cannot_break_a_log_line() {
     let host = PluginHost::new().unwrap();
     let log = logged(|| {
         let answer = may_act(&host, plugins::MISBEHAVING_MAY_ACT, &agent("other-forge"), Limits::default());
-        assert!(matches!(answer, Err(HookError::Failed(_))), "{answer:?}");
+        assert!(matches!(answer, Err(HookError::Failed(..))), "{answer:?}");
     });
     assert!(!log.lines().any(|l| l.starts_with("ERROR agentauth: forged")), "{log}");
     assert!(log.contains(r"missing\nERROR agentauth: forged line"), "{log}");

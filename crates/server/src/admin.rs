@@ -52,6 +52,21 @@ pub fn admit(
     Ok((principal, upload))
 }
 
+/// The metrics, for the operator only: every realm's are in them. 404
+/// while the admin API is disabled, as if there were none; 401 without
+/// the operator's token; 403 for a realm admin's. Blocking: a realm
+/// admin's token is looked up in the store.
+pub fn metrics(app: &App, headers: &HeaderMap) -> Reply {
+    match app.service.admin_principal(crate::http::bearer(headers)) {
+        Ok(Principal::Operator) => Reply::metrics(app.service.metrics().encode()),
+        Ok(Principal::RealmAdmin { .. }) => {
+            Reply::from(AdminError::Forbidden("only the operator admin may read the metrics".into()))
+        }
+        Err(AdminError::Disabled) => Reply::not_found(),
+        Err(e) => Reply::from(e),
+    }
+}
+
 /// Who made a change, as the audit log names it.
 fn actor(parts: &Parts) -> String {
     let named = parts.headers.get("agentauth-actor").and_then(|v| v.to_str().ok());

@@ -53,6 +53,17 @@ impl Reply {
         }
     }
 
+    /// The metrics, in the Prometheus text format.
+    pub fn metrics(text: String) -> Self {
+        Self {
+            status: 200,
+            body: Bytes::from(text),
+            content_type: agentauth_service::telemetry::CONTENT_TYPE,
+            no_store: true,
+            headers: Vec::new(),
+        }
+    }
+
     /// An OAuth error response (RFC 6749 §5.2).
     pub fn error(error: &OAuthError) -> Self {
         let mut reply = Self::json(

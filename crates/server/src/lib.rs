@@ -23,7 +23,8 @@ use std::time::Duration;
 use agentauth_core::ports::Storage;
 use agentauth_jose::MasterKey;
 use agentauth_plugin_host::{HookKind, PluginHost};
-use agentauth_service::{Service, SystemClock};
+use agentauth_service::telemetry::RateLimit;
+use agentauth_service::{RealmRuntime, Service, SystemClock};
 use http_body_util::Full;
 use hyper::body::Body;
 use hyper::body::Bytes;
@@ -164,8 +165,12 @@ impl App {
     }
 
     /// One of realm `name`'s plugin call slots, if the realm has plugins;
-    /// a realm used for the first time is loaded (blocking work) first.
-    async fn plugin_slot(self: &Arc<Self>, name: &str) -> Result<Option<agentauth_plugin_host::CallSlot>, Reply> {
+    /// a realm used for the first time is loaded (blocking work) first. A
+    /// refusal comes with the realm's runtime, whose metrics count it.
+    async fn plugin_slot(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<agentauth_plugin_host::CallSlot>, (Reply, Option<Arc<RealmRuntime>>)> {
         let runtime = match self.service.loaded_realm(name) {
             Some(runtime) => runtime,
             None => {
@@ -174,15 +179,21 @@ impl App {
                     Ok(Ok(Some(runtime))) => runtime,
                     // No such realm: the handler answers 404.
                     Ok(Ok(None)) => return Ok(None),
-                    Ok(Err(e)) => return Err(Reply::error(&e)),
+                    Ok(Err(e)) => return Err((Reply::error(&e), None)),
                     Err(workers::Panicked) => {
                         tracing::error!("loading a realm panicked");
-                        return Err(Reply::error(&agentauth_core::OAuthError::server_error("internal error")));
+                        return Err((Reply::error(&agentauth_core::OAuthError::server_error("internal error")), None));
                     }
                 }
             }
         };
-        Service::plugin_slot(&runtime).await.map_err(|e| Reply::error(&e))
+        match Service::plugin_slot(&runtime).await {
+            Ok(slot) => Ok(slot),
+            Err(e) => {
+                runtime.metrics.oauth_error(e.code);
+                Err((Reply::error(&e), Some(runtime)))
+            }
+        }
     }
 
     /// Loads every realm (unseals its keys, compiles its plugins) so no
@@ -247,11 +258,18 @@ impl App {
         context.join(&span);
         request.extensions_mut().insert(trace::RequestId(context.request_id.clone()));
         let started = std::time::Instant::now();
-        let mut response = self.answer(request).instrument(span.clone()).await;
+        let (mut response, served) = self.answer(request).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        if let Some(endpoint) = served.endpoint {
+            match &served.realm {
+                Some(realm) => realm.metrics.request(endpoint, elapsed),
+                None => self.service.metrics().request_without_realm(endpoint, elapsed),
+            }
+        }
         span.in_scope(|| {
             tracing::debug!(
                 status = response.status().as_u16(),
-                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 "answered"
             );
         });
@@ -261,26 +279,37 @@ impl App {
         response
     }
 
-    async fn answer<B>(self: &Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    /// Answers `GET /metrics` on the metrics listener: no authentication
+    /// (it is meant for an internal interface), nothing else served.
+    pub fn answer_metrics<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        match route::route(request.method(), request.uri().path(), &self.base_path) {
+            Route::Metrics => Reply::metrics(self.service.metrics().encode()).into_response(),
+            Route::MethodNotAllowed { allow } if request.uri().path() == route::METRICS_PATH => {
+                Reply::method_not_allowed(allow).into_response()
+            }
+            _ => Reply::not_found().into_response(),
+        }
+    }
+
+    /// Answers one request; says what it was for, so that its latency is
+    /// counted: the endpoint, and the realm's runtime if the realm exists.
+    async fn answer<B>(self: &Arc<Self>, request: Request<B>) -> (Response<Full<Bytes>>, Served)
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let route = route::route(request.method(), request.uri().path(), &self.base_path);
+        let mut served = Served { endpoint: route.endpoint(), realm: None };
         if let Some(realm) = route.realm() {
             tracing::Span::current().record("realm", realm);
         }
-        if let Route::NotFound = route {
-            return Reply::not_found().into_response();
-        }
-        if let Route::Health = route {
-            return Reply::text(200, "ok").into_response();
-        }
-        if let Route::Ready = route {
-            return self.readiness().await.into_response();
-        }
-        if let Route::Version = route {
-            return Reply::json(200, &self.versions).into_response();
+        match route {
+            Route::NotFound => return (Reply::not_found().into_response(), served),
+            Route::Health => return (Reply::text(200, "ok").into_response(), served),
+            Route::Ready => return (self.readiness().await.into_response(), served),
+            Route::Metrics => return (self.metrics(request).await.into_response(), served),
+            Route::Version => return (Reply::json(200, &self.versions).into_response(), served),
+            _ => {}
         }
         let mut limit = MAX_BODY;
         let mut upload = None;
@@ -306,17 +335,18 @@ impl App {
                     // Refused before its body was read: the body is read
                     // and dropped, so the refusal reaches the client.
                     http::discard_body(body, admin::MAX_BODY, READ_TIMEOUT).await;
-                    return reply.into_response();
+                    return (reply.into_response(), served);
                 }
                 Err(workers::Panicked) => {
                     tracing::error!("admin authentication panicked");
-                    return Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response();
+                    let reply = Reply::error(&agentauth_core::OAuthError::server_error("internal error"));
+                    return (reply.into_response(), served);
                 }
             };
         }
         let body = match http::read_body(body, limit, READ_TIMEOUT).await {
             Ok(body) => body,
-            Err(reply) => return reply.into_response(),
+            Err(reply) => return (reply.into_response(), served),
         };
         // A request that may run the realm's plugins takes one of the
         // realm's call slots first, waiting asynchronously: requests beyond
@@ -325,7 +355,10 @@ impl App {
             Route::Register { realm, .. } | Route::Manage { realm } | Route::Token { realm } => {
                 match self.plugin_slot(realm).await {
                     Ok(slot) => slot,
-                    Err(reply) => return reply.into_response(),
+                    Err((reply, realm)) => {
+                        served.realm = realm;
+                        return (reply.into_response(), served);
+                    }
                 }
             }
             _ => None,
@@ -341,12 +374,40 @@ impl App {
             })
             .await;
         match reply {
-            Ok(reply) => reply.into_response(),
+            Ok((reply, realm)) => {
+                served.realm = realm;
+                (reply.into_response(), served)
+            }
             Err(workers::Panicked) => {
-                Reply::error(&agentauth_core::OAuthError::server_error("internal error")).into_response()
+                let reply = Reply::error(&agentauth_core::OAuthError::server_error("internal error"));
+                (reply.into_response(), served)
             }
         }
     }
+
+    /// `GET /metrics` on the main listener: for the operator's token only
+    /// (see `admin::metrics`).
+    async fn metrics<B>(self: &Arc<Self>, request: Request<B>) -> Reply
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+    {
+        let (parts, body) = request.into_parts();
+        // A GET carries no body worth reading: drop whatever came.
+        http::discard_body(body, MAX_BODY, READ_TIMEOUT).await;
+        let app = Arc::clone(self);
+        match self.workers.run(move || admin::metrics(&app, &parts.headers)).await {
+            Ok(reply) => reply,
+            Err(workers::Panicked) => Reply::error(&agentauth_core::OAuthError::server_error("internal error")),
+        }
+    }
+}
+
+/// What a request was for, as its latency is counted.
+struct Served {
+    /// The endpoint, if it is one whose latency is measured.
+    endpoint: Option<agentauth_service::telemetry::Endpoint>,
+    /// The realm's runtime, when the request named an existing realm.
+    realm: Option<Arc<RealmRuntime>>,
 }
 
 /// The address a request came from, for per-source limits.
@@ -453,6 +514,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Some(source_slot) = sources.admit(peer.ip()) else {
+            app.service.metrics().rate_limited_without_realm(RateLimit::ConnectionsPerSource);
             if source_warning.due() {
                 tracing::warn!(
                     %peer,
@@ -467,6 +529,7 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, "TCP_NODELAY: {e}");
         }
+        let open = OpenConnection::counted(&app.service);
         let app = Arc::clone(&app);
         let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             let app = Arc::clone(&app);
@@ -476,8 +539,9 @@ pub async fn serve(
         let io = TokioIo::new(conn::WriteDeadline::new(stream, limits.write_timeout));
         let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
-            // The slots are held for as long as the connection is open.
-            let _held = (slot, source_slot);
+            // The slots are held, and the connection counted, for as long
+            // as it is open.
+            let _held = (slot, source_slot, open);
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection closed: {e}");
             }
@@ -488,5 +552,65 @@ pub async fn serve(
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still in flight after 10 s; stopping anyway");
+    }
+}
+
+/// An open connection of the main listener, counted in the metrics while
+/// it lives.
+struct OpenConnection(Arc<Service>);
+
+impl OpenConnection {
+    fn counted(service: &Arc<Service>) -> Self {
+        service.metrics().connection_opened();
+        Self(Arc::clone(service))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics().connection_closed();
+    }
+}
+
+/// Most connections the metrics listener holds open at once: scrapers are
+/// few.
+const METRICS_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics`, and nothing else, on `listener` without
+/// authentication, until the process ends: for a listener bound to an
+/// internal interface (`--metrics-listen`). At most
+/// [`METRICS_CONNECTIONS`] connections are open at once; a connection
+/// waits at most the read timeout for each request head.
+pub async fn serve_metrics(listener: TcpListener, app: Arc<App>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(READ_TIMEOUT).max_buf_size(MAX_HEAD).max_headers(64);
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let mut accept_warning = conn::Every::new(conn::WARN_EVERY);
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) if conn::is_connection_error(&e) => continue,
+            Err(e) => {
+                if accept_warning.due() {
+                    tracing::warn!("metrics listener: accept failed: {e}; pausing");
+                }
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
+        let app = Arc::clone(&app);
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let response = app.answer_metrics(&request);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let io = TokioIo::new(conn::WriteDeadline::new(stream, READ_TIMEOUT));
+        let connection = http.serve_connection(io, service);
+        tokio::spawn(async move {
+            let _held = slot;
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "metrics connection closed: {e}");
+            }
+        });
     }
 }

@@ -4,6 +4,7 @@
 //! as in PingAM, so PingAM clients and the seed's curl commands work
 //! unchanged.
 
+use agentauth_service::telemetry::Endpoint;
 use hyper::Method;
 
 /// An endpoint and the realm it is for.
@@ -15,6 +16,8 @@ pub enum Route {
     Ready,
     /// The versions the server is made of.
     Version,
+    /// The metrics, for the operator (`GET /metrics`).
+    Metrics,
     Register {
         realm: String,
         ai_agent: bool,
@@ -63,8 +66,33 @@ impl Route {
             | Self::Jwks { realm }
             | Self::Discovery { realm }
             | Self::Admin { realm, .. } => Some(realm).filter(|r| !r.is_empty()).map(String::as_str),
-            Self::Health | Self::Ready | Self::Version | Self::MethodNotAllowed { .. } | Self::NotFound => None,
+            Self::Health
+            | Self::Ready
+            | Self::Version
+            | Self::Metrics
+            | Self::MethodNotAllowed { .. }
+            | Self::NotFound => None,
         }
+    }
+
+    /// The endpoint whose latency the request counts for, if any.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        Some(match self {
+            Self::Register { .. } => Endpoint::Register,
+            Self::Manage { .. } => Endpoint::Manage,
+            Self::Token { .. } => Endpoint::Token,
+            Self::Introspect { .. } => Endpoint::Introspect,
+            Self::Revoke { .. } => Endpoint::Revoke,
+            Self::Jwks { .. } => Endpoint::Jwks,
+            Self::Discovery { .. } => Endpoint::Discovery,
+            Self::Admin { .. } => Endpoint::Admin,
+            Self::Health
+            | Self::Ready
+            | Self::Version
+            | Self::Metrics
+            | Self::MethodNotAllowed { .. }
+            | Self::NotFound => return None,
+        })
     }
 }
 
@@ -111,6 +139,9 @@ pub enum AdminOp {
     },
 }
 
+/// Where the metrics are served, on the main listener and the metrics one.
+pub const METRICS_PATH: &str = "/metrics";
+
 pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if path == "/healthz" {
         return if method == Method::GET { Route::Health } else { Route::MethodNotAllowed { allow: "GET" } };
@@ -120,6 +151,9 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     }
     if path == "/version" {
         return if method == Method::GET { Route::Version } else { Route::MethodNotAllowed { allow: "GET" } };
+    }
+    if path == METRICS_PATH {
+        return if method == Method::GET { Route::Metrics } else { Route::MethodNotAllowed { allow: "GET" } };
     }
     if path == "/admin/v1/realms" {
         return match *method {

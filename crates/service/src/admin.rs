@@ -24,6 +24,7 @@ use crate::rate::RateLimiter;
 use crate::realm::StoredArtifacts;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::settings::{OPERATOR_SETTINGS, RealmSettings};
+use crate::telemetry::{RateLimit, Rotation};
 use crate::{Service, transient_store};
 
 /// Why an admin operation was refused or failed; each kind has one
@@ -342,18 +343,21 @@ impl Service {
         let busy = |why: &str| AdminError::Busy { description: format!("{why}; retry shortly"), retry_after: 10 };
         let before = self.admin.uploads_in_flight.fetch_add(1, Ordering::SeqCst);
         let mut permit = UploadPermit { service: Arc::clone(self), realm: None };
+        // Refused before the realm is looked up: counted under no realm.
         if before >= MAX_UPLOADS_IN_FLIGHT {
+            self.metrics.rate_limited_without_realm(RateLimit::Admin);
             return Err(busy("the server is compiling other uploads"));
         }
         if !self.admin.uploading_realms.lock().unwrap_or_else(|p| p.into_inner()).insert(realm.to_string()) {
+            self.metrics.rate_limited_without_realm(RateLimit::Admin);
             return Err(busy("this realm already has an upload in flight"));
         }
         permit.realm = Some(realm.to_string());
         let per_minute = self.realm_settings(realm)?.plugin_pushes_per_minute;
-        self.admin
-            .plugin_pushes
-            .take(realm, None, per_minute, per_minute)
-            .map_err(|wait| slow_down("plugin uploads", wait))?;
+        self.admin.plugin_pushes.take(realm, None, per_minute, per_minute).map_err(|wait| {
+            self.metrics.rate_limited(realm, RateLimit::Admin);
+            slow_down("plugin uploads", wait)
+        })?;
         Ok(permit)
     }
 
@@ -436,7 +440,7 @@ impl Service {
         if !self.store.delete_realm(realm, &audit(self.now(), actor, "delete-realm", None, None))? {
             return Err(AdminError::NotFound(format!("no realm {realm}")));
         }
-        self.realms.forget(realm);
+        self.realms.forget(realm, &self.metrics);
         tracing::info!(realm, "realm deleted");
         Ok(())
     }
@@ -648,10 +652,10 @@ impl Service {
     pub fn rotate_key(&self, realm: &str, alg: Option<Algorithm>, actor: &str) -> Result<Rotated, AdminError> {
         let limits = self.realm_settings(realm)?;
         let per_minute = limits.key_rotations_per_minute;
-        self.admin
-            .key_rotations
-            .take(realm, None, per_minute, per_minute)
-            .map_err(|wait| slow_down("key rotations", wait))?;
+        self.admin.key_rotations.take(realm, None, per_minute, per_minute).map_err(|wait| {
+            self.metrics.rate_limited(realm, RateLimit::KeyRotations);
+            slow_down("key rotations", wait)
+        })?;
         // Each rotation keeps the keys before it published for a token
         // lifetime: bound how many the JWKS (and every rebuild) carries.
         let now = self.now();
@@ -659,9 +663,12 @@ impl Service {
         let live: Vec<_> = keys.iter().filter(|k| k.retires_at.is_none_or(|at| at > now)).collect();
         if live.len() >= limits.max_published_keys as usize {
             let next = live.iter().filter_map(|k| k.retires_at).min().map_or(60, |at| at - now);
+            self.metrics.rate_limited(realm, RateLimit::KeyRotations);
             return Err(slow_down("published keys", u64::try_from(next).unwrap_or(1).max(1)));
         }
-        self.rotate_signing_key(realm, alg, actor, now)
+        let rotated = self.rotate_signing_key(realm, alg, actor, now)?;
+        self.metrics.key_rotated(realm, Rotation::Requested);
+        Ok(rotated)
     }
 
     /// The work of a key rotation, for the admin API and the schedule.

@@ -83,6 +83,7 @@ impl Service {
             return Ok(false);
         }
         self.rotate_signing_key(realm, None, "scheduler", now)?;
+        self.metrics.key_rotated(realm, crate::telemetry::Rotation::Scheduled);
         Ok(true)
     }
 

@@ -7,7 +7,8 @@
 //! (`tokens`), authenticating clients (`client_auth`), registering
 //! clients with the realm's DCR policy (`registration`), realm runtimes
 //! (`realm`), plugin and key lifecycles and the admin API's operations
-//! (`admin`), and the housekeeping schedule (`housekeeping`).
+//! (`admin`), the housekeeping schedule (`housekeeping`), and the metrics
+//! registry (`telemetry`).
 //!
 //! It depends on `core` for the OAuth rules, `jose` for keys and JWTs,
 //! `plugin-host` for policies and `store` for state; never on hyper. Time
@@ -28,6 +29,7 @@ pub mod realm;
 pub mod registration;
 mod secrets;
 mod settings;
+pub mod telemetry;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ pub use rate::Source;
 pub use realm::RealmRuntime;
 pub use secrets::{Hasher, Purpose};
 pub use settings::RealmSettings;
+pub use telemetry::Metrics;
 
 use crate::realm::Realms;
 
@@ -86,6 +89,7 @@ pub struct Service {
     replica: String,
     /// Stores audited decisions in batches.
     decisions: decisions::Writer,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -94,11 +98,13 @@ impl Service {
     pub const MASTER_KEY_CHECK: &'static str = "master-key-check";
 
     /// The service over `store`, running plugins in `host`, telling time by
-    /// `clock`. Refuses a master key that did not seal this database.
+    /// `clock`. Refuses a master key that did not seal this database. The
+    /// store's commits and the host's compilations are counted in the
+    /// service's metrics from now on.
     pub fn new(
         config: Config,
         store: Arc<dyn Storage>,
-        host: PluginHost,
+        mut host: PluginHost,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
         // A wrong master key must stop the server, never lead it to make
@@ -117,6 +123,9 @@ impl Service {
             ));
         }
         let hasher = Hasher::load(&*store).map_err(|e| StartError(format!("loading the secret-hashing key: {e}")))?;
+        let metrics = Arc::new(Metrics::new());
+        store.observe_commits(Arc::clone(&metrics) as Arc<dyn agentauth_core::ports::CommitObserver>);
+        host.observe_compiles(Arc::clone(&metrics) as Arc<dyn agentauth_plugin_host::CompileObserver>);
         let decisions = decisions::Writer::start(Arc::clone(&store));
         Ok(Self {
             config,
@@ -129,7 +138,13 @@ impl Service {
             admin: admin::Limits::default(),
             replica: secrets::new_jti(),
             decisions,
+            metrics,
         })
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Seconds since the Unix epoch, by the service's clock.
@@ -184,6 +199,7 @@ impl Service {
             master_key: &self.config.master_key,
             issuer_prefix: &self.config.issuer_prefix,
             now: self.now(),
+            metrics: &self.metrics,
         }
     }
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::internal;
 use crate::settings::RealmSettings;
+use crate::telemetry::{Metrics, PluginMetrics, RealmMetrics};
 
 /// Everything a request needs to know about its realm.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct RealmRuntime {
     /// When this snapshot goes stale: a rotated key starts signing, or a
     /// retired one leaves the JWKS.
     refresh_at: Option<i64>,
+    /// The realm's metric handles, its plugins' among them.
+    pub metrics: RealmMetrics,
 }
 
 impl RealmRuntime {
@@ -65,6 +68,11 @@ impl RealmRuntime {
                 Err(OAuthError::server_error(format!("the realm's {} policy is not available", kind.as_str())))
             }
         }
+    }
+
+    /// The metric handles of `plugin`, one of the realm's.
+    pub fn plugin_metrics(&self, plugin: &Plugin) -> Option<&PluginMetrics> {
+        self.metrics.plugin(plugin.name())
     }
 
     /// The realm's rules for token exchange.
@@ -115,6 +123,8 @@ pub struct Sources<'a> {
     /// `{public-url}{base}`: issuers are this plus the realm's path.
     pub issuer_prefix: &'a str,
     pub now: i64,
+    /// Where the realm's metric handles come from.
+    pub metrics: &'a Metrics,
 }
 
 impl Realms {
@@ -147,10 +157,11 @@ impl Realms {
         self.rebuilding[stripe].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets a deleted realm's runtime.
-    pub fn forget(&self, name: &str) {
+    /// Forgets a deleted realm's runtime, and its metrics.
+    pub fn forget(&self, name: &str, metrics: &Metrics) {
         let _one_at_a_time = self.rebuild_lock(name);
-        self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let last = self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        metrics.forget_realm(name, last.as_ref().map(|runtime| &runtime.metrics));
     }
 
     /// Rebuilds the realm's runtime from the store and publishes it: the
@@ -189,10 +200,13 @@ impl Realms {
         from: &Sources<'_>,
         fresh: Option<Arc<Plugin>>,
     ) -> Result<Option<Arc<RealmRuntime>>, OAuthError> {
-        let Sources { store, host, master_key, issuer_prefix, now } = *from;
+        let Sources { store, host, master_key, issuer_prefix, now, metrics } = *from;
         let previous = self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
         let Some(row) = store.realm(name).map_err(internal)? else {
-            self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+            // Deleted, perhaps by another replica: its series go with it.
+            if let Some(last) = self.loaded.write().unwrap_or_else(|p| p.into_inner()).remove(name) {
+                metrics.forget_realm(name, Some(&last.metrics));
+            }
             return Ok(None);
         };
         let settings: RealmSettings =
@@ -211,6 +225,7 @@ impl Realms {
         }
         let mut verifying_keys = Vec::new();
         let mut signing_key = None;
+        let mut signing_key_created = now;
         let mut refresh_at: Option<i64> = None;
         for key in &keys {
             let later = [Some(key.signs_from), key.retires_at].into_iter().flatten().filter(|t| *t > now);
@@ -233,6 +248,7 @@ impl Realms {
             // newer one is always ahead of it.
             if key.signs_from <= now && signing_key.is_none() {
                 signing_key = Some(loaded);
+                signing_key_created = key.created_at;
             }
         }
         let signing_key = signing_key.ok_or_else(|| internal("realm has no signing key"))?;
@@ -267,6 +283,11 @@ impl Realms {
             .map(|p| Arc::clone(&p.plugin_slots))
             .filter(|slots| slots.limit() == CallSlots::new(settings.plugin_concurrency).limit())
             .unwrap_or_else(|| Arc::new(CallSlots::new(settings.plugin_concurrency)));
+        let realm_metrics = metrics.realm(name, plugins.values().map(|p| (p.name(), p.version())));
+        realm_metrics.signing_key_created(signing_key_created);
+        if let Some(previous) = &previous {
+            metrics.forget_plugins(&previous.metrics, Some(&realm_metrics));
+        }
         let runtime = Arc::new(RealmRuntime {
             plugin_slots,
             name: name.to_string(),
@@ -281,6 +302,7 @@ impl Realms {
             jwks,
             plugins,
             refresh_at,
+            metrics: realm_metrics,
         });
         self.loaded.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Arc::clone(&runtime));
         Ok(Some(runtime))

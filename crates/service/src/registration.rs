@@ -77,6 +77,7 @@ impl Service {
         let limits = (realm.settings.registrations_per_minute, realm.settings.registrations_per_minute_per_source);
         if let Err(wait) = self.registrations.take(&realm.name, source, limits.0, limits.1) {
             tracing::warn!(realm = %realm.name, ?source, "registration rate limit reached");
+            realm.metrics.registrations_rate_limited();
             return Err(OAuthError::slow_down(format!("too many registrations; retry in {wait} s"), wait));
         }
         // Checked first without the writer, so a full realm turns

@@ -127,4 +127,8 @@ impl Coordination for PgStore {
             if one == 1 { Ok(()) } else { Err(Error::new(ErrorKind::Other, "storage failure: ping answered wrong")) }
         })
     }
+
+    fn observe_commits(&self, observer: std::sync::Arc<dyn agentauth_core::ports::CommitObserver>) {
+        self.db.pool.observe_commits(observer);
+    }
 }

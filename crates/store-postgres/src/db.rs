@@ -7,11 +7,11 @@
 //! hand it SQL.
 
 use std::future::Future;
-use std::sync::mpsc;
+use std::sync::{Arc, RwLock, mpsc};
 use std::time::Duration;
 
-use agentauth_core::ports::{Error, ErrorKind, Result};
-use deadpool_postgres::{GenericClient, Object, Pool};
+use agentauth_core::ports::{CommitObserver, Error, ErrorKind, Result};
+use deadpool_postgres::{GenericClient, Object};
 use tokio::runtime::Handle;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
@@ -21,6 +21,40 @@ use crate::error::{self, PgResult};
 /// How many times a transaction that failed on a serialization failure or
 /// a deadlock is tried again before the caller is told the database is busy.
 pub(crate) const RETRIES: u32 = 5;
+
+/// The connection pool, and who is told of each commit made through it:
+/// cheap to clone (a clone shares both).
+#[derive(Clone)]
+pub(crate) struct Pool {
+    connections: deadpool_postgres::Pool,
+    observer: Arc<RwLock<Option<Arc<dyn CommitObserver>>>>,
+}
+
+impl Pool {
+    pub(crate) fn new(connections: deadpool_postgres::Pool) -> Self {
+        Self { connections, observer: Arc::default() }
+    }
+
+    /// Tells `observer` of every commit from now on.
+    pub(crate) fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
+    /// A transaction's commit took `elapsed`: one write.
+    pub(crate) fn committed(&self, elapsed: Duration) {
+        if let Some(observer) = &*self.observer.read().unwrap_or_else(|p| p.into_inner()) {
+            observer.committed(elapsed, 1);
+        }
+    }
+}
+
+impl std::ops::Deref for Pool {
+    type Target = deadpool_postgres::Pool;
+
+    fn deref(&self) -> &deadpool_postgres::Pool {
+        &self.connections
+    }
+}
 
 /// The pool and the runtime its connections live on: what every method
 /// needs, cheap to clone (a clone shares both).
@@ -100,7 +134,7 @@ pub(crate) async fn backoff(attempt: u32) {
 }
 
 /// Runs `$body` in a transaction of a pooled connection, bound to the name
-/// `$tx`, and commits it; evaluates to `Result<T>` where `$body` is a
+/// `$tx`, and commits it (telling the pool's observer how long that took); evaluates to `Result<T>` where `$body` is a
 /// block of type `T` that may use `?` and `.await`. When PostgreSQL aborts
 /// it for a serialization failure or a deadlock (both Busy), the whole
 /// transaction is run again, up to [`RETRIES`] times. Anything else rolls
@@ -113,7 +147,9 @@ macro_rules! transaction {
                 let mut conn = $crate::db::conn($pool).await?;
                 let $tx = $crate::error::PgResult::pg(conn.transaction().await)?;
                 let value = $body;
+                let committing = std::time::Instant::now();
                 $crate::error::PgResult::pg($tx.commit().await)?;
+                $pool.committed(committing.elapsed());
                 Ok(value)
             })
             .await;

@@ -125,7 +125,7 @@ impl PgStore {
         let signal = Arc::new(Signal::default());
         handle.spawn(listen(config.clone(), Arc::clone(&signal)));
 
-        let db = Db::new(handle, pool, options.wait_timeout + options.statement_timeout);
+        let db = Db::new(handle, crate::db::Pool::new(pool), options.wait_timeout + options.statement_timeout);
         Ok(Self {
             clients: CachedClients::new(PgClients { db: db.clone() }),
             db,

@@ -62,6 +62,36 @@ fn a_change_committed_through_one_replica_is_followed_by_another() {
     assert_eq!(b.latest_change().unwrap(), a.latest_change().unwrap());
 }
 
+/// Counts the commits it is told of, and their writes.
+#[derive(Default)]
+struct Commits {
+    commits: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl agentauth_core::ports::CommitObserver for Commits {
+    fn committed(&self, _: Duration, writes: usize) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.writes.fetch_add(writes, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn each_committed_transaction_is_told_as_one_write() {
+    let (_, url) = database();
+    let store = connect(&url);
+    let commits = std::sync::Arc::new(Commits::default());
+    store.observe_commits(std::sync::Arc::clone(&commits) as std::sync::Arc<dyn agentauth_core::ports::CommitObserver>);
+    assert!(store.create_realm("alpha", "{}", &audit("create")).unwrap());
+    assert!(store.set_realm_settings("alpha", r#"{"x":1}"#, &audit("settings")).unwrap());
+    // A write that changes nothing still commits its transaction; a read
+    // commits nothing.
+    assert!(!store.create_realm("alpha", "{}", &audit("again")).unwrap());
+    store.realm("alpha").unwrap();
+    assert_eq!(commits.commits.load(Ordering::SeqCst), 3);
+    assert_eq!(commits.writes.load(Ordering::SeqCst), 3);
+}
+
 #[test]
 fn a_replica_waiting_for_changes_is_woken_by_anothers_commit() {
     let (a, b, db) = replicas();

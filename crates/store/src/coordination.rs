@@ -74,4 +74,8 @@ impl Coordination for Store {
     fn ping(&self) -> Result<()> {
         query_row(&self.db.conn(), "SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop)
     }
+
+    fn observe_commits(&self, observer: std::sync::Arc<dyn agentauth_core::ports::CommitObserver>) {
+        self.db.observe_commits(observer);
+    }
 }

@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use agentauth_core::ports::CommitObserver;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{SqlResult, sqlite};
@@ -87,12 +88,27 @@ impl Drop for Checkpointer {
     }
 }
 
-#[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     /// The batch whose transaction is open, if one is.
     open: Option<u64>,
     pub(crate) last_batch: u64,
+    /// Writes the open batch carries.
+    writes: usize,
+    /// Told of each commit: how long it took, and how many writes it
+    /// carried.
+    observer: Option<Arc<dyn CommitObserver>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("conn", &self.conn)
+            .field("open", &self.open)
+            .field("last_batch", &self.last_batch)
+            .field("writes", &self.writes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The outcome of each finished batch.
@@ -192,7 +208,7 @@ impl Engine {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).sql()?;
         migrations::apply(&mut conn)?;
         Ok(Self {
-            writer: Mutex::new(Writer { conn, open: None, last_batch: 0 }),
+            writer: Mutex::new(Writer { conn, open: None, last_batch: 0, writes: 0, observer: None }),
             waiting: AtomicUsize::new(0),
             batches: Mutex::new(Batches::default()),
             committed: Condvar::new(),
@@ -200,6 +216,11 @@ impl Engine {
             readers: Mutex::new(Vec::new()),
             checkpointer: None,
         })
+    }
+
+    /// Tells `observer` of every commit from now on.
+    pub(crate) fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        lock(&self.writer).observer = Some(observer);
     }
 
     /// A connection for reading.
@@ -230,9 +251,11 @@ impl Engine {
                 writer.conn.execute_batch("BEGIN IMMEDIATE").sql()?;
                 writer.last_batch += 1;
                 writer.open = Some(writer.last_batch);
+                writer.writes = 0;
                 writer.last_batch
             }
         };
+        writer.writes += 1;
         let outcome = match writer.conn.savepoint() {
             Ok(mut savepoint) => {
                 // A panic in `f` must not leave the batch without a committer.
@@ -260,7 +283,11 @@ impl Engine {
     /// Commits the open batch and wakes everyone waiting for it.
     fn commit(&self, writer: &mut Writer) {
         let Some(batch) = writer.open.take() else { return };
+        let started = Instant::now();
         let committed = writer.conn.execute_batch("COMMIT");
+        if let Some(observer) = &writer.observer {
+            observer.committed(started.elapsed(), writer.writes);
+        }
         if committed.is_err() {
             // A failed COMMIT may leave the transaction open: end it, so
             // the next batch starts clean.
@@ -345,10 +372,26 @@ pub(crate) fn exists(conn: &Connection, sql: &str, params: impl rusqlite::Params
 mod tests {
     use super::*;
 
+    /// Counts the commits it is told of, and their writes.
+    #[derive(Default)]
+    struct Observed {
+        commits: AtomicUsize,
+        writes: AtomicUsize,
+    }
+
+    impl CommitObserver for Observed {
+        fn committed(&self, _: Duration, writes: usize) {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            self.writes.fetch_add(writes, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn concurrent_writes_share_commits_and_a_failed_one_undoes_only_itself() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("db")).unwrap();
+        let observed = Arc::new(Observed::default());
+        engine.observe_commits(Arc::clone(&observed) as Arc<dyn CommitObserver>);
         let (threads, each) = (8, 200);
         let names = |engine: &Engine| {
             query_all(&engine.conn(), "SELECT name FROM realms ORDER BY name", [], |r| r.get::<_, String>(0))
@@ -382,6 +425,9 @@ mod tests {
         // Every write returned after its commit; they shared commits.
         let batches = lock(&engine.writer).last_batch;
         assert!(batches < (threads * each) as u64, "{batches} commits for {} writes", threads * each);
+        // Each commit was told, with the writes it carried, failed ones too.
+        assert_eq!(observed.commits.load(Ordering::SeqCst), batches as usize);
+        assert_eq!(observed.writes.load(Ordering::SeqCst), threads * each);
         // A fresh connection sees them all: they are on disk, not in a cache.
         let reopened = Engine::open(&dir.path().join("db")).unwrap();
         assert_eq!(names(&reopened).unwrap().len(), written.len());

@@ -93,4 +93,22 @@ pub trait Coordination: Send + Sync {
 
     /// One cheap round trip to the database: Ok when it answers.
     fn ping(&self) -> Result<()>;
+
+    /// Tells `observer` of every commit of a write from now on, replacing
+    /// any observer before it: for metrics. A backend with nothing to tell
+    /// ignores it.
+    fn observe_commits(&self, observer: std::sync::Arc<dyn CommitObserver>) {
+        let _ = observer;
+    }
+}
+
+/// What is told of each commit a store makes: how long the commit took
+/// (for SQLite, the `COMMIT` and its fsync; for PostgreSQL, the round trip
+/// that commits) and how many writes it carried (SQLite's group commit
+/// carries every write that arrived while the one before committed; a
+/// PostgreSQL transaction is one write). Called on the committing thread,
+/// with writers waiting: it must be quick, and it never sees what was
+/// written.
+pub trait CommitObserver: Send + Sync {
+    fn committed(&self, elapsed: Duration, writes: usize);
 }

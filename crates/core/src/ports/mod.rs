@@ -27,7 +27,7 @@ mod tokens;
 pub use audit::{AuditEntry, AuditRepository};
 pub use cache::CachedClients;
 pub use clients::{ClientRepository, ClientRow};
-pub use coordination::{CHANGES_KEPT_FOR, Change, ChangeTopic, Coordination};
+pub use coordination::{CHANGES_KEPT_FOR, Change, ChangeTopic, CommitObserver, Coordination};
 pub use decisions::{Decision, DecisionQuery, DecisionRepository, PluginUse};
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{KeyRepository, KeyRow};

@@ -14,7 +14,7 @@ use crate::hooks::{Hook, client_view, invalid_answer};
 use crate::limits::{Limits, MAX_OUTPUT_STRING};
 use crate::registry::Plugin;
 use crate::state::HostState;
-use crate::{Client, HookError};
+use crate::{Client, Failure, HookError};
 
 /// Most attributes a DCR decision may set, and most values one may hold.
 const MAX_ATTRIBUTES: usize = 32;
@@ -108,7 +108,10 @@ impl PluginHost {
 /// in order, to `client`'s attributes as the caller will apply them.
 fn checked(decision: wit::Decision, client: &Client) -> Result<Vec<Attribute>, HookError> {
     if decision.set_attributes.len() > MAX_ATTRIBUTES {
-        return Err(HookError::Failed(format!("the decision sets more than {MAX_ATTRIBUTES} attributes")));
+        return Err(HookError::Failed(
+            Failure::InvalidAnswer,
+            format!("the decision sets more than {MAX_ATTRIBUTES} attributes"),
+        ));
     }
     let oversized = |a: &wit_types::Attribute| {
         a.name.len() > MAX_OUTPUT_STRING
@@ -116,7 +119,7 @@ fn checked(decision: wit::Decision, client: &Client) -> Result<Vec<Attribute>, H
             || a.values.iter().any(|v| v.len() > MAX_OUTPUT_STRING)
     };
     if decision.set_attributes.iter().any(oversized) {
-        return Err(HookError::Failed("the decision holds an oversized attribute".into()));
+        return Err(HookError::Failed(Failure::InvalidAnswer, "the decision holds an oversized attribute".into()));
     }
     let mut applied = client.attributes.clone();
     decision

@@ -13,7 +13,7 @@ use crate::hooks::{Hook, client_view};
 use crate::limits::Limits;
 use crate::registry::Plugin;
 use crate::state::HostState;
-use crate::{Client, HookError};
+use crate::{Client, Failure, HookError};
 
 /// Longest value a plugin may put into a token's `may_act`.
 const MAX_CLAIM_VALUE: usize = 256;
@@ -75,7 +75,10 @@ impl PluginHost {
 /// A value a plugin puts into a token: printable, non-empty and short.
 fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {
     if value.is_empty() || value.len() > MAX_CLAIM_VALUE || value.chars().any(char::is_control) {
-        return Err(HookError::Failed(format!("{what} must be 1 to {MAX_CLAIM_VALUE} printable characters")));
+        return Err(HookError::Failed(
+            Failure::InvalidAnswer,
+            format!("{what} must be 1 to {MAX_CLAIM_VALUE} printable characters"),
+        ));
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::engine::PluginHost;
 use crate::limits::{Limits, MAX_OUTPUT_STRING};
 use crate::registry::Plugin;
 use crate::state::{HostState, escape_log, truncate};
-use crate::{CONTRACT_VERSION, Client, HookError, HookKind};
+use crate::{CONTRACT_VERSION, Client, Failure, HookError, HookKind};
 
 /// What a hook module declares about its hook's WIT world.
 pub(crate) trait Hook {
@@ -196,16 +196,16 @@ fn refusal(error: wit_types::Error, label: &str) -> HookError {
         wit_types::Error::Other(why) => {
             let why = escape_log(truncate(&why, MAX_OUTPUT_STRING));
             tracing::warn!(plugin = label, "the plugin reported an error: {why}");
-            HookError::Failed("the plugin reported an error (its text is in the server log)".into())
+            HookError::Failed(Failure::Error, "the plugin reported an error (its text is in the server log)".into())
         }
     }
 }
 
 pub(crate) fn wrong_kind(plugin: &Plugin, kind: HookKind) -> HookError {
-    HookError::Failed(format!("plugin {} is not a {} plugin", plugin.name(), kind.as_str()))
+    HookError::Failed(Failure::Error, format!("plugin {} is not a {} plugin", plugin.name(), kind.as_str()))
 }
 
 /// An answer the host cannot use: the call failed, and says why.
 fn invalid_answer(why: impl std::fmt::Display) -> HookError {
-    HookError::Failed(format!("invalid answer: {why}"))
+    HookError::Failed(Failure::InvalidAnswer, format!("invalid answer: {why}"))
 }

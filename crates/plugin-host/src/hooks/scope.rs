@@ -15,7 +15,7 @@ use crate::hooks::{Hook, client_view, invalid_answer};
 use crate::limits::Limits;
 use crate::registry::Plugin;
 use crate::state::{HostState, truncate};
-use crate::{Client, HookError};
+use crate::{Client, Failure, HookError};
 
 /// The scopes a scope plugin is asked about.
 #[derive(Debug)]
@@ -55,10 +55,13 @@ impl PluginHost {
         };
         let granted = self.call::<Scope>(plugin, limits, realm, (client_view(client), wit_request))?;
         if let Some(extra) = granted.iter().find(|s| !request.requested.contains(s)) {
-            return Err(HookError::Failed(format!(
-                "granted scope {:?}, which was not requested; a scope policy may only narrow",
-                truncate(extra, 64)
-            )));
+            return Err(HookError::Failed(
+                Failure::InvalidAnswer,
+                format!(
+                    "granted scope {:?}, which was not requested; a scope policy may only narrow",
+                    truncate(extra, 64)
+                ),
+            ));
         }
         let granted =
             Scopes::from_tokens(granted.iter().map(String::as_str)).map_err(|e| invalid_answer(e.description))?;

@@ -16,7 +16,7 @@ use crate::hooks::{Hook, client_view, invalid_answer};
 use crate::limits::Limits;
 use crate::registry::Plugin;
 use crate::state::HostState;
-use crate::{Client, HookError};
+use crate::{Client, Failure, HookError};
 
 /// Largest custom-claims answer a token plugin may give, as JSON text.
 const MAX_CUSTOM_CLAIMS: usize = 4096;
@@ -51,7 +51,10 @@ impl PluginHost {
         };
         let custom = self.call::<Token>(plugin, limits, realm, (client_view(client), view))?;
         if custom.len() > MAX_CUSTOM_CLAIMS {
-            return Err(HookError::Failed(format!("custom claims exceed {MAX_CUSTOM_CLAIMS} bytes")));
+            return Err(HookError::Failed(
+                Failure::InvalidAnswer,
+                format!("custom claims exceed {MAX_CUSTOM_CLAIMS} bytes"),
+            ));
         }
         agentauth_core::token::custom_claims(&custom).map_err(invalid_answer)
     }

@@ -7,19 +7,19 @@ use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 use serde_json::{Map, Value};
 
-use super::{credentials, form};
+use super::{authenticate, form};
 use crate::http::Reply;
 
 pub fn introspect(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
     let form = form(parts, body)?;
-    let caller = service.authenticate(realm, "introspect", &credentials(&parts.headers, &form)?)?;
+    let caller = authenticate(service, realm, "introspect", parts, &form)?;
     let token = form.require("token")?;
     Ok(Reply::json(200, &service.introspect(realm, &caller, token)?))
 }
 
 pub fn revoke(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
     let form = form(parts, body)?;
-    let caller = service.authenticate(realm, "token/revoke", &credentials(&parts.headers, &form)?)?;
+    let caller = authenticate(service, realm, "token/revoke", parts, &form)?;
     let token = form.require("token")?;
     service.revoke(realm, &caller, token)?;
     Ok(Reply::json(200, &Value::Object(Map::new())))

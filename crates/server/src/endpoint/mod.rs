@@ -7,9 +7,12 @@ mod introspection;
 mod registration;
 mod token;
 
-use agentauth_core::OAuthError;
+use std::sync::Arc;
+
+use agentauth_core::{AuthMethod, Client, ErrorCode, OAuthError};
 use agentauth_plugin_host::RequestContext;
 use agentauth_service::client_auth::{Credentials, JWT_BEARER, failed};
+use agentauth_service::{RealmRuntime, Service};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hyper::HeaderMap;
@@ -20,8 +23,10 @@ use crate::App;
 use crate::http::{Form, Reply, has_media_type};
 use crate::route::Route;
 
-/// Runs the endpoint `route` names. Blocking: call off the async threads.
-pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
+/// Runs the endpoint `route` names; answers with the realm's runtime when
+/// the realm exists, whose metrics count the request. Blocking: call off
+/// the async threads.
+pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, Option<Arc<RealmRuntime>>) {
     let realm_name = match &route {
         Route::Register { realm, .. }
         | Route::Manage { realm }
@@ -30,14 +35,16 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         | Route::Revoke { realm }
         | Route::Jwks { realm }
         | Route::Discovery { realm } => realm,
-        Route::Admin { realm, op } => return crate::admin::dispatch(app, realm, op.clone(), parts, body),
-        Route::MethodNotAllowed { allow } => return Reply::method_not_allowed(allow),
-        Route::Health | Route::Ready | Route::Version | Route::NotFound => return Reply::not_found(),
+        Route::Admin { realm, op } => return (crate::admin::dispatch(app, realm, op.clone(), parts, body), None),
+        Route::MethodNotAllowed { allow } => return (Reply::method_not_allowed(allow), None),
+        Route::Health | Route::Ready | Route::Version | Route::Metrics | Route::NotFound => {
+            return (Reply::not_found(), None);
+        }
     };
     let realm = match app.service.realm(realm_name) {
         Ok(Some(realm)) => realm,
-        Ok(None) => return Reply::not_found(),
-        Err(e) => return Reply::error(&e),
+        Ok(None) => return (Reply::not_found(), None),
+        Err(e) => return (Reply::error(&e), None),
     };
     let service = &app.service;
     // Token requests and registrations are decisions: audited with their
@@ -58,11 +65,16 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> Reply {
         | Route::Health
         | Route::Ready
         | Route::Version
+        | Route::Metrics
         | Route::NotFound => {
-            return Reply::not_found();
+            return (Reply::not_found(), None);
         }
     };
-    result.unwrap_or_else(|e| Reply::error(&e))
+    let reply = result.unwrap_or_else(|e| {
+        realm.metrics.oauth_error(e.code);
+        Reply::error(&e)
+    });
+    (reply, Some(realm))
 }
 
 /// The form of a request that must be `application/x-www-form-urlencoded`.
@@ -71,6 +83,40 @@ fn form(parts: &Parts, body: &[u8]) -> Result<Form, OAuthError> {
         return Err(OAuthError::invalid_request("the request body must be application/x-www-form-urlencoded"));
     }
     Form::parse(body)
+}
+
+/// Authenticates the request's client at realm endpoint `endpoint` (see
+/// [`credentials`] and `Service::authenticate`), counting a failure by the
+/// method the request tried.
+fn authenticate(
+    service: &Service,
+    realm: &RealmRuntime,
+    endpoint: &str,
+    parts: &Parts,
+    form: &Form,
+) -> Result<Client, OAuthError> {
+    let authenticated =
+        credentials(&parts.headers, form).and_then(|credentials| service.authenticate(realm, endpoint, &credentials));
+    if let Err(e) = &authenticated
+        && e.code == ErrorCode::InvalidClient
+    {
+        realm.metrics.client_authentication_failed(tried_method(&parts.headers, form));
+    }
+    authenticated
+}
+
+/// The client authentication method a request tries, if any: what a
+/// failure is counted under.
+fn tried_method(headers: &HeaderMap, form: &Form) -> Option<AuthMethod> {
+    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+        Some(AuthMethod::PrivateKeyJwt)
+    } else if headers.contains_key(AUTHORIZATION) {
+        Some(AuthMethod::ClientSecretBasic)
+    } else if form.get("client_secret").is_some() {
+        Some(AuthMethod::ClientSecretPost)
+    } else {
+        None
+    }
 }
 
 /// The client credentials a request presents (RFC 6749 §2.3): a secret in

@@ -4,6 +4,7 @@
 
 use agentauth_core::OAuthError;
 use agentauth_service::registration::invalid_token;
+use agentauth_service::telemetry::{RegistrationEndpoint, RegistrationOutcome};
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 use serde_json::Value;
@@ -13,6 +14,33 @@ use crate::http::bearer;
 use crate::http::{Reply, has_media_type, parse_json};
 
 pub fn register(
+    service: &Service,
+    realm: &RealmRuntime,
+    ai_agent: bool,
+    parts: &Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Reply, OAuthError> {
+    let endpoint = if ai_agent { RegistrationEndpoint::AiAgentRegister } else { RegistrationEndpoint::Register };
+    counted(realm, endpoint, create(service, realm, ai_agent, parts, body, request_id))
+}
+
+/// Counts a registration operation at `endpoint` by how it ended.
+fn counted<T>(
+    realm: &RealmRuntime,
+    endpoint: RegistrationEndpoint,
+    result: Result<T, OAuthError>,
+) -> Result<T, OAuthError> {
+    let outcome = match &result {
+        Ok(_) => RegistrationOutcome::Done,
+        Err(e) if e.code.http_status() >= 500 => RegistrationOutcome::Failed,
+        Err(_) => RegistrationOutcome::Refused,
+    };
+    realm.metrics.registration(endpoint, outcome);
+    result
+}
+
+fn create(
     service: &Service,
     realm: &RealmRuntime,
     ai_agent: bool,
@@ -51,10 +79,16 @@ pub fn manage(
 ) -> Result<Reply, OAuthError> {
     match parts.method {
         hyper::Method::GET => manage_client(service, realm, parts, body),
-        hyper::Method::PUT => {
-            service.decision(realm, "update", request_id, || manage_client(service, realm, parts, body))
-        }
-        _ => service.decision(realm, "delete", request_id, || manage_client(service, realm, parts, body)),
+        hyper::Method::PUT => counted(
+            realm,
+            RegistrationEndpoint::Update,
+            service.decision(realm, "update", request_id, || manage_client(service, realm, parts, body)),
+        ),
+        _ => counted(
+            realm,
+            RegistrationEndpoint::Delete,
+            service.decision(realm, "delete", request_id, || manage_client(service, realm, parts, body)),
+        ),
     }
 }
 

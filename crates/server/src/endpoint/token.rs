@@ -8,12 +8,12 @@ use agentauth_service::grant::{ExchangeRequest, Secret, TokenRequest};
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 
-use super::{credentials, form};
+use super::{authenticate, form};
 use crate::http::{Form, Reply};
 
 pub fn token(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]) -> Result<Reply, OAuthError> {
     let form = form(parts, body)?;
-    let client = service.authenticate(realm, "access_token", &credentials(&parts.headers, &form)?)?;
+    let client = authenticate(service, realm, "access_token", parts, &form)?;
     let request = parse(&form)?;
     let issued = service.issue(realm, &client, request)?;
     Ok(Reply::json(200, &serde_json::to_value(&issued).map_err(|_| OAuthError::server_error("internal error"))?))

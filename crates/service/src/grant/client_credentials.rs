@@ -17,5 +17,6 @@ pub(crate) fn issue(
     let request = client_credentials::decide(client, scope)?;
     let minted = mint(svc, realm, client, request, GrantType::ClientCredentials)?;
     persist(svc, realm, &minted.stored(None))?;
+    minted.count(realm, GrantType::ClientCredentials, false);
     Ok(minted.response(None, false))
 }

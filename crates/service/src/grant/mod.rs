@@ -28,6 +28,7 @@ pub use token_exchange::ExchangeRequest;
 use crate::policy::{audited, hook_error, invalid_answer};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
+use crate::telemetry::IssuedKind;
 use crate::{Service, internal};
 
 /// A token request, its parameters parsed and checked for shape by the
@@ -133,6 +134,16 @@ impl Minted {
             (Some((hash, claims)), _) => vec![token(hash, TokenKind::Access, claims)],
             (None, Some(_)) => vec![token(&self.jti_hash, TokenKind::Jwt, &self.claims.jti)],
             (None, None) => Vec::new(),
+        }
+    }
+
+    /// Counts this access token, and a refresh token beside it if one was
+    /// issued, as issued by `grant`.
+    pub fn count(&self, realm: &RealmRuntime, grant: GrantType, with_refresh: bool) {
+        let kind = if self.opaque.is_some() { IssuedKind::Opaque } else { IssuedKind::Jwt };
+        realm.metrics.token_issued(grant, kind);
+        if with_refresh {
+            realm.metrics.token_issued(grant, IssuedKind::Refresh);
         }
     }
 

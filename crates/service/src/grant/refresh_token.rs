@@ -62,7 +62,10 @@ pub(crate) fn issue(
     let rotation = svc.store.rotate_token(&realm.name, &old_hash, &stored, now).map_err(internal)?;
     drop(stored);
     match rotation {
-        Rotation::Rotated => Ok(minted.response(Some(successor), false)),
+        Rotation::Rotated => {
+            minted.count(realm, GrantType::RefreshToken, true);
+            Ok(minted.response(Some(successor), false))
+        }
         Rotation::Reused | Rotation::Unknown => Err(invalid()),
     }
 }

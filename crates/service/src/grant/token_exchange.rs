@@ -12,6 +12,7 @@ use agentauth_core::{AccessTokenClaims, Client, GrantType, OAuthError, Scopes};
 use super::{Secret, TokenResponse, mint};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
+use crate::telemetry::ExchangeOutcome;
 use crate::{Service, internal};
 
 /// An exchange's parameters, checked against RFC 8693 §2.1 by the edge:
@@ -31,25 +32,59 @@ pub(crate) fn issue(
     client: &Client,
     request: ExchangeRequest,
 ) -> Result<TokenResponse, OAuthError> {
-    let audience = token_exchange::target(client, request.audience.as_deref(), request.resource.as_deref())?;
+    let exchanged = exchange(svc, realm, client, request);
+    realm.metrics.exchange(match &exchanged {
+        Ok(_) => ExchangeOutcome::Issued,
+        Err((outcome, _)) => *outcome,
+    });
+    exchanged.map_err(|(_, e)| e)
+}
+
+/// How an exchange refused with `e` ended: the server's own failures
+/// (5xx) are `Failed` wherever they happened, others `outcome`.
+fn ended(outcome: ExchangeOutcome) -> impl Fn(OAuthError) -> (ExchangeOutcome, OAuthError) {
+    move |e| (if e.code.http_status() >= 500 { ExchangeOutcome::Failed } else { outcome }, e)
+}
+
+/// The exchange, and how it ended if it issued nothing.
+fn exchange(
+    svc: &Service,
+    realm: &RealmRuntime,
+    client: &Client,
+    request: ExchangeRequest,
+) -> Result<TokenResponse, (ExchangeOutcome, OAuthError)> {
+    let audience = token_exchange::target(client, request.audience.as_deref(), request.resource.as_deref())
+        .map_err(ended(ExchangeOutcome::InvalidTarget))?;
     let subject_token = request.subject_token.as_str();
-    let subject = svc.access_token_claims(realm, subject_token)?.ok_or_else(|| {
-        OAuthError::invalid_request("subject_token is invalid, expired, or not an access token of this realm")
-    })?;
+    let subject = svc
+        .access_token_claims(realm, subject_token)
+        .map_err(ended(ExchangeOutcome::InvalidSubject))?
+        .ok_or_else(|| {
+            OAuthError::invalid_request("subject_token is invalid, expired, or not an access token of this realm")
+        })
+        .map_err(ended(ExchangeOutcome::InvalidSubject))?;
     let actor = match &request.actor_token {
-        Some(token) => Some(svc.access_token_claims(realm, token.as_str())?.ok_or_else(|| {
-            OAuthError::invalid_request("actor_token is invalid, expired, or not an access token of this realm")
-        })?),
+        Some(token) => Some(
+            svc.access_token_claims(realm, token.as_str())
+                .map_err(ended(ExchangeOutcome::InvalidActor))?
+                .ok_or_else(|| {
+                    OAuthError::invalid_request("actor_token is invalid, expired, or not an access token of this realm")
+                })
+                .map_err(ended(ExchangeOutcome::InvalidActor))?,
+        ),
         None => None,
     };
-    let ceiling = subject_scope_ceiling(svc, realm, &subject.sub, subject.scopes())?;
+    let failed = ended(ExchangeOutcome::Failed);
+    let ceiling = subject_scope_ceiling(svc, realm, &subject.sub, subject.scopes()).map_err(&failed)?;
     let rules = realm.exchange_rules();
-    let mut decided = token_exchange::decide(client, &subject, &ceiling, actor.as_ref(), request.scope, &rules)?;
+    let mut decided = token_exchange::decide(client, &subject, &ceiling, actor.as_ref(), request.scope, &rules)
+        .map_err(ended(ExchangeOutcome::Refused))?;
     decided.audience = audience;
     // Everything issued from this exchange ends when the subject (or actor)
     // token does: the refresh token too.
     let family_end = decided.not_after.unwrap_or(i64::MAX);
-    let minted = mint(svc, realm, client, decided, GrantType::TokenExchange)?;
+    // What the realm's policies refuse is a denial; what fails, a failure.
+    let minted = mint(svc, realm, client, decided, GrantType::TokenExchange).map_err(ended(ExchangeOutcome::Denied))?;
     let refresh_token = new_secret();
     let refresh_hash = svc.hasher.hash(Purpose::RefreshToken, &refresh_token);
     let grant = RefreshGrant {
@@ -60,7 +95,7 @@ pub(crate) fn issue(
         audience: (minted.claims.aud != client.client_id).then(|| minted.claims.aud.clone()),
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
     };
-    let grant_json = serde_json::to_string(&grant).map_err(internal)?;
+    let grant_json = serde_json::to_string(&grant).map_err(internal).map_err(&failed)?;
     let family = new_jti();
     let mut stored = minted.stored(Some(&family));
     stored.push(NewToken {
@@ -71,7 +106,7 @@ pub(crate) fn issue(
         grant: &grant_json,
         expires_at: grant.expires_at,
     });
-    let (subject_hash, subject_family) = stored_subject(svc, realm, subject_token, &subject)?;
+    let (subject_hash, subject_family) = stored_subject(svc, realm, subject_token, &subject).map_err(&failed)?;
     let lineage = Lineage {
         family: &family,
         parent_jti: &subject.jti,
@@ -82,11 +117,13 @@ pub(crate) fn issue(
         // token, or its access token if that lives longer.
         expires_at: grant.expires_at.max(minted.claims.exp),
     };
-    let inserted = svc.store.insert_derived_family(&realm.name, &lineage, &stored).map_err(internal)?;
+    let inserted =
+        svc.store.insert_derived_family(&realm.name, &lineage, &stored).map_err(internal).map_err(&failed)?;
     drop(stored);
     if !inserted {
-        return Err(OAuthError::invalid_request("subject_token was revoked"));
+        return Err((ExchangeOutcome::InvalidSubject, OAuthError::invalid_request("subject_token was revoked")));
     }
+    minted.count(realm, GrantType::TokenExchange, true);
     Ok(minted.response(Some(refresh_token), true))
 }
 

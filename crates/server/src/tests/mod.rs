@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::{AdminToken, App, Config, RealmSettings};
 
+mod metrics;
+
 const REALM: &str = "hostile";
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
