@@ -91,7 +91,18 @@ fn every_token_and_registration_is_audited_with_the_plugins_that_decided() {
 
     // The CLI asks the same.
     let (ok, out, err) = cli(
-        &["realm", "audit", "--server", &server.base, "--realm", "alpha", "--client", &agent.client_id, "--since", "1h"],
+        &[
+            "realm",
+            "audit",
+            "--server",
+            &server.base,
+            "--realm",
+            "alpha",
+            "--client",
+            &agent.client_id,
+            "--since",
+            "1h",
+        ],
         ADMIN_TOKEN,
     );
     assert!(ok, "{err}");
@@ -123,8 +134,10 @@ fn a_realm_admin_reads_only_its_own_realms_decisions() {
     let realm_admin = serde_json::from_str::<Value>(&out).expect("JSON")["token"].as_str().expect("token").to_string();
     let created = server.admin("PUT", "/beta", "application/json", b"{}".to_vec()).expect("PUT");
     assert_eq!(created.status, 201, "{}", created.body);
-    let (ok, _, err) = cli(&["realm", "audit", "--server", &server.base, "--realm", "alpha", "--decisions"], &realm_admin);
+    let (ok, _, err) =
+        cli(&["realm", "audit", "--server", &server.base, "--realm", "alpha", "--decisions"], &realm_admin);
     assert!(ok, "{err}");
-    let (ok, _, err) = cli(&["realm", "audit", "--server", &server.base, "--realm", "beta", "--decisions"], &realm_admin);
+    let (ok, _, err) =
+        cli(&["realm", "audit", "--server", &server.base, "--realm", "beta", "--decisions"], &realm_admin);
     assert!(!ok && err.contains("403"), "{err}");
 }
