@@ -25,10 +25,17 @@
 //!   `transaction!` does a single transaction), and nobody is answered
 //!   until the last attempt.
 //!
-//! A lane is chosen by the realm's hash, so one realm's writes are never
-//! in two batches of this process at once (they would only queue on each
-//! other's locks); several realms spread over up to [`MAX_LANES`] lanes,
-//! each with a connection of its own while its batch runs.
+//! A registration goes to its realm's lane (by the realm's hash), so one
+//! realm's count is never locked by two batches of this process at once
+//! (the second would only queue on the first's lock, holding its other
+//! writes back); any other write goes to the lanes in turn, so one realm's
+//! tokens are not held to one commit at a time. There are up to
+//! [`MAX_LANES`] lanes, each with a connection of its own while its batch
+//! runs; PostgreSQL flushes their concurrent commits together.
+//!
+//! A batch of one write (when writes come one at a time) takes no
+//! savepoints: its failure is the batch's, and it costs what a
+//! transaction of its own did.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;

@@ -37,11 +37,12 @@
 //! assertion ids, refresh token rotations) share their commits, as the
 //! SQLite store's do: each would otherwise wait for a WAL flush of its own,
 //! and a realm's registrations would queue one flush at a time on its
-//! count row. A write goes to a lane chosen by its realm (up to four
-//! lanes, a quarter of the pool, each a task on the store's runtime with
-//! a connection while it commits); a lane takes every write that arrived
-//! while its last transaction ran, up to 32 (a subtransaction each, within
-//! what PostgreSQL caches per backend), and makes them in one transaction:
+//! count row. A write goes to a lane (up to four, a quarter of the pool,
+//! each a task on the store's runtime with a connection while it
+//! commits): a registration to its realm's, anything else to the next in
+//! turn. A lane takes every write that arrived while its last transaction
+//! ran, up to 32 (a subtransaction each, within what PostgreSQL caches per
+//! backend), and makes them in one transaction:
 //!
 //! - each write in a savepoint of its own, so a write that fails (a taken
 //!   id, an unknown realm) is rolled back and answered alone, and its
