@@ -1,9 +1,10 @@
 //! Registered clients, with the keyed hashes of their credentials.
 //!
 //! Registration counts against a realm's cap in the same transaction as
-//! the insert, through the realm's row of `client_counts`, whose
-//! conditional update both checks the cap and makes racing registrations
-//! (of any process) queue. RFC 7592 updates and deletions are
+//! the insert, through the realm's row of `client_counts`: registrations
+//! are made in batches (see `batch`), each of which locks the row once,
+//! which makes racing batches (of any process) queue, and checks the cap
+//! per registration against the count it holds. RFC 7592 updates and deletions are
 //! compare-and-swaps on the registration token's hash, in one statement.
 //! Every token request authenticates a client, so [`PgStore`] reads them
 //! through core's `CachedClients` layered over [`PgClients`], which has
@@ -15,12 +16,59 @@ use agentauth_core::{Client, ClientAttributes, ClientMetadata};
 use deadpool_postgres::GenericClient;
 
 use crate::PgStore;
+use crate::batch::{Statement, Write};
 use crate::coordination::record_change;
 use crate::db::{Db, conn, execute, get, query_one, query_opt, transaction};
 use crate::tokens::revoke_derived_from_client;
 
 /// Whether the realm has the client, by (realm, client_id).
 pub(crate) const CLIENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = $1 AND client_id = $2)";
+
+/// Locks a realm's count of clients until commit (making its row if it has
+/// none yet), and returns it: registrations of the realm in other batches,
+/// other processes included, wait for this one's commit.
+pub(crate) const LOCK_COUNT: &str = "INSERT INTO client_counts (realm, n) VALUES ($1, 0)
+     ON CONFLICT (realm) DO UPDATE SET n = client_counts.n
+     RETURNING n";
+/// Adds a batch's registrations to the realm's count it locked.
+pub(crate) const ADD_TO_COUNT: &str = "UPDATE client_counts SET n = n + $2 WHERE realm = $1";
+
+/// A registration to make: the row, its JSON, and the realm's cap.
+pub(crate) struct NewClient {
+    pub(crate) realm: String,
+    row: ClientRow,
+    metadata: String,
+    attributes: String,
+    pub(crate) max: i64,
+}
+
+impl NewClient {
+    pub(crate) fn new(realm: &str, row: &ClientRow, max_clients: u64) -> Result<Self> {
+        let (metadata, attributes) = client_json(&row.client)?;
+        let max = i64::try_from(max_clients).unwrap_or(i64::MAX);
+        Ok(Self { realm: realm.to_owned(), row: row.clone(), metadata, attributes, max })
+    }
+
+    /// The insert of the row, once the count let it in.
+    pub(crate) fn insert(&self) -> Statement<'_> {
+        let c = &self.row.client;
+        Statement {
+            sql: "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
+                                       registration_token_hash, issued_at)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            params: vec![
+                &self.realm,
+                &c.client_id,
+                &self.metadata,
+                &self.attributes,
+                &c.is_ai_agent,
+                &self.row.secret_hash,
+                &self.row.registration_token_hash,
+                &c.issued_at,
+            ],
+        }
+    }
+}
 
 /// The clients table, uncached: what the cache in [`PgStore`] reads through.
 pub(crate) struct PgClients {
@@ -34,49 +82,16 @@ impl std::fmt::Debug for PgClients {
 }
 
 impl ClientRepository for PgClients {
-    /// The realm's count goes up only while under the cap, in a statement
-    /// that holds its row until commit; a failed insert (a taken id, no
-    /// such realm) rolls the count back with it.
+    /// Made in a batch (see `batch`): the realm's count is locked once per
+    /// batch, and each registration of the batch checked against it as
+    /// the registrations before it left it; a failed insert (a taken id)
+    /// rolls back alone and counts nothing.
     fn insert_client(&self, realm: &str, row: &ClientRow, max_clients: u64) -> Result<bool> {
         if max_clients == 0 {
             return Ok(false);
         }
-        let (metadata, attributes) = client_json(&row.client)?;
-        let max = i64::try_from(max_clients).unwrap_or(i64::MAX);
-        let (pool, realm, row) = (self.db.pool.clone(), realm.to_owned(), row.clone());
-        self.db.run(async move {
-            transaction!(&pool, |tx| {
-                let counted = query_opt(
-                    &tx,
-                    "INSERT INTO client_counts (realm, n) VALUES ($1, 1)
-                     ON CONFLICT (realm) DO UPDATE SET n = client_counts.n + 1 WHERE client_counts.n < $2
-                     RETURNING n",
-                    &[&realm, &max],
-                )
-                .await?;
-                if counted.is_some() {
-                    let c = &row.client;
-                    execute(
-                        &tx,
-                        "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
-                                              registration_token_hash, issued_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        &[
-                            &realm,
-                            &c.client_id,
-                            &metadata,
-                            &attributes,
-                            &c.is_ai_agent,
-                            &row.secret_hash,
-                            &row.registration_token_hash,
-                            &c.issued_at,
-                        ],
-                    )
-                    .await?;
-                }
-                counted.is_some()
-            })
-        })
+        let client = NewClient::new(realm, row, max_clients)?;
+        self.db.write(Write::Client(Box::new(client)))?.client()
     }
 
     /// The check and the replacement are one statement: of racing updates

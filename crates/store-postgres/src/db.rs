@@ -16,6 +16,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 
+use crate::batch::{Batcher, Done, Write};
 use crate::error::{self, PgResult};
 
 /// How many times a transaction that failed on a serialization failure or
@@ -42,8 +43,13 @@ impl Pool {
 
     /// A transaction's commit took `elapsed`: one write.
     pub(crate) fn committed(&self, elapsed: Duration) {
+        self.committed_writes(elapsed, 1);
+    }
+
+    /// A commit that carried `writes` writes (a batch) took `elapsed`.
+    pub(crate) fn committed_writes(&self, elapsed: Duration, writes: usize) {
         if let Some(observer) = &*self.observer.read().unwrap_or_else(|p| p.into_inner()) {
-            observer.committed(elapsed, 1);
+            observer.committed(elapsed, writes);
         }
     }
 }
@@ -56,8 +62,9 @@ impl std::ops::Deref for Pool {
     }
 }
 
-/// The pool and the runtime its connections live on: what every method
-/// needs, cheap to clone (a clone shares both).
+/// The pool and the runtime its connections live on, and the lanes that
+/// group the hot paths' writes: what every method needs, cheap to clone (a
+/// clone shares them all).
 #[derive(Clone)]
 pub(crate) struct Db {
     handle: Handle,
@@ -65,11 +72,14 @@ pub(crate) struct Db {
     /// The longest any method may take: waiting for a connection, then a
     /// statement's own timeout.
     limit: Duration,
+    pub(crate) batcher: Batcher,
 }
 
 impl Db {
-    pub(crate) fn new(handle: Handle, pool: Pool, limit: Duration) -> Self {
-        Self { handle, pool, limit }
+    /// Starts `lanes` lanes of grouped writes on the runtime of `handle`.
+    pub(crate) fn new(handle: Handle, pool: Pool, limit: Duration, lanes: usize) -> Self {
+        let batcher = Batcher::start(&handle, &pool, lanes, limit);
+        Self { handle, pool, limit, batcher }
     }
 
     /// Runs `work` on the store's runtime and blocks the calling thread
@@ -80,6 +90,13 @@ impl Db {
         F: Future<Output = Result<T>> + Send + 'static,
     {
         run_on(&self.handle, self.limit, work)
+    }
+
+    /// Makes `write` in a batch with the writes queued beside it (see
+    /// `batch`), and blocks until that batch has committed (or failed), or
+    /// the limit has passed.
+    pub(crate) fn write(&self, write: Write) -> Result<Done> {
+        self.batcher.write(write, self.limit)
     }
 }
 
@@ -113,7 +130,7 @@ where
     }
 }
 
-fn no_answer(limit: Duration) -> Error {
+pub(crate) fn no_answer(limit: Duration) -> Error {
     Error::new(ErrorKind::Unavailable, format!("database unreachable: no answer within {} ms", limit.as_millis()))
 }
 

@@ -18,18 +18,49 @@
 //!
 //! # Durability and concurrency
 //!
-//! Every write is one transaction, and its method returns once PostgreSQL
-//! has committed it: as durable as the server's `synchronous_commit` makes
-//! a commit (on by default: flushed to its WAL; with synchronous standbys
-//! configured, on them too). What must happen exactly once holds across
-//! processes, through the database's own locks, never an in-process mutex:
-//! a refresh token rotates in a conditional UPDATE; registrations update
-//! the realm's client count only under the cap; registration tokens are
-//! compare-and-swapped; first keys, plugin versions and quotas lock the
-//! realm's row; first values of server secrets, assertion ids and leases
-//! are inserts on a key. A transaction PostgreSQL aborts for a
-//! serialization failure or a deadlock is run again, a few times, before
-//! the call fails as Busy.
+//! Every write is made in a transaction, and its method returns once
+//! PostgreSQL has committed it: as durable as the server's
+//! `synchronous_commit` makes a commit (on by default: flushed to its WAL;
+//! with synchronous standbys configured, on them too). What must happen
+//! exactly once holds across processes, through the database's own locks,
+//! never an in-process mutex: a refresh token rotates in a conditional
+//! UPDATE; registrations count under the realm's cap on its locked count
+//! row; registration tokens are compare-and-swapped; first keys, plugin
+//! versions and quotas lock the realm's row; first values of server
+//! secrets, assertion ids and leases are inserts on a key. A transaction
+//! PostgreSQL aborts for a serialization failure or a deadlock is run
+//! again, a few times, before the call fails as Busy.
+//!
+//! # Grouped commits
+//!
+//! The writes every request makes (registrations, issued tokens, client
+//! assertion ids, refresh token rotations) share their commits, as the
+//! SQLite store's do: each would otherwise wait for a WAL flush of its own,
+//! and a realm's registrations would queue one flush at a time on its
+//! count row. A write goes to a lane (up to four, a quarter of the pool,
+//! each a task on the store's runtime with a connection while it
+//! commits): a registration to its realm's, anything else to the next in
+//! turn. A lane takes every write that arrived while its last transaction
+//! ran, up to 32 (a subtransaction each, within what PostgreSQL caches per
+//! backend), and makes them in one transaction:
+//!
+//! - each write in a savepoint of its own, so a write that fails (a taken
+//!   id, an unknown realm) is rolled back and answered alone, and its
+//!   neighbours commit;
+//! - the statements sent without waiting for each other's answers, and
+//!   after a failure the writes behind it sent again;
+//! - each realm's count of clients locked once, first (in name order, in
+//!   every process), and each registration checked against the cap as the
+//!   batch's registrations before it left the count: racing registrations,
+//!   in one batch, several, or several processes, never pass the cap;
+//! - every caller answered once the COMMIT returned, and not before: a
+//!   failed COMMIT fails every write of the batch, each with its own error
+//!   of that kind. A serialization failure or deadlock runs the whole
+//!   batch again; a caller that gave up (its time limit passed, and it was
+//!   told Unavailable) before an attempt leaves its write out of it.
+//!
+//! Other writes (administration, revocations, token exchange) are one
+//! transaction each.
 //!
 //! # Connections
 //!
@@ -80,6 +111,7 @@
 //! implements; the engine beneath them knows nothing of what it stores:
 //!
 //! - `db`: the runtime bridge, transactions and their retries, statements
+//! - `batch`: the lanes that group the hot paths' writes into one commit
 //! - `error`: PostgreSQL's failures as the ports' error kinds
 //! - `migrations`: the schema
 //! - `listen`: the LISTEN connection and the waiters it wakes
@@ -89,6 +121,7 @@
 //! [`CHANGES_KEPT_FOR`]: agentauth_core::ports::CHANGES_KEPT_FOR
 
 mod audit;
+mod batch;
 mod clients;
 mod coordination;
 mod db;

@@ -24,7 +24,8 @@ use crate::migrations;
 /// How a [`PgStore`] uses its database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// Connections in the pool, at most (16).
+    /// Connections in the pool, at most (16). A quarter of them (at least
+    /// one, at most four) are the lanes that commit grouped writes.
     pub pool_size: usize,
     /// How long connecting may take (5 s), unless the URL says
     /// (`connect_timeout`).
@@ -57,8 +58,10 @@ const MIGRATION_TIME: Duration = Duration::from_secs(600);
 /// replicas sharing the database follow. It implements every repository
 /// trait of `agentauth_core::ports`.
 ///
-/// Every write is one transaction, acknowledged once PostgreSQL has
-/// committed it. Reads see committed data, except clients, which come from
+/// Every write is acknowledged once PostgreSQL has committed it; the
+/// writes of the hot paths (registrations, tokens, assertion ids,
+/// rotations) that arrive together share one commit (see the crate's
+/// documentation). Reads see committed data, except clients, which come from
 /// a cache that this store's own changes, and the changes of other
 /// replicas it follows ([`changes_after`]), keep current.
 ///
@@ -125,7 +128,9 @@ impl PgStore {
         let signal = Arc::new(Signal::default());
         handle.spawn(listen(config.clone(), Arc::clone(&signal)));
 
-        let db = Db::new(handle, crate::db::Pool::new(pool), options.wait_timeout + options.statement_timeout);
+        let lanes = options.pool_size.max(1).div_ceil(4);
+        let pool = crate::db::Pool::new(pool);
+        let db = Db::new(handle, pool, options.wait_timeout + options.statement_timeout, lanes);
         Ok(Self {
             clients: CachedClients::new(PgClients { db: db.clone() }),
             db,
@@ -155,6 +160,7 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("database", &self.target)
             .field("pool_size", &self.pool_size)
+            .field("grouped_writes", &self.db.batcher.stats)
             .finish_non_exhaustive()
     }
 }

@@ -24,6 +24,7 @@ use agentauth_core::ports::{Lineage, NewToken, Result, Rotation, TokenKind, Toke
 use deadpool_postgres::GenericClient;
 
 use crate::PgStore;
+use crate::batch::{Statement, Write};
 use crate::db::{conn, execute, get, named, query, query_one, query_opt, transaction};
 
 /// Whether a JWT was revoked, by (realm, jti).
@@ -35,15 +36,9 @@ const DELETE_TOKEN: &str = "DELETE FROM tokens WHERE hash = $1 AND realm = $2";
 const JTI_LOCK: i32 = 0x6167_6e74;
 
 impl TokenRepository for PgStore {
+    /// Made in a batch (see `batch`), in a savepoint of its own.
     fn insert_tokens(&self, realm: &str, tokens: &[NewToken<'_>]) -> Result<()> {
-        let (pool, realm, tokens) = (self.db.pool.clone(), realm.to_owned(), owned(tokens));
-        self.db.run(async move {
-            transaction!(&pool, |tx| {
-                for t in &tokens {
-                    insert_token(&tx, &realm, t).await?;
-                }
-            })
-        })
+        self.db.write(Write::Tokens { realm: realm.to_owned(), tokens: owned(tokens) })?.tokens()
     }
 
     fn insert_derived_family(&self, realm: &str, lineage: &Lineage<'_>, tokens: &[NewToken<'_>]) -> Result<bool> {
@@ -146,55 +141,15 @@ impl TokenRepository for PgStore {
         })
     }
 
+    /// Made in a batch (see `batch`), in a savepoint of its own.
     fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
-        let (pool, realm, old_hash, successors) =
-            (self.db.pool.clone(), realm.to_owned(), old_hash.to_vec(), owned(successors));
-        self.db.run(async move {
-            transaction!(&pool, |tx| {
-                let rotated = query_opt(
-                    &tx,
-                    "UPDATE tokens SET used_at = $3
-                     WHERE hash = $1 AND realm = $2 AND kind = 'refresh' AND expires_at > $3 AND used_at IS NULL
-                     RETURNING 1",
-                    &[&old_hash, &realm, &now],
-                )
-                .await?;
-                if rotated.is_some() {
-                    for t in &successors {
-                        insert_token(&tx, &realm, t).await?;
-                    }
-                    Rotation::Rotated
-                } else {
-                    // Used before (or by a racer that just committed), or not
-                    // a live refresh token of the realm at all.
-                    let found = query_opt(
-                        &tx,
-                        "SELECT used_at, family FROM tokens
-                         WHERE hash = $1 AND realm = $2 AND kind = 'refresh' AND expires_at > $3",
-                        &[&old_hash, &realm, &now],
-                    )
-                    .await?;
-                    let found = match found {
-                        Some(r) => Some((get::<Option<i64>>(&r, 0)?, get::<Option<String>>(&r, 1)?)),
-                        None => None,
-                    };
-                    match found {
-                        Some((Some(_), family)) => {
-                            match family {
-                                Some(family) => revoke_family(&tx, &realm, &family).await?,
-                                None => {
-                                    execute(&tx, DELETE_TOKEN, &[&old_hash, &realm]).await?;
-                                }
-                            }
-                            Rotation::Reused
-                        }
-                        // Stored between the two statements: not this
-                        // request's to rotate.
-                        Some((None, _)) | None => Rotation::Unknown,
-                    }
-                }
-            })
-        })
+        let write = Write::Rotation {
+            realm: realm.to_owned(),
+            old_hash: old_hash.to_vec(),
+            successors: owned(successors),
+            now,
+        };
+        self.db.write(write)?.rotation()
     }
 
     fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
@@ -247,22 +202,17 @@ impl TokenRepository for PgStore {
         })
     }
 
-    /// One statement: of racing uses of one assertion, the key lets one
-    /// insert, and the others find it taken.
+    /// One statement, made in a batch (see `batch`): of racing uses of one
+    /// assertion, the key lets one insert, and the others find it taken
+    /// (in the same batch, or once the batch that took it committed).
     fn use_assertion_jti(&self, realm: &str, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
-        let (pool, realm, client_id, jti) =
-            (self.db.pool.clone(), realm.to_owned(), client_id.to_owned(), jti.to_owned());
-        self.db.run(async move {
-            let c = conn(&pool).await?;
-            let n = execute(
-                &c,
-                "INSERT INTO client_assertions (realm, client_id, jti, expires_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                &[&realm, &client_id, &jti, &expires_at],
-            )
-            .await?;
-            Ok(n == 1)
-        })
+        let write = Write::Assertion {
+            realm: realm.to_owned(),
+            client_id: client_id.to_owned(),
+            jti: jti.to_owned(),
+            expires_at,
+        };
+        self.db.write(write)?.assertion()
     }
 }
 
@@ -271,34 +221,97 @@ pub(crate) struct Token {
     hash: Vec<u8>,
     client_id: String,
     family: Option<String>,
-    kind: TokenKind,
+    /// The kind, by its stored name.
+    kind: &'static str,
     grant: String,
     expires_at: i64,
 }
 
-fn owned(tokens: &[NewToken<'_>]) -> Vec<Token> {
+pub(crate) fn owned(tokens: &[NewToken<'_>]) -> Vec<Token> {
     tokens
         .iter()
         .map(|t| Token {
             hash: t.hash.to_vec(),
             client_id: t.client_id.to_owned(),
             family: t.family.map(str::to_owned),
-            kind: t.kind,
+            kind: t.kind.as_str(),
             grant: t.grant.to_owned(),
             expires_at: t.expires_at,
         })
         .collect()
 }
 
+const INSERT_TOKEN: &str = "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
 async fn insert_token<C: GenericClient + ?Sized>(tx: &C, realm: &str, t: &Token) -> Result<()> {
-    execute(
+    execute(tx, INSERT_TOKEN, &[&t.hash, &realm, &t.kind, &t.grant, &t.expires_at, &t.client_id, &t.family]).await?;
+    Ok(())
+}
+
+/// The insert of `t`, as a statement of a batch.
+pub(crate) fn insert_statement<'a>(realm: &'a String, t: &'a Token) -> Statement<'a> {
+    Statement {
+        sql: INSERT_TOKEN,
+        params: vec![&t.hash, realm, &t.kind, &t.grant, &t.expires_at, &t.client_id, &t.family],
+    }
+}
+
+/// Uses a client assertion's id: `RETURNING` a row the first time only.
+pub(crate) const USE_ASSERTION: &str = "INSERT INTO client_assertions (realm, client_id, jti, expires_at)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT DO NOTHING
+     RETURNING 1";
+
+/// Marks the refresh token `old_hash` used and stores its successors, if it
+/// was live and unused; revokes its family if it was used before.
+pub(crate) async fn rotate<C: GenericClient + ?Sized>(
+    tx: &C,
+    realm: &str,
+    old_hash: &[u8],
+    successors: &[Token],
+    now: i64,
+) -> Result<Rotation> {
+    let rotated = query_opt(
         tx,
-        "INSERT INTO tokens (hash, realm, kind, grant_json, expires_at, client_id, family)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&t.hash, &realm, &t.kind.as_str(), &t.grant, &t.expires_at, &t.client_id, &t.family],
+        "UPDATE tokens SET used_at = $3
+         WHERE hash = $1 AND realm = $2 AND kind = 'refresh' AND expires_at > $3 AND used_at IS NULL
+         RETURNING 1",
+        &[&old_hash, &realm, &now],
     )
     .await?;
-    Ok(())
+    if rotated.is_some() {
+        for t in successors {
+            insert_token(tx, realm, t).await?;
+        }
+        return Ok(Rotation::Rotated);
+    }
+    // Used before (or by a racer that just committed), or not a live
+    // refresh token of the realm at all.
+    let found = query_opt(
+        tx,
+        "SELECT used_at, family FROM tokens
+         WHERE hash = $1 AND realm = $2 AND kind = 'refresh' AND expires_at > $3",
+        &[&old_hash, &realm, &now],
+    )
+    .await?;
+    let found = match found {
+        Some(r) => Some((get::<Option<i64>>(&r, 0)?, get::<Option<String>>(&r, 1)?)),
+        None => None,
+    };
+    match found {
+        Some((Some(_), family)) => {
+            match family {
+                Some(family) => revoke_family(tx, realm, &family).await?,
+                None => {
+                    execute(tx, DELETE_TOKEN, &[&old_hash, &realm]).await?;
+                }
+            }
+            Ok(Rotation::Reused)
+        }
+        // Stored between the two statements: not this request's to rotate.
+        Some((None, _)) | None => Ok(Rotation::Unknown),
+    }
 }
 
 /// Serializes what revokes the token `jti` with what derives a family from

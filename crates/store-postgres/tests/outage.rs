@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use agentauth_core::ports::ErrorKind;
 use agentauth_core::ports::prelude::*;
+use agentauth_core::ports::{ErrorKind, NewToken, TokenKind};
+use agentauth_store_conformance::fixtures::client_row;
 use agentauth_store_postgres::throwaway::Cluster;
 use agentauth_store_postgres::{Options, PgStore};
 
@@ -83,9 +84,34 @@ fn a_server_that_stops_answering_fails_calls_within_their_bound_and_serves_again
     let asked = Instant::now();
     assert!(store.create_realm_if_absent("beta", "{}", 0).unwrap_err().is_transient());
     assert!(asked.elapsed() < bound, "answered after {:?}", asked.elapsed());
+    // Grouped writes too: a batch stuck on the silent server holds up its
+    // callers no longer than any call.
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let store = &store;
+            s.spawn(move || {
+                let asked = Instant::now();
+                let e = store.insert_tokens("alpha", &[token(&[t])]).unwrap_err();
+                assert!(e.is_transient(), "{e}");
+                assert!(asked.elapsed() < bound, "answered after {:?}", asked.elapsed());
+                let asked = Instant::now();
+                let e = store.insert_client("alpha", &client_row(&format!("c{t}")), 10).unwrap_err();
+                assert!(e.is_transient(), "{e}");
+                assert!(asked.elapsed() < bound, "answered after {:?}", asked.elapsed());
+            });
+        }
+    });
 
     cluster.thaw().unwrap();
     assert!(store.realm("alpha").unwrap().is_some());
     store.create_realm_if_absent("gamma", "{}", 0).unwrap();
+    for t in 0..4u8 {
+        store.insert_tokens("alpha", &[token(&[t, t])]).unwrap();
+        assert!(store.insert_client("alpha", &client_row(&format!("d{t}")), 10).unwrap());
+    }
     assert_eq!(store.realm_names().unwrap().first().map(String::as_str), Some("alpha"));
+}
+
+fn token(hash: &[u8]) -> NewToken<'_> {
+    NewToken { hash, client_id: "c1", family: None, kind: TokenKind::Access, grant: "{}", expires_at: 100 }
 }
