@@ -221,7 +221,7 @@ impl Batcher {
 }
 
 fn stopped() -> Error {
-    Error::new(ErrorKind::Other, "storage failure: the database writer stopped")
+    Error::new(ErrorKind::Other, "storage failure: the database writer stopped, or dropped the write unanswered")
 }
 
 /// A lane: waits for a write, takes it and every write queued behind it (up
@@ -236,7 +236,10 @@ async fn lane(pool: Pool, mut queue: mpsc::UnboundedReceiver<Queued>, stats: Arc
                 Err(_) => break,
             }
         }
-        run(&pool, batch, &stats, limit).await;
+        // A task of its own: were a batch to panic, its callers would be
+        // told (their answers dropped) and the lane would go on.
+        let (pool, stats) = (pool.clone(), Arc::clone(&stats));
+        let _ = tokio::spawn(async move { run(&pool, batch, &stats, limit).await }).await;
     }
 }
 
