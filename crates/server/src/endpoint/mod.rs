@@ -27,19 +27,13 @@ use crate::route::Route;
 /// the realm exists, whose metrics count the request. Blocking: call off
 /// the async threads.
 pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, Option<Arc<RealmRuntime>>) {
-    let realm_name = match &route {
-        Route::Register { realm, .. }
-        | Route::Manage { realm }
-        | Route::Token { realm }
-        | Route::Introspect { realm }
-        | Route::Revoke { realm }
-        | Route::Jwks { realm }
-        | Route::Discovery { realm } => realm,
+    match &route {
         Route::Admin { realm, op } => return (crate::admin::dispatch(app, realm, op.clone(), parts, body), None),
         Route::MethodNotAllowed { allow } => return (Reply::method_not_allowed(allow), None),
-        Route::Health | Route::Ready | Route::Version | Route::Metrics | Route::NotFound => {
-            return (Reply::not_found(), None);
-        }
+        _ => {}
+    }
+    let Some(realm_name) = route.realm() else {
+        return (Reply::not_found(), None);
     };
     let realm = match app.service.realm(realm_name) {
         Ok(Some(realm)) => realm,
