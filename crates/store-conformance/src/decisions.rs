@@ -118,6 +118,12 @@ pub fn decisions_go_by_age_and_with_their_realm<S: Storage + ?Sized>(store: &S) 
     assert_eq!(store.sweep_decisions("alpha", 20).unwrap(), 1);
     assert_eq!(listed(store, "alpha", &DecisionQuery::default()), [20]);
     assert_eq!(listed(store, "beta", &DecisionQuery::default()), [10], "another realm keeps its own");
+    // A decision like one swept away is recorded whole again.
+    assert_eq!(store.sweep_decisions("beta", 100).unwrap(), 1);
+    let again = [("beta".to_string(), decision(30, "c1", Some(("p", 1)), "allowed"))];
+    assert_eq!(store.record_decisions(&again).unwrap(), 1);
+    let read = store.decisions("beta", &DecisionQuery::default()).unwrap();
+    assert_eq!(read.into_iter().map(|(_, d)| d).collect::<Vec<_>>(), [again[0].1.clone()]);
     assert!(store.delete_realm("alpha", &audit("delete")).unwrap());
     store.create_realm_if_absent("alpha", "{}", 0).unwrap();
     let by_plugin = DecisionQuery { plugin: Some("p".into()), ..DecisionQuery::default() };

@@ -183,20 +183,32 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the store's database at `path` and
+    /// migrates it.
     pub(crate) fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &migrations::STORE)
+    }
+
+    /// An in-memory store database, for tests.
+    pub(crate) fn open_in_memory() -> Result<Self> {
+        Self::open_in_memory_with(&migrations::STORE)
+    }
+
+    /// Opens (creating if needed) a database at `path` with the schema
+    /// `migrations` describes.
+    pub(crate) fn open_with(path: &Path, migrations: &migrations::Schema) -> Result<Self> {
         let conn = Connection::open(path).sql()?;
-        let mut engine = Self::init(conn, Some(path.to_path_buf()))?;
+        let mut engine = Self::init(conn, Some(path.to_path_buf()), migrations)?;
         engine.checkpointer = Some(Checkpointer::start(path)?);
         Ok(engine)
     }
 
-    /// An in-memory database, for tests.
-    pub(crate) fn open_in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory().sql()?, None)
+    /// An in-memory database with the schema `migrations` describes.
+    pub(crate) fn open_in_memory_with(migrations: &migrations::Schema) -> Result<Self> {
+        Self::init(Connection::open_in_memory().sql()?, None, migrations)
     }
 
-    fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Self> {
+    fn init(mut conn: Connection, path: Option<PathBuf>, schema: &migrations::Schema) -> Result<Self> {
         conn.busy_timeout(Duration::from_secs(5)).sql()?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL").sql()?;
@@ -206,7 +218,7 @@ impl Engine {
         // writer checkpoints by itself only if the WAL grows past this
         // many pages (64 MiB), which bounds it should that thread fall behind.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).sql()?;
-        migrations::apply(&mut conn)?;
+        migrations::apply(&mut conn, schema)?;
         Ok(Self {
             writer: Mutex::new(Writer { conn, open: None, last_batch: 0, writes: 0, observer: None }),
             waiting: AtomicUsize::new(0),

@@ -7,7 +7,7 @@ use crate::error::SqlResult;
 use crate::{Error, ErrorKind, Result};
 
 /// Each entry moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: realms, keys, plugins, clients, server-side tokens.
     "CREATE TABLE server_secrets (
         name  TEXT PRIMARY KEY,
@@ -277,22 +277,95 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (decision, position)
     );
     CREATE INDEX decision_plugins_by_version ON decision_plugins (realm, plugin, version);",
+    // 16: decisions moved to a database of their own (see `DECISIONS`):
+    // the rows of 15 wait under these names until the store has carried
+    // them over, then go.
+    "ALTER TABLE decision_plugins RENAME TO carried_decision_plugins;
+    ALTER TABLE decisions RENAME TO carried_decisions;",
 ];
+
+/// The schema of the store's database.
+pub(crate) const STORE: Schema = Schema { name: "the database", migrations: MIGRATIONS };
+
+/// The schema of the audit of decisions, a database of its own beside the
+/// store's: one row per token is the store's busiest write by far, and in
+/// a file of its own it never holds the writer that tokens and clients
+/// wait for.
+///
+/// A decision is its row (time, request id, token id) and its *shape*:
+/// everything the decisions of one client with one grant, scope, audience,
+/// plugin versions and outcome have in common. Shapes are few and rows
+/// many, so a row is small and takes two short index entries.
+pub(crate) const DECISIONS: Schema = Schema {
+    name: "the audit of decisions",
+    migrations: &[
+        // 1: realms by the store's realm id, shapes, their plugins, decisions.
+        "CREATE TABLE realms (
+            rid INTEGER PRIMARY KEY,
+            id  TEXT NOT NULL UNIQUE
+        );
+        CREATE TABLE shapes (
+            id         INTEGER PRIMARY KEY,
+            realm      INTEGER NOT NULL,
+            key        BLOB NOT NULL UNIQUE,
+            event      TEXT NOT NULL,
+            client_id  TEXT,
+            grant_type TEXT,
+            subject    TEXT,
+            actors     TEXT NOT NULL,
+            scope      TEXT,
+            audience   TEXT NOT NULL,
+            token_kind TEXT,
+            outcome    TEXT NOT NULL,
+            error      TEXT
+        );
+        CREATE INDEX shapes_by_client ON shapes (realm, client_id);
+        CREATE TABLE shape_plugins (
+            shape    INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            plugin   TEXT NOT NULL,
+            version  INTEGER NOT NULL,
+            sha256   TEXT NOT NULL,
+            outcome  TEXT NOT NULL,
+            PRIMARY KEY (shape, position)
+        ) WITHOUT ROWID;
+        CREATE INDEX shape_plugins_by_version ON shape_plugins (plugin, version);
+        CREATE TABLE decisions (
+            id         INTEGER PRIMARY KEY,
+            realm      INTEGER NOT NULL,
+            shape      INTEGER NOT NULL,
+            at         INTEGER NOT NULL,
+            request_id TEXT NOT NULL,
+            jti        TEXT
+        );
+        CREATE INDEX decisions_by_time ON decisions (realm, at);
+        CREATE INDEX decisions_by_shape ON decisions (shape);
+        CREATE TABLE carried (done INTEGER NOT NULL);",
+    ],
+};
+
+/// A database's numbered migrations, and what to call it in errors.
+#[derive(Debug)]
+pub(crate) struct Schema {
+    name: &'static str,
+    migrations: &'static [&'static str],
+}
 
 /// The schema version this build migrates a database to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-pub fn apply(conn: &mut Connection) -> Result<()> {
+/// Migrates the database open on `conn` to the latest version of `schema`.
+pub(crate) fn apply(conn: &mut Connection, schema: &Schema) -> Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).sql()?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).sql()?;
-    let known = SCHEMA_VERSION;
+    let known = schema.migrations.len() as i64;
     if current > known {
         return Err(Error::new(
             ErrorKind::NewerSchema,
-            format!("the database has schema version {current}, newer than this agentauth knows ({known})"),
+            format!("{} has schema version {current}, newer than this agentauth knows ({known})", schema.name),
         ));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in schema.migrations.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql).sql()?;
         tx.pragma_update(None, "user_version", i as i64 + 1).sql()?;
     }
@@ -308,7 +381,7 @@ mod tests {
     fn a_database_of_a_newer_schema_is_refused_as_such() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
-        let e = apply(&mut conn).unwrap_err();
+        let e = apply(&mut conn, &STORE).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NewerSchema, "{e}");
     }
 
@@ -332,7 +405,7 @@ mod tests {
         )
         .unwrap();
         tx.commit().unwrap();
-        apply(&mut conn).unwrap();
+        apply(&mut conn, &STORE).unwrap();
         let owners: Vec<(String, String, bool)> = conn
             .prepare(
                 "SELECT a.realm, a.action, a.realm_id IS NOT NULL AND a.realm_id = r.id
@@ -377,7 +450,7 @@ mod tests {
         .unwrap();
         tx.commit().unwrap();
 
-        apply(&mut conn).unwrap();
+        apply(&mut conn, &STORE).unwrap();
 
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);

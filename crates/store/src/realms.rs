@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 
 use crate::audit::record;
 use crate::coordination::record_change;
-use crate::engine::{execute, exists, query_all, query_opt};
+use crate::engine::{execute, query_all, query_opt};
 use crate::plugins::delete_unused_artifacts;
 use crate::{AuditEntry, ChangeTopic, RealmAdmin, RealmRepository, RealmRow, Result, Store};
 
@@ -77,9 +77,11 @@ impl RealmRepository for Store {
     /// a table added later included.
     fn delete_realm(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
         let deleted = self.db.write(|tx| {
-            if !exists(tx, "SELECT EXISTS (SELECT 1 FROM realms WHERE name = ?1)", [name])? {
-                return Ok(false);
-            }
+            let Some(id) =
+                query_opt(tx, "SELECT id FROM realms WHERE name = ?1", [name], |r| r.get::<_, Option<String>>(0))?
+            else {
+                return Ok(None);
+            };
             // Recorded first, while the entry can still name the realm's id.
             record(tx, name, audit)?;
             execute(tx, "DELETE FROM realms WHERE name = ?1", [name])?;
@@ -87,11 +89,19 @@ impl RealmRepository for Store {
             // Artifacts are shared by hash across realms: those whose last
             // version went with the realm go now.
             delete_unused_artifacts(tx)?;
-            Ok(true)
+            Ok(Some(id))
         });
         // Its clients went by cascade, past the cache: forget them there.
         self.clients.forget_realm(name);
-        deleted
+        let Some(id) = deleted? else { return Ok(false) };
+        // Its decisions are in their own database; should this fail, the
+        // next sweep takes them.
+        if let Some(id) = id
+            && let Err(e) = self.forget_decisions(&id)
+        {
+            tracing::warn!(realm = name, "deleting the decisions of a deleted realm: {e}");
+        }
+        Ok(true)
     }
 
     fn create_realm_admin(&self, admin: &RealmAdmin, token_hash: &[u8], audit: &AuditEntry) -> Result<()> {
@@ -139,7 +149,7 @@ mod tests {
     use agentauth_core::Algorithm;
 
     use super::*;
-    use crate::engine::query_row;
+    use crate::engine::{exists, query_row};
     use crate::prelude::*;
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
     use agentauth_store_conformance::fixtures::{audit, client_row, pushed};
