@@ -22,7 +22,9 @@
 //! `token` is for may-act and token plugins (`token.claims`, a JSON
 //! object, for the latter); `scope_request` (`{"grant_type", "requested"}`)
 //! for scope plugins; `operation`, `request` and `software_statement` for
-//! DCR plugins. Exit status: 0 when the plugin
+//! DCR plugins; `user` (`{"sub", "username", "name", "email"}`) and
+//! `authorization_request` (`{"scopes", "resources", "consented"}`) for
+//! authorize plugins. Exit status: 0 when the plugin
 //! decided (allowed or refused), 1 when it failed or the case is invalid.
 
 use std::path::PathBuf;
@@ -31,7 +33,8 @@ use std::time::Duration;
 
 use agentauth_core::{Client, ClientAttributes};
 use agentauth_plugin_host::{
-    DcrInput, HookError, HookKind, Limits, Operation, PluginHost, RequestContext, ScopeRequest, TokenView,
+    AuthorizationRequest, DcrInput, HookError, HookKind, Limits, Operation, PluginHost, RequestContext, ScopeRequest,
+    TokenView, UserView,
 };
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
@@ -40,7 +43,7 @@ use serde_json::{Value, json};
 pub struct Args {
     /// The component (.wasm).
     file: PathBuf,
-    /// The hook it serves: dcr, may-act, token or scope.
+    /// The hook it serves: dcr, may-act, token, scope or authorize.
     #[arg(long)]
     hook: String,
     /// The test case (JSON); `{}` when omitted.
@@ -118,6 +121,29 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             let grant_type = token["grant_type"].as_str().unwrap_or("client_credentials");
             host.run_token(&plugin, &limits, "test", &client, grant_type, &claims.to_string())
                 .map(|custom| json!({"custom_claims": custom}))
+        }
+        HookKind::Authorize => {
+            let (user, request) = (&case["user"], &case["authorization_request"]);
+            let scopes = strings(&request["scopes"]).unwrap_or_else(|| client.metadata.scopes().to_vec());
+            let resources = strings(&request["resources"]).unwrap_or_default();
+            let view = UserView {
+                sub: user["sub"].as_str().unwrap_or("usr_test"),
+                username: user["username"].as_str().unwrap_or("ada"),
+                name: user["name"].as_str(),
+                email: user["email"].as_str(),
+            };
+            let authorization = AuthorizationRequest {
+                scopes: &scopes,
+                resources: &resources,
+                consented: request["consented"].as_bool().unwrap_or(false),
+            };
+            host.run_authorize(&plugin, &limits, "test", &view, &client, &authorization).map(|decided| {
+                json!({
+                    "scopes": decided.scopes,
+                    "require_consent": decided.require_consent,
+                    "may_act": decided.may_act.map(|c| json!({"client_id": c.client_id, "sub": c.sub})),
+                })
+            })
         }
     };
     let (printed, code) = match outcome {

@@ -9,5 +9,6 @@ fn main() {
         "misbehaving-may-act",
         "nosy-may-act",
         "bench-dcr",
+        "agent-for-user",
     ]);
 }

@@ -16,6 +16,7 @@ const out = process.argv[2] ?? join(here, "..", "..", "target", "polyglot");
 const plugins = [
   { dir: "software-agent-dcr", world: "dcr-hook" },
   { dir: "software-agent-may-act", world: "may-act-hook" },
+  { dir: "agent-for-user", world: "authorize-hook" },
 ];
 
 await mkdir(out, { recursive: true });

@@ -57,3 +57,53 @@ fn the_seed_flow_runs_on_python_policies() {
 fn the_seed_flow_runs_on_javascript_policies() {
     seed_flow_with("js");
 }
+
+/// Runs `lang`'s authorize policy through `agentauth plugin test` for an AI
+/// agent and for an ordinary client, and checks it decides as the Rust
+/// one does: the agent may act for the user, without `admin`, and must ask
+/// consent again for `write`.
+fn authorize_policy_with(lang: &str) {
+    let file = component(&format!("{lang}-agent-for-user.wasm"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let decide = |is_ai_agent: bool| {
+        let case = serde_json::json!({
+            "client": {"client_id": "agent-1", "is_ai_agent": is_ai_agent},
+            "user": {"sub": "usr_1", "username": "ada"},
+            "authorization_request": {"scopes": ["read", "write", "admin"], "resources": ["https://mcp.example/"]},
+        });
+        let input = dir.path().join(format!("case-{is_ai_agent}.json"));
+        std::fs::write(&input, case.to_string()).expect("writing the case");
+        let (ok, out, err) =
+            cli(&["plugin", "test", &file, "--hook", "authorize", "--input", &input.to_string_lossy()], ADMIN_TOKEN);
+        assert!(ok, "{lang}: {out} {err}");
+        let printed: serde_json::Value = serde_json::from_str(&out).expect("plugin test prints JSON");
+        assert_eq!(printed["allowed"], true, "{lang}: {out}");
+        printed["decision"].clone()
+    };
+    assert_eq!(
+        decide(true),
+        serde_json::json!({
+            "scopes": ["read", "write"],
+            "require_consent": true,
+            "may_act": {"client_id": "agent-1", "sub": "(age!agent-1)"},
+        }),
+        "{lang}"
+    );
+    assert_eq!(
+        decide(false),
+        serde_json::json!({"scopes": ["read", "write", "admin"], "require_consent": false, "may_act": null}),
+        "{lang}"
+    );
+}
+
+#[test]
+#[ignore = "needs scripts/build-polyglot; make test runs it"]
+fn the_authorize_policy_decides_alike_in_python() {
+    authorize_policy_with("python");
+}
+
+#[test]
+#[ignore = "needs scripts/build-polyglot; make test runs it"]
+fn the_authorize_policy_decides_alike_in_javascript() {
+    authorize_policy_with("js");
+}

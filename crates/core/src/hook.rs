@@ -21,6 +21,9 @@ vocabulary! {
         Token = "token",
         /// Narrowing or refusing requested scopes (`scope`).
         Scope = "scope",
+        /// Narrowing, refusing or delegating what a user authorizes a
+        /// client to do at the authorization endpoint (`authorize`).
+        Authorize = "authorize",
     }
 }
 

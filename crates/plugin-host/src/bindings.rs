@@ -44,6 +44,7 @@ hook_worlds! {
     may_act_world: "may-act-hook",
     token_world: "token-hook",
     scope_world: "scope-hook",
+    authorize_world: "authorize-hook",
 }
 
 pub use shared::agentauth::policy::{log, types};

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_plugin_host::{
-    ArtifactCache, ArtifactKey, Attribute, DcrInput, Failure, HookError, HookKind, Limits, MayActClaim, Operation,
-    PluginHost, RequestContext, ScopeRequest, TokenView,
+    ArtifactCache, ArtifactKey, Attribute, Authorization, AuthorizationRequest, DcrInput, Failure, HookError, HookKind,
+    Limits, MayActClaim, Operation, PluginHost, RequestContext, ScopeRequest, TokenView, UserView,
 };
 use agentauth_plugins as plugins;
 
@@ -201,6 +201,41 @@ fn the_scope_hook_may_narrow_and_never_widen() {
     match scope(&host, &agent("widen"), &["read"]) {
         Err(HookError::Failed(Failure::InvalidAnswer, why)) => {
             assert!(why.contains("granted scope \"admin\", which was not requested"), "{why}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn authorize(host: &PluginHost, client: &Client, scopes: &[&str]) -> Result<Authorization, HookError> {
+    let plugin = host.load(HookKind::Authorize, "p", 1, plugins::AGENT_FOR_USER).unwrap();
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let resources = vec!["https://mcp.example/".to_string()];
+    let user = UserView { sub: "user-7f3a", username: "ada", name: Some("Ada"), email: None };
+    let request = AuthorizationRequest { scopes: &scopes, resources: &resources, consented: true };
+    host.run_authorize(&plugin, &Limits::default(), "alpha", &user, client, &request)
+}
+
+#[test]
+fn the_authorize_hook_lets_an_agent_act_for_the_user_narrowed_and_never_widened() {
+    let host = PluginHost::new().unwrap();
+    let decided = authorize(&host, &agent("helper"), &["read", "admin", "write"]).unwrap();
+    assert_eq!(decided.scopes, ["read", "write"], "admin is dropped for agents");
+    assert!(decided.require_consent, "write needs fresh consent");
+    assert_eq!(decided.may_act, Some(MayActClaim { client_id: "agent-1".into(), sub: Some("(age!agent-1)".into()) }));
+    let mut app = agent("helper");
+    app.is_ai_agent = false;
+    let decided = authorize(&host, &app, &["read", "admin"]).unwrap();
+    assert_eq!(
+        (decided.scopes.as_slice(), decided.require_consent, decided.may_act),
+        (&["read".to_string(), "admin".to_string()][..], false, None)
+    );
+    assert_eq!(
+        authorize(&host, &agent("refuse"), &["read"]),
+        Err(HookError::Denied("this client may not act for users".into()))
+    );
+    match authorize(&host, &agent("widen"), &["read"]) {
+        Err(HookError::Failed(Failure::InvalidAnswer, why)) => {
+            assert!(why.contains("granted scope \"admin\", which was not asked for"), "{why}")
         }
         other => panic!("expected a failure, got {other:?}"),
     }

@@ -19,6 +19,12 @@ pub const DEPARTMENT_TOKEN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/de
 /// clients named `refuse` or `widen`, misbehaves accordingly.
 pub const NARROWING_SCOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/narrowing_scope.wasm"));
 
+/// Example authorize plugin: an AI agent may act for the user who signs in
+/// (`may_act` naming it as `(age!<client_id>)`), never with `admin`, and
+/// with fresh consent whenever it asks to `write`; for clients named
+/// `refuse` or `widen`, misbehaves accordingly.
+pub const AGENT_FOR_USER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent_for_user.wasm"));
+
 /// Test fixture: a DCR plugin that denies, loops, traps or sets an unknown
 /// attribute when the registration's `client_name` says so, and otherwise
 /// gives the client the `misbehaving-may-act` plugin.

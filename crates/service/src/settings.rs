@@ -35,6 +35,9 @@ pub struct RealmSettings {
     pub token_plugin: Option<String>,
     /// The plugin that narrows or refuses requested scopes, if any.
     pub scope_plugin: Option<String>,
+    /// The plugin that decides what a signed-in user authorizes a client
+    /// to do (scopes, consent, `may_act`), if any.
+    pub authorize_plugin: Option<String>,
     /// The scopes clients may register; `None` allows any.
     pub allowed_scopes: Option<Vec<String>>,
     /// `RS256`, `ES256` or `EdDSA`.
@@ -151,6 +154,7 @@ impl RealmSettings {
             HookKind::Dcr => self.dcr_plugin.as_deref(),
             HookKind::Token => self.token_plugin.as_deref(),
             HookKind::Scope => self.scope_plugin.as_deref(),
+            HookKind::Authorize => self.authorize_plugin.as_deref(),
             // May-act plugins are chosen per client, by its attributes.
             HookKind::MayAct => None,
         }
@@ -163,6 +167,7 @@ impl RealmSettings {
             HookKind::Dcr => self.dcr_plugin = plugin,
             HookKind::Token => self.token_plugin = plugin,
             HookKind::Scope => self.scope_plugin = plugin,
+            HookKind::Authorize => self.authorize_plugin = plugin,
             HookKind::MayAct => return false,
         }
         true
@@ -177,6 +182,7 @@ impl Default for RealmSettings {
             dcr_plugin: None,
             token_plugin: None,
             scope_plugin: None,
+            authorize_plugin: None,
             allowed_scopes: None,
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.

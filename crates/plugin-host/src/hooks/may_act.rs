@@ -73,7 +73,7 @@ impl PluginHost {
 }
 
 /// A value a plugin puts into a token: printable, non-empty and short.
-fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {
+pub(crate) fn check_claim_value(what: &str, value: &str) -> Result<(), HookError> {
     if value.is_empty() || value.len() > MAX_CLAIM_VALUE || value.chars().any(char::is_control) {
         return Err(HookError::Failed(
             Failure::InvalidAnswer,

@@ -1,6 +1,6 @@
 //! The hooks a plugin can serve: one list, and one module per hook.
 //!
-//! Each hook module (`dcr`, `may_act`, `token`, `scope`) holds everything
+//! Each hook module (`dcr`, `may_act`, `token`, `scope`, `authorize`) holds everything
 //! particular to its hook: the input its callers give, its conversion to
 //! the WIT types, the call, and the checks of the answer, so a caller gets
 //! an answer it may use as it is. It declares its WIT function and types
@@ -18,6 +18,7 @@
 //! a line in `bindings.rs`, a variant of `agentauth_core::HookKind`, a
 //! module here, its line in the list, and the caller.
 
+pub(crate) mod authorize;
 pub(crate) mod dcr;
 pub(crate) mod may_act;
 pub(crate) mod scope;
@@ -135,6 +136,7 @@ hooks! {
     MayAct => may_act::MayAct,
     Token => token::Token,
     Scope => scope::Scope,
+    Authorize => authorize::Authorize,
 }
 
 /// The interface a plugin of `kind` exports, with its version.
