@@ -16,6 +16,7 @@ pub mod grant;
 pub mod hook;
 pub mod ports;
 pub mod registration;
+pub mod resource;
 pub mod scope;
 pub mod token;
 mod vocabulary;

@@ -37,6 +37,12 @@ pub struct RealmSettings {
     pub scope_plugin: Option<String>,
     /// The scopes clients may register; `None` allows any.
     pub allowed_scopes: Option<Vec<String>>,
+    /// The resources (RFC 8707) any client of the realm may ask tokens
+    /// for: exact absolute URIs, or prefixes ending in a `*` path segment
+    /// (`https://api.example/tenants/*`); see
+    /// [`agentauth_core::resource`]. Empty, the default, allows none but
+    /// those a client's `allowedAudiences` attribute lists.
+    pub allowed_resources: Vec<String>,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -138,6 +144,8 @@ impl RealmSettings {
         within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
         within("max_published_keys", i64::from(self.max_published_keys), 2, 1000)?;
         within("decision_retention_days", i64::from(self.decision_retention_days), 1, 3650)?;
+        agentauth_core::resource::ResourceRules::parse(&self.allowed_resources)
+            .map_err(|e| format!("allowed_resources: {e}"))?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -178,6 +186,7 @@ impl Default for RealmSettings {
             token_plugin: None,
             scope_plugin: None,
             allowed_scopes: None,
+            allowed_resources: Vec::new(),
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),
