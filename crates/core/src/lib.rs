@@ -22,7 +22,9 @@ pub mod token;
 mod vocabulary;
 
 pub use alg::Algorithm;
-pub use client::{AttributeShape, AuthMethod, Client, ClientAttribute, ClientAttributes, ClientMetadata, GrantType};
+pub use client::{
+    ApplicationType, AttributeShape, AuthMethod, Client, ClientAttribute, ClientAttributes, ClientMetadata, GrantType,
+};
 pub use error::{ErrorCode, OAuthError};
 pub use hook::HookKind;
 pub use scope::Scopes;

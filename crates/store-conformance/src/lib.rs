@@ -49,6 +49,7 @@ macro_rules! store_conformance_tests {
             realms::a_realm_admin_of_no_realm_is_refused,
             realms::deleting_a_realm_takes_everything_of_it_and_nothing_of_another,
             clients::a_client_is_read_as_stored_in_its_realm_only,
+            clients::a_clients_application_type_and_allowed_audiences_read_back_as_stored,
             clients::a_client_read_after_its_update_or_deletion_is_current,
             clients::updating_a_client_keeps_its_secret,
             clients::a_spent_registration_token_neither_updates_nor_deletes,
