@@ -72,6 +72,7 @@ macro_rules! store_conformance_tests {
             tokens::rotating_a_refresh_token_twice_reports_reuse,
             tokens::racing_rotations_of_one_refresh_token_rotate_it_once,
             tokens::reusing_a_refresh_token_revokes_its_whole_family,
+            tokens::a_rotation_stores_each_successor_with_the_grant_it_was_given,
             tokens::only_a_live_refresh_token_of_the_realm_rotates,
             tokens::revoking_a_family_revokes_every_family_derived_from_it,
             tokens::revoking_a_jwt_revokes_the_families_derived_from_it,
