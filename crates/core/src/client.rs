@@ -104,8 +104,10 @@ vocabulary! {
         /// `[plugin-name]`: the realm's may-act plugin that runs when a
         /// token is issued to the client (`[]` clears it).
         AccessTokenMayActScript = "accessTokenMayActScript",
-        /// The audiences (RFC 8693 `audience`, or RFC 8707 `resource`) the
-        /// client may ask a token exchange for.
+        /// The resources (RFC 8707 `resource`, on any grant) and
+        /// audiences (RFC 8693 `audience`, in an exchange) the client may
+        /// ask tokens for, beside those the realm's `allowed_resources`
+        /// allows.
         AllowedAudiences = "allowedAudiences",
     }
 }
@@ -180,8 +182,8 @@ pub struct ClientAttributes {
     pub access_token_may_act_script: Option<String>,
     /// `statelessTokensEnabled`: access tokens are signed JWTs.
     pub stateless_tokens_enabled: bool,
-    /// `allowedAudiences`: the audiences (or resources) the client may ask
-    /// a token exchange for.
+    /// `allowedAudiences`: the resources and audiences the client may ask
+    /// tokens for, beside those its realm allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_audiences: Vec<String>,
 }
