@@ -21,6 +21,7 @@ mod private_key_jwt;
 mod realms;
 mod registration;
 mod replicas;
+mod resources;
 mod restart;
 mod sandbox;
 mod secrets;

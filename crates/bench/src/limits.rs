@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
+use agentauth_core::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_jose::SigningKey;
 use agentauth_plugin_host::{HookKind, Limits, PluginHost, TokenView};
 use agentauth_store::prelude::*;
@@ -94,6 +94,7 @@ fn agent() -> Client {
             scope: "read write".into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            application_type: ApplicationType::Web,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

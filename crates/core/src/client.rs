@@ -39,6 +39,23 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// The kind of application a client is: OpenID Connect Dynamic Client
+    /// Registration 1.0 §2's `application_type`, which MCP clients send
+    /// when they register.
+    #[derive(Default)]
+    pub enum ApplicationType {
+        /// An application served from the web; the default.
+        #[default]
+        Web = "web",
+        /// An application on the user's own device (a desktop or mobile
+        /// app, a command-line agent): the authorization code grant will
+        /// apply RFC 8252's rules to its redirect URIs (any port on a
+        /// loopback address).
+        Native = "native",
+    }
+}
+
 /// The metadata a client registered, after validation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientMetadata {
@@ -52,6 +69,10 @@ pub struct ClientMetadata {
     /// The client's public keys (a JWK Set), for `private_key_jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
+    /// `web` or `native`; clients registered before it was kept are
+    /// `web`, the default.
+    #[serde(default)]
+    pub application_type: ApplicationType,
 }
 
 impl ClientMetadata {
@@ -83,8 +104,10 @@ vocabulary! {
         /// `[plugin-name]`: the realm's may-act plugin that runs when a
         /// token is issued to the client (`[]` clears it).
         AccessTokenMayActScript = "accessTokenMayActScript",
-        /// The audiences (RFC 8693 `audience`, or RFC 8707 `resource`) the
-        /// client may ask a token exchange for.
+        /// The resources (RFC 8707 `resource`, on any grant) and
+        /// audiences (RFC 8693 `audience`, in an exchange) the client may
+        /// ask tokens for, beside those the realm's `allowed_resources`
+        /// allows.
         AllowedAudiences = "allowedAudiences",
     }
 }
@@ -159,8 +182,8 @@ pub struct ClientAttributes {
     pub access_token_may_act_script: Option<String>,
     /// `statelessTokensEnabled`: access tokens are signed JWTs.
     pub stateless_tokens_enabled: bool,
-    /// `allowedAudiences`: the audiences (or resources) the client may ask
-    /// a token exchange for.
+    /// `allowedAudiences`: the resources and audiences the client may ask
+    /// tokens for, beside those its realm allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_audiences: Vec<String>,
 }
@@ -277,6 +300,7 @@ pub(crate) fn test_agent(client_id: &str, scope: &str, grant_types: &[GrantType]
             scope: scope.into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            application_type: ApplicationType::Web,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,
@@ -327,6 +351,7 @@ mod tests {
             scope: String::new(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            application_type: ApplicationType::Web,
         };
         let mut c = Client {
             client_id: "abc".into(),
@@ -345,6 +370,7 @@ mod tests {
         crate::vocabulary::assert_table(&GrantType::ALL, GrantType::as_str, GrantType::parse);
         crate::vocabulary::assert_table(&AuthMethod::ALL, AuthMethod::as_str, AuthMethod::parse);
         crate::vocabulary::assert_table(&ClientAttribute::ALL, ClientAttribute::as_str, ClientAttribute::parse);
+        crate::vocabulary::assert_table(&ApplicationType::ALL, ApplicationType::as_str, ApplicationType::parse);
         assert_eq!(GrantType::TOKEN_EXCHANGE_URN, "urn:ietf:params:oauth:grant-type:token-exchange");
     }
 
@@ -357,6 +383,7 @@ mod tests {
         let metadata: ClientMetadata = serde_json::from_str(stored).unwrap();
         assert_eq!(metadata.grant_types, GrantType::ALL);
         assert_eq!(metadata.token_endpoint_auth_method, AuthMethod::PrivateKeyJwt);
+        assert_eq!(metadata.application_type, ApplicationType::Web, "rows without it are web clients");
         let written = serde_json::to_value(&metadata).unwrap();
         assert_eq!(written["grant_types"][1], GrantType::TOKEN_EXCHANGE_URN);
         assert_eq!(written["token_endpoint_auth_method"], "private_key_jwt");

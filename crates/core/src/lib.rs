@@ -16,12 +16,15 @@ pub mod grant;
 pub mod hook;
 pub mod ports;
 pub mod registration;
+pub mod resource;
 pub mod scope;
 pub mod token;
 mod vocabulary;
 
 pub use alg::Algorithm;
-pub use client::{AttributeShape, AuthMethod, Client, ClientAttribute, ClientAttributes, ClientMetadata, GrantType};
+pub use client::{
+    ApplicationType, AttributeShape, AuthMethod, Client, ClientAttribute, ClientAttributes, ClientMetadata, GrantType,
+};
 pub use error::{ErrorCode, OAuthError};
 pub use hook::HookKind;
 pub use scope::Scopes;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::client::{AuthMethod, Client, ClientMetadata, GrantType};
+use crate::client::{ApplicationType, AuthMethod, Client, ClientMetadata, GrantType};
 use crate::error::{ErrorCode, OAuthError};
 use crate::scope::Scopes;
 
@@ -51,6 +51,8 @@ pub const SERVER_MANAGED_FIELDS: &[&str] =
 ///   only when they agree.
 /// - `response_types` are recorded and echoed; without an authorization
 ///   endpoint they have no effect.
+/// - OpenID Connect's `application_type` is kept: `web` (the default) or
+///   `native`; any other value is refused.
 ///
 /// Every field is bounded (see [`MAX_STRING`] and the constants beside
 /// it), RFC 7591 fields this server does not keep included; over a bound,
@@ -153,6 +155,16 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         })?,
     };
 
+    let application_type = match optional_string(fields, "application_type")? {
+        None => ApplicationType::default(),
+        Some(name) => ApplicationType::parse(name).ok_or_else(|| {
+            OAuthError::invalid_client_metadata(format!(
+                "application_type {name:?} is not supported; supported: {}",
+                ApplicationType::list()
+            ))
+        })?,
+    };
+
     if (token_endpoint_auth_method == AuthMethod::PrivateKeyJwt) != jwks.is_some() {
         return Err(OAuthError::invalid_client_metadata(
             "private_key_jwt needs jwks, and jwks are used only with private_key_jwt",
@@ -167,6 +179,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         scope: scope.to_string(),
         token_endpoint_auth_method,
         jwks,
+        application_type,
     };
     let size = serde_json::to_string(&metadata).map_or(usize::MAX, |json| json.len());
     if size > MAX_METADATA_BYTES {
@@ -353,6 +366,7 @@ pub fn metadata_json(m: &ClientMetadata) -> Value {
         "scope": scopes.to_string(),
         "scopes": scopes.to_vec(),
         "token_endpoint_auth_method": m.token_endpoint_auth_method.as_str(),
+        "application_type": m.application_type.as_str(),
     });
     if let Some(name) = &m.client_name {
         body["client_name"] = json!(name);
@@ -445,6 +459,24 @@ mod tests {
             "token_endpoint_auth_method \"none\" is not supported; supported: client_secret_basic, \
              client_secret_post, private_key_jwt"
         );
+    }
+
+    #[test]
+    fn application_type_is_web_by_default_or_native_and_is_echoed() {
+        let web = parse_metadata(&seed_request()).unwrap();
+        assert_eq!(web.application_type, ApplicationType::Web);
+        assert_eq!(metadata_json(&web)["application_type"], "web");
+        let mut request = seed_request();
+        request["application_type"] = json!("native");
+        let native = parse_metadata(&request).unwrap();
+        assert_eq!(native.application_type, ApplicationType::Native);
+        assert_eq!(metadata_json(&native)["application_type"], "native");
+        for bad in [json!("browser"), json!("Native"), json!(""), json!(["web"]), json!(1)] {
+            request["application_type"] = bad.clone();
+            let err = parse_metadata(&request).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{bad}");
+            assert!(err.description.contains("application_type"), "{bad}: {}", err.description);
+        }
     }
 
     #[test]

@@ -27,11 +27,21 @@ pub struct Act {
 }
 
 /// The claims of an access token this server issues.
+///
+/// A token has one audience but when it was asked for several resources
+/// (RFC 8707). `aud` holds the first as a plain string, which is all most
+/// readers want (the audit, a policy's view); `more_aud` the others, in
+/// the order asked. On the wire `aud` is one string for one audience and
+/// an array for more (RFC 7519 §4.1.3), and both forms are read back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "WireClaims", try_from = "WireClaims")]
 pub struct AccessTokenClaims {
     pub iss: String,
     pub sub: String,
+    /// The token's (first) audience.
     pub aud: String,
+    /// Its audiences after the first, if it has more.
+    pub more_aud: Vec<String>,
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
@@ -45,6 +55,78 @@ pub struct AccessTokenClaims {
     /// Custom claims a token policy added.
     #[serde(flatten)]
     pub custom: serde_json::Map<String, serde_json::Value>,
+}
+
+/// [`AccessTokenClaims`] as written in a token: `aud` one string or an
+/// array.
+#[derive(Serialize, Deserialize)]
+struct WireClaims {
+    iss: String,
+    sub: String,
+    #[serde(with = "one_or_many")]
+    aud: Vec<String>,
+    client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    scope: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    may_act: Option<MayAct>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    act: Option<Act>,
+    #[serde(flatten)]
+    custom: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<AccessTokenClaims> for WireClaims {
+    fn from(claims: AccessTokenClaims) -> Self {
+        let AccessTokenClaims { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, custom } =
+            claims;
+        let mut audience = Vec::with_capacity(1 + more_aud.len());
+        audience.push(aud);
+        audience.extend(more_aud);
+        Self { iss, sub, aud: audience, client_id, scope, iat, exp, jti, may_act, act, custom }
+    }
+}
+
+impl TryFrom<WireClaims> for AccessTokenClaims {
+    type Error = &'static str;
+
+    fn try_from(wire: WireClaims) -> Result<Self, Self::Error> {
+        let WireClaims { iss, sub, aud, client_id, scope, iat, exp, jti, may_act, act, custom } = wire;
+        let mut audience = aud.into_iter();
+        let aud = audience.next().ok_or("aud names no audience")?;
+        let more_aud = audience.collect();
+        Ok(Self { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, custom })
+    }
+}
+
+/// A list of strings written as one string when it has one, as an array
+/// otherwise, and read from either: RFC 7519's form of `aud`, which a
+/// refresh token's grant keeps its audience in too.
+pub(crate) mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+        match values {
+            [one] => one.serialize(serializer),
+            many => many.serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(deserializer)? {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        })
+    }
 }
 
 /// Claims the host owns: a policy may not set them (RFC 7519 registered
@@ -122,6 +204,11 @@ impl Act {
 }
 
 impl AccessTokenClaims {
+    /// Every audience of the token, the first first.
+    pub fn audience(&self) -> Vec<String> {
+        std::iter::once(&self.aud).chain(&self.more_aud).cloned().collect()
+    }
+
     pub fn scopes(&self) -> Scopes {
         Scopes::parse(&self.scope).unwrap_or_default()
     }
@@ -140,9 +227,10 @@ pub struct TokenRequest {
     pub client_id: String,
     pub scopes: Scopes,
     pub act: Option<Act>,
-    /// The token's audience when one was requested (and allowed); by
-    /// default the client itself.
-    pub audience: Option<String>,
+    /// The token's audience when resources (or, for an exchange,
+    /// audiences) were requested and allowed; when empty, the client
+    /// itself.
+    pub audience: Vec<String>,
     /// The latest the token may expire: a token derived from others (by
     /// exchange or refresh) never outlives them.
     pub not_after: Option<i64>,
@@ -159,9 +247,11 @@ impl TokenRequest {
         jti: String,
         may_act: Option<MayAct>,
     ) -> AccessTokenClaims {
+        let mut audience = self.audience.into_iter();
         AccessTokenClaims {
             iss: iss.to_string(),
-            aud: self.audience.unwrap_or_else(|| self.client_id.clone()),
+            aud: audience.next().unwrap_or_else(|| self.client_id.clone()),
+            more_aud: audience.collect(),
             sub: self.sub,
             client_id: self.client_id,
             scope: self.scopes.to_string(),
@@ -200,12 +290,49 @@ mod tests {
             client_id: "c".into(),
             scopes: Scopes::default(),
             act: None,
-            audience: None,
+            audience: Vec::new(),
             not_after,
         };
         assert_eq!(request(None).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
         assert_eq!(request(Some(130)).into_claims("https://as", 100, 60, "j".into(), None).exp, 130);
         assert_eq!(request(Some(500)).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
+    }
+
+    fn request_for(audience: &[&str]) -> TokenRequest {
+        TokenRequest {
+            sub: "s".into(),
+            client_id: "c".into(),
+            scopes: Scopes::default(),
+            act: None,
+            audience: audience.iter().map(|a| a.to_string()).collect(),
+            not_after: None,
+        }
+    }
+
+    #[test]
+    fn aud_is_the_client_by_default_a_string_for_one_audience_and_an_array_for_more() {
+        let written = |audience: &[&str]| {
+            let claims = request_for(audience).into_claims("https://as", 0, 60, "j".into(), None);
+            let json = serde_json::to_value(&claims).unwrap();
+            let back: AccessTokenClaims = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, claims, "read back as written");
+            (json["aud"].clone(), claims.audience())
+        };
+        assert_eq!(written(&[]), (serde_json::json!("c"), vec!["c".to_string()]));
+        assert_eq!(written(&["https://a.example"]).0, serde_json::json!("https://a.example"));
+        let (aud, audience) = written(&["https://a.example", "https://b.example"]);
+        assert_eq!(aud, serde_json::json!(["https://a.example", "https://b.example"]));
+        assert_eq!(audience, vec!["https://a.example".to_string(), "https://b.example".to_string()]);
+    }
+
+    #[test]
+    fn a_token_whose_aud_names_nobody_is_not_read() {
+        let mut json =
+            serde_json::to_value(request_for(&[]).into_claims("https://as", 0, 60, "j".into(), None)).unwrap();
+        json["aud"] = serde_json::json!([]);
+        assert!(serde_json::from_value::<AccessTokenClaims>(json.clone()).is_err());
+        json["aud"] = serde_json::json!(["one"]);
+        assert_eq!(serde_json::from_value::<AccessTokenClaims>(json).unwrap().aud, "one");
     }
 
     #[test]
@@ -215,7 +342,7 @@ mod tests {
             client_id: "c".into(),
             scopes: Scopes::default(),
             act: None,
-            audience: None,
+            audience: Vec::new(),
             not_after: None,
         }
         .into_claims("https://as", 0, 60, "j".into(), None);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
+use agentauth_core::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_plugin_host::{
     ArtifactCache, ArtifactKey, Attribute, Authorization, AuthorizationRequest, DcrInput, Failure, HookError, HookKind,
     Limits, MayActClaim, Operation, PluginHost, RequestContext, ScopeRequest, TokenView, UserView,
@@ -23,6 +23,7 @@ fn agent(name: &str) -> Client {
             scope: "read write".into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            application_type: ApplicationType::Web,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

@@ -296,9 +296,15 @@ pub fn parse_json(body: &[u8]) -> Result<Value, String> {
 /// Most parameters a form may carry. Token requests use at most nine.
 pub const MAX_FORM_FIELDS: usize = 32;
 
+/// The parameters a request may repeat: RFC 8707 §2's `resource` (one
+/// per resource) and RFC 8693 §2.1's `audience`. Read them with
+/// [`Form::get_all`].
+pub const REPEATABLE: [&str; 2] = ["resource", "audience"];
+
 /// Form parameters (application/x-www-form-urlencoded). RFC 6749 §3.2:
 /// parameters sent without a value are treated as omitted, and request
-/// parameters must not be included more than once.
+/// parameters must not be included more than once, but for the
+/// extensions' [`REPEATABLE`] ones.
 #[derive(Debug, Default)]
 pub struct Form(Vec<(String, String)>);
 
@@ -312,7 +318,7 @@ impl Form {
             if value.is_empty() {
                 continue;
             }
-            if params.iter().any(|(n, _)| *n == name) {
+            if !REPEATABLE.contains(&name.as_ref()) && params.iter().any(|(n, _)| *n == name) {
                 return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
             }
             params.push((name.into_owned(), value.into_owned()));
@@ -320,8 +326,15 @@ impl Form {
         Ok(Self(params))
     }
 
+    /// The value of a parameter sent once. Of a [`REPEATABLE`] one, the
+    /// first: read those with [`Form::get_all`].
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a parameter, in the order sent.
+    pub fn get_all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
     }
 
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
@@ -349,6 +362,16 @@ mod tests {
         assert_eq!(form.get("scope"), Some("read write"));
         assert_eq!(form.get("grant_type"), Some("client_credentials"));
         assert!(Form::parse(b"a=1&a=2").is_err());
+    }
+
+    #[test]
+    fn resource_and_audience_may_repeat_and_are_read_in_order() {
+        let form =
+            Form::parse(b"resource=https%3A%2F%2Fa.example&resource=&audience=x&resource=urn%3Ab&audience=y").unwrap();
+        assert_eq!(form.get_all("resource"), ["https://a.example", "urn:b"]);
+        assert_eq!(form.get_all("audience"), ["x", "y"]);
+        assert_eq!(form.get_all("scope"), Vec::<String>::new());
+        assert!(Form::parse(b"scope=a&scope=b").is_err(), "other parameters still may not");
     }
 
     #[test]

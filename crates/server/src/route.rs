@@ -2,7 +2,8 @@
 //!
 //! OAuth endpoints live under `{base}/oauth2/realms/root/realms/{realm}/`,
 //! as in PingAM, so PingAM clients and the seed's curl commands work
-//! unchanged.
+//! unchanged. A realm's metadata is also at RFC 8414's location, the
+//! issuer's path inserted after [`AUTHORIZATION_SERVER_METADATA`].
 
 use agentauth_service::telemetry::Endpoint;
 use hyper::Method;
@@ -39,6 +40,7 @@ pub enum Route {
     Jwks {
         realm: String,
     },
+    /// The realm's metadata (RFC 8414), at either of its locations.
     Discovery {
         realm: String,
     },
@@ -142,6 +144,10 @@ pub enum AdminOp {
 /// Where the metrics are served, on the main listener and the metrics one.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// RFC 8414 §3.1's well-known URI: a realm's metadata is here followed by
+/// the path of its issuer, `{base}/oauth2/realms/root/realms/{realm}`.
+pub const AUTHORIZATION_SERVER_METADATA: &str = "/.well-known/oauth-authorization-server";
+
 pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if path == "/healthz" {
         return if method == Method::GET { Route::Health } else { Route::MethodNotAllowed { allow: "GET" } };
@@ -163,6 +169,16 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     }
     if let Some(rest) = path.strip_prefix("/admin/v1/realms/") {
         return admin_route(method, rest);
+    }
+    if let Some(issuer_path) = path.strip_prefix(AUTHORIZATION_SERVER_METADATA) {
+        // The issuer's path exactly: nothing after the realm's name, as
+        // the issuer has nothing after it.
+        let realm = issuer_path.strip_prefix(base).and_then(|p| p.strip_prefix("/oauth2/realms/root/realms/"));
+        return match realm.filter(|r| is_realm_name(r)) {
+            None => Route::NotFound,
+            Some(realm) if *method == Method::GET => Route::Discovery { realm: realm.to_string() },
+            Some(_) => Route::MethodNotAllowed { allow: "GET" },
+        };
     }
     let Some(rest) = path.strip_prefix(base).and_then(|p| p.strip_prefix("/oauth2/realms/root/realms/")) else {
         return Route::NotFound;
@@ -304,6 +320,41 @@ mod tests {
             Route::Token { realm: "alpha".into() }
         );
         assert_eq!(route(&Method::POST, "/oauth2/realms/root/realms/alpha/access_token", "/am"), Route::NotFound);
+    }
+
+    #[test]
+    fn metadata_is_also_at_the_rfc8414_location_with_the_issuers_path_inserted() {
+        let discovery = || Route::Discovery { realm: "alpha".into() };
+        assert_eq!(route(&Method::GET, &format!("{REALM}/.well-known/openid-configuration"), "/am"), discovery());
+        let inserted = format!("/.well-known/oauth-authorization-server{REALM}");
+        assert_eq!(route(&Method::GET, &inserted, "/am"), discovery());
+        assert_eq!(route(&Method::POST, &inserted, "/am"), Route::MethodNotAllowed { allow: "GET" });
+        // The base path is the configured one, as in the issuer.
+        assert_eq!(
+            route(&Method::GET, "/.well-known/oauth-authorization-server/oauth2/realms/root/realms/alpha", ""),
+            discovery()
+        );
+        assert_eq!(
+            route(
+                &Method::GET,
+                "/.well-known/oauth-authorization-server/auth/oauth2/realms/root/realms/alpha",
+                "/auth"
+            ),
+            discovery()
+        );
+        for path in [
+            "/.well-known/oauth-authorization-server",
+            "/.well-known/oauth-authorization-server/",
+            "/.well-known/oauth-authorization-server/oauth2/realms/root/realms/alpha",
+            "/.well-known/oauth-authorization-server/am/oauth2/realms/root/realms/alpha/",
+            "/.well-known/oauth-authorization-server/am/oauth2/realms/root/realms/alpha/access_token",
+            "/.well-known/oauth-authorization-server/am/oauth2/realms/root/realms/al%20pha",
+            "/.well-known/oauth-authorization-server/am/oauth2/realms/root/realms/",
+            "/.well-known/oauth-authorization-serverx/am/oauth2/realms/root/realms/alpha",
+            "/am/oauth2/realms/root/realms/alpha/.well-known/oauth-authorization-server",
+        ] {
+            assert_eq!(route(&Method::GET, path, "/am"), Route::NotFound, "{path}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use agentauth_core::OAuthError;
 use agentauth_core::ports::{KeyRow, Storage};
+use agentauth_core::resource::ResourceRules;
 use agentauth_jose::{Algorithm, SigningKey, VerifyingKey};
 use agentauth_plugin_host::{ArtifactCache, ArtifactKey, CallSlot, CallSlots, HookKind, Limits, Plugin, PluginHost};
 use serde_json::Value;
@@ -30,6 +31,8 @@ pub struct RealmRuntime {
     pub verifying_keys: Vec<VerifyingKey>,
     pub jwks: Value,
     pub plugin_limits: Limits,
+    /// The resources the realm allows, from `settings.allowed_resources`.
+    pub resource_rules: ResourceRules,
     /// Shared with the realm's earlier runtimes while the limit is the same,
     /// so a swap does not reset the count of calls in flight.
     pub plugin_slots: Arc<CallSlots>,
@@ -288,8 +291,15 @@ impl Realms {
         if let Some(previous) = &previous {
             metrics.forget_plugins(&previous.metrics, Some(&realm_metrics));
         }
+        // Settings are checked before they are stored; a row edited by
+        // hand into rules that do not parse allows no resource.
+        let resource_rules = ResourceRules::parse(&settings.allowed_resources).unwrap_or_else(|e| {
+            tracing::error!(realm = name, "allowed_resources cannot be read, so none is allowed: {e}");
+            ResourceRules::default()
+        });
         let runtime = Arc::new(RealmRuntime {
             plugin_slots,
+            resource_rules,
             name: name.to_string(),
             issuer: format!("{issuer_prefix}/oauth2/realms/root/realms/{name}"),
             plugin_limits: Limits {

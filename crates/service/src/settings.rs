@@ -40,6 +40,16 @@ pub struct RealmSettings {
     pub authorize_plugin: Option<String>,
     /// The scopes clients may register; `None` allows any.
     pub allowed_scopes: Option<Vec<String>>,
+    /// The resources (RFC 8707) any client of the realm may ask tokens
+    /// for: exact absolute URIs, or prefixes ending in a `*` path segment
+    /// (`https://api.example/tenants/*`); see
+    /// [`agentauth_core::resource`]. Empty, the default, allows none but
+    /// those a client's `allowedAudiences` attribute lists. Left out of
+    /// the stored JSON while empty, so that replicas of a version without
+    /// it, which refuse unknown settings, still read the realms that do
+    /// not use it during a rolling upgrade.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_resources: Vec<String>,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -141,6 +151,8 @@ impl RealmSettings {
         within("key_rotations_per_minute", i64::from(self.key_rotations_per_minute), 1, 10_000)?;
         within("max_published_keys", i64::from(self.max_published_keys), 2, 1000)?;
         within("decision_retention_days", i64::from(self.decision_retention_days), 1, 3650)?;
+        agentauth_core::resource::ResourceRules::parse(&self.allowed_resources)
+            .map_err(|e| format!("allowed_resources: {e}"))?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -184,6 +196,7 @@ impl Default for RealmSettings {
             scope_plugin: None,
             authorize_plugin: None,
             allowed_scopes: None,
+            allowed_resources: Vec::new(),
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),
@@ -208,5 +221,29 @@ impl Default for RealmSettings {
             max_published_keys: 10,
             decision_retention_days: 30,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_resources_are_checked_when_set_and_stored_only_when_listed() {
+        let with = |entries: &[&str]| RealmSettings {
+            allowed_resources: entries.iter().map(|e| e.to_string()).collect(),
+            ..RealmSettings::default()
+        };
+        assert_eq!(with(&["https://mcp.example/mcp", "https://api.example/tenants/*"]).validate(), Ok(()));
+        for bad in ["mcp", "https://mcp.example/mcp#x", "https://*.example/", "https://API.example/t/*"] {
+            let refusal = with(&[bad]).validate().unwrap_err();
+            assert!(refusal.starts_with("allowed_resources: "), "{bad}: {refusal}");
+        }
+        let stored = serde_json::to_value(RealmSettings::default()).unwrap();
+        assert!(stored.get("allowed_resources").is_none(), "{stored}");
+        let listed = serde_json::to_value(with(&["https://mcp.example/mcp"])).unwrap();
+        assert_eq!(listed["allowed_resources"], serde_json::json!(["https://mcp.example/mcp"]));
+        let back: RealmSettings = serde_json::from_value(listed).unwrap();
+        assert_eq!(back, with(&["https://mcp.example/mcp"]));
     }
 }

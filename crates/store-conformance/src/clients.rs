@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use agentauth_core::ApplicationType;
 use agentauth_core::ports::{NewToken, Storage, TokenKind};
 
 use crate::fixtures::{audit, client_row};
@@ -17,6 +18,20 @@ pub fn a_client_is_read_as_stored_in_its_realm_only<S: Storage + ?Sized>(store: 
     assert_eq!(store.client("beta", "c1").unwrap(), None);
     assert!(!store.client_exists("beta", "c1").unwrap());
     assert_eq!(store.client("alpha", "c2").unwrap(), None);
+}
+
+pub fn a_clients_application_type_and_allowed_audiences_read_back_as_stored<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    let mut row = client_row("c1");
+    row.client.metadata.application_type = ApplicationType::Native;
+    row.client.attributes.allowed_audiences = vec!["https://a.example/mcp".into(), "calendar".into()];
+    store.insert_client("alpha", &row, u64::MAX).unwrap();
+    assert_eq!(store.client("alpha", "c1").unwrap(), Some(row.clone()));
+    row.client.metadata.application_type = ApplicationType::Web;
+    row.client.attributes.allowed_audiences.clear();
+    row.registration_token_hash = vec![9; 32];
+    assert!(store.update_client("alpha", &row, &[2; 32]).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap(), Some(row), "an update replaces both");
 }
 
 pub fn a_client_read_after_its_update_or_deletion_is_current<S: Storage + ?Sized>(store: &S) {

@@ -2,7 +2,7 @@
 //! used by a backend's own tests.
 
 use agentauth_core::ports::{AuditEntry, ClientRow, PluginPush, PluginQuota};
-use agentauth_core::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType, HookKind};
+use agentauth_core::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType, HookKind};
 
 /// A client `id` whose secret hashes to `[1; 32]` and whose registration
 /// access token hashes to `[2; 32]`.
@@ -18,6 +18,7 @@ pub fn client_row(id: &str) -> ClientRow {
                 scope: "read write".into(),
                 token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                 jwks: None,
+                application_type: ApplicationType::Native,
             },
             attributes: ClientAttributes { stateless_tokens_enabled: true, ..Default::default() },
             is_ai_agent: true,

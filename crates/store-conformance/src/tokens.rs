@@ -99,6 +99,24 @@ pub fn reusing_a_refresh_token_revokes_its_whole_family<S: Storage + ?Sized>(sto
     assert!(store.token(b"beta-old", "beta", TokenKind::Refresh, 0).unwrap().is_some());
 }
 
+/// A refresh keeps its grant's resources whole in the successor while the
+/// access token it issues may be for fewer (RFC 8707 §2.2): the store
+/// keeps each successor's grant as given, never its predecessor's.
+pub fn a_rotation_stores_each_successor_with_the_grant_it_was_given<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    let granted = r#"{"scope":"read write","audience":["https://a.example/mcp","https://b.example/api"]}"#;
+    store.insert_tokens("alpha", &[token(b"old", Some("f1"), TokenKind::Refresh, granted)]).unwrap();
+    let narrowed = r#"{"scope":"read","audience":["https://a.example/mcp","https://b.example/api"]}"#;
+    let access = r#"{"aud":"https://b.example/api","scope":"read"}"#;
+    let successors =
+        [token(b"new", Some("f1"), TokenKind::Refresh, narrowed), token(b"at", Some("f1"), TokenKind::Access, access)];
+    assert_eq!(store.rotate_token("alpha", b"old", &successors, 0).unwrap(), Rotation::Rotated);
+    assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap().as_deref(), Some(narrowed));
+    assert_eq!(store.token(b"at", "alpha", TokenKind::Access, 0).unwrap().as_deref(), Some(access));
+    let old = store.token_row(b"old", "alpha", 0).unwrap().unwrap();
+    assert_eq!((old.grant.as_str(), old.used), (granted, true), "the used token keeps its own grant");
+}
+
 pub fn only_a_live_refresh_token_of_the_realm_rotates<S: Storage + ?Sized>(store: &S) {
     realms(store);
     store.insert_tokens("alpha", &[refresh(b"r", "f1"), token(b"a", None, TokenKind::Access, "{}")]).unwrap();

@@ -3,9 +3,10 @@
 //! broader one, which its subject token's `may_act` claim allows; or the
 //! subject of an actor token (delegation).
 
-use crate::client::{Client, GrantType};
-use crate::error::{ErrorCode, OAuthError};
+use crate::client::{Client, GrantType, MAX_AUDIENCE};
+use crate::error::OAuthError;
 use crate::grant::{narrow_scopes, require_grant};
+use crate::resource::{self, ResourceRules};
 use crate::scope::Scopes;
 use crate::token::{AccessTokenClaims, Act, TokenRequest};
 
@@ -125,34 +126,58 @@ pub fn decide(
         client_id: client.client_id.clone(),
         scopes,
         act,
-        audience: None,
+        audience: Vec::new(),
         not_after: Some(not_after),
     })
 }
 
-/// The audience an exchange asks for with `audience` or `resource`
-/// (RFC 8693 §2.1, RFC 8707), allowed only when the client's
-/// `allowedAudiences` attribute lists it; `invalid_target` otherwise. One
-/// target per request: both parameters may be sent only when they agree.
-pub fn target(client: &Client, audience: Option<&str>, resource: Option<&str>) -> Result<Option<String>, OAuthError> {
-    let wanted = match (audience, resource) {
-        (None, None) => return Ok(None),
-        (Some(a), Some(r)) if a != r => {
-            return Err(OAuthError::new(ErrorCode::InvalidTarget, "audience and resource name different targets"));
-        }
-        (Some(t), _) | (None, Some(t)) => t,
-    };
-    if client.attributes.allowed_audiences.iter().any(|a| a == wanted) {
-        Ok(Some(wanted.to_string()))
-    } else {
-        Err(OAuthError::new(ErrorCode::InvalidTarget, format!("the client may not request tokens for {wanted:?}")))
+/// The audience an exchange asks for (RFC 8693 §2.1): its `resource`
+/// values (RFC 8707), each an absolute URI allowed as for any grant (see
+/// [`resource::resolve`]), then its `audience` values, logical names each
+/// allowed by the client's `allowedAudiences` (or, when it is a URI, by
+/// a rule of the realm as a resource would be); `invalid_target`
+/// otherwise. Both parameters may repeat, and together name at most
+/// [`resource::MAX_RESOURCES`] targets. Empty when none is asked for: the
+/// token's audience is then the client, as for any grant.
+pub fn targets(
+    client: &Client,
+    rules: &ResourceRules,
+    audiences: &[String],
+    resources: &[String],
+) -> Result<Vec<String>, OAuthError> {
+    if audiences.len().saturating_add(resources.len()) > resource::MAX_RESOURCES {
+        return Err(resource::invalid_target(format!(
+            "an exchange may name at most {} audiences and resources together",
+            resource::MAX_RESOURCES
+        )));
     }
+    let mut wanted = resource::resolve(resources, rules, client)?;
+    for audience in audiences {
+        let well_formed =
+            !audience.is_empty() && audience.len() <= MAX_AUDIENCE && !audience.chars().any(char::is_control);
+        if !well_formed {
+            return Err(resource::invalid_target(format!(
+                "an audience must be 1 to {MAX_AUDIENCE} bytes without control characters"
+            )));
+        }
+        let allowed = client.attributes.allowed_audiences.contains(audience)
+            || (resource::check_resource(audience).is_ok() && rules.allows(audience));
+        if !allowed {
+            let shown: String = audience.chars().take(64).collect();
+            return Err(resource::invalid_target(format!("the client may not request tokens for {shown:?}")));
+        }
+        if !wanted.contains(audience) {
+            wanted.push(audience.clone());
+        }
+    }
+    Ok(wanted)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::test_agent;
+    use crate::error::ErrorCode;
     use crate::token::MayAct;
 
     fn agent_with(id: &str, scope: &str) -> Client {
@@ -168,6 +193,7 @@ mod tests {
             iss: "https://as.example/am/oauth2/realms/root/realms/alpha".into(),
             sub: id.into(),
             aud: id.into(),
+            more_aud: vec![],
             client_id: id.into(),
             scope: "read".into(),
             iat: 0,
@@ -349,17 +375,53 @@ mod tests {
         assert_eq!(out.not_after, Some(1200));
     }
 
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| v.to_string()).collect()
+    }
+
     #[test]
-    fn a_target_must_be_in_the_clients_allowlist() {
+    fn a_target_must_be_in_the_clients_allowlist_or_allowed_by_the_realm() {
         let mut client = agent("a1");
-        assert_eq!(target(&client, None, None), Ok(None));
-        assert_eq!(target(&client, Some("https://api.example"), None).unwrap_err().code, ErrorCode::InvalidTarget);
-        client.attributes.allowed_audiences = vec!["https://api.example".into()];
-        assert_eq!(target(&client, None, Some("https://api.example")), Ok(Some("https://api.example".into())));
+        let none = ResourceRules::default();
+        assert_eq!(targets(&client, &none, &[], &[]), Ok(vec![]));
+        let api = strings(&["https://api.example"]);
+        assert_eq!(targets(&client, &none, &api, &[]).unwrap_err().code, ErrorCode::InvalidTarget);
+        assert_eq!(targets(&client, &none, &[], &api).unwrap_err().code, ErrorCode::InvalidTarget);
+        client.attributes.allowed_audiences = strings(&["https://api.example", "calendar"]);
+        assert_eq!(targets(&client, &none, &[], &api), Ok(api.clone()));
+        assert_eq!(targets(&client, &none, &strings(&["calendar"]), &[]), Ok(strings(&["calendar"])));
+        let other = strings(&["https://other.example"]);
+        assert_eq!(targets(&client, &none, &api, &other).unwrap_err().code, ErrorCode::InvalidTarget);
+        // The realm's rules allow resources, and audiences that are URIs.
+        let realm = ResourceRules::parse(&["https://other.example"]).unwrap();
+        assert_eq!(targets(&client, &realm, &other, &[]), Ok(other.clone()));
         assert_eq!(
-            target(&client, Some("https://api.example"), Some("https://other.example")).unwrap_err().code,
+            targets(&agent("a2"), &realm, &strings(&["calendar"]), &[]).unwrap_err().code,
             ErrorCode::InvalidTarget
         );
+    }
+
+    #[test]
+    fn an_exchange_may_name_several_targets_which_all_become_the_audience() {
+        let mut client = agent("a1");
+        client.attributes.allowed_audiences = strings(&["calendar"]);
+        let realm = ResourceRules::parse(&["https://a.example/mcp", "https://b.example/*"]).unwrap();
+        let resources = strings(&["https://a.example/mcp", "https://b.example/x"]);
+        let audiences = strings(&["calendar", "https://a.example/mcp"]);
+        assert_eq!(
+            targets(&client, &realm, &audiences, &resources),
+            Ok(strings(&["https://a.example/mcp", "https://b.example/x", "calendar"]))
+        );
+        // A resource must be an absolute URI without a fragment; an
+        // audience need not be a URI, but is bounded.
+        for bad in ["calendar", "https://a.example/mcp#x"] {
+            assert_eq!(targets(&client, &realm, &[], &strings(&[bad])).unwrap_err().code, ErrorCode::InvalidTarget);
+        }
+        for bad in [String::new(), "a\nb".to_string()] {
+            assert_eq!(targets(&client, &realm, &[bad], &[]).unwrap_err().code, ErrorCode::InvalidTarget);
+        }
+        let many = vec!["calendar".to_string(); resource::MAX_RESOURCES + 1];
+        assert_eq!(targets(&client, &realm, &many, &[]).unwrap_err().code, ErrorCode::InvalidTarget);
     }
 
     #[test]

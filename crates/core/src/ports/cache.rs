@@ -143,7 +143,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
-    use crate::{AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
+    use crate::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 
     fn row(scope: &str) -> ClientRow {
         ClientRow {
@@ -157,6 +157,7 @@ mod tests {
                     scope: scope.into(),
                     token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                     jwks: None,
+                    application_type: ApplicationType::Web,
                 },
                 attributes: ClientAttributes::default(),
                 is_ai_agent: false,

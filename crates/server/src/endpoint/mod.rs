@@ -53,7 +53,7 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
         Route::Introspect { .. } => introspection::introspect(service, &realm, parts, body),
         Route::Revoke { .. } => introspection::revoke(service, &realm, parts, body),
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
-        Route::Discovery { .. } => Ok(discovery::openid_configuration(&realm)),
+        Route::Discovery { .. } => Ok(discovery::metadata(&realm)),
         Route::Admin { .. }
         | Route::MethodNotAllowed { .. }
         | Route::Health

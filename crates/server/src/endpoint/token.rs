@@ -23,12 +23,14 @@ pub fn token(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]
 fn parse(form: &Form) -> Result<TokenRequest, OAuthError> {
     let grant_type = form.require("grant_type")?;
     let scope = form.get("scope").map(Scopes::parse).transpose()?;
+    // RFC 8707: any grant may name the resources its token is for.
+    let resources = form.get_all("resource");
     match GrantType::parse(grant_type) {
-        Some(GrantType::ClientCredentials) => Ok(TokenRequest::ClientCredentials { scope }),
-        Some(GrantType::TokenExchange) => Ok(TokenRequest::TokenExchange(parse_exchange(form, scope)?)),
+        Some(GrantType::ClientCredentials) => Ok(TokenRequest::ClientCredentials { scope, resources }),
+        Some(GrantType::TokenExchange) => Ok(TokenRequest::TokenExchange(parse_exchange(form, scope, resources)?)),
         Some(GrantType::RefreshToken) => {
             let refresh_token = Secret(form.require("refresh_token")?.to_string());
-            Ok(TokenRequest::RefreshToken { refresh_token, scope })
+            Ok(TokenRequest::RefreshToken { refresh_token, scope, resources })
         }
         None => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
@@ -40,7 +42,7 @@ fn parse(form: &Form) -> Result<TokenRequest, OAuthError> {
 /// RFC 8693 §2.1's parameter rules, as this server supports them: the
 /// subject token (and an actor token, with its type) must be access tokens,
 /// and an access token is the only type it issues.
-fn parse_exchange(form: &Form, scope: Option<Scopes>) -> Result<ExchangeRequest, OAuthError> {
+fn parse_exchange(form: &Form, scope: Option<Scopes>, resources: Vec<String>) -> Result<ExchangeRequest, OAuthError> {
     let subject_token = Secret(form.require("subject_token")?.to_string());
     let subject_token_type = form.require("subject_token_type")?;
     if subject_token_type != ACCESS_TOKEN_TYPE {
@@ -62,11 +64,5 @@ fn parse_exchange(form: &Form, scope: Option<Scopes>) -> Result<ExchangeRequest,
         (Some(_), None) => return Err(OAuthError::invalid_request("actor_token requires actor_token_type")),
         (None, Some(_)) => return Err(OAuthError::invalid_request("actor_token_type was sent without actor_token")),
     };
-    Ok(ExchangeRequest {
-        subject_token,
-        actor_token,
-        audience: form.get("audience").map(str::to_string),
-        resource: form.get("resource").map(str::to_string),
-        scope,
-    })
+    Ok(ExchangeRequest { subject_token, actor_token, audiences: form.get_all("audience"), resources, scope })
 }

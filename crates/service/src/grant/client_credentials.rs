@@ -1,5 +1,6 @@
 //! The client credentials grant (RFC 6749 §4.4): a client's token for
-//! itself, within its registered scopes.
+//! itself, within its registered scopes, for the resources it names
+//! (RFC 8707) if the realm or the client's policy allows them.
 
 use agentauth_core::grant::client_credentials;
 use agentauth_core::{Client, GrantType, OAuthError, Scopes};
@@ -13,8 +14,9 @@ pub(crate) fn issue(
     realm: &RealmRuntime,
     client: &Client,
     scope: Option<Scopes>,
+    resources: &[String],
 ) -> Result<TokenResponse, OAuthError> {
-    let request = client_credentials::decide(client, scope)?;
+    let request = client_credentials::decide(client, scope, resources, &realm.resource_rules)?;
     let minted = mint(svc, realm, client, request, GrantType::ClientCredentials)?;
     persist(svc, realm, &minted.stored(None))?;
     minted.count(realm, GrantType::ClientCredentials, false);

@@ -35,12 +35,12 @@ use crate::{Service, internal};
 /// edge; the client is authenticated separately.
 #[derive(Debug)]
 pub enum TokenRequest {
-    /// RFC 6749 §4.4.
-    ClientCredentials { scope: Option<Scopes> },
+    /// RFC 6749 §4.4, with the `resource` values of RFC 8707.
+    ClientCredentials { scope: Option<Scopes>, resources: Vec<String> },
     /// RFC 8693.
     TokenExchange(ExchangeRequest),
-    /// RFC 6749 §6.
-    RefreshToken { refresh_token: Secret, scope: Option<Scopes> },
+    /// RFC 6749 §6, with the `resource` values of RFC 8707 §2.2.
+    RefreshToken { refresh_token: Secret, scope: Option<Scopes>, resources: Vec<String> },
 }
 
 /// A token as presented by a client: never printed.
@@ -98,10 +98,12 @@ impl Service {
         };
         crate::decisions::note(|d| d.grant = Some(grant.as_str().to_string()));
         match request {
-            TokenRequest::ClientCredentials { scope } => client_credentials::issue(self, realm, client, scope),
+            TokenRequest::ClientCredentials { scope, resources } => {
+                client_credentials::issue(self, realm, client, scope, &resources)
+            }
             TokenRequest::TokenExchange(request) => token_exchange::issue(self, realm, client, request),
-            TokenRequest::RefreshToken { refresh_token, scope } => {
-                refresh_token::issue(self, realm, client, refresh_token.as_str(), scope)
+            TokenRequest::RefreshToken { refresh_token, scope, resources } => {
+                refresh_token::issue(self, realm, client, refresh_token.as_str(), scope, &resources)
             }
         }
     }
@@ -192,6 +194,11 @@ pub(crate) fn mint(
     }
     let jti_hash = svc.hasher.hash(Purpose::JwtId, &claims.jti);
     crate::decisions::minted(&claims, client.attributes.stateless_tokens_enabled);
+    if !claims.more_aud.is_empty() {
+        // `minted` notes `aud`, the first audience; a token asked for
+        // several resources has them all audited.
+        crate::decisions::note(|d| d.audience = claims.audience());
+    }
     if client.attributes.stateless_tokens_enabled {
         let payload = serde_json::to_value(&claims).map_err(internal)?;
         let signing = tracing::debug_span!("sign", realm = %realm.name);

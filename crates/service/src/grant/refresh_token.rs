@@ -17,6 +17,7 @@ pub(crate) fn issue(
     client: &Client,
     presented: &str,
     scope: Option<Scopes>,
+    resources: &[String],
 ) -> Result<TokenResponse, OAuthError> {
     let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid, expired or revoked");
     let old_hash = svc.hasher.hash(Purpose::RefreshToken, presented);
@@ -41,12 +42,16 @@ pub(crate) fn issue(
     // A subject that narrowed its registration narrows what is refreshed.
     let granted = Scopes::parse(&grant.scope).unwrap_or_default();
     let subject_ceiling = subject_scope_ceiling(svc, realm, &grant.sub, granted)?;
-    let request = refresh_token::decide(client, &grant, &subject_ceiling, scope, now)?;
+    let request =
+        refresh_token::decide(client, &grant, &subject_ceiling, scope, resources, &realm.resource_rules, now)?;
     let minted = mint(svc, realm, client, request, GrantType::RefreshToken)?;
 
     let successor = new_secret();
     let successor_hash = svc.hasher.hash(Purpose::RefreshToken, &successor);
     // The successor keeps the family's expiry: rotation never extends it.
+    // It keeps the grant's audience whole too, even when this token was
+    // asked for fewer resources: the next refresh may ask for the others
+    // (RFC 8707 §2.2).
     let successor_grant = RefreshGrant { scope: minted.claims.scope.clone(), ..grant };
     let successor_json = serde_json::to_string(&successor_grant).map_err(internal)?;
     let family = row.family.as_deref();

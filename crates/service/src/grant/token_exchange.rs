@@ -21,8 +21,10 @@ use crate::{Service, internal};
 pub struct ExchangeRequest {
     pub subject_token: Secret,
     pub actor_token: Option<Secret>,
-    pub audience: Option<String>,
-    pub resource: Option<String>,
+    /// Every `audience` value, in the order sent.
+    pub audiences: Vec<String>,
+    /// Every `resource` value (RFC 8707), in the order sent.
+    pub resources: Vec<String>,
     pub scope: Option<Scopes>,
 }
 
@@ -53,7 +55,7 @@ fn exchange(
     client: &Client,
     request: ExchangeRequest,
 ) -> Result<TokenResponse, (ExchangeOutcome, OAuthError)> {
-    let audience = token_exchange::target(client, request.audience.as_deref(), request.resource.as_deref())
+    let audience = token_exchange::targets(client, &realm.resource_rules, &request.audiences, &request.resources)
         .map_err(ended(ExchangeOutcome::InvalidTarget))?;
     let subject_token = request.subject_token.as_str();
     let subject = svc
@@ -79,7 +81,7 @@ fn exchange(
     let rules = realm.exchange_rules();
     let mut decided = token_exchange::decide(client, &subject, &ceiling, actor.as_ref(), request.scope, &rules)
         .map_err(ended(ExchangeOutcome::Refused))?;
-    decided.audience = audience;
+    decided.audience = audience.clone();
     // Everything issued from this exchange ends when the subject (or actor)
     // token does: the refresh token too.
     let family_end = decided.not_after.unwrap_or(i64::MAX);
@@ -92,7 +94,9 @@ fn exchange(
         sub: minted.claims.sub.clone(),
         scope: minted.claims.scope.clone(),
         act: minted.claims.act.clone(),
-        audience: (minted.claims.aud != client.client_id).then(|| minted.claims.aud.clone()),
+        // The targets asked for, which refreshes may narrow (none: the
+        // default audience, the client).
+        audience,
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal).map_err(&failed)?;
