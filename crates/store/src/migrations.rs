@@ -277,6 +277,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (decision, position)
     );
     CREATE INDEX decision_plugins_by_version ON decision_plugins (realm, plugin, version);",
+    // 16: a realm's local users. A username is unique in its realm (as
+    // normalised by the caller, compared bytewise); a user's subject is
+    // its identity in tokens, apart from the username.
+    "CREATE TABLE users (
+        realm         TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        subject       TEXT NOT NULL,
+        username      TEXT NOT NULL,
+        display_name  TEXT,
+        email         TEXT,
+        password_hash TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (realm, subject),
+        UNIQUE (realm, username)
+    );",
 ];
 
 /// The schema version this build migrates a database to.
