@@ -30,4 +30,5 @@ mod support;
 mod token_endpoint;
 mod token_exchange;
 mod traces;
+mod users;
 mod version;
