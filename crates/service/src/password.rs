@@ -9,13 +9,13 @@
 //! # Parameters
 //!
 //! m = 19,456 KiB (19 MiB), t = 2 passes, p = 1 lane, a 16-byte salt from
-//! the operating system's random source and a 32-byte output: the first
-//! of the equivalent configurations OWASP's Password Storage Cheat Sheet
-//! recommends for Argon2id. RFC 9106's own recommendations (2 GiB, or
+//! the operating system's random source and a 32-byte output: the minimum
+//! configuration OWASP's Password Storage Cheat Sheet recommends for
+//! Argon2id (and the `argon2` crate's default). RFC 9106's own recommendations (2 GiB, or
 //! 64 MiB with t = 3 and 4 lanes) are sized for a machine that does little
 //! else; this server signs tokens on two cores, and at these settings one
-//! hash costs about 19 MiB and a few tens of milliseconds of one core,
-//! so a login does not starve the token endpoint. More memory would make
+//! hash costs 19 MiB and 10 to 25 ms of one core (as measured on those
+//! machines), so a login does not starve the token endpoint. More memory would make
 //! each guess dearer for an attacker with the hashes, at the price of
 //! fewer logins at once; the parameters are constants here, and since a
 //! PHC string names its own, raising them later leaves existing hashes
@@ -57,7 +57,10 @@ const SALT_BYTES: usize = 16;
 /// Bytes of output.
 const OUTPUT_BYTES: usize = 32;
 
-/// The fewest characters a password may have (NIST SP 800-63B's minimum).
+/// The fewest characters a password may have: 8, the floor of NIST SP
+/// 800-63B revision 3. Revision 4 asks 15 of a password that is the only
+/// factor, as these are until users have a second one; raising it is this
+/// constant.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// The most bytes a password may have, bounding what one hash costs.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
