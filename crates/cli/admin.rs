@@ -1,5 +1,6 @@
-//! The `plugin` and `realm` subcommands that talk to a running server's
-//! admin API (`--server`, bearer token from `AGENTAUTH_ADMIN_TOKEN`).
+//! The `plugin`, `realm`, `keys` and `user` subcommands that talk to a
+//! running server's admin API (`--server`, bearer token from
+//! `AGENTAUTH_ADMIN_TOKEN`).
 
 use std::path::PathBuf;
 
@@ -234,6 +235,202 @@ pub enum RealmCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a local user of the realm. The password comes from a file or
+    /// standard input, never the command line, where other users of the
+    /// machine could read it (ps, /proc).
+    Create {
+        #[command(flatten)]
+        remote: Remote,
+        /// The name the user signs in with: ASCII letters, digits, '.',
+        /// '_', '-', '@' or '+', compared lowercased.
+        #[arg(long)]
+        username: String,
+        /// The name shown for the user.
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// List the realm's users by username, a page at a time (never their
+    /// passwords).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+        /// Users after this username (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Show one user, by subject or by username.
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+    },
+    /// Disable a user: refused at every login until enabled again.
+    Disable {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+    },
+    /// Delete a user; its subject is never given to another.
+    Delete {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+    },
+    /// Set a user's password, read from a file or standard input.
+    SetPassword {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+}
+
+/// Which user: by subject, or by username.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Which {
+    /// The user's subject (`usr_...`).
+    #[arg(long)]
+    subject: Option<String>,
+    /// The user's username.
+    #[arg(long)]
+    username: Option<String>,
+}
+
+impl Which {
+    /// The user's subject, looked up by username when given one.
+    fn subject(&self, remote: &Remote) -> anyhow::Result<String> {
+        if let Some(subject) = &self.subject {
+            return Ok(subject.clone());
+        }
+        let username = self.username.as_deref().unwrap_or_default();
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("username", username).finish();
+        let found = call(remote, "GET", format!("users?{query}")).send("application/json", vec![])?;
+        match found["users"][0]["subject"].as_str() {
+            Some(subject) => Ok(subject.to_string()),
+            None => bail!("realm {} has no user named {username}", remote.realm),
+        }
+    }
+}
+
+/// Where a password is read from: a file, or standard input (its first
+/// line in both cases, without the line's end).
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PasswordSource {
+    /// Read the password from this file.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// The most of a password source read: more than any password may be.
+const MAX_PASSWORD_INPUT: u64 = 64 * 1024;
+
+impl PasswordSource {
+    fn read(&self) -> anyhow::Result<String> {
+        use std::io::Read as _;
+        let mut text = String::new();
+        match &self.password_file {
+            Some(file) => {
+                let opened = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+                opened
+                    .take(MAX_PASSWORD_INPUT)
+                    .read_to_string(&mut text)
+                    .with_context(|| format!("reading the password from {}", file.display()))?;
+            }
+            None => {
+                std::io::stdin()
+                    .take(MAX_PASSWORD_INPUT)
+                    .read_to_string(&mut text)
+                    .context("reading the password from standard input")?;
+            }
+        }
+        password_line(&text)
+    }
+}
+
+/// The password in what was read: its first line, without the line's end.
+fn password_line(text: &str) -> anyhow::Result<String> {
+    let line = text.split('\n').next().unwrap_or_default();
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        bail!("no password: its first line is empty");
+    }
+    Ok(line.to_string())
+}
+
+pub fn user(command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
+    let out = match command {
+        UserCommand::Create { remote, username, display_name, email, password } => {
+            let body = json!({
+                "username": username,
+                "password": password.read()?,
+                "display_name": display_name,
+                "email": email,
+            });
+            call(&remote, "POST", "users".into()).send("application/json", body.to_string().into_bytes())?
+        }
+        UserCommand::List { remote, after, limit } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(after) = &after {
+                query.append_pair("after", after);
+            }
+            query.append_pair("limit", &limit.to_string());
+            call(&remote, "GET", format!("users?{}", query.finish())).send("application/json", vec![])?
+        }
+        UserCommand::Show { remote, user } => {
+            let subject = user.subject(&remote)?;
+            call(&remote, "GET", format!("users/{subject}")).send("application/json", vec![])?
+        }
+        UserCommand::Disable { remote, user } => {
+            let subject = user.subject(&remote)?;
+            call(&remote, "POST", format!("users/{subject}/disable")).send("application/json", vec![])?
+        }
+        UserCommand::Enable { remote, user } => {
+            let subject = user.subject(&remote)?;
+            call(&remote, "POST", format!("users/{subject}/enable")).send("application/json", vec![])?
+        }
+        UserCommand::Delete { remote, user } => {
+            let subject = user.subject(&remote)?;
+            call(&remote, "DELETE", format!("users/{subject}")).send("application/json", vec![])?;
+            json!({ "subject": subject, "deleted": true })
+        }
+        UserCommand::SetPassword { remote, user, password } => {
+            let subject = user.subject(&remote)?;
+            let body = json!({ "password": password.read()? });
+            call(&remote, "PUT", format!("users/{subject}/password"))
+                .send("application/json", body.to_string().into_bytes())?;
+            json!({ "subject": subject, "password_set": true })
+        }
+    };
+    print(&out)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 fn call<'a>(remote: &'a Remote, method: &'static str, path: String) -> Call<'a> {
     Call { remote, method, path }
 }
@@ -403,7 +600,18 @@ fn time_arg(text: &str, now: i64) -> anyhow::Result<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::time_arg;
+    use super::{password_line, time_arg};
+
+    #[test]
+    fn a_password_is_the_first_line_read_without_its_end() {
+        assert_eq!(password_line("hunter2-hunter2\n").unwrap(), "hunter2-hunter2");
+        assert_eq!(password_line("hunter2-hunter2\r\nignored").unwrap(), "hunter2-hunter2");
+        assert_eq!(password_line("no newline at all").unwrap(), "no newline at all");
+        assert_eq!(password_line("  spaces kept  \n").unwrap(), "  spaces kept  ");
+        for empty in ["", "\n", "\r\n"] {
+            assert!(password_line(empty).is_err(), "{empty:?}");
+        }
+    }
 
     #[test]
     fn a_time_is_unix_seconds_or_an_age() {

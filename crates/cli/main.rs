@@ -90,6 +90,9 @@ enum Command {
     /// Rotate or list a realm's signing keys on a running server.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Manage a realm's local users on a running server.
+    #[command(subcommand)]
+    User(admin::UserCommand),
     /// Apply the database's pending schema migrations, and say which
     /// version it is at. `serve` migrates at start too (on PostgreSQL under
     /// a lock, so replicas starting together migrate once); this runs them
@@ -330,6 +333,7 @@ fn run(command: Command, log_format: LogFormat, log_source: Option<ValueSource>)
         Command::Plugin(command) => admin::plugin(command),
         Command::Realm(command) => admin::realm(command),
         Command::Keys(command) => admin::keys(command),
+        Command::User(command) => admin::user(command),
         Command::Migrate { database, data_dir } => migrate(database.as_deref(), &data_dir),
         Command::Backup { data_dir, to, database } => {
             refuse_on_postgres(database.as_deref(), "backup")?;

@@ -31,4 +31,5 @@ mod support;
 mod token_endpoint;
 mod token_exchange;
 mod traces;
+mod users;
 mod version;

@@ -1,5 +1,6 @@
 //! The OAuth 2.0 domain of agentauth: client metadata, scopes, attributes
-//! set by policies, token claims and the rules of each grant.
+//! set by policies, token claims, the rules of each grant, and a realm's
+//! local users.
 //!
 //! This crate performs no I/O. It knows nothing of HTTP, SQL, WebAssembly
 //! or an async runtime; time and randomness come in as arguments. The
@@ -19,6 +20,7 @@ pub mod registration;
 pub mod resource;
 pub mod scope;
 pub mod token;
+pub mod user;
 mod vocabulary;
 
 pub use alg::Algorithm;

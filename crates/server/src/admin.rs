@@ -4,11 +4,13 @@
 //!
 //! Every request carries `Authorization: Bearer <admin token>`, checked
 //! (with the caller's right to the operation, and an upload's admission)
-//! before its body is read.
+//! before its body is read. A user's password comes in a JSON body (on
+//! creation, or `PUT users/{subject}/password`) and is never answered.
 
+use agentauth_core::ports::UserState;
 use agentauth_core::{Algorithm, HookKind};
 use agentauth_service::admin::{PluginListing, Upload, UploadPermit, realm_hooks};
-use agentauth_service::{AdminError, Principal};
+use agentauth_service::{AdminError, NewUser, Password, Principal, UserPage};
 use hyper::HeaderMap;
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
@@ -242,6 +244,37 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
             service.delete_realm_admin(realm, &id, &actor)?;
             Ok(Reply::no_content())
         }
+        AdminOp::ListUsers => {
+            if let Some(username) = query(parts, "username") {
+                let found: Vec<_> = service.find_user(realm, &username)?.into_iter().collect();
+                return Ok(Reply::json(200, &json!({ "users": to_json(&found)?, "next": null })));
+            }
+            let limit = query(parts, "limit")
+                .map(|v| v.parse().map_err(|_| AdminError::Invalid(format!("limit must be an integer: {v:?}"))))
+                .transpose()?;
+            let (users, next) = service.users(realm, &UserPage { after: query(parts, "after"), limit })?;
+            Ok(Reply::json(200, &json!({ "users": to_json(&users)?, "next": next })))
+        }
+        AdminOp::CreateUser => {
+            let user = service.create_user(realm, new_user(&json_body(body)?)?, &actor)?;
+            Ok(Reply::json(201, &to_json(&user)?))
+        }
+        AdminOp::ShowUser { subject } => Ok(Reply::json(200, &to_json(&service.user(realm, &subject)?)?)),
+        AdminOp::DeleteUser { subject } => {
+            service.delete_user(realm, &subject, &actor)?;
+            Ok(Reply::no_content())
+        }
+        AdminOp::SetUserState { subject, enable } => {
+            let state = if enable { UserState::Active } else { UserState::Disabled };
+            Ok(Reply::json(200, &to_json(&service.set_user_state(realm, &subject, state, &actor)?)?))
+        }
+        AdminOp::SetUserPassword { subject } => {
+            let request = json_body(body)?;
+            let fields = object_of(&request, &["password"])?;
+            let password = password_field(fields)?;
+            service.set_user_password(realm, &subject, &password, &actor)?;
+            Ok(Reply::no_content())
+        }
         AdminOp::ListRealms | AdminOp::CreateRealm | AdminOp::DeleteRealm => {
             Err(AdminError::NotFound("no such operation".into()))
         }
@@ -294,6 +327,48 @@ fn hook_selection(request: &Value) -> Result<Vec<(HookKind, Option<String>)>, Ad
             }
         })
         .collect()
+}
+
+/// The fields of a JSON object body, each among `known`: a misspelt
+/// field is refused rather than ignored. Field names are named in the
+/// refusal; values never are (one may be a password).
+fn object_of<'a>(request: &'a Value, known: &[&str]) -> Result<&'a serde_json::Map<String, Value>, AdminError> {
+    let Some(fields) = request.as_object() else {
+        return Err(AdminError::Invalid(format!("the body must be a JSON object with {}", known.join(", "))));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+        let shown: String = unknown.chars().filter(|c| !c.is_control()).take(64).collect();
+        return Err(AdminError::Invalid(format!("unknown field {shown:?}; fields: {}", known.join(", "))));
+    }
+    Ok(fields)
+}
+
+/// An optional string field (absent or null for none).
+fn string_field(fields: &serde_json::Map<String, Value>, name: &str) -> Result<Option<String>, AdminError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(AdminError::Invalid(format!("{name} must be a string"))),
+    }
+}
+
+/// The required `password` field, as a [`Password`] at once.
+fn password_field(fields: &serde_json::Map<String, Value>) -> Result<Password, AdminError> {
+    string_field(fields, "password")?
+        .map(Password::new)
+        .ok_or_else(|| AdminError::Invalid("password is required (a string)".into()))
+}
+
+/// A user to create: `{"username", "password", "display_name"?, "email"?}`.
+fn new_user(request: &Value) -> Result<NewUser, AdminError> {
+    let fields = object_of(request, &["username", "password", "display_name", "email"])?;
+    Ok(NewUser {
+        username: string_field(fields, "username")?
+            .ok_or_else(|| AdminError::Invalid("username is required (a string)".into()))?,
+        password: password_field(fields)?,
+        display_name: string_field(fields, "display_name")?,
+        email: string_field(fields, "email")?,
+    })
 }
 
 fn admin_json(admin: &agentauth_store::RealmAdmin) -> Value {

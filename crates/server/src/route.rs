@@ -139,6 +139,23 @@ pub enum AdminOp {
     DeleteAdmin {
         id: String,
     },
+    /// `GET users`: a page of the realm's users, or the one of a username.
+    ListUsers,
+    CreateUser,
+    ShowUser {
+        subject: String,
+    },
+    DeleteUser {
+        subject: String,
+    },
+    /// `POST users/{subject}/disable` (`enable: false`) or `.../enable`.
+    SetUserState {
+        subject: String,
+        enable: bool,
+    },
+    SetUserPassword {
+        subject: String,
+    },
 }
 
 /// Where the metrics are served, on the main listener and the metrics one.
@@ -263,6 +280,18 @@ fn admin_route(method: &Method, rest: &str) -> Route {
         (["admins"], _) => (None, "GET, POST"),
         (["admins", id], "DELETE") => (Some(AdminOp::DeleteAdmin { id: name(id) }), ""),
         (["admins", _], _) => (None, "DELETE"),
+        (["users"], "GET") => (Some(AdminOp::ListUsers), ""),
+        (["users"], "POST") => (Some(AdminOp::CreateUser), ""),
+        (["users"], _) => (None, "GET, POST"),
+        (["users", s], "GET") => (Some(AdminOp::ShowUser { subject: name(s) }), ""),
+        (["users", s], "DELETE") => (Some(AdminOp::DeleteUser { subject: name(s) }), ""),
+        (["users", _], _) => (None, "GET, DELETE"),
+        (["users", s, change @ ("enable" | "disable")], "POST") => {
+            (Some(AdminOp::SetUserState { subject: name(s), enable: *change == "enable" }), "")
+        }
+        (["users", _, "enable" | "disable"], _) => (None, "POST"),
+        (["users", s, "password"], "PUT") => (Some(AdminOp::SetUserPassword { subject: name(s) }), ""),
+        (["users", _, "password"], _) => (None, "PUT"),
         _ => return Route::NotFound,
     };
     match op {
@@ -388,6 +417,26 @@ mod tests {
             Route::MethodNotAllowed { allow: "POST" }
         );
         assert_eq!(route(&Method::DELETE, "/admin/v1/realms/alpha/plugins/p/versions/x", ""), Route::NotFound);
+        let subject = || "usr_1".to_string();
+        assert_eq!(route(&Method::POST, "/admin/v1/realms/alpha/users", ""), admin(AdminOp::CreateUser));
+        assert_eq!(route(&Method::GET, "/admin/v1/realms/alpha/users", ""), admin(AdminOp::ListUsers));
+        assert_eq!(
+            route(&Method::DELETE, "/admin/v1/realms/alpha/users/usr_1", ""),
+            admin(AdminOp::DeleteUser { subject: subject() })
+        );
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/realms/alpha/users/usr_1/disable", ""),
+            admin(AdminOp::SetUserState { subject: subject(), enable: false })
+        );
+        assert_eq!(
+            route(&Method::PUT, "/admin/v1/realms/alpha/users/usr_1/password", ""),
+            admin(AdminOp::SetUserPassword { subject: subject() })
+        );
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/realms/alpha/users/usr_1/password", ""),
+            Route::MethodNotAllowed { allow: "PUT" }
+        );
+        assert_eq!(route(&Method::GET, "/admin/v1/realms/alpha/users//enable", ""), Route::NotFound);
         assert_eq!(route(&Method::GET, "/admin/v1/realms/../plugins", ""), Route::NotFound);
     }
 

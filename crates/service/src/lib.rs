@@ -7,8 +7,9 @@
 //! (`tokens`), authenticating clients (`client_auth`), registering
 //! clients with the realm's DCR policy (`registration`), realm runtimes
 //! (`realm`), plugin and key lifecycles and the admin API's operations
-//! (`admin`), the housekeeping schedule (`housekeeping`), and the metrics
-//! registry (`telemetry`).
+//! (`admin`), a realm's local users and their login (`users`, with
+//! Argon2id password hashing in `password`), the housekeeping schedule
+//! (`housekeeping`), and the metrics registry (`telemetry`).
 //!
 //! It depends on `core` for the OAuth rules, `jose` for keys and JWTs,
 //! `plugin-host` for policies and `store` for state; never on hyper. Time
@@ -23,6 +24,7 @@ mod decisions;
 mod follow;
 pub mod grant;
 mod housekeeping;
+pub mod password;
 mod policy;
 mod rate;
 pub mod realm;
@@ -31,6 +33,7 @@ mod secrets;
 mod settings;
 pub mod telemetry;
 pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -42,11 +45,13 @@ use agentauth_plugin_host::{CallSlot, HookKind, PluginHost};
 pub use admin::{AdminError, AdminToken, Principal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use follow::{FollowError, Follower};
+pub use password::Password;
 pub use rate::Source;
 pub use realm::RealmRuntime;
 pub use secrets::{Hasher, Purpose};
 pub use settings::RealmSettings;
 pub use telemetry::Metrics;
+pub use users::{LoginError, NewUser, User, UserPage};
 
 use crate::realm::Realms;
 
@@ -83,6 +88,10 @@ pub struct Service {
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     registrations: rate::RateLimiter,
+    /// Login attempts, per username and per source.
+    logins: rate::RateLimiter,
+    /// Hashes and checks local users' passwords.
+    passwords: password::Passwords,
     admin: admin::Limits,
     /// This process among the replicas sharing the store: who holds the
     /// housekeeping lease.
@@ -135,6 +144,8 @@ impl Service {
             hasher,
             clock,
             registrations: rate::RateLimiter::default(),
+            logins: rate::RateLimiter::default(),
+            passwords: password::Passwords::default(),
             admin: admin::Limits::default(),
             replica: secrets::new_jti(),
             decisions,

@@ -1,8 +1,9 @@
-//! Rate limits on registration, per realm and per source: token buckets
-//! held in memory, refilled continuously. A refused request is told how
-//! long to wait (429 with `Retry-After`). A source is counted as the
-//! connection caps count it: an IPv4 address, or an IPv6 /64, since one
-//! host may use every address of its /64.
+//! Rate limits on registration and login, per realm, per source and per
+//! name (a username tried): token buckets held in memory, refilled
+//! continuously. A refused request is told how long to wait (429 with
+//! `Retry-After`). A source is counted as the connection caps count it:
+//! an IPv4 address, or an IPv6 /64, since one host may use every address
+//! of its /64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -43,7 +44,8 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Token buckets keyed by realm and, for per-source limits, source.
+/// Token buckets keyed by a name (a realm, say) and, for per-source
+/// limits, source.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     buckets: Mutex<HashMap<(String, Option<Source>), Bucket>>,
@@ -60,26 +62,43 @@ impl RateLimiter {
         realm_per_minute: u32,
         source_per_minute: u32,
     ) -> Result<(), u64> {
+        let mut buckets = vec![(realm, None, realm_per_minute)];
+        if let Some(ip) = source {
+            buckets.push((realm, Some(ip), source_per_minute));
+        }
+        self.take_each(&buckets)
+    }
+
+    /// Takes one token from each bucket named, all or none: a bucket is a
+    /// name, with a source for a per-source bucket, and allows its
+    /// `per_minute` requests a minute in bursts of as many. On refusal,
+    /// returns the seconds to wait (the longest any refusing bucket asks);
+    /// nothing is taken then.
+    pub fn take_each(&self, wanted: &[(&str, Option<IpAddr>, u32)]) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > MAX_TRACKED {
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs() < 60);
         }
-        let mut keys = vec![((realm.to_string(), None), realm_per_minute)];
-        if let Some(ip) = source {
-            keys.push(((realm.to_string(), Some(Source::from(ip))), source_per_minute));
-        }
+        let keys: Vec<_> = wanted
+            .iter()
+            .map(|(name, source, per_minute)| ((name.to_string(), source.map(Source::from)), *per_minute))
+            .collect();
         let mut refilled = Vec::with_capacity(keys.len());
+        let mut wait: Option<u64> = None;
         for (key, per_minute) in &keys {
             let capacity = f64::from(*per_minute);
             let bucket = buckets.get(key).copied().unwrap_or(Bucket { tokens: capacity, updated: now });
             let elapsed = now.duration_since(bucket.updated).as_secs_f64();
             let tokens = (bucket.tokens + elapsed * capacity / 60.0).min(capacity);
             if tokens < 1.0 {
-                let wait = ((1.0 - tokens) * 60.0 / capacity).ceil().max(1.0);
-                return Err(wait as u64);
+                let seconds = ((1.0 - tokens) * 60.0 / capacity).ceil().max(1.0) as u64;
+                wait = wait.max(Some(seconds));
             }
             refilled.push((key.clone(), tokens));
+        }
+        if let Some(wait) = wait {
+            return Err(wait);
         }
         for (key, tokens) in refilled {
             buckets.insert(key, Bucket { tokens: tokens - 1.0, updated: now });
@@ -113,6 +132,25 @@ mod tests {
             limiter.take("alpha", Some([10, 0, 0, i].into()), 2, 100).unwrap();
         }
         assert!(limiter.take("alpha", Some([10, 0, 0, 9].into()), 2, 100).is_err());
+    }
+
+    #[test]
+    fn named_buckets_are_taken_all_or_none() {
+        let limiter = RateLimiter::default();
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        // A source's bucket, and a bucket per name tried from it.
+        for _ in 0..2 {
+            limiter.take_each(&[("alpha", Some(ip), 3), ("alpha/alice", None, 2)]).unwrap();
+        }
+        let wait = limiter.take_each(&[("alpha", Some(ip), 3), ("alpha/alice", None, 2)]).unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        // The refusal took nothing from the source's bucket: one is left.
+        limiter.take_each(&[("alpha", Some(ip), 3), ("alpha/bob", None, 2)]).unwrap();
+        let wait = limiter.take_each(&[("alpha", Some(ip), 3), ("alpha/carol", None, 2)]).unwrap_err();
+        assert!((1..=20).contains(&wait), "{wait}");
+        // A name's bucket holds whatever the source.
+        assert!(limiter.take_each(&[("alpha/alice", None, 2)]).is_err());
+        limiter.take_each(&[("alpha/carol", None, 2)]).unwrap();
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Client secrets, registration access tokens and server-side tokens are
 //! 256 random bits, so a keyed SHA-256 (HMAC) is the right way to store
 //! them: a slow password hash would add nothing but latency. The key is
-//! made once per database and kept in it.
+//! made once per database and kept in it. (People's passwords are another
+//! matter: see `password`.)
 
 use agentauth_core::ports::ServerSecretRepository;
 use base64::Engine as _;
@@ -68,7 +69,8 @@ impl Hasher {
     }
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+/// `N` bytes from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0; N];
     // The OS random source failing is not something to serve through.
     #[allow(clippy::expect_used)]

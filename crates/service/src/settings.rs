@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The settings only the operator may change: they bound what one realm
 /// may take from the server and its other realms.
-pub const OPERATOR_SETTINGS: [&str; 12] = [
+pub const OPERATOR_SETTINGS: [&str; 14] = [
     "plugin_timeout_ms",
     "plugin_memory_bytes",
     "plugin_concurrency",
@@ -19,6 +19,8 @@ pub const OPERATOR_SETTINGS: [&str; 12] = [
     "key_rotations_per_minute",
     "max_published_keys",
     "decision_retention_days",
+    "logins_per_minute_per_user",
+    "logins_per_minute_per_source",
 ];
 
 /// A realm's configuration, stored as JSON.
@@ -112,6 +114,14 @@ pub struct RealmSettings {
     /// registration) are kept in its audit before housekeeping deletes
     /// them (operator only: they take the server's storage).
     pub decision_retention_days: u32,
+    /// Login attempts a minute for one username of the realm, whether or
+    /// not a user has it, in bursts of as many; past it the attempt is
+    /// refused before the password is checked. Each costs a password hash
+    /// (operator only: hashing is the server's CPU and memory).
+    pub logins_per_minute_per_user: u32,
+    /// Login attempts a minute to the realm from one source (an IPv4
+    /// address, or an IPv6 /64), whatever the usernames tried.
+    pub logins_per_minute_per_source: u32,
 }
 
 impl RealmSettings {
@@ -153,6 +163,8 @@ impl RealmSettings {
         within("decision_retention_days", i64::from(self.decision_retention_days), 1, 3650)?;
         agentauth_core::resource::ResourceRules::parse(&self.allowed_resources)
             .map_err(|e| format!("allowed_resources: {e}"))?;
+        within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
+        within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -220,6 +232,10 @@ impl Default for RealmSettings {
             key_rotations_per_minute: 2,
             max_published_keys: 10,
             decision_retention_days: 30,
+            // A person mistyping gets several tries at once; a guesser gets
+            // one every six seconds for each username.
+            logins_per_minute_per_user: 10,
+            logins_per_minute_per_source: 60,
         }
     }
 }

@@ -226,6 +226,8 @@ label_values! {
         Admin = "admin",
         /// A realm's key rotations per minute, and its published keys.
         KeyRotations = "key_rotations",
+        /// A realm's login attempts per minute, per username or per source.
+        Logins = "logins",
         /// Connections from one source (server-wide, under [`NO_REALM`]).
         ConnectionsPerSource = "connections_per_source",
     }
@@ -383,7 +385,7 @@ impl Metrics {
         let rate_limited = Family::default();
         registry.register(
             "rate_limited",
-            "Requests refused by a limit, by realm (\"-\" for server-wide limits) and limit (registrations, admin, key_rotations, connections_per_source)",
+            "Requests refused by a limit, by realm (\"-\" for server-wide limits) and limit (registrations, admin, key_rotations, logins, connections_per_source)",
             rate_limited.clone(),
         );
         let without_realm = Endpoint::ALL

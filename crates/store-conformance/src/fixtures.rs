@@ -1,7 +1,7 @@
-//! Rows the tests store: a client, an audit entry, a plugin push. Also
-//! used by a backend's own tests.
+//! Rows the tests store: a client, an audit entry, a plugin push, a user.
+//! Also used by a backend's own tests.
 
-use agentauth_core::ports::{AuditEntry, ClientRow, PluginPush, PluginQuota};
+use agentauth_core::ports::{AuditEntry, ClientRow, PluginPush, PluginQuota, UserRow, UserState};
 use agentauth_core::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType, HookKind};
 
 /// A client `id` whose secret hashes to `[1; 32]` and whose registration
@@ -44,5 +44,20 @@ pub fn pushed<'a>(name: &'a str, sha256: &'a str, component: &'a [u8]) -> Plugin
         activate: true,
         artifact: Some(("engine", b"compiled")),
         quota: PluginQuota::UNLIMITED,
+    }
+}
+
+/// An active user `username` of subject `subject`, created at time 7,
+/// whose password hash names the user (a PHC-shaped string; nothing here
+/// verifies it).
+pub fn user_row(subject: &str, username: &str) -> UserRow {
+    UserRow {
+        subject: subject.into(),
+        username: username.into(),
+        display_name: Some(format!("{username} (display)")),
+        email: None,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${username}"),
+        state: UserState::Active,
+        created_at: 7,
     }
 }

@@ -36,6 +36,7 @@ pub mod plugins;
 pub mod realms;
 pub mod secrets;
 pub mod tokens;
+pub mod users;
 
 /// One `#[test]` per rule of the storage ports, each run on the store
 /// that `$with_store` (a function taking `impl FnOnce(&Store)`) provides.
@@ -95,6 +96,14 @@ macro_rules! store_conformance_tests {
             decisions::decisions_are_read_a_page_at_a_time,
             decisions::a_decision_of_a_realm_that_does_not_exist_is_dropped,
             decisions::decisions_go_by_age_and_with_their_realm,
+            users::a_user_is_read_back_as_stored_in_its_realm_only,
+            users::a_taken_username_is_refused_and_stores_nothing,
+            users::a_user_of_an_unknown_realm_is_refused,
+            users::racing_creations_of_one_username_store_one_user,
+            users::users_are_listed_by_username_a_page_at_a_time,
+            users::a_users_state_and_password_change_and_are_audited,
+            users::a_deleted_user_is_gone_and_its_username_free_again,
+            users::deleting_a_realm_deletes_its_users,
         }
     };
 }
@@ -115,7 +124,7 @@ macro_rules! __conformance_tests {
 #[cfg(test)]
 mod tests {
     /// Each module's source, to check the macro against.
-    const MODULES: [(&str, &str); 9] = [
+    const MODULES: [(&str, &str); 10] = [
         ("realms", include_str!("realms.rs")),
         ("clients", include_str!("clients.rs")),
         ("keys", include_str!("keys.rs")),
@@ -125,6 +134,7 @@ mod tests {
         ("secrets", include_str!("secrets.rs")),
         ("coordination", include_str!("coordination.rs")),
         ("decisions", include_str!("decisions.rs")),
+        ("users", include_str!("users.rs")),
     ];
 
     #[test]

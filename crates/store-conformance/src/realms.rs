@@ -4,7 +4,7 @@
 use agentauth_core::Algorithm;
 use agentauth_core::ports::{KeyRow, Lineage, NewToken, RealmAdmin, RealmRow, Storage, TokenKind};
 
-use crate::fixtures::{audit, client_row, pushed};
+use crate::fixtures::{audit, client_row, pushed, user_row};
 
 pub fn a_realm_is_created_once_and_listed_by_name<S: Storage + ?Sized>(store: &S) {
     assert!(store.create_realm_if_absent("beta", "{\"b\":1}", 0).unwrap());
@@ -72,6 +72,7 @@ fn fill<S: Storage + ?Sized>(store: &S, realm: &str) {
     assert!(store.use_assertion_jti(realm, "c1", "assertion", 9).unwrap());
     let admin = RealmAdmin { realm: realm.into(), id: "a1".into(), name: "ops".into(), created_at: 0 };
     store.create_realm_admin(&admin, &hash("admin"), &audit("create-admin")).unwrap();
+    assert!(store.create_user(realm, &user_row(&format!("usr_{realm}"), "alice"), &audit("create-user")).unwrap());
 }
 
 pub fn deleting_a_realm_takes_everything_of_it_and_nothing_of_another<S: Storage + ?Sized>(store: &S) {
@@ -99,6 +100,7 @@ pub fn deleting_a_realm_takes_everything_of_it_and_nothing_of_another<S: Storage
         let admin = format!("{realm}-admin");
         assert_eq!(store.realm_admin_by_token(admin.as_bytes()).unwrap().is_some(), present, "{realm}: admin token");
         assert_eq!(store.plugin_artifact(realm, "engine").unwrap().is_some(), present, "{realm}: compiled plugin");
+        assert_eq!(store.user_by_username(realm, "alice").unwrap().is_some(), present, "{realm}: users");
     }
     // A realm of the same name starts empty: no client, and no record of
     // the old realm's assertions.

@@ -1,16 +1,18 @@
 //! PostgreSQL storage for agentauth, for replicas sharing one database:
-//! realms, clients, signing keys, plugins, server-side tokens, the audit
-//! log, and the feed of changes replicas follow. [`PgStore`] implements
-//! every repository trait of `agentauth_core::ports`, and passes the
-//! conformance suite every backend runs (`tests/conformance.rs`), with the
-//! same semantics as the SQLite store.
+//! realms, clients, signing keys, plugins, server-side tokens, local
+//! users, the audit log, and the feed of changes replicas follow.
+//! [`PgStore`] implements every repository trait of
+//! `agentauth_core::ports`, and passes the conformance suite every backend
+//! runs (`tests/conformance.rs`), with the same semantics as the SQLite
+//! store.
 //!
 //! # What is stored where
 //!
 //! One table per kind of row, as the SQLite store has them (`realms`,
 //! `realm_admins`, `clients` and `client_counts`, `signing_keys`,
 //! `plugins` and `plugin_artifacts`, `tokens`, `token_lineage`,
-//! `revoked_jwts`, `client_assertions`, `audit`, `server_secrets`), plus
+//! `revoked_jwts`, `client_assertions`, `users`, `audit`,
+//! `server_secrets`), plus
 //! `changes` and `leases` for coordination, and `schema_migrations`, the
 //! schema's version. Every table of a realm's rows cascades from the realm;
 //! the audit log outlives it. Secrets never reach this crate in the clear:
@@ -115,7 +117,7 @@
 //! - `error`: PostgreSQL's failures as the ports' error kinds
 //! - `migrations`: the schema
 //! - `listen`: the LISTEN connection and the waiters it wakes
-//! - `realms`, `keys`, `plugins`, `clients`, `tokens`, `audit`,
+//! - `realms`, `keys`, `plugins`, `clients`, `tokens`, `users`, `audit`,
 //!   `secrets`, `sweep`, `coordination`
 //!
 //! [`CHANGES_KEPT_FOR`]: agentauth_core::ports::CHANGES_KEPT_FOR
@@ -136,6 +138,7 @@ mod secrets;
 mod store;
 mod sweep;
 mod tokens;
+mod users;
 
 #[cfg(feature = "throwaway")]
 pub mod throwaway;

@@ -183,6 +183,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX decisions_by_time ON decisions (realm, at);
     CREATE INDEX decisions_by_client ON decisions (realm, client_id, at);
     CREATE INDEX decisions_by_plugin ON decisions USING GIN (plugins jsonb_path_ops);",
+    // 3: a realm's local users, as the SQLite store's migration 16 has
+    // them. Usernames compare and sort bytewise (`COLLATE "C"`), as in
+    // SQLite, whatever the database's locale: a locale's collation may
+    // ignore punctuation, and pages of users would not match.
+    "CREATE TABLE users (
+        realm         TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        subject       TEXT NOT NULL,
+        username      TEXT COLLATE \"C\" NOT NULL,
+        display_name  TEXT,
+        email         TEXT,
+        password_hash TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        PRIMARY KEY (realm, subject),
+        UNIQUE (realm, username)
+    );",
 ];
 
 /// The schema version this build migrates a database to.

@@ -1,7 +1,7 @@
 //! SQLite storage for agentauth: realms, clients, signing keys, plugins,
-//! server-side tokens and the audit log. [`Store`] implements every
-//! repository trait of `agentauth_core::ports`, and passes the conformance
-//! suite every backend runs (`tests/conformance.rs`).
+//! server-side tokens, local users and the audit log. [`Store`] implements
+//! every repository trait of `agentauth_core::ports`, and passes the
+//! conformance suite every backend runs (`tests/conformance.rs`).
 //!
 //! The database runs in WAL mode with `synchronous=FULL`, so a row
 //! acknowledged to a client survives a crash or power loss. Every write is
@@ -27,6 +27,7 @@
 //! - `tokens`: server-side tokens, revocations, lineage, assertion replay
 //! - `audit`: the log of administrative changes
 //! - `decisions`: the audit of decisions (tokens, registrations)
+//! - `users`: a realm's local users, with their password hashes
 //! - `coordination`: the change feed other processes follow, leases
 //! - `secrets`, `sweep`, `backup`: server secrets, housekeeping, copies
 
@@ -46,6 +47,7 @@ mod store;
 mod stored;
 mod sweep;
 mod tokens;
+mod users;
 
 pub use migrations::SCHEMA_VERSION;
 pub use store::Store;
@@ -57,7 +59,7 @@ pub use agentauth_core::ports::{
     Coordination, Decision, DecisionQuery, DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow,
     Lineage, NewToken, PluginPush, PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome,
     RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
-    TokenRepository, TokenRow,
+    TokenRepository, TokenRow, UserRepository, UserRow, UserState,
 };
 
 /// The repository traits [`Store`] implements, whose methods are all it

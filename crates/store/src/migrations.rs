@@ -282,6 +282,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // them over, then go.
     "ALTER TABLE decision_plugins RENAME TO carried_decision_plugins;
     ALTER TABLE decisions RENAME TO carried_decisions;",
+    // 17: a realm's local users. A username is unique in its realm (as
+    // normalised by the caller, compared bytewise); a user's subject is
+    // its identity in tokens, apart from the username.
+    "CREATE TABLE users (
+        realm         TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        subject       TEXT NOT NULL,
+        username      TEXT NOT NULL,
+        display_name  TEXT,
+        email         TEXT,
+        password_hash TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (realm, subject),
+        UNIQUE (realm, username)
+    );",
 ];
 
 /// The schema of the store's database.

@@ -152,7 +152,7 @@ mod tests {
     use crate::engine::{exists, query_row};
     use crate::prelude::*;
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
-    use agentauth_store_conformance::fixtures::{audit, client_row, pushed};
+    use agentauth_store_conformance::fixtures::{audit, client_row, pushed, user_row};
 
     /// Tables whose rows outlive their realm: its audit log, and the changes
     /// other processes follow (its deletion among them).
@@ -205,6 +205,7 @@ mod tests {
         let plugin = crate::PluginUse { name: "p".into(), version: 1, sha256: "s".into(), outcome: "allowed".into() };
         let decision = crate::Decision { plugins: vec![plugin], outcome: "allowed".into(), ..Default::default() };
         assert_eq!(store.record_decisions(&[(realm.to_string(), decision)]).unwrap(), 1);
+        assert!(store.create_user(realm, &user_row(&format!("usr_{realm}"), "alice"), &audit("create-user")).unwrap());
     }
 
     #[test]
@@ -237,7 +238,7 @@ mod tests {
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)),
         )
         .unwrap();
-        assert_eq!(kept, (4, true));
+        assert_eq!(kept, (5, true));
         drop(conn);
         // Compiled code of no stored version goes; what another realm uses stays.
         assert_eq!(store.plugin_artifact_hashes().unwrap(), ["beta"]);

@@ -1,6 +1,6 @@
 //! The names under which enums of the domain are stored (hook kinds,
-//! signing algorithms, token kinds), read back into their types in one
-//! place.
+//! signing algorithms, token kinds, user states), read back into their
+//! types in one place.
 //!
 //! A name no variant has means the row was not written by this store (or
 //! by a newer one): reading it fails as [`ErrorKind::Corrupt`], never a
@@ -11,7 +11,7 @@
 use agentauth_core::{Algorithm, HookKind};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 
-use crate::TokenKind;
+use crate::{TokenKind, UserState};
 
 /// A value read from its stored name: `row.get::<_, Stored<HookKind>>(i)?.0`.
 pub(crate) struct Stored<T>(pub(crate) T);
@@ -45,6 +45,14 @@ impl Named for TokenKind {
 
     fn from_name(name: &str) -> Option<Self> {
         TokenKind::parse(name)
+    }
+}
+
+impl Named for UserState {
+    const WHAT: &'static str = "user state";
+
+    fn from_name(name: &str) -> Option<Self> {
+        UserState::parse(name)
     }
 }
 

@@ -23,6 +23,7 @@ mod plugins;
 mod realms;
 mod secrets;
 mod tokens;
+mod users;
 
 pub use audit::{AuditEntry, AuditRepository};
 pub use cache::CachedClients;
@@ -35,6 +36,7 @@ pub use plugins::{PluginPush, PluginQuota, PluginRepository, PluginRow, PluginVe
 pub use realms::{RealmAdmin, RealmRepository, RealmRow};
 pub use secrets::{Housekeeping, ServerSecretRepository};
 pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenRow};
+pub use users::{UserRepository, UserRow, UserState};
 
 /// The repository traits alone, to bring their methods into scope where a
 /// backend is held by its own type: `use agentauth_core::ports::prelude::*;`
@@ -43,7 +45,7 @@ pub use tokens::{Lineage, NewToken, Rotation, TokenKind, TokenRepository, TokenR
 pub mod prelude {
     pub use super::{
         AuditRepository, ClientRepository, Coordination, DecisionRepository, Housekeeping, KeyRepository,
-        PluginRepository, RealmRepository, ServerSecretRepository, TokenRepository,
+        PluginRepository, RealmRepository, ServerSecretRepository, TokenRepository, UserRepository,
     };
 }
 
@@ -60,6 +62,7 @@ pub trait Storage:
     + Housekeeping
     + Coordination
     + DecisionRepository
+    + UserRepository
 {
 }
 
@@ -75,6 +78,7 @@ impl<T> Storage for T where
         + Housekeeping
         + Coordination
         + DecisionRepository
+        + UserRepository
         + ?Sized
 {
 }
