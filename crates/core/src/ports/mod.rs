@@ -13,6 +13,7 @@
 //! (`agentauth-store-conformance`), which states each contract as tests.
 
 mod audit;
+mod authorizations;
 mod cache;
 mod clients;
 mod coordination;
@@ -26,6 +27,7 @@ mod tokens;
 mod users;
 
 pub use audit::{AuditEntry, AuditRepository};
+pub use authorizations::{AuthorizationCode, AuthorizationRepository, CodeIssue, Consent, Redemption};
 pub use cache::CachedClients;
 pub use clients::{ClientRepository, ClientRow};
 pub use coordination::{CHANGES_KEPT_FOR, Change, ChangeTopic, CommitObserver, Coordination};

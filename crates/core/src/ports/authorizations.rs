@@ -1,0 +1,108 @@
+//! What the authorization endpoint keeps between a user's consent and the
+//! client's token request: authorization codes (RFC 6749 §4.1, as OAuth
+//! 2.1 profiles them) and the consents users gave, remembered per user and
+//! client until revoked.
+//!
+//! A code is stored by its keyed hash, never in the clear. It is redeemed
+//! exactly once: the redemption that wins records what was issued for it
+//! (the refresh family and the access token's `jti`) in the same commit
+//! that marks it used, so a later presentation of the same code — a
+//! replay, or a stolen copy — finds what to revoke (RFC 6749 §4.1.2).
+
+use super::Result;
+
+/// An authorization code's grant: everything the token request must match
+/// and the tokens will carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    /// The client the code was issued to.
+    pub client_id: String,
+    /// The redirect URI the authorization request named, exactly; the
+    /// token request must name it again.
+    pub redirect_uri: String,
+    /// The PKCE `code_challenge` (S256, base64url), RFC 7636.
+    pub code_challenge: String,
+    /// The user who authorized: the tokens' `sub`.
+    pub subject: String,
+    /// The scopes granted, space-separated.
+    pub scope: String,
+    /// The resources (RFC 8707) the tokens are for; empty for the default
+    /// audience.
+    pub resources: Vec<String>,
+    /// The `may_act` claim the authorize hook gave the user's tokens, as
+    /// JSON, if any.
+    pub may_act: Option<String>,
+    /// When the user signed in (`auth_time`).
+    pub auth_time: i64,
+    pub created_at: i64,
+    /// After this the code is refused.
+    pub expires_at: i64,
+}
+
+/// What a redeemed code issued: revoked together if the code comes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeIssue {
+    /// The refresh token family started for the grant.
+    pub family: String,
+    /// The access token's `jti`, and when it expires.
+    pub jti: String,
+    pub jti_expires_at: i64,
+}
+
+/// What presenting a code for redemption did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redemption {
+    /// The code was live and unused: it is now used, with `issue`
+    /// recorded against it.
+    Redeemed,
+    /// The code had been redeemed before: this is what that redemption
+    /// issued, for the caller to revoke. Nothing was recorded.
+    Reused(CodeIssue),
+    /// No live code of that hash in the realm (never issued, expired, or
+    /// swept).
+    Unknown,
+}
+
+/// A user's consent to a client: the scopes and resources they allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
+    pub subject: String,
+    pub client_id: String,
+    /// Space-separated.
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub granted_at: i64,
+}
+
+/// Authorization codes and consents.
+pub trait AuthorizationRepository: Send + Sync {
+    /// Stores a new code of `realm` by its keyed hash.
+    fn insert_code(&self, realm: &str, hash: &[u8], code: &AuthorizationCode) -> Result<()>;
+
+    /// The live, unused code of `realm` with this hash at `now`; a code
+    /// used, expired or of another realm is not found.
+    fn code(&self, realm: &str, hash: &[u8], now: i64) -> Result<Option<AuthorizationCode>>;
+
+    /// Redeems a code in one commit, exactly once, even for racing
+    /// requests: a live, unused code is marked used with `issue` recorded;
+    /// a used one answers what its redemption recorded and changes
+    /// nothing.
+    fn redeem_code(&self, realm: &str, hash: &[u8], issue: &CodeIssue, now: i64) -> Result<Redemption>;
+
+    /// Deletes codes that expired before `before` (used or not); how many.
+    fn sweep_codes(&self, before: i64) -> Result<usize>;
+
+    /// The consent `subject` gave `client_id`, if they did and it stands.
+    fn consent(&self, realm: &str, subject: &str, client_id: &str) -> Result<Option<Consent>>;
+
+    /// Records a consent, replacing an earlier one of the same user and
+    /// client.
+    fn save_consent(&self, realm: &str, consent: &Consent) -> Result<()>;
+
+    /// Every consent `subject` has given, oldest first.
+    fn consents(&self, realm: &str, subject: &str) -> Result<Vec<Consent>>;
+
+    /// Revokes the consent `subject` gave `client_id`; false if there was
+    /// none.
+    fn revoke_consent(&self, realm: &str, subject: &str, client_id: &str) -> Result<bool>;
+}
