@@ -254,7 +254,7 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         store.add_plugin_version("alpha", "p", HookKind::Dcr, "aa", b"v1", 0).unwrap();
-        let sql = "UPDATE plugins SET hook = 'authorize' WHERE name = 'p'";
+        let sql = "UPDATE plugins SET hook = 'no-such-hook' WHERE name = 'p'";
         assert_eq!(store.db.write(|c| execute(c, sql, [])).unwrap(), 1);
         for e in [store.plugin_versions("alpha").unwrap_err(), store.active_plugins("alpha").unwrap_err()] {
             assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
