@@ -1,7 +1,8 @@
 //! SQLite storage for agentauth: realms, clients, signing keys, plugins,
-//! server-side tokens, local users and the audit log. [`Store`] implements
-//! every repository trait of `agentauth_core::ports`, and passes the
-//! conformance suite every backend runs (`tests/conformance.rs`).
+//! server-side tokens, local users, authorization codes and consents, and
+//! the audit log. [`Store`] implements every repository trait of
+//! `agentauth_core::ports`, and passes the conformance suite every backend
+//! runs (`tests/conformance.rs`).
 //!
 //! The database runs in WAL mode with `synchronous=FULL`, so a row
 //! acknowledged to a client survives a crash or power loss. Every write is
@@ -28,10 +29,12 @@
 //! - `audit`: the log of administrative changes
 //! - `decisions`: the audit of decisions (tokens, registrations)
 //! - `users`: a realm's local users, with their password hashes
+//! - `authorizations`: authorization codes, redeemed once, and consents
 //! - `coordination`: the change feed other processes follow, leases
 //! - `secrets`, `sweep`, `backup`: server secrets, housekeeping, copies
 
 mod audit;
+mod authorizations;
 mod backup;
 mod clients;
 mod coordination;
@@ -55,11 +58,12 @@ pub use store::Store;
 // The rows, the error and the repository traits are core's storage ports;
 // they are re-exported here under the paths callers have always used.
 pub use agentauth_core::ports::{
-    AuditEntry, AuditRepository, CHANGES_KEPT_FOR, CachedClients, Change, ChangeTopic, ClientRepository, ClientRow,
-    Coordination, Decision, DecisionQuery, DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow,
-    Lineage, NewToken, PluginPush, PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome,
-    RealmAdmin, RealmRepository, RealmRow, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
-    TokenRepository, TokenRow, UserRepository, UserRow, UserState,
+    AuditEntry, AuditRepository, AuthorizationCode, AuthorizationRepository, CHANGES_KEPT_FOR, CachedClients, Change,
+    ChangeTopic, ClientRepository, ClientRow, CodeIssue, Consent, Coordination, Decision, DecisionQuery,
+    DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow, Lineage, NewToken, PluginPush,
+    PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome, RealmAdmin, RealmRepository,
+    RealmRow, Redemption, Result, Rotation, ServerSecretRepository, Storage, TokenKind, TokenRepository, TokenRow,
+    UserRepository, UserRow, UserState,
 };
 
 /// The repository traits [`Store`] implements, whose methods are all it

@@ -297,6 +297,51 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (realm, subject),
         UNIQUE (realm, username)
     );",
+    // 18: authorization codes, by keyed hash, and the consents users gave
+    // clients. Both go with their realm, their user and their client (by
+    // cascade on each one's key). A code is marked used by its one
+    // redemption, which records what it issued (the refresh family, the
+    // access token's jti and its expiry) in the same row: all four are set
+    // together or not at all. Resources are a JSON list of strings.
+    "CREATE TABLE authorization_codes (
+        realm          TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        hash           BLOB NOT NULL,
+        client_id      TEXT NOT NULL,
+        redirect_uri   TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        subject        TEXT NOT NULL,
+        scope          TEXT NOT NULL,
+        resources      TEXT NOT NULL,
+        may_act        TEXT,
+        auth_time      INTEGER NOT NULL,
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        used_at        INTEGER,
+        family         TEXT,
+        jti            TEXT,
+        jti_expires_at INTEGER,
+        PRIMARY KEY (realm, hash),
+        FOREIGN KEY (realm, client_id) REFERENCES clients (realm, client_id) ON DELETE CASCADE,
+        FOREIGN KEY (realm, subject) REFERENCES users (realm, subject) ON DELETE CASCADE,
+        CHECK ((used_at IS NULL) = (family IS NULL)
+               AND (used_at IS NULL) = (jti IS NULL)
+               AND (used_at IS NULL) = (jti_expires_at IS NULL))
+    );
+    CREATE INDEX authorization_codes_by_client ON authorization_codes (realm, client_id);
+    CREATE INDEX authorization_codes_by_subject ON authorization_codes (realm, subject);
+    CREATE INDEX authorization_codes_by_expiry ON authorization_codes (expires_at);
+    CREATE TABLE consents (
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        subject    TEXT NOT NULL,
+        client_id  TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        resources  TEXT NOT NULL,
+        granted_at INTEGER NOT NULL,
+        PRIMARY KEY (realm, subject, client_id),
+        FOREIGN KEY (realm, client_id) REFERENCES clients (realm, client_id) ON DELETE CASCADE,
+        FOREIGN KEY (realm, subject) REFERENCES users (realm, subject) ON DELETE CASCADE
+    );
+    CREATE INDEX consents_by_client ON consents (realm, client_id);",
 ];
 
 /// The schema of the store's database.

@@ -149,6 +149,7 @@ mod tests {
     use agentauth_core::Algorithm;
 
     use super::*;
+    use crate::AuthorizationRepository;
     use crate::engine::{exists, query_row};
     use crate::prelude::*;
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
@@ -205,7 +206,24 @@ mod tests {
         let plugin = crate::PluginUse { name: "p".into(), version: 1, sha256: "s".into(), outcome: "allowed".into() };
         let decision = crate::Decision { plugins: vec![plugin], outcome: "allowed".into(), ..Default::default() };
         assert_eq!(store.record_decisions(&[(realm.to_string(), decision)]).unwrap(), 1);
-        assert!(store.create_user(realm, &user_row(&format!("usr_{realm}"), "alice"), &audit("create-user")).unwrap());
+        let subject = format!("usr_{realm}");
+        assert!(store.create_user(realm, &user_row(&subject, "alice"), &audit("create-user")).unwrap());
+        let code = crate::AuthorizationCode {
+            client_id: "c1".into(),
+            redirect_uri: "https://a.example/cb".into(),
+            code_challenge: "challenge".into(),
+            subject: subject.clone(),
+            scope: "read".into(),
+            resources: vec![],
+            may_act: None,
+            auth_time: 0,
+            created_at: 0,
+            expires_at: 9,
+        };
+        store.insert_code(realm, &hash("code"), &code).unwrap();
+        let consent =
+            crate::Consent { subject, client_id: "c1".into(), scope: "read".into(), resources: vec![], granted_at: 0 };
+        store.save_consent(realm, &consent).unwrap();
     }
 
     #[test]
