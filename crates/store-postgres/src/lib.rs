@@ -1,6 +1,7 @@
 //! PostgreSQL storage for agentauth, for replicas sharing one database:
 //! realms, clients, signing keys, plugins, server-side tokens, local
-//! users, the audit log, and the feed of changes replicas follow.
+//! users, authorization codes and consents, the audit log, and the feed
+//! of changes replicas follow.
 //! [`PgStore`] implements every repository trait of
 //! `agentauth_core::ports`, and passes the conformance suite every backend
 //! runs (`tests/conformance.rs`), with the same semantics as the SQLite
@@ -11,8 +12,8 @@
 //! One table per kind of row, as the SQLite store has them (`realms`,
 //! `realm_admins`, `clients` and `client_counts`, `signing_keys`,
 //! `plugins` and `plugin_artifacts`, `tokens`, `token_lineage`,
-//! `revoked_jwts`, `client_assertions`, `users`, `audit`,
-//! `server_secrets`), plus
+//! `revoked_jwts`, `client_assertions`, `users`, `authorization_codes`,
+//! `consents`, `audit`, `server_secrets`), plus
 //! `changes` and `leases` for coordination, and `schema_migrations`, the
 //! schema's version. Every table of a realm's rows cascades from the realm;
 //! the audit log outlives it. Secrets never reach this crate in the clear:
@@ -25,11 +26,12 @@
 //! `synchronous_commit` makes a commit (on by default: flushed to its WAL;
 //! with synchronous standbys configured, on them too). What must happen
 //! exactly once holds across processes, through the database's own locks,
-//! never an in-process mutex: a refresh token rotates in a conditional
-//! UPDATE; registrations count under the realm's cap on its locked count
-//! row; registration tokens are compare-and-swapped; first keys, plugin
-//! versions and quotas lock the realm's row; first values of server
-//! secrets, assertion ids and leases are inserts on a key. A transaction
+//! never an in-process mutex: a refresh token rotates, and an
+//! authorization code is redeemed, in a conditional UPDATE; registrations
+//! count under the realm's cap on its locked count row; registration
+//! tokens are compare-and-swapped; first keys, plugin versions and quotas
+//! lock the realm's row; first values of server secrets, assertion ids and
+//! leases are inserts on a key. A transaction
 //! PostgreSQL aborts for a serialization failure or a deadlock is run
 //! again, a few times, before the call fails as Busy.
 //!
@@ -61,8 +63,8 @@
 //!   batch again; a caller that gave up (its time limit passed, and it was
 //!   told Unavailable) before an attempt leaves its write out of it.
 //!
-//! Other writes (administration, revocations, token exchange) are one
-//! transaction each.
+//! Other writes (administration, revocations, token exchange, authorization
+//! codes and consents) are one transaction each.
 //!
 //! # Connections
 //!
@@ -117,12 +119,13 @@
 //! - `error`: PostgreSQL's failures as the ports' error kinds
 //! - `migrations`: the schema
 //! - `listen`: the LISTEN connection and the waiters it wakes
-//! - `realms`, `keys`, `plugins`, `clients`, `tokens`, `users`, `audit`,
-//!   `secrets`, `sweep`, `coordination`
+//! - `realms`, `keys`, `plugins`, `clients`, `tokens`, `users`,
+//!   `authorizations`, `audit`, `secrets`, `sweep`, `coordination`
 //!
 //! [`CHANGES_KEPT_FOR`]: agentauth_core::ports::CHANGES_KEPT_FOR
 
 mod audit;
+mod authorizations;
 mod batch;
 mod clients;
 mod coordination;

@@ -199,6 +199,50 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (realm, subject),
         UNIQUE (realm, username)
     );",
+    // 4: authorization codes and consents, as the SQLite store's migration
+    // 18 has them: each goes with its realm, its user and its client (by
+    // cascade on each one's key); a code's redemption sets `used_at` and
+    // what it issued together. Resources are a JSON list, kept as text
+    // (nothing queries inside it).
+    "CREATE TABLE authorization_codes (
+        realm          TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        hash           BYTEA NOT NULL,
+        client_id      TEXT NOT NULL,
+        redirect_uri   TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        subject        TEXT NOT NULL,
+        scope          TEXT NOT NULL,
+        resources      TEXT NOT NULL,
+        may_act        TEXT,
+        auth_time      BIGINT NOT NULL,
+        created_at     BIGINT NOT NULL,
+        expires_at     BIGINT NOT NULL,
+        used_at        BIGINT,
+        family         TEXT,
+        jti            TEXT,
+        jti_expires_at BIGINT,
+        PRIMARY KEY (realm, hash),
+        FOREIGN KEY (realm, client_id) REFERENCES clients (realm, client_id) ON DELETE CASCADE,
+        FOREIGN KEY (realm, subject) REFERENCES users (realm, subject) ON DELETE CASCADE,
+        CHECK ((used_at IS NULL) = (family IS NULL)
+               AND (used_at IS NULL) = (jti IS NULL)
+               AND (used_at IS NULL) = (jti_expires_at IS NULL))
+    );
+    CREATE INDEX authorization_codes_by_client ON authorization_codes (realm, client_id);
+    CREATE INDEX authorization_codes_by_subject ON authorization_codes (realm, subject);
+    CREATE INDEX authorization_codes_by_expiry ON authorization_codes (expires_at);
+    CREATE TABLE consents (
+        realm      TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        subject    TEXT NOT NULL,
+        client_id  TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        resources  TEXT NOT NULL,
+        granted_at BIGINT NOT NULL,
+        PRIMARY KEY (realm, subject, client_id),
+        FOREIGN KEY (realm, client_id) REFERENCES clients (realm, client_id) ON DELETE CASCADE,
+        FOREIGN KEY (realm, subject) REFERENCES users (realm, subject) ON DELETE CASCADE
+    );
+    CREATE INDEX consents_by_client ON consents (realm, client_id);",
 ];
 
 /// The schema version this build migrates a database to.
