@@ -1,7 +1,9 @@
-//! Rows the tests store: a client, an audit entry, a plugin push, a user.
-//! Also used by a backend's own tests.
+//! Rows the tests store: a client, an audit entry, a plugin push, a user,
+//! an authorization code, a consent. Also used by a backend's own tests.
 
-use agentauth_core::ports::{AuditEntry, ClientRow, PluginPush, PluginQuota, UserRow, UserState};
+use agentauth_core::ports::{
+    AuditEntry, AuthorizationCode, ClientRow, Consent, PluginPush, PluginQuota, UserRow, UserState,
+};
 use agentauth_core::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType, HookKind};
 
 /// A client `id` whose secret hashes to `[1; 32]` and whose registration
@@ -59,5 +61,33 @@ pub fn user_row(subject: &str, username: &str) -> UserRow {
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${username}"),
         state: UserState::Active,
         created_at: 7,
+    }
+}
+
+/// A code client `client_id` got for user `subject`, created at 10 and
+/// expiring at 100, with every optional field set.
+pub fn authorization_code(client_id: &str, subject: &str) -> AuthorizationCode {
+    AuthorizationCode {
+        client_id: client_id.into(),
+        redirect_uri: "https://a.example/cb".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        subject: subject.into(),
+        scope: "openid read".into(),
+        resources: vec!["https://api.example/".into(), "calendar".into()],
+        may_act: Some("{\"sub\":\"agent\"}".into()),
+        auth_time: 5,
+        created_at: 10,
+        expires_at: 100,
+    }
+}
+
+/// The consent user `subject` gave client `client_id` at `granted_at`.
+pub fn consent(subject: &str, client_id: &str, granted_at: i64) -> Consent {
+    Consent {
+        subject: subject.into(),
+        client_id: client_id.into(),
+        scope: "read".into(),
+        resources: vec!["https://api.example/".into()],
+        granted_at,
     }
 }

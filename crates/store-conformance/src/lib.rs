@@ -27,6 +27,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod audit;
+pub mod authorizations;
 pub mod clients;
 pub mod coordination;
 pub mod decisions;
@@ -104,6 +105,15 @@ macro_rules! store_conformance_tests {
             users::a_users_state_and_password_change_and_are_audited,
             users::a_deleted_user_is_gone_and_its_username_free_again,
             users::deleting_a_realm_deletes_its_users,
+            authorizations::a_code_is_read_back_as_stored_in_its_realm_only_until_it_expires,
+            authorizations::a_taken_hash_or_an_unknown_realm_client_or_user_is_refused,
+            authorizations::a_code_is_redeemed_once_and_every_later_redemption_answers_what_the_first_issued,
+            authorizations::racing_redemptions_of_one_code_redeem_it_once,
+            authorizations::a_sweep_deletes_the_codes_expired_by_then_used_or_not,
+            authorizations::a_consent_is_kept_per_user_and_client_replaced_whole_and_revoked,
+            authorizations::deleting_a_realm_deletes_its_codes_and_consents,
+            authorizations::deleting_a_user_deletes_its_codes_and_consents,
+            authorizations::deleting_a_client_deletes_its_codes_and_consents,
         }
     };
 }
@@ -124,7 +134,7 @@ macro_rules! __conformance_tests {
 #[cfg(test)]
 mod tests {
     /// Each module's source, to check the macro against.
-    const MODULES: [(&str, &str); 10] = [
+    const MODULES: [(&str, &str); 11] = [
         ("realms", include_str!("realms.rs")),
         ("clients", include_str!("clients.rs")),
         ("keys", include_str!("keys.rs")),
@@ -135,6 +145,7 @@ mod tests {
         ("coordination", include_str!("coordination.rs")),
         ("decisions", include_str!("decisions.rs")),
         ("users", include_str!("users.rs")),
+        ("authorizations", include_str!("authorizations.rs")),
     ];
 
     #[test]

@@ -225,3 +225,36 @@ impl AuthorizationRepository for PgStore {
         })
     }
 }
+
+#[cfg(all(test, feature = "throwaway"))]
+mod tests {
+    use agentauth_core::ports::prelude::*;
+    use agentauth_store_conformance::fixtures::{audit, authorization_code, client_row, consent, user_row};
+
+    use super::*;
+    use crate::throwaway::Cluster;
+    use crate::{Options, PgStore};
+
+    #[test]
+    fn a_code_or_consent_whose_stored_resources_are_not_a_json_list_is_reported_as_corrupt() {
+        let cluster = Cluster::start().unwrap();
+        let store = PgStore::connect(&cluster.create_database("corrupt").unwrap(), Options::default()).unwrap();
+        store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+        store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+        assert!(store.create_user("alpha", &user_row("usr_1", "alice"), &audit("create-user")).unwrap());
+        store.insert_code("alpha", b"h", &authorization_code("c1", "usr_1")).unwrap();
+        store.save_consent("alpha", &consent("usr_1", "c1", 0)).unwrap();
+        // Not JSON; JSON, but not a list.
+        cluster
+            .query(
+                "corrupt",
+                "UPDATE authorization_codes SET resources = '['; UPDATE consents SET resources = '\"one\"'",
+            )
+            .unwrap();
+        let e = store.code("alpha", b"h", 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        for e in [store.consent("alpha", "usr_1", "c1").unwrap_err(), store.consents("alpha", "usr_1").unwrap_err()] {
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        }
+    }
+}

@@ -192,45 +192,21 @@ impl AuthorizationRepository for Store {
 
 #[cfg(test)]
 mod tests {
-    use agentauth_store_conformance::fixtures::{audit, client_row, user_row};
+    use agentauth_store_conformance::fixtures::{audit, authorization_code, client_row, consent, user_row};
 
     use super::*;
     use crate::prelude::*;
 
-    /// Realm `alpha` with client `c1` and user `usr_1`.
-    fn store() -> Store {
+    #[test]
+    fn a_code_or_consent_whose_stored_resources_are_not_a_json_list_is_reported_as_corrupt() {
         let store = Store::open_in_memory().unwrap();
         store.create_realm_if_absent("alpha", "{}", 0).unwrap();
         store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
         assert!(store.create_user("alpha", &user_row("usr_1", "alice"), &audit("create-user")).unwrap());
-        store
-    }
-
-    #[test]
-    fn a_code_or_consent_whose_stored_resources_are_not_a_json_list_is_reported_as_corrupt() {
-        let store = store();
-        let code = AuthorizationCode {
-            client_id: "c1".into(),
-            redirect_uri: "https://a.example/cb".into(),
-            code_challenge: "challenge".into(),
-            subject: "usr_1".into(),
-            scope: "read".into(),
-            resources: vec![],
-            may_act: None,
-            auth_time: 0,
-            created_at: 0,
-            expires_at: 100,
-        };
-        store.insert_code("alpha", b"h", &code).unwrap();
-        let consent = Consent {
-            subject: "usr_1".into(),
-            client_id: "c1".into(),
-            scope: "read".into(),
-            resources: vec![],
-            granted_at: 0,
-        };
-        store.save_consent("alpha", &consent).unwrap();
-        for (table, broken) in [("authorization_codes", "'{'"), ("consents", "'\"one\"'")] {
+        store.insert_code("alpha", b"h", &authorization_code("c1", "usr_1")).unwrap();
+        store.save_consent("alpha", &consent("usr_1", "c1", 0)).unwrap();
+        // Not JSON; JSON, but not a list.
+        for (table, broken) in [("authorization_codes", "'['"), ("consents", "'\"one\"'")] {
             let sql = format!("UPDATE {table} SET resources = {broken}");
             assert_eq!(store.db.write(|c| execute(c, &sql, [])).unwrap(), 1);
         }

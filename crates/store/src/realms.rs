@@ -149,11 +149,10 @@ mod tests {
     use agentauth_core::Algorithm;
 
     use super::*;
-    use crate::AuthorizationRepository;
     use crate::engine::{exists, query_row};
     use crate::prelude::*;
     use crate::{KeyRow, Lineage, NewToken, TokenKind};
-    use agentauth_store_conformance::fixtures::{audit, client_row, pushed, user_row};
+    use agentauth_store_conformance::fixtures::{audit, authorization_code, client_row, consent, pushed, user_row};
 
     /// Tables whose rows outlive their realm: its audit log, and the changes
     /// other processes follow (its deletion among them).
@@ -208,22 +207,8 @@ mod tests {
         assert_eq!(store.record_decisions(&[(realm.to_string(), decision)]).unwrap(), 1);
         let subject = format!("usr_{realm}");
         assert!(store.create_user(realm, &user_row(&subject, "alice"), &audit("create-user")).unwrap());
-        let code = crate::AuthorizationCode {
-            client_id: "c1".into(),
-            redirect_uri: "https://a.example/cb".into(),
-            code_challenge: "challenge".into(),
-            subject: subject.clone(),
-            scope: "read".into(),
-            resources: vec![],
-            may_act: None,
-            auth_time: 0,
-            created_at: 0,
-            expires_at: 9,
-        };
-        store.insert_code(realm, &hash("code"), &code).unwrap();
-        let consent =
-            crate::Consent { subject, client_id: "c1".into(), scope: "read".into(), resources: vec![], granted_at: 0 };
-        store.save_consent(realm, &consent).unwrap();
+        store.insert_code(realm, &hash("code"), &authorization_code("c1", &subject)).unwrap();
+        store.save_consent(realm, &consent(&subject, "c1", 0)).unwrap();
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! (the refresh family and the access token's `jti`) in the same commit
 //! that marks it used, so a later presentation of the same code — a
 //! replay, or a stolen copy — finds what to revoke (RFC 6749 §4.1.2).
+//!
+//! Codes and consents go with their realm, their user and their client.
 
 use super::Result;
 
@@ -35,7 +37,8 @@ pub struct AuthorizationCode {
     /// When the user signed in (`auth_time`).
     pub auth_time: i64,
     pub created_at: i64,
-    /// After this the code is refused.
+    /// From this second on the code is refused (it is live while `now <
+    /// expires_at`, as tokens are).
     pub expires_at: i64,
 }
 
@@ -55,11 +58,12 @@ pub enum Redemption {
     /// The code was live and unused: it is now used, with `issue`
     /// recorded against it.
     Redeemed,
-    /// The code had been redeemed before: this is what that redemption
-    /// issued, for the caller to revoke. Nothing was recorded.
+    /// The code had been redeemed before (and may have expired since,
+    /// until it is swept): this is what that redemption issued, for the
+    /// caller to revoke. Nothing was recorded.
     Reused(CodeIssue),
-    /// No live code of that hash in the realm (never issued, expired, or
-    /// swept).
+    /// No code of that hash in the realm that is live or was redeemed
+    /// (never issued, expired unused, or swept).
     Unknown,
 }
 
@@ -76,7 +80,9 @@ pub struct Consent {
 
 /// Authorization codes and consents.
 pub trait AuthorizationRepository: Send + Sync {
-    /// Stores a new code of `realm` by its keyed hash.
+    /// Stores a new code of `realm` by its keyed hash. Fails if the realm,
+    /// the code's client or its user (a local user of the realm) does not
+    /// exist, or the realm has a code of that hash.
     fn insert_code(&self, realm: &str, hash: &[u8], code: &AuthorizationCode) -> Result<()>;
 
     /// The live, unused code of `realm` with this hash at `now`; a code
@@ -89,14 +95,15 @@ pub trait AuthorizationRepository: Send + Sync {
     /// nothing.
     fn redeem_code(&self, realm: &str, hash: &[u8], issue: &CodeIssue, now: i64) -> Result<Redemption>;
 
-    /// Deletes codes that expired before `before` (used or not); how many.
+    /// Deletes codes expired as of `before` (`expires_at <= before`), used
+    /// or not; how many.
     fn sweep_codes(&self, before: i64) -> Result<usize>;
 
     /// The consent `subject` gave `client_id`, if they did and it stands.
     fn consent(&self, realm: &str, subject: &str, client_id: &str) -> Result<Option<Consent>>;
 
     /// Records a consent, replacing an earlier one of the same user and
-    /// client.
+    /// client. Fails if the realm, the client or the user does not exist.
     fn save_consent(&self, realm: &str, consent: &Consent) -> Result<()>;
 
     /// Every consent `subject` has given, oldest first.

@@ -46,8 +46,8 @@ pub use users::{UserRepository, UserRow, UserState};
 /// none of it.
 pub mod prelude {
     pub use super::{
-        AuditRepository, ClientRepository, Coordination, DecisionRepository, Housekeeping, KeyRepository,
-        PluginRepository, RealmRepository, ServerSecretRepository, TokenRepository, UserRepository,
+        AuditRepository, AuthorizationRepository, ClientRepository, Coordination, DecisionRepository, Housekeeping,
+        KeyRepository, PluginRepository, RealmRepository, ServerSecretRepository, TokenRepository, UserRepository,
     };
 }
 
@@ -65,6 +65,7 @@ pub trait Storage:
     + Coordination
     + DecisionRepository
     + UserRepository
+    + AuthorizationRepository
 {
 }
 
@@ -81,6 +82,7 @@ impl<T> Storage for T where
         + Coordination
         + DecisionRepository
         + UserRepository
+        + AuthorizationRepository
         + ?Sized
 {
 }
