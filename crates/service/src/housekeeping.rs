@@ -16,7 +16,8 @@ const LEASE_SECONDS: i64 = 150;
 impl Service {
     /// One round of housekeeping at `now`, if this replica holds the
     /// housekeeping lease: rotates the signing keys that are due
-    /// (`key_rotation_days`) and deletes expired rows. Blocking.
+    /// (`key_rotation_days`) and deletes expired rows (authorization codes
+    /// among them). Blocking.
     pub fn maintain(&self, now: i64) {
         match self.store.hold_lease(LEASE, &self.replica, now, LEASE_SECONDS) {
             Ok(true) => {}
@@ -41,6 +42,13 @@ impl Service {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "swept expired rows"),
             Err(e) => tracing::warn!("sweeping expired rows: {e}"),
+        }
+        // A used code is kept until it expires, so that a replay finds what
+        // its redemption issued; after that it can no longer matter.
+        match self.store.sweep_codes(now) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "swept expired authorization codes"),
+            Err(e) => tracing::warn!("sweeping authorization codes: {e}"),
         }
     }
 

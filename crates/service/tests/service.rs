@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use agentauth_core::Scopes;
+use agentauth_core::ports::{AuditEntry, AuthorizationCode, CodeIssue, Redemption, UserRow, UserState};
 use agentauth_plugin_host::{PluginHost, RequestContext};
 use agentauth_service::client_auth::Credentials;
 use agentauth_service::grant::TokenRequest;
@@ -132,7 +133,7 @@ fn a_replica_acts_on_what_another_changed_once_it_follows() {
     // A rotates the realm's key, changes its settings and deletes the client.
     a.rotate_key(REALM, None, "test").unwrap();
     let changed = RealmSettings { access_token_lifetime: 77, ..settings };
-    let audit = agentauth_core::ports::AuditEntry { action: "settings".into(), ..Default::default() };
+    let audit = AuditEntry { action: "settings".into(), ..Default::default() };
     assert!(a.store().set_realm_settings(REALM, &serde_json::to_string(&changed).unwrap(), &audit).unwrap());
     let Credentials::Secret { client_id, .. } = &credentials else { unreachable!() };
     let row = a.store().client(REALM, client_id).unwrap().unwrap();
@@ -151,4 +152,49 @@ fn a_replica_acts_on_what_another_changed_once_it_follows() {
     let refused = b.authenticate(&current, "access_token", &credentials).unwrap_err();
     assert_eq!(refused.code, agentauth_core::ErrorCode::InvalidClient);
     assert_eq!(b.follow(&mut follower).unwrap(), 0, "nothing new");
+}
+
+/// Housekeeping deletes authorization codes once expired: a used one is
+/// kept until then (a replay is told what to revoke), and not after.
+#[test]
+fn housekeeping_sweeps_authorization_codes_once_they_expire() {
+    let clock = Arc::new(ManualClock::new(1_900_000_000));
+    let service = service(&clock);
+    let Credentials::Secret { client_id, .. } = register(&service, false) else { unreachable!() };
+    let store = service.store();
+    let user = UserRow {
+        subject: "usr_1".into(),
+        username: "alice".into(),
+        display_name: None,
+        email: None,
+        password_hash: "$argon2id$unused".into(),
+        state: UserState::Active,
+        created_at: 0,
+    };
+    let audit = AuditEntry { action: "create-user".into(), ..Default::default() };
+    assert!(store.create_user(REALM, &user, &audit).unwrap());
+    let now = clock.now();
+    let code = |expires_at| AuthorizationCode {
+        client_id: client_id.clone(),
+        redirect_uri: "https://a.example/cb".into(),
+        code_challenge: "challenge".into(),
+        subject: "usr_1".into(),
+        scope: "read".into(),
+        resources: vec![],
+        may_act: None,
+        auth_time: now,
+        created_at: now,
+        expires_at,
+    };
+    store.insert_code(REALM, b"short", &code(now + 60)).unwrap();
+    store.insert_code(REALM, b"long", &code(now + 600)).unwrap();
+    let issue = CodeIssue { family: "f1".into(), jti: "j1".into(), jti_expires_at: now + 600 };
+    assert_eq!(store.redeem_code(REALM, b"short", &issue, now).unwrap(), Redemption::Redeemed);
+
+    clock.advance(60);
+    assert_eq!(store.redeem_code(REALM, b"short", &issue, clock.now()).unwrap(), Redemption::Reused(issue.clone()));
+    service.maintain(clock.now());
+    assert_eq!(store.redeem_code(REALM, b"short", &issue, clock.now()).unwrap(), Redemption::Unknown, "swept");
+    assert!(store.code(REALM, b"long", clock.now()).unwrap().is_some(), "a live code stays");
+    assert_eq!(store.sweep_codes(clock.now()).unwrap(), 0, "nothing expired was left");
 }
