@@ -239,12 +239,12 @@ fn stored_values_this_store_cannot_read_are_reported_as_corrupt() {
     store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
     store.add_plugin_version("alpha", "p", HookKind::Dcr, "aa", b"v1", 0).unwrap();
     cluster().query(&name, "UPDATE clients SET metadata = '{' WHERE client_id = 'c1'").unwrap();
-    cluster().query(&name, "UPDATE plugins SET hook = 'authorize'").unwrap();
+    cluster().query(&name, "UPDATE plugins SET hook = 'no-such-hook'").unwrap();
     let e = store.client("alpha", "c1").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     let e = store.active_plugins("alpha").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
-    assert!(e.to_string().contains("unknown hook kind \"authorize\""), "{e}");
+    assert!(e.to_string().contains("unknown hook kind \"no-such-hook\""), "{e}");
 }
 
 #[test]
