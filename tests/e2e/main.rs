@@ -4,6 +4,7 @@
 //! like the specification they check.
 
 mod admin_bounds;
+mod authorize;
 mod config;
 mod connections;
 mod decisions;

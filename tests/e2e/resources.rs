@@ -212,10 +212,12 @@ fn metadata_is_served_at_the_rfc8414_location_with_the_realms_issuer() {
     assert_eq!(inserted.json["issuer"], issuer.as_str());
     assert_eq!(inserted.json, server.get(".well-known/openid-configuration").json, "one document at both locations");
     assert_eq!(inserted.json["token_endpoint"], format!("{issuer}/access_token"));
-    // What the authorization code grant will add is not claimed before.
-    for absent in ["authorization_endpoint", "code_challenge_methods_supported"] {
-        assert!(inserted.json.get(absent).is_none(), "{absent}: {}", inserted.body);
-    }
+    // What MCP clients require of it: the authorization endpoint, code
+    // with PKCE S256 only, and `iss` in authorization responses.
+    assert_eq!(inserted.json["authorization_endpoint"], format!("{issuer}/authorize"));
+    assert_eq!(inserted.json["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(inserted.json["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(inserted.json["authorization_response_iss_parameter_supported"], true);
     let elsewhere =
         format!("{}/.well-known/oauth-authorization-server/am/oauth2/realms/root/realms/nowhere", server.base);
     assert_eq!(server.get_url(&elsewhere).status, 404);

@@ -98,11 +98,16 @@ fn discovery_names_the_realm_endpoints() {
             .as_array()
             .is_some_and(|g| g.iter().any(|g| g == crate::support::TOKEN_EXCHANGE))
     );
-    // Every client authentication method the endpoints accept, and the
+    // Every client authentication method the endpoints accept (public
+    // clients at the token and revocation endpoints only), and the
     // algorithms RFC 8414 requires beside private_key_jwt.
-    for endpoint in ["token", "introspection", "revocation"] {
+    for (endpoint, public) in [("token", true), ("introspection", false), ("revocation", true)] {
         let methods = &reply.json[format!("{endpoint}_endpoint_auth_methods_supported")];
-        assert_eq!(methods, &serde_json::json!(["client_secret_basic", "client_secret_post", "private_key_jwt"]));
+        let mut expected = vec!["client_secret_basic", "client_secret_post", "private_key_jwt"];
+        if public {
+            expected.push("none");
+        }
+        assert_eq!(methods, &serde_json::json!(expected), "{endpoint}");
         let algs = &reply.json[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")];
         assert_eq!(algs, &serde_json::json!(["RS256", "ES256", "EdDSA"]));
     }

@@ -15,9 +15,12 @@ vocabulary! {
         /// RFC 8693: a client trades a subject token (and maybe an actor
         /// token) for a new one.
         TokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange",
-        /// RFC 6749 §6: a refresh token, from a token exchange, for a new
-        /// access token.
+        /// RFC 6749 §6: a refresh token, from a token exchange or an
+        /// authorization code, for a new access token.
         RefreshToken = "refresh_token",
+        /// RFC 6749 §4.1 as OAuth 2.1 profiles it: a user authorizes the
+        /// client at the authorization endpoint, with PKCE.
+        AuthorizationCode = "authorization_code",
     }
 }
 
@@ -28,7 +31,8 @@ impl GrantType {
 vocabulary! {
     /// How a client authenticates at the token, introspection and
     /// revocation endpoints (RFC 7591 §2 `token_endpoint_auth_method`).
-    /// Every endpoint accepts every method.
+    /// Every endpoint accepts every method but `none`, which only the
+    /// token endpoint does, for its two grants.
     pub enum AuthMethod {
         /// The client secret in HTTP Basic (RFC 6749 §2.3.1); the default.
         ClientSecretBasic = "client_secret_basic",
@@ -36,6 +40,11 @@ vocabulary! {
         ClientSecretPost = "client_secret_post",
         /// A JWT signed with one of the client's registered keys (RFC 7523).
         PrivateKeyJwt = "private_key_jwt",
+        /// A public client (RFC 7591 §2 `none`): it has no credentials and
+        /// names itself with `client_id`. It may use the authorization code
+        /// grant, whose PKCE binds the code to it, and refresh tokens,
+        /// which rotate on every use; nothing else.
+        None = "none",
     }
 }
 
@@ -381,7 +390,10 @@ mod tests {
             "urn:ietf:params:oauth:grant-type:token-exchange","refresh_token"],"response_types":[],
             "client_name":null,"scope":"read","token_endpoint_auth_method":"private_key_jwt"}"#;
         let metadata: ClientMetadata = serde_json::from_str(stored).unwrap();
-        assert_eq!(metadata.grant_types, GrantType::ALL);
+        assert_eq!(
+            metadata.grant_types,
+            [GrantType::ClientCredentials, GrantType::TokenExchange, GrantType::RefreshToken]
+        );
         assert_eq!(metadata.token_endpoint_auth_method, AuthMethod::PrivateKeyJwt);
         assert_eq!(metadata.application_type, ApplicationType::Web, "rows without it are web clients");
         let written = serde_json::to_value(&metadata).unwrap();

@@ -24,6 +24,9 @@ pub enum ErrorCode {
     UnauthorizedClient,
     /// The authorization grant type is not supported by the server.
     UnsupportedGrantType,
+    /// The authorization server does not support obtaining an
+    /// authorization code using this method (RFC 6749 §4.1.2.1).
+    UnsupportedResponseType,
     /// The requested scope is invalid, unknown, malformed, or exceeds the
     /// scope granted by the resource owner.
     InvalidScope,
@@ -52,12 +55,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::InvalidRequest,
         Self::InvalidClient,
         Self::InvalidGrant,
         Self::UnauthorizedClient,
         Self::UnsupportedGrantType,
+        Self::UnsupportedResponseType,
         Self::InvalidScope,
         Self::InvalidClientMetadata,
         Self::InvalidRedirectUri,
@@ -82,6 +86,7 @@ impl ErrorCode {
             Self::InvalidGrant => "invalid_grant",
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::InvalidRedirectUri => "invalid_redirect_uri",

@@ -11,6 +11,7 @@
 //! traits of [`ports`], which storage backends implement.
 
 pub mod alg;
+pub mod authorize;
 pub mod client;
 pub mod error;
 pub mod grant;

@@ -44,13 +44,17 @@ pub const SERVER_MANAGED_FIELDS: &[&str] =
 /// its own identifier.
 ///
 /// Choices where RFC 7591 leaves room, or where this server differs:
-/// - `grant_types` defaults to `client_credentials`, because this server
-///   has no authorization endpoint (RFC 7591's default is
-///   `authorization_code`, which would make an unusable client).
+/// - `grant_types` defaults to `client_credentials`: most clients that
+///   register here are agents acting for themselves (RFC 7591's default
+///   is `authorization_code`). A client that wants the authorization code
+///   grant says so, with its redirect URIs.
 /// - PingAM's `scopes` array is accepted beside `scope`; both may be given
 ///   only when they agree.
-/// - `response_types` are recorded and echoed; without an authorization
-///   endpoint they have no effect.
+/// - With the `authorization_code` grant, `response_types` is `["code"]`
+///   (the default; nothing else is supported) and `redirect_uris` must not
+///   be empty. Without it they are recorded and echoed.
+/// - A public client (`token_endpoint_auth_method: none`) may have only
+///   the `authorization_code` and `refresh_token` grants.
 /// - OpenID Connect's `application_type` is kept: `web` (the default) or
 ///   `native`; any other value is refused.
 ///
@@ -89,7 +93,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         }
     };
 
-    let response_types = string_array(fields, "response_types")?
+    let response_types: Vec<String> = string_array(fields, "response_types")?
         .map(|v| v.into_iter().map(str::to_string).collect())
         .unwrap_or_default();
 
@@ -163,6 +167,38 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
                 ApplicationType::list()
             ))
         })?,
+    };
+
+    // A public client has nothing to authenticate with: PKCE binds its
+    // codes to it and its refresh tokens rotate; it gets no other grant.
+    if token_endpoint_auth_method == AuthMethod::None
+        && let Some(other) =
+            grant_types.iter().find(|g| !matches!(g, GrantType::AuthorizationCode | GrantType::RefreshToken))
+    {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "a public client (token_endpoint_auth_method none) may use only the authorization_code and \
+             refresh_token grants, not {}",
+            other.as_str()
+        )));
+    }
+    let response_types = if grant_types.contains(&GrantType::AuthorizationCode) {
+        if redirect_uris.is_empty() {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidRedirectUri,
+                "the authorization_code grant needs at least one redirect URI",
+            ));
+        }
+        match response_types.as_slice() {
+            [] => vec!["code".to_string()],
+            [code] if code == "code" => response_types,
+            _ => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "response_types: the only response type supported is code",
+                ));
+            }
+        }
+    } else {
+        response_types
     };
 
     if (token_endpoint_auth_method == AuthMethod::PrivateKeyJwt) != jwks.is_some() {
@@ -452,13 +488,30 @@ mod tests {
         assert_eq!(
             refused(json!({"grant_types": ["password"]})),
             "grant type \"password\" is not supported; supported: client_credentials, \
-             urn:ietf:params:oauth:grant-type:token-exchange, refresh_token"
+             urn:ietf:params:oauth:grant-type:token-exchange, refresh_token, authorization_code"
         );
         assert_eq!(
-            refused(json!({"token_endpoint_auth_method": "none"})),
-            "token_endpoint_auth_method \"none\" is not supported; supported: client_secret_basic, \
-             client_secret_post, private_key_jwt"
+            refused(json!({"token_endpoint_auth_method": "tls_client_auth"})),
+            "token_endpoint_auth_method \"tls_client_auth\" is not supported; supported: client_secret_basic, \
+             client_secret_post, private_key_jwt, none"
         );
+    }
+
+    #[test]
+    fn a_code_client_needs_redirect_uris_and_a_public_client_only_the_code_grants() {
+        let refused = |request: Value| parse_metadata(&request).unwrap_err();
+        let mcp = json!({"grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none",
+                         "redirect_uris": ["http://127.0.0.1:33418/callback"], "application_type": "native"});
+        let metadata = parse_metadata(&mcp).unwrap();
+        assert_eq!(metadata.response_types, ["code"], "code is the default and only response type");
+        assert_eq!(metadata.token_endpoint_auth_method, AuthMethod::None);
+        let no_uris = json!({"grant_types": ["authorization_code"]});
+        assert_eq!(refused(no_uris).code, ErrorCode::InvalidRedirectUri);
+        let public_cc = json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"});
+        assert_eq!(refused(public_cc).code, ErrorCode::InvalidClientMetadata);
+        let implicit = json!({"grant_types": ["authorization_code"], "response_types": ["token"],
+                              "redirect_uris": ["https://app.example/cb"]});
+        assert_eq!(refused(implicit).code, ErrorCode::InvalidClientMetadata);
     }
 
     #[test]

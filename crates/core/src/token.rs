@@ -234,6 +234,10 @@ pub struct TokenRequest {
     /// The latest the token may expire: a token derived from others (by
     /// exchange or refresh) never outlives them.
     pub not_after: Option<i64>,
+    /// A `may_act` the grant carries (a user's, from the authorize hook at
+    /// the authorization endpoint); the client's may-act policy, when it
+    /// has one, decides otherwise.
+    pub may_act: Option<MayAct>,
 }
 
 impl TokenRequest {
@@ -292,6 +296,7 @@ mod tests {
             act: None,
             audience: Vec::new(),
             not_after,
+            may_act: None,
         };
         assert_eq!(request(None).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
         assert_eq!(request(Some(130)).into_claims("https://as", 100, 60, "j".into(), None).exp, 130);
@@ -306,6 +311,7 @@ mod tests {
             act: None,
             audience: audience.iter().map(|a| a.to_string()).collect(),
             not_after: None,
+            may_act: None,
         }
     }
 
@@ -344,6 +350,7 @@ mod tests {
             act: None,
             audience: Vec::new(),
             not_after: None,
+            may_act: None,
         }
         .into_claims("https://as", 0, 60, "j".into(), None);
         claims.custom = custom_claims(r#"{"department": "updates"}"#).unwrap();

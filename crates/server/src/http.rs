@@ -119,6 +119,38 @@ impl Reply {
         }
     }
 
+    /// A page of the server's own (login, consent, an error a browser
+    /// shows): never cached, never framed, running no script, loading
+    /// nothing from elsewhere.
+    pub fn html(status: u16, page: String) -> Self {
+        Self {
+            status,
+            body: Bytes::from(page),
+            content_type: "text/html; charset=utf-8",
+            no_store: true,
+            headers: vec![
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'".into(),
+                ),
+                (header::X_FRAME_OPTIONS, "DENY".into()),
+                (header::REFERRER_POLICY, "no-referrer".into()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+            ],
+        }
+    }
+
+    /// 303 See Other to `location`: the browser follows it with a GET.
+    pub fn redirect(location: String) -> Self {
+        Self {
+            status: 303,
+            body: Bytes::new(),
+            content_type: "text/plain",
+            no_store: true,
+            headers: vec![(header::LOCATION, location), (header::REFERRER_POLICY, "no-referrer".into())],
+        }
+    }
+
     /// 204, for a successful DELETE.
     pub fn no_content() -> Self {
         Self { status: 204, body: Bytes::new(), content_type: "application/json", no_store: true, headers: Vec::new() }
@@ -153,7 +185,8 @@ impl Reply {
         }
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
+                // Appended: a page may set two cookies.
+                headers.append(name, value);
             }
         }
         response

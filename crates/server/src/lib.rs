@@ -352,15 +352,16 @@ impl App {
         // realm's call slots first, waiting asynchronously: requests beyond
         // a realm's slots hold no thread while they wait.
         let slot = match &route {
-            Route::Register { realm, .. } | Route::Manage { realm } | Route::Token { realm } => {
-                match self.plugin_slot(realm).await {
-                    Ok(slot) => slot,
-                    Err((reply, realm)) => {
-                        served.realm = realm;
-                        return (reply.into_response(), served);
-                    }
+            Route::Register { realm, .. }
+            | Route::Manage { realm }
+            | Route::Token { realm }
+            | Route::Authorize { realm } => match self.plugin_slot(realm).await {
+                Ok(slot) => slot,
+                Err((reply, realm)) => {
+                    served.realm = realm;
+                    return (reply.into_response(), served);
                 }
-            }
+            },
             _ => None,
         };
         // Handlers do blocking work (SQLite, RSA signing, plugin calls):

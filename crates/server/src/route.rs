@@ -37,6 +37,10 @@ pub enum Route {
     Revoke {
         realm: String,
     },
+    /// The authorization endpoint: GET a request, POST its forms.
+    Authorize {
+        realm: String,
+    },
     Jwks {
         realm: String,
     },
@@ -65,6 +69,7 @@ impl Route {
             | Self::Token { realm }
             | Self::Introspect { realm }
             | Self::Revoke { realm }
+            | Self::Authorize { realm }
             | Self::Jwks { realm }
             | Self::Discovery { realm }
             | Self::Admin { realm, .. } => Some(realm).filter(|r| !r.is_empty()).map(String::as_str),
@@ -85,6 +90,7 @@ impl Route {
             Self::Token { .. } => Endpoint::Token,
             Self::Introspect { .. } => Endpoint::Introspect,
             Self::Revoke { .. } => Endpoint::Revoke,
+            Self::Authorize { .. } => Endpoint::Authorize,
             Self::Jwks { .. } => Endpoint::Jwks,
             Self::Discovery { .. } => Endpoint::Discovery,
             Self::Admin { .. } => Endpoint::Admin,
@@ -211,6 +217,12 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
         && matches!(*method, Method::GET | Method::PUT | Method::DELETE)
     {
         return Route::Manage { realm };
+    }
+    if endpoint == "authorize" {
+        return match *method {
+            Method::GET | Method::POST => Route::Authorize { realm },
+            _ => Route::MethodNotAllowed { allow: "GET, POST" },
+        };
     }
     let (route, allow) = match endpoint {
         "aiagent/register" => (Route::Register { realm, ai_agent: true }, Method::POST),

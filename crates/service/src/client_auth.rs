@@ -1,6 +1,7 @@
 //! Client authentication at the token, introspection and revocation
-//! endpoints: `client_secret_basic` (RFC 6749 §2.3.1), `client_secret_post`
-//! and `private_key_jwt` (RFC 7523).
+//! endpoints: `client_secret_basic` (RFC 6749 §2.3.1), `client_secret_post`,
+//! `private_key_jwt` (RFC 7523), and `none` for public clients at the token
+//! and revocation endpoints.
 //!
 //! A secret client may use either method, whatever it registered: the
 //! seed registers with the default `client_secret_basic` and then posts
@@ -29,6 +30,10 @@ pub enum Credentials {
     /// A client assertion (`private_key_jwt`), and the `client_id`
     /// parameter if one was sent beside it.
     Assertion { assertion: String, client_id: Option<String> },
+    /// No credentials, only a `client_id`: a public client
+    /// (`token_endpoint_auth_method` `none`), at the token and revocation
+    /// endpoints only.
+    Public { client_id: String },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -38,6 +43,7 @@ impl std::fmt::Debug for Credentials {
             Self::Assertion { client_id, .. } => {
                 write!(f, "Assertion {{ assertion: [redacted], client_id: {client_id:?} }}")
             }
+            Self::Public { client_id } => write!(f, "Public {{ client_id: {client_id:?} }}"),
         }
     }
 }
@@ -61,11 +67,13 @@ impl Service {
         let method = match credentials {
             Credentials::Secret { .. } => "client_secret",
             Credentials::Assertion { .. } => "private_key_jwt",
+            Credentials::Public { .. } => "none",
         };
         let authenticating = tracing::debug_span!("authenticate", realm = %realm.name, method).entered();
         let claimed = match credentials {
             Credentials::Secret { client_id, .. } => Some(client_id.as_str()),
             Credentials::Assertion { client_id, .. } => client_id.as_deref(),
+            Credentials::Public { client_id } => Some(client_id.as_str()),
         };
         crate::decisions::note(|d| d.client_id = claimed.map(str::to_string));
         let authenticated = match credentials {
@@ -73,6 +81,7 @@ impl Service {
             Credentials::Assertion { assertion, client_id } => {
                 self.authenticate_assertion(realm, endpoint, assertion, client_id.as_deref())
             }
+            Credentials::Public { client_id } => self.authenticate_public(realm, endpoint, client_id),
         };
         drop(authenticating);
         // The request's log lines from here on name the client.
@@ -89,10 +98,23 @@ impl Service {
         // Hash even for an unknown client so both failures take as long.
         let stored = row.as_ref().map_or(&[0u8; 32][..], |r| &r.secret_hash);
         let matches = self.hasher.matches(Purpose::ClientSecret, secret, stored);
+        let by_secret = |m: AuthMethod| matches!(m, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost);
         match row {
-            Some(row) if matches && row.client.metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt => {
-                Ok(row.client)
-            }
+            Some(row) if matches && by_secret(row.client.metadata.token_endpoint_auth_method) => Ok(row.client),
+            _ => Err(failed()),
+        }
+    }
+
+    /// `none`: a public client names itself, at the token endpoint (where
+    /// PKCE and rotating refresh tokens bind what it gets to it) and the
+    /// revocation endpoint (RFC 7009 §5); a client registered with
+    /// credentials must use them.
+    fn authenticate_public(&self, realm: &RealmRuntime, endpoint: &str, client_id: &str) -> Result<Client, OAuthError> {
+        if !matches!(endpoint, "access_token" | "token/revoke") {
+            return Err(failed());
+        }
+        match self.store.client(&realm.name, client_id).map_err(internal)? {
+            Some(row) if row.client.metadata.token_endpoint_auth_method == AuthMethod::None => Ok(row.client),
             _ => Err(failed()),
         }
     }

@@ -18,6 +18,7 @@
 //! that drive connections.
 
 pub mod admin;
+pub mod authorize;
 pub mod client_auth;
 mod clock;
 mod decisions;

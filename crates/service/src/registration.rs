@@ -121,12 +121,15 @@ impl Service {
             secret_hash: self.hasher.hash(Purpose::ClientSecret, &client_secret),
             registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
         };
-        // A private_key_jwt client authenticates with its keys: the secret
-        // made for it (so every row has one) is never shown, and never
-        // accepted.
-        let uses_keys = row.client.metadata.token_endpoint_auth_method == agentauth_core::AuthMethod::PrivateKeyJwt;
+        // A private_key_jwt client authenticates with its keys, and a
+        // public one with nothing: the secret made for them (so every row
+        // has one) is never shown, and never accepted.
+        let uses_secret = matches!(
+            row.client.metadata.token_endpoint_auth_method,
+            agentauth_core::AuthMethod::ClientSecretBasic | agentauth_core::AuthMethod::ClientSecretPost
+        );
         let credentials = IssuedCredentials {
-            client_secret: (!uses_keys).then_some(client_secret),
+            client_secret: uses_secret.then_some(client_secret),
             registration_access_token: Some(registration_access_token),
         };
         let stored = tracing::debug_span!("store_write", realm = %realm.name, rows = 1)

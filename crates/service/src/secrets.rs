@@ -24,6 +24,11 @@ pub enum Purpose {
     JwtId,
     /// A realm admin's bearer token.
     AdminToken,
+    /// An authorization code.
+    AuthorizationCode,
+    /// What the server hands the browser and reads back: a sign-in
+    /// session, a pending authorization request.
+    Browser,
 }
 
 impl Purpose {
@@ -35,6 +40,8 @@ impl Purpose {
             Self::RefreshToken => b"refresh-token\0",
             Self::JwtId => b"jwt-id\0",
             Self::AdminToken => b"admin-token\0",
+            Self::AuthorizationCode => b"authorization-code\0",
+            Self::Browser => b"browser\0",
         }
     }
 }

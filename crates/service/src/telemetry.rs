@@ -72,6 +72,7 @@ fn grant_label(grant: GrantType) -> &'static str {
         GrantType::ClientCredentials => "client_credentials",
         GrantType::TokenExchange => "token_exchange",
         GrantType::RefreshToken => "refresh_token",
+        GrantType::AuthorizationCode => "authorization_code",
     }
 }
 
@@ -184,6 +185,8 @@ label_values! {
         Revoke = "revoke",
         Jwks = "jwks",
         Discovery = "discovery",
+        /// The authorization endpoint, its pages and forms.
+        Authorize = "authorize",
         /// The admin API, server-wide: under [`NO_REALM`].
         Admin = "admin",
     }

@@ -183,7 +183,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX decisions_by_time ON decisions (realm, at);
     CREATE INDEX decisions_by_client ON decisions (realm, client_id, at);
     CREATE INDEX decisions_by_plugin ON decisions USING GIN (plugins jsonb_path_ops);",
-    // 3: a realm's local users, as the SQLite store's migration 16 has
+    // 3: a realm's local users, as the SQLite store's migration 17 has
     // them. Usernames compare and sort bytewise (`COLLATE "C"`), as in
     // SQLite, whatever the database's locale: a locale's collation may
     // ignore punctuation, and pages of users would not match.

@@ -29,6 +29,7 @@ pub fn decide(
         act: None,
         audience,
         not_after: None,
+        may_act: None,
     })
 }
 

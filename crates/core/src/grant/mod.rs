@@ -2,6 +2,7 @@
 //! facts the server has established (an authenticated client, a verified
 //! token) and returns what may be issued, or the OAuth error to answer.
 
+pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 pub mod token_exchange;

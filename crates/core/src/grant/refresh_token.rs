@@ -26,6 +26,10 @@ pub struct RefreshGrant {
     #[serde(default, with = "crate::token::one_or_many", skip_serializing_if = "Vec::is_empty")]
     pub audience: Vec<String>,
     pub expires_at: i64,
+    /// The `may_act` of a user's grant (from the authorize hook), kept
+    /// for every token refreshed from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<crate::token::MayAct>,
 }
 
 /// Decides a refresh request. A token issued to another client, or
@@ -85,6 +89,7 @@ pub fn decide(
         act: grant.act.clone(),
         audience,
         not_after: Some(grant.expires_at),
+        may_act: grant.may_act.clone(),
     })
 }
 
@@ -105,6 +110,7 @@ mod tests {
             act: None,
             audience: vec![],
             expires_at: 1000,
+            may_act: None,
         }
     }
 

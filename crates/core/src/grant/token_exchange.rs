@@ -128,6 +128,7 @@ pub fn decide(
         act,
         audience: Vec::new(),
         not_after: Some(not_after),
+        may_act: None,
     })
 }
 

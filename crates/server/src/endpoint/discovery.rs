@@ -5,9 +5,11 @@
 //! clients ask first). One document: its `issuer` is the realm's issuer,
 //! as RFC 8414 §3.3 requires of both.
 //!
-//! It advertises only what this server does. It issues no ID tokens and
-//! has no authorization endpoint, so OpenID Connect's fields for those,
-//! and the authorization endpoint's, are left out rather than faked.
+//! It advertises only what this server does: the authorization code grant
+//! with PKCE S256 only, `iss` in every authorization response (RFC 9207),
+//! public clients at the token and revocation endpoints. It issues no ID
+//! tokens, so OpenID Connect's fields for those are left out rather than
+//! faked.
 
 use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
 use agentauth_core::{AuthMethod, GrantType};
@@ -18,29 +20,27 @@ use crate::http::Reply;
 use agentauth_service::RealmRuntime;
 
 pub fn metadata(realm: &RealmRuntime) -> Reply {
-    // Every endpoint that authenticates clients takes the same methods.
+    // Confidential clients authenticate the same way everywhere; public
+    // clients (`none`) at the token and revocation endpoints only.
     let auth_methods: Vec<&str> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+    let confidential: Vec<&str> = auth_methods.iter().copied().filter(|m| *m != AuthMethod::None.as_str()).collect();
     // RFC 8414 §2: required with private_key_jwt; client assertions may be
     // signed with any algorithm a registered key can have.
     let assertion_algs: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
-    // TODO(issue 14, authorization code grant): with the authorization
-    // endpoint, add `authorization_endpoint`, `code` to
-    // `response_types_supported`, `code_challenge_methods_supported:
-    // ["S256"]`, `authorization_response_iss_parameter_supported: true`
-    // and the `authorization_code` grant (which `grant_types_supported`
-    // takes from GrantType::ALL). MCP clients refuse metadata without
-    // them; until the grant exists, advertising them would be false.
     let mut doc = json!({
         "issuer": realm.issuer,
+        "authorization_endpoint": realm.endpoint("authorize"),
         "token_endpoint": realm.endpoint("access_token"),
         "jwks_uri": realm.endpoint("connect/jwk_uri"),
         "introspection_endpoint": realm.endpoint("introspect"),
         "revocation_endpoint": realm.endpoint("token/revoke"),
-        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": confidential,
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        // RFC 8414 §2 requires the member; with no authorization
-        // endpoint, no response type is supported.
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        // RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
         "grant_types_supported": GrantType::ALL.map(GrantType::as_str),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,

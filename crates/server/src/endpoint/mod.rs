@@ -2,6 +2,7 @@
 //! them. Each reads its request into a typed one, hands it to the
 //! [`Service`](agentauth_service::Service), and renders the outcome.
 
+mod authorize;
 mod discovery;
 mod introspection;
 mod registration;
@@ -52,6 +53,10 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
         }
         Route::Introspect { .. } => introspection::introspect(service, &realm, parts, body),
         Route::Revoke { .. } => introspection::revoke(service, &realm, parts, body),
+        Route::Authorize { .. } => {
+            let source = parts.extensions.get::<crate::Peer>().map(|peer| peer.0.ip());
+            Ok(authorize::authorize(service, &realm, parts, body, source, request_id))
+        }
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::metadata(&realm)),
         Route::Admin { .. }
@@ -108,6 +113,8 @@ fn tried_method(headers: &HeaderMap, form: &Form) -> Option<AuthMethod> {
         Some(AuthMethod::ClientSecretBasic)
     } else if form.get("client_secret").is_some() {
         Some(AuthMethod::ClientSecretPost)
+    } else if form.get("client_id").is_some() {
+        Some(AuthMethod::None)
     } else {
         None
     }
@@ -153,7 +160,10 @@ fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, OAuthErr
         }
         (Some((client_id, secret)), _, None) => Ok(Credentials::Secret { client_id, secret }),
         (None, Some(id), Some(secret)) => Ok(Credentials::Secret { client_id: id.into(), secret: secret.into() }),
-        (None, _, _) => Err(failed()),
+        // A public client names itself; the service says where that is
+        // enough.
+        (None, Some(id), None) => Ok(Credentials::Public { client_id: id.into() }),
+        (None, None, _) => Err(failed()),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
 use agentauth_core::{ErrorCode, GrantType, OAuthError, Scopes};
-use agentauth_service::grant::{ExchangeRequest, Secret, TokenRequest};
+use agentauth_service::grant::{CodeRequest, ExchangeRequest, Secret, TokenRequest};
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 
@@ -32,6 +32,11 @@ fn parse(form: &Form) -> Result<TokenRequest, OAuthError> {
             let refresh_token = Secret(form.require("refresh_token")?.to_string());
             Ok(TokenRequest::RefreshToken { refresh_token, scope, resources })
         }
+        Some(GrantType::AuthorizationCode) => Ok(TokenRequest::AuthorizationCode(CodeRequest {
+            code: Secret(form.require("code")?.to_string()),
+            redirect_uri: form.get("redirect_uri").map(str::to_string),
+            code_verifier: form.get("code_verifier").map(|v| Secret(v.to_string())),
+        })),
         None => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type {grant_type:?} is not supported here"),

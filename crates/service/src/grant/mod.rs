@@ -12,6 +12,7 @@
 //! A new grant is one module here, one variant of [`TokenRequest`], and
 //! one parse arm at the edge.
 
+pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 pub mod token_exchange;
@@ -23,6 +24,7 @@ use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OA
 use agentauth_plugin_host::{HookKind, ScopeRequest, TokenView};
 use serde::Serialize;
 
+pub use authorization_code::CodeRequest;
 pub use token_exchange::ExchangeRequest;
 
 use crate::policy::{audited, hook_error, invalid_answer};
@@ -41,6 +43,8 @@ pub enum TokenRequest {
     TokenExchange(ExchangeRequest),
     /// RFC 6749 §6, with the `resource` values of RFC 8707 §2.2.
     RefreshToken { refresh_token: Secret, scope: Option<Scopes>, resources: Vec<String> },
+    /// RFC 6749 §4.1.3, with PKCE (RFC 7636 §4.5).
+    AuthorizationCode(CodeRequest),
 }
 
 /// A token as presented by a client: never printed.
@@ -95,6 +99,7 @@ impl Service {
             TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
             TokenRequest::TokenExchange(_) => GrantType::TokenExchange,
             TokenRequest::RefreshToken { .. } => GrantType::RefreshToken,
+            TokenRequest::AuthorizationCode(_) => GrantType::AuthorizationCode,
         };
         crate::decisions::note(|d| d.grant = Some(grant.as_str().to_string()));
         match request {
@@ -105,6 +110,7 @@ impl Service {
             TokenRequest::RefreshToken { refresh_token, scope, resources } => {
                 refresh_token::issue(self, realm, client, refresh_token.as_str(), scope, &resources)
             }
+            TokenRequest::AuthorizationCode(request) => authorization_code::issue(self, realm, client, &request),
         }
     }
 }
@@ -183,9 +189,12 @@ pub(crate) fn mint(
     if let Some(name) = realm.settings.scope_plugin.as_deref() {
         request.scopes = validate_scopes(svc, realm, client, name, &request.scopes, grant)?;
     }
-    let may_act = match client.attributes.may_act_plugin() {
-        None => None,
-        Some(name) => may_act(svc, realm, client, name, &request, grant)?,
+    // A user's grant says who may act for them (the authorize hook);
+    // otherwise the client's may-act policy does, if it has one.
+    let may_act = match (request.may_act.take(), client.attributes.may_act_plugin()) {
+        (Some(given), _) => Some(given),
+        (None, None) => None,
+        (None, Some(name)) => may_act(svc, realm, client, name, &request, grant)?,
     };
     let lifetime = realm.settings.access_token_lifetime;
     let mut claims = request.into_claims(&realm.issuer, svc.now(), lifetime, new_jti(), may_act);

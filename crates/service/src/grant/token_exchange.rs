@@ -98,6 +98,7 @@ fn exchange(
         // default audience, the client).
         audience,
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
+        may_act: None,
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal).map_err(&failed)?;
     let family = new_jti();

@@ -1,0 +1,254 @@
+//! The authorization endpoint (`authorize`, RFC 6749 §3.1): a browser
+//! brings the client's request with GET; the server answers with its
+//! login page, its consent page, or a redirect back to the client; the
+//! pages post their forms back here.
+//!
+//! The pages are plain HTML and CSS, with no script and nothing loaded
+//! from elsewhere. Two cookies, both `HttpOnly`, `SameSite=Lax`, `Secure`
+//! unless the issuer is plain-HTTP loopback, and scoped to the realm's
+//! path: the session (who signed in, sealed, for
+//! [`SESSION_LIFETIME`](agentauth_service::authorize::SESSION_LIFETIME))
+//! and the CSRF nonce that a posted form must match.
+
+use std::net::IpAddr;
+
+use agentauth_core::authorize::Refusal;
+use agentauth_core::{ErrorCode, OAuthError};
+use agentauth_service::authorize::{FORM_LIFETIME, Pending, SESSION_LIFETIME, Step, redirect_to};
+use agentauth_service::password::Password;
+use agentauth_service::users::LoginError;
+use agentauth_service::{RealmRuntime, Service};
+use hyper::Method;
+use hyper::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
+use hyper::http::request::Parts;
+
+use crate::http::{Form, Reply, has_media_type};
+
+const SESSION_COOKIE: &str = "agentauth_session";
+const CSRF_COOKIE: &str = "agentauth_csrf";
+
+/// Answers a GET (a new request) or a POST (a form of the pages).
+pub fn authorize(
+    service: &Service,
+    realm: &RealmRuntime,
+    parts: &Parts,
+    body: &[u8],
+    source: Option<IpAddr>,
+    request_id: &str,
+) -> Reply {
+    if parts.method == Method::GET {
+        let params: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(n, v)| (n.into_owned(), v.into_owned())).collect())
+            .unwrap_or_default();
+        let pending = match service.authorization_request(realm, &params) {
+            Ok(pending) => pending,
+            Err(Refusal::Page(error)) => return error_page(&error),
+            Err(Refusal::Redirect { redirect_uri, state, error }) => {
+                let params = [("error", error.code.as_str()), ("error_description", &*error.description)];
+                return Reply::redirect(redirect_to(&redirect_uri, &params, state.as_deref(), &realm.issuer));
+            }
+        };
+        let signed_in = cookie(parts, SESSION_COOKIE).and_then(|s| service.open_session(realm, s));
+        return match signed_in {
+            None => login_page(service, realm, &pending, None, 200),
+            Some((session, user)) => decide(service, realm, &pending, &session, &user, false, request_id, Vec::new()),
+        };
+    }
+    if !has_media_type(&parts.headers, "application/x-www-form-urlencoded") {
+        return error_page(&OAuthError::invalid_request("the form must be application/x-www-form-urlencoded"));
+    }
+    let Ok(form) = Form::parse(body) else {
+        return error_page(&OAuthError::invalid_request("the form cannot be read"));
+    };
+    let sealed = form.get("pending").unwrap_or_default();
+    let Some(pending) = service.open_pending(realm, sealed, cookie(parts, CSRF_COOKIE)) else {
+        return error_page(&OAuthError::invalid_request(
+            "this form has expired or was not sent from the page this server showed; go back to the application \
+             and start again",
+        ));
+    };
+    match form.get("action") {
+        Some("login") => {
+            let username = form.get("username").unwrap_or_default();
+            let password = Password::new(form.get("password").unwrap_or_default().to_string());
+            match service.authenticate_user(realm, username, &password, source) {
+                Ok(user) => {
+                    let session = service.session(realm, &user);
+                    let cookie = set_cookie(realm, SESSION_COOKIE, &service.seal(&session), SESSION_LIFETIME);
+                    decide(service, realm, &pending, &session, &user, false, request_id, vec![cookie])
+                }
+                Err(LoginError::Failed) => login_page(service, realm, &pending, Some(&LoginError::Failed), 401),
+                Err(e @ LoginError::SlowDown { retry_after }) => login_page(service, realm, &pending, Some(&e), 429)
+                    .with_header(RETRY_AFTER, retry_after.to_string()),
+                Err(e @ LoginError::Busy { retry_after }) => login_page(service, realm, &pending, Some(&e), 503)
+                    .with_header(RETRY_AFTER, retry_after.to_string()),
+                Err(LoginError::Internal) => error_page(&OAuthError::server_error("internal error")),
+            }
+        }
+        Some(answer @ ("allow" | "deny")) => {
+            let Some((session, user)) = cookie(parts, SESSION_COOKIE).and_then(|s| service.open_session(realm, s))
+            else {
+                return login_page(service, realm, &pending, None, 200);
+            };
+            if answer == "deny" {
+                let refused = OAuthError::new(ErrorCode::AccessDenied, "the user did not allow the request");
+                let _ = service.decision(realm, "authorize", request_id, || Err::<(), _>(refused.clone()));
+                return Reply::redirect(service.error_redirect(realm, &pending, &refused));
+            }
+            decide(service, realm, &pending, &session, &user, true, request_id, Vec::new())
+        }
+        _ => error_page(&OAuthError::invalid_request("the form has no action")),
+    }
+}
+
+/// Decides `pending` for a signed-in user (audited), and shows the
+/// outcome: a redirect to the client, or the consent page.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    service: &Service,
+    realm: &RealmRuntime,
+    pending: &Pending,
+    session: &agentauth_service::authorize::Session,
+    user: &agentauth_service::users::User,
+    consented: bool,
+    request_id: &str,
+    cookies: Vec<String>,
+) -> Reply {
+    let step = service
+        .decision(realm, "authorize", request_id, || service.authorize(realm, pending, session, user, consented));
+    let mut reply = match step {
+        Ok(Step::Redirect(location)) => Reply::redirect(location),
+        Ok(Step::Consent { client_name, client_id, scopes, resources }) => {
+            consent_page(service, realm, pending, &client_name, &client_id, &scopes, &resources)
+        }
+        Err(error) => Reply::redirect(service.error_redirect(realm, pending, &error)),
+    };
+    for cookie in cookies {
+        reply = reply.with_header(SET_COOKIE, cookie);
+    }
+    reply
+}
+
+/// The value of cookie `name` in the request, if it sent one.
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value for the realm's path, living `max_age` seconds.
+fn set_cookie(realm: &RealmRuntime, name: &str, value: &str, max_age: i64) -> String {
+    let path = url::Url::parse(&realm.issuer).map(|u| u.path().to_string()).unwrap_or_else(|_| "/".into());
+    let secure = if realm.issuer.starts_with("https://") { "; Secure" } else { "" };
+    format!("{name}={value}; Path={path}/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// Escapes text for HTML (content and quoted attribute values).
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f4f5f7;color:#1d2430;margin:0}\
+main{max-width:26rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:8px;\
+box-shadow:0 1px 3px rgba(0,0,0,.15)}h1{font-size:1.35rem;margin-top:0}label{display:block;margin:1rem 0 .3rem;\
+font-weight:600}input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem;\
+border:1px solid #8a93a3;border-radius:4px;font-size:1rem}button{margin-top:1.3rem;padding:.6rem 1.2rem;\
+font-size:1rem;border-radius:4px;border:1px solid #1f4fbf;background:#1f4fbf;color:#fff;cursor:pointer}\
+button.secondary{background:#fff;color:#1f4fbf;margin-left:.5rem}button:focus,input:focus{outline:3px solid #f0b400;\
+outline-offset:1px}.error{color:#a40e26;font-weight:600}ul{padding-left:1.2rem}code{word-break:break-all}";
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title>\
+         <style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+        escape(title)
+    )
+}
+
+/// The login page for `pending`, with the CSRF cookie its form needs.
+fn login_page(
+    service: &Service,
+    realm: &RealmRuntime,
+    pending: &Pending,
+    failure: Option<&LoginError>,
+    status: u16,
+) -> Reply {
+    let message = failure
+        .map_or_else(String::new, |e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(&e.to_string())));
+    let body = format!(
+        "<h1>Sign in</h1><p>to let <strong>{client}</strong> use your account in <strong>{realm}</strong>.</p>{message}\
+         <form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
+         <input type=\"hidden\" name=\"action\" value=\"login\">\
+         <label for=\"username\">Username</label>\
+         <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
+         <label for=\"password\">Password</label>\
+         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+         <button type=\"submit\">Sign in</button></form>",
+        client = escape(&pending.client_id),
+        realm = escape(&realm.name),
+        sealed = escape(&service.seal(pending)),
+    );
+    Reply::html(status, page("Sign in", &body))
+        .with_header(SET_COOKIE, set_cookie(realm, CSRF_COOKIE, &pending.nonce, FORM_LIFETIME))
+}
+
+/// The consent page: the client, the scopes, the resources.
+fn consent_page(
+    service: &Service,
+    realm: &RealmRuntime,
+    pending: &Pending,
+    client_name: &str,
+    client_id: &str,
+    scopes: &[String],
+    resources: &[String],
+) -> Reply {
+    let list =
+        |items: &[String]| items.iter().map(|i| format!("<li><code>{}</code></li>", escape(i))).collect::<String>();
+    let scopes_html =
+        if scopes.is_empty() { "<li>nothing beyond signing you in</li>".to_string() } else { list(scopes) };
+    let resources_html =
+        if resources.is_empty() { String::new() } else { format!("<p>for use at:</p><ul>{}</ul>", list(resources)) };
+    let body = format!(
+        "<h1>Allow access?</h1><p><strong>{name}</strong> (<code>{id}</code>) asks to act for you with:</p>\
+         <ul>{scopes_html}</ul>{resources_html}\
+         <form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
+         <button type=\"submit\" name=\"action\" value=\"allow\">Allow</button>\
+         <button type=\"submit\" name=\"action\" value=\"deny\" class=\"secondary\">Deny</button></form>",
+        name = escape(client_name),
+        id = escape(client_id),
+        sealed = escape(&service.seal(pending)),
+    );
+    Reply::html(200, page("Allow access?", &body))
+        .with_header(SET_COOKIE, set_cookie(realm, CSRF_COOKIE, &pending.nonce, FORM_LIFETIME))
+}
+
+/// An error the browser shows, because the client cannot be trusted with
+/// it (RFC 6749 §4.1.2.1), or the form is not one this server gave.
+fn error_page(error: &OAuthError) -> Reply {
+    let body = format!(
+        "<h1>This request cannot be completed</h1><p class=\"error\" role=\"alert\">{}</p><p><code>{}</code></p>",
+        escape(&error.description),
+        error.code.as_str()
+    );
+    Reply::html(error.code.http_status().max(400), page("Error", &body))
+}
