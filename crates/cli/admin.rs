@@ -295,6 +295,24 @@ pub enum UserCommand {
         #[command(flatten)]
         user: Which,
     },
+    /// List the consents a user has given, client by client.
+    Consents {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+    },
+    /// Revoke a user's consent to a client: the client must ask again, and
+    /// every token it holds from that consent stops working.
+    RevokeConsent {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        user: Which,
+        /// The client the consent was given to.
+        #[arg(long)]
+        client_id: String,
+    },
     /// Set a user's password, read from a file or standard input.
     SetPassword {
         #[command(flatten)]
@@ -418,6 +436,16 @@ pub fn user(command: UserCommand) -> anyhow::Result<std::process::ExitCode> {
             let subject = user.subject(&remote)?;
             call(&remote, "DELETE", format!("users/{subject}")).send("application/json", vec![])?;
             json!({ "subject": subject, "deleted": true })
+        }
+        UserCommand::Consents { remote, user } => {
+            let subject = user.subject(&remote)?;
+            call(&remote, "GET", format!("users/{subject}/consents")).send("application/json", vec![])?
+        }
+        UserCommand::RevokeConsent { remote, user, client_id } => {
+            let subject = user.subject(&remote)?;
+            let client = form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>();
+            call(&remote, "DELETE", format!("users/{subject}/consents/{client}")).send("application/json", vec![])?;
+            json!({ "subject": subject, "client_id": client_id, "consent_revoked": true })
         }
         UserCommand::SetPassword { remote, user, password } => {
             let subject = user.subject(&remote)?;

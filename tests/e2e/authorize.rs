@@ -108,6 +108,7 @@ fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16
             .header("content-type", "application/json")
             .send(body.to_string().as_str()),
         ("GET", _) => http.get(&url).header("authorization", &auth).call(),
+        ("DELETE", _) => http.delete(&url).header("authorization", &auth).call(),
         other => panic!("{other:?}"),
     }
     .expect("the admin API answers");
@@ -390,4 +391,52 @@ fn the_agent_acts_for_the_user_through_the_authorize_hook_and_token_exchange() {
     assert_eq!(claims["act"]["sub"], format!("(age!{})", agent.client_id), "act is the agent: {claims}");
     let wider = server.exchange(&agent, user_token, "read write");
     assert_eq!(wider.status, 400, "no wider than the user granted: {}", wider.body);
+}
+
+#[test]
+fn revoking_consent_or_disabling_the_user_ends_what_the_client_holds() {
+    let (server, client_id) = setup();
+    let mut browser = Browser::new();
+    let answer = sign_in_and_allow(&mut browser, &server, &authorize_url(&server, &client_id, &[]));
+    let tokens = redeem(&server, &client_id, &answer["code"], VERIFIER);
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let refresh = tokens.json["refresh_token"].as_str().expect("a refresh token").to_string();
+
+    let (status, listed) = admin(&server, "GET", "/alpha/users?username=ada", None);
+    assert_eq!(status, 200, "{listed}");
+    let subject = listed["users"][0]["subject"].as_str().expect("ada's subject").to_string();
+    let (status, consents) = admin(&server, "GET", &format!("/alpha/users/{subject}/consents"), None);
+    assert_eq!(status, 200, "{consents}");
+    assert_eq!(consents["consents"][0]["client_id"], client_id.as_str());
+    assert_eq!(consents["consents"][0]["scope"], "read write");
+
+    let (status, _) = admin(&server, "DELETE", &format!("/alpha/users/{subject}/consents/{client_id}"), None);
+    assert_eq!(status, 204);
+    let refreshed = server.post_form(
+        "access_token",
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", &client_id)],
+        None,
+    );
+    refreshed.assert_error(400, "invalid_grant");
+    // The user is still signed in, but must consent again.
+    let again = browser.get(&authorize_url(&server, &client_id, &[]));
+    assert_eq!(again.status, 200, "the consent page: {}", again.body);
+    assert!(again.body.contains("Allow"), "{}", again.body);
+    let pending = hidden(&again.body, "pending");
+    let back = browser.post(&server.realm_url("authorize"), &[("pending", pending.as_str()), ("action", "allow")]);
+    let answer = query(&back.location.expect("a redirect"));
+    let tokens = redeem(&server, &client_id, &answer["code"], VERIFIER);
+    let refresh = tokens.json["refresh_token"].as_str().expect("a refresh token").to_string();
+
+    // Disabling the user ends it too, and their session.
+    let (status, _) = admin(&server, "POST", &format!("/alpha/users/{subject}/disable"), Some(json!({})));
+    assert_eq!(status, 200);
+    let refreshed = server.post_form(
+        "access_token",
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", &client_id)],
+        None,
+    );
+    refreshed.assert_error(400, "invalid_grant");
+    let signed_out = browser.get(&authorize_url(&server, &client_id, &[]));
+    assert!(signed_out.body.contains("Sign in"), "a disabled user's session ends: {}", signed_out.body);
 }

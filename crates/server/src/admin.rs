@@ -275,6 +275,21 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
             service.set_user_password(realm, &subject, &password, &actor)?;
             Ok(Reply::no_content())
         }
+        AdminOp::ListConsents { subject } => {
+            let consents: Vec<Value> = service
+                .consents(realm, &subject)?
+                .into_iter()
+                .map(|c| {
+                    json!({"client_id": c.client_id, "scope": c.scope, "resources": c.resources,
+                           "granted_at": c.granted_at})
+                })
+                .collect();
+            Ok(Reply::json(200, &json!({ "consents": consents })))
+        }
+        AdminOp::RevokeConsent { subject, client_id } => {
+            service.revoke_consent(realm, &subject, &client_id, &actor)?;
+            Ok(Reply::no_content())
+        }
         AdminOp::ListRealms | AdminOp::CreateRealm | AdminOp::DeleteRealm => {
             Err(AdminError::NotFound("no such operation".into()))
         }

@@ -162,6 +162,15 @@ pub enum AdminOp {
     SetUserPassword {
         subject: String,
     },
+    /// `GET users/{subject}/consents`.
+    ListConsents {
+        subject: String,
+    },
+    /// `DELETE users/{subject}/consents/{client_id}`.
+    RevokeConsent {
+        subject: String,
+        client_id: String,
+    },
 }
 
 /// Where the metrics are served, on the main listener and the metrics one.
@@ -304,6 +313,12 @@ fn admin_route(method: &Method, rest: &str) -> Route {
         (["users", _, "enable" | "disable"], _) => (None, "POST"),
         (["users", s, "password"], "PUT") => (Some(AdminOp::SetUserPassword { subject: name(s) }), ""),
         (["users", _, "password"], _) => (None, "PUT"),
+        (["users", s, "consents"], "GET") => (Some(AdminOp::ListConsents { subject: name(s) }), ""),
+        (["users", _, "consents"], _) => (None, "GET"),
+        (["users", s, "consents", c], "DELETE") => {
+            (Some(AdminOp::RevokeConsent { subject: name(s), client_id: name(c) }), "")
+        }
+        (["users", _, "consents", _], _) => (None, "DELETE"),
         _ => return Route::NotFound,
     };
     match op {

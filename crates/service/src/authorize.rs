@@ -281,6 +281,52 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The consents the user `subject` of `realm` has given.
+    pub fn consents(&self, realm: &str, subject: &str) -> Result<Vec<Consent>, crate::admin::AdminError> {
+        self.user(realm, subject)?;
+        Ok(self.store.consents(realm, subject)?)
+    }
+
+    /// Revokes the consent the user gave `client_id`, and ends every token
+    /// family issued under it (each redeemed code's refresh tokens, access
+    /// tokens, and what was exchanged from them): the client asks again,
+    /// and what it holds stops working.
+    pub fn revoke_consent(
+        &self,
+        realm: &str,
+        subject: &str,
+        client_id: &str,
+        actor: &str,
+    ) -> Result<(), crate::admin::AdminError> {
+        self.user(realm, subject)?;
+        let families = self.store.code_families(realm, subject, Some(client_id))?;
+        let revoked = self.store.revoke_consent(realm, subject, client_id)?;
+        self.end_families(realm, &families)?;
+        if !revoked && families.is_empty() {
+            return Err(crate::admin::AdminError::NotFound(format!(
+                "user {subject} has given no consent to client {client_id}"
+            )));
+        }
+        tracing::info!(realm, subject, client_id, actor, families = families.len(), "consent revoked");
+        Ok(())
+    }
+
+    /// Ends the token families a user's codes issued (to every client):
+    /// when the user is disabled or deleted.
+    pub(crate) fn end_user_families(&self, realm: &str, subject: &str) -> Result<(), agentauth_core::ports::Error> {
+        let families = self.store.code_families(realm, subject, None)?;
+        self.end_families(realm, &families)
+    }
+
+    fn end_families(&self, realm: &str, families: &[String]) -> Result<(), agentauth_core::ports::Error> {
+        for family in families {
+            self.store.revoke_token(realm, &[], Some(family))?;
+        }
+        Ok(())
+    }
+}
+
 /// `redirect_uri` with `params`, `state` and `iss` added to its query.
 pub fn redirect_to(redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>, issuer: &str) -> String {
     let Ok(mut url) = url::Url::parse(redirect_uri) else {

@@ -272,6 +272,11 @@ impl Service {
         if !self.store.set_user_state(realm, subject, state, &audit(self.now(), actor, action, subject, None))? {
             return Err(no_user(realm, subject));
         }
+        if state == UserState::Disabled {
+            // What the user authorized stops with them; enabling the user
+            // again does not bring it back.
+            self.end_user_families(realm, subject)?;
+        }
         tracing::info!(realm, subject, state = state.as_str(), "user state set");
         self.user(realm, subject)
     }
@@ -302,6 +307,8 @@ impl Service {
         if !is_user_subject(subject) {
             return Err(no_user(realm, subject));
         }
+        // Before the user's codes go with it: they name what to end.
+        self.end_user_families(realm, subject)?;
         if !self.store.delete_user(realm, subject, &audit(self.now(), actor, "delete-user", subject, None))? {
             return Err(no_user(realm, subject));
         }

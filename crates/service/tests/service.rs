@@ -188,7 +188,8 @@ fn housekeeping_sweeps_authorization_codes_once_they_expire() {
     };
     store.insert_code(REALM, b"short", &code(now + 60)).unwrap();
     store.insert_code(REALM, b"long", &code(now + 600)).unwrap();
-    let issue = CodeIssue { family: "f1".into(), jti: "j1".into(), jti_expires_at: now + 600 };
+    let issue =
+        CodeIssue { family: "f1".into(), jti: "j1".into(), jti_expires_at: now + 60, family_expires_at: now + 60 };
     assert_eq!(store.redeem_code(REALM, b"short", &issue, now).unwrap(), Redemption::Redeemed);
 
     clock.advance(60);

@@ -32,7 +32,7 @@ fn realms<S: Storage + ?Sized>(store: &S) {
 
 /// What a redemption at `at` issued: family `f-<at>`, jti `j-<at>`.
 fn issue(at: i64) -> CodeIssue {
-    CodeIssue { family: format!("f-{at}"), jti: format!("j-{at}"), jti_expires_at: at + 600 }
+    CodeIssue { family: format!("f-{at}"), jti: format!("j-{at}"), jti_expires_at: at + 600, family_expires_at: at }
 }
 
 /// A code of `c1` for `usr_1` expiring at `expires_at`.
@@ -140,7 +140,8 @@ pub fn a_sweep_deletes_the_codes_expired_by_then_used_or_not<S: Storage + ?Sized
     store.insert_code("beta", b"now", &expiring(50)).unwrap();
     store.insert_code("alpha", b"live", &expiring(51)).unwrap();
     store.insert_code("beta", b"used-live", &expiring(60)).unwrap();
-    assert_eq!(store.redeem_code("beta", b"used-live", &issue(20), 20).unwrap(), Redemption::Redeemed);
+    let family_lives = CodeIssue { family_expires_at: 60, ..issue(20) };
+    assert_eq!(store.redeem_code("beta", b"used-live", &family_lives, 20).unwrap(), Redemption::Redeemed);
 
     assert_eq!(store.sweep_codes(50).unwrap(), 3, "in every realm, up to and including 50");
     assert_eq!(store.sweep_codes(50).unwrap(), 0);
@@ -148,9 +149,26 @@ pub fn a_sweep_deletes_the_codes_expired_by_then_used_or_not<S: Storage + ?Sized
     assert!(store.code("alpha", b"live", 50).unwrap().is_some());
     assert_eq!(
         store.redeem_code("beta", b"used-live", &issue(50), 50).unwrap(),
-        Redemption::Reused(issue(20)),
-        "a used code lives out its time"
+        Redemption::Reused(family_lives),
+        "a used code lives as long as its family"
     );
+}
+
+pub fn a_used_code_is_kept_while_its_family_lives_and_names_it_for_its_user_and_client<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_code("alpha", b"h1", &expiring(30)).unwrap();
+    let long = CodeIssue { family_expires_at: 1000, ..issue(20) };
+    assert_eq!(store.redeem_code("alpha", b"h1", &long, 20).unwrap(), Redemption::Redeemed);
+    store.insert_code("alpha", b"h2", &expiring(30)).unwrap();
+    assert!(store.code_families("alpha", "usr_1", None).unwrap() == ["f-20"], "an unused code issued nothing");
+    assert_eq!(store.sweep_codes(500).unwrap(), 1, "the unused one expired; the used one lives with its family");
+    assert_eq!(store.code_families("alpha", "usr_1", Some("c1")).unwrap(), ["f-20"]);
+    assert!(store.code_families("alpha", "usr_1", Some("c2")).unwrap().is_empty(), "another client's");
+    assert!(store.code_families("alpha", "usr_2", None).unwrap().is_empty(), "another user's");
+    assert!(store.code_families("beta", "usr_1", None).unwrap().is_empty(), "another realm's");
+    assert_eq!(store.redeem_code("alpha", b"h1", &issue(600), 600).unwrap(), Redemption::Reused(long));
+    assert_eq!(store.sweep_codes(1000).unwrap(), 1);
+    assert!(store.code_families("alpha", "usr_1", None).unwrap().is_empty());
 }
 
 pub fn a_consent_is_kept_per_user_and_client_replaced_whole_and_revoked<S: Storage + ?Sized>(store: &S) {

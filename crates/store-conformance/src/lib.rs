@@ -110,6 +110,7 @@ macro_rules! store_conformance_tests {
             authorizations::a_code_is_redeemed_once_and_every_later_redemption_answers_what_the_first_issued,
             authorizations::racing_redemptions_of_one_code_redeem_it_once,
             authorizations::a_sweep_deletes_the_codes_expired_by_then_used_or_not,
+            authorizations::a_used_code_is_kept_while_its_family_lives_and_names_it_for_its_user_and_client,
             authorizations::a_consent_is_kept_per_user_and_client_replaced_whole_and_revoked,
             authorizations::deleting_a_realm_deletes_its_codes_and_consents,
             authorizations::deleting_a_user_deletes_its_codes_and_consents,

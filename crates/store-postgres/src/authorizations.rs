@@ -122,10 +122,11 @@ impl AuthorizationRepository for PgStore {
             transaction!(&pool, |tx| {
                 let redeemed = query_opt(
                     &tx,
-                    "UPDATE authorization_codes SET used_at = $3, family = $4, jti = $5, jti_expires_at = $6
+                    "UPDATE authorization_codes SET used_at = $3, family = $4, jti = $5, jti_expires_at = $6,
+                            expires_at = $7
                      WHERE realm = $1 AND hash = $2 AND expires_at > $3 AND used_at IS NULL
                      RETURNING 1",
-                    &[&realm, &hash, &now, &issue.family, &issue.jti, &issue.jti_expires_at],
+                    &[&realm, &hash, &now, &issue.family, &issue.jti, &issue.jti_expires_at, &issue.family_expires_at],
                 )
                 .await?;
                 if redeemed.is_some() {
@@ -136,7 +137,7 @@ impl AuthorizationRepository for PgStore {
                     // code of the realm that could be.
                     let used = query_opt(
                         &tx,
-                        "SELECT family, jti, jti_expires_at FROM authorization_codes
+                        "SELECT family, jti, jti_expires_at, expires_at FROM authorization_codes
                          WHERE realm = $1 AND hash = $2 AND used_at IS NOT NULL",
                         &[&realm, &hash],
                     )
@@ -146,6 +147,7 @@ impl AuthorizationRepository for PgStore {
                             family: get(&r, 0)?,
                             jti: get(&r, 1)?,
                             jti_expires_at: get(&r, 2)?,
+                            family_expires_at: get(&r, 3)?,
                         }),
                         None => Redemption::Unknown,
                     }
@@ -161,6 +163,23 @@ impl AuthorizationRepository for PgStore {
                 let n = execute(&tx, "DELETE FROM authorization_codes WHERE expires_at <= $1", &[&before]).await?;
                 usize::try_from(n).unwrap_or(usize::MAX)
             })
+        })
+    }
+
+    fn code_families(&self, realm: &str, subject: &str, client_id: Option<&str>) -> Result<Vec<String>> {
+        let (pool, realm, subject, client_id) =
+            (self.db.pool.clone(), realm.to_owned(), subject.to_owned(), client_id.map(str::to_owned));
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            let rows = query(
+                &c,
+                "SELECT family FROM authorization_codes
+                 WHERE realm = $1 AND subject = $2 AND ($3::TEXT IS NULL OR client_id = $3) AND used_at IS NOT NULL
+                 ORDER BY used_at",
+                &[&realm, &subject, &client_id],
+            )
+            .await?;
+            rows.iter().map(|r| get(r, 0)).collect()
         })
     }
 

@@ -115,9 +115,10 @@ impl AuthorizationRepository for Store {
         self.db.write(|tx| {
             let n = execute(
                 tx,
-                "UPDATE authorization_codes SET used_at = ?3, family = ?4, jti = ?5, jti_expires_at = ?6
+                "UPDATE authorization_codes SET used_at = ?3, family = ?4, jti = ?5, jti_expires_at = ?6,
+                        expires_at = ?7
                  WHERE realm = ?1 AND hash = ?2 AND expires_at > ?3 AND used_at IS NULL",
-                params![realm, hash, now, issue.family, issue.jti, issue.jti_expires_at],
+                params![realm, hash, now, issue.family, issue.jti, issue.jti_expires_at, issue.family_expires_at],
             )?;
             if n == 1 {
                 return Ok(Redemption::Redeemed);
@@ -126,10 +127,17 @@ impl AuthorizationRepository for Store {
             // no code of the realm that could be.
             let used = query_opt(
                 tx,
-                "SELECT family, jti, jti_expires_at FROM authorization_codes
+                "SELECT family, jti, jti_expires_at, expires_at FROM authorization_codes
                  WHERE realm = ?1 AND hash = ?2 AND used_at IS NOT NULL",
                 params![realm, hash],
-                |r| Ok(CodeIssue { family: r.get(0)?, jti: r.get(1)?, jti_expires_at: r.get(2)? }),
+                |r| {
+                    Ok(CodeIssue {
+                        family: r.get(0)?,
+                        jti: r.get(1)?,
+                        jti_expires_at: r.get(2)?,
+                        family_expires_at: r.get(3)?,
+                    })
+                },
             )?;
             Ok(used.map_or(Redemption::Unknown, Redemption::Reused))
         })
@@ -137,6 +145,17 @@ impl AuthorizationRepository for Store {
 
     fn sweep_codes(&self, before: i64) -> Result<usize> {
         self.db.write(|tx| execute(tx, "DELETE FROM authorization_codes WHERE expires_at <= ?1", [before]))
+    }
+
+    fn code_families(&self, realm: &str, subject: &str, client_id: Option<&str>) -> Result<Vec<String>> {
+        query_all(
+            &self.db.conn(),
+            "SELECT family FROM authorization_codes
+             WHERE realm = ?1 AND subject = ?2 AND (?3 IS NULL OR client_id = ?3) AND used_at IS NOT NULL
+             ORDER BY used_at",
+            params![realm, subject, client_id],
+            |r| r.get(0),
+        )
     }
 
     fn consent(&self, realm: &str, subject: &str, client_id: &str) -> Result<Option<Consent>> {

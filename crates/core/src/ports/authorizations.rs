@@ -50,6 +50,10 @@ pub struct CodeIssue {
     /// The access token's `jti`, and when it expires.
     pub jti: String,
     pub jti_expires_at: i64,
+    /// When the family ends: the used code is kept until then (its expiry
+    /// becomes this), so that a replay still finds what to revoke, and
+    /// revoking the user's consent, or the user, finds the families to end.
+    pub family_expires_at: i64,
 }
 
 /// What presenting a code for redemption did.
@@ -105,6 +109,11 @@ pub trait AuthorizationRepository: Send + Sync {
     /// Records a consent, replacing an earlier one of the same user and
     /// client. Fails if the realm, the client or the user does not exist.
     fn save_consent(&self, realm: &str, consent: &Consent) -> Result<()>;
+
+    /// The refresh families issued by redeeming codes of `subject` (to
+    /// `client_id` only, if given) that may still be live: what ends when
+    /// their consent, or the user, goes.
+    fn code_families(&self, realm: &str, subject: &str, client_id: Option<&str>) -> Result<Vec<String>>;
 
     /// Every consent `subject` has given, oldest first.
     fn consents(&self, realm: &str, subject: &str) -> Result<Vec<Consent>>;

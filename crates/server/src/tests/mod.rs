@@ -216,9 +216,13 @@ async fn discovery_lists_every_grant_type_and_authentication_method_of_the_core_
     let (status, doc) = call(&app, Request::get(path).body(Full::new(Bytes::new())).unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(doc["grant_types_supported"], json!(GrantType::ALL.map(GrantType::as_str)));
-    for endpoint in ["token", "introspection", "revocation"] {
+    // Public clients (`none`) authenticate at the token and revocation
+    // endpoints only; introspection is for confidential clients.
+    for (endpoint, public) in [("token", true), ("introspection", false), ("revocation", true)] {
         let methods = &doc[format!("{endpoint}_endpoint_auth_methods_supported")];
-        assert_eq!(methods, &json!(AuthMethod::ALL.map(AuthMethod::as_str)), "{endpoint}");
+        let expected: Vec<&str> =
+            AuthMethod::ALL.iter().filter(|m| public || **m != AuthMethod::None).map(|m| m.as_str()).collect();
+        assert_eq!(methods, &json!(expected), "{endpoint}");
     }
 }
 

@@ -45,7 +45,7 @@ pub(crate) fn issue(
     let Some(code) = svc.store.code(&realm.name, &hash, now).map_err(internal)? else {
         // Spent, expired or never issued: if it was spent, what it issued
         // is revoked now.
-        let nothing = CodeIssue { family: String::new(), jti: String::new(), jti_expires_at: 0 };
+        let nothing = CodeIssue { family: String::new(), jti: String::new(), jti_expires_at: 0, family_expires_at: 0 };
         if let Redemption::Reused(issued) =
             svc.store.redeem_code(&realm.name, &hash, &nothing, now).map_err(internal)?
         {
@@ -75,8 +75,12 @@ pub(crate) fn issue(
         may_act: minted.claims.may_act.clone(),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal)?;
-    let issued =
-        CodeIssue { family: family.clone(), jti: minted.claims.jti.clone(), jti_expires_at: minted.claims.exp };
+    let issued = CodeIssue {
+        family: family.clone(),
+        jti: minted.claims.jti.clone(),
+        jti_expires_at: minted.claims.exp,
+        family_expires_at: grant.expires_at,
+    };
     match svc.store.redeem_code(&realm.name, &hash, &issued, now).map_err(internal)? {
         Redemption::Redeemed => {}
         Redemption::Reused(first) => {
