@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use crate::support::{ADMIN_TOKEN, Server, jwt_parts};
 
 /// RFC 7636 Appendix B's pair.
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-const REDIRECT: &str = "http://127.0.0.1/callback";
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1/callback";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// A browser: follows nothing by itself, keeps cookies.
 struct Browser {
@@ -87,12 +87,12 @@ fn hidden(page: &str, name: &str) -> String {
 }
 
 /// The query parameters of a redirect.
-fn query(location: &str) -> HashMap<String, String> {
+pub(crate) fn query(location: &str) -> HashMap<String, String> {
     let url = url::Url::parse(location).expect("a redirect is a URL");
     url.query_pairs().map(|(n, v)| (n.into_owned(), v.into_owned())).collect()
 }
 
-fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let url = server.url(&format!("/admin/v1/realms{path}"));
     let auth = format!("Bearer {ADMIN_TOKEN}");
@@ -119,7 +119,7 @@ fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16
 
 /// A server with a user `ada`, and an MCP-style public client registered
 /// for the code grant with a loopback redirect URI.
-fn setup() -> (Server, String) {
+pub(crate) fn setup() -> (Server, String) {
     let server = Server::start_with_admin();
     let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "ada", "password": PASSWORD})));
     assert_eq!(status, 201, "{body}");
@@ -138,7 +138,7 @@ fn setup() -> (Server, String) {
     (server, client_id)
 }
 
-fn authorize_url(server: &Server, client_id: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) fn authorize_url(server: &Server, client_id: &str, extra: &[(&str, &str)]) -> String {
     let mut params = vec![
         ("response_type", "code"),
         ("client_id", client_id),
@@ -176,7 +176,7 @@ fn sign_in_and_allow(browser: &mut Browser, server: &Server, url: &str) -> HashM
     query(&location)
 }
 
-fn redeem(server: &Server, client_id: &str, code: &str, verifier: &str) -> crate::support::Reply {
+pub(crate) fn redeem(server: &Server, client_id: &str, code: &str, verifier: &str) -> crate::support::Reply {
     server.post_form(
         "access_token",
         &[
@@ -188,6 +188,47 @@ fn redeem(server: &Server, client_id: &str, code: &str, verifier: &str) -> crate
         ],
         None,
     )
+}
+
+/// Pushes the Rust agent-for-user policy and makes it realm `alpha`'s
+/// authorize plugin.
+pub(crate) fn use_agent_for_user_policy(server: &Server) {
+    // A folder of its own: tests running at once each write their copy.
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let plugin = dir.path().join("agent-for-user.wasm");
+    std::fs::write(&plugin, agentauth_plugins::AGENT_FOR_USER).expect("writing the plugin");
+    let file = plugin.to_string_lossy().into_owned();
+    let push = [
+        "plugin",
+        "push",
+        "--server",
+        &server.base,
+        "--realm",
+        "alpha",
+        "--name",
+        "agent-for-user",
+        "--hook",
+        "authorize",
+        &file,
+    ];
+    let (ok, out, err) = crate::support::cli(&push, ADMIN_TOKEN);
+    assert!(ok, "{out} {err}");
+    let (status, body) = admin(server, "PATCH", "/alpha", Some(json!({"authorize_plugin": "agent-for-user"})));
+    assert_eq!(status, 200, "{body}");
+}
+
+/// An AI agent registered for the code grant and the exchange, with the
+/// loopback redirect URI; the seed's DCR policy gives it JWTs.
+pub(crate) fn register_agent_for_code(server: &Server) -> crate::support::Credentials {
+    let mut registration = crate::support::seed_registration();
+    registration["grant_types"] =
+        json!(["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"]);
+    registration["response_types"] = json!(["code"]);
+    registration["redirect_uris"] = json!([REDIRECT]);
+    registration["application_type"] = json!("native");
+    let registered = server.register_raw(&registration.to_string());
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    crate::support::Credentials::from_registration(&registered.json)
 }
 
 #[test]
@@ -325,39 +366,8 @@ fn the_agent_acts_for_the_user_through_the_authorize_hook_and_token_exchange() {
     let server = Server::start_with_admin();
     let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "ada", "password": PASSWORD})));
     assert_eq!(status, 201, "{body}");
-    let plugin = std::env::temp_dir().join(format!("agent-for-user-{}.wasm", std::process::id()));
-    std::fs::write(&plugin, agentauth_plugins::AGENT_FOR_USER).expect("writing the plugin");
-    let file = plugin.to_string_lossy().into_owned();
-    let push = [
-        "plugin",
-        "push",
-        "--server",
-        &server.base,
-        "--realm",
-        "alpha",
-        "--name",
-        "agent-for-user",
-        "--hook",
-        "authorize",
-        &file,
-    ];
-    let (ok, out, err) = crate::support::cli(&push, ADMIN_TOKEN);
-    assert!(ok, "{out} {err}");
-    let _ = std::fs::remove_file(&plugin);
-    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"authorize_plugin": "agent-for-user"})));
-    assert_eq!(status, 200, "{body}");
-
-    // An AI agent registers for the code grant and the exchange; the
-    // seed's DCR policy gives it JWTs.
-    let mut registration = crate::support::seed_registration();
-    registration["grant_types"] =
-        json!(["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"]);
-    registration["response_types"] = json!(["code"]);
-    registration["redirect_uris"] = json!([REDIRECT]);
-    registration["application_type"] = json!("native");
-    let registered = server.register_raw(&registration.to_string());
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    let agent = crate::support::Credentials::from_registration(&registered.json);
+    use_agent_for_user_policy(&server);
+    let agent = register_agent_for_code(&server);
 
     let mut browser = Browser::new();
     let url = authorize_url(&server, &agent.client_id, &[("scope", "read")]);

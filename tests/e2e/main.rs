@@ -5,6 +5,7 @@
 
 mod admin_bounds;
 mod authorize;
+mod browser;
 mod config;
 mod connections;
 mod decisions;
