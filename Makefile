@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: serve test bench fmt lint unit polyglot wasm-target postgres
+.PHONY: serve test bench fmt lint unit polyglot mcp-conformance wasm-target postgres
 
 serve:
 	$(CARGO) run --release -- serve --demo
@@ -14,8 +14,9 @@ serve:
 # `--workspace` keeps the feature set of `unit`: testing the root package
 # alone resolves its dependencies' features differently and would build
 # wasmtime a second time.
-test: wasm-target postgres fmt lint unit polyglot
+test: wasm-target postgres fmt lint unit polyglot mcp-conformance
 	$(CARGO) test --release --workspace --test e2e polyglot -- --ignored
+	$(CARGO) test --release --workspace --test e2e mcp_conformance -- --ignored
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
 # does not install targets by itself here. (The build scripts that embed
@@ -44,6 +45,12 @@ postgres:
 # componentize-js from npm), for the polyglot end-to-end tests.
 polyglot:
 	scripts/build-polyglot
+
+# The MCP project's conformance suite at its pinned version (npm ci, and a
+# Node 22 from npm where the system's is older), for the end-to-end test
+# that runs its authorization server scenarios against a realm.
+mcp-conformance:
+	scripts/mcp-conformance
 
 # A release build, then the harness: the server on loopback with fresh
 # data directories, each hot path against its limit measured in the same
