@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: serve test bench fmt lint unit polyglot browser wasm-target postgres
+.PHONY: serve test bench fmt lint unit polyglot browser mcp-conformance wasm-target postgres
 
 serve:
 	$(CARGO) run --release -- serve --demo
@@ -14,9 +14,8 @@ serve:
 # `--workspace` keeps the feature set of `unit`: testing the root package
 # alone resolves its dependencies' features differently and would build
 # wasmtime a second time.
-test: wasm-target postgres fmt lint unit polyglot browser
-	$(CARGO) test --release --workspace --test e2e polyglot -- --ignored
-	$(CARGO) test --release --workspace --test e2e browser:: -- --ignored
+test: wasm-target postgres fmt lint unit polyglot browser mcp-conformance
+	$(CARGO) test --release --workspace --test e2e -- --ignored polyglot browser:: mcp_conformance
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
 # does not install targets by itself here. (The build scripts that embed
@@ -50,6 +49,12 @@ polyglot:
 # npm, for the end-to-end tests that sign in through the pages.
 browser:
 	scripts/install-browser
+
+# The MCP project's conformance suite at its pinned version (npm ci, and a
+# Node 22 from npm where the system's is older), for the end-to-end test
+# that runs its authorization server scenarios against a realm.
+mcp-conformance:
+	scripts/mcp-conformance
 
 # A release build, then the harness: the server on loopback with fresh
 # data directories, each hot path against its limit measured in the same

@@ -16,6 +16,7 @@ mod keys_at_rest;
 mod limits;
 mod logs;
 mod management;
+mod mcp_conformance;
 mod metrics;
 mod plugins;
 mod polyglot;

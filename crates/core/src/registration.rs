@@ -427,7 +427,13 @@ pub fn response(client: &Client, credentials: &IssuedCredentials, registration_c
         body["registration_access_token"] = json!(token);
     }
     body["registration_client_uri"] = json!(registration_client_uri);
-    body["client_type"] = json!("Confidential");
+    // PingAM's name for RFC 6749 §2.1's client types: a client without
+    // credentials (`none`) is a public one.
+    let client_type = match client.metadata.token_endpoint_auth_method {
+        AuthMethod::None => "Public",
+        _ => "Confidential",
+    };
+    body["client_type"] = json!(client_type);
     for (name, value) in client.attributes.as_json() {
         body[name] = value;
     }
@@ -544,6 +550,17 @@ mod tests {
         let set = response(&client, &IssuedCredentials::default(), "https://as.example/register/c");
         assert_eq!(set["accessTokenMayActScript"], "p");
         assert_eq!(set["allowedAudiences"], json!(["https://a.example"]));
+    }
+
+    #[test]
+    fn the_response_calls_a_client_without_credentials_public() {
+        let mut client = crate::client::test_agent("c", "read", &[GrantType::AuthorizationCode]);
+        let confidential = response(&client, &IssuedCredentials::default(), "https://as.example/register/c");
+        assert_eq!(confidential["client_type"], "Confidential");
+        client.metadata.token_endpoint_auth_method = AuthMethod::None;
+        let public = response(&client, &IssuedCredentials::default(), "https://as.example/register/c");
+        assert_eq!(public["client_type"], "Public");
+        assert!(public.get("client_secret").is_none());
     }
 
     #[test]
