@@ -450,3 +450,20 @@ fn revoking_consent_or_disabling_the_user_ends_what_the_client_holds() {
     let signed_out = browser.get(&authorize_url(&server, &client_id, &[]));
     assert!(signed_out.body.contains("Sign in"), "a disabled user's session ends: {}", signed_out.body);
 }
+
+#[test]
+fn a_realm_brands_its_pages_without_a_rebuild_and_cannot_break_out_of_the_style() {
+    let (server, client_id) = setup();
+    let branding = json!({"page_title": "Acme <Agents>", "page_css": "main{border-top:4px solid #c60}"});
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(branding));
+    assert_eq!(status, 200, "{body}");
+    let mut browser = Browser::new();
+    let login = browser.get(&authorize_url(&server, &client_id, &[]));
+    assert!(login.body.contains("<p class=\"brand\">Acme &lt;Agents&gt;</p>"), "{}", login.body);
+    assert!(login.body.contains("main{border-top:4px solid #c60}</style>"), "{}", login.body);
+    assert!(login.body.contains("<strong>Inspector</strong>"), "the client by its name: {}", login.body);
+    for css in ["</style><script>alert(1)</script>", "a{content:'\\3c'}"] {
+        let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"page_css": css})));
+        assert_eq!(status, 400, "{css}: {body}");
+    }
+}

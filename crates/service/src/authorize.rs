@@ -282,6 +282,15 @@ impl Service {
 }
 
 impl Service {
+    /// The name a client registered, for the pages to show; its id if it
+    /// has none.
+    pub fn client_name(&self, realm: &RealmRuntime, client_id: &str) -> String {
+        match self.store.client(&realm.name, client_id) {
+            Ok(Some(row)) => row.client.metadata.client_name.unwrap_or_else(|| client_id.to_string()),
+            _ => client_id.to_string(),
+        }
+    }
+
     /// The consents the user `subject` of `realm` has given.
     pub fn consents(&self, realm: &str, subject: &str) -> Result<Vec<Consent>, crate::admin::AdminError> {
         self.user(realm, subject)?;

@@ -38,8 +38,19 @@ pub struct RealmSettings {
     /// The plugin that narrows or refuses requested scopes, if any.
     pub scope_plugin: Option<String>,
     /// The plugin that decides what a signed-in user authorizes a client
-    /// to do (scopes, consent, `may_act`), if any.
+    /// to do (scopes, consent, `may_act`), if any. Left out of the stored
+    /// JSON when unset, so replicas that predate it can still read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authorize_plugin: Option<String>,
+    /// The realm's name on its login and consent pages (at most 100
+    /// characters), if it wants one shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_title: Option<String>,
+    /// CSS added after the pages' own (at most 16 KiB, no `<`): the
+    /// realm's colours and fonts, changed without a rebuild. The pages
+    /// load nothing from elsewhere, so neither may it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_css: Option<String>,
     /// The scopes clients may register; `None` allows any.
     pub allowed_scopes: Option<Vec<String>>,
     /// The resources (RFC 8707) any client of the realm may ask tokens
@@ -165,6 +176,16 @@ impl RealmSettings {
             .map_err(|e| format!("allowed_resources: {e}"))?;
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
+        if let Some(title) = &self.page_title
+            && (title.is_empty() || title.chars().count() > 100 || title.chars().any(char::is_control))
+        {
+            return Err("page_title: 1 to 100 printable characters".into());
+        }
+        if let Some(css) = &self.page_css
+            && (css.len() > 16 * 1024 || css.contains('<') || css.contains('\\'))
+        {
+            return Err("page_css: at most 16 KiB of CSS, without '<' or '\\'".into());
+        }
         if let Some(scopes) = &self.allowed_scopes {
             agentauth_core::Scopes::from_tokens(scopes.iter().map(String::as_str))
                 .map_err(|e| format!("allowed_scopes: {}", e.description))?;
@@ -207,6 +228,8 @@ impl Default for RealmSettings {
             token_plugin: None,
             scope_plugin: None,
             authorize_plugin: None,
+            page_title: None,
+            page_css: None,
             allowed_scopes: None,
             allowed_resources: Vec::new(),
             // ring signs ES256 about thirty times faster than RS256, and

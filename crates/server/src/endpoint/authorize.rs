@@ -44,7 +44,7 @@ pub fn authorize(
             .unwrap_or_default();
         let pending = match service.authorization_request(realm, &params) {
             Ok(pending) => pending,
-            Err(Refusal::Page(error)) => return error_page(&error),
+            Err(Refusal::Page(error)) => return error_page(realm, &error),
             Err(Refusal::Redirect { redirect_uri, state, error }) => {
                 let params = [("error", error.code.as_str()), ("error_description", &*error.description)];
                 return Reply::redirect(redirect_to(&redirect_uri, &params, state.as_deref(), &realm.issuer));
@@ -57,17 +57,20 @@ pub fn authorize(
         };
     }
     if !has_media_type(&parts.headers, "application/x-www-form-urlencoded") {
-        return error_page(&OAuthError::invalid_request("the form must be application/x-www-form-urlencoded"));
+        return error_page(realm, &OAuthError::invalid_request("the form must be application/x-www-form-urlencoded"));
     }
     let Ok(form) = Form::parse(body) else {
-        return error_page(&OAuthError::invalid_request("the form cannot be read"));
+        return error_page(realm, &OAuthError::invalid_request("the form cannot be read"));
     };
     let sealed = form.get("pending").unwrap_or_default();
     let Some(pending) = service.open_pending(realm, sealed, cookie(parts, CSRF_COOKIE)) else {
-        return error_page(&OAuthError::invalid_request(
-            "this form has expired or was not sent from the page this server showed; go back to the application \
+        return error_page(
+            realm,
+            &OAuthError::invalid_request(
+                "this form has expired or was not sent from the page this server showed; go back to the application \
              and start again",
-        ));
+            ),
+        );
     };
     match form.get("action") {
         Some("login") => {
@@ -84,7 +87,7 @@ pub fn authorize(
                     .with_header(RETRY_AFTER, retry_after.to_string()),
                 Err(e @ LoginError::Busy { retry_after }) => login_page(service, realm, &pending, Some(&e), 503)
                     .with_header(RETRY_AFTER, retry_after.to_string()),
-                Err(LoginError::Internal) => error_page(&OAuthError::server_error("internal error")),
+                Err(LoginError::Internal) => error_page(realm, &OAuthError::server_error("internal error")),
             }
         }
         Some(answer @ ("allow" | "deny")) => {
@@ -99,7 +102,7 @@ pub fn authorize(
             }
             decide(service, realm, &pending, &session, &user, true, request_id, Vec::new())
         }
-        _ => error_page(&OAuthError::invalid_request("the form has no action")),
+        _ => error_page(realm, &OAuthError::invalid_request("the form has no action")),
     }
 }
 
@@ -174,14 +177,20 @@ font-weight:600}input[type=text],input[type=password]{width:100%;box-sizing:bord
 border:1px solid #8a93a3;border-radius:4px;font-size:1rem}button{margin-top:1.3rem;padding:.6rem 1.2rem;\
 font-size:1rem;border-radius:4px;border:1px solid #1f4fbf;background:#1f4fbf;color:#fff;cursor:pointer}\
 button.secondary{background:#fff;color:#1f4fbf;margin-left:.5rem}button:focus,input:focus{outline:3px solid #f0b400;\
-outline-offset:1px}.error{color:#a40e26;font-weight:600}ul{padding-left:1.2rem}code{word-break:break-all}";
+outline-offset:1px}.error{color:#a40e26;font-weight:600}.brand{color:#4a5261;font-size:.9rem;margin:0 0 1rem}ul{padding-left:1.2rem}code{word-break:break-all}";
 
-fn page(title: &str, body: &str) -> String {
+/// A page in the realm's branding: its `page_title` above the content,
+/// its `page_css` after the pages' own (checked to hold no `<`, so it
+/// cannot leave the style element).
+fn page(realm: &RealmRuntime, title: &str, body: &str) -> String {
+    let brand = realm.settings.page_title.as_deref();
+    let heading = brand.map_or_else(String::new, |b| format!("<p class=\"brand\">{}</p>", escape(b)));
+    let full_title = brand.map_or_else(|| escape(title), |b| format!("{} · {}", escape(title), escape(b)));
+    let css = realm.settings.page_css.as_deref().filter(|css| !css.contains('<')).unwrap_or_default();
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title>\
-         <style>{STYLE}</style></head><body><main>{body}</main></body></html>",
-        escape(title)
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{full_title}</title>\
+         <style>{STYLE}{css}</style></head><body><main>{heading}{body}</main></body></html>"
     )
 }
 
@@ -204,11 +213,11 @@ fn login_page(
          <label for=\"password\">Password</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
          <button type=\"submit\">Sign in</button></form>",
-        client = escape(&pending.client_id),
+        client = escape(&service.client_name(realm, &pending.client_id)),
         realm = escape(&realm.name),
         sealed = escape(&service.seal(pending)),
     );
-    Reply::html(status, page("Sign in", &body))
+    Reply::html(status, page(realm, "Sign in", &body))
         .with_header(SET_COOKIE, set_cookie(realm, CSRF_COOKIE, &pending.nonce, FORM_LIFETIME))
 }
 
@@ -238,17 +247,17 @@ fn consent_page(
         id = escape(client_id),
         sealed = escape(&service.seal(pending)),
     );
-    Reply::html(200, page("Allow access?", &body))
+    Reply::html(200, page(realm, "Allow access?", &body))
         .with_header(SET_COOKIE, set_cookie(realm, CSRF_COOKIE, &pending.nonce, FORM_LIFETIME))
 }
 
 /// An error the browser shows, because the client cannot be trusted with
 /// it (RFC 6749 §4.1.2.1), or the form is not one this server gave.
-fn error_page(error: &OAuthError) -> Reply {
+fn error_page(realm: &RealmRuntime, error: &OAuthError) -> Reply {
     let body = format!(
         "<h1>This request cannot be completed</h1><p class=\"error\" role=\"alert\">{}</p><p><code>{}</code></p>",
         escape(&error.description),
         error.code.as_str()
     );
-    Reply::html(error.code.http_status().max(400), page("Error", &body))
+    Reply::html(error.code.http_status().max(400), page(realm, "Error", &body))
 }
