@@ -18,21 +18,21 @@ pub(crate) const REDIRECT: &str = "http://127.0.0.1/callback";
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// A browser: follows nothing by itself, keeps cookies.
-struct Browser {
+pub(crate) struct Browser {
     http: ureq::Agent,
-    cookies: HashMap<String, String>,
+    pub(crate) cookies: HashMap<String, String>,
 }
 
 /// What a browser saw.
 #[derive(Debug)]
-struct Seen {
-    status: u16,
-    location: Option<String>,
-    body: String,
+pub(crate) struct Seen {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
+    pub(crate) body: String,
 }
 
 impl Browser {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -60,13 +60,13 @@ impl Browser {
         Seen { status, location, body }
     }
 
-    fn get(&mut self, url: &str) -> Seen {
+    pub(crate) fn get(&mut self, url: &str) -> Seen {
         let mut response =
             self.http.get(url).header("cookie", &self.cookie_header()).call().expect("the server answers");
         self.keep(&mut response)
     }
 
-    fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Seen {
+    pub(crate) fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Seen {
         let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
         let mut response = self
             .http
@@ -80,7 +80,7 @@ impl Browser {
 }
 
 /// The `value` of the hidden input `name` on a page.
-fn hidden(page: &str, name: &str) -> String {
+pub(crate) fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} on the page: {page}")) + marker.len();
     page[start..].split('"').next().unwrap_or_default().to_string()

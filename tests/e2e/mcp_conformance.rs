@@ -14,7 +14,6 @@
 //! the system's is older), which plain `cargo test` does not do, hence
 //! `#[ignore]`; `make test` runs it.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,95 +23,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_TOKEN, Server};
+use crate::authorize::{Browser, admin, hidden};
+use crate::support::Server;
 
 const USERNAME: &str = "ada";
 const PASSWORD: &str = "correct horse battery staple";
 /// The MCP server the token is for; only its name matters here.
 const RESOURCE: &str = "https://mcp.example.com/mcp";
-
-/// A browser: follows no redirect by itself, keeps cookies.
-struct Browser {
-    http: ureq::Agent,
-    cookies: HashMap<String, String>,
-}
-
-/// What the browser saw.
-struct Seen {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Browser {
-    fn new() -> Self {
-        let http = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        Self { http, cookies: HashMap::new() }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
-    }
-
-    fn seen(&mut self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>, url: &str) -> Seen {
-        let mut response = response.unwrap_or_else(|e| panic!("{url} answers: {e}"));
-        for set in response.headers().get_all("set-cookie") {
-            let set = set.to_str().expect("a cookie is ASCII");
-            let pair = set.split(';').next().unwrap_or_default();
-            let (name, value) = pair.split_once('=').expect("name=value");
-            self.cookies.insert(name.to_string(), value.to_string());
-        }
-        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Seen { status, location, body }
-    }
-
-    fn get(&mut self, url: &str) -> Seen {
-        let response = self.http.get(url).header("cookie", &self.cookie_header()).call();
-        self.seen(response, url)
-    }
-
-    fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Seen {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let response = self
-            .http
-            .post(url)
-            .header("cookie", &self.cookie_header())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .send(body.as_str());
-        self.seen(response, url)
-    }
-}
-
-/// The `value` of the hidden input `name` on a page.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} on the page: {page}")) + marker.len();
-    page[start..].split('"').next().unwrap_or_default().to_string()
-}
-
-/// Sends `body` to the admin API of the demo realm; the answer's status.
-fn admin(server: &Server, method: &str, path: &str, body: &Value) -> (u16, String) {
-    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let url = server.url(&format!("/admin/v1/realms/alpha{path}"));
-    let request = match method {
-        "POST" => http.post(&url),
-        "PATCH" => http.patch(&url),
-        other => panic!("{other}"),
-    };
-    let mut response = request
-        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
-        .header("content-type", "application/json")
-        .send(body.to_string().as_str())
-        .expect("the admin API answers");
-    (response.status().as_u16(), response.body_mut().read_to_string().unwrap_or_default())
-}
 
 /// The suite, running; killed if the test ends before it does.
 struct Suite {
@@ -212,9 +129,10 @@ fn checks(dir: &Path) -> Vec<Value> {
 #[ignore = "needs npm and Node 22 (scripts/mcp-conformance); make test runs it"]
 fn the_mcp_conformance_suite_passes_its_authorization_server_scenarios() {
     let server = Server::start_with_admin();
-    let (status, body) = admin(&server, "POST", "/users", &json!({"username": USERNAME, "password": PASSWORD}));
+    let (status, body) =
+        admin(&server, "POST", "/alpha/users", Some(json!({"username": USERNAME, "password": PASSWORD})));
     assert_eq!(status, 201, "{body}");
-    let (status, body) = admin(&server, "PATCH", "", &json!({"allowed_resources": [RESOURCE]}));
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"allowed_resources": [RESOURCE]})));
     assert_eq!(status, 200, "{body}");
     // What an MCP client registers (open registration is on in `alpha`):
     // a public native client whose loopback redirect URI takes any port.

@@ -130,23 +130,7 @@ impl DecisionLog {
                     WHERE p.shape = d.shape AND p.plugin = ?7 AND (?8 IS NULL OR p.version = ?8)))
              ORDER BY d.id LIMIT ?9",
             params![realm, q.after, q.client_id, q.outcome, q.since, q.until, q.plugin, q.version, q.limit],
-            |r| {
-                let decision = Decision {
-                    at: r.get(2)?,
-                    request_id: r.get(3)?,
-                    event: r.get(4)?,
-                    client_id: r.get(5)?,
-                    grant: r.get(6)?,
-                    subject: r.get(7)?,
-                    scope: r.get(9)?,
-                    token_kind: r.get(11)?,
-                    jti: r.get(12)?,
-                    outcome: r.get(13)?,
-                    error: r.get(14)?,
-                    ..Decision::default()
-                };
-                Ok((r.get(0)?, r.get(1)?, decision, r.get(8)?, r.get(10)?))
-            },
+            decision_row,
         )?;
         let mut plugins_of: HashMap<i64, Vec<PluginUse>> = HashMap::new();
         let mut decisions = Vec::with_capacity(rows.len());
@@ -304,6 +288,29 @@ fn insert_shape(tx: &Connection, realm: i64, key: &[u8], d: &Decision) -> Result
     Ok(id)
 }
 
+/// A decision as both queries read it: its id, one more column (its shape,
+/// or its realm), the decision without its lists and plugins, and its
+/// actors and audience as stored (JSON).
+fn decision_row<T: rusqlite::types::FromSql>(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(i64, T, Decision, String, String)> {
+    let decision = Decision {
+        at: r.get(2)?,
+        request_id: r.get(3)?,
+        event: r.get(4)?,
+        client_id: r.get(5)?,
+        grant: r.get(6)?,
+        subject: r.get(7)?,
+        scope: r.get(9)?,
+        token_kind: r.get(11)?,
+        jti: r.get(12)?,
+        outcome: r.get(13)?,
+        error: r.get(14)?,
+        ..Decision::default()
+    };
+    Ok((r.get(0)?, r.get(1)?, decision, r.get(8)?, r.get(10)?))
+}
+
 /// A stored JSON list of strings.
 fn list(id: i64, what: &str, json: &str) -> Result<Vec<String>> {
     serde_json::from_str(json).map_err(|e| Error::corrupt(format!("decision {id}: {what} is not a JSON list"), e))
@@ -363,23 +370,7 @@ fn old_decisions(conn: &Connection, from: i64) -> Result<Vec<(i64, String, Decis
          FROM carried_decisions d JOIN realms r ON r.name = d.realm
          WHERE d.id > ?1 AND r.id IS NOT NULL ORDER BY d.id LIMIT ?2",
         params![from, CARRIED_PER_COMMIT],
-        |r| {
-            let decision = Decision {
-                at: r.get(2)?,
-                request_id: r.get(3)?,
-                event: r.get(4)?,
-                client_id: r.get(5)?,
-                grant: r.get(6)?,
-                subject: r.get(7)?,
-                scope: r.get(9)?,
-                token_kind: r.get(11)?,
-                jti: r.get(12)?,
-                outcome: r.get(13)?,
-                error: r.get(14)?,
-                ..Decision::default()
-            };
-            Ok((r.get(0)?, r.get(1)?, decision, r.get(8)?, r.get(10)?))
-        },
+        decision_row,
     )?;
     let mut page = Vec::with_capacity(rows.len());
     for (id, realm, mut decision, actors, audience) in rows {
