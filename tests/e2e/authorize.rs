@@ -401,6 +401,13 @@ fn the_agent_acts_for_the_user_through_the_authorize_hook_and_token_exchange() {
     assert_eq!(claims["act"]["sub"], format!("(age!{})", agent.client_id), "act is the agent: {claims}");
     let wider = server.exchange(&agent, user_token, "read write");
     assert_eq!(wider.status, 400, "no wider than the user granted: {}", wider.body);
+
+    // What was derived dies with the user's token.
+    let exchanged_token = exchanged.json["access_token"].as_str().expect("a token");
+    assert_eq!(server.introspect(&agent, exchanged_token).json["active"], true);
+    assert_eq!(server.revoke(&agent, user_token).status, 200);
+    assert_eq!(server.introspect(&agent, user_token).json["active"], false);
+    assert_eq!(server.introspect(&agent, exchanged_token).json["active"], false, "derived from a revoked token");
 }
 
 #[test]
