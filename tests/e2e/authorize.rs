@@ -190,6 +190,18 @@ pub(crate) fn redeem(server: &Server, client_id: &str, code: &str, verifier: &st
     )
 }
 
+/// Redeems `code` with the PKCE verifier as the confidential `agent`
+/// (client_secret_basic).
+pub(crate) fn redeem_as(server: &Server, agent: &crate::support::Credentials, code: &str) -> crate::support::Reply {
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", "http://127.0.0.1:49152/callback"),
+        ("code_verifier", VERIFIER),
+    ];
+    server.post_form("access_token", &form, Some(agent))
+}
+
 /// Pushes the Rust agent-for-user policy and makes it realm `alpha`'s
 /// authorize plugin.
 pub(crate) fn use_agent_for_user_policy(server: &Server) {
@@ -378,16 +390,7 @@ fn the_agent_acts_for_the_user_through_the_authorize_hook_and_token_exchange() {
     let pending = hidden(&consent.body, "pending");
     let back = browser.post(&server.realm_url("authorize"), &[("pending", pending.as_str()), ("action", "allow")]);
     let answer = query(&back.location.expect("a redirect"));
-    let tokens = server.post_form(
-        "access_token",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &answer["code"]),
-            ("redirect_uri", "http://127.0.0.1:49152/callback"),
-            ("code_verifier", VERIFIER),
-        ],
-        Some(&agent),
-    );
+    let tokens = redeem_as(&server, &agent, &answer["code"]);
     assert_eq!(tokens.status, 200, "{}", tokens.body);
     let user_token = tokens.json["access_token"].as_str().expect("an access token");
     let (_, claims) = jwt_parts(user_token);

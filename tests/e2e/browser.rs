@@ -19,7 +19,8 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::authorize::{
-    PASSWORD, VERIFIER, admin, authorize_url, query, redeem, register_agent_for_code, setup, use_agent_for_user_policy,
+    PASSWORD, VERIFIER, admin, authorize_url, query, redeem, redeem_as, register_agent_for_code, setup,
+    use_agent_for_user_policy,
 };
 use crate::support::{Server, jwt_parts};
 
@@ -95,16 +96,7 @@ fn in_chromium_a_user_lets_an_agent_act_for_them_through_token_exchange() {
     assert!(consented, "the policy asks consent for an agent");
     assert_eq!(answer["state"], "agent-1");
     assert_eq!(answer["iss"], issuer(&server), "RFC 9207 iss");
-    let tokens = server.post_form(
-        "access_token",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &answer["code"]),
-            ("redirect_uri", "http://127.0.0.1:49152/callback"),
-            ("code_verifier", VERIFIER),
-        ],
-        Some(&agent),
-    );
+    let tokens = redeem_as(&server, &agent, &answer["code"]);
     assert_eq!(tokens.status, 200, "{}", tokens.body);
     let user_token = tokens.json["access_token"].as_str().expect("an access token");
     let (_, claims) = jwt_parts(user_token);

@@ -10,12 +10,12 @@
 
 use agentauth_core::grant::authorization_code;
 use agentauth_core::grant::refresh_token::RefreshGrant;
-use agentauth_core::ports::{CodeIssue, NewToken, Redemption, TokenKind};
+use agentauth_core::ports::{CodeIssue, Redemption};
 use agentauth_core::{Client, ErrorCode, GrantType, OAuthError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{TokenResponse, mint};
+use super::{TokenResponse, mint, refresh_row};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::{Service, internal};
@@ -93,14 +93,7 @@ pub(crate) fn issue(
         Redemption::Unknown => return Err(invalid()),
     }
     let mut stored = minted.stored(Some(&family));
-    stored.push(NewToken {
-        hash: &refresh_hash,
-        client_id: &client.client_id,
-        family: Some(&family),
-        kind: TokenKind::Refresh,
-        grant: &grant_json,
-        expires_at: grant.expires_at,
-    });
+    stored.push(refresh_row(&refresh_hash, &client.client_id, Some(&family), &grant_json, grant.expires_at));
     super::persist(svc, realm, &stored)?;
     drop(stored);
     minted.count(realm, GrantType::AuthorizationCode, true);

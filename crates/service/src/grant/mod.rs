@@ -168,6 +168,18 @@ impl Minted {
     }
 }
 
+/// The row of a refresh token: its keyed hash, the grant it carries (as
+/// JSON), the family it belongs to and when it expires.
+pub(crate) fn refresh_row<'a>(
+    hash: &'a [u8],
+    client_id: &'a str,
+    family: Option<&'a str>,
+    grant: &'a str,
+    expires_at: i64,
+) -> NewToken<'a> {
+    NewToken { hash, client_id, family, kind: TokenKind::Refresh, grant, expires_at }
+}
+
 /// Stores what a minted token needs kept, if anything.
 pub(crate) fn persist(svc: &Service, realm: &RealmRuntime, tokens: &[NewToken<'_>]) -> Result<(), OAuthError> {
     if tokens.is_empty() {

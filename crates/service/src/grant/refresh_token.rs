@@ -3,10 +3,10 @@
 //! family (everything issued from the same first refresh token).
 
 use agentauth_core::grant::refresh_token::{self, RefreshGrant};
-use agentauth_core::ports::{NewToken, Rotation, TokenKind};
+use agentauth_core::ports::{Rotation, TokenKind};
 use agentauth_core::{Client, ErrorCode, GrantType, OAuthError, Scopes};
 
-use super::{TokenResponse, mint, token_exchange::subject_scope_ceiling};
+use super::{TokenResponse, mint, refresh_row, token_exchange::subject_scope_ceiling};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_secret};
 use crate::{Service, internal};
@@ -56,14 +56,7 @@ pub(crate) fn issue(
     let successor_json = serde_json::to_string(&successor_grant).map_err(internal)?;
     let family = row.family.as_deref();
     let mut stored = minted.stored(family);
-    stored.push(NewToken {
-        hash: &successor_hash,
-        client_id: &client.client_id,
-        family,
-        kind: TokenKind::Refresh,
-        grant: &successor_json,
-        expires_at: successor_grant.expires_at,
-    });
+    stored.push(refresh_row(&successor_hash, &client.client_id, family, &successor_json, successor_grant.expires_at));
     let rotation = svc.store.rotate_token(&realm.name, &old_hash, &stored, now).map_err(internal)?;
     drop(stored);
     match rotation {

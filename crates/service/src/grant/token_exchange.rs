@@ -6,10 +6,10 @@
 
 use agentauth_core::grant::refresh_token::RefreshGrant;
 use agentauth_core::grant::token_exchange;
-use agentauth_core::ports::{Lineage, NewToken, TokenKind};
+use agentauth_core::ports::Lineage;
 use agentauth_core::{AccessTokenClaims, Client, GrantType, OAuthError, Scopes};
 
-use super::{Secret, TokenResponse, mint};
+use super::{Secret, TokenResponse, mint, refresh_row};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::telemetry::ExchangeOutcome;
@@ -103,14 +103,7 @@ fn exchange(
     let grant_json = serde_json::to_string(&grant).map_err(internal).map_err(&failed)?;
     let family = new_jti();
     let mut stored = minted.stored(Some(&family));
-    stored.push(NewToken {
-        hash: &refresh_hash,
-        client_id: &client.client_id,
-        family: Some(&family),
-        kind: TokenKind::Refresh,
-        grant: &grant_json,
-        expires_at: grant.expires_at,
-    });
+    stored.push(refresh_row(&refresh_hash, &client.client_id, Some(&family), &grant_json, grant.expires_at));
     let (subject_hash, subject_family) = stored_subject(svc, realm, subject_token, &subject).map_err(&failed)?;
     let lineage = Lineage {
         family: &family,
