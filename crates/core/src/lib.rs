@@ -21,6 +21,7 @@ pub mod registration;
 pub mod resource;
 pub mod scope;
 pub mod token;
+pub mod trust;
 pub mod user;
 mod vocabulary;
 

@@ -65,6 +65,53 @@ pub fn verify_client_assertion(token: &str, keys: &[VerifyingKey]) -> Result<Val
     verify_with(token, keys, None)
 }
 
+/// How a JWT from an issuer outside the realm must be typed (its header's
+/// `typ`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalType<'a> {
+    /// Exactly this type (`oauth-id-jag+jwt`), compared as RFC 8725 §3.11
+    /// says.
+    Exactly(&'a str),
+    /// `JWT`, or no `typ` at all: ID tokens, workload tokens and generic
+    /// JWT bearer assertions.
+    Jwt,
+}
+
+/// Verifies a JWT from a trusted issuer outside the realm against that
+/// issuer's `keys`, accepting only `algorithms`. As [`verify`], except
+/// that the header may also carry the informational members other issuers
+/// write (`x5t`, `x5t#S256`), and without a `kid` every key of the
+/// header's algorithm is tried. Members that change how a token is read
+/// (`crit`, `jku`, `jwk`, `x5u`, `x5c`, `b64`, `zip`) are still refused.
+pub fn verify_external(
+    token: &str,
+    keys: &[VerifyingKey],
+    algorithms: &[Algorithm],
+    typ: ExternalType<'_>,
+) -> Result<Value, VerifyError> {
+    let profile = Profile {
+        typ: match typ {
+            ExternalType::Exactly(t) => Some(t),
+            ExternalType::Jwt => None,
+        },
+        algorithms,
+        informational: &["x5t", "x5t#S256"],
+        kid_required: false,
+    };
+    verify_profile(token, keys, &profile)
+}
+
+/// What one kind of JWT must look like before its signature is checked.
+struct Profile<'a> {
+    /// The `typ` required, or `None` for `JWT` or none.
+    typ: Option<&'a str>,
+    algorithms: &'a [Algorithm],
+    /// Header members allowed beside `alg`, `kid` and `typ`, which say
+    /// nothing about how to read the token.
+    informational: &'a [&'a str],
+    kid_required: bool,
+}
+
 /// Reads a JWT's claims without verifying it, to learn who claims to have
 /// sent it before its keys are looked up. Never trust the result alone.
 pub fn unverified_claims(token: &str) -> Result<Value, VerifyError> {
@@ -77,6 +124,14 @@ pub fn unverified_claims(token: &str) -> Result<Value, VerifyError> {
 }
 
 fn verify_with(token: &str, keys: &[VerifyingKey], typ: Option<&str>) -> Result<Value, VerifyError> {
+    // The server's own tokens always name their key; a client assertion
+    // may not.
+    let profile = Profile { typ, algorithms: &Algorithm::ALL, informational: &[], kid_required: typ.is_some() };
+    verify_profile(token, keys, &profile)
+}
+
+fn verify_profile(token: &str, keys: &[VerifyingKey], profile: &Profile<'_>) -> Result<Value, VerifyError> {
+    let typ = profile.typ;
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::TooLong);
     }
@@ -90,13 +145,15 @@ fn verify_with(token: &str, keys: &[VerifyingKey], typ: Option<&str>) -> Result<
     let header = header.as_object().ok_or(VerifyError::Malformed)?;
     // Only the members this server writes; anything else (crit, jku, jwk,
     // x5u, b64, zip, ...) could change how the token must be read.
-    if header.keys().any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ")) {
+    if header.keys().any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ") && !profile.informational.contains(&k.as_str()))
+    {
         return Err(VerifyError::Malformed);
     }
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
         .and_then(Algorithm::parse)
+        .filter(|alg| profile.algorithms.contains(alg))
         .ok_or(VerifyError::UnsupportedAlgorithm)?;
     // RFC 8725 §3.11: compare `typ` case-insensitively, with or without
     // the `application/` prefix.
@@ -111,7 +168,7 @@ fn verify_with(token: &str, keys: &[VerifyingKey], typ: Option<&str>) -> Result<
         return Err(VerifyError::WrongType);
     }
     let kid = header.get("kid").and_then(Value::as_str);
-    if kid.is_none() && typ.is_some() {
+    if kid.is_none() && profile.kid_required {
         return Err(VerifyError::UnknownKey);
     }
     let mut candidates = keys.iter().filter(|k| k.alg() == alg && kid.is_none_or(|kid| k.kid() == kid)).peekable();
@@ -315,6 +372,36 @@ mod tests {
         assert_eq!(verify_client_assertion(&twice, &keys), Err(VerifyError::Malformed));
         let alg_twice = sign_raw(&k, r#"{"alg":"none","alg":"EdDSA"}"#, r#"{"iss":"c","sub":"c"}"#);
         assert_eq!(verify_client_assertion(&alg_twice, &keys), Err(VerifyError::Malformed));
+    }
+
+    #[test]
+    fn external_tokens_are_held_to_their_issuers_algorithms_and_type() {
+        let k = key(Algorithm::Es256);
+        let keys = [k.verifying_key().clone()];
+        let kid = k.kid();
+        let jag = sign_raw(&k, &format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"oauth-id-jag+jwt"}}"#), r#"{"sub":"u"}"#);
+        let id_jag = ExternalType::Exactly("oauth-id-jag+jwt");
+        assert_eq!(verify_external(&jag, &keys, &[Algorithm::Es256], id_jag).unwrap()["sub"], "u");
+        assert_eq!(verify_external(&jag, &keys, &[Algorithm::Es256], ExternalType::Jwt), Err(VerifyError::WrongType));
+        assert_eq!(
+            verify_external(&jag, &keys, &[Algorithm::Rs256], id_jag),
+            Err(VerifyError::UnsupportedAlgorithm),
+            "an algorithm the issuer does not use is refused even with a matching key"
+        );
+        // Workload tokens: no typ, no kid, an x5t thumbprint.
+        let workload = sign_raw(&k, r#"{"alg":"ES256","x5t":"abc"}"#, r#"{"sub":"system:serviceaccount:ns:a"}"#);
+        assert!(verify_external(&workload, &keys, &[Algorithm::Es256], ExternalType::Jwt).is_ok());
+        for header in [r#"{"alg":"ES256","jku":"https://evil/jwks"}"#, r#"{"alg":"ES256","crit":["exp"]}"#] {
+            let forged = sign_raw(&k, header, r#"{"sub":"a"}"#);
+            assert_eq!(
+                verify_external(&forged, &keys, &[Algorithm::Es256], ExternalType::Jwt),
+                Err(VerifyError::Malformed),
+                "{header}"
+            );
+        }
+        // The realm's own verifier still refuses what external tokens may carry.
+        let own = sign_raw(&k, &format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"at+jwt","x5t":"a"}}"#), "{}");
+        assert_eq!(verify(&own, &keys, "at+jwt"), Err(VerifyError::Malformed));
     }
 
     #[test]

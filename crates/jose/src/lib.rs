@@ -16,6 +16,8 @@ mod key;
 mod seal;
 mod strict_json;
 
-pub use jwt::{MAX_TOKEN_LEN, VerifyError, sign, unverified_claims, verify, verify_client_assertion};
+pub use jwt::{
+    ExternalType, MAX_TOKEN_LEN, VerifyError, sign, unverified_claims, verify, verify_client_assertion, verify_external,
+};
 pub use key::{Algorithm, KeyError, SigningKey, VerifyingKey, generate_pkcs8};
 pub use seal::{MasterKey, is_sealed};

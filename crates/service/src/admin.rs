@@ -303,7 +303,7 @@ pub fn realm_hooks(settings: &RealmSettings) -> Map<String, Value> {
         .collect()
 }
 
-fn audit(at: i64, actor: &str, action: &str, plugin: Option<&str>, detail: Option<String>) -> AuditEntry {
+pub(crate) fn audit(at: i64, actor: &str, action: &str, plugin: Option<&str>, detail: Option<String>) -> AuditEntry {
     AuditEntry {
         at,
         actor: actor.to_string(),

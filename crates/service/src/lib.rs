@@ -32,6 +32,7 @@ pub mod realm;
 pub mod registration;
 mod secrets;
 mod settings;
+pub mod trust;
 pub mod telemetry;
 pub mod tokens;
 pub mod users;

@@ -1,6 +1,7 @@
 //! A realm's settings: what its operator and admins configure, stored as
 //! JSON, each checked against its range before it is stored.
 
+use agentauth_core::trust::TrustedIssuer;
 use agentauth_core::{Algorithm, HookKind};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,19 @@ pub struct RealmSettings {
     /// not use it during a rolling upgrade.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_resources: Vec<String>,
+    /// Issuers outside the realm whose JWTs it accepts, and for what
+    /// (see [`agentauth_core::trust`]): at most 32, managed whole here or
+    /// one at a time through `trusted-issuers`. Left out of the stored
+    /// JSON while empty, for replicas that predate it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Whether a `client_id` that is an `https` URL names a client by its
+    /// metadata document (draft-ietf-oauth-client-id-metadata-document),
+    /// fetched when first used and run through the realm's DCR policy as a
+    /// registration. Off by default: it lets anyone on the internet be a
+    /// client, under that policy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub client_metadata_documents: bool,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -174,6 +188,7 @@ impl RealmSettings {
         within("decision_retention_days", i64::from(self.decision_retention_days), 1, 3650)?;
         agentauth_core::resource::ResourceRules::parse(&self.allowed_resources)
             .map_err(|e| format!("allowed_resources: {e}"))?;
+        agentauth_core::trust::validate_all(&self.trusted_issuers)?;
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(title) = &self.page_title
@@ -232,6 +247,8 @@ impl Default for RealmSettings {
             page_css: None,
             allowed_scopes: None,
             allowed_resources: Vec::new(),
+            trusted_issuers: Vec::new(),
+            client_metadata_documents: false,
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),

@@ -1,0 +1,3 @@
+//! Trust in issuers outside the realm.
+
+mod admin;
