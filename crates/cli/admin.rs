@@ -1,4 +1,4 @@
-//! The `plugin`, `realm`, `keys` and `user` subcommands that talk to a
+//! The `plugin`, `realm`, `keys`, `user` and `trust` subcommands that talk to a
 //! running server's admin API (`--server`, bearer token from
 //! `AGENTAUTH_ADMIN_TOKEN`).
 
@@ -322,6 +322,124 @@ pub enum UserCommand {
         #[command(flatten)]
         password: PasswordSource,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TrustCommand {
+    /// List the issuers outside the realm whose JWTs it accepts.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one trusted issuer.
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        name: String,
+    },
+    /// Trust an issuer for some purposes, or replace what it is trusted
+    /// with. Give exactly one of --jwks-file, --jwks-uri and --discovery.
+    Add {
+        #[command(flatten)]
+        remote: Remote,
+        /// The realm's name for it: a-z, 0-9 and '-'.
+        #[arg(long)]
+        name: String,
+        /// Its issuer identifier, exactly as its tokens' `iss` is.
+        #[arg(long)]
+        issuer: String,
+        /// What its tokens may be used for: login, id_jag, jwt_bearer,
+        /// client_auth, subject_token. Repeat for several.
+        #[arg(long = "purpose", required = true)]
+        purposes: Vec<String>,
+        /// A JWKS file holding its public keys.
+        #[arg(long, value_name = "FILE")]
+        jwks_file: Option<PathBuf>,
+        /// Where its public keys are published.
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// Read its keys' location from its OpenID discovery document.
+        #[arg(long)]
+        discovery: bool,
+        /// An algorithm its tokens may be signed with (RS256, ES256,
+        /// EdDSA); RS256 and ES256 when none is given. Repeat for several.
+        #[arg(long = "algorithm")]
+        algorithms: Vec<String>,
+        /// The audience its tokens must name, when not the realm's issuer.
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long)]
+        clock_skew_seconds: Option<u32>,
+        #[arg(long)]
+        max_token_lifetime_seconds: Option<u32>,
+    },
+    /// Stop trusting an issuer: its tokens are refused from the next
+    /// request on.
+    Remove {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub fn trust(command: TrustCommand) -> anyhow::Result<std::process::ExitCode> {
+    let out = match command {
+        TrustCommand::List { remote } => {
+            call(&remote, "GET", "trusted-issuers".into()).send("application/json", vec![])?
+        }
+        TrustCommand::Show { remote, name } => {
+            call(&remote, "GET", format!("trusted-issuers/{name}")).send("application/json", vec![])?
+        }
+        TrustCommand::Add {
+            remote,
+            name,
+            issuer,
+            purposes,
+            jwks_file,
+            jwks_uri,
+            discovery,
+            algorithms,
+            audience,
+            clock_skew_seconds,
+            max_token_lifetime_seconds,
+        } => {
+            let mut body = json!({ "issuer": issuer, "purposes": purposes });
+            if let Some(file) = jwks_file {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let jwks: Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+                body["jwks"] = jwks;
+            }
+            if let Some(uri) = jwks_uri {
+                body["jwks_uri"] = json!(uri);
+            }
+            if discovery {
+                body["discovery"] = json!(true);
+            }
+            if !algorithms.is_empty() {
+                body["algorithms"] = json!(algorithms);
+            }
+            if let Some(audience) = audience {
+                body["audience"] = json!(audience);
+            }
+            if let Some(skew) = clock_skew_seconds {
+                body["clock_skew_seconds"] = json!(skew);
+            }
+            if let Some(lifetime) = max_token_lifetime_seconds {
+                body["max_token_lifetime_seconds"] = json!(lifetime);
+            }
+            call(&remote, "PUT", format!("trusted-issuers/{name}"))
+                .send("application/json", body.to_string().into_bytes())?
+        }
+        TrustCommand::Remove { remote, name } => {
+            call(&remote, "DELETE", format!("trusted-issuers/{name}")).send("application/json", vec![])?;
+            json!({ "name": name, "removed": true })
+        }
+    };
+    print(&out)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Which user: by subject, or by username.

@@ -93,6 +93,10 @@ enum Command {
     /// Manage a realm's local users on a running server.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Manage the issuers outside a realm whose JWTs it accepts (ID-JAG,
+    /// JWT bearer grants, workload client authentication, upstream login).
+    #[command(subcommand)]
+    Trust(admin::TrustCommand),
     /// Apply the database's pending schema migrations, and say which
     /// version it is at. `serve` migrates at start too (on PostgreSQL under
     /// a lock, so replicas starting together migrate once); this runs them
@@ -334,6 +338,7 @@ fn run(command: Command, log_format: LogFormat, log_source: Option<ValueSource>)
         Command::Realm(command) => admin::realm(command),
         Command::Keys(command) => admin::keys(command),
         Command::User(command) => admin::user(command),
+        Command::Trust(command) => admin::trust(command),
         Command::Migrate { database, data_dir } => migrate(database.as_deref(), &data_dir),
         Command::Backup { data_dir, to, database } => {
             refuse_on_postgres(database.as_deref(), "backup")?;

@@ -166,7 +166,8 @@ impl TrustedIssuer {
         if self.purposes.iter().enumerate().any(|(i, p)| self.purposes[..i].contains(p)) {
             return bad("purposes: each at most once".into());
         }
-        let sources = usize::from(self.jwks.is_some()) + usize::from(self.jwks_uri.is_some()) + usize::from(self.discovery);
+        let sources =
+            usize::from(self.jwks.is_some()) + usize::from(self.jwks_uri.is_some()) + usize::from(self.discovery);
         if sources != 1 {
             return bad("give exactly one of jwks, jwks_uri and discovery: true".into());
         }
@@ -236,7 +237,11 @@ pub fn validate_all(issuers: &[TrustedIssuer]) -> Result<(), String> {
 /// An `https` URL with a host and no credentials or fragment.
 pub fn is_https_url(text: &str) -> bool {
     url::Url::parse(text).is_ok_and(|u| {
-        u.scheme() == "https" && u.host().is_some() && u.username().is_empty() && u.password().is_none() && u.fragment().is_none()
+        u.scheme() == "https"
+            && u.host().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.fragment().is_none()
     })
 }
 
@@ -260,7 +265,8 @@ mod tests {
     use serde_json::json;
 
     fn issuer(extra: Value) -> Result<TrustedIssuer, serde_json::Error> {
-        let mut base = json!({"name": "corp", "issuer": "https://idp.example", "purposes": ["id_jag"], "discovery": true});
+        let mut base =
+            json!({"name": "corp", "issuer": "https://idp.example", "purposes": ["id_jag"], "discovery": true});
         for (k, v) in extra.as_object().into_iter().flatten() {
             base[k] = v.clone();
         }

@@ -145,7 +145,9 @@ fn verify_profile(token: &str, keys: &[VerifyingKey], profile: &Profile<'_>) -> 
     let header = header.as_object().ok_or(VerifyError::Malformed)?;
     // Only the members this server writes; anything else (crit, jku, jwk,
     // x5u, b64, zip, ...) could change how the token must be read.
-    if header.keys().any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ") && !profile.informational.contains(&k.as_str()))
+    if header
+        .keys()
+        .any(|k| !matches!(k.as_str(), "alg" | "kid" | "typ") && !profile.informational.contains(&k.as_str()))
     {
         return Err(VerifyError::Malformed);
     }
@@ -379,7 +381,8 @@ mod tests {
         let k = key(Algorithm::Es256);
         let keys = [k.verifying_key().clone()];
         let kid = k.kid();
-        let jag = sign_raw(&k, &format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"oauth-id-jag+jwt"}}"#), r#"{"sub":"u"}"#);
+        let jag =
+            sign_raw(&k, &format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"oauth-id-jag+jwt"}}"#), r#"{"sub":"u"}"#);
         let id_jag = ExternalType::Exactly("oauth-id-jag+jwt");
         assert_eq!(verify_external(&jag, &keys, &[Algorithm::Es256], id_jag).unwrap()["sub"], "u");
         assert_eq!(verify_external(&jag, &keys, &[Algorithm::Es256], ExternalType::Jwt), Err(VerifyError::WrongType));

@@ -290,6 +290,27 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
             service.revoke_consent(realm, &subject, &client_id, &actor)?;
             Ok(Reply::no_content())
         }
+        AdminOp::ListTrustedIssuers => {
+            Ok(Reply::json(200, &json!({ "trusted_issuers": to_json(&service.trusted_issuers(realm)?)? })))
+        }
+        AdminOp::ShowTrustedIssuer { name } => {
+            let issuers = service.trusted_issuers(realm)?;
+            let found = issuers
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| AdminError::NotFound(format!("no trusted issuer {name} in realm {realm}")))?;
+            Ok(Reply::json(200, &to_json(found)?))
+        }
+        AdminOp::PutTrustedIssuer { name } => {
+            let created = service.put_trusted_issuer(realm, &name, json_body(body)?, &actor)?;
+            let issuers = service.trusted_issuers(realm)?;
+            let stored = issuers.iter().find(|t| t.name == name);
+            Ok(Reply::json(if created { 201 } else { 200 }, &to_json(&stored)?))
+        }
+        AdminOp::DeleteTrustedIssuer { name } => {
+            service.delete_trusted_issuer(realm, &name, &actor)?;
+            Ok(Reply::no_content())
+        }
         AdminOp::ListRealms | AdminOp::CreateRealm | AdminOp::DeleteRealm => {
             Err(AdminError::NotFound("no such operation".into()))
         }

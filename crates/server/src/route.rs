@@ -171,6 +171,20 @@ pub enum AdminOp {
         subject: String,
         client_id: String,
     },
+    /// `GET trusted-issuers`.
+    ListTrustedIssuers,
+    /// `GET trusted-issuers/{name}`.
+    ShowTrustedIssuer {
+        name: String,
+    },
+    /// `PUT trusted-issuers/{name}`: add or replace.
+    PutTrustedIssuer {
+        name: String,
+    },
+    /// `DELETE trusted-issuers/{name}`.
+    DeleteTrustedIssuer {
+        name: String,
+    },
 }
 
 /// Where the metrics are served, on the main listener and the metrics one.
@@ -319,6 +333,12 @@ fn admin_route(method: &Method, rest: &str) -> Route {
             (Some(AdminOp::RevokeConsent { subject: name(s), client_id: name(c) }), "")
         }
         (["users", _, "consents", _], _) => (None, "DELETE"),
+        (["trusted-issuers"], "GET") => (Some(AdminOp::ListTrustedIssuers), ""),
+        (["trusted-issuers"], _) => (None, "GET"),
+        (["trusted-issuers", n], "GET") => (Some(AdminOp::ShowTrustedIssuer { name: name(n) }), ""),
+        (["trusted-issuers", n], "PUT") => (Some(AdminOp::PutTrustedIssuer { name: name(n) }), ""),
+        (["trusted-issuers", n], "DELETE") => (Some(AdminOp::DeleteTrustedIssuer { name: name(n) }), ""),
+        (["trusted-issuers", _], _) => (None, "GET, PUT, DELETE"),
         _ => return Route::NotFound,
     };
     match op {
@@ -447,6 +467,10 @@ mod tests {
         let subject = || "usr_1".to_string();
         assert_eq!(route(&Method::POST, "/admin/v1/realms/alpha/users", ""), admin(AdminOp::CreateUser));
         assert_eq!(route(&Method::GET, "/admin/v1/realms/alpha/users", ""), admin(AdminOp::ListUsers));
+        assert_eq!(
+            route(&Method::PUT, "/admin/v1/realms/alpha/trusted-issuers/corp", ""),
+            admin(AdminOp::PutTrustedIssuer { name: "corp".into() })
+        );
         assert_eq!(
             route(&Method::DELETE, "/admin/v1/realms/alpha/users/usr_1", ""),
             admin(AdminOp::DeleteUser { subject: subject() })

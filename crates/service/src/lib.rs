@@ -32,9 +32,9 @@ pub mod realm;
 pub mod registration;
 mod secrets;
 mod settings;
-pub mod trust;
 pub mod telemetry;
 pub mod tokens;
+pub mod trust;
 pub mod users;
 
 use std::sync::Arc;
