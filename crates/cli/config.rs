@@ -38,6 +38,7 @@ struct FileSettings {
     database_pool: Option<NonZeroUsize>,
     master_key_file: Option<PathBuf>,
     demo: Option<bool>,
+    dev_loopback_fetch: Option<bool>,
     watch_plugins: Option<PathBuf>,
     max_connections: Option<NonZeroUsize>,
     max_connections_per_source: Option<NonZeroUsize>,
@@ -229,6 +230,7 @@ impl Settings {
             database_pool = file.database_pool,
             master_key_file = file.master_key_file,
             demo = file.demo,
+            dev_loopback_fetch = file.dev_loopback_fetch,
             watch_plugins = file.watch_plugins,
             max_connections = file.max_connections,
             max_connections_per_source = file.max_connections_per_source,
@@ -331,6 +333,7 @@ impl Settings {
             database_pool: args.database_pool.get(),
             master_key_file: args.master_key_file.as_deref(),
             demo: args.demo,
+            dev_loopback_fetch: args.dev_loopback_fetch,
             watch_plugins: args.watch_plugins.as_deref(),
             max_connections: args.max_connections.map(NonZeroUsize::get),
             max_connections_per_source: args.max_connections_per_source.map(NonZeroUsize::get),
@@ -374,6 +377,7 @@ struct Shown<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     master_key_file: Option<&'a Path>,
     demo: bool,
+    dev_loopback_fetch: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     watch_plugins: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]

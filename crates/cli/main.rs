@@ -212,6 +212,12 @@ struct ServeArgs {
     /// software-agent may-act policy stored.
     #[arg(long)]
     demo: bool,
+    /// Development only: let the server fetch documents from outside
+    /// (trusted issuers' keys, client metadata documents) from loopback
+    /// addresses, over plain HTTP too, to test against issuers on this
+    /// machine. Never any other private address.
+    #[arg(long, env = "AGENTAUTH_DEV_LOOPBACK_FETCH")]
+    dev_loopback_fetch: bool,
     /// File holding the master key that seals private keys at rest (32
     /// bytes, base64url). Default: DATA_DIR/master.key, created with a new
     /// key for a new database. AGENTAUTH_MASTER_KEY, if set, wins.
@@ -475,6 +481,7 @@ fn serve_with(settings: config::Settings) -> anyhow::Result<ExitCode> {
             base_path: base_path.clone(),
             workers: args.workers.map(NonZeroUsize::get),
             versions: versions::json(),
+            loopback_fetch: args.dev_loopback_fetch,
         };
         // Uploads are compiled by this binary in a child process, bounded
         // in CPU time and memory (see agentauth_plugin_host::Compiler).

@@ -102,6 +102,11 @@ pub(crate) fn admin(server: &Server, method: &str, path: &str, body: Option<Valu
             .header("authorization", &auth)
             .header("content-type", "application/json")
             .send(body.to_string().as_str()),
+        ("PUT", Some(body)) => http
+            .put(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(body.to_string().as_str()),
         ("PATCH", Some(body)) => http
             .patch(&url)
             .header("authorization", &auth)

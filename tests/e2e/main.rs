@@ -34,5 +34,6 @@ mod support;
 mod token_endpoint;
 mod token_exchange;
 mod traces;
+mod trust;
 mod users;
 mod version;

@@ -21,6 +21,10 @@ vocabulary! {
         /// RFC 6749 §4.1 as OAuth 2.1 profiles it: a user authorizes the
         /// client at the authorization endpoint, with PKCE.
         AuthorizationCode = "authorization_code",
+        /// RFC 7523 §2.1: a client trades a JWT from an issuer the realm
+        /// trusts for a token; an Identity Assertion JWT Authorization
+        /// Grant (ID-JAG) is one, naming the user it was issued for.
+        JwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer",
     }
 }
 

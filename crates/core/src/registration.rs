@@ -494,7 +494,8 @@ mod tests {
         assert_eq!(
             refused(json!({"grant_types": ["password"]})),
             "grant type \"password\" is not supported; supported: client_credentials, \
-             urn:ietf:params:oauth:grant-type:token-exchange, refresh_token, authorization_code"
+             urn:ietf:params:oauth:grant-type:token-exchange, refresh_token, authorization_code, \
+             urn:ietf:params:oauth:grant-type:jwt-bearer"
         );
         assert_eq!(
             refused(json!({"token_endpoint_auth_method": "tls_client_auth"})),

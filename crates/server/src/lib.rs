@@ -68,6 +68,10 @@ pub struct Config {
     /// (`{"agentauth": "0.1.0", "wasmtime": "48.0.8", ...}`), nothing
     /// about its host or its settings.
     pub versions: serde_json::Map<String, serde_json::Value>,
+    /// Development only: fetch documents from outside (trusted issuers'
+    /// keys, client metadata documents) from loopback addresses too, over
+    /// plain HTTP as well.
+    pub loopback_fetch: bool,
 }
 
 /// Handler threads by default: four per core. A handler that stores
@@ -129,6 +133,10 @@ impl App {
             master_key: config.master_key,
             admin_token: config.admin_token,
             issuer_prefix: format!("{}{}", config.public_url, config.base_path),
+            fetch: agentauth_fetch::FetchPolicy {
+                allow_loopback_http: config.loopback_fetch,
+                ..agentauth_fetch::FetchPolicy::default()
+            },
         };
         let service = Service::new(service_config, store, host, clock)?;
         let threads = config.workers.unwrap_or_else(default_workers);

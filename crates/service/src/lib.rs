@@ -66,6 +66,10 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// `{public-url}{base-path}`: every realm's issuer starts with it.
     pub issuer_prefix: String,
+    /// How documents from outside (trusted issuers' keys, client metadata
+    /// documents) are fetched: HTTPS to public addresses only, unless
+    /// development allows loopback.
+    pub fetch: agentauth_fetch::FetchPolicy,
 }
 
 /// Why the service could not start.
@@ -101,6 +105,8 @@ pub struct Service {
     /// Stores audited decisions in batches.
     decisions: decisions::Writer,
     metrics: Arc<Metrics>,
+    /// Trusted issuers' keys, fetched and cached.
+    trust: trust::IssuerKeys,
 }
 
 impl Service {
@@ -138,6 +144,7 @@ impl Service {
         store.observe_commits(Arc::clone(&metrics) as Arc<dyn agentauth_core::ports::CommitObserver>);
         host.observe_compiles(Arc::clone(&metrics) as Arc<dyn agentauth_plugin_host::CompileObserver>);
         let decisions = decisions::Writer::start(Arc::clone(&store));
+        let trust = trust::IssuerKeys::new(agentauth_fetch::Fetcher::new(config.fetch.clone()));
         Ok(Self {
             config,
             store,
@@ -152,6 +159,7 @@ impl Service {
             replica: secrets::new_jti(),
             decisions,
             metrics,
+            trust,
         })
     }
 

@@ -73,6 +73,7 @@ fn grant_label(grant: GrantType) -> &'static str {
         GrantType::TokenExchange => "token_exchange",
         GrantType::RefreshToken => "refresh_token",
         GrantType::AuthorizationCode => "authorization_code",
+        GrantType::JwtBearer => "jwt_bearer",
     }
 }
 

@@ -399,6 +399,7 @@ mod tests {
             master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
             admin_token: None,
             issuer_prefix: "https://as.example.test/am".into(),
+            fetch: Default::default(),
         };
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_900_000_000));
         let store = Arc::new(Store::open_in_memory().unwrap());

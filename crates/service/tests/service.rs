@@ -20,6 +20,7 @@ fn service(clock: &Arc<ManualClock>) -> Service {
         master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
         admin_token: None,
         issuer_prefix: "https://as.example.test/am".into(),
+            fetch: Default::default(),
     };
     let clock: Arc<dyn Clock> = Arc::clone(clock) as _;
     let store = Arc::new(Store::open_in_memory().unwrap());
@@ -115,6 +116,7 @@ fn a_replica_acts_on_what_another_changed_once_it_follows() {
             master_key: Arc::clone(&master_key),
             admin_token: None,
             issuer_prefix: "https://as.example.test/am".into(),
+            fetch: Default::default(),
         };
         let store = Arc::new(Store::open(&path).unwrap());
         Service::new(config, store, PluginHost::new().unwrap(), Arc::new(agentauth_service::SystemClock)).unwrap()

@@ -4,7 +4,7 @@
 
 use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
 use agentauth_core::{ErrorCode, GrantType, OAuthError, Scopes};
-use agentauth_service::grant::{CodeRequest, ExchangeRequest, Secret, TokenRequest};
+use agentauth_service::grant::{AssertionRequest, CodeRequest, ExchangeRequest, Secret, TokenRequest};
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 
@@ -36,6 +36,11 @@ fn parse(form: &Form) -> Result<TokenRequest, OAuthError> {
             code: Secret(form.require("code")?.to_string()),
             redirect_uri: form.get("redirect_uri").map(str::to_string),
             code_verifier: form.get("code_verifier").map(|v| Secret(v.to_string())),
+        })),
+        Some(GrantType::JwtBearer) => Ok(TokenRequest::JwtBearer(AssertionRequest {
+            assertion: Secret(form.require("assertion")?.to_string()),
+            scope,
+            resources,
         })),
         None => Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,

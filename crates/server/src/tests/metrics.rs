@@ -223,6 +223,7 @@ async fn the_metrics_are_the_operators_only() {
         base_path: "/am".into(),
         workers: Some(1),
         versions: serde_json::Map::new(),
+        loopback_fetch: false,
     };
     let closed = App::new(config, Store::open_in_memory().unwrap()).unwrap();
     assert_eq!(scrape_as(&closed, None).await.0, 404);

@@ -26,6 +26,7 @@ fn config() -> Config {
         base_path: "/am".into(),
         workers: Some(4),
         versions: serde_json::Map::new(),
+        loopback_fetch: false,
     }
 }
 

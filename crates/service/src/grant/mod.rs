@@ -14,6 +14,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod jwt_bearer;
 pub mod refresh_token;
 pub mod token_exchange;
 
@@ -25,6 +26,7 @@ use agentauth_plugin_host::{HookKind, ScopeRequest, TokenView};
 use serde::Serialize;
 
 pub use authorization_code::CodeRequest;
+pub use jwt_bearer::AssertionRequest;
 pub use token_exchange::ExchangeRequest;
 
 use crate::policy::{audited, hook_error, invalid_answer};
@@ -45,6 +47,9 @@ pub enum TokenRequest {
     RefreshToken { refresh_token: Secret, scope: Option<Scopes>, resources: Vec<String> },
     /// RFC 6749 §4.1.3, with PKCE (RFC 7636 §4.5).
     AuthorizationCode(CodeRequest),
+    /// RFC 7523 §2.1: an assertion from a trusted issuer (ID-JAG among
+    /// them), with RFC 8707 resources.
+    JwtBearer(AssertionRequest),
 }
 
 /// A token as presented by a client: never printed.
@@ -100,6 +105,7 @@ impl Service {
             TokenRequest::TokenExchange(_) => GrantType::TokenExchange,
             TokenRequest::RefreshToken { .. } => GrantType::RefreshToken,
             TokenRequest::AuthorizationCode(_) => GrantType::AuthorizationCode,
+            TokenRequest::JwtBearer(_) => GrantType::JwtBearer,
         };
         crate::decisions::note(|d| d.grant = Some(grant.as_str().to_string()));
         match request {
@@ -111,6 +117,7 @@ impl Service {
                 refresh_token::issue(self, realm, client, refresh_token.as_str(), scope, &resources)
             }
             TokenRequest::AuthorizationCode(request) => authorization_code::issue(self, realm, client, &request),
+            TokenRequest::JwtBearer(request) => jwt_bearer::issue(self, realm, client, request),
         }
     }
 }

@@ -1,0 +1,368 @@
+//! Verifying a JWT from an issuer outside the realm.
+//!
+//! The token names its issuer (`iss`; a SPIFFE JWT-SVID may name only its
+//! trust domain, in `sub`), which must be one of the realm's trusted
+//! issuers and trusted for the purpose at hand. Its signature is checked
+//! with that issuer's keys, under the algorithms it allows; then its
+//! audience, its lifetime (with the issuer's clock skew, and never longer
+//! than the issuer's bound) and its subject. Whether its `jti` may be used
+//! again is the caller's rule: assertions are single-use, workload tokens
+//! are not.
+//!
+//! A refusal says why, for the logs and for the client: none of it is
+//! secret, and none of it repeats the token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use agentauth_core::Algorithm;
+use agentauth_core::trust::{KeySource, MAX_ISSUER_KEYS, TrustPurpose, TrustedIssuer};
+use agentauth_fetch::{FetchError, Fetcher, Limits};
+use agentauth_jose::{ExternalType, VerifyError, VerifyingKey};
+use serde_json::{Map, Value};
+
+use crate::Service;
+use crate::realm::RealmRuntime;
+
+/// Longest subject accepted from an external token.
+const MAX_SUBJECT_LEN: usize = 255;
+
+/// Key sets parsed from JWKS documents, at most this many.
+const MAX_PARSED_SETS: usize = 1024;
+
+/// Why an external token was refused. The text is for the client and the
+/// logs: it names the check that failed, never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: String,
+    /// True when the failure was the issuer's or the network's (its keys
+    /// could not be fetched), not the token's: the client may retry.
+    pub unavailable: bool,
+}
+
+impl Refused {
+    fn because(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), unavailable: false }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Which audience a token must name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudienceRule {
+    /// The issuer's configured audience, or else the realm's issuer or
+    /// its token endpoint (RFC 7523 §3), among others.
+    Includes,
+    /// Exactly one audience, the issuer's configured one or else the
+    /// realm's issuer: ID-JAG (a one-element array counts) and SPIFFE
+    /// JWT-SVIDs.
+    Sole,
+}
+
+/// What is known of a verified external token.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The trusted issuer it came from, as the realm configures it.
+    pub issuer: TrustedIssuer,
+    /// Its `sub`.
+    pub subject: String,
+    /// Its `aud`, as a list.
+    pub audience: Vec<String>,
+    /// Every claim.
+    pub claims: Map<String, Value>,
+    /// Its `exp`.
+    pub expires_at: i64,
+    /// Its `jti`, if it has one.
+    pub jti: Option<String>,
+}
+
+impl Verified {
+    /// A string claim.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// The keys of trusted issuers: fetched through the SSRF-hardened
+/// [`Fetcher`] (which caches documents by their HTTP caching headers,
+/// within bounds) and parsed once per document.
+#[derive(Debug)]
+pub struct IssuerKeys {
+    fetcher: Fetcher,
+    /// Parsed key sets, by where they came from: a JWKS URL (with the
+    /// time its document was fetched) or a static JWKS's text.
+    parsed: Mutex<HashMap<String, (i64, Arc<[VerifyingKey]>)>>,
+}
+
+impl IssuerKeys {
+    pub fn new(fetcher: Fetcher) -> Self {
+        Self { fetcher, parsed: Mutex::new(HashMap::new()) }
+    }
+
+    /// The fetcher, for other documents from outside (client metadata).
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    /// The issuer's keys. With `refresh`, a fetched key set is fetched
+    /// again first, if it was not fetched too recently (a token naming an
+    /// unknown `kid`: the issuer may have rotated).
+    pub fn keys(&self, issuer: &TrustedIssuer, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+        match issuer.key_source() {
+            KeySource::Static(jwks) => {
+                let text = jwks.to_string();
+                self.parsed_or(&text, 0, || parse_jwks(jwks))
+            }
+            KeySource::Uri(uri) => self.fetched(uri, refresh),
+            KeySource::Discovery => {
+                let url = issuer.discovery_url();
+                let discovery = self.fetcher.get_json(&url, &Limits::DOCUMENT).map_err(unavailable("discovery"))?;
+                // OpenID Connect Discovery §4.3: the document's issuer is
+                // exactly the one it was fetched for.
+                if discovery.json.get("issuer").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
+                    return Err(Refused::because("the issuer's discovery document names another issuer"));
+                }
+                let jwks_uri = discovery
+                    .json
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Refused::because("the issuer's discovery document has no jwks_uri"))?
+                    .to_string();
+                self.fetched(&jwks_uri, refresh)
+            }
+        }
+    }
+
+    fn fetched(&self, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+        let document = if refresh {
+            match self.fetcher.refresh(url, &Limits::DOCUMENT).map_err(unavailable("keys"))? {
+                Some(fresh) => fresh,
+                None => self.fetcher.get_json(url, &Limits::DOCUMENT).map_err(unavailable("keys"))?,
+            }
+        } else {
+            self.fetcher.get_json(url, &Limits::DOCUMENT).map_err(unavailable("keys"))?
+        };
+        let jwks = Value::Object(document.json.clone());
+        self.parsed_or(url, document.fetched_at, || parse_jwks(&jwks))
+    }
+
+    /// The key set parsed from the document at `source` fetched at
+    /// `stamp`, parsing it now if it is new.
+    fn parsed_or(
+        &self,
+        source: &str,
+        stamp: i64,
+        parse: impl FnOnce() -> Result<Vec<VerifyingKey>, Refused>,
+    ) -> Result<Arc<[VerifyingKey]>, Refused> {
+        if let Some((at, keys)) = self.lock().get(source)
+            && *at == stamp
+        {
+            return Ok(keys.clone());
+        }
+        let keys: Arc<[VerifyingKey]> = parse()?.into();
+        let mut parsed = self.lock();
+        if parsed.len() >= MAX_PARSED_SETS {
+            parsed.clear();
+        }
+        parsed.insert(source.to_string(), (stamp, keys.clone()));
+        Ok(keys)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<[VerifyingKey]>)>> {
+        self.parsed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn unavailable(what: &'static str) -> impl Fn(FetchError) -> Refused {
+    move |e| {
+        tracing::warn!("fetching a trusted issuer's {what}: {e}");
+        Refused { reason: format!("the issuer's {what} could not be fetched"), unavailable: true }
+    }
+}
+
+/// The signing keys of a JWKS: those this server can verify with and
+/// meant for signatures. Others (encryption keys, curves it does not
+/// support) are skipped, as a JWKS may list them; a set of more than
+/// [`MAX_ISSUER_KEYS`] keys is refused whole.
+fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
+    let keys = jwks.get("keys").and_then(Value::as_array).ok_or_else(|| Refused::because("the JWKS has no keys"))?;
+    if keys.len() > MAX_ISSUER_KEYS {
+        return Err(Refused {
+            reason: format!("the issuer's JWKS holds more than {MAX_ISSUER_KEYS} keys"),
+            unavailable: true,
+        });
+    }
+    Ok(keys
+        .iter()
+        .filter(|jwk| jwk.get("use").and_then(Value::as_str).is_none_or(|u| u == "sig"))
+        .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
+        .collect())
+}
+
+/// The issuer a token names: its `iss`, or for a SPIFFE JWT-SVID without
+/// one, its trust domain (`spiffe://td` of a `sub` of `spiffe://td/...`).
+fn named_issuer(claims: &Value) -> Option<String> {
+    if let Some(iss) = claims.get("iss").and_then(Value::as_str) {
+        return Some(iss.to_string());
+    }
+    let sub = claims.get("sub").and_then(Value::as_str)?;
+    let domain = sub.strip_prefix("spiffe://")?.split('/').next().filter(|d| !d.is_empty())?;
+    Some(format!("spiffe://{domain}"))
+}
+
+impl Service {
+    /// Verifies `token` from one of `realm`'s trusted issuers for
+    /// `purpose`: see the module's doc.
+    pub(crate) fn verify_external(
+        &self,
+        realm: &RealmRuntime,
+        token: &str,
+        purpose: TrustPurpose,
+        typ: ExternalType<'_>,
+        audience_rule: AudienceRule,
+    ) -> Result<Verified, Refused> {
+        let unverified =
+            agentauth_jose::unverified_claims(token).map_err(|e| Refused::because(format!("the assertion: {e}")))?;
+        let named = named_issuer(&unverified).ok_or_else(|| Refused::because("the assertion names no issuer"))?;
+        let issuer = realm
+            .settings
+            .trusted_issuers
+            .iter()
+            .find(|t| t.issuer == named)
+            .ok_or_else(|| Refused::because("the assertion's issuer is not trusted by this realm"))?;
+        if !issuer.serves(purpose) {
+            return Err(Refused::because(format!("the issuer is not trusted for {purpose}")));
+        }
+        let algorithms: Vec<Algorithm> = issuer.allowed_algorithms();
+        let keys = self.trust.keys(issuer, false)?;
+        let claims = match agentauth_jose::verify_external(token, &keys, &algorithms, typ) {
+            // The issuer may have rotated its keys since they were fetched.
+            Err(VerifyError::UnknownKey) if !matches!(issuer.key_source(), KeySource::Static(_)) => {
+                let keys = self.trust.keys(issuer, true)?;
+                agentauth_jose::verify_external(token, &keys, &algorithms, typ)
+            }
+            verified => verified,
+        }
+        .map_err(|e| Refused::because(format!("the assertion: {e}")))?;
+        let Value::Object(claims) = claims else {
+            return Err(Refused::because("the assertion's claims are not an object"));
+        };
+        self.check_claims(realm, issuer, claims, &named, audience_rule)
+    }
+
+    fn check_claims(
+        &self,
+        realm: &RealmRuntime,
+        issuer: &TrustedIssuer,
+        claims: Map<String, Value>,
+        named: &str,
+        audience_rule: AudienceRule,
+    ) -> Result<Verified, Refused> {
+        let refused = |why: &str| Err(Refused::because(why));
+        // Signed, the claims must still name the issuer whose keys
+        // verified them.
+        if named_issuer(&Value::Object(claims.clone())).as_deref() != Some(named) {
+            return refused("the assertion's issuer changed");
+        }
+        let subject = match claims.get("sub").and_then(Value::as_str) {
+            Some(sub) if !sub.is_empty() && sub.len() <= MAX_SUBJECT_LEN && !sub.chars().any(char::is_control) => {
+                sub.to_string()
+            }
+            _ => return refused("the assertion's sub is missing or unusable"),
+        };
+        let audience: Vec<String> = match claims.get("aud") {
+            Some(Value::String(aud)) => vec![aud.clone()],
+            Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            _ => return refused("the assertion has no aud"),
+        };
+        let expected: Vec<String> = match &issuer.audience {
+            Some(configured) => vec![configured.clone()],
+            None => match audience_rule {
+                AudienceRule::Sole => vec![realm.issuer.clone()],
+                AudienceRule::Includes => vec![realm.issuer.clone(), realm.endpoint("access_token")],
+            },
+        };
+        let audience_ok = match audience_rule {
+            AudienceRule::Sole => audience.len() == 1 && expected.contains(&audience[0]),
+            AudienceRule::Includes => audience.iter().any(|a| expected.contains(a)),
+        };
+        if !audience_ok {
+            return refused("the assertion's aud is not this realm");
+        }
+        let now = self.now();
+        let skew = i64::from(issuer.clock_skew_seconds);
+        let time = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let Some(exp) = time("exp") else {
+            return refused("the assertion has no exp");
+        };
+        if exp + skew <= now {
+            return refused("the assertion has expired");
+        }
+        if exp - now > i64::from(issuer.max_token_lifetime_seconds) + skew {
+            return refused("the assertion is valid for longer than this realm accepts from its issuer");
+        }
+        if time("nbf").is_some_and(|nbf| nbf > now + skew) || time("iat").is_some_and(|iat| iat > now + skew) {
+            return refused("the assertion is not valid yet");
+        }
+        if claims.get("iat").is_some_and(|iat| !iat.is_i64()) || claims.get("nbf").is_some_and(|nbf| !nbf.is_i64()) {
+            return refused("the assertion's iat or nbf is not a number of seconds");
+        }
+        let jti = match claims.get("jti") {
+            None => None,
+            Some(Value::String(jti)) if !jti.is_empty() && jti.len() <= 256 => Some(jti.clone()),
+            Some(_) => return refused("the assertion's jti is unusable"),
+        };
+        Ok(Verified { issuer: issuer.clone(), subject, audience, claims, expires_at: exp, jti })
+    }
+
+    /// Spends an external assertion's `jti`: false if its issuer's
+    /// assertion of that `jti` was already used (until it expires).
+    pub(crate) fn spend_external_jti(&self, realm: &RealmRuntime, verified: &Verified) -> Result<bool, Refused> {
+        let Some(jti) = &verified.jti else {
+            return Err(Refused::because("the assertion has no jti"));
+        };
+        // Kept apart from clients' own assertions: `iss:` cannot begin a
+        // client id this server generates.
+        let namespace = format!("iss:{}", verified.issuer.issuer);
+        self.store.use_assertion_jti(&realm.name, &namespace, jti, verified.expires_at).map_err(|e| {
+            tracing::error!(realm = %realm.name, "recording an assertion's jti: {e}");
+            Refused { reason: "the assertion could not be recorded".into(), unavailable: true }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_spiffe_svid_names_its_trust_domain_when_it_has_no_iss() {
+        assert_eq!(named_issuer(&json!({"sub": "spiffe://prod.example/ns/a"})).as_deref(), Some("spiffe://prod.example"));
+        assert_eq!(named_issuer(&json!({"iss": "https://i", "sub": "spiffe://x/y"})).as_deref(), Some("https://i"));
+        assert_eq!(named_issuer(&json!({"sub": "spiffe:///nothing"})), None);
+        assert_eq!(named_issuer(&json!({"sub": "alice"})), None);
+    }
+
+    #[test]
+    fn a_jwks_keeps_its_signing_keys_and_refuses_to_grow_past_the_bound() {
+        let key = |alg| {
+            let der = agentauth_jose::generate_pkcs8(alg).unwrap();
+            agentauth_jose::SigningKey::from_pkcs8(alg, &der).unwrap().verifying_key().jwk()
+        };
+        let mut encryption = key(Algorithm::Es256);
+        encryption["use"] = json!("enc");
+        let p384 = json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"});
+        let kept = parse_jwks(&json!({"keys": [key(Algorithm::Rs256), encryption, p384, key(Algorithm::EdDsa)]})).unwrap();
+        assert_eq!(kept.iter().map(VerifyingKey::alg).collect::<Vec<_>>(), [Algorithm::Rs256, Algorithm::EdDsa]);
+        let many: Vec<Value> = (0..=MAX_ISSUER_KEYS).map(|_| key(Algorithm::Es256)).collect();
+        let refused = parse_jwks(&json!({ "keys": many })).unwrap_err();
+        assert!(refused.reason.contains("more than"), "{refused}");
+        assert!(parse_jwks(&json!({"no": "keys"})).is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! Trust in issuers outside the realm: an enterprise identity provider's
+//! ID-JAG, and other JWT bearer assertions (RFC 7523 §2.1), from a small
+//! issuer run by the test on loopback with keys of its own.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentauth_jose::{Algorithm, SigningKey, generate_pkcs8, sign};
+use agentauth_testkit::Credentials;
+use serde_json::{Value, json};
+
+use crate::authorize::admin;
+use crate::support::{Server, seed_registration};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const ID_JAG: &str = "oauth-id-jag+jwt";
+const MCP: &str = "https://mcp.example/mcp";
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_pkcs8(Algorithm::Es256, &generate_pkcs8(Algorithm::Es256).expect("a key")).expect("a key")
+}
+
+/// An identity provider on loopback: it publishes its JWKS over plain
+/// HTTP (the server runs with `--dev-loopback-fetch`) and signs what the
+/// test asks it to.
+struct Issuer {
+    url: String,
+    keys: Arc<Mutex<Vec<SigningKey>>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Issuer {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let keys = Arc::new(Mutex::new(vec![key()]));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                // The request line, then headers to the blank line.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let jwks = {
+                    let keys = served.lock().expect("keys");
+                    json!({"keys": keys.iter().map(|k| k.verifying_key().jwk()).collect::<Vec<_>>()})
+                };
+                let body = jwks.to_string();
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=3600\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.read(&mut [0u8; 1]);
+            }
+        });
+        Self { url, keys, fetches }
+    }
+
+    fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.url)
+    }
+
+    /// Signs `claims` as a JWT of type `typ` with its current key.
+    fn sign(&self, typ: &str, claims: &Value) -> String {
+        let keys = self.keys.lock().expect("keys");
+        sign(keys.last().expect("a key"), typ, claims).expect("signing")
+    }
+
+    /// Rotates to a new key, published beside the old one.
+    fn rotate(&self) {
+        self.keys.lock().expect("keys").push(key());
+    }
+}
+
+/// The demo realm trusting `issuer` for `purposes`, and a confidential
+/// client registered for the JWT bearer grant.
+fn setup(server: &Server, issuer: &Issuer, purposes: &[&str]) -> Credentials {
+    let trusted = json!({"issuer": issuer.url, "purposes": purposes, "jwks_uri": issuer.jwks_uri(), "algorithms": ["ES256"]});
+    let (status, body) = admin(server, "PUT", "/alpha/trusted-issuers/corp", Some(trusted));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = admin(server, "PATCH", "/alpha", Some(json!({"allowed_resources": [MCP]})));
+    assert_eq!(status, 200, "{body}");
+    let mut registration = seed_registration();
+    registration["grant_types"] = json!(["client_credentials", JWT_BEARER]);
+    registration["scope"] = json!("calendar.read calendar.write");
+    let reply = server.register_raw(&registration.to_string());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    Credentials::from_registration(&reply.json)
+}
+
+fn id_jag_claims(issuer: &Issuer, server: &Server, client: &Credentials, jti: &str) -> Value {
+    json!({
+        "iss": issuer.url, "sub": "alice@corp.example", "aud": realm_issuer(server),
+        "client_id": client.client_id, "jti": jti, "iat": now(), "exp": now() + 300,
+        "resource": MCP, "scope": "calendar.read", "email": "alice@corp.example",
+    })
+}
+
+fn realm_issuer(server: &Server) -> String {
+    format!("{}/am/oauth2/realms/root/realms/alpha", server.base)
+}
+
+fn grant(server: &Server, client: &Credentials, assertion: &str, extra: &[(&str, &str)]) -> crate::support::Reply {
+    let mut form = vec![("grant_type", JWT_BEARER), ("assertion", assertion)];
+    form.extend_from_slice(extra);
+    server.token(&form, Some(client))
+}
+
+#[test]
+fn an_id_jag_from_a_trusted_identity_provider_becomes_the_users_token_for_the_client() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag"]);
+
+    let jag = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "jag-1"));
+    let reply = grant(&server, &client, &jag, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json["scope"], "calendar.read", "the ID-JAG's scope bounds the token");
+    assert!(reply.json.get("refresh_token").is_none(), "an ID-JAG is exchanged for an access token only");
+    let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
+    let seen = server.introspect(&client, &token);
+    assert_eq!(seen.json["active"], true, "{}", seen.body);
+    assert_eq!(seen.json["sub"], "alice@corp.example", "the token names the user");
+    assert_eq!(seen.json["client_id"], client.client_id.as_str(), "and the client acting with it");
+    assert_eq!(seen.json["aud"], MCP, "audience-restricted to the ID-JAG's resource");
+
+    // Used once: the same ID-JAG again is refused.
+    grant(&server, &client, &jag, &[]).assert_error(400, "invalid_grant");
+    // The keys were fetched once and cached.
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn id_jags_that_are_misaddressed_mistyped_stale_or_for_another_client_are_refused() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag"]);
+    let base = |jti: &str| id_jag_claims(&idp, &server, &client, jti);
+    let with = |jti: &str, name: &str, value: Value| {
+        let mut claims = base(jti);
+        claims[name] = value;
+        idp.sign(ID_JAG, &claims)
+    };
+    let cases = [
+        ("another audience", with("a", "aud", json!("https://other.example"))),
+        ("two audiences", with("b", "aud", json!([realm_issuer(&server), "https://other.example"]))),
+        ("another client", with("c", "client_id", json!("someone-else"))),
+        ("expired", with("d", "exp", json!(now() - 3600))),
+        ("valid for a day", with("e", "exp", json!(now() + 86_400))),
+        ("no jti", {
+            let mut claims = base("f");
+            claims.as_object_mut().expect("an object").remove("jti");
+            idp.sign(ID_JAG, &claims)
+        }),
+        ("an untrusted issuer", with("g", "iss", json!("https://evil.example"))),
+        ("typed as a plain JWT, from an issuer trusted only for ID-JAG", idp.sign("JWT", &base("h"))),
+        ("a resource the realm does not allow", with("i", "resource", json!("https://evil.example/mcp"))),
+    ];
+    for (what, assertion) in cases {
+        let reply = grant(&server, &client, &assertion, &[]);
+        let expected = if what.starts_with("a resource") { "invalid_target" } else { "invalid_grant" };
+        assert_eq!((reply.status, reply.json["error"].as_str()), (400, Some(expected)), "{what}: {}", reply.body);
+    }
+    // Signed by a key the issuer never published.
+    let mut forged = base("j");
+    forged["sub"] = json!("admin@corp.example");
+    let stranger = sign(&key(), ID_JAG, &forged).expect("signing");
+    grant(&server, &client, &stranger, &[]).assert_error(400, "invalid_grant");
+    // A scope or resource beyond the ID-JAG's is not granted.
+    let jag = idp.sign(ID_JAG, &base("k"));
+    let reply = grant(&server, &client, &jag, &[("resource", "https://other.example/mcp")]);
+    reply.assert_error(400, "invalid_target");
+}
+
+#[test]
+fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_make_the_server_fetch_again_and_again() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag", "jwt_bearer"]);
+    let first = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "r1"));
+    assert_eq!(grant(&server, &client, &first, &[]).status, 200);
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 1);
+
+    // The issuer rotates: a token under the new key makes the server
+    // fetch the JWKS again (it was cached for an hour), and passes.
+    idp.rotate();
+    let rotated = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "r2"));
+    assert_eq!(grant(&server, &client, &rotated, &[]).status, 200);
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 2);
+
+    // Tokens naming keys nobody published are refused, and within the
+    // refresh interval they do not make the server fetch again.
+    for n in 0..5 {
+        let stranger = sign(&key(), ID_JAG, &id_jag_claims(&idp, &server, &client, &format!("x{n}"))).expect("signing");
+        grant(&server, &client, &stranger, &[]).assert_error(400, "invalid_grant");
+    }
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 2, "unknown kids are rate-limited");
+}
+
+#[test]
+fn a_plain_jwt_bearer_assertion_needs_an_issuer_trusted_for_it() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["jwt_bearer"]);
+    let claims = json!({
+        "iss": idp.url, "sub": "batch-job-7", "aud": server.realm_url("access_token"),
+        "jti": "b1", "iat": now(), "exp": now() + 120,
+    });
+    let reply = grant(&server, &client, &idp.sign("JWT", &claims), &[("scope", "calendar.read")]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
+    assert_eq!(server.introspect(&client, &token).json["sub"], "batch-job-7");
+    // The same issuer's ID-JAG is refused: it is trusted for plain
+    // assertions only.
+    let jag = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "b2"));
+    grant(&server, &client, &jag, &[]).assert_error(400, "invalid_grant");
+    // A subject in the realm's own user namespace that is no user here.
+    let mut local = claims.clone();
+    local["sub"] = json!("usr_0123456789abcdef0123456789abcdef");
+    local["jti"] = json!("b3");
+    grant(&server, &client, &idp.sign("JWT", &local), &[]).assert_error(400, "invalid_grant");
+}
+
+#[test]
+fn without_the_development_setting_a_loopback_issuer_is_never_fetched() {
+    let server = Server::start_with_admin();
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag"]);
+    let jag = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "s1"));
+    let reply = grant(&server, &client, &jag, &[]);
+    assert_eq!(reply.status / 100, 4, "{}", reply.body);
+    assert_eq!(reply.json["error"], "invalid_grant", "{}", reply.body);
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 0, "no connection was made to the loopback address");
+}
+
+#[test]
+fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
+    let server = Server::start_with_admin();
+    let corp = json!({"issuer": "https://idp.corp.example", "purposes": ["id_jag"], "discovery": true});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(corp.clone())).0, 201);
+    let (status, listed) = admin(&server, "GET", "/alpha/trusted-issuers", None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["trusted_issuers"][0]["name"], "corp");
+    assert_eq!(listed["trusted_issuers"][0]["algorithms"], json!(["RS256", "ES256"]), "safe defaults are shown");
+    let mut replaced = corp.clone();
+    replaced["purposes"] = json!(["id_jag", "jwt_bearer"]);
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(replaced)).0, 200);
+    for (bad, why) in [
+        (json!({"issuer": "https://x.example", "purposes": ["id_jag"]}), "exactly one"),
+        (json!({"issuer": "https://x.example", "purposes": ["root"], "discovery": true}), "root"),
+        (json!({"issuer": "https://x.example", "purposes": ["id_jag"], "discovery": true, "algorithms": ["none"]}), "none"),
+        (json!({"issuer": "https://x.example", "purposes": ["id_jag"], "jwks_uri": "ftp://x.example/k"}), "jwks_uri"),
+    ] {
+        let (status, body) = admin(&server, "PUT", "/alpha/trusted-issuers/other", Some(bad.clone()));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error_description"].as_str().unwrap_or_default().contains(why), "{bad}: {body}");
+    }
+    assert_eq!(admin(&server, "DELETE", "/alpha/trusted-issuers/corp", None).0, 204);
+    assert_eq!(admin(&server, "DELETE", "/alpha/trusted-issuers/corp", None).0, 404);
+    let (_, audit) = admin(&server, "GET", "/alpha/audit", None);
+    let actions: Vec<&str> = audit["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    for action in ["add-trusted-issuer", "replace-trusted-issuer", "remove-trusted-issuer"] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+}
