@@ -37,6 +37,8 @@ pub(crate) enum Answer {
 #[derive(Clone, Debug)]
 pub(crate) struct Client {
     connector: Arc<Chain>,
+    #[cfg(test)]
+    roots: Option<ureq::tls::RootCerts>,
 }
 
 type Chain = ureq::unversioned::transport::ChainedConnector<
@@ -47,7 +49,17 @@ type Chain = ureq::unversioned::transport::ChainedConnector<
 
 impl Client {
     pub fn new() -> Self {
-        Self { connector: Arc::new(().chain(TcpConnector::default()).chain(RustlsConnector::default())) }
+        Self {
+            connector: Arc::new(().chain(TcpConnector::default()).chain(RustlsConnector::default())),
+            #[cfg(test)]
+            roots: None,
+        }
+    }
+
+    /// A client trusting only `roots`, for tests that serve HTTPS.
+    #[cfg(test)]
+    pub fn trusting(roots: ureq::tls::RootCerts) -> Self {
+        Self { roots: Some(roots), ..Self::new() }
     }
 
     /// GETs `target` from `addrs`, finishing by `deadline`.
@@ -73,6 +85,11 @@ impl Client {
             .max_response_header_size(16 * 1024)
             .user_agent("agentauth")
             .accept("application/json");
+        #[cfg(test)]
+        let builder = match &self.roots {
+            Some(roots) => builder.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots.clone()).build()),
+            None => builder,
+        };
         let pinned = Pinned {
             host: target.host.clone(),
             port: target.port,

@@ -59,6 +59,12 @@ mod http;
 mod resolve;
 mod target;
 
+#[cfg(test)]
+mod https_tests;
+#[cfg(test)]
+#[path = "../tests/fetch/server.rs"]
+mod test_server;
+
 use std::time::Duration;
 
 pub use address::{is_loopback, is_public};
