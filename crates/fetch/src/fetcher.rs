@@ -1,0 +1,283 @@
+//! The fetcher: the cache in front, one fetch per URL at a time, a bound
+//! on fetches in flight, and the redirect loop that checks every hop.
+//!
+//! A call finds, under one lock, either a fresh cached outcome (returned),
+//! a fetch of the same URL under way (joined: the caller waits for its
+//! outcome, at most the policy's time bound), or neither: it then leads a
+//! fetch of its own if fewer than `max_in_flight` are under way, and is
+//! refused as busy otherwise. The lock is never held across the network.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::cache::{Cache, Fetched, Key};
+use crate::http::{Answer, Client};
+use crate::target::{self, Target};
+use crate::{Clock, Document, FetchError, FetchPolicy, Limits, Resolve, SystemClock, SystemResolver};
+
+/// Fetches JSON documents under a [`FetchPolicy`], caching them. Cheap to
+/// clone: clones share one cache and one bound on fetches in flight, so
+/// build one per purpose and share it (see the crate's documentation).
+#[derive(Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: FetchPolicy,
+    resolver: Arc<dyn Resolve>,
+    clock: Arc<dyn Clock>,
+    client: Client,
+    state: Mutex<State>,
+}
+
+struct State {
+    cache: Cache,
+    /// The fetches under way, one per key; their number is what
+    /// `max_in_flight` bounds.
+    flights: HashMap<Key, Arc<Flight>>,
+}
+
+/// One fetch under way, which other callers of its URL wait for.
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    done: Condvar,
+}
+
+#[derive(Clone)]
+enum Outcome {
+    Done(Result<Arc<Document>, FetchError>),
+    /// The leader went away without an outcome (it panicked): waiters try
+    /// again themselves.
+    Abandoned,
+}
+
+impl Fetcher {
+    /// A fetcher resolving names with the system's resolver and dating
+    /// documents with the system's clock.
+    pub fn new(policy: FetchPolicy) -> Self {
+        Self::with_resolver(policy, Arc::new(SystemResolver::default()))
+    }
+
+    /// A fetcher resolving names with `resolver`.
+    pub fn with_resolver(policy: FetchPolicy, resolver: Arc<dyn Resolve>) -> Self {
+        Self::with_parts(policy, resolver, Arc::new(SystemClock))
+    }
+
+    /// A fetcher resolving names with `resolver` and measuring cache
+    /// lifetimes with `clock`.
+    pub fn with_parts(policy: FetchPolicy, resolver: Arc<dyn Resolve>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_client(policy, resolver, clock, Client::new())
+    }
+
+    pub(crate) fn with_client(
+        policy: FetchPolicy,
+        resolver: Arc<dyn Resolve>,
+        clock: Arc<dyn Clock>,
+        client: Client,
+    ) -> Self {
+        let state = State { cache: Cache::new(policy.max_cache_entries), flights: HashMap::new() };
+        Self { inner: Arc::new(Inner { policy, resolver, clock, client, state: Mutex::new(state) }) }
+    }
+
+    pub fn policy(&self) -> &FetchPolicy {
+        &self.inner.policy
+    }
+
+    /// The JSON object at `url`, from the cache while it is fresh, else
+    /// fetched (or joined, when another caller is fetching it). A cached
+    /// failure is returned as it was for the negative lifetime.
+    pub fn get_json(&self, url: &str, limits: &Limits) -> Result<Arc<Document>, FetchError> {
+        let target = target::parse(url)?;
+        let key: Key = (target.url.as_str().to_owned(), *limits);
+        let wait_until = self.deadline();
+        loop {
+            let step = {
+                let mut state = self.lock();
+                if let Some(outcome) = state.cache.fresh(&key, self.inner.clock.now()) {
+                    return outcome;
+                }
+                self.join_or_lead(&mut state, &key)
+            };
+            match step {
+                Step::Lead(lead) => return self.run(lead, &target, limits),
+                Step::Joined(flight) => match flight.wait(wait_until) {
+                    Some(Outcome::Done(outcome)) => return outcome,
+                    Some(Outcome::Abandoned) => continue,
+                    None => return Err(FetchError::TimedOut),
+                },
+                Step::Busy => return Err(FetchError::Busy),
+            }
+        }
+    }
+
+    /// Fetches `url` again even if a fresh copy is cached, for when the
+    /// copy is known to be stale (a token names a key the cached JWKS
+    /// lacks). At most once per [`FetchPolicy::refresh_interval`] for a
+    /// URL, counting every fetch of it: `Ok(None)` when it was fetched
+    /// more recently than that and nothing was done. A failed refresh is
+    /// returned, and leaves a still fresh document in the cache.
+    pub fn refresh(&self, url: &str, limits: &Limits) -> Result<Option<Arc<Document>>, FetchError> {
+        let target = target::parse(url)?;
+        let key: Key = (target.url.as_str().to_owned(), *limits);
+        let interval = i64::try_from(self.inner.policy.refresh_interval.as_secs()).unwrap_or(i64::MAX);
+        let wait_until = self.deadline();
+        loop {
+            let step = {
+                let mut state = self.lock();
+                let now = self.inner.clock.now();
+                let recent = state.cache.last_attempt(&key).is_some_and(|at| now.saturating_sub(at) < interval);
+                // A fetch under way is as recent as can be: join it.
+                if recent && !state.flights.contains_key(&key) {
+                    return Ok(None);
+                }
+                self.join_or_lead(&mut state, &key)
+            };
+            match step {
+                Step::Lead(lead) => return self.run(lead, &target, limits).map(Some),
+                Step::Joined(flight) => match flight.wait(wait_until) {
+                    Some(Outcome::Done(outcome)) => return outcome.map(Some),
+                    Some(Outcome::Abandoned) => continue,
+                    None => return Err(FetchError::TimedOut),
+                },
+                Step::Busy => return Err(FetchError::Busy),
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent between statements; a panic elsewhere
+        // while it was held leaves nothing half-done worth refusing for.
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The time bound from now.
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.inner.policy.timeout).unwrap_or_else(|| now + Duration::from_secs(86_400))
+    }
+
+    fn join_or_lead(&self, state: &mut State, key: &Key) -> Step<'_> {
+        if let Some(flight) = state.flights.get(key) {
+            return Step::Joined(Arc::clone(flight));
+        }
+        if state.flights.len() >= self.inner.policy.max_in_flight {
+            return Step::Busy;
+        }
+        let flight = Arc::new(Flight::default());
+        state.flights.insert(key.clone(), Arc::clone(&flight));
+        Step::Lead(Lead { fetcher: self, key: key.clone(), flight, finished: false })
+    }
+
+    /// Fetches as the leader, then caches and hands the outcome to every
+    /// caller waiting for it.
+    fn run(&self, mut lead: Lead<'_>, target: &Target, limits: &Limits) -> Result<Arc<Document>, FetchError> {
+        let fetched = self.fetch(target, limits, self.deadline());
+        let outcome = {
+            let mut state = self.lock();
+            let outcome = state.cache.store(lead.key.clone(), fetched, self.inner.clock.now(), &self.inner.policy);
+            lead.leave(&mut state);
+            outcome
+        };
+        lead.flight.complete(Outcome::Done(outcome.clone()));
+        lead.finished = true;
+        outcome
+    }
+
+    /// One fetch: each hop's URL checked and its host resolved and checked
+    /// before connecting, redirects followed within the bounds, all by
+    /// `deadline`.
+    fn fetch(&self, first: &Target, limits: &Limits, deadline: Instant) -> Result<Fetched, FetchError> {
+        let policy = &self.inner.policy;
+        let mut target = first.clone();
+        let mut redirects: u8 = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(FetchError::TimedOut);
+            }
+            let addrs = target::admit(&target, policy.allow_loopback_http, &*self.inner.resolver, remaining)?;
+            match self.inner.client.exchange(&target, &addrs, deadline, limits)? {
+                Answer::Document(fetched) => return Ok(fetched),
+                Answer::Redirect(location) => {
+                    if !limits.follow_redirects {
+                        return Err(FetchError::RedirectNotAllowed);
+                    }
+                    if redirects >= policy.max_redirects {
+                        return Err(FetchError::TooManyRedirects);
+                    }
+                    redirects += 1;
+                    let next = target.url.join(&location).map_err(|_| FetchError::BadRedirect)?;
+                    target = target::check(next)?;
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("policy", &self.inner.policy)
+            .field("resolver", &self.inner.resolver)
+            .field("clock", &self.inner.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Step<'a> {
+    Lead(Lead<'a>),
+    Joined(Arc<Flight>),
+    Busy,
+}
+
+/// The right, and the duty, to fetch a key: on every way out the flight
+/// leaves the table and its waiters wake.
+struct Lead<'a> {
+    fetcher: &'a Fetcher,
+    key: Key,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl Lead<'_> {
+    fn leave(&self, state: &mut State) {
+        if state.flights.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+            state.flights.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.leave(&mut self.fetcher.lock());
+            self.flight.complete(Outcome::Abandoned);
+        }
+    }
+}
+
+impl Flight {
+    fn complete(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        self.done.notify_all();
+    }
+
+    /// The flight's outcome, or `None` if `until` passes first.
+    fn wait(&self, until: Instant) -> Option<Outcome> {
+        let mut outcome = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(done) = &*outcome {
+                return Some(done.clone());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            outcome = self.done.wait_timeout(outcome, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
