@@ -153,7 +153,8 @@ fn concurrent_callers_of_one_url_share_one_fetch() {
         let (fetcher, url) = (fetcher.clone(), url.clone());
         move || fetcher.get_json(&url, &Limits::default())
     });
-    thread::sleep(Duration::from_millis(300));
+    // Time for the second caller to find the fetch under way and join it.
+    thread::sleep(Duration::from_millis(500));
     gate.open();
     let (first, second) = (first.join().unwrap().unwrap(), second.join().unwrap().unwrap());
     assert!(Arc::ptr_eq(&first, &second));
