@@ -163,7 +163,7 @@ pub(crate) fn authorize_url(server: &Server, client_id: &str, extra: &[(&str, &s
 }
 
 /// Signs `ada` in and allows the request: the redirect back to the client.
-fn sign_in_and_allow(browser: &mut Browser, server: &Server, url: &str) -> HashMap<String, String> {
+pub(crate) fn sign_in_and_allow(browser: &mut Browser, server: &Server, url: &str) -> HashMap<String, String> {
     let login = browser.get(url);
     assert_eq!(login.status, 200, "{}", login.body);
     assert!(login.body.contains("<form method=\"post\">"), "{}", login.body);

@@ -6,6 +6,7 @@
 mod admin_bounds;
 mod authorize;
 mod browser;
+mod client_metadata;
 mod config;
 mod connections;
 mod decisions;

@@ -277,3 +277,134 @@ fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
         assert!(actions.contains(&action), "{action} in {actions:?}");
     }
 }
+
+const CLIENT_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const CLIENT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+
+/// Registers a client that authenticates as a workload (`method`, with
+/// the metadata naming it), for client credentials; returns its id.
+fn register_workload(server: &Server, method: &str, naming: Value) -> String {
+    let mut registration = seed_registration();
+    registration["token_endpoint_auth_method"] = json!(method);
+    for (name, value) in naming.as_object().into_iter().flatten() {
+        registration[name] = value.clone();
+    }
+    let reply = server.register_raw(&registration.to_string());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert!(reply.json.get("client_secret").is_none(), "a workload client has no secret");
+    reply.json["client_id"].as_str().unwrap_or_default().to_string()
+}
+
+fn workload_token(server: &Server, client_id: Option<&str>, kind: &str, token: &str) -> crate::support::Reply {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", kind),
+        ("client_assertion", token),
+    ];
+    if let Some(id) = client_id {
+        form.push(("client_id", id));
+    }
+    server.token(&form, None)
+}
+
+#[test]
+fn a_kubernetes_workload_authenticates_with_its_service_account_token() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let cluster = Issuer::start();
+    let trusted = json!({"issuer": cluster.url, "purposes": ["client_auth"], "jwks_uri": cluster.jwks_uri(),
+                         "algorithms": ["ES256"], "audience": "agentauth"});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/cluster", Some(trusted)).0, 201);
+    let planner = "system:serviceaccount:agents:planner";
+    let client_id = register_workload(
+        &server,
+        "federated_jwt",
+        json!({"federated_issuer": cluster.url, "federated_subject": planner}),
+    );
+    let projected = |sub: &str, aud: &str| {
+        cluster.sign("JWT", &json!({"iss": cluster.url, "sub": sub, "aud": [aud], "iat": now(), "exp": now() + 600}))
+    };
+    let token = projected(planner, "agentauth");
+    let reply = workload_token(&server, Some(&client_id), CLIENT_JWT, &token);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // A platform token is reused until it expires.
+    assert_eq!(workload_token(&server, Some(&client_id), CLIENT_JWT, &token).status, 200);
+    for (what, bad, id) in [
+        ("another service account", projected("system:serviceaccount:agents:other", "agentauth"), Some(client_id.as_str())),
+        ("another audience", projected(planner, "kubernetes"), Some(client_id.as_str())),
+        ("no client named, and no policy to name one", projected(planner, "agentauth"), None),
+    ] {
+        let reply = workload_token(&server, id, CLIENT_JWT, &bad);
+        assert_eq!((reply.status, reply.json["error"].as_str()), (401, Some("invalid_client")), "{what}: {}", reply.body);
+    }
+}
+
+#[test]
+fn a_spiffe_workload_authenticates_with_its_jwt_svid() {
+    let server = Server::start_with_admin();
+    let bundle = key();
+    let trusted = json!({"issuer": "spiffe://prod.example", "purposes": ["client_auth"],
+                         "jwks": {"keys": [bundle.verifying_key().jwk()]}, "algorithms": ["ES256"]});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/prod", Some(trusted)).0, 201);
+    let client_id = register_workload(&server, "spiffe_jwt", json!({"spiffe_id": "spiffe://prod.example/agents/*"}));
+    let svid = |sub: &str, aud: Value| {
+        sign(&bundle, "JWT", &json!({"sub": sub, "aud": aud, "iat": now(), "exp": now() + 300})).expect("signing")
+    };
+    let issuer = realm_issuer(&server);
+    let good = svid("spiffe://prod.example/agents/planner", json!([issuer]));
+    let reply = workload_token(&server, Some(&client_id), CLIENT_SPIFFE, &good);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for (what, bad, kind) in [
+        ("outside the registered path", svid("spiffe://prod.example/agentsplanner", json!([issuer])), CLIENT_SPIFFE),
+        ("another trust domain", svid("spiffe://dev.example/agents/planner", json!([issuer])), CLIENT_SPIFFE),
+        ("a second audience", svid("spiffe://prod.example/agents/planner", json!([issuer, "https://x.example"])), CLIENT_SPIFFE),
+        ("sent as a plain jwt-bearer assertion", good.clone(), CLIENT_JWT),
+    ] {
+        let reply = workload_token(&server, Some(&client_id), kind, &bad);
+        assert_eq!(reply.status, 401, "{what}: {}", reply.body);
+    }
+    let discovery = server.get("/.well-known/openid-configuration");
+    let methods = discovery.json["token_endpoint_auth_methods_supported"].to_string();
+    assert!(methods.contains("spiffe_jwt") && methods.contains("federated_jwt"), "{methods}");
+}
+
+#[test]
+fn a_trusted_issuers_jwt_is_exchanged_for_the_client_it_names_in_may_act() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let trusted = json!({"issuer": idp.url, "purposes": ["subject_token"], "jwks_uri": idp.jwks_uri(), "algorithms": ["ES256"]});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(trusted)).0, 201);
+    let mut registration = seed_registration();
+    registration["grant_types"] = json!([crate::support::TOKEN_EXCHANGE]);
+    registration["scope"] = json!("read write");
+    let reply = server.register_raw(&registration.to_string());
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let agent = Credentials::from_registration(&reply.json);
+    let user_token = |may_act: Value| {
+        idp.sign("JWT", &json!({"iss": idp.url, "sub": "alice", "aud": realm_issuer(&server), "scope": "read",
+                                "iat": now(), "exp": now() + 300, "may_act": may_act}))
+    };
+    let exchange = |token: &str| {
+        let form = [
+            ("grant_type", crate::support::TOKEN_EXCHANGE),
+            ("subject_token", token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ];
+        server.token(&form, Some(&agent))
+    };
+    let reply = exchange(&user_token(json!({"client_id": agent.client_id})));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json["scope"], "read", "no wider than the user's token");
+    assert!(reply.json.get("refresh_token").is_none());
+    let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
+    let seen = server.introspect(&agent, &token);
+    assert_eq!(seen.json["sub"], "alice", "{}", seen.body);
+    assert_eq!(seen.json["act"]["client_id"], agent.client_id.as_str(), "{}", seen.body);
+    // A token naming another client, or no one, in may_act is not this agent's to exchange.
+    exchange(&user_token(json!({"client_id": "someone-else"}))).assert_error(400, "invalid_request");
+    exchange(&user_token(Value::Null)).assert_error(400, "invalid_request");
+    // Signed by a stranger: the subject token is invalid.
+    let forged = sign(&key(), "JWT", &json!({"iss": idp.url, "sub": "alice", "aud": realm_issuer(&server),
+                                            "exp": now() + 300, "may_act": {"client_id": agent.client_id}}))
+    .expect("signing");
+    exchange(&forged).assert_error(400, "invalid_request");
+}

@@ -49,6 +49,42 @@ vocabulary! {
         /// grant, whose PKCE binds the code to it, and refresh tokens,
         /// which rotate on every use; nothing else.
         None = "none",
+        /// A workload's platform token (a Kubernetes service account
+        /// token, a cloud or CI workload token) from an issuer the realm
+        /// trusts for client authentication, as a `jwt-bearer` client
+        /// assertion: the client registers the issuer and the subject the
+        /// token must carry (`federated_issuer`, `federated_subject`).
+        FederatedJwt = "federated_jwt",
+        /// A SPIFFE JWT-SVID (draft-ietf-oauth-spiffe-client-auth), with
+        /// the `jwt-spiffe` assertion type: the client registers its
+        /// SPIFFE ID (`spiffe_id`, exact or ending in `/*`), and the realm
+        /// trusts its trust domain (`spiffe://<trust-domain>`).
+        SpiffeJwt = "spiffe_jwt",
+    }
+}
+
+/// Who a client is when it authenticates as a workload
+/// (`federated_jwt`, `spiffe_jwt`): the issuer of its platform's tokens,
+/// as the realm trusts it, and the subject they carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadIdentity {
+    /// The trusted issuer's identifier (`iss`; for SPIFFE, the trust
+    /// domain as `spiffe://<trust-domain>`).
+    pub issuer: String,
+    /// The token's `sub` exactly, or for SPIFFE a prefix ending in `/*`
+    /// that matches whole path segments.
+    pub subject: String,
+}
+
+impl WorkloadIdentity {
+    /// Whether a token's subject is this workload's.
+    pub fn matches(&self, subject: &str) -> bool {
+        match self.subject.strip_suffix("/*") {
+            Some(prefix) if self.issuer.starts_with("spiffe://") => {
+                subject.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+            }
+            _ => self.subject == subject,
+        }
     }
 }
 
@@ -86,6 +122,9 @@ pub struct ClientMetadata {
     /// `web`, the default.
     #[serde(default)]
     pub application_type: ApplicationType,
+    /// For `federated_jwt` and `spiffe_jwt`: the workload it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadIdentity>,
 }
 
 impl ClientMetadata {
@@ -314,6 +353,7 @@ pub(crate) fn test_agent(client_id: &str, scope: &str, grant_types: &[GrantType]
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
             application_type: ApplicationType::Web,
+            workload: None,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,
@@ -365,6 +405,7 @@ mod tests {
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
             application_type: ApplicationType::Web,
+            workload: None,
         };
         let mut c = Client {
             client_id: "abc".into(),

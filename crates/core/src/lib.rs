@@ -28,6 +28,7 @@ mod vocabulary;
 pub use alg::Algorithm;
 pub use client::{
     ApplicationType, AttributeShape, AuthMethod, Client, ClientAttribute, ClientAttributes, ClientMetadata, GrantType,
+    WorkloadIdentity,
 };
 pub use error::{ErrorCode, OAuthError};
 pub use hook::HookKind;

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::client::{ApplicationType, AuthMethod, Client, ClientMetadata, GrantType};
+use crate::client::{ApplicationType, AuthMethod, Client, ClientMetadata, GrantType, WorkloadIdentity};
 use crate::error::{ErrorCode, OAuthError};
 use crate::scope::Scopes;
 
@@ -206,6 +206,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
             "private_key_jwt needs jwks, and jwks are used only with private_key_jwt",
         ));
     }
+    let workload = workload_identity(fields, token_endpoint_auth_method)?;
 
     let metadata = ClientMetadata {
         redirect_uris,
@@ -216,6 +217,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         token_endpoint_auth_method,
         jwks,
         application_type,
+        workload,
     };
     let size = serde_json::to_string(&metadata).map_or(usize::MAX, |json| json.len());
     if size > MAX_METADATA_BYTES {
@@ -393,6 +395,50 @@ impl std::fmt::Debug for IssuedCredentials {
 
 /// The registered metadata as RFC 7591 names it: what a policy sees and
 /// what registration responses echo.
+/// The workload a `federated_jwt` or `spiffe_jwt` client is: its
+/// `federated_issuer` and `federated_subject`, or its `spiffe_id`; other
+/// clients name none.
+fn workload_identity(fields: &Map<String, Value>, method: AuthMethod) -> Result<Option<WorkloadIdentity>, OAuthError> {
+    let issuer = optional_string(fields, "federated_issuer")?;
+    let subject = optional_string(fields, "federated_subject")?;
+    let spiffe_id = optional_string(fields, "spiffe_id")?;
+    let printable = |name: &str, value: &str| {
+        if value.is_empty() || value.chars().any(|c| c.is_control() || c == ' ') {
+            Err(OAuthError::invalid_client_metadata(format!("{name}: printable, without spaces")))
+        } else {
+            Ok(())
+        }
+    };
+    match (method, issuer, subject, spiffe_id) {
+        (AuthMethod::FederatedJwt, Some(issuer), Some(subject), None) => {
+            printable("federated_issuer", issuer)?;
+            printable("federated_subject", subject)?;
+            Ok(Some(WorkloadIdentity { issuer: issuer.into(), subject: subject.into() }))
+        }
+        (AuthMethod::FederatedJwt, ..) => Err(OAuthError::invalid_client_metadata(
+            "federated_jwt needs federated_issuer (a trusted issuer's iss) and federated_subject (its tokens' sub)",
+        )),
+        (AuthMethod::SpiffeJwt, None, None, Some(id)) => {
+            printable("spiffe_id", id)?;
+            let domain = id
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(domain, path)| (domain, path))
+                .filter(|(domain, path)| !domain.is_empty() && !path.is_empty() && !path.contains("//"))
+                .map(|(domain, _)| domain)
+                .ok_or_else(|| {
+                    OAuthError::invalid_client_metadata("spiffe_id: spiffe://<trust-domain>/<path>, or a path ending in /*")
+                })?;
+            Ok(Some(WorkloadIdentity { issuer: format!("spiffe://{domain}"), subject: id.into() }))
+        }
+        (AuthMethod::SpiffeJwt, ..) => Err(OAuthError::invalid_client_metadata("spiffe_jwt needs spiffe_id, and nothing else")),
+        (_, None, None, None) => Ok(None),
+        (other, ..) => Err(OAuthError::invalid_client_metadata(format!(
+            "federated_issuer, federated_subject and spiffe_id go with federated_jwt or spiffe_jwt, not {other}"
+        ))),
+    }
+}
+
 pub fn metadata_json(m: &ClientMetadata) -> Value {
     let scopes = m.scopes();
     let mut body = json!({
@@ -409,6 +455,14 @@ pub fn metadata_json(m: &ClientMetadata) -> Value {
     }
     if let Some(jwks) = &m.jwks {
         body["jwks"] = jwks.clone();
+    }
+    if let Some(workload) = &m.workload {
+        if m.token_endpoint_auth_method == AuthMethod::SpiffeJwt {
+            body["spiffe_id"] = json!(workload.subject);
+        } else {
+            body["federated_issuer"] = json!(workload.issuer);
+            body["federated_subject"] = json!(workload.subject);
+        }
     }
     body
 }
@@ -500,8 +554,35 @@ mod tests {
         assert_eq!(
             refused(json!({"token_endpoint_auth_method": "tls_client_auth"})),
             "token_endpoint_auth_method \"tls_client_auth\" is not supported; supported: client_secret_basic, \
-             client_secret_post, private_key_jwt, none"
+             client_secret_post, private_key_jwt, none, federated_jwt, spiffe_jwt"
         );
+    }
+
+    #[test]
+    fn a_workload_client_names_its_issuer_and_subject_and_nothing_else_does() {
+        let k8s = json!({"token_endpoint_auth_method": "federated_jwt",
+                         "federated_issuer": "https://kubernetes.default.svc",
+                         "federated_subject": "system:serviceaccount:agents:planner"});
+        let workload = parse_metadata(&k8s).unwrap().workload.unwrap();
+        assert_eq!(workload.issuer, "https://kubernetes.default.svc");
+        assert!(workload.matches("system:serviceaccount:agents:planner"));
+        assert!(!workload.matches("system:serviceaccount:agents:planner2"));
+        let spiffe = json!({"token_endpoint_auth_method": "spiffe_jwt", "spiffe_id": "spiffe://prod.example/agents/*"});
+        let metadata = parse_metadata(&spiffe).unwrap();
+        let workload = metadata.workload.clone().unwrap();
+        assert_eq!(workload.issuer, "spiffe://prod.example");
+        assert!(workload.matches("spiffe://prod.example/agents/planner"));
+        assert!(!workload.matches("spiffe://prod.example/agentsplanner"), "whole segments only");
+        assert!(!workload.matches("spiffe://prod.example/agents/"));
+        assert_eq!(metadata_json(&metadata)["spiffe_id"], "spiffe://prod.example/agents/*");
+        for bad in [
+            json!({"token_endpoint_auth_method": "federated_jwt", "federated_issuer": "https://k"}),
+            json!({"token_endpoint_auth_method": "spiffe_jwt", "spiffe_id": "https://prod.example/a"}),
+            json!({"token_endpoint_auth_method": "spiffe_jwt", "spiffe_id": "spiffe://prod.example"}),
+            json!({"federated_issuer": "https://k", "federated_subject": "s"}),
+        ] {
+            assert_eq!(parse_metadata(&bad).unwrap_err().code, ErrorCode::InvalidClientMetadata, "{bad}");
+        }
     }
 
     #[test]

@@ -86,10 +86,10 @@ impl Service {
             [] => return Err(Refusal::Page(OAuthError::invalid_request("client_id is required"))),
             _ => return Err(Refusal::Page(OAuthError::invalid_request("client_id is repeated"))),
         };
-        let client = match self.store.client(&realm.name, client_id) {
+        let client = match self.find_client(realm, client_id) {
             Ok(Some(row)) => row.client,
             Ok(None) => return Err(Refusal::Page(OAuthError::invalid_request("no such client in this realm"))),
-            Err(e) => return Err(Refusal::Page(internal(e))),
+            Err(e) => return Err(Refusal::Page(e)),
         };
         let checked = authorize::check(&client, params, &realm.resource_rules)?;
         Ok(self.pending(realm, checked))

@@ -8,11 +8,14 @@
 //! its secret in the form. Using both at once is refused (RFC 6749 §2.3).
 //! Every failure looks the same to the caller: 401 `invalid_client`.
 
+use agentauth_core::trust::TrustPurpose;
 use agentauth_core::{AuthMethod, Client, ErrorCode, OAuthError};
+use agentauth_jose::ExternalType;
 use agentauth_jose::VerifyingKey;
 use serde_json::Value;
 
 use crate::realm::RealmRuntime;
+use crate::trust::verify::AudienceRule;
 use crate::secrets::Purpose;
 use crate::{Service, internal};
 
@@ -30,6 +33,9 @@ pub enum Credentials {
     /// A client assertion (`private_key_jwt`), and the `client_id`
     /// parameter if one was sent beside it.
     Assertion { assertion: String, client_id: Option<String> },
+    /// A SPIFFE JWT-SVID (`jwt-spiffe`, draft-ietf-oauth-spiffe-client-auth),
+    /// and the `client_id` parameter if one was sent beside it.
+    Spiffe { assertion: String, client_id: Option<String> },
     /// No credentials, only a `client_id`: a public client
     /// (`token_endpoint_auth_method` `none`), at the token and revocation
     /// endpoints only.
@@ -43,6 +49,7 @@ impl std::fmt::Debug for Credentials {
             Self::Assertion { client_id, .. } => {
                 write!(f, "Assertion {{ assertion: [redacted], client_id: {client_id:?} }}")
             }
+            Self::Spiffe { client_id, .. } => write!(f, "Spiffe {{ assertion: [redacted], client_id: {client_id:?} }}"),
             Self::Public { client_id } => write!(f, "Public {{ client_id: {client_id:?} }}"),
         }
     }
@@ -51,8 +58,13 @@ impl std::fmt::Debug for Credentials {
 /// Longest lifetime a client assertion may claim.
 const MAX_ASSERTION_LIFETIME: i64 = 600;
 
-/// The only client assertion type (RFC 7523 §2.2).
+/// The client assertion type of RFC 7523 §2.2: a client's own assertion
+/// (`private_key_jwt`), or a workload's platform token (`federated_jwt`).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The client assertion type of a SPIFFE JWT-SVID
+/// (draft-ietf-oauth-spiffe-client-auth §3.1).
+pub const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 
 impl Service {
     /// Authenticates the request's client in `realm`, at the realm endpoint
@@ -67,12 +79,13 @@ impl Service {
         let method = match credentials {
             Credentials::Secret { .. } => "client_secret",
             Credentials::Assertion { .. } => "private_key_jwt",
+            Credentials::Spiffe { .. } => "spiffe_jwt",
             Credentials::Public { .. } => "none",
         };
         let authenticating = tracing::debug_span!("authenticate", realm = %realm.name, method).entered();
         let claimed = match credentials {
             Credentials::Secret { client_id, .. } => Some(client_id.as_str()),
-            Credentials::Assertion { client_id, .. } => client_id.as_deref(),
+            Credentials::Assertion { client_id, .. } | Credentials::Spiffe { client_id, .. } => client_id.as_deref(),
             Credentials::Public { client_id } => Some(client_id.as_str()),
         };
         crate::decisions::note(|d| d.client_id = claimed.map(str::to_string));
@@ -80,6 +93,9 @@ impl Service {
             Credentials::Secret { client_id, secret } => self.authenticate_secret(realm, client_id, secret),
             Credentials::Assertion { assertion, client_id } => {
                 self.authenticate_assertion(realm, endpoint, assertion, client_id.as_deref())
+            }
+            Credentials::Spiffe { assertion, client_id } => {
+                self.authenticate_workload(realm, assertion, client_id.as_deref(), true)
             }
             Credentials::Public { client_id } => self.authenticate_public(realm, endpoint, client_id),
         };
@@ -113,7 +129,7 @@ impl Service {
         if !matches!(endpoint, "access_token" | "token/revoke") {
             return Err(failed());
         }
-        match self.store.client(&realm.name, client_id).map_err(internal)? {
+        match self.find_client(realm, client_id).map_err(|_| failed())? {
             Some(row) if row.client.metadata.token_endpoint_auth_method == AuthMethod::None => Ok(row.client),
             _ => Err(failed()),
         }
@@ -135,11 +151,18 @@ impl Service {
         };
         let unverified = agentauth_jose::unverified_claims(assertion).map_err(|e| refused(&e.to_string()))?;
         let client_id = unverified.get("sub").and_then(Value::as_str).ok_or_else(|| refused("no sub"))?;
+        // A client's own assertion is issued by the client (RFC 7523 §3);
+        // one issued by someone else is a workload's platform token.
+        if unverified.get("iss").and_then(Value::as_str) != Some(client_id) {
+            return self.authenticate_workload(realm, assertion, presented_id, false);
+        }
         if presented_id.is_some_and(|id| id != client_id) {
             return Err(refused("client_id does not match the assertion"));
         }
-        let row =
-            self.store.client(&realm.name, client_id).map_err(internal)?.ok_or_else(|| refused("unknown client"))?;
+        let row = self
+            .find_client(realm, client_id)
+            .map_err(|e| refused(&e.description))?
+            .ok_or_else(|| refused("unknown client"))?;
         let client = row.client;
         if client.metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
             return Err(refused("the client does not use private_key_jwt"));
@@ -176,6 +199,73 @@ impl Service {
         let jti = text("jti").filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| refused("no jti"))?;
         if !self.store.use_assertion_jti(&realm.name, client_id, jti, exp).map_err(internal)? {
             return Err(refused("jti replayed"));
+        }
+        Ok(client)
+    }
+
+    /// `federated_jwt` and `spiffe_jwt`: a token from an issuer the realm
+    /// trusts for client authentication, verified with that issuer's keys
+    /// (for a SPIFFE JWT-SVID, with the realm's issuer as its only
+    /// audience). The client is the one the request names, or without a
+    /// name the one the realm's assertion policy maps the token to; it
+    /// must authenticate this way, name this issuer, and, unless the
+    /// policy chose it, have registered the token's subject. Platform
+    /// tokens are reused until they expire, so their `jti` is not spent;
+    /// their lifetime is bounded by the issuer's settings.
+    fn authenticate_workload(
+        &self,
+        realm: &RealmRuntime,
+        assertion: &str,
+        presented_id: Option<&str>,
+        spiffe: bool,
+    ) -> Result<Client, OAuthError> {
+        let refused = |why: &str| {
+            tracing::debug!(realm = %realm.name, "workload client authentication refused: {why}");
+            failed()
+        };
+        let audience = if spiffe { AudienceRule::Sole } else { AudienceRule::Includes };
+        let verified = self
+            .verify_external(realm, assertion, TrustPurpose::ClientAuth, ExternalType::Jwt, audience)
+            .map_err(|r| refused(&r.reason))?;
+        if spiffe != verified.subject.starts_with("spiffe://") {
+            return Err(refused("a SPIFFE ID is presented as a JWT-SVID, and only then"));
+        }
+        let named = match presented_id {
+            Some(id) => self.find_client(realm, id).map_err(|e| refused(&e.description))?,
+            None => None,
+        };
+        let by_policy = realm.settings.assertion_plugin.is_some();
+        let client = if by_policy {
+            let named_client = named.as_ref().map(|row| &row.client);
+            let mapped = self
+                .map_external(realm, &verified, TrustPurpose::ClientAuth, named_client, &[], &[], ErrorCode::InvalidClient)
+                .map_err(|e| refused(&e.description))?;
+            if presented_id.is_some_and(|id| id != mapped.subject) {
+                return Err(refused("the policy mapped the token to another client than the one named"));
+            }
+            match named {
+                Some(row) => row.client,
+                None => self
+                    .find_client(realm, &mapped.subject)
+                    .map_err(|e| refused(&e.description))?
+                    .ok_or_else(|| refused("the policy named no client of this realm"))?
+                    .client,
+            }
+        } else {
+            named.ok_or_else(|| refused("no client_id, and no policy to name the client"))?.client
+        };
+        let method = if spiffe { AuthMethod::SpiffeJwt } else { AuthMethod::FederatedJwt };
+        if client.metadata.token_endpoint_auth_method != method {
+            return Err(refused("the client does not authenticate this way"));
+        }
+        let Some(workload) = &client.metadata.workload else {
+            return Err(refused("the client names no workload"));
+        };
+        if workload.issuer != verified.issuer.issuer {
+            return Err(refused("the client trusts another issuer"));
+        }
+        if !by_policy && !workload.matches(&verified.subject) {
+            return Err(refused("the token's subject is not the client's"));
         }
         Ok(client)
     }

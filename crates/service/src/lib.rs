@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod authorize;
 pub mod client_auth;
+pub mod client_metadata;
 mod clock;
 mod decisions;
 mod follow;
@@ -107,6 +108,12 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// Trusted issuers' keys, fetched and cached.
     trust: trust::IssuerKeys,
+    /// Fetches client metadata documents: a fetcher of its own, so URLs
+    /// anyone may choose cannot push issuers' keys out of their cache or
+    /// take their fetches' places.
+    client_fetcher: agentauth_fetch::Fetcher,
+    /// When each client metadata document in use was fetched.
+    client_documents: client_metadata::Applied,
 }
 
 impl Service {
@@ -144,7 +151,8 @@ impl Service {
         store.observe_commits(Arc::clone(&metrics) as Arc<dyn agentauth_core::ports::CommitObserver>);
         host.observe_compiles(Arc::clone(&metrics) as Arc<dyn agentauth_plugin_host::CompileObserver>);
         let decisions = decisions::Writer::start(Arc::clone(&store));
-        let trust = trust::IssuerKeys::new(agentauth_fetch::Fetcher::new(config.fetch.clone()));
+        let fetch_policy = config.fetch.clone();
+        let trust = trust::IssuerKeys::new(agentauth_fetch::Fetcher::new(fetch_policy.clone()));
         Ok(Self {
             config,
             store,
@@ -160,6 +168,8 @@ impl Service {
             decisions,
             metrics,
             trust,
+            client_fetcher: agentauth_fetch::Fetcher::new(fetch_policy),
+            client_documents: client_metadata::Applied::default(),
         })
     }
 

@@ -245,7 +245,7 @@ impl Service {
     /// The policy sees the request body with any credential taken out (an
     /// update may echo the client's secret): credentials never reach
     /// plugins.
-    fn run_dcr_policy(
+    pub(crate) fn run_dcr_policy(
         &self,
         realm: &RealmRuntime,
         plugin_name: &str,
@@ -311,7 +311,7 @@ pub fn invalid_token() -> OAuthError {
 }
 
 /// Refuses a JWK Set whose keys this server cannot verify with.
-fn check_jwks(metadata: &ClientMetadata) -> Result<(), OAuthError> {
+pub(crate) fn check_jwks(metadata: &ClientMetadata) -> Result<(), OAuthError> {
     for jwk in metadata.jwks.iter().flat_map(|j| j["keys"].as_array().into_iter().flatten()) {
         agentauth_jose::VerifyingKey::from_jwk(jwk)
             .map_err(|e| OAuthError::invalid_client_metadata(format!("jwks: {e}")))?;
@@ -320,7 +320,7 @@ fn check_jwks(metadata: &ClientMetadata) -> Result<(), OAuthError> {
 }
 
 /// Refuses scopes outside the realm's allowlist, when it has one.
-fn check_allowed_scopes(realm: &RealmRuntime, metadata: &ClientMetadata) -> Result<(), OAuthError> {
+pub(crate) fn check_allowed_scopes(realm: &RealmRuntime, metadata: &ClientMetadata) -> Result<(), OAuthError> {
     let Some(allowed) = &realm.settings.allowed_scopes else {
         return Ok(());
     };

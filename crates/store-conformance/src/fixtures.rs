@@ -21,6 +21,7 @@ pub fn client_row(id: &str) -> ClientRow {
                 token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                 jwks: None,
                 application_type: ApplicationType::Native,
+                workload: None,
             },
             attributes: ClientAttributes { stateless_tokens_enabled: true, ..Default::default() },
             is_ai_agent: true,

@@ -158,6 +158,7 @@ mod tests {
                     token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                     jwks: None,
                     application_type: ApplicationType::Web,
+                    workload: None,
                 },
                 attributes: ClientAttributes::default(),
                 is_ai_agent: false,

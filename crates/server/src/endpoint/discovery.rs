@@ -49,6 +49,14 @@ pub fn metadata(realm: &RealmRuntime) -> Reply {
         "token_types_supported": [ACCESS_TOKEN_TYPE],
         "access_token_signing_alg_values_supported": [realm.signing_key.alg().as_str()],
     });
+    // draft-ietf-oauth-client-id-metadata-document §5: a server that
+    // publishes metadata says whether it takes client ID URLs.
+    doc["client_id_metadata_document_supported"] = json!(realm.settings.client_metadata_documents);
+    if realm.settings.trusted_issuers.iter().any(|t| t.serves(agentauth_core::trust::TrustPurpose::IdJag)) {
+        // draft-ietf-oauth-identity-assertion-authz-grant §7.2; the
+        // issuers themselves are not listed.
+        doc["authorization_grant_profiles_supported"] = json!(["urn:ietf:params:oauth:grant-profile:id-jag"]);
+    }
     if realm.settings.open_registration {
         doc["registration_endpoint"] = json!(realm.endpoint("register"));
         if realm.settings.ai_agents_enabled {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use agentauth_core::{AuthMethod, Client, ErrorCode, OAuthError};
 use agentauth_plugin_host::RequestContext;
-use agentauth_service::client_auth::{Credentials, JWT_BEARER, failed};
+use agentauth_service::client_auth::{Credentials, JWT_BEARER, JWT_SPIFFE, failed};
 use agentauth_service::{RealmRuntime, Service};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -107,7 +107,9 @@ fn authenticate(
 /// The client authentication method a request tries, if any: what a
 /// failure is counted under.
 fn tried_method(headers: &HeaderMap, form: &Form) -> Option<AuthMethod> {
-    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+    if form.get("client_assertion_type") == Some(JWT_SPIFFE) {
+        Some(AuthMethod::SpiffeJwt)
+    } else if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
         Some(AuthMethod::PrivateKeyJwt)
     } else if headers.contains_key(AUTHORIZATION) {
         Some(AuthMethod::ClientSecretBasic)
@@ -130,11 +132,13 @@ fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, OAuthErr
         if headers.contains_key(AUTHORIZATION) || form.get("client_secret").is_some() {
             return Err(OAuthError::invalid_request("use one client authentication method, not two"));
         }
-        if form.get("client_assertion_type") != Some(JWT_BEARER) {
-            return Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER}")));
-        }
         let assertion = form.require("client_assertion")?.to_string();
-        return Ok(Credentials::Assertion { assertion, client_id: form.get("client_id").map(str::to_string) });
+        let client_id = form.get("client_id").map(str::to_string);
+        return match form.get("client_assertion_type") {
+            Some(JWT_BEARER) => Ok(Credentials::Assertion { assertion, client_id }),
+            Some(JWT_SPIFFE) => Ok(Credentials::Spiffe { assertion, client_id }),
+            _ => Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER} or {JWT_SPIFFE}"))),
+        };
     }
     let basic = match headers.get(AUTHORIZATION) {
         None => None,

@@ -4,7 +4,14 @@
 
 use agentauth_core::grant::token_exchange::ACCESS_TOKEN_TYPE;
 use agentauth_core::{ErrorCode, GrantType, OAuthError, Scopes};
-use agentauth_service::grant::{AssertionRequest, CodeRequest, ExchangeRequest, Secret, TokenRequest};
+use agentauth_service::grant::{
+    AssertionRequest, CodeRequest, ExchangeRequest, Secret, SubjectTokenType, TokenRequest,
+};
+
+/// RFC 8693 §3: a JWT, and an OpenID Connect ID token, as subject tokens
+/// from a trusted issuer.
+const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 
@@ -54,12 +61,16 @@ fn parse(form: &Form) -> Result<TokenRequest, OAuthError> {
 /// and an access token is the only type it issues.
 fn parse_exchange(form: &Form, scope: Option<Scopes>, resources: Vec<String>) -> Result<ExchangeRequest, OAuthError> {
     let subject_token = Secret(form.require("subject_token")?.to_string());
-    let subject_token_type = form.require("subject_token_type")?;
-    if subject_token_type != ACCESS_TOKEN_TYPE {
-        return Err(OAuthError::invalid_request(format!(
-            "subject_token_type {subject_token_type:?} is not supported; use {ACCESS_TOKEN_TYPE}"
-        )));
-    }
+    let subject_token_type = match form.require("subject_token_type")? {
+        ACCESS_TOKEN_TYPE => SubjectTokenType::AccessToken,
+        JWT_TOKEN_TYPE | ID_TOKEN_TYPE => SubjectTokenType::External,
+        other => {
+            return Err(OAuthError::invalid_request(format!(
+                "subject_token_type {other:?} is not supported; use {ACCESS_TOKEN_TYPE}, or {JWT_TOKEN_TYPE} or \
+                 {ID_TOKEN_TYPE} for a token of a trusted issuer"
+            )));
+        }
+    };
     if let Some(requested) = form.get("requested_token_type").filter(|t| *t != ACCESS_TOKEN_TYPE) {
         return Err(OAuthError::invalid_request(format!("requested_token_type {requested:?} is not supported")));
     }
@@ -74,5 +85,5 @@ fn parse_exchange(form: &Form, scope: Option<Scopes>, resources: Vec<String>) ->
         (Some(_), None) => return Err(OAuthError::invalid_request("actor_token requires actor_token_type")),
         (None, Some(_)) => return Err(OAuthError::invalid_request("actor_token_type was sent without actor_token")),
     };
-    Ok(ExchangeRequest { subject_token, actor_token, audiences: form.get_all("audience"), resources, scope })
+    Ok(ExchangeRequest { subject_token, subject_token_type, actor_token, audiences: form.get_all("audience"), resources, scope })
 }

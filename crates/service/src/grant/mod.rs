@@ -27,7 +27,7 @@ use serde::Serialize;
 
 pub use authorization_code::CodeRequest;
 pub use jwt_bearer::AssertionRequest;
-pub use token_exchange::ExchangeRequest;
+pub use token_exchange::{ExchangeRequest, SubjectTokenType};
 
 use crate::policy::{audited, hook_error, invalid_answer};
 use crate::realm::RealmRuntime;

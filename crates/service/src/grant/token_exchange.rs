@@ -7,19 +7,34 @@
 use agentauth_core::grant::refresh_token::RefreshGrant;
 use agentauth_core::grant::token_exchange;
 use agentauth_core::ports::Lineage;
-use agentauth_core::{AccessTokenClaims, Client, GrantType, OAuthError, Scopes};
+use agentauth_core::trust::TrustPurpose;
+use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
+use agentauth_jose::ExternalType;
 
 use super::{Secret, TokenResponse, mint, refresh_row};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::telemetry::ExchangeOutcome;
+use crate::trust::verify::AudienceRule;
 use crate::{Service, internal};
 
+/// What kind of subject token an exchange presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectTokenType {
+    /// One of this realm's access tokens.
+    AccessToken,
+    /// A JWT (`urn:ietf:params:oauth:token-type:jwt`) or an ID token
+    /// (`...:id_token`) from an issuer the realm trusts for subject tokens.
+    External,
+}
+
 /// An exchange's parameters, checked against RFC 8693 §2.1 by the edge:
-/// both tokens are access tokens (the only type this server exchanges).
+/// the actor token is an access token, and the subject token one, or a
+/// JWT from outside.
 #[derive(Debug)]
 pub struct ExchangeRequest {
     pub subject_token: Secret,
+    pub subject_token_type: SubjectTokenType,
     pub actor_token: Option<Secret>,
     /// Every `audience` value, in the order sent.
     pub audiences: Vec<String>,
@@ -57,6 +72,9 @@ fn exchange(
 ) -> Result<TokenResponse, (ExchangeOutcome, OAuthError)> {
     let audience = token_exchange::targets(client, &realm.resource_rules, &request.audiences, &request.resources)
         .map_err(ended(ExchangeOutcome::InvalidTarget))?;
+    if request.subject_token_type == SubjectTokenType::External {
+        return exchange_external(svc, realm, client, request, audience);
+    }
     let subject_token = request.subject_token.as_str();
     let subject = svc
         .access_token_claims(realm, subject_token)
@@ -123,6 +141,85 @@ fn exchange(
     }
     minted.count(realm, GrantType::TokenExchange, true);
     Ok(minted.response(Some(refresh_token), true))
+}
+
+/// An exchange of a JWT from one of the realm's trusted issuers (trusted
+/// for `subject_token`): verified, mapped by the realm's assertion policy
+/// (which may name who may act: `may_act`; without a policy, the token's
+/// own `may_act` claim does), then held to the same rules as an exchange
+/// of the realm's own tokens, the mapped scopes being what the subject may
+/// hold. The new token ends when the external one does; no refresh token
+/// is issued, as nothing here could revoke the external token's line.
+/// Failures of the subject token are `invalid_request` (RFC 8693 §2.2.2).
+fn exchange_external(
+    svc: &Service,
+    realm: &RealmRuntime,
+    client: &Client,
+    request: ExchangeRequest,
+    audience: Vec<String>,
+) -> Result<TokenResponse, (ExchangeOutcome, OAuthError)> {
+    if request.actor_token.is_some() {
+        let refused = OAuthError::invalid_request("an actor token goes with this realm's own subject tokens only");
+        return Err((ExchangeOutcome::InvalidActor, refused));
+    }
+    let verified = svc
+        .verify_external(realm, request.subject_token.as_str(), TrustPurpose::SubjectToken, ExternalType::Jwt, AudienceRule::Includes)
+        .map_err(|refused| {
+            let error = if refused.unavailable {
+                OAuthError::new(ErrorCode::TemporarilyUnavailable, refused.reason)
+            } else {
+                OAuthError::invalid_request(format!("subject_token: {}", refused.reason))
+            };
+            (ExchangeOutcome::InvalidSubject, error)
+        })?;
+    let carried = match verified.claims.get("scope").and_then(serde_json::Value::as_str) {
+        Some(scope) => Some(Scopes::parse(scope).map_err(ended(ExchangeOutcome::InvalidSubject))?),
+        None => None,
+    };
+    let registered = client.metadata.scopes();
+    let asked = match (&request.scope, &carried) {
+        (Some(asked), _) => asked.clone(),
+        (None, Some(carried)) => carried.intersection(&registered),
+        (None, None) => registered.clone(),
+    };
+    let mapped = svc
+        .map_external(
+            realm,
+            &verified,
+            TrustPurpose::SubjectToken,
+            Some(client),
+            &asked.to_vec(),
+            &request.resources,
+            ErrorCode::InvalidRequest,
+        )
+        .map_err(ended(ExchangeOutcome::Denied))?;
+    let may_act = match mapped.may_act {
+        Some(may_act) => Some(may_act),
+        None => verified.claims.get("may_act").cloned().and_then(|m| serde_json::from_value::<MayAct>(m).ok()),
+    };
+    let ceiling = Scopes::from_tokens(mapped.scopes.iter().map(String::as_str)).map_err(ended(ExchangeOutcome::Denied))?;
+    let subject = AccessTokenClaims {
+        iss: verified.issuer.issuer.clone(),
+        sub: mapped.subject,
+        aud: String::new(),
+        more_aud: Vec::new(),
+        client_id: String::new(),
+        scope: ceiling.to_string(),
+        iat: svc.now(),
+        exp: verified.expires_at,
+        jti: verified.jti.clone().unwrap_or_default(),
+        may_act,
+        act: None,
+        custom: serde_json::Map::new(),
+    };
+    let rules = realm.exchange_rules();
+    let mut decided = token_exchange::decide(client, &subject, &ceiling, None, request.scope, &rules)
+        .map_err(ended(ExchangeOutcome::Refused))?;
+    decided.audience = audience;
+    let minted = mint(svc, realm, client, decided, GrantType::TokenExchange).map_err(ended(ExchangeOutcome::Denied))?;
+    super::persist(svc, realm, &minted.stored(None)).map_err(ended(ExchangeOutcome::Failed))?;
+    minted.count(realm, GrantType::TokenExchange, false);
+    Ok(minted.response(None, true))
 }
 
 /// The most that may be granted on a subject's behalf, by exchange or by a

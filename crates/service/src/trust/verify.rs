@@ -104,11 +104,6 @@ impl IssuerKeys {
         Self { fetcher, parsed: Mutex::new(HashMap::new()) }
     }
 
-    /// The fetcher, for other documents from outside (client metadata).
-    pub fn fetcher(&self) -> &Fetcher {
-        &self.fetcher
-    }
-
     /// The issuer's keys. With `refresh`, a fetched key set is fetched
     /// again first, if it was not fetched too recently (a token naming an
     /// unknown `kid`: the issuer may have rotated).
@@ -178,10 +173,18 @@ impl IssuerKeys {
     }
 }
 
+/// A failed fetch of an issuer's documents: the client may retry when
+/// the network or the issuer failed for now; a refused address, a
+/// document too large or not JSON will fail again.
 fn unavailable(what: &'static str) -> impl Fn(FetchError) -> Refused {
     move |e| {
         tracing::warn!("fetching a trusted issuer's {what}: {e}");
-        Refused { reason: format!("the issuer's {what} could not be fetched"), unavailable: true }
+        let transient = match &e {
+            FetchError::Resolve { .. } | FetchError::Connect { .. } | FetchError::TimedOut | FetchError::Busy => true,
+            FetchError::Status(status) => *status >= 500,
+            _ => false,
+        };
+        Refused { reason: format!("the issuer's {what} could not be fetched"), unavailable: transient }
     }
 }
 
@@ -192,10 +195,7 @@ fn unavailable(what: &'static str) -> impl Fn(FetchError) -> Refused {
 fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
     let keys = jwks.get("keys").and_then(Value::as_array).ok_or_else(|| Refused::because("the JWKS has no keys"))?;
     if keys.len() > MAX_ISSUER_KEYS {
-        return Err(Refused {
-            reason: format!("the issuer's JWKS holds more than {MAX_ISSUER_KEYS} keys"),
-            unavailable: true,
-        });
+        return Err(Refused::because(format!("the issuer's JWKS holds more than {MAX_ISSUER_KEYS} keys")));
     }
     Ok(keys
         .iter()

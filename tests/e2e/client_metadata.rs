@@ -1,0 +1,156 @@
+//! Client ID Metadata Documents: an MCP client that never registered
+//! names itself with the URL of its metadata, and signs a user in.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::authorize::{Browser, PASSWORD, REDIRECT, VERIFIER, admin, authorize_url, redeem, sign_in_and_allow};
+use crate::support::Server;
+
+/// A web server on loopback serving one document at `/client.json` (and
+/// 404 elsewhere), counting its requests.
+struct DocumentHost {
+    base: String,
+    document: Arc<Mutex<Value>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl DocumentHost {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let base = format!("http://{}", listener.local_addr().expect("an address"));
+        let document = Arc::new(Mutex::new(Value::Null));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (document.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = served.lock().expect("the document").to_string();
+                let status = if request_line.contains(" /client.json") { "200 OK" } else { "404 Not Found" };
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: max-age=600\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.read(&mut [0u8; 1]);
+            }
+        });
+        Self { base, document, requests }
+    }
+
+    fn client_id(&self) -> String {
+        format!("{}/client.json", self.base)
+    }
+
+    fn serve(&self, document: Value) {
+        *self.document.lock().expect("the document") = document;
+    }
+}
+
+fn server_taking_documents() -> Server {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"client_metadata_documents": true})));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "ada", "password": PASSWORD})));
+    assert_eq!(status, 201, "{body}");
+    server
+}
+
+fn inspector(client_id: &str) -> Value {
+    json!({
+        "client_id": client_id,
+        "client_name": "Inspector",
+        "redirect_uris": [REDIRECT],
+        "application_type": "native",
+        "scope": "read write",
+    })
+}
+
+#[test]
+fn a_client_named_by_its_metadata_document_signs_a_user_in_without_registering() {
+    let server = server_taking_documents();
+    let discovery = server.get("/.well-known/openid-configuration");
+    assert_eq!(discovery.json["client_id_metadata_document_supported"], true, "{}", discovery.body);
+    let host = DocumentHost::start();
+    let client_id = host.client_id();
+    host.serve(inspector(&client_id));
+
+    let mut browser = Browser::new();
+    let answer = sign_in_and_allow(&mut browser, &server, &authorize_url(&server, &client_id, &[]));
+    let code = answer.get("code").expect("a code");
+    let reply = redeem(&server, &client_id, code, VERIFIER);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json["scope"], "read write");
+    assert!(reply.json["refresh_token"].is_string(), "a public client's refresh token, rotating");
+    assert_eq!(host.requests.load(Ordering::SeqCst), 1, "the document is fetched once and cached");
+}
+
+#[test]
+fn documents_that_break_the_rules_are_refused_before_anyone_signs_in() {
+    let server = server_taking_documents();
+    let host = DocumentHost::start();
+    let client_id = host.client_id();
+    for (what, document) in [
+        ("another client_id", inspector("https://app.example/client.json")),
+        ("a secret", {
+            let mut d = inspector(&client_id);
+            d["client_secret"] = json!("s3cret");
+            d
+        }),
+        ("a shared-secret method", {
+            let mut d = inspector(&client_id);
+            d["token_endpoint_auth_method"] = json!("client_secret_post");
+            d
+        }),
+        ("a redirect URI that is not https or loopback", {
+            let mut d = inspector(&client_id);
+            d["redirect_uris"] = json!(["http://evil.example/cb"]);
+            d
+        }),
+    ] {
+        // Each document is a new URL: nothing is cached between cases.
+        let url = format!("{client_id}?case={}", what.len());
+        let mut document = document;
+        if document["client_id"] == json!(client_id) {
+            document["client_id"] = json!(url);
+        }
+        host.serve(document);
+        let mut browser = Browser::new();
+        let page = browser.get(&authorize_url(&server, &url, &[]));
+        assert_eq!(page.status, 400, "{what}: {}", page.body);
+        assert!(!page.body.contains("password"), "{what}: no login form");
+    }
+    // A redirect URI the document does not list is never redirected to.
+    host.serve(inspector(&client_id));
+    let mut browser = Browser::new();
+    let page = browser.get(&authorize_url(&server, &client_id, &[("redirect_uri", "http://127.0.0.1:49152/other")]));
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert_eq!(page.location, None);
+}
+
+#[test]
+fn a_realm_that_does_not_take_documents_never_fetches_them() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let host = DocumentHost::start();
+    let client_id = host.client_id();
+    host.serve(inspector(&client_id));
+    let discovery = server.get("/.well-known/openid-configuration");
+    assert_eq!(discovery.json["client_id_metadata_document_supported"], false);
+    let mut browser = Browser::new();
+    let page = browser.get(&authorize_url(&server, &client_id, &[]));
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert_eq!(host.requests.load(Ordering::SeqCst), 0);
+}
