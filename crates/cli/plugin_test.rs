@@ -24,7 +24,28 @@
 //! for scope plugins; `operation`, `request` and `software_statement` for
 //! DCR plugins; `user` (`{"sub", "username", "name", "email"}`) and
 //! `authorization_request` (`{"scopes", "resources", "consented"}`) for
-//! authorize plugins. Exit status: 0 when the plugin
+//! authorize plugins; `assertion` for assertion plugins, the verified
+//! external token and what it is presented for:
+//!
+//! ```json
+//! {
+//!   "client": {"client_id": "agent-1", "metadata": {"client_name": "helper"}},
+//!   "assertion": {
+//!     "purpose": "login",
+//!     "issuer": "https://idp.example.com",
+//!     "claims": {"sub": "248289761001", "email": "ada@example.com", "email_verified": true},
+//!     "scopes": ["read", "write"],
+//!     "resources": []
+//!   }
+//! }
+//! ```
+//!
+//! `purpose` is `login` (the default), `id-jag`, `jwt-bearer`,
+//! `client-authentication` or `subject-token`; the token's subject is
+//! `claims.sub` and its audience `claims.aud` unless `subject` or
+//! `audience` say otherwise; `scopes` default to the client's (none for
+//! `client-authentication`); `"client": null` presents the token for no
+//! client. Exit status: 0 when the plugin
 //! decided (allowed or refused), 1 when it failed or the case is invalid.
 
 use std::path::PathBuf;
@@ -33,8 +54,8 @@ use std::time::Duration;
 
 use agentauth_core::{Client, ClientAttributes};
 use agentauth_plugin_host::{
-    AuthorizationRequest, DcrInput, HookError, HookKind, Limits, Operation, PluginHost, RequestContext, ScopeRequest,
-    TokenView, UserView,
+    AssertionCase, AssertionPurpose, AuthorizationRequest, DcrInput, ExternalToken, HookError, HookKind, Limits,
+    Operation, PluginHost, RequestContext, ScopeRequest, TokenView, UserView,
 };
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
@@ -43,7 +64,7 @@ use serde_json::{Value, json};
 pub struct Args {
     /// The component (.wasm).
     file: PathBuf,
-    /// The hook it serves: dcr, may-act, token, scope or authorize.
+    /// The hook it serves: dcr, may-act, token, scope, authorize or assertion.
     #[arg(long)]
     hook: String,
     /// The test case (JSON); `{}` when omitted.
@@ -142,6 +163,47 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     "scopes": decided.scopes,
                     "require_consent": decided.require_consent,
                     "may_act": decided.may_act.map(|c| json!({"client_id": c.client_id, "sub": c.sub})),
+                })
+            })
+        }
+        HookKind::Assertion => {
+            let spec = &case["assertion"];
+            let purpose = match spec["purpose"].as_str() {
+                None => AssertionPurpose::Login,
+                Some(name) => AssertionPurpose::parse(name).ok_or_else(|| {
+                    let names: Vec<_> = AssertionPurpose::ALL.iter().map(|p| p.as_str()).collect();
+                    anyhow!("assertion.purpose must be one of {}, not {name:?}", names.join(", "))
+                })?,
+            };
+            let claims = spec.get("claims").cloned().unwrap_or_else(|| json!({"sub": "248289761001"}));
+            if !claims.is_object() {
+                bail!("assertion.claims must be a JSON object");
+            }
+            let issuer = spec["issuer"].as_str().or(claims["iss"].as_str()).unwrap_or("https://idp.example.com");
+            let subject = spec["subject"].as_str().or(claims["sub"].as_str()).unwrap_or_default();
+            let audience = strings(&spec["audience"])
+                .or_else(|| strings(&claims["aud"]))
+                .or_else(|| claims["aud"].as_str().map(|aud| vec![aud.to_string()]))
+                .unwrap_or_else(|| vec!["https://as.example/am/oauth2/realms/root/realms/test".into()]);
+            let scopes = match strings(&spec["scopes"]) {
+                Some(scopes) => scopes,
+                None if purpose == AssertionPurpose::ClientAuthentication => vec![],
+                None => client.metadata.scopes().to_vec(),
+            };
+            let resources = strings(&spec["resources"]).unwrap_or_default();
+            let claims = claims.to_string();
+            let assertion = AssertionCase {
+                purpose,
+                token: ExternalToken { issuer, subject, audience: &audience, claims: &claims },
+                client: (case.get("client") != Some(&Value::Null)).then_some(&client),
+                scopes: &scopes,
+                resources: &resources,
+            };
+            host.run_assertion(&plugin, &limits, "test", &assertion).map(|mapped| {
+                json!({
+                    "subject": mapped.subject,
+                    "scopes": mapped.scopes,
+                    "may_act": mapped.may_act.map(|c| json!({"client_id": c.client_id, "sub": c.sub})),
                 })
             })
         }

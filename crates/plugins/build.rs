@@ -10,5 +10,7 @@ fn main() {
         "nosy-may-act",
         "bench-dcr",
         "agent-for-user",
+        "trusted-domains-assertion",
+        "misbehaving-assertion",
     ]);
 }

@@ -17,6 +17,7 @@ const plugins = [
   { dir: "software-agent-dcr", world: "dcr-hook" },
   { dir: "software-agent-may-act", world: "may-act-hook" },
   { dir: "agent-for-user", world: "authorize-hook" },
+  { dir: "trusted-domains-assertion", world: "assertion-hook" },
 ];
 
 await mkdir(out, { recursive: true });

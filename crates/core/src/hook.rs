@@ -24,6 +24,10 @@ vocabulary! {
         /// Narrowing, refusing or delegating what a user authorizes a
         /// client to do at the authorization endpoint (`authorize`).
         Authorize = "authorize",
+        /// What a verified token from an issuer outside the realm means
+        /// here: its local subject, narrowed scopes and `may_act`, or a
+        /// refusal (`assertion`).
+        Assertion = "assertion",
     }
 }
 

@@ -45,6 +45,7 @@ hook_worlds! {
     token_world: "token-hook",
     scope_world: "scope-hook",
     authorize_world: "authorize-hook",
+    assertion_world: "assertion-hook",
 }
 
 pub use shared::agentauth::policy::{log, types};

@@ -80,6 +80,7 @@ pub use compile::{
     MAX_CONCURRENT_COMPILES, run_compile_child,
 };
 pub use engine::{CompileObserver, PluginHost};
+pub use hooks::assertion::{AssertionCase, AssertionMapping, AssertionPurpose, ExternalToken, MAX_SUBJECT};
 pub use hooks::authorize::{Authorization, AuthorizationRequest, UserView};
 pub use hooks::dcr::{Attribute, DcrInput, Operation, RequestContext};
 pub use hooks::export_name;

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use agentauth_core::{ApplicationType, AuthMethod, Client, ClientAttributes, ClientMetadata, GrantType};
 use agentauth_plugin_host::{
-    ArtifactCache, ArtifactKey, Attribute, Authorization, AuthorizationRequest, DcrInput, Failure, HookError, HookKind,
-    Limits, MayActClaim, Operation, PluginHost, RequestContext, ScopeRequest, TokenView, UserView,
+    ArtifactCache, ArtifactKey, AssertionCase, AssertionMapping, AssertionPurpose, Attribute, Authorization,
+    AuthorizationRequest, DcrInput, ExternalToken, Failure, HookError, HookKind, Limits, MayActClaim, Operation,
+    PluginHost, RequestContext, ScopeRequest, TokenView, UserView,
 };
 use agentauth_plugins as plugins;
 
@@ -240,6 +241,179 @@ fn the_authorize_hook_lets_an_agent_act_for_the_user_narrowed_and_never_widened(
         }
         other => panic!("expected a failure, got {other:?}"),
     }
+}
+
+/// The issuer of the external tokens in these tests.
+const ISSUER: &str = "https://idp.example.com";
+
+/// Runs an assertion plugin on a verified token of [`ISSUER`] whose claims
+/// are `claims` (its subject their `sub`), presented by `client` for
+/// `purpose`, asking for `scopes`.
+fn assertion(
+    host: &PluginHost,
+    component: &[u8],
+    purpose: AssertionPurpose,
+    claims: serde_json::Value,
+    client: Option<&Client>,
+    scopes: &[&str],
+) -> Result<AssertionMapping, HookError> {
+    let plugin = host.load(HookKind::Assertion, "p", 1, component).unwrap();
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let audience = vec!["https://as.example/am/oauth2/realms/root/realms/alpha".to_string()];
+    let resources = vec!["https://mcp.example/".to_string()];
+    let text = claims.to_string();
+    let token =
+        ExternalToken { issuer: ISSUER, subject: claims["sub"].as_str().unwrap(), audience: &audience, claims: &text };
+    let case = AssertionCase { purpose, token, client, scopes: &scopes, resources: &resources };
+    host.run_assertion(&plugin, &Limits::default(), "alpha", &case)
+}
+
+/// A user of `email`, verified.
+fn person(email: &str) -> serde_json::Value {
+    serde_json::json!({"iss": ISSUER, "sub": "248289761001", "email": email, "email_verified": true})
+}
+
+#[test]
+fn the_assertion_example_maps_a_trusted_domains_user_to_their_external_subject() {
+    let host = PluginHost::new().unwrap();
+    let people =
+        [AssertionPurpose::Login, AssertionPurpose::IdJag, AssertionPurpose::JwtBearer, AssertionPurpose::SubjectToken];
+    for purpose in people {
+        let mapped = assertion(
+            &host,
+            plugins::TRUSTED_DOMAINS_ASSERTION,
+            purpose,
+            person("ada@example.com"),
+            Some(&agent("helper")),
+            &["read", "admin", "write"],
+        );
+        assert_eq!(
+            mapped,
+            Ok(AssertionMapping {
+                subject: "ext:https://idp.example.com#248289761001".into(),
+                scopes: vec!["read".into(), "write".into()],
+                may_act: None,
+            }),
+            "{purpose:?}: admin is dropped for those not in the admins group"
+        );
+    }
+    let mut admin = person("ada@example.com");
+    admin["groups"] = serde_json::json!(["staff", "admins"]);
+    admin["agent"] = serde_json::json!("agent-9");
+    let mapped =
+        assertion(&host, plugins::TRUSTED_DOMAINS_ASSERTION, AssertionPurpose::IdJag, admin, None, &["read", "admin"])
+            .unwrap();
+    assert_eq!(mapped.scopes, ["read", "admin"]);
+    assert_eq!(mapped.may_act, Some(MayActClaim { client_id: "agent-9".into(), sub: None }));
+}
+
+#[test]
+fn the_assertion_example_refuses_other_domains_and_unverified_emails() {
+    let host = PluginHost::new().unwrap();
+    let mut unverified = person("ada@example.com");
+    unverified["email_verified"] = serde_json::json!(false);
+    let mut no_email = person("");
+    no_email.as_object_mut().unwrap().remove("email");
+    let refused = [
+        person("ada@example.org"),
+        person("ada@evilexample.com"),
+        person("ada@mail.example.com"),
+        person("example.com"),
+        unverified,
+        no_email,
+    ];
+    for claims in refused {
+        assert_eq!(
+            assertion(
+                &host,
+                plugins::TRUSTED_DOMAINS_ASSERTION,
+                AssertionPurpose::Login,
+                claims.clone(),
+                None,
+                &["read"]
+            ),
+            Err(HookError::Denied("only verified users of a trusted email domain".into())),
+            "{claims}"
+        );
+    }
+}
+
+#[test]
+fn the_assertion_example_authenticates_a_service_account_as_the_client_of_its_name() {
+    let host = PluginHost::new().unwrap();
+    let workload = |sub: &str, client: Option<&Client>| {
+        let claims = serde_json::json!({"iss": ISSUER, "sub": sub, "kubernetes.io": {"namespace": "agents"}});
+        // Scopes given for client authentication are not sent: it asks for none.
+        assertion(
+            &host,
+            plugins::TRUSTED_DOMAINS_ASSERTION,
+            AssertionPurpose::ClientAuthentication,
+            claims,
+            client,
+            &["read"],
+        )
+    };
+    let helper = agent("helper");
+    assert_eq!(
+        workload("system:serviceaccount:agents:helper", Some(&helper)),
+        Ok(AssertionMapping { subject: "agent-1".into(), scopes: vec![], may_act: None })
+    );
+    let not_it = "this service account is not the client \"agent-1\"";
+    assert_eq!(workload("system:serviceaccount:agents:other", Some(&helper)), Err(HookError::Denied(not_it.into())));
+    assert_eq!(workload("system:serviceaccount:default:helper", Some(&helper)), Err(HookError::Denied(not_it.into())));
+    let not_an_account = HookError::Denied("not a Kubernetes service account".into());
+    assert_eq!(workload("helper", Some(&helper)), Err(not_an_account.clone()));
+    assert_eq!(workload("system:serviceaccount:agents:helper:x", Some(&helper)), Err(not_an_account));
+    assert_eq!(
+        workload("system:serviceaccount:agents:helper", None),
+        Err(HookError::Denied("no client to authenticate".into()))
+    );
+}
+
+#[test]
+fn every_assertion_answer_is_checked_and_an_invalid_one_fails_closed() {
+    let host = PluginHost::new().unwrap();
+    let client = agent("helper");
+    let answer = |mode: &str, purpose: AssertionPurpose| {
+        let claims = serde_json::json!({"iss": ISSUER, "sub": mode});
+        assertion(&host, plugins::MISBEHAVING_ASSERTION, purpose, claims, Some(&client), &["read", "write"])
+    };
+    let login = AssertionPurpose::Login;
+    let subject =
+        "invalid answer: subject must be 1 to 255 bytes of printable characters, without spaces at either end";
+    let invalid = [
+        ("subject-empty", login, subject),
+        ("subject-long", login, subject),
+        ("subject-control", login, subject),
+        ("subject-padded", login, subject),
+        ("widen", login, "granted scope \"admin\", which was not asked for; an assertion policy may only narrow"),
+        (
+            "some-scope",
+            AssertionPurpose::ClientAuthentication,
+            "invalid answer: client authentication grants no scopes, and the mapping has some",
+        ),
+        ("may-act-empty", login, "may_act.client_id must be 1 to 256 printable characters"),
+        ("may-act-long", login, "may_act.client_id must be 1 to 256 printable characters"),
+        ("may-act-control", login, "may_act.client_id must be 1 to 256 printable characters"),
+        ("may-act-sub-control", login, "may_act.sub must be 1 to 256 printable characters"),
+    ];
+    for (mode, purpose, why) in invalid {
+        assert_eq!(failure(answer(mode, purpose)), (Failure::InvalidAnswer, why.to_string()), "{mode}");
+    }
+
+    // What passes every check, unchanged but for repeats.
+    let mapped = answer("repeat", AssertionPurpose::JwtBearer).unwrap();
+    assert_eq!(
+        (mapped.subject.as_str(), mapped.scopes.as_slice()),
+        ("repeat", &["read".to_string(), "write".to_string()][..])
+    );
+    assert_eq!(
+        answer("may-act", AssertionPurpose::SubjectToken).unwrap().may_act,
+        Some(MayActClaim { client_id: "agent-1".into(), sub: Some("(age!agent-1)".into()) })
+    );
+    let long_enough = "s".repeat(255);
+    assert_eq!(answer(&long_enough, login).unwrap().subject, long_enough);
+    assert_eq!(answer("deny", login), Err(HookError::Denied("this issuer's users may not sign in here".into())));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The policy plugins in `plugins/` that tests and the benchmark use,
 //! compiled to WebAssembly components by this crate's build script and
-//! embedded as bytes: example token and scope policies, and hostile
-//! fixtures that misbehave on demand.
+//! embedded as bytes: example token, scope, authorize and assertion
+//! policies, and hostile fixtures that misbehave on demand.
 //!
 //! Only dev-dependencies and the benchmark depend on this crate, so the
 //! production binary embeds (and its build compiles) none of these. The
@@ -24,6 +24,19 @@ pub const NARROWING_SCOPE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nar
 /// with fresh consent whenever it asks to `write`; for clients named
 /// `refuse` or `widen`, misbehaves accordingly.
 pub const AGENT_FOR_USER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent_for_user.wasm"));
+
+/// Example assertion plugin: users from outside issuers when their email
+/// is verified and of `example.com` (subject `ext:<issuer>#<sub>`, no
+/// `admin` unless in the `admins` group, `may_act` from an `agent`
+/// claim), and Kubernetes service accounts of namespace `agents` as the
+/// client of their name.
+pub const TRUSTED_DOMAINS_ASSERTION: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/trusted_domains_assertion.wasm"));
+
+/// Test fixture: an assertion plugin that answers the invalid mapping
+/// (empty, long or unprintable subject, widened scopes, bad `may_act`)
+/// the external token's `sub` names.
+pub const MISBEHAVING_ASSERTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misbehaving_assertion.wasm"));
 
 /// Test fixture: a DCR plugin that denies, loops, traps or sets an unknown
 /// attribute when the registration's `client_name` says so, and otherwise

@@ -43,6 +43,12 @@ pub struct RealmSettings {
     /// JSON when unset, so replicas that predate it can still read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorize_plugin: Option<String>,
+    /// The plugin that decides what a verified token from an issuer
+    /// outside the realm means here (local subject, scopes, `may_act`),
+    /// if any. Left out of the stored JSON when unset, as
+    /// `authorize_plugin` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion_plugin: Option<String>,
     /// The realm's name on its login and consent pages (at most 100
     /// characters), if it wants one shown.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +221,7 @@ impl RealmSettings {
             HookKind::Token => self.token_plugin.as_deref(),
             HookKind::Scope => self.scope_plugin.as_deref(),
             HookKind::Authorize => self.authorize_plugin.as_deref(),
+            HookKind::Assertion => self.assertion_plugin.as_deref(),
             // May-act plugins are chosen per client, by its attributes.
             HookKind::MayAct => None,
         }
@@ -228,6 +235,7 @@ impl RealmSettings {
             HookKind::Token => self.token_plugin = plugin,
             HookKind::Scope => self.scope_plugin = plugin,
             HookKind::Authorize => self.authorize_plugin = plugin,
+            HookKind::Assertion => self.assertion_plugin = plugin,
             HookKind::MayAct => return false,
         }
         true
@@ -243,6 +251,7 @@ impl Default for RealmSettings {
             token_plugin: None,
             scope_plugin: None,
             authorize_plugin: None,
+            assertion_plugin: None,
             page_title: None,
             page_css: None,
             allowed_scopes: None,
@@ -301,5 +310,21 @@ mod tests {
         assert_eq!(listed["allowed_resources"], serde_json::json!(["https://mcp.example/mcp"]));
         let back: RealmSettings = serde_json::from_value(listed).unwrap();
         assert_eq!(back, with(&["https://mcp.example/mcp"]));
+    }
+
+    #[test]
+    fn the_assertion_plugin_is_selected_like_the_other_realm_hooks_and_stored_only_when_set() {
+        let mut settings = RealmSettings::default();
+        assert!(HookKind::Assertion.is_realm_wide());
+        assert!(settings.set_hook_plugin(HookKind::Assertion, Some("trusted-domains-assertion".into())));
+        assert_eq!(settings.hook_plugin(HookKind::Assertion), Some("trusted-domains-assertion"));
+        assert_eq!(settings.assertion_plugin.as_deref(), Some("trusted-domains-assertion"));
+        assert_eq!(settings.validate(), Ok(()));
+        let stored = serde_json::to_value(&settings).unwrap();
+        assert_eq!(stored["assertion_plugin"], "trusted-domains-assertion");
+        assert_eq!(serde_json::from_value::<RealmSettings>(stored).unwrap(), settings);
+        // Unset, it is left out, so replicas that predate it read the realm.
+        let stored = serde_json::to_value(RealmSettings::default()).unwrap();
+        assert!(stored.get("assertion_plugin").is_none(), "{stored}");
     }
 }

@@ -1,10 +1,10 @@
 //! The hooks a plugin can serve: one list, and one module per hook.
 //!
-//! Each hook module (`dcr`, `may_act`, `token`, `scope`, `authorize`) holds everything
-//! particular to its hook: the input its callers give, its conversion to
-//! the WIT types, the call, and the checks of the answer, so a caller gets
-//! an answer it may use as it is. It declares its WIT function and types
-//! by implementing [`Hook`].
+//! Each hook module (`dcr`, `may_act`, `token`, `scope`, `authorize`,
+//! `assertion`) holds everything particular to its hook: the input its
+//! callers give, its conversion to the WIT types, the call, and the checks
+//! of its answer, so a caller gets an answer it may use as it is. It
+//! declares its WIT function and types by implementing [`Hook`].
 //!
 //! The list at the bottom of this file names every hook once. From it the
 //! `hooks!` macro generates what has to range over all hooks: the
@@ -18,6 +18,7 @@
 //! a line in `bindings.rs`, a variant of `agentauth_core::HookKind`, a
 //! module here, its line in the list, and the caller.
 
+pub(crate) mod assertion;
 pub(crate) mod authorize;
 pub(crate) mod dcr;
 pub(crate) mod may_act;
@@ -137,6 +138,7 @@ hooks! {
     Token => token::Token,
     Scope => scope::Scope,
     Authorize => authorize::Authorize,
+    Assertion => assertion::Assertion,
 }
 
 /// The interface a plugin of `kind` exports, with its version.

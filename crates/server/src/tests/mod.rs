@@ -334,7 +334,10 @@ async fn push_activate_rollback_and_delete_are_audited() {
 async fn the_dcr_hook_can_be_switched_off_and_on() {
     let app = app();
     let (status, body) = admin(&app, "PUT", "hooks", br#"{"dcr": null}"#.to_vec()).await;
-    assert_eq!((status, &body), (200, &json!({"authorize": null, "dcr": null, "scope": null, "token": null})));
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"assertion": null, "authorize": null, "dcr": null, "scope": null, "token": null}))
+    );
     let (status, client) = register(&app, "dcr-deny").await;
     assert_eq!(status, 201, "no policy runs: {client}");
     assert_eq!(client["statelessTokensEnabled"], false);
@@ -467,7 +470,13 @@ async fn with_token_and_scope_hooks() -> Arc<App> {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
-        json!({"authorize": null, "dcr": "misbehaving-dcr", "scope": "narrowing-scope", "token": "department-token"})
+        json!({
+            "assertion": null,
+            "authorize": null,
+            "dcr": "misbehaving-dcr",
+            "scope": "narrowing-scope",
+            "token": "department-token"
+        })
     );
     app
 }
