@@ -82,7 +82,7 @@ fn inspector(client_id: &str) -> Value {
 #[test]
 fn a_client_named_by_its_metadata_document_signs_a_user_in_without_registering() {
     let server = server_taking_documents();
-    let discovery = server.get("/.well-known/openid-configuration");
+    let discovery = server.get(".well-known/openid-configuration");
     assert_eq!(discovery.json["client_id_metadata_document_supported"], true, "{}", discovery.body);
     let host = DocumentHost::start();
     let client_id = host.client_id();
@@ -131,7 +131,7 @@ fn documents_that_break_the_rules_are_refused_before_anyone_signs_in() {
         let mut browser = Browser::new();
         let page = browser.get(&authorize_url(&server, &url, &[]));
         assert_eq!(page.status, 400, "{what}: {}", page.body);
-        assert!(!page.body.contains("password"), "{what}: no login form");
+        assert!(!page.body.contains("<form"), "{what}: no login form");
     }
     // A redirect URI the document does not list is never redirected to.
     host.serve(inspector(&client_id));
@@ -147,7 +147,7 @@ fn a_realm_that_does_not_take_documents_never_fetches_them() {
     let host = DocumentHost::start();
     let client_id = host.client_id();
     host.serve(inspector(&client_id));
-    let discovery = server.get("/.well-known/openid-configuration");
+    let discovery = server.get(".well-known/openid-configuration");
     assert_eq!(discovery.json["client_id_metadata_document_supported"], false);
     let mut browser = Browser::new();
     let page = browser.get(&authorize_url(&server, &client_id, &[]));

@@ -89,7 +89,8 @@ impl Issuer {
 /// The demo realm trusting `issuer` for `purposes`, and a confidential
 /// client registered for the JWT bearer grant.
 fn setup(server: &Server, issuer: &Issuer, purposes: &[&str]) -> Credentials {
-    let trusted = json!({"issuer": issuer.url, "purposes": purposes, "jwks_uri": issuer.jwks_uri(), "algorithms": ["ES256"]});
+    let trusted =
+        json!({"issuer": issuer.url, "purposes": purposes, "jwks_uri": issuer.jwks_uri(), "algorithms": ["ES256"]});
     let (status, body) = admin(server, "PUT", "/alpha/trusted-issuers/corp", Some(trusted));
     assert_eq!(status, 201, "{body}");
     let (status, body) = admin(server, "PATCH", "/alpha", Some(json!({"allowed_resources": [MCP]})));
@@ -97,6 +98,7 @@ fn setup(server: &Server, issuer: &Issuer, purposes: &[&str]) -> Credentials {
     let mut registration = seed_registration();
     registration["grant_types"] = json!(["client_credentials", JWT_BEARER]);
     registration["scope"] = json!("calendar.read calendar.write");
+    registration["scopes"] = json!(["calendar.read", "calendar.write"]);
     let reply = server.register_raw(&registration.to_string());
     assert_eq!(reply.status, 201, "{}", reply.body);
     Credentials::from_registration(&reply.json)
@@ -199,7 +201,8 @@ fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_make_the_server_fetch_a
     // fetch the JWKS again (it was cached for an hour), and passes.
     idp.rotate();
     let rotated = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "r2"));
-    assert_eq!(grant(&server, &client, &rotated, &[]).status, 200);
+    let reply = grant(&server, &client, &rotated, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(idp.fetches.load(Ordering::SeqCst), 2);
 
     // Tokens naming keys nobody published are refused, and within the
@@ -262,7 +265,10 @@ fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
     for (bad, why) in [
         (json!({"issuer": "https://x.example", "purposes": ["id_jag"]}), "exactly one"),
         (json!({"issuer": "https://x.example", "purposes": ["root"], "discovery": true}), "root"),
-        (json!({"issuer": "https://x.example", "purposes": ["id_jag"], "discovery": true, "algorithms": ["none"]}), "none"),
+        (
+            json!({"issuer": "https://x.example", "purposes": ["id_jag"], "discovery": true, "algorithms": ["none"]}),
+            "none",
+        ),
         (json!({"issuer": "https://x.example", "purposes": ["id_jag"], "jwks_uri": "ftp://x.example/k"}), "jwks_uri"),
     ] {
         let (status, body) = admin(&server, "PUT", "/alpha/trusted-issuers/other", Some(bad.clone()));
@@ -272,7 +278,8 @@ fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
     assert_eq!(admin(&server, "DELETE", "/alpha/trusted-issuers/corp", None).0, 204);
     assert_eq!(admin(&server, "DELETE", "/alpha/trusted-issuers/corp", None).0, 404);
     let (_, audit) = admin(&server, "GET", "/alpha/audit", None);
-    let actions: Vec<&str> = audit["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
     for action in ["add-trusted-issuer", "replace-trusted-issuer", "remove-trusted-issuer"] {
         assert!(actions.contains(&action), "{action} in {actions:?}");
     }
@@ -296,11 +303,8 @@ fn register_workload(server: &Server, method: &str, naming: Value) -> String {
 }
 
 fn workload_token(server: &Server, client_id: Option<&str>, kind: &str, token: &str) -> crate::support::Reply {
-    let mut form = vec![
-        ("grant_type", "client_credentials"),
-        ("client_assertion_type", kind),
-        ("client_assertion", token),
-    ];
+    let mut form =
+        vec![("grant_type", "client_credentials"), ("client_assertion_type", kind), ("client_assertion", token)];
     if let Some(id) = client_id {
         form.push(("client_id", id));
     }
@@ -329,12 +333,21 @@ fn a_kubernetes_workload_authenticates_with_its_service_account_token() {
     // A platform token is reused until it expires.
     assert_eq!(workload_token(&server, Some(&client_id), CLIENT_JWT, &token).status, 200);
     for (what, bad, id) in [
-        ("another service account", projected("system:serviceaccount:agents:other", "agentauth"), Some(client_id.as_str())),
+        (
+            "another service account",
+            projected("system:serviceaccount:agents:other", "agentauth"),
+            Some(client_id.as_str()),
+        ),
         ("another audience", projected(planner, "kubernetes"), Some(client_id.as_str())),
         ("no client named, and no policy to name one", projected(planner, "agentauth"), None),
     ] {
         let reply = workload_token(&server, id, CLIENT_JWT, &bad);
-        assert_eq!((reply.status, reply.json["error"].as_str()), (401, Some("invalid_client")), "{what}: {}", reply.body);
+        assert_eq!(
+            (reply.status, reply.json["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{what}: {}",
+            reply.body
+        );
     }
 }
 
@@ -356,13 +369,17 @@ fn a_spiffe_workload_authenticates_with_its_jwt_svid() {
     for (what, bad, kind) in [
         ("outside the registered path", svid("spiffe://prod.example/agentsplanner", json!([issuer])), CLIENT_SPIFFE),
         ("another trust domain", svid("spiffe://dev.example/agents/planner", json!([issuer])), CLIENT_SPIFFE),
-        ("a second audience", svid("spiffe://prod.example/agents/planner", json!([issuer, "https://x.example"])), CLIENT_SPIFFE),
+        (
+            "a second audience",
+            svid("spiffe://prod.example/agents/planner", json!([issuer, "https://x.example"])),
+            CLIENT_SPIFFE,
+        ),
         ("sent as a plain jwt-bearer assertion", good.clone(), CLIENT_JWT),
     ] {
         let reply = workload_token(&server, Some(&client_id), kind, &bad);
         assert_eq!(reply.status, 401, "{what}: {}", reply.body);
     }
-    let discovery = server.get("/.well-known/openid-configuration");
+    let discovery = server.get(".well-known/openid-configuration");
     let methods = discovery.json["token_endpoint_auth_methods_supported"].to_string();
     assert!(methods.contains("spiffe_jwt") && methods.contains("federated_jwt"), "{methods}");
 }
@@ -371,17 +388,22 @@ fn a_spiffe_workload_authenticates_with_its_jwt_svid() {
 fn a_trusted_issuers_jwt_is_exchanged_for_the_client_it_names_in_may_act() {
     let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
     let idp = Issuer::start();
-    let trusted = json!({"issuer": idp.url, "purposes": ["subject_token"], "jwks_uri": idp.jwks_uri(), "algorithms": ["ES256"]});
+    let trusted =
+        json!({"issuer": idp.url, "purposes": ["subject_token"], "jwks_uri": idp.jwks_uri(), "algorithms": ["ES256"]});
     assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(trusted)).0, 201);
     let mut registration = seed_registration();
     registration["grant_types"] = json!([crate::support::TOKEN_EXCHANGE]);
     registration["scope"] = json!("read write");
+    registration["scopes"] = json!(["read", "write"]);
     let reply = server.register_raw(&registration.to_string());
     assert_eq!(reply.status, 201, "{}", reply.body);
     let agent = Credentials::from_registration(&reply.json);
     let user_token = |may_act: Value| {
-        idp.sign("JWT", &json!({"iss": idp.url, "sub": "alice", "aud": realm_issuer(&server), "scope": "read",
-                                "iat": now(), "exp": now() + 300, "may_act": may_act}))
+        idp.sign(
+            "JWT",
+            &json!({"iss": idp.url, "sub": "alice", "aud": realm_issuer(&server), "scope": "read",
+                                "iat": now(), "exp": now() + 300, "may_act": may_act}),
+        )
     };
     let exchange = |token: &str| {
         let form = [
@@ -403,8 +425,12 @@ fn a_trusted_issuers_jwt_is_exchanged_for_the_client_it_names_in_may_act() {
     exchange(&user_token(json!({"client_id": "someone-else"}))).assert_error(400, "invalid_request");
     exchange(&user_token(Value::Null)).assert_error(400, "invalid_request");
     // Signed by a stranger: the subject token is invalid.
-    let forged = sign(&key(), "JWT", &json!({"iss": idp.url, "sub": "alice", "aud": realm_issuer(&server),
-                                            "exp": now() + 300, "may_act": {"client_id": agent.client_id}}))
+    let forged = sign(
+        &key(),
+        "JWT",
+        &json!({"iss": idp.url, "sub": "alice", "aud": realm_issuer(&server),
+                                            "exp": now() + 300, "may_act": {"client_id": agent.client_id}}),
+    )
     .expect("signing");
     exchange(&forged).assert_error(400, "invalid_request");
 }

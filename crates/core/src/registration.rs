@@ -423,15 +423,18 @@ fn workload_identity(fields: &Map<String, Value>, method: AuthMethod) -> Result<
             let domain = id
                 .strip_prefix("spiffe://")
                 .and_then(|rest| rest.split_once('/'))
-                .map(|(domain, path)| (domain, path))
                 .filter(|(domain, path)| !domain.is_empty() && !path.is_empty() && !path.contains("//"))
                 .map(|(domain, _)| domain)
                 .ok_or_else(|| {
-                    OAuthError::invalid_client_metadata("spiffe_id: spiffe://<trust-domain>/<path>, or a path ending in /*")
+                    OAuthError::invalid_client_metadata(
+                        "spiffe_id: spiffe://<trust-domain>/<path>, or a path ending in /*",
+                    )
                 })?;
             Ok(Some(WorkloadIdentity { issuer: format!("spiffe://{domain}"), subject: id.into() }))
         }
-        (AuthMethod::SpiffeJwt, ..) => Err(OAuthError::invalid_client_metadata("spiffe_jwt needs spiffe_id, and nothing else")),
+        (AuthMethod::SpiffeJwt, ..) => {
+            Err(OAuthError::invalid_client_metadata("spiffe_jwt needs spiffe_id, and nothing else"))
+        }
         (_, None, None, None) => Ok(None),
         (other, ..) => Err(OAuthError::invalid_client_metadata(format!(
             "federated_issuer, federated_subject and spiffe_id go with federated_jwt or spiffe_jwt, not {other}"

@@ -32,9 +32,9 @@ pub(crate) type Key = (String, Limits);
 struct Entry {
     outcome: Result<Arc<Document>, FetchError>,
     expires_at: i64,
-    /// When the URL was last fetched, successfully or not: the refresh
-    /// rate limit counts from here.
-    last_attempt: i64,
+    /// When the URL was last fetched by a refresh, successfully or not:
+    /// the refresh rate limit counts from here.
+    last_refresh: Option<i64>,
     /// Insertion order, to find the oldest entry.
     seq: u64,
 }
@@ -56,14 +56,26 @@ impl Cache {
         self.entries.len()
     }
 
+    #[cfg(test)]
+    pub fn remembers(&self, key: &Key) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// The remembered outcome for `key`, if it has not expired at `now`.
     pub fn fresh(&self, key: &Key, now: i64) -> Option<Result<Arc<Document>, FetchError>> {
         self.entries.get(key).filter(|e| now < e.expires_at).map(|e| e.outcome.clone())
     }
 
-    /// When `key` was last fetched, if it is still remembered.
-    pub fn last_attempt(&self, key: &Key) -> Option<i64> {
-        self.entries.get(key).map(|e| e.last_attempt)
+    /// When `key` was last refreshed, if it is still remembered.
+    pub fn last_refresh(&self, key: &Key) -> Option<i64> {
+        self.entries.get(key).and_then(|e| e.last_refresh)
+    }
+
+    /// Notes that `key` was refreshed at `now`.
+    pub fn note_refresh(&mut self, key: &Key, now: i64) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.last_refresh = Some(now);
+        }
     }
 
     /// Remembers a fetch's outcome at `now` and returns what the caller
@@ -90,7 +102,6 @@ impl Cache {
                     && entry.outcome.is_ok()
                     && now < entry.expires_at
                 {
-                    entry.last_attempt = now;
                     return Err(error);
                 }
                 (Err(error), now.saturating_add(seconds(policy.negative_ttl)))
@@ -102,7 +113,8 @@ impl Cache {
         if self.max_entries > 0 {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.entries.insert(key, Entry { outcome: outcome.clone(), expires_at, last_attempt: now, seq });
+            let last_refresh = self.entries.get(&key).and_then(|e| e.last_refresh);
+            self.entries.insert(key, Entry { outcome: outcome.clone(), expires_at, last_refresh, seq });
         }
         outcome
     }
@@ -240,11 +252,11 @@ mod tests {
         cache.store(key(4), fetched(), 40, &p).unwrap();
         assert_eq!(cache.len(), 3);
         assert!(cache.fresh(&key(1), 40).is_some());
-        assert!(cache.last_attempt(&key(2)).is_none());
+        assert!(!cache.remembers(&key(2)));
         // Nothing has expired at 50: the oldest (1) goes.
         cache.store(key(5), fetched(), 50, &p).unwrap();
         assert_eq!(cache.len(), 3);
-        assert!(cache.last_attempt(&key(1)).is_none());
+        assert!(!cache.remembers(&key(1)));
         assert!(cache.fresh(&key(3), 50).is_some());
     }
 
@@ -255,7 +267,6 @@ mod tests {
         let document = cache.store(key(1), fetched(), 0, &p).unwrap();
         assert_eq!(cache.store(key(1), Err(FetchError::TimedOut), 40, &p).unwrap_err(), FetchError::TimedOut);
         assert!(Arc::ptr_eq(&cache.fresh(&key(1), 41).unwrap().unwrap(), &document));
-        assert_eq!(cache.last_attempt(&key(1)), Some(40));
         // Once it has expired, the failure replaces it.
         cache.store(key(1), Err(FetchError::TimedOut), 100, &p).unwrap_err();
         assert_eq!(cache.fresh(&key(1), 101).unwrap().unwrap_err(), FetchError::TimedOut);
@@ -266,6 +277,6 @@ mod tests {
     fn busy_is_never_remembered() {
         let mut cache = Cache::new(8);
         cache.store(key(1), Err(FetchError::Busy), 0, &policy()).unwrap_err();
-        assert!(cache.last_attempt(&key(1)).is_none());
+        assert!(!cache.remembers(&key(1)));
     }
 }

@@ -116,10 +116,12 @@ impl Fetcher {
 
     /// Fetches `url` again even if a fresh copy is cached, for when the
     /// copy is known to be stale (a token names a key the cached JWKS
-    /// lacks). At most once per [`FetchPolicy::refresh_interval`] for a
-    /// URL, counting every fetch of it: `Ok(None)` when it was fetched
-    /// more recently than that and nothing was done. A failed refresh is
-    /// returned, and leaves a still fresh document in the cache.
+    /// lacks: the issuer may have rotated since). At most once per
+    /// [`FetchPolicy::refresh_interval`] for a URL, counting refreshes
+    /// only, so a rotation just after a fetch is still seen at once:
+    /// `Ok(None)` when it was refreshed more recently than that and
+    /// nothing was done. A failed refresh is returned, counts, and leaves a
+    /// still fresh document in the cache.
     pub fn refresh(&self, url: &str, limits: &Limits) -> Result<Option<Arc<Document>>, FetchError> {
         let target = target::parse(url)?;
         let key: Key = (target.url.as_str().to_owned(), *limits);
@@ -129,7 +131,7 @@ impl Fetcher {
             let step = {
                 let mut state = self.lock();
                 let now = self.inner.clock.now();
-                let recent = state.cache.last_attempt(&key).is_some_and(|at| now.saturating_sub(at) < interval);
+                let recent = state.cache.last_refresh(&key).is_some_and(|at| now.saturating_sub(at) < interval);
                 // A fetch under way is as recent as can be: join it.
                 if recent && !state.flights.contains_key(&key) {
                     return Ok(None);
@@ -137,7 +139,10 @@ impl Fetcher {
                 self.join_or_lead(&mut state, &key)
             };
             match step {
-                Step::Lead(lead) => return self.run(lead, &target, limits).map(Some),
+                Step::Lead(mut lead) => {
+                    lead.refresh = true;
+                    return self.run(lead, &target, limits).map(Some);
+                }
                 Step::Joined(flight) => match flight.wait(wait_until) {
                     Some(Outcome::Done(outcome)) => return outcome.map(Some),
                     Some(Outcome::Abandoned) => continue,
@@ -169,7 +174,7 @@ impl Fetcher {
         }
         let flight = Arc::new(Flight::default());
         state.flights.insert(key.clone(), Arc::clone(&flight));
-        Step::Lead(Lead { fetcher: self, key: key.clone(), flight, finished: false })
+        Step::Lead(Lead { fetcher: self, key: key.clone(), flight, finished: false, refresh: false })
     }
 
     /// Fetches as the leader, then caches and hands the outcome to every
@@ -178,7 +183,11 @@ impl Fetcher {
         let fetched = self.fetch(target, limits, self.deadline());
         let outcome = {
             let mut state = self.lock();
-            let outcome = state.cache.store(lead.key.clone(), fetched, self.inner.clock.now(), &self.inner.policy);
+            let now = self.inner.clock.now();
+            let outcome = state.cache.store(lead.key.clone(), fetched, now, &self.inner.policy);
+            if lead.refresh {
+                state.cache.note_refresh(&lead.key, now);
+            }
             lead.leave(&mut state);
             outcome
         };
@@ -241,6 +250,8 @@ struct Lead<'a> {
     key: Key,
     flight: Arc<Flight>,
     finished: bool,
+    /// Whether this fetch is a refresh, which the rate limit counts.
+    refresh: bool,
 }
 
 impl Lead<'_> {

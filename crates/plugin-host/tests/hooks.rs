@@ -25,6 +25,7 @@ fn agent(name: &str) -> Client {
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
             application_type: ApplicationType::Web,
+            workload: None,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

@@ -89,6 +89,11 @@ impl Service {
         let client = match self.find_client(realm, client_id) {
             Ok(Some(row)) => row.client,
             Ok(None) => return Err(Refusal::Page(OAuthError::invalid_request("no such client in this realm"))),
+            // A client metadata document that cannot be used: the request
+            // names no usable client.
+            Err(e) if e.code == ErrorCode::InvalidClient => {
+                return Err(Refusal::Page(OAuthError::invalid_request(e.description)));
+            }
             Err(e) => return Err(Refusal::Page(e)),
         };
         let checked = authorize::check(&client, params, &realm.resource_rules)?;

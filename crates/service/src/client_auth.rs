@@ -15,8 +15,8 @@ use agentauth_jose::VerifyingKey;
 use serde_json::Value;
 
 use crate::realm::RealmRuntime;
-use crate::trust::verify::AudienceRule;
 use crate::secrets::Purpose;
+use crate::trust::verify::AudienceRule;
 use crate::{Service, internal};
 
 /// The answer to every failed client authentication.
@@ -238,18 +238,27 @@ impl Service {
         let client = if by_policy {
             let named_client = named.as_ref().map(|row| &row.client);
             let mapped = self
-                .map_external(realm, &verified, TrustPurpose::ClientAuth, named_client, &[], &[], ErrorCode::InvalidClient)
+                .map_external(
+                    realm,
+                    &verified,
+                    TrustPurpose::ClientAuth,
+                    named_client,
+                    &[],
+                    &[],
+                    ErrorCode::InvalidClient,
+                )
                 .map_err(|e| refused(&e.description))?;
             if presented_id.is_some_and(|id| id != mapped.subject) {
                 return Err(refused("the policy mapped the token to another client than the one named"));
             }
             match named {
                 Some(row) => row.client,
-                None => self
-                    .find_client(realm, &mapped.subject)
-                    .map_err(|e| refused(&e.description))?
-                    .ok_or_else(|| refused("the policy named no client of this realm"))?
-                    .client,
+                None => {
+                    self.find_client(realm, &mapped.subject)
+                        .map_err(|e| refused(&e.description))?
+                        .ok_or_else(|| refused("the policy named no client of this realm"))?
+                        .client
+                }
             }
         } else {
             named.ok_or_else(|| refused("no client_id, and no policy to name the client"))?.client

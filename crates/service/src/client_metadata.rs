@@ -105,7 +105,9 @@ fn check_url(client_id: &str, loopback: bool) -> Result<(), String> {
         return Err("a client ID URL has no . or .. segments".into());
     }
     if url.as_str() != client_id {
-        return Err("a client ID URL is written in its normal form (lower-case scheme and host, no default port)".into());
+        return Err(
+            "a client ID URL is written in its normal form (lower-case scheme and host, no default port)".into()
+        );
     }
     Ok(())
 }
@@ -168,14 +170,17 @@ impl Service {
                 // The caller chose the URL: what its host resolves to, or
                 // why a connection failed, is not theirs to learn.
                 tracing::info!(realm = %realm.name, client_id, "client metadata document not fetched: {e}");
-                return Err(OAuthError::new(ErrorCode::InvalidClient, "the client's metadata document could not be fetched"));
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidClient,
+                    "the client's metadata document could not be fetched",
+                ));
             }
         };
         if stored.is_some() && self.client_documents.get(&realm.name, client_id) == Some(document.fetched_at) {
             return Ok(stored);
         }
         let request = read_document(client_id, &document.json).map_err(refused)?;
-        let metadata = registration::parse_metadata(&request).map_err(|e| refused(e.description))?;
+        let metadata = registration::parse_metadata(&request).map_err(|e| refused(e.description.into_owned()))?;
         crate::registration::check_allowed_scopes(realm, &metadata)?;
         crate::registration::check_jwks(&metadata)?;
         let mut client = Client {
@@ -186,11 +191,8 @@ impl Service {
             issued_at: stored.as_ref().map_or(self.now(), |row| row.client.issued_at),
         };
         if let Some(dcr) = &realm.settings.dcr_plugin {
-            let context = RequestContext {
-                method: "GET".into(),
-                uri: client_id.to_string(),
-                ..RequestContext::default()
-            };
+            let context =
+                RequestContext { method: "GET".into(), uri: client_id.to_string(), ..RequestContext::default() };
             client.attributes = self.run_dcr_policy(realm, dcr, Operation::Create, &client, &request, context)?;
         }
         let row = match stored {
@@ -218,7 +220,11 @@ impl Service {
                     secret_hash: self.hasher.hash(Purpose::ClientSecret, &new_secret()),
                     registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &new_secret()),
                 };
-                if !self.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)).map_err(internal)? {
+                if !self
+                    .store
+                    .insert_client(&realm.name, &row, u64::from(realm.settings.max_clients))
+                    .map_err(internal)?
+                {
                     return Err(OAuthError::new(ErrorCode::AccessDenied, "this realm holds its maximum of clients"));
                 }
                 tracing::info!(realm = %realm.name, client_id, "client known by its metadata document");
@@ -264,8 +270,8 @@ mod tests {
     fn a_document_names_itself_and_holds_no_secret() {
         let url = "https://app.example/client.json";
         let doc = |v: Value| v.as_object().cloned().unwrap_or_default();
-        let read = read_document(url, &doc(json!({"client_id": url, "redirect_uris": ["https://app.example/cb"]})))
-            .unwrap();
+        let read =
+            read_document(url, &doc(json!({"client_id": url, "redirect_uris": ["https://app.example/cb"]}))).unwrap();
         assert_eq!(read["token_endpoint_auth_method"], "none", "a public client by default");
         assert_eq!(read["grant_types"], json!(["authorization_code", "refresh_token"]));
         for (bad, why) in [

@@ -20,7 +20,7 @@ fn service(clock: &Arc<ManualClock>) -> Service {
         master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
         admin_token: None,
         issuer_prefix: "https://as.example.test/am".into(),
-            fetch: Default::default(),
+        fetch: Default::default(),
     };
     let clock: Arc<dyn Clock> = Arc::clone(clock) as _;
     let store = Arc::new(Store::open_in_memory().unwrap());

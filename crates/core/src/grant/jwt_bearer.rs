@@ -112,8 +112,8 @@ mod tests {
 
     #[test]
     fn the_token_names_the_user_for_the_client_within_the_assertion() {
-        let token = decide(&agent(), id_jag(Some("calendar.read"), &["https://mcp.example/mcp"]), None, &[], &rules())
-            .unwrap();
+        let token =
+            decide(&agent(), id_jag(Some("calendar.read"), &["https://mcp.example/mcp"]), None, &[], &rules()).unwrap();
         assert_eq!(token.sub, "alice");
         assert_eq!(token.client_id, "agent-1");
         assert_eq!(token.scopes.to_vec(), ["calendar.read"]);

@@ -137,7 +137,9 @@ fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, OAuthErr
         return match form.get("client_assertion_type") {
             Some(JWT_BEARER) => Ok(Credentials::Assertion { assertion, client_id }),
             Some(JWT_SPIFFE) => Ok(Credentials::Spiffe { assertion, client_id }),
-            _ => Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER} or {JWT_SPIFFE}"))),
+            _ => {
+                Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER} or {JWT_SPIFFE}")))
+            }
         };
     }
     let basic = match headers.get(AUTHORIZATION) {

@@ -85,5 +85,12 @@ fn parse_exchange(form: &Form, scope: Option<Scopes>, resources: Vec<String>) ->
         (Some(_), None) => return Err(OAuthError::invalid_request("actor_token requires actor_token_type")),
         (None, Some(_)) => return Err(OAuthError::invalid_request("actor_token_type was sent without actor_token")),
     };
-    Ok(ExchangeRequest { subject_token, subject_token_type, actor_token, audiences: form.get_all("audience"), resources, scope })
+    Ok(ExchangeRequest {
+        subject_token,
+        subject_token_type,
+        actor_token,
+        audiences: form.get_all("audience"),
+        resources,
+        scope,
+    })
 }

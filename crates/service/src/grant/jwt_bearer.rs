@@ -98,12 +98,14 @@ pub(crate) fn issue(
     // What the client asks for, within what it registered and what the
     // assertion carries: the policy sees the request it would grant.
     let registered = client.metadata.scopes();
-    let asked = agentauth_core::grant::narrow_scopes(request.scope.clone(), &registered, "the client's registered scopes")?;
+    let asked =
+        agentauth_core::grant::narrow_scopes(request.scope.clone(), &registered, "the client's registered scopes")?;
     let asked = match &carried_scope {
         Some(carried) => asked.intersection(carried),
         None => asked,
     };
-    let resources_asked = if request.resources.is_empty() { carried_resources.clone() } else { request.resources.clone() };
+    let resources_asked =
+        if request.resources.is_empty() { carried_resources.clone() } else { request.resources.clone() };
     // Spent before the policy runs: a replayed assertion never reaches it.
     match svc.spend_external_jti(realm, &verified) {
         Ok(true) => {}

@@ -163,7 +163,13 @@ fn exchange_external(
         return Err((ExchangeOutcome::InvalidActor, refused));
     }
     let verified = svc
-        .verify_external(realm, request.subject_token.as_str(), TrustPurpose::SubjectToken, ExternalType::Jwt, AudienceRule::Includes)
+        .verify_external(
+            realm,
+            request.subject_token.as_str(),
+            TrustPurpose::SubjectToken,
+            ExternalType::Jwt,
+            AudienceRule::Includes,
+        )
         .map_err(|refused| {
             let error = if refused.unavailable {
                 OAuthError::new(ErrorCode::TemporarilyUnavailable, refused.reason)
@@ -197,7 +203,8 @@ fn exchange_external(
         Some(may_act) => Some(may_act),
         None => verified.claims.get("may_act").cloned().and_then(|m| serde_json::from_value::<MayAct>(m).ok()),
     };
-    let ceiling = Scopes::from_tokens(mapped.scopes.iter().map(String::as_str)).map_err(ended(ExchangeOutcome::Denied))?;
+    let ceiling =
+        Scopes::from_tokens(mapped.scopes.iter().map(String::as_str)).map_err(ended(ExchangeOutcome::Denied))?;
     let subject = AccessTokenClaims {
         iss: verified.issuer.issuer.clone(),
         sub: mapped.subject,

@@ -70,8 +70,7 @@ impl Service {
                     resources,
                 };
                 let call = || self.host.run_assertion(plugin, &realm.plugin_limits, &realm.name, &case);
-                let answer =
-                    audited(realm, plugin, call).map_err(|e| hook_error(e, realm, plugin, denied_code))?;
+                let answer = audited(realm, plugin, call).map_err(|e| hook_error(e, realm, plugin, denied_code))?;
                 Mapped {
                     subject: answer.subject,
                     scopes: answer.scopes,

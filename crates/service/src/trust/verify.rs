@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use agentauth_core::Algorithm;
 use agentauth_core::trust::{KeySource, MAX_ISSUER_KEYS, TrustPurpose, TrustedIssuer};
-use agentauth_fetch::{FetchError, Fetcher, Limits};
+use agentauth_fetch::{Document, FetchError, Fetcher, Limits};
 use agentauth_jose::{ExternalType, VerifyError, VerifyingKey};
 use serde_json::{Map, Value};
 
@@ -96,8 +96,12 @@ pub struct IssuerKeys {
     fetcher: Fetcher,
     /// Parsed key sets, by where they came from: a JWKS URL (with the
     /// time its document was fetched) or a static JWKS's text.
-    parsed: Mutex<HashMap<String, (i64, Arc<[VerifyingKey]>)>>,
+    parsed: Mutex<HashMap<String, Parsed>>,
 }
+
+/// A parsed key set, and the fetched document it was parsed from (none
+/// for a static JWKS).
+type Parsed = (Option<Arc<Document>>, Arc<[VerifyingKey]>);
 
 impl IssuerKeys {
     pub fn new(fetcher: Fetcher) -> Self {
@@ -111,7 +115,7 @@ impl IssuerKeys {
         match issuer.key_source() {
             KeySource::Static(jwks) => {
                 let text = jwks.to_string();
-                self.parsed_or(&text, 0, || parse_jwks(jwks))
+                self.parsed_or(&text, None, || parse_jwks(jwks))
             }
             KeySource::Uri(uri) => self.fetched(uri, refresh),
             KeySource::Discovery => {
@@ -143,19 +147,25 @@ impl IssuerKeys {
             self.fetcher.get_json(url, &Limits::DOCUMENT).map_err(unavailable("keys"))?
         };
         let jwks = Value::Object(document.json.clone());
-        self.parsed_or(url, document.fetched_at, || parse_jwks(&jwks))
+        self.parsed_or(url, Some(document), || parse_jwks(&jwks))
     }
 
-    /// The key set parsed from the document at `source` fetched at
-    /// `stamp`, parsing it now if it is new.
+    /// The key set parsed from `document` (none for a static JWKS) at
+    /// `source`, parsing it now if it was not parsed yet: a document
+    /// fetched again is a new one, whenever it was fetched.
     fn parsed_or(
         &self,
         source: &str,
-        stamp: i64,
+        document: Option<Arc<Document>>,
         parse: impl FnOnce() -> Result<Vec<VerifyingKey>, Refused>,
     ) -> Result<Arc<[VerifyingKey]>, Refused> {
-        if let Some((at, keys)) = self.lock().get(source)
-            && *at == stamp
+        let same = |seen: &Option<Arc<Document>>| match (seen, &document) {
+            (None, None) => true,
+            (Some(seen), Some(now)) => Arc::ptr_eq(seen, now),
+            _ => false,
+        };
+        if let Some((seen, keys)) = self.lock().get(source)
+            && same(seen)
         {
             return Ok(keys.clone());
         }
@@ -164,11 +174,11 @@ impl IssuerKeys {
         if parsed.len() >= MAX_PARSED_SETS {
             parsed.clear();
         }
-        parsed.insert(source.to_string(), (stamp, keys.clone()));
+        parsed.insert(source.to_string(), (document, keys.clone()));
         Ok(keys)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<[VerifyingKey]>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parsed>> {
         self.parsed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -343,7 +353,10 @@ mod tests {
 
     #[test]
     fn a_spiffe_svid_names_its_trust_domain_when_it_has_no_iss() {
-        assert_eq!(named_issuer(&json!({"sub": "spiffe://prod.example/ns/a"})).as_deref(), Some("spiffe://prod.example"));
+        assert_eq!(
+            named_issuer(&json!({"sub": "spiffe://prod.example/ns/a"})).as_deref(),
+            Some("spiffe://prod.example")
+        );
         assert_eq!(named_issuer(&json!({"iss": "https://i", "sub": "spiffe://x/y"})).as_deref(), Some("https://i"));
         assert_eq!(named_issuer(&json!({"sub": "spiffe:///nothing"})), None);
         assert_eq!(named_issuer(&json!({"sub": "alice"})), None);
@@ -358,7 +371,8 @@ mod tests {
         let mut encryption = key(Algorithm::Es256);
         encryption["use"] = json!("enc");
         let p384 = json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"});
-        let kept = parse_jwks(&json!({"keys": [key(Algorithm::Rs256), encryption, p384, key(Algorithm::EdDsa)]})).unwrap();
+        let kept =
+            parse_jwks(&json!({"keys": [key(Algorithm::Rs256), encryption, p384, key(Algorithm::EdDsa)]})).unwrap();
         assert_eq!(kept.iter().map(VerifyingKey::alg).collect::<Vec<_>>(), [Algorithm::Rs256, Algorithm::EdDsa]);
         let many: Vec<Value> = (0..=MAX_ISSUER_KEYS).map(|_| key(Algorithm::Es256)).collect();
         let refused = parse_jwks(&json!({ "keys": many })).unwrap_err();
