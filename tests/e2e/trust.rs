@@ -434,3 +434,64 @@ fn a_trusted_issuers_jwt_is_exchanged_for_the_client_it_names_in_may_act() {
     .expect("signing");
     exchange(&forged).assert_error(400, "invalid_request");
 }
+
+/// Pushes the trusted-domains assertion policy and makes it realm
+/// `alpha`'s assertion plugin.
+fn use_trusted_domains_policy(server: &Server) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let plugin = dir.path().join("trusted-domains.wasm");
+    std::fs::write(&plugin, agentauth_plugins::TRUSTED_DOMAINS_ASSERTION).expect("writing the plugin");
+    let file = plugin.to_string_lossy().into_owned();
+    let push = [
+        "plugin",
+        "push",
+        "--server",
+        &server.base,
+        "--realm",
+        "alpha",
+        "--name",
+        "trusted-domains",
+        "--hook",
+        "assertion",
+        &file,
+    ];
+    let (ok, out, err) = crate::support::cli(&push, crate::support::ADMIN_TOKEN);
+    assert!(ok, "{out} {err}");
+    let (status, body) = admin(server, "PATCH", "/alpha", Some(json!({"assertion_plugin": "trusted-domains"})));
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn the_realms_assertion_policy_decides_who_an_id_jag_names_and_whom_it_refuses() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag"]);
+    use_trusted_domains_policy(&server);
+    let jag = |jti: &str, email: &str| {
+        let mut claims = id_jag_claims(&idp, &server, &client, jti);
+        claims["email"] = json!(email);
+        claims["email_verified"] = json!(true);
+        claims["sub"] = json!("00u1alice");
+        idp.sign(ID_JAG, &claims)
+    };
+    let reply = grant(&server, &client, &jag("p1", "alice@example.com"), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
+    let seen = server.introspect(&client, &token);
+    assert_eq!(seen.json["sub"], format!("ext:{}#00u1alice", idp.url), "the policy's subject: {}", seen.body);
+    // Another domain: the policy refuses, in its words.
+    let reply = grant(&server, &client, &jag("p2", "mallory@evil.example"), &[]);
+    reply.assert_error(400, "invalid_grant");
+    assert!(reply.body.contains("trusted email domain"), "{}", reply.body);
+    // The decisions name the policy that made them (the audit writes in
+    // batches: wait for it).
+    let mut decided = Value::Null;
+    for _ in 0..50 {
+        decided = admin(&server, "GET", "/alpha/decisions?plugin=trusted-domains", None).1;
+        if decided["decisions"].as_array().is_some_and(|d| d.len() >= 2) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(decided["decisions"].as_array().map(Vec::len), Some(2), "{decided}");
+}
