@@ -107,6 +107,7 @@ fn discovery_names_the_realm_endpoints() {
         if public {
             expected.push("none");
         }
+        expected.extend(["federated_jwt", "spiffe_jwt"]);
         assert_eq!(methods, &serde_json::json!(expected), "{endpoint}");
         let algs = &reply.json[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")];
         assert_eq!(algs, &serde_json::json!(["RS256", "ES256", "EdDSA"]));

@@ -136,7 +136,11 @@ fn an_id_jag_from_a_trusted_identity_provider_becomes_the_users_token_for_the_cl
     let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
     let seen = server.introspect(&client, &token);
     assert_eq!(seen.json["active"], true, "{}", seen.body);
-    assert_eq!(seen.json["sub"], "alice@corp.example", "the token names the user");
+    assert_eq!(
+        seen.json["sub"],
+        format!("ext:{}#alice@corp.example", idp.url),
+        "the token names the user, as its issuer knows them"
+    );
     assert_eq!(seen.json["client_id"], client.client_id.as_str(), "and the client acting with it");
     assert_eq!(seen.json["aud"], MCP, "audience-restricted to the ID-JAG's resource");
 
@@ -226,16 +230,26 @@ fn a_plain_jwt_bearer_assertion_needs_an_issuer_trusted_for_it() {
     let reply = grant(&server, &client, &idp.sign("JWT", &claims), &[("scope", "calendar.read")]);
     assert_eq!(reply.status, 200, "{}", reply.body);
     let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
-    assert_eq!(server.introspect(&client, &token).json["sub"], "batch-job-7");
+    assert_eq!(server.introspect(&client, &token).json["sub"], format!("ext:{}#batch-job-7", idp.url));
     // The same issuer's ID-JAG is refused: it is trusted for plain
     // assertions only.
     let jag = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "b2"));
     grant(&server, &client, &jag, &[]).assert_error(400, "invalid_grant");
-    // A subject in the realm's own user namespace that is no user here.
-    let mut local = claims.clone();
-    local["sub"] = json!("usr_0123456789abcdef0123456789abcdef");
-    local["jti"] = json!("b3");
-    grant(&server, &client, &idp.sign("JWT", &local), &[]).assert_error(400, "invalid_grant");
+    // An issuer naming a local user's subject, or a client's id, names
+    // only someone of its own.
+    let (status, user) =
+        admin(&server, "POST", "/alpha/users", Some(json!({"username": "root", "password": "a long passphrase"})));
+    assert_eq!(status, 201, "{user}");
+    for (n, local) in [user["subject"].clone(), json!(client.client_id)].into_iter().enumerate() {
+        let mut claims = claims.clone();
+        claims["sub"] = local.clone();
+        claims["jti"] = json!(format!("b3-{n}"));
+        let reply = grant(&server, &client, &idp.sign("JWT", &claims), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
+        let sub = server.introspect(&client, &token).json["sub"].clone();
+        assert_eq!(sub, format!("ext:{}#{}", idp.url, local.as_str().unwrap_or_default()), "not {local}");
+    }
 }
 
 #[test]
@@ -270,6 +284,14 @@ fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
             "none",
         ),
         (json!({"issuer": "https://x.example", "purposes": ["id_jag"], "jwks_uri": "ftp://x.example/k"}), "jwks_uri"),
+        (
+            json!({"issuer": "https://x.example", "purposes": ["id_jag"], "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+            "private",
+        ),
+        (
+            json!({"issuer": "https://x.example", "purposes": ["client_auth", "id_jag"], "discovery": true}),
+            "client_auth goes alone",
+        ),
     ] {
         let (status, body) = admin(&server, "PUT", "/alpha/trusted-issuers/other", Some(bad.clone()));
         assert_eq!(status, 400, "{bad}: {body}");
@@ -419,7 +441,7 @@ fn a_trusted_issuers_jwt_is_exchanged_for_the_client_it_names_in_may_act() {
     assert!(reply.json.get("refresh_token").is_none());
     let token = reply.json["access_token"].as_str().unwrap_or_default().to_string();
     let seen = server.introspect(&agent, &token);
-    assert_eq!(seen.json["sub"], "alice", "{}", seen.body);
+    assert_eq!(seen.json["sub"], format!("ext:{}#alice", idp.url), "{}", seen.body);
     assert_eq!(seen.json["act"]["client_id"], agent.client_id.as_str(), "{}", seen.body);
     // A token naming another client, or no one, in may_act is not this agent's to exchange.
     exchange(&user_token(json!({"client_id": "someone-else"}))).assert_error(400, "invalid_request");

@@ -166,6 +166,12 @@ impl TrustedIssuer {
         if self.purposes.iter().enumerate().any(|(i, p)| self.purposes[..i].contains(p)) {
             return bad("purposes: each at most once".into());
         }
+        // A workload's platform token is reused until it expires, and its
+        // audience is often the workload's to choose: an issuer trusted to
+        // authenticate clients is trusted for nothing that names a user.
+        if self.serves(TrustPurpose::ClientAuth) && self.purposes.len() > 1 {
+            return bad("purposes: client_auth goes alone; trust the issuer for users under another entry".into());
+        }
         let sources =
             usize::from(self.jwks.is_some()) + usize::from(self.jwks_uri.is_some()) + usize::from(self.discovery);
         if sources != 1 {
@@ -295,6 +301,7 @@ mod tests {
             (json!({"name": "Corp"}), "a-z, 0-9"),
             (json!({"purposes": []}), "at least one"),
             (json!({"purposes": ["id_jag", "id_jag"]}), "at most once"),
+            (json!({"purposes": ["client_auth", "jwt_bearer"]}), "client_auth goes alone"),
             (json!({"jwks_uri": "https://idp.example/jwks"}), "exactly one"),
             (json!({"discovery": false}), "exactly one"),
             (json!({"discovery": false, "jwks_uri": "http://idp.example/jwks"}), "jwks_uri"),

@@ -79,18 +79,26 @@ impl Service {
     /// Checks an authorization request's parameters in `realm`: the
     /// client and redirect URI first (a failure there is shown, never
     /// redirected), then the rest.
-    pub fn authorization_request(&self, realm: &RealmRuntime, params: &[(String, String)]) -> Result<Pending, Refusal> {
+    /// A client known only by its metadata document is first seen here,
+    /// and counted against `source`'s registrations.
+    pub fn authorization_request(
+        &self,
+        realm: &RealmRuntime,
+        params: &[(String, String)],
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Pending, Refusal> {
         let client_ids: Vec<&str> = params.iter().filter(|(n, _)| n == "client_id").map(|(_, v)| v.as_str()).collect();
         let client_id = match client_ids.as_slice() {
             [one] => *one,
             [] => return Err(Refusal::Page(OAuthError::invalid_request("client_id is required"))),
             _ => return Err(Refusal::Page(OAuthError::invalid_request("client_id is repeated"))),
         };
-        let client = match self.find_client(realm, client_id) {
+        let client = match self.find_or_admit_client(realm, client_id, source) {
             Ok(Some(row)) => row.client,
             Ok(None) => return Err(Refusal::Page(OAuthError::invalid_request("no such client in this realm"))),
             // A client metadata document that cannot be used: the request
-            // names no usable client.
+            // names no usable client. (One that could not be fetched just
+            // now is 503, as it is.)
             Err(e) if e.code == ErrorCode::InvalidClient => {
                 return Err(Refusal::Page(OAuthError::invalid_request(e.description)));
             }

@@ -207,9 +207,9 @@ impl Service {
     /// trusts for client authentication, verified with that issuer's keys
     /// (for a SPIFFE JWT-SVID, with the realm's issuer as its only
     /// audience). The client is the one the request names, or without a
-    /// name the one the realm's assertion policy maps the token to; it
-    /// must authenticate this way, name this issuer, and, unless the
-    /// policy chose it, have registered the token's subject. Platform
+    /// name the one the realm's assertion policy maps the token to (a
+    /// policy may also refuse); either way it must authenticate this way,
+    /// name this issuer, and have registered the token's subject. Platform
     /// tokens are reused until they expire, so their `jti` is not spent;
     /// their lifetime is bounded by the issuer's settings.
     fn authenticate_workload(
@@ -225,8 +225,14 @@ impl Service {
         };
         let audience = if spiffe { AudienceRule::Sole } else { AudienceRule::Includes };
         let verified = self
-            .verify_external(realm, assertion, TrustPurpose::ClientAuth, ExternalType::Jwt, audience)
-            .map_err(|r| refused(&r.reason))?;
+            .verify_external(realm, assertion, TrustPurpose::ClientAuth, ExternalType::Jwt, audience, spiffe)
+            .map_err(|r| {
+                if r.unavailable {
+                    OAuthError::new(ErrorCode::TemporarilyUnavailable, r.reason)
+                } else {
+                    refused(&r.reason)
+                }
+            })?;
         if spiffe != verified.subject.starts_with("spiffe://") {
             return Err(refused("a SPIFFE ID is presented as a JWT-SVID, and only then"));
         }
@@ -273,7 +279,7 @@ impl Service {
         if workload.issuer != verified.issuer.issuer {
             return Err(refused("the client trusts another issuer"));
         }
-        if !by_policy && !workload.matches(&verified.subject) {
+        if !workload.matches(&verified.subject) {
             return Err(refused("the token's subject is not the client's"));
         }
         Ok(client)

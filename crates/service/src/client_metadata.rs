@@ -16,12 +16,13 @@
 //! and stored again.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use agentauth_core::ports::ClientRow;
 use agentauth_core::registration;
-use agentauth_core::{AuthMethod, Client, ClientAttributes, ErrorCode, OAuthError};
-use agentauth_fetch::Limits;
+use agentauth_core::{AuthMethod, Client, ClientAttributes, ErrorCode, GrantType, OAuthError};
+use agentauth_fetch::{FetchError, Limits};
 use agentauth_plugin_host::{Operation, RequestContext};
 use serde_json::Value;
 
@@ -104,6 +105,10 @@ fn check_url(client_id: &str, loopback: bool) -> Result<(), String> {
     if path.split('/').any(dot) {
         return Err("a client ID URL has no . or .. segments".into());
     }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains(';') || lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+        return Err("a client ID URL's path has no ';', and no '/' or '\\' encoded or otherwise".into());
+    }
     if url.as_str() != client_id {
         return Err(
             "a client ID URL is written in its normal form (lower-case scheme and host, no default port)".into()
@@ -150,30 +155,64 @@ fn read_document(client_id: &str, document: &serde_json::Map<String, Value>) -> 
 
 impl Service {
     /// The client `client_id` of `realm`: a registered one, or in a realm
-    /// that takes client metadata documents, the one whose document is at
-    /// that URL (see the module's doc). `None` for no client; an error
-    /// says what is wrong with a document.
+    /// that takes client metadata documents, one already known by its
+    /// document, checked again if the document's cached copy expired.
+    /// `None` for no client; an error says what is wrong with a document.
+    /// A document never seen is not fetched here: only the authorization
+    /// endpoint admits new clients ([`Service::find_or_admit_client`]).
     pub fn find_client(&self, realm: &RealmRuntime, client_id: &str) -> Result<Option<ClientRow>, OAuthError> {
-        let stored = self.store.client(&realm.name, client_id).map_err(internal)?;
+        self.client_by_document(realm, client_id, None)
+    }
+
+    /// As [`Service::find_client`], and a client whose document was never
+    /// seen is fetched, checked and stored, counted against the realm's
+    /// registrations and `source`'s.
+    pub fn find_or_admit_client(
+        &self,
+        realm: &RealmRuntime,
+        client_id: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Option<ClientRow>, OAuthError> {
+        self.client_by_document(realm, client_id, Some(source))
+    }
+
+    fn client_by_document(
+        &self,
+        realm: &RealmRuntime,
+        client_id: &str,
+        admit: Option<Option<IpAddr>>,
+    ) -> Result<Option<ClientRow>, OAuthError> {
         let loopback = self.client_fetcher.policy().allow_loopback_http;
-        if !realm.settings.client_metadata_documents || !is_client_id_url(client_id, loopback) {
-            return Ok(stored);
+        if !is_client_id_url(client_id, loopback) {
+            return self.store.client(&realm.name, client_id).map_err(internal);
         }
+        // A realm that stopped taking documents knows none of their
+        // clients: registered clients never have URLs for ids.
+        if !realm.settings.client_metadata_documents {
+            return Ok(None);
+        }
+        let shown: String = client_id.chars().take(128).collect();
         let refused = |why: String| {
-            tracing::info!(realm = %realm.name, client_id, "client metadata document refused: {why}");
+            tracing::info!(realm = %realm.name, client_id = %shown, "client metadata document refused: {why}");
             OAuthError::new(ErrorCode::InvalidClient, format!("the client's metadata document: {why}"))
         };
         check_url(client_id, loopback).map_err(refused)?;
+        let stored = self.store.client(&realm.name, client_id).map_err(internal)?;
+        if stored.is_none() && admit.is_none() {
+            return Ok(None);
+        }
         let document = match self.client_fetcher.get_json(client_id, &Limits::CLIENT_METADATA) {
             Ok(document) => document,
             Err(e) => {
                 // The caller chose the URL: what its host resolves to, or
                 // why a connection failed, is not theirs to learn.
-                tracing::info!(realm = %realm.name, client_id, "client metadata document not fetched: {e}");
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidClient,
-                    "the client's metadata document could not be fetched",
-                ));
+                tracing::info!(realm = %realm.name, client_id = %shown, "client metadata document not fetched: {e}");
+                let transient = matches!(
+                    e,
+                    FetchError::Busy | FetchError::TimedOut | FetchError::Connect { .. } | FetchError::Resolve { .. }
+                );
+                let code = if transient { ErrorCode::TemporarilyUnavailable } else { ErrorCode::InvalidClient };
+                return Err(OAuthError::new(code, "the client's metadata document could not be fetched"));
             }
         };
         if stored.is_some() && self.client_documents.get(&realm.name, client_id) == Some(document.fetched_at) {
@@ -181,6 +220,14 @@ impl Service {
         }
         let request = read_document(client_id, &document.json).map_err(refused)?;
         let metadata = registration::parse_metadata(&request).map_err(|e| refused(e.description.into_owned()))?;
+        // A client anyone can name is one that acts for a user who signs
+        // in: the code grant and its refresh tokens, nothing a machine
+        // client gets by registering.
+        if let Some(other) =
+            metadata.grant_types.iter().find(|g| !matches!(g, GrantType::AuthorizationCode | GrantType::RefreshToken))
+        {
+            return Err(refused(format!("grant type {other} is not for clients known by their document")));
+        }
         crate::registration::check_allowed_scopes(realm, &metadata)?;
         crate::registration::check_jwks(&metadata)?;
         let mut client = Client {
@@ -209,7 +256,7 @@ impl Service {
             None => {
                 let limits =
                     (realm.settings.registrations_per_minute, realm.settings.registrations_per_minute_per_source);
-                if let Err(wait) = self.registrations.take(&realm.name, None, limits.0, limits.1) {
+                if let Err(wait) = self.registrations.take(&realm.name, admit.flatten(), limits.0, limits.1) {
                     realm.metrics.registrations_rate_limited();
                     return Err(OAuthError::slow_down(format!("too many new clients; retry in {wait} s"), wait));
                 }
@@ -220,12 +267,21 @@ impl Service {
                     secret_hash: self.hasher.hash(Purpose::ClientSecret, &new_secret()),
                     registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &new_secret()),
                 };
-                if !self
-                    .store
-                    .insert_client(&realm.name, &row, u64::from(realm.settings.max_clients))
-                    .map_err(internal)?
-                {
-                    return Err(OAuthError::new(ErrorCode::AccessDenied, "this realm holds its maximum of clients"));
+                match self.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(OAuthError::new(
+                            ErrorCode::AccessDenied,
+                            "this realm holds its maximum of clients",
+                        ));
+                    }
+                    // Another request stored it first: its row stands.
+                    Err(e) => {
+                        return match self.store.client(&realm.name, client_id).map_err(internal)? {
+                            Some(row) => Ok(Some(row)),
+                            None => Err(internal(e)),
+                        };
+                    }
                 }
                 tracing::info!(realm = %realm.name, client_id, "client known by its metadata document");
                 row
@@ -257,6 +313,8 @@ mod tests {
             "https://app.example/client.json#frag",
             "https://APP.example/client.json",
             "https://app.example:443/client.json",
+            "https://app.example/a/..;/client.json",
+            "https://app.example/a%2F..%2Fclient.json",
         ] {
             assert!(check_url(bad, false).is_err(), "{bad}");
         }

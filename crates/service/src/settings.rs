@@ -195,6 +195,9 @@ impl RealmSettings {
         agentauth_core::resource::ResourceRules::parse(&self.allowed_resources)
             .map_err(|e| format!("allowed_resources: {e}"))?;
         agentauth_core::trust::validate_all(&self.trusted_issuers)?;
+        for issuer in &self.trusted_issuers {
+            check_static_jwks(issuer)?;
+        }
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(title) = &self.page_title
@@ -240,6 +243,28 @@ impl RealmSettings {
         }
         true
     }
+}
+
+/// A trusted issuer's static JWKS: public keys only (a private one has
+/// leaked, and would be shown and audited with the settings), at least one
+/// of which this server can verify with.
+fn check_static_jwks(issuer: &agentauth_core::trust::TrustedIssuer) -> Result<(), String> {
+    let Some(jwks) = &issuer.jwks else { return Ok(()) };
+    let keys = jwks.get("keys").and_then(serde_json::Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let private = ["d", "p", "q", "dp", "dq", "qi", "k"];
+    if keys.iter().any(|jwk| private.iter().any(|member| jwk.get(*member).is_some())) {
+        return Err(format!(
+            "trusted issuer {:?}: jwks holds private key material; give public keys only",
+            issuer.name
+        ));
+    }
+    if !keys.iter().any(|jwk| agentauth_jose::VerifyingKey::from_jwk(jwk).is_ok()) {
+        return Err(format!(
+            "trusted issuer {:?}: jwks has no key this server verifies with (RSA 2048+, EC P-256, Ed25519)",
+            issuer.name
+        ));
+    }
+    Ok(())
 }
 
 impl Default for RealmSettings {

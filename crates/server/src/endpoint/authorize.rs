@@ -42,7 +42,7 @@ pub fn authorize(
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(n, v)| (n.into_owned(), v.into_owned())).collect())
             .unwrap_or_default();
-        let pending = match service.authorization_request(realm, &params) {
+        let pending = match service.authorization_request(realm, &params, source) {
             Ok(pending) => pending,
             Err(Refusal::Page(error)) => return error_page(realm, &error),
             Err(Refusal::Redirect { redirect_uri, state, error }) => {

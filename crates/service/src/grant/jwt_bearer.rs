@@ -47,9 +47,15 @@ fn is_id_jag(token: &str) -> bool {
         return false;
     }
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else { return false };
+    // RFC 8725 §3.11: with or without the `application/` prefix.
     serde_json::from_slice::<Value>(&bytes)
         .ok()
-        .and_then(|h| h.get("typ").and_then(Value::as_str).map(|t| t.eq_ignore_ascii_case(ID_JAG_TYPE)))
+        .and_then(|h| {
+            h.get("typ").and_then(Value::as_str).map(|t| {
+                let t = t.strip_prefix("application/").unwrap_or(t);
+                t.eq_ignore_ascii_case(ID_JAG_TYPE)
+            })
+        })
         .unwrap_or(false)
 }
 
@@ -67,12 +73,17 @@ pub(crate) fn issue(
     } else {
         (TrustPurpose::JwtBearer, ExternalType::Jwt, AudienceRule::Includes)
     };
-    let verified = svc.verify_external(realm, token, purpose, typ, audience).map_err(|refused| {
+    let verified = svc.verify_external(realm, token, purpose, typ, audience, false).map_err(|refused| {
         tracing::debug!(realm = %realm.name, client_id = %client.client_id, "assertion refused: {refused}");
         refusal(refused)
     })?;
     let id_jag_client_id = if id_jag {
         match verified.text("client_id") {
+            // Checked before anything is spent: another client cannot
+            // burn someone's ID-JAG by presenting it.
+            Some(named) if named != client.client_id => {
+                return Err(OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG was issued to another client"));
+            }
             Some(named) => Some(named.to_string()),
             None => return Err(OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG has no client_id")),
         }

@@ -169,6 +169,7 @@ fn exchange_external(
             TrustPurpose::SubjectToken,
             ExternalType::Jwt,
             AudienceRule::Includes,
+            false,
         )
         .map_err(|refused| {
             let error = if refused.unavailable {
@@ -178,15 +179,24 @@ fn exchange_external(
             };
             (ExchangeOutcome::InvalidSubject, error)
         })?;
-    let carried = match verified.claims.get("scope").and_then(serde_json::Value::as_str) {
-        Some(scope) => Some(Scopes::parse(scope).map_err(ended(ExchangeOutcome::InvalidSubject))?),
+    let invalid_subject = |why: &str| (ExchangeOutcome::InvalidSubject, OAuthError::invalid_request(why.to_string()));
+    if verified.claims.contains_key("act") {
+        // Its actors are its issuer's to name; this realm would drop them.
+        return Err(invalid_subject("subject_token: a delegated token from outside cannot be exchanged here"));
+    }
+    let carried = match verified.claims.get("scope") {
         None => None,
+        Some(serde_json::Value::String(scope)) => {
+            Some(Scopes::parse(scope).map_err(|_| invalid_subject("subject_token: its scope is malformed"))?)
+        }
+        Some(_) => return Err(invalid_subject("subject_token: its scope is not a string")),
     };
+    // Never more than the token carries, when it says what it carries.
     let registered = client.metadata.scopes();
-    let asked = match (&request.scope, &carried) {
-        (Some(asked), _) => asked.clone(),
-        (None, Some(carried)) => carried.intersection(&registered),
-        (None, None) => registered.clone(),
+    let wanted = request.scope.clone().unwrap_or_else(|| registered.clone());
+    let asked = match &carried {
+        Some(carried) => wanted.intersection(carried),
+        None => wanted,
     };
     let mapped = svc
         .map_external(
@@ -199,9 +209,16 @@ fn exchange_external(
             ErrorCode::InvalidRequest,
         )
         .map_err(ended(ExchangeOutcome::Denied))?;
-    let may_act = match mapped.may_act {
-        Some(may_act) => Some(may_act),
-        None => verified.claims.get("may_act").cloned().and_then(|m| serde_json::from_value::<MayAct>(m).ok()),
+    // Who may act: the policy's word when there is one; without, the
+    // token's own `may_act` claim, if well formed.
+    let may_act = match realm.settings.assertion_plugin {
+        Some(_) => mapped.may_act,
+        None => verified
+            .claims
+            .get("may_act")
+            .cloned()
+            .and_then(|m| serde_json::from_value::<MayAct>(m).ok())
+            .filter(|m| printable(&m.client_id) && m.sub.as_deref().is_none_or(printable)),
     };
     let ceiling =
         Scopes::from_tokens(mapped.scopes.iter().map(String::as_str)).map_err(ended(ExchangeOutcome::Denied))?;
@@ -220,7 +237,11 @@ fn exchange_external(
         custom: serde_json::Map::new(),
     };
     let rules = realm.exchange_rules();
-    let mut decided = token_exchange::decide(client, &subject, &ceiling, None, request.scope, &rules)
+    if ceiling.is_empty() && !registered.is_empty() {
+        let refused = OAuthError::invalid_scope("none of the scopes asked for is in the subject token");
+        return Err((ExchangeOutcome::Refused, refused));
+    }
+    let mut decided = token_exchange::decide(client, &subject, &ceiling, None, Some(ceiling.clone()), &rules)
         .map_err(ended(ExchangeOutcome::Refused))?;
     decided.audience = audience;
     let minted = mint(svc, realm, client, decided, GrantType::TokenExchange).map_err(ended(ExchangeOutcome::Denied))?;
@@ -262,4 +283,10 @@ fn stored_subject(
     };
     let family = svc.store.token_row(&hash, &realm.name, svc.now()).map_err(internal)?.and_then(|row| row.family);
     Ok((opaque.then_some(hash), family))
+}
+
+/// A claim value fit to name someone: 1 to 256 characters, none of them
+/// control characters.
+fn printable(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 256 && !value.chars().any(char::is_control)
 }

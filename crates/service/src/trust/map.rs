@@ -1,12 +1,14 @@
 //! What a verified external token means here: the realm's `assertion`
 //! policy decides, or without one a safe default.
 //!
-//! Without a policy, the local subject is the token's own `sub`, the
-//! scopes are those asked for, and no one may act. Either way the host
-//! keeps a mapped subject out of the realm's own namespaces unless it is
+//! Without a policy, the local subject is `ext:<issuer>#<sub>`: an
+//! issuer's `sub` is unique only at that issuer, and no issuer can name a
+//! local user (`usr_...`), a client or an agent that way. The scopes are
+//! those asked for, and no one may act. A policy may map to any subject,
+//! but the host keeps it out of the realm's own namespaces unless it is
 //! really there: a `usr_...` subject must be an enabled local user of the
-//! realm, and no subject may take an agent's `(age!...)` form, so an
-//! issuer cannot mint tokens that look like a local user's or an agent's.
+//! realm, no subject may be one of the realm's client ids (a client's own
+//! tokens name it), and none may take an agent's `(age!...)` form.
 
 use agentauth_core::ports::UserState;
 use agentauth_core::trust::TrustPurpose;
@@ -53,7 +55,11 @@ impl Service {
         denied_code: ErrorCode,
     ) -> Result<Mapped, OAuthError> {
         let mapped = match realm.settings.assertion_plugin.as_deref() {
-            None => Mapped { subject: verified.subject.clone(), scopes: scopes.to_vec(), may_act: None },
+            None => Mapped {
+                subject: default_subject(&verified.issuer.issuer, &verified.subject),
+                scopes: scopes.to_vec(),
+                may_act: None,
+            },
             Some(name) => {
                 let plugin = realm.plugin(name, HookKind::Assertion)?;
                 let claims = Value::Object(verified.claims.clone()).to_string();
@@ -104,6 +110,14 @@ impl Service {
                 _ => return Err(OAuthError::new(code, "the assertion's subject is not an enabled user of this realm")),
             }
         }
+        if self.store.client_exists(&realm.name, subject).map_err(internal)? {
+            return Err(OAuthError::new(code, "the assertion's subject is a client of this realm"));
+        }
         Ok(())
     }
+}
+
+/// The local subject of an external one, without a policy.
+fn default_subject(issuer: &str, subject: &str) -> String {
+    format!("ext:{issuer}#{subject}")
 }

@@ -214,11 +214,15 @@ fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
         .collect())
 }
 
-/// The issuer a token names: its `iss`, or for a SPIFFE JWT-SVID without
-/// one, its trust domain (`spiffe://td` of a `sub` of `spiffe://td/...`).
-fn named_issuer(claims: &Value) -> Option<String> {
-    if let Some(iss) = claims.get("iss").and_then(Value::as_str) {
-        return Some(iss.to_string());
+/// The issuer a token names: its `iss` (a string), or for a SPIFFE
+/// JWT-SVID (`svid`) without one, its trust domain (`spiffe://td` of a
+/// `sub` of `spiffe://td/...`).
+fn named_issuer(claims: &Value, svid: bool) -> Option<String> {
+    match claims.get("iss") {
+        Some(Value::String(iss)) => return Some(iss.clone()),
+        Some(_) => return None,
+        None if !svid => return None,
+        None => {}
     }
     let sub = claims.get("sub").and_then(Value::as_str)?;
     let domain = sub.strip_prefix("spiffe://")?.split('/').next().filter(|d| !d.is_empty())?;
@@ -235,10 +239,11 @@ impl Service {
         purpose: TrustPurpose,
         typ: ExternalType<'_>,
         audience_rule: AudienceRule,
+        svid: bool,
     ) -> Result<Verified, Refused> {
         let unverified =
             agentauth_jose::unverified_claims(token).map_err(|e| Refused::because(format!("the assertion: {e}")))?;
-        let named = named_issuer(&unverified).ok_or_else(|| Refused::because("the assertion names no issuer"))?;
+        let named = named_issuer(&unverified, svid).ok_or_else(|| Refused::because("the assertion names no issuer"))?;
         let issuer = realm
             .settings
             .trusted_issuers
@@ -262,7 +267,7 @@ impl Service {
         let Value::Object(claims) = claims else {
             return Err(Refused::because("the assertion's claims are not an object"));
         };
-        self.check_claims(realm, issuer, claims, &named, audience_rule)
+        self.check_claims(realm, issuer, claims, &named, audience_rule, svid)
     }
 
     fn check_claims(
@@ -272,11 +277,12 @@ impl Service {
         claims: Map<String, Value>,
         named: &str,
         audience_rule: AudienceRule,
+        svid: bool,
     ) -> Result<Verified, Refused> {
         let refused = |why: &str| Err(Refused::because(why));
         // Signed, the claims must still name the issuer whose keys
         // verified them.
-        if named_issuer(&Value::Object(claims.clone())).as_deref() != Some(named) {
+        if named_issuer(&Value::Object(claims.clone()), svid).as_deref() != Some(named) {
             return refused("the assertion's issuer changed");
         }
         let subject = match claims.get("sub").and_then(Value::as_str) {
@@ -310,13 +316,15 @@ impl Service {
         let Some(exp) = time("exp") else {
             return refused("the assertion has no exp");
         };
-        if exp + skew <= now {
+        if exp.saturating_add(skew) <= now {
             return refused("the assertion has expired");
         }
-        if exp - now > i64::from(issuer.max_token_lifetime_seconds) + skew {
+        if exp.saturating_sub(now) > i64::from(issuer.max_token_lifetime_seconds) + skew {
             return refused("the assertion is valid for longer than this realm accepts from its issuer");
         }
-        if time("nbf").is_some_and(|nbf| nbf > now + skew) || time("iat").is_some_and(|iat| iat > now + skew) {
+        if time("nbf").is_some_and(|nbf| nbf > now.saturating_add(skew))
+            || time("iat").is_some_and(|iat| iat > now.saturating_add(skew))
+        {
             return refused("the assertion is not valid yet");
         }
         if claims.get("iat").is_some_and(|iat| !iat.is_i64()) || claims.get("nbf").is_some_and(|nbf| !nbf.is_i64()) {
@@ -353,13 +361,14 @@ mod tests {
 
     #[test]
     fn a_spiffe_svid_names_its_trust_domain_when_it_has_no_iss() {
-        assert_eq!(
-            named_issuer(&json!({"sub": "spiffe://prod.example/ns/a"})).as_deref(),
-            Some("spiffe://prod.example")
-        );
-        assert_eq!(named_issuer(&json!({"iss": "https://i", "sub": "spiffe://x/y"})).as_deref(), Some("https://i"));
-        assert_eq!(named_issuer(&json!({"sub": "spiffe:///nothing"})), None);
-        assert_eq!(named_issuer(&json!({"sub": "alice"})), None);
+        let svid = json!({"sub": "spiffe://prod.example/ns/a"});
+        assert_eq!(named_issuer(&svid, true).as_deref(), Some("spiffe://prod.example"));
+        assert_eq!(named_issuer(&svid, false), None, "only a JWT-SVID names its issuer in sub");
+        let with_iss = json!({"iss": "https://i", "sub": "spiffe://x/y"});
+        assert_eq!(named_issuer(&with_iss, true).as_deref(), Some("https://i"));
+        assert_eq!(named_issuer(&json!({"iss": 5, "sub": "spiffe://x/y"}), true), None, "an iss that is no string");
+        assert_eq!(named_issuer(&json!({"sub": "spiffe:///nothing"}), true), None);
+        assert_eq!(named_issuer(&json!({"sub": "alice"}), true), None);
     }
 
     #[test]
