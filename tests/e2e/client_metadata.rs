@@ -154,3 +154,27 @@ fn a_realm_that_does_not_take_documents_never_fetches_them() {
     assert_eq!(page.status, 400, "{}", page.body);
     assert_eq!(host.requests.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn a_document_for_machine_grants_is_refused_and_the_token_endpoint_never_fetches_new_ones() {
+    let server = server_taking_documents();
+    let host = DocumentHost::start();
+    let client_id = host.client_id();
+    let mut machine = inspector(&client_id);
+    machine["grant_types"] = json!(["client_credentials"]);
+    machine["token_endpoint_auth_method"] = json!("private_key_jwt");
+    machine["jwks"] =
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]});
+    host.serve(machine);
+    let mut browser = Browser::new();
+    let page = browser.get(&authorize_url(&server, &client_id, &[]));
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("grant type"), "{}", page.body);
+    // A URL never seen at the authorization endpoint is an unknown client
+    // at the token endpoint, and is not fetched from there.
+    let other = format!("{}/client.json?never-authorized", host.base);
+    let before = host.requests.load(Ordering::SeqCst);
+    let reply = server.token(&[("grant_type", "authorization_code"), ("code", "x"), ("client_id", &other)], None);
+    reply.assert_error(401, "invalid_client");
+    assert_eq!(host.requests.load(Ordering::SeqCst), before);
+}

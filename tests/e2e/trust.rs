@@ -517,3 +517,36 @@ fn the_realms_assertion_policy_decides_who_an_id_jag_names_and_whom_it_refuses()
     }
     assert_eq!(decided["decisions"].as_array().map(Vec::len), Some(2), "{decided}");
 }
+
+#[test]
+fn with_an_assertion_policy_a_workload_must_still_be_the_subject_its_client_registered() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let cluster = Issuer::start();
+    let trusted = json!({"issuer": cluster.url, "purposes": ["client_auth"], "jwks_uri": cluster.jwks_uri(),
+                         "algorithms": ["ES256"], "audience": "agentauth"});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/cluster", Some(trusted)).0, 201);
+    use_trusted_domains_policy(&server);
+    // The policy maps service account agents:<name> to the client named
+    // <name>; this client is named "other" but registered agents:planner.
+    let mut naming =
+        json!({"federated_issuer": cluster.url, "federated_subject": "system:serviceaccount:agents:planner"});
+    naming["client_name"] = json!("other");
+    let client_id = register_workload(&server, "federated_jwt", naming);
+    let token = |sub: &str| {
+        cluster
+            .sign("JWT", &json!({"iss": cluster.url, "sub": sub, "aud": "agentauth", "iat": now(), "exp": now() + 600}))
+    };
+    let reply = workload_token(&server, Some(&client_id), CLIENT_JWT, &token("system:serviceaccount:agents:other"));
+    reply.assert_error(401, "invalid_client");
+    // Its registered subject passes the binding, and the policy refuses
+    // it (the name is not the account's): both must agree.
+    let reply = workload_token(&server, Some(&client_id), CLIENT_JWT, &token("system:serviceaccount:agents:planner"));
+    reply.assert_error(401, "invalid_client");
+    // When both agree, it authenticates.
+    let mut naming =
+        json!({"federated_issuer": cluster.url, "federated_subject": "system:serviceaccount:agents:planner"});
+    naming["client_name"] = json!("planner");
+    let planner = register_workload(&server, "federated_jwt", naming);
+    let reply = workload_token(&server, Some(&planner), CLIENT_JWT, &token("system:serviceaccount:agents:planner"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
