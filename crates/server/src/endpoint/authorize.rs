@@ -194,6 +194,22 @@ fn page(realm: &RealmRuntime, title: &str, body: &str) -> String {
     )
 }
 
+/// Where the answer goes, as the user should see it before answering
+/// (MCP requires the redirect URI's host be shown): `host` or
+/// `host:port`. A client's name is its own to choose; the host of its
+/// redirect URI is not.
+fn destination(pending: &Pending) -> String {
+    let host = url::Url::parse(&pending.redirect_uri).ok().and_then(|u| {
+        let host = u.host_str()?.to_string();
+        Some(match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
+    });
+    let host = host.unwrap_or_else(|| pending.redirect_uri.clone());
+    format!("<p>You will then return to <strong>{}</strong>.</p>", escape(&host))
+}
+
 /// The login page for `pending`, with the CSRF cookie its form needs.
 fn login_page(
     service: &Service,
@@ -205,7 +221,8 @@ fn login_page(
     let message = failure
         .map_or_else(String::new, |e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(&e.to_string())));
     let body = format!(
-        "<h1>Sign in</h1><p>to let <strong>{client}</strong> use your account in <strong>{realm}</strong>.</p>{message}\
+        "<h1>Sign in</h1><p>to let <strong>{client}</strong> use your account in <strong>{realm}</strong>.</p>\
+         {destination}{message}\
          <form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
          <input type=\"hidden\" name=\"action\" value=\"login\">\
          <label for=\"username\">Username</label>\
@@ -215,6 +232,7 @@ fn login_page(
          <button type=\"submit\">Sign in</button></form>",
         client = escape(&service.client_name(realm, &pending.client_id)),
         realm = escape(&realm.name),
+        destination = destination(pending),
         sealed = escape(&service.seal(pending)),
     );
     Reply::html(status, page(realm, "Sign in", &body))
@@ -239,12 +257,13 @@ fn consent_page(
         if resources.is_empty() { String::new() } else { format!("<p>for use at:</p><ul>{}</ul>", list(resources)) };
     let body = format!(
         "<h1>Allow access?</h1><p><strong>{name}</strong> (<code>{id}</code>) asks to act for you with:</p>\
-         <ul>{scopes_html}</ul>{resources_html}\
+         <ul>{scopes_html}</ul>{resources_html}{destination}\
          <form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
          <button type=\"submit\" name=\"action\" value=\"allow\">Allow</button>\
          <button type=\"submit\" name=\"action\" value=\"deny\" class=\"secondary\">Deny</button></form>",
         name = escape(client_name),
         id = escape(client_id),
+        destination = destination(pending),
         sealed = escape(&service.seal(pending)),
     );
     Reply::html(200, page(realm, "Allow access?", &body))
