@@ -172,6 +172,11 @@ fn id_jags_that_are_misaddressed_mistyped_stale_or_for_another_client_are_refuse
             claims.as_object_mut().expect("an object").remove("jti");
             idp.sign(ID_JAG, &claims)
         }),
+        ("no iat", {
+            let mut claims = base("f2");
+            claims.as_object_mut().expect("an object").remove("iat");
+            idp.sign(ID_JAG, &claims)
+        }),
         ("an untrusted issuer", with("g", "iss", json!("https://evil.example"))),
         ("typed as a plain JWT, from an issuer trusted only for ID-JAG", idp.sign("JWT", &base("h"))),
         ("a resource the realm does not allow", with("i", "resource", json!("https://evil.example/mcp"))),

@@ -233,7 +233,10 @@ pub fn validate_all(issuers: &[TrustedIssuer]) -> Result<(), String> {
         if issuers[..i].iter().any(|o| o.name == issuer.name) {
             return Err(format!("trusted issuer {:?} is listed twice", issuer.name));
         }
-        if issuers[..i].iter().any(|o| o.issuer == issuer.issuer) {
+        // `https://idp` and `https://idp/` are different issuers to a
+        // token, but never meant as two entries with different keys.
+        let same = |o: &TrustedIssuer| o.issuer.trim_end_matches('/') == issuer.issuer.trim_end_matches('/');
+        if issuers[..i].iter().any(same) {
             return Err(format!("issuer {:?} is listed twice: give one entry all its purposes", issuer.issuer));
         }
     }
@@ -330,7 +333,9 @@ mod tests {
         assert!(validate_all(&[corp.clone(), again]).unwrap_err().contains("twice"));
         let mut same_issuer = corp.clone();
         same_issuer.name = "corp-2".into();
-        assert!(validate_all(&[corp.clone(), same_issuer]).unwrap_err().contains("twice"));
+        assert!(validate_all(&[corp.clone(), same_issuer.clone()]).unwrap_err().contains("twice"));
+        same_issuer.issuer = format!("{}/", corp.issuer);
+        assert!(validate_all(&[corp.clone(), same_issuer]).unwrap_err().contains("twice"), "a trailing / is no other");
         assert_eq!(validate_all(&[corp]), Ok(()));
     }
 

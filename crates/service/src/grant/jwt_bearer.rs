@@ -84,6 +84,9 @@ pub(crate) fn issue(
             Some(named) if named != client.client_id => {
                 return Err(OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG was issued to another client"));
             }
+            Some(_) if !verified.claims.get("iat").is_some_and(Value::is_i64) => {
+                return Err(OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG has no iat"));
+            }
             Some(named) => Some(named.to_string()),
             None => return Err(OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG has no client_id")),
         }

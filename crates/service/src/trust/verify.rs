@@ -244,15 +244,15 @@ impl Service {
         let unverified =
             agentauth_jose::unverified_claims(token).map_err(|e| Refused::because(format!("the assertion: {e}")))?;
         let named = named_issuer(&unverified, svid).ok_or_else(|| Refused::because("the assertion names no issuer"))?;
-        let issuer = realm
-            .settings
-            .trusted_issuers
-            .iter()
-            .find(|t| t.issuer == named)
-            .ok_or_else(|| Refused::because("the assertion's issuer is not trusted by this realm"))?;
-        if !issuer.serves(purpose) {
-            return Err(Refused::because(format!("the issuer is not trusted for {purpose}")));
-        }
+        // One answer whether the issuer is unknown or trusted for other
+        // things: which issuers a realm trusts is not the caller's to learn.
+        let issuer =
+            realm.settings.trusted_issuers.iter().find(|t| t.issuer == named && t.serves(purpose)).ok_or_else(
+                || {
+                    tracing::debug!(realm = %realm.name, %purpose, "an assertion from an issuer not trusted for it");
+                    Refused::because(format!("the assertion's issuer is not trusted here for {purpose}"))
+                },
+            )?;
         let algorithms: Vec<Algorithm> = issuer.allowed_algorithms();
         let keys = self.trust.keys(issuer, false)?;
         let claims = match agentauth_jose::verify_external(token, &keys, &algorithms, typ) {
