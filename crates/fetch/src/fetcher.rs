@@ -38,6 +38,8 @@ struct State {
     /// The fetches under way, one per key; their number is what
     /// `max_in_flight` bounds.
     flights: HashMap<Key, Arc<Flight>>,
+    /// The fetches under way per owner, for `max_in_flight_per_owner`.
+    owners: HashMap<String, usize>,
 }
 
 /// One fetch under way, which other callers of its URL wait for.
@@ -79,7 +81,8 @@ impl Fetcher {
         clock: Arc<dyn Clock>,
         client: Client,
     ) -> Self {
-        let state = State { cache: Cache::new(policy.max_cache_entries), flights: HashMap::new() };
+        let state =
+            State { cache: Cache::new(policy.max_cache_entries), flights: HashMap::new(), owners: HashMap::new() };
         Self { inner: Arc::new(Inner { policy, resolver, clock, client, state: Mutex::new(state) }) }
     }
 
@@ -91,6 +94,14 @@ impl Fetcher {
     /// fetched (or joined, when another caller is fetching it). A cached
     /// failure is returned as it was for the negative lifetime.
     pub fn get_json(&self, url: &str, limits: &Limits) -> Result<Arc<Document>, FetchError> {
+        self.get_json_for("", url, limits)
+    }
+
+    /// As [`Fetcher::get_json`], on behalf of `owner` (a tenant): a fetch
+    /// this call must lead counts against the owner's
+    /// [`FetchPolicy::max_in_flight_per_owner`] as well as the fetcher's
+    /// bound. Cached documents, and fetches joined, count for nothing.
+    pub fn get_json_for(&self, owner: &str, url: &str, limits: &Limits) -> Result<Arc<Document>, FetchError> {
         let target = target::parse(url)?;
         let key: Key = (target.url.as_str().to_owned(), *limits);
         let wait_until = self.deadline();
@@ -100,7 +111,7 @@ impl Fetcher {
                 if let Some(outcome) = state.cache.fresh(&key, self.inner.clock.now()) {
                     return outcome;
                 }
-                self.join_or_lead(&mut state, &key)
+                self.join_or_lead(&mut state, &key, owner)
             };
             match step {
                 Step::Lead(lead) => return self.run(lead, &target, limits),
@@ -123,6 +134,12 @@ impl Fetcher {
     /// nothing was done. A failed refresh is returned, counts, and leaves a
     /// still fresh document in the cache.
     pub fn refresh(&self, url: &str, limits: &Limits) -> Result<Option<Arc<Document>>, FetchError> {
+        self.refresh_for("", url, limits)
+    }
+
+    /// As [`Fetcher::refresh`], on behalf of `owner` (see
+    /// [`Fetcher::get_json_for`]).
+    pub fn refresh_for(&self, owner: &str, url: &str, limits: &Limits) -> Result<Option<Arc<Document>>, FetchError> {
         let target = target::parse(url)?;
         let key: Key = (target.url.as_str().to_owned(), *limits);
         let interval = i64::try_from(self.inner.policy.refresh_interval.as_secs()).unwrap_or(i64::MAX);
@@ -136,7 +153,7 @@ impl Fetcher {
                 if recent && !state.flights.contains_key(&key) {
                     return Ok(None);
                 }
-                self.join_or_lead(&mut state, &key)
+                self.join_or_lead(&mut state, &key, owner)
             };
             match step {
                 Step::Lead(mut lead) => {
@@ -165,16 +182,30 @@ impl Fetcher {
         now.checked_add(self.inner.policy.timeout).unwrap_or_else(|| now + Duration::from_secs(86_400))
     }
 
-    fn join_or_lead(&self, state: &mut State, key: &Key) -> Step<'_> {
+    fn join_or_lead(&self, state: &mut State, key: &Key, owner: &str) -> Step<'_> {
         if let Some(flight) = state.flights.get(key) {
             return Step::Joined(Arc::clone(flight));
         }
         if state.flights.len() >= self.inner.policy.max_in_flight {
             return Step::Busy;
         }
+        if !owner.is_empty() {
+            let leading = state.owners.entry(owner.to_string()).or_insert(0);
+            if *leading >= self.inner.policy.max_in_flight_per_owner {
+                return Step::Busy;
+            }
+            *leading += 1;
+        }
         let flight = Arc::new(Flight::default());
         state.flights.insert(key.clone(), Arc::clone(&flight));
-        Step::Lead(Lead { fetcher: self, key: key.clone(), flight, finished: false, refresh: false })
+        Step::Lead(Lead {
+            fetcher: self,
+            key: key.clone(),
+            flight,
+            finished: false,
+            refresh: false,
+            owner: owner.to_string(),
+        })
     }
 
     /// Fetches as the leader, then caches and hands the outcome to every
@@ -252,12 +283,20 @@ struct Lead<'a> {
     finished: bool,
     /// Whether this fetch is a refresh, which the rate limit counts.
     refresh: bool,
+    /// On whose behalf it fetches ("" for no one in particular).
+    owner: String,
 }
 
 impl Lead<'_> {
     fn leave(&self, state: &mut State) {
         if state.flights.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
             state.flights.remove(&self.key);
+            if let Some(leading) = state.owners.get_mut(&self.owner) {
+                *leading = leading.saturating_sub(1);
+                if *leading == 0 {
+                    state.owners.remove(&self.owner);
+                }
+            }
         }
     }
 }

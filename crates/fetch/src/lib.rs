@@ -94,6 +94,11 @@ pub struct FetchPolicy {
     /// The most fetches in flight at once; past it, [`FetchError::Busy`].
     /// Default 16.
     pub max_in_flight: usize,
+    /// The most fetches in flight at once on behalf of one owner (a
+    /// tenant: see [`Fetcher::get_json_for`]), so that one owner's slow
+    /// URLs cannot take every slot; past it, [`FetchError::Busy`] for that
+    /// owner only. Default 4.
+    pub max_in_flight_per_owner: usize,
     /// The most URLs remembered, documents and failures together.
     /// Default 1024.
     pub max_cache_entries: usize,
@@ -118,6 +123,7 @@ impl Default for FetchPolicy {
             timeout: Duration::from_secs(5),
             max_redirects: 3,
             max_in_flight: 16,
+            max_in_flight_per_owner: 4,
             max_cache_entries: 1024,
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 3600),

@@ -201,7 +201,7 @@ impl Service {
         if stored.is_none() && admit.is_none() {
             return Ok(None);
         }
-        let document = match self.client_fetcher.get_json(client_id, &Limits::CLIENT_METADATA) {
+        let document = match self.client_fetcher.get_json_for(&realm.name, client_id, &Limits::CLIENT_METADATA) {
             Ok(document) => document,
             Err(e) => {
                 // The caller chose the URL: what its host resolves to, or

@@ -191,6 +191,32 @@ fn callers_are_refused_as_busy_when_the_in_flight_bound_is_full() {
 }
 
 #[test]
+fn one_owner_cannot_take_every_slot() {
+    let gate = Gate::default();
+    let held = gate.clone();
+    let server = Server::start(move |path| match path {
+        "/slow" => Reply::AfterGate(held.clone(), Box::new(Reply::json("{}"))),
+        _ => Reply::json("{}"),
+    });
+    let fetcher = fetcher(FetchPolicy { max_in_flight: 4, max_in_flight_per_owner: 1, ..dev() });
+    let slow = thread::spawn({
+        let (fetcher, url) = (fetcher.clone(), server.url("/slow"));
+        move || fetcher.get_json_for("tenant-a", &url, &Limits::default())
+    });
+    server.wait_for_requests(1);
+    // Tenant A's one slot is taken by its slow URL: its next fetch is
+    // refused, while tenant B's goes through.
+    let refused = fetcher.get_json_for("tenant-a", &server.url("/a2"), &Limits::default()).unwrap_err();
+    assert_eq!(refused, FetchError::Busy);
+    fetcher.get_json_for("tenant-b", &server.url("/b"), &Limits::default()).unwrap();
+    gate.open();
+    slow.join().unwrap().unwrap();
+    // The slot is A's again once its fetch is done.
+    fetcher.get_json_for("tenant-a", &server.url("/a2"), &Limits::default()).unwrap();
+    assert_eq!(server.paths(), ["/slow", "/b", "/a2"]);
+}
+
+#[test]
 fn a_waiter_gives_up_at_the_time_bound() {
     let gate = Gate::default();
     let held = gate.clone();

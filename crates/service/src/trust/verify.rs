@@ -111,16 +111,18 @@ impl IssuerKeys {
     /// The issuer's keys. With `refresh`, a fetched key set is fetched
     /// again first, if it was not fetched too recently (a token naming an
     /// unknown `kid`: the issuer may have rotated).
-    pub fn keys(&self, issuer: &TrustedIssuer, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+    /// Fetches count against `realm`'s share of the fetcher.
+    pub fn keys(&self, realm: &str, issuer: &TrustedIssuer, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
         match issuer.key_source() {
             KeySource::Static(jwks) => {
                 let text = jwks.to_string();
                 self.parsed_or(&text, None, || parse_jwks(jwks))
             }
-            KeySource::Uri(uri) => self.fetched(uri, refresh),
+            KeySource::Uri(uri) => self.fetched(realm, uri, refresh),
             KeySource::Discovery => {
                 let url = issuer.discovery_url();
-                let discovery = self.fetcher.get_json(&url, &Limits::DOCUMENT).map_err(unavailable("discovery"))?;
+                let discovery =
+                    self.fetcher.get_json_for(realm, &url, &Limits::DOCUMENT).map_err(unavailable("discovery"))?;
                 // OpenID Connect Discovery §4.3: the document's issuer is
                 // exactly the one it was fetched for.
                 if discovery.json.get("issuer").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
@@ -132,19 +134,20 @@ impl IssuerKeys {
                     .and_then(Value::as_str)
                     .ok_or_else(|| Refused::because("the issuer's discovery document has no jwks_uri"))?
                     .to_string();
-                self.fetched(&jwks_uri, refresh)
+                self.fetched(realm, &jwks_uri, refresh)
             }
         }
     }
 
-    fn fetched(&self, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+    fn fetched(&self, realm: &str, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+        let get = || self.fetcher.get_json_for(realm, url, &Limits::DOCUMENT).map_err(unavailable("keys"));
         let document = if refresh {
-            match self.fetcher.refresh(url, &Limits::DOCUMENT).map_err(unavailable("keys"))? {
+            match self.fetcher.refresh_for(realm, url, &Limits::DOCUMENT).map_err(unavailable("keys"))? {
                 Some(fresh) => fresh,
-                None => self.fetcher.get_json(url, &Limits::DOCUMENT).map_err(unavailable("keys"))?,
+                None => get()?,
             }
         } else {
-            self.fetcher.get_json(url, &Limits::DOCUMENT).map_err(unavailable("keys"))?
+            get()?
         };
         let jwks = Value::Object(document.json.clone());
         self.parsed_or(url, Some(document), || parse_jwks(&jwks))
@@ -254,11 +257,11 @@ impl Service {
                 },
             )?;
         let algorithms: Vec<Algorithm> = issuer.allowed_algorithms();
-        let keys = self.trust.keys(issuer, false)?;
+        let keys = self.trust.keys(&realm.name, issuer, false)?;
         let claims = match agentauth_jose::verify_external(token, &keys, &algorithms, typ) {
             // The issuer may have rotated its keys since they were fetched.
             Err(VerifyError::UnknownKey) if !matches!(issuer.key_source(), KeySource::Static(_)) => {
-                let keys = self.trust.keys(issuer, true)?;
+                let keys = self.trust.keys(&realm.name, issuer, true)?;
                 agentauth_jose::verify_external(token, &keys, &algorithms, typ)
             }
             verified => verified,
