@@ -93,6 +93,7 @@ fn a_client_named_by_its_metadata_document_signs_a_user_in_without_registering()
     // redirect URI's host, which a document cannot dress up as its name.
     let login = browser.get(&authorize_url(&server, &client_id, &[]));
     assert!(login.body.contains("return to <strong>127.0.0.1:49152</strong>"), "{}", login.body);
+    assert!(login.body.contains("<strong>Inspector</strong> from <strong>127.0.0.1</strong>"), "{}", login.body);
     let answer = sign_in_and_allow(&mut browser, &server, &authorize_url(&server, &client_id, &[]));
     let code = answer.get("code").expect("a code");
     let reply = redeem(&server, &client_id, code, VERIFIER);

@@ -168,7 +168,13 @@ impl Service {
             decisions,
             metrics,
             trust,
-            client_fetcher: agentauth_fetch::Fetcher::new(fetch_policy),
+            // Client metadata documents: a failure is remembered only
+            // briefly (the draft asks none be cached; a few seconds keep a
+            // dead URL from being fetched on every request).
+            client_fetcher: agentauth_fetch::Fetcher::new(agentauth_fetch::FetchPolicy {
+                negative_ttl: std::time::Duration::from_secs(5),
+                ..fetch_policy
+            }),
             client_documents: client_metadata::Applied::default(),
         })
     }

@@ -210,6 +210,18 @@ fn destination(pending: &Pending) -> String {
     format!("<p>You will then return to <strong>{}</strong>.</p>", escape(&host))
 }
 
+/// The client as the login page names it: its registered name, and for a
+/// client known by its metadata document the document's host too (the
+/// draft asks it be shown: the name is the document's to choose, the host
+/// is not).
+fn client_shown(service: &Service, realm: &RealmRuntime, client_id: &str) -> String {
+    let name = escape(&service.client_name(realm, client_id));
+    match url::Url::parse(client_id).ok().filter(|u| matches!(u.scheme(), "https" | "http")) {
+        Some(url) => format!("{name}</strong> from <strong>{}", escape(url.host_str().unwrap_or_default())),
+        None => name,
+    }
+}
+
 /// The login page for `pending`, with the CSRF cookie its form needs.
 fn login_page(
     service: &Service,
@@ -230,7 +242,7 @@ fn login_page(
          <label for=\"password\">Password</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
          <button type=\"submit\">Sign in</button></form>",
-        client = escape(&service.client_name(realm, &pending.client_id)),
+        client = client_shown(service, realm, &pending.client_id),
         realm = escape(&realm.name),
         destination = destination(pending),
         sealed = escape(&service.seal(pending)),
