@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Fetched, Key};
-use crate::http::{Answer, Client};
+use crate::http::{Answer, Client, Send};
 use crate::target::{self, Target};
 use crate::{Clock, Document, FetchError, FetchPolicy, Limits, Resolve, SystemClock, SystemResolver};
 
@@ -170,6 +170,54 @@ impl Fetcher {
         }
     }
 
+    /// POSTs `form` to `url` (a token endpoint) on behalf of `owner`,
+    /// with HTTP Basic credentials if given (RFC 6749 §2.3.1: each half
+    /// form-urlencoded first), and returns the JSON object of a `200`.
+    /// Under the same rules as a fetch (addresses checked, bounds, a slot
+    /// in flight) but never cached, joined or redirected.
+    pub fn post_form_for(
+        &self,
+        owner: &str,
+        url: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+        limits: &Limits,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, FetchError> {
+        use base64::Engine as _;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static POSTS: AtomicU64 = AtomicU64::new(0);
+        let target = target::parse(url)?;
+        // A key of its own: a POST shares no flight and no cache entry.
+        let key: Key = (format!("POST#{} {}", POSTS.fetch_add(1, Ordering::Relaxed), target.url), *limits);
+        let mut lead = match self.join_or_lead(&mut self.lock(), &key, owner) {
+            Step::Lead(lead) => lead,
+            Step::Joined(_) | Step::Busy => return Err(FetchError::Busy),
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let authorization = basic.map(|(id, secret)| {
+            let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let credential = format!("{}:{}", encode(id), encode(secret));
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credential))
+        });
+        let deadline = self.deadline();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let outcome = target::admit(&target, self.inner.policy.allow_loopback_http, &*self.inner.resolver, remaining)
+            .and_then(|addrs| {
+                let send = Send::PostForm { body: &body, authorization: authorization.as_deref() };
+                match self.inner.client.exchange(&target, &addrs, deadline, limits, send)? {
+                    Answer::Document(fetched) => Ok(fetched.json),
+                    Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
+                }
+            });
+        {
+            let mut state = self.lock();
+            lead.leave(&mut state);
+        }
+        lead.flight.complete(Outcome::Abandoned);
+        lead.finished = true;
+        outcome
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent between statements; a panic elsewhere
         // while it was held leaves nothing half-done worth refusing for.
@@ -240,7 +288,7 @@ impl Fetcher {
                 return Err(FetchError::TimedOut);
             }
             let addrs = target::admit(&target, policy.allow_loopback_http, &*self.inner.resolver, remaining)?;
-            match self.inner.client.exchange(&target, &addrs, deadline, limits)? {
+            match self.inner.client.exchange(&target, &addrs, deadline, limits, Send::Get)? {
                 Answer::Document(fetched) => return Ok(fetched),
                 Answer::Redirect(location) => {
                     if !limits.follow_redirects {

@@ -24,6 +24,18 @@ use crate::error::sanitize;
 use crate::target::Target;
 use crate::{FetchError, Limits};
 
+/// What one exchange sends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Send<'a> {
+    Get,
+    /// A form (`application/x-www-form-urlencoded`), with an
+    /// `Authorization` header if given: a token endpoint's request.
+    PostForm {
+        body: &'a str,
+        authorization: Option<&'a str>,
+    },
+}
+
 /// What one exchange came to.
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -69,6 +81,7 @@ impl Client {
         addrs: &[IpAddr],
         deadline: Instant,
         limits: &Limits,
+        send: Send<'_>,
     ) -> Result<Answer, FetchError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -97,7 +110,18 @@ impl Client {
         };
         let agent = ureq::Agent::with_parts(builder.build(), Shared(Arc::clone(&self.connector)), pinned);
 
-        let mut response = agent.get(target.url.as_str()).call().map_err(|e| failure(e, target, limits))?;
+        let sent = match send {
+            Send::Get => agent.get(target.url.as_str()).call(),
+            Send::PostForm { body, authorization } => {
+                let request =
+                    agent.post(target.url.as_str()).header("content-type", "application/x-www-form-urlencoded");
+                match authorization {
+                    Some(value) => request.header("authorization", value).send(body),
+                    None => request.send(body),
+                }
+            }
+        };
+        let mut response = sent.map_err(|e| failure(e, target, limits))?;
         let status = response.status().as_u16();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             let location = response.headers().get("location").and_then(|v| v.to_str().ok());

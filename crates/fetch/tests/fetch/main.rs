@@ -5,6 +5,7 @@
 
 mod bounds;
 mod caching;
+mod post;
 mod redirects;
 mod refusals;
 mod server;

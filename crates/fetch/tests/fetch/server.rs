@@ -170,6 +170,9 @@ impl Server {
     }
 }
 
+/// Every request read by any test server, head and body, in order.
+pub static RAW: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 fn serve<S: Read + Write>(mut stream: S, handler: &Handler, seen: &Mutex<Vec<String>>) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -182,9 +185,22 @@ fn serve<S: Read + Write>(mut stream: S, handler: &Handler, seen: &Mutex<Vec<Str
             return;
         }
     }
-    let text = String::from_utf8_lossy(&head);
+    // A body (a POSTed form) follows the head, as long as it says.
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |i| i + 4);
+    let length = String::from_utf8_lossy(&head[..end])
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0usize);
+    while head.len() < end + length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
     let path = text.split(' ').nth(1).unwrap_or("").to_owned();
     seen.lock().unwrap().push(path.clone());
+    RAW.lock().unwrap().push(text);
     let reply = handler(&path);
     write_reply(&mut stream, reply);
 }
