@@ -86,6 +86,35 @@ pub struct TrustedIssuer {
     /// The longest lifetime (`exp` from now) a token of its may have left.
     #[serde(default = "default_max_lifetime")]
     pub max_token_lifetime_seconds: u32,
+    /// For `login`: how this realm signs users in there, as a client of
+    /// the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<UpstreamLogin>,
+}
+
+/// This realm as a client of an upstream OpenID provider: the
+/// authorization code grant with PKCE, the ID token checked against the
+/// trusted issuer. The client secret never sits in the settings (which are
+/// shown and audited): it is read from the server's environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamLogin {
+    /// The realm's client id at the provider.
+    pub client_id: String,
+    /// The environment variable holding the client secret
+    /// (`client_secret_basic`); none for a public client, PKCE alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// The scopes asked of the provider.
+    #[serde(default = "default_login_scope")]
+    pub scope: String,
+    /// What the login page's button says: "Sign in with {label}".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+fn default_login_scope() -> String {
+    "openid email profile".into()
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -179,6 +208,30 @@ impl TrustedIssuer {
         }
         if self.serves(TrustPurpose::Login) && !self.discovery {
             return bad("login needs discovery: true, for the provider's endpoints".into());
+        }
+        match (&self.login, self.serves(TrustPurpose::Login)) {
+            (None, true) => return bad("login needs login: {client_id, client_secret_env?, scope?, label?}".into()),
+            (Some(_), false) => return bad("login settings go with the login purpose".into()),
+            (Some(login), true) => {
+                let printable = |v: &str| !v.is_empty() && v.len() <= 256 && !v.chars().any(char::is_control);
+                if !printable(&login.client_id) {
+                    return bad("login.client_id: 1 to 256 printable characters".into());
+                }
+                if let Some(env) = &login.client_secret_env
+                    && (env.is_empty()
+                        || env.len() > 128
+                        || !env.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+                {
+                    return bad("login.client_secret_env: the name of an environment variable (A-Z, 0-9, _)".into());
+                }
+                if !login.scope.split(' ').any(|s| s == "openid") || !printable(&login.scope) {
+                    return bad("login.scope: space-separated scopes, openid among them".into());
+                }
+                if login.label.as_deref().is_some_and(|l| !printable(l) || l.chars().count() > 64) {
+                    return bad("login.label: 1 to 64 printable characters".into());
+                }
+            }
+            (None, false) => {}
         }
         if let Some(jwks) = &self.jwks {
             let size = serde_json::to_string(jwks).map_or(usize::MAX, |s| s.len());
@@ -317,12 +370,27 @@ mod tests {
             (json!({"clock_skew_seconds": 301}), "at most 300"),
             (json!({"max_token_lifetime_seconds": 10}), "between 60"),
             (json!({"purposes": ["login"], "discovery": false, "jwks_uri": "https://idp.example/k"}), "login needs"),
+            (json!({"purposes": ["login"]}), "login needs login"),
+            (json!({"login": {"client_id": "agentauth"}}), "go with the login purpose"),
+            (json!({"purposes": ["login"], "login": {"client_id": "a", "client_secret_env": "lower"}}), "environment"),
+            (json!({"purposes": ["login"], "login": {"client_id": "a", "scope": "email"}}), "openid"),
         ] {
             let refusal = issuer(extra.clone()).unwrap().validate().unwrap_err();
             assert!(refusal.contains(expected), "{extra}: {refusal}");
         }
         assert!(issuer(json!({"purposes": ["everything"]})).is_err());
         assert!(issuer(json!({"surprise": 1})).is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn an_upstream_login_names_the_realms_client_and_where_its_secret_is() {
+        let corp = issuer(json!({"purposes": ["login"],
+                                 "login": {"client_id": "agentauth", "client_secret_env": "CORP_IDP_SECRET"}}))
+        .unwrap();
+        assert_eq!(corp.validate(), Ok(()));
+        let login = corp.login.unwrap();
+        assert_eq!(login.scope, "openid email profile");
+        assert!(issuer(json!({"login": {"client_id": "a", "client_secret": "s"}})).is_err(), "never the secret itself");
     }
 
     #[test]
