@@ -36,5 +36,6 @@ mod token_endpoint;
 mod token_exchange;
 mod traces;
 mod trust;
+mod upstream_login;
 mod users;
 mod version;

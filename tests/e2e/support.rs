@@ -67,6 +67,12 @@ impl Server {
         Self::launch(Self::builder().admin_token(ADMIN_TOKEN).args(args))
     }
 
+    /// Starts a server with a fresh data directory, the admin API on,
+    /// extra arguments and an environment variable.
+    pub fn start_with_admin_args_env(args: &[&str], key: &str, value: &str) -> Self {
+        Self::launch(Self::builder().admin_token(ADMIN_TOKEN).args(args).env(key, value))
+    }
+
     /// Starts a replica on the PostgreSQL database `database`, sharing
     /// `master_key` and the origin clients use (`public_url`) with the other
     /// replicas there, with the admin API on.

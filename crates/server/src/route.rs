@@ -241,7 +241,9 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     {
         return Route::Manage { realm };
     }
-    if endpoint == "authorize" {
+    // `authorize/upstream`: where an upstream provider sends the browser
+    // back after signing the user in there.
+    if endpoint == "authorize" || endpoint == "authorize/upstream" {
         return match *method {
             Method::GET | Method::POST => Route::Authorize { realm },
             _ => Route::MethodNotAllowed { allow: "GET, POST" },

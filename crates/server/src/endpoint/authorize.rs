@@ -26,6 +26,8 @@ use crate::http::{Form, Reply, has_media_type};
 
 const SESSION_COOKIE: &str = "agentauth_session";
 const CSRF_COOKIE: &str = "agentauth_csrf";
+/// Binds a sign-in at an upstream provider to the browser that started it.
+const UPSTREAM_COOKIE: &str = "agentauth_upstream";
 
 /// Answers a GET (a new request) or a POST (a form of the pages).
 pub fn authorize(
@@ -42,6 +44,9 @@ pub fn authorize(
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).map(|(n, v)| (n.into_owned(), v.into_owned())).collect())
             .unwrap_or_default();
+        if parts.uri.path().ends_with("/authorize/upstream") {
+            return upstream_callback(service, realm, parts, &params, request_id);
+        }
         let pending = match service.authorization_request(realm, &params, source) {
             Ok(pending) => pending,
             Err(Refusal::Page(error)) => return error_page(realm, &error),
@@ -102,7 +107,37 @@ pub fn authorize(
             }
             decide(service, realm, &pending, &session, &user, true, request_id, Vec::new())
         }
+        Some("upstream") => {
+            let name = form.get("upstream").unwrap_or_default();
+            match service.start_upstream_login(realm, &pending, name) {
+                Ok(start) => Reply::redirect(start.location)
+                    .with_header(SET_COOKIE, set_cookie(realm, UPSTREAM_COOKIE, &start.nonce, FORM_LIFETIME)),
+                Err(error) => error_page(realm, &error),
+            }
+        }
         _ => error_page(realm, &OAuthError::invalid_request("the form has no action")),
+    }
+}
+
+/// The browser back from an upstream provider: the user signed in there
+/// becomes this realm's signed-in user, and the request goes on as after
+/// a local login.
+fn upstream_callback(
+    service: &Service,
+    realm: &RealmRuntime,
+    parts: &Parts,
+    params: &[(String, String)],
+    request_id: &str,
+) -> Reply {
+    match service.finish_upstream_login(realm, params, cookie(parts, UPSTREAM_COOKIE)) {
+        Ok((pending, session, user)) => {
+            let signed_in = set_cookie(realm, SESSION_COOKIE, &service.seal(&session), SESSION_LIFETIME);
+            let spent = set_cookie(realm, UPSTREAM_COOKIE, "", 0);
+            // The consent page's form needs the CSRF cookie of this
+            // pending request, which the login page set in this browser.
+            decide(service, realm, &pending, &session, &user, false, request_id, vec![signed_in, spent])
+        }
+        Err(error) => error_page(realm, &error),
     }
 }
 
@@ -222,6 +257,25 @@ fn client_shown(service: &Service, realm: &RealmRuntime, client_id: &str) -> Str
     }
 }
 
+/// A button per upstream provider the realm signs users in at.
+fn upstream_buttons(service: &Service, realm: &RealmRuntime, pending: &Pending) -> String {
+    let sealed = escape(&service.seal(pending));
+    service
+        .upstream_logins(realm)
+        .into_iter()
+        .map(|(name, label)| {
+            format!(
+                "<form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
+                 <input type=\"hidden\" name=\"action\" value=\"upstream\">\
+                 <input type=\"hidden\" name=\"upstream\" value=\"{}\">\
+                 <button type=\"submit\" class=\"secondary\">Sign in with {}</button></form>",
+                escape(&name),
+                escape(&label)
+            )
+        })
+        .collect()
+}
+
 /// The login page for `pending`, with the CSRF cookie its form needs.
 fn login_page(
     service: &Service,
@@ -241,11 +295,12 @@ fn login_page(
          <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
          <label for=\"password\">Password</label>\
          <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button></form>",
+         <button type=\"submit\">Sign in</button></form>{upstream}",
         client = client_shown(service, realm, &pending.client_id),
         realm = escape(&realm.name),
         destination = destination(pending),
         sealed = escape(&service.seal(pending)),
+        upstream = upstream_buttons(service, realm, pending),
     );
     Reply::html(status, page(realm, "Sign in", &body))
         .with_header(SET_COOKIE, set_cookie(realm, CSRF_COOKIE, &pending.nonce, FORM_LIFETIME))

@@ -5,7 +5,9 @@
 //! configuration.
 
 mod admin;
+pub mod login;
 pub(crate) mod map;
 pub(crate) mod verify;
 
+pub use login::UpstreamStart;
 pub use verify::IssuerKeys;

@@ -62,6 +62,10 @@ pub enum AudienceRule {
     /// realm's issuer: ID-JAG (a one-element array counts) and SPIFFE
     /// JWT-SVIDs.
     Sole,
+    /// An ID token of an upstream login: the realm's client id at the
+    /// provider, among its audiences (OpenID Connect Core §3.1.3.7), and
+    /// `azp` that client when there are several.
+    LoginClient,
 }
 
 /// What is known of a verified external token.
@@ -106,6 +110,12 @@ type Parsed = (Option<Arc<Document>>, Arc<[VerifyingKey]>);
 impl IssuerKeys {
     pub fn new(fetcher: Fetcher) -> Self {
         Self { fetcher, parsed: Mutex::new(HashMap::new()) }
+    }
+
+    /// The fetcher of issuers' documents, for their other endpoints
+    /// (an upstream provider's token endpoint).
+    pub(crate) fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
     }
 
     /// The issuer's keys. With `refresh`, a fetched key set is fetched
@@ -299,16 +309,20 @@ impl Service {
             Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).map(str::to_string).collect(),
             _ => return refused("the assertion has no aud"),
         };
-        let expected: Vec<String> = match &issuer.audience {
-            Some(configured) => vec![configured.clone()],
-            None => match audience_rule {
-                AudienceRule::Sole => vec![realm.issuer.clone()],
-                AudienceRule::Includes => vec![realm.issuer.clone(), realm.endpoint("access_token")],
-            },
+        let expected: Vec<String> = match (&issuer.audience, audience_rule) {
+            (_, AudienceRule::LoginClient) => issuer.login.iter().map(|l| l.client_id.clone()).collect(),
+            (Some(configured), _) => vec![configured.clone()],
+            (None, AudienceRule::Sole) => vec![realm.issuer.clone()],
+            (None, AudienceRule::Includes) => vec![realm.issuer.clone(), realm.endpoint("access_token")],
         };
         let audience_ok = match audience_rule {
             AudienceRule::Sole => audience.len() == 1 && expected.contains(&audience[0]),
             AudienceRule::Includes => audience.iter().any(|a| expected.contains(a)),
+            AudienceRule::LoginClient => {
+                let azp = claims.get("azp").and_then(Value::as_str);
+                audience.iter().any(|a| expected.contains(a))
+                    && (audience.len() == 1 || azp.is_some_and(|azp| expected.iter().any(|e| e == azp)))
+            }
         };
         if !audience_ok {
             return refused("the assertion's aud is not this realm");
