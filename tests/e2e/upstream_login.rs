@@ -190,6 +190,12 @@ fn a_user_signs_in_at_the_companys_provider_and_the_client_gets_their_token() {
     let back = page.location.clone().expect("back to the realm");
     assert!(back.starts_with(&callback), "{back}");
 
+    // The same answer in another browser (login CSRF: an attacker's code
+    // planted in a victim's browser) finds no cookie of the sign-in.
+    let elsewhere = Agent::new().get(&back);
+    assert_eq!(elsewhere.status, 400, "{}", elsewhere.body);
+    assert!(elsewhere.body.contains("another browser"), "{}", elsewhere.body);
+
     // Back here: signed in, this realm asks consent, and the client gets
     // a code for the user the provider vouched for.
     let consent = browser.get(&back);
@@ -197,8 +203,14 @@ fn a_user_signs_in_at_the_companys_provider_and_the_client_gets_their_token() {
     assert!(consent.body.contains("Inspector"), "{}", consent.body);
     let pending = hidden(&consent.body, "pending");
     let answer = browser.post(&endpoint, &[("pending", &pending), ("action", "allow")]);
-    let location = answer.location.expect("a redirect to the client");
+    let location =
+        answer.location.unwrap_or_else(|| panic!("a redirect to the client: {} {}", answer.status, answer.body));
     let code = query(&location).remove("code").unwrap_or_else(|| panic!("a code: {location}"));
     let tokens = redeem(&server, &client_id, &code, VERIFIER);
     assert_eq!(tokens.status, 200, "{}", tokens.body);
+    // The user is the realm's now: listed, with the provider's name and
+    // email, and the admin's to disable.
+    let (status, found) = admin(&server, "GET", "/alpha/users?username=alice%40example.com%2Bexample", None);
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["users"][0]["email"], "alice@example.com", "{found}");
 }

@@ -63,34 +63,6 @@ pub struct Session {
     pub sub: String,
     pub auth_time: i64,
     pub expires_at: i64,
-    /// For a user signed in at an upstream provider, who they are there:
-    /// such a user has no row here, so the session carries them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalUser>,
-}
-
-/// A user signed in at an upstream OpenID provider, as its ID token
-/// described them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExternalUser {
-    /// `preferred_username`, else `email`, else the provider's `sub`.
-    pub username: String,
-    pub name: Option<String>,
-    pub email: Option<String>,
-}
-
-impl ExternalUser {
-    /// The user as the authorize hook and the consent page see them.
-    pub fn user(&self, subject: &str, since: i64) -> User {
-        User {
-            subject: subject.to_string(),
-            username: self.username.clone(),
-            display_name: self.name.clone(),
-            email: self.email.clone(),
-            state: agentauth_core::ports::UserState::Active,
-            created_at: since,
-        }
-    }
 }
 
 /// What the endpoint does next for a signed-in user.
@@ -158,7 +130,6 @@ impl Service {
             sub: user.subject.clone(),
             auth_time: now,
             expires_at: now.saturating_add(SESSION_LIFETIME),
-            external: None,
         }
     }
 
@@ -197,10 +168,6 @@ impl Service {
         let session: Session = self.unseal(sealed)?;
         if session.realm != realm.name || session.expires_at <= self.now() {
             return None;
-        }
-        if let Some(external) = &session.external {
-            let user = external.user(&session.sub, session.auth_time);
-            return Some((session, user));
         }
         let user = self.user(&realm.name, &session.sub).ok()?;
         (user.state == agentauth_core::ports::UserState::Active).then_some((session, user))

@@ -161,7 +161,7 @@ impl From<HashError> for AdminError {
     }
 }
 
-fn audit(at: i64, actor: &str, action: &str, subject: &str, username: Option<&str>) -> AuditEntry {
+pub(crate) fn audit(at: i64, actor: &str, action: &str, subject: &str, username: Option<&str>) -> AuditEntry {
     let detail = match username {
         Some(username) => json!({"subject": subject, "username": username}),
         None => json!({"subject": subject}),

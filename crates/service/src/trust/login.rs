@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::verify::AudienceRule;
-use crate::Service;
-use crate::authorize::{ExternalUser, FORM_LIFETIME, Pending, SESSION_LIFETIME, Session};
+use crate::authorize::{FORM_LIFETIME, Pending, Session};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_secret};
 use crate::users::User;
+use crate::{Service, internal};
 
 /// What the `state` sent upstream carries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +44,15 @@ pub struct UpstreamStart {
     pub location: String,
     /// The value of the browser-binding cookie.
     pub nonce: String,
+}
+
+/// A user signed in at an upstream provider, as its ID token described
+/// them.
+struct ExternalUser {
+    /// `preferred_username`, else `email`, else the provider's `sub`.
+    username: String,
+    name: Option<String>,
+    email: Option<String>,
 }
 
 /// The provider's endpoints, from its discovery document.
@@ -193,17 +202,88 @@ impl Service {
             name: text("name"),
             email: text("email"),
         };
-        let now = self.now();
-        let session = Session {
-            realm: realm.name.clone(),
-            sub: mapped.subject,
-            auth_time: now,
-            expires_at: now.saturating_add(SESSION_LIFETIME),
-            external: Some(external.clone()),
-        };
-        let user = external.user(&session.sub, now);
+        let user = self.upstream_user(realm, issuer, &mapped.subject, &external)?;
+        let session = self.session(realm, &user);
         tracing::info!(realm = %realm.name, upstream = %issuer.name, "a user signed in upstream");
         Ok((pending, session, user))
+    }
+
+    /// The realm's user for an upstream one: made on their first sign-in
+    /// (as a user of the realm, so consents, codes and the admin's
+    /// disable and delete apply; with a password no one knows, so only
+    /// the provider signs them in), refused while disabled.
+    fn upstream_user(
+        &self,
+        realm: &RealmRuntime,
+        issuer: &TrustedIssuer,
+        subject: &str,
+        external: &ExternalUser,
+    ) -> Result<User, OAuthError> {
+        use agentauth_core::ports::{UserRow, UserState};
+        // The realm's users are `usr_` subjects: a policy may name one (it
+        // was checked to be an enabled user); any other mapped subject
+        // names the user derived from it under the server's key, the same
+        // at every sign-in and on every replica.
+        let derived;
+        let subject = if agentauth_core::user::is_user_subject(subject) {
+            subject
+        } else {
+            let mac = self.hasher.hash(Purpose::Browser, &format!("upstream-subject:{subject}"));
+            let hex: String = mac.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            derived = format!("{}{hex}", agentauth_core::user::SUBJECT_PREFIX);
+            derived.as_str()
+        };
+        if let Some(row) = self.store.user(&realm.name, subject).map_err(internal)? {
+            return match row.state {
+                UserState::Active => Ok(User::from(row)),
+                UserState::Disabled => Err(login_error("this user is disabled in this realm")),
+            };
+        }
+        let unusable = crate::password::Password::new(new_secret());
+        let password_hash = self
+            .passwords
+            .hash(&unusable)
+            .map_err(|_| OAuthError::new(ErrorCode::TemporarilyUnavailable, "the server is busy; try again shortly"))?;
+        // A username of the realm's alphabet, naming the provider: the
+        // upstream one may be anything, and taken here.
+        let cleaned: String = external
+            .username
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "._-@+".contains(c) { c.to_ascii_lowercase() } else { '_' })
+            .take(96)
+            .collect();
+        let base = format!("{cleaned}+{}", issuer.name);
+        let hashed = URL_SAFE_NO_PAD.encode(self.hasher.hash(Purpose::Browser, &format!("upstream-user:{subject}")));
+        for username in [base.clone(), format!("{base}.{}", &hashed[..8].to_ascii_lowercase())] {
+            let row = UserRow {
+                subject: subject.to_string(),
+                username: username.clone(),
+                display_name: external.name.clone(),
+                email: external.email.clone(),
+                password_hash: password_hash.clone(),
+                state: UserState::Active,
+                created_at: self.now(),
+            };
+            let entry = crate::users::audit(
+                self.now(),
+                &format!("upstream:{}", issuer.name),
+                "create-user",
+                subject,
+                Some(&username),
+            );
+            match self.store.create_user(&realm.name, &row, &entry) {
+                Ok(true) => return Ok(User::from(row)),
+                Ok(false) => continue,
+                // Made by a racing sign-in of the same user.
+                Err(e) => {
+                    return match self.store.user(&realm.name, subject).map_err(internal)? {
+                        Some(row) => Ok(User::from(row)),
+                        None => Err(internal(e)),
+                    };
+                }
+            }
+        }
+        Err(login_error("no username is free for this user"))
     }
 
     /// A value derived from the sign-in's random `nonce` under the
