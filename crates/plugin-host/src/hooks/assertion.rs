@@ -19,17 +19,15 @@
 //! enabled, and for client authentication only a client of the realm
 //! that trusts the token's issuer (see `policy.wit`).
 
-use agentauth_core::Scopes;
-
 use crate::bindings::assertion_world::AssertionHookPre;
 use crate::bindings::assertion_world::exports::agentauth::policy::assertion as wit;
 use crate::engine::PluginHost;
-use crate::hooks::may_act::check_claim_value;
+use crate::hooks::authorize::{checked_may_act, narrowed_scopes};
 use crate::hooks::{Hook, client_view, invalid_answer};
 use crate::limits::Limits;
 use crate::registry::Plugin;
-use crate::state::{HostState, truncate};
-use crate::{Client, Failure, HookError, MayActClaim};
+use crate::state::HostState;
+use crate::{Client, HookError, MayActClaim};
 
 /// Longest subject a policy may map a token to, in bytes.
 pub const MAX_SUBJECT: usize = 255;
@@ -163,28 +161,8 @@ impl PluginHost {
         if case.purpose == AssertionPurpose::ClientAuthentication && !mapping.scopes.is_empty() {
             return Err(invalid_answer("client authentication grants no scopes, and the mapping has some"));
         }
-        if let Some(extra) = mapping.scopes.iter().find(|s| !asked.contains(s)) {
-            return Err(HookError::Failed(
-                Failure::InvalidAnswer,
-                format!(
-                    "granted scope {:?}, which was not asked for; an assertion policy may only narrow",
-                    truncate(extra, 64)
-                ),
-            ));
-        }
-        let scopes = Scopes::from_tokens(mapping.scopes.iter().map(String::as_str))
-            .map_err(|e| invalid_answer(e.description))?
-            .to_vec();
-        let may_act = match mapping.may_act {
-            Some(claim) => {
-                check_claim_value("may_act.client_id", &claim.client_id)?;
-                if let Some(sub) = &claim.sub {
-                    check_claim_value("may_act.sub", sub)?;
-                }
-                Some(MayActClaim { client_id: claim.client_id, sub: claim.sub })
-            }
-            None => None,
-        };
+        let scopes = narrowed_scopes(&mapping.scopes, asked, "an assertion policy")?;
+        let may_act = mapping.may_act.map(|claim| checked_may_act(claim.client_id, claim.sub)).transpose()?;
         Ok(AssertionMapping { subject: mapping.subject, scopes, may_act })
     }
 }

@@ -84,28 +84,31 @@ impl PluginHost {
             consented: request.consented,
         };
         let decision = self.call::<Authorize>(plugin, limits, realm, (wit_user, client_view(client), wit_request))?;
-        if let Some(extra) = decision.scopes.iter().find(|s| !request.scopes.contains(s)) {
-            return Err(HookError::Failed(
-                Failure::InvalidAnswer,
-                format!(
-                    "granted scope {:?}, which was not asked for; an authorization policy may only narrow",
-                    truncate(extra, 64)
-                ),
-            ));
-        }
-        let scopes = Scopes::from_tokens(decision.scopes.iter().map(String::as_str))
-            .map_err(|e| invalid_answer(e.description))?
-            .to_vec();
-        let may_act = match decision.may_act {
-            Some(claim) => {
-                check_claim_value("may_act.client_id", &claim.client_id)?;
-                if let Some(sub) = &claim.sub {
-                    check_claim_value("may_act.sub", sub)?;
-                }
-                Some(MayActClaim { client_id: claim.client_id, sub: claim.sub })
-            }
-            None => None,
-        };
+        let scopes = narrowed_scopes(&decision.scopes, request.scopes, "an authorization policy")?;
+        let may_act = decision.may_act.map(|claim| checked_may_act(claim.client_id, claim.sub)).transpose()?;
         Ok(Authorization { scopes, require_consent: decision.require_consent, may_act })
     }
+}
+
+/// The scopes a policy granted, when each was `asked` for (`policy` names
+/// it in the refusal: a policy may only narrow), as valid scope values
+/// without repeats.
+pub(crate) fn narrowed_scopes(granted: &[String], asked: &[String], policy: &str) -> Result<Vec<String>, HookError> {
+    if let Some(extra) = granted.iter().find(|s| !asked.contains(s)) {
+        return Err(HookError::Failed(
+            Failure::InvalidAnswer,
+            format!("granted scope {:?}, which was not asked for; {policy} may only narrow", truncate(extra, 64)),
+        ));
+    }
+    Ok(Scopes::from_tokens(granted.iter().map(String::as_str)).map_err(|e| invalid_answer(e.description))?.to_vec())
+}
+
+/// A `may_act` claim a policy answered, its values checked as claim
+/// values.
+pub(crate) fn checked_may_act(client_id: String, sub: Option<String>) -> Result<MayActClaim, HookError> {
+    check_claim_value("may_act.client_id", &client_id)?;
+    if let Some(sub) = &sub {
+        check_claim_value("may_act.sub", sub)?;
+    }
+    Ok(MayActClaim { client_id, sub })
 }
