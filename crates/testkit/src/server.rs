@@ -215,7 +215,10 @@ impl Server {
     fn wait_ready(&self) -> Result<(), Error> {
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
-            if self.http.get(self.url("/healthz")).call().is_ok_and(|r| r.status() == 200) {
+            // Read to the end, so the connection goes back to the pool and
+            // the test's first request reuses it: a dropped one would still
+            // count against a per-source connection cap for a moment.
+            if self.get(&self.url("/healthz")).is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             std::thread::sleep(POLL);
