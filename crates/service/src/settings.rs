@@ -83,6 +83,14 @@ pub struct RealmSettings {
     /// client, under that policy.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub client_metadata_documents: bool,
+    /// Whether the login page signs users in with a username and
+    /// password of the realm (the default). Off, users sign in only at the
+    /// realm's upstream providers (`trusted_issuers` with a `login`), and a
+    /// posted password is refused unchecked; at least one such provider
+    /// must then be configured. Left out of the stored JSON while on, for
+    /// replicas that predate it.
+    #[serde(skip_serializing_if = "is_true")]
+    pub local_login: bool,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -198,6 +206,16 @@ impl RealmSettings {
         for issuer in &self.trusted_issuers {
             check_static_jwks(issuer)?;
         }
+        if !self.local_login
+            && !self
+                .trusted_issuers
+                .iter()
+                .any(|t| t.login.is_some() && t.serves(agentauth_core::trust::TrustPurpose::Login))
+        {
+            return Err("local_login: false needs a trusted issuer that signs users in (purpose login, with login \
+                        settings); otherwise no one could sign in"
+                .into());
+        }
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(title) = &self.page_title
@@ -245,6 +263,10 @@ impl RealmSettings {
     }
 }
 
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
 /// A trusted issuer's static JWKS: public keys only (a private one has
 /// leaked, and would be shown and audited with the settings), at least one
 /// of which this server can verify with.
@@ -283,6 +305,7 @@ impl Default for RealmSettings {
             allowed_resources: Vec::new(),
             trusted_issuers: Vec::new(),
             client_metadata_documents: false,
+            local_login: true,
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),

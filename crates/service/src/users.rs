@@ -106,6 +106,9 @@ pub enum LoginError {
     /// The server cannot check a password now (hashing at capacity, the
     /// database busy); retry after this many seconds.
     Busy { retry_after: u64 },
+    /// The realm signs users in only at its upstream providers
+    /// (`local_login` is off); no password was checked.
+    NotHere,
     /// A failure of the server's own, logged where it happened.
     Internal,
 }
@@ -116,6 +119,7 @@ impl std::fmt::Display for LoginError {
             Self::Failed => f.write_str(LOGIN_FAILED),
             Self::SlowDown { retry_after } => write!(f, "too many login attempts; retry in {retry_after} s"),
             Self::Busy { retry_after } => write!(f, "the server is busy; retry in {retry_after} s"),
+            Self::NotHere => f.write_str("this realm signs users in at its identity providers only"),
             Self::Internal => f.write_str("internal error"),
         }
     }
@@ -328,6 +332,9 @@ impl Service {
         password: &Password,
         source: Option<IpAddr>,
     ) -> Result<User, LoginError> {
+        if !realm.settings.local_login {
+            return Err(LoginError::NotHere);
+        }
         let username = normalize_username(username);
         // Throttled before anything is looked up or hashed: by the
         // username tried (a malformed one counts under no user), and by

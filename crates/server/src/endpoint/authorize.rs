@@ -16,6 +16,7 @@ use agentauth_core::authorize::Refusal;
 use agentauth_core::{ErrorCode, OAuthError};
 use agentauth_service::authorize::{FORM_LIFETIME, Pending, SESSION_LIFETIME, Step, redirect_to};
 use agentauth_service::password::Password;
+use agentauth_service::trust::UpstreamRefused;
 use agentauth_service::users::LoginError;
 use agentauth_service::{RealmRuntime, Service};
 use hyper::Method;
@@ -87,11 +88,16 @@ pub fn authorize(
                     let cookie = set_cookie(realm, SESSION_COOKIE, &service.seal(&session), SESSION_LIFETIME);
                     decide(service, realm, &pending, &session, &user, false, request_id, vec![cookie])
                 }
-                Err(LoginError::Failed) => login_page(service, realm, &pending, Some(&LoginError::Failed), 401),
-                Err(e @ LoginError::SlowDown { retry_after }) => login_page(service, realm, &pending, Some(&e), 429)
-                    .with_header(RETRY_AFTER, retry_after.to_string()),
-                Err(e @ LoginError::Busy { retry_after }) => login_page(service, realm, &pending, Some(&e), 503)
-                    .with_header(RETRY_AFTER, retry_after.to_string()),
+                Err(e @ LoginError::Failed) => login_page(service, realm, &pending, Some(&e.to_string()), 401),
+                Err(e @ LoginError::NotHere) => login_page(service, realm, &pending, Some(&e.to_string()), 403),
+                Err(e @ LoginError::SlowDown { retry_after }) => {
+                    login_page(service, realm, &pending, Some(&e.to_string()), 429)
+                        .with_header(RETRY_AFTER, retry_after.to_string())
+                }
+                Err(e @ LoginError::Busy { retry_after }) => {
+                    login_page(service, realm, &pending, Some(&e.to_string()), 503)
+                        .with_header(RETRY_AFTER, retry_after.to_string())
+                }
                 Err(LoginError::Internal) => error_page(realm, &OAuthError::server_error("internal error")),
             }
         }
@@ -137,7 +143,14 @@ fn upstream_callback(
             // pending request, which the login page set in this browser.
             decide(service, realm, &pending, &session, &user, false, request_id, vec![signed_in, spent])
         }
-        Err(error) => error_page(realm, &error),
+        // Back in the browser that started, but not signed in (the user
+        // declined there, or its answer did not hold): the login page
+        // again, saying why, to try again or another way.
+        Err(UpstreamRefused { pending: Some(pending), error }) if error.code != ErrorCode::ServerError => {
+            let status = error.code.http_status().max(400);
+            login_page(service, realm, &pending, Some(&error.description), status)
+        }
+        Err(UpstreamRefused { error, .. }) => error_page(realm, &error),
     }
 }
 
@@ -257,18 +270,22 @@ fn client_shown(service: &Service, realm: &RealmRuntime, client_id: &str) -> Str
     }
 }
 
-/// A button per upstream provider the realm signs users in at.
-fn upstream_buttons(service: &Service, realm: &RealmRuntime, pending: &Pending) -> String {
+/// A button per upstream provider the realm signs users in at; the
+/// first has the focus when the page has no password form.
+fn upstream_buttons(service: &Service, realm: &RealmRuntime, pending: &Pending, first_focused: bool) -> String {
     let sealed = escape(&service.seal(pending));
+    let class = if realm.settings.local_login { " class=\"secondary\"" } else { "" };
     service
         .upstream_logins(realm)
         .into_iter()
-        .map(|(name, label)| {
+        .enumerate()
+        .map(|(i, (name, label))| {
+            let focus = if first_focused && i == 0 { " autofocus" } else { "" };
             format!(
                 "<form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
                  <input type=\"hidden\" name=\"action\" value=\"upstream\">\
                  <input type=\"hidden\" name=\"upstream\" value=\"{}\">\
-                 <button type=\"submit\" class=\"secondary\">Sign in with {}</button></form>",
+                 <button type=\"submit\"{class}{focus}>Sign in with {}</button></form>",
                 escape(&name),
                 escape(&label)
             )
@@ -277,30 +294,30 @@ fn upstream_buttons(service: &Service, realm: &RealmRuntime, pending: &Pending) 
 }
 
 /// The login page for `pending`, with the CSRF cookie its form needs.
-fn login_page(
-    service: &Service,
-    realm: &RealmRuntime,
-    pending: &Pending,
-    failure: Option<&LoginError>,
-    status: u16,
-) -> Reply {
-    let message = failure
-        .map_or_else(String::new, |e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(&e.to_string())));
+fn login_page(service: &Service, realm: &RealmRuntime, pending: &Pending, failure: Option<&str>, status: u16) -> Reply {
+    let message = failure.map_or_else(String::new, |e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)));
+    let local = realm.settings.local_login;
+    let password_form = if local {
+        format!(
+            "<form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
+             <input type=\"hidden\" name=\"action\" value=\"login\">\
+             <label for=\"username\">Username</label>\
+             <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
+             <label for=\"password\">Password</label>\
+             <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
+             <button type=\"submit\">Sign in</button></form>",
+            sealed = escape(&service.seal(pending)),
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
         "<h1>Sign in</h1><p>to let <strong>{client}</strong> use your account in <strong>{realm}</strong>.</p>\
-         {destination}{message}\
-         <form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{sealed}\">\
-         <input type=\"hidden\" name=\"action\" value=\"login\">\
-         <label for=\"username\">Username</label>\
-         <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
-         <label for=\"password\">Password</label>\
-         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button></form>{upstream}",
+         {destination}{message}{password_form}{upstream}",
         client = client_shown(service, realm, &pending.client_id),
         realm = escape(&realm.name),
         destination = destination(pending),
-        sealed = escape(&service.seal(pending)),
-        upstream = upstream_buttons(service, realm, pending),
+        upstream = upstream_buttons(service, realm, pending, !local),
     );
     Reply::html(status, page(realm, "Sign in", &body))
         .with_header(SET_COOKIE, set_cookie(realm, CSRF_COOKIE, &pending.nonce, FORM_LIFETIME))

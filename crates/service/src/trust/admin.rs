@@ -59,6 +59,9 @@ impl Service {
         if settings.trusted_issuers.len() == before {
             return Err(AdminError::NotFound(format!("no trusted issuer {name} in realm {realm}")));
         }
+        // The last provider users sign in at cannot go while the realm has
+        // no local login.
+        settings.validate().map_err(AdminError::Invalid)?;
         let json = serde_json::to_string(&settings).map_err(internal)?;
         let detail = serde_json::json!({ "name": name }).to_string();
         let entry = audit(self.now(), actor, "remove-trusted-issuer", None, Some(detail));

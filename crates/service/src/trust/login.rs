@@ -55,6 +55,17 @@ struct ExternalUser {
     email: Option<String>,
 }
 
+/// Why a sign-in at a provider did not sign anyone in.
+#[derive(Debug)]
+pub struct UpstreamRefused {
+    /// The request the sign-in was for, once the answer is known to come
+    /// back to the browser that started it: the login page can be shown
+    /// again, with the error, for the user to try again or another way.
+    /// `None` for an answer that is not this browser's.
+    pub pending: Option<Box<Pending>>,
+    pub error: OAuthError,
+}
+
 /// The provider's endpoints, from its discovery document.
 struct Endpoints {
     authorization: String,
@@ -122,16 +133,37 @@ impl Service {
         realm: &RealmRuntime,
         params: &[(String, String)],
         cookie: Option<&str>,
-    ) -> Result<(Pending, Session, User), OAuthError> {
+    ) -> Result<(Pending, Session, User), UpstreamRefused> {
         let param = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let not_this_browser = |error| UpstreamRefused { pending: None, error };
         let state: UpstreamState = param("state")
             .and_then(|s| self.unseal(s))
-            .ok_or_else(|| OAuthError::invalid_request("the sign-in's state is not this server's"))?;
+            .ok_or_else(|| not_this_browser(OAuthError::invalid_request("the sign-in's state is not this server's")))?;
         let same_browser =
             cookie.is_some_and(|c| bool::from(subtle::ConstantTimeEq::ct_eq(c.as_bytes(), state.nonce.as_bytes())));
         if state.realm != realm.name || state.expires_at <= self.now() || !same_browser {
-            return Err(OAuthError::invalid_request("the sign-in expired, or was started in another browser"));
+            return Err(not_this_browser(OAuthError::invalid_request(
+                "the sign-in expired, or was started in another browser",
+            )));
         }
+        let answer = self.redeem_upstream(realm, &state, &param);
+        answer.map_err(|error| UpstreamRefused { pending: Some(Box::new(state.pending.clone())), error }).map(
+            |(session, user)| {
+                tracing::info!(realm = %realm.name, upstream = %state.upstream_login, "a user signed in upstream");
+                (state.pending, session, user)
+            },
+        )
+    }
+
+    /// The provider's answer to the sign-in `state`, whose browser is
+    /// known: the code redeemed, the ID token checked, its user mapped to
+    /// the realm's.
+    fn redeem_upstream<'a>(
+        &self,
+        realm: &RealmRuntime,
+        state: &UpstreamState,
+        param: &impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<(Session, User), OAuthError> {
         let issuer = upstream(realm, &state.upstream_login)?;
         let login = issuer.login.as_ref().ok_or_else(|| login_error("no such provider"))?;
         if let Some(error) = param("error") {
@@ -181,10 +213,15 @@ impl Service {
                 tracing::warn!(realm = %realm.name, upstream = %issuer.name, "ID token refused: {refused}");
                 login_error(format!("the provider's ID token: {}", refused.reason))
             })?;
+        // Another provider of the realm's token, relayed by this one, is
+        // not this sign-in's.
+        if verified.issuer.name != issuer.name {
+            return Err(login_error("the provider's ID token was issued by another provider"));
+        }
         if verified.text("nonce") != Some(self.derived(&state.nonce, "nonce").as_str()) {
             return Err(login_error("the provider's ID token is not for this sign-in"));
         }
-        let pending = state.pending;
+        let pending = &state.pending;
         let client = self.find_client(realm, &pending.client_id)?.map(|row| row.client);
         let scopes: Vec<String> = pending.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
         let mapped = self.map_external(
@@ -203,9 +240,7 @@ impl Service {
             email: text("email"),
         };
         let user = self.upstream_user(realm, issuer, &mapped.subject, &external)?;
-        let session = self.session(realm, &user);
-        tracing::info!(realm = %realm.name, upstream = %issuer.name, "a user signed in upstream");
-        Ok((pending, session, user))
+        Ok((self.session(realm, &user), user))
     }
 
     /// The realm's user for an upstream one: made on their first sign-in

@@ -9,5 +9,5 @@ pub mod login;
 pub(crate) mod map;
 pub(crate) mod verify;
 
-pub use login::UpstreamStart;
+pub use login::{UpstreamRefused, UpstreamStart};
 pub use verify::IssuerKeys;
