@@ -10,6 +10,7 @@ mod client_metadata;
 mod config;
 mod connections;
 mod decisions;
+mod dpop;
 mod durability;
 mod introspection;
 mod key_rotation;

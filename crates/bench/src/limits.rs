@@ -96,6 +96,7 @@ fn agent() -> Client {
             jwks: None,
             application_type: ApplicationType::Web,
             workload: None,
+            dpop_bound_access_tokens: false,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

@@ -125,6 +125,10 @@ pub struct ClientMetadata {
     /// For `federated_jwt` and `spiffe_jwt`: the workload it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadIdentity>,
+    /// RFC 9449 §5.2: the client always uses DPoP, so a token request
+    /// without a proof is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl ClientMetadata {
@@ -354,6 +358,7 @@ pub(crate) fn test_agent(client_id: &str, scope: &str, grant_types: &[GrantType]
             jwks: None,
             application_type: ApplicationType::Web,
             workload: None,
+            dpop_bound_access_tokens: false,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,
@@ -406,6 +411,7 @@ mod tests {
             jwks: None,
             application_type: ApplicationType::Web,
             workload: None,
+            dpop_bound_access_tokens: false,
         };
         let mut c = Client {
             client_id: "abc".into(),

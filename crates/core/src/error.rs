@@ -51,11 +51,17 @@ pub enum ErrorCode {
     /// answered here with 429 Too Many Requests (RFC 6585 §4) and the
     /// seconds to wait in `Retry-After`.
     SlowDown,
+    /// The DPoP proof is missing where one is required, or invalid
+    /// (RFC 9449 §5).
+    InvalidDpopProof,
+    /// The DPoP proof must carry the server's nonce, sent in the
+    /// `DPoP-Nonce` header (RFC 9449 §8).
+    UseDpopNonce,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::InvalidRequest,
         Self::InvalidClient,
         Self::InvalidGrant,
@@ -71,6 +77,8 @@ impl ErrorCode {
         Self::ServerError,
         Self::TemporarilyUnavailable,
         Self::SlowDown,
+        Self::InvalidDpopProof,
+        Self::UseDpopNonce,
     ];
 
     /// Its place in [`ErrorCode::ALL`].
@@ -96,6 +104,8 @@ impl ErrorCode {
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::SlowDown => "slow_down",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
         }
     }
 

@@ -33,4 +33,4 @@ pub use client::{
 pub use error::{ErrorCode, OAuthError};
 pub use hook::HookKind;
 pub use scope::Scopes;
-pub use token::{AccessTokenClaims, Act, MayAct};
+pub use token::{AccessTokenClaims, Act, Confirmation, MayAct};

@@ -207,6 +207,11 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         ));
     }
     let workload = workload_identity(fields, token_endpoint_auth_method)?;
+    let dpop_bound_access_tokens = match fields.get("dpop_bound_access_tokens") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(bound)) => *bound,
+        Some(_) => return Err(OAuthError::invalid_client_metadata("dpop_bound_access_tokens must be a boolean")),
+    };
 
     let metadata = ClientMetadata {
         redirect_uris,
@@ -218,6 +223,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         jwks,
         application_type,
         workload,
+        dpop_bound_access_tokens,
     };
     let size = serde_json::to_string(&metadata).map_or(usize::MAX, |json| json.len());
     if size > MAX_METADATA_BYTES {
@@ -458,6 +464,9 @@ pub fn metadata_json(m: &ClientMetadata) -> Value {
     }
     if let Some(jwks) = &m.jwks {
         body["jwks"] = jwks.clone();
+    }
+    if m.dpop_bound_access_tokens {
+        body["dpop_bound_access_tokens"] = json!(true);
     }
     if let Some(workload) = &m.workload {
         if m.token_endpoint_auth_method == AuthMethod::SpiffeJwt {

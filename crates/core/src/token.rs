@@ -26,6 +26,14 @@ pub struct Act {
     pub act: Option<Box<Act>>,
 }
 
+/// RFC 7800 §3.1 / RFC 9449 §6.1: the key a sender-constrained token is
+/// bound to, by its JWK SHA-256 thumbprint (RFC 7638); only a request
+/// signed with that key (a DPoP proof) may use the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
 /// The claims of an access token this server issues.
 ///
 /// A token has one audience but when it was asked for several resources
@@ -52,6 +60,9 @@ pub struct AccessTokenClaims {
     pub may_act: Option<MayAct>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Act>,
+    /// The DPoP key the token is bound to, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// Custom claims a token policy added.
     #[serde(flatten)]
     pub custom: serde_json::Map<String, serde_json::Value>,
@@ -75,18 +86,20 @@ struct WireClaims {
     may_act: Option<MayAct>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     act: Option<Act>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
     #[serde(flatten)]
     custom: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<AccessTokenClaims> for WireClaims {
     fn from(claims: AccessTokenClaims) -> Self {
-        let AccessTokenClaims { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, custom } =
+        let AccessTokenClaims { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, cnf, custom } =
             claims;
         let mut audience = Vec::with_capacity(1 + more_aud.len());
         audience.push(aud);
         audience.extend(more_aud);
-        Self { iss, sub, aud: audience, client_id, scope, iat, exp, jti, may_act, act, custom }
+        Self { iss, sub, aud: audience, client_id, scope, iat, exp, jti, may_act, act, cnf, custom }
     }
 }
 
@@ -94,11 +107,11 @@ impl TryFrom<WireClaims> for AccessTokenClaims {
     type Error = &'static str;
 
     fn try_from(wire: WireClaims) -> Result<Self, Self::Error> {
-        let WireClaims { iss, sub, aud, client_id, scope, iat, exp, jti, may_act, act, custom } = wire;
+        let WireClaims { iss, sub, aud, client_id, scope, iat, exp, jti, may_act, act, cnf, custom } = wire;
         let mut audience = aud.into_iter();
         let aud = audience.next().ok_or("aud names no audience")?;
         let more_aud = audience.collect();
-        Ok(Self { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, custom })
+        Ok(Self { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, cnf, custom })
     }
 }
 
@@ -238,6 +251,9 @@ pub struct TokenRequest {
     /// the authorization endpoint); the client's may-act policy, when it
     /// has one, decides otherwise.
     pub may_act: Option<MayAct>,
+    /// The DPoP key the token is to be bound to: the one the request's
+    /// proof was signed with.
+    pub cnf: Option<Confirmation>,
 }
 
 impl TokenRequest {
@@ -264,6 +280,7 @@ impl TokenRequest {
             jti,
             may_act,
             act: self.act,
+            cnf: self.cnf,
             custom: serde_json::Map::new(),
         }
     }
@@ -297,6 +314,7 @@ mod tests {
             audience: Vec::new(),
             not_after,
             may_act: None,
+            cnf: None,
         };
         assert_eq!(request(None).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
         assert_eq!(request(Some(130)).into_claims("https://as", 100, 60, "j".into(), None).exp, 130);
@@ -312,6 +330,7 @@ mod tests {
             audience: audience.iter().map(|a| a.to_string()).collect(),
             not_after: None,
             may_act: None,
+            cnf: None,
         }
     }
 
@@ -351,6 +370,7 @@ mod tests {
             audience: Vec::new(),
             not_after: None,
             may_act: None,
+            cnf: None,
         }
         .into_claims("https://as", 0, 60, "j".into(), None);
         claims.custom = custom_claims(r#"{"department": "updates"}"#).unwrap();

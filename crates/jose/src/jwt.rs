@@ -101,6 +101,87 @@ pub fn verify_external(
     verify_profile(token, keys, &profile)
 }
 
+/// The `typ` of a DPoP proof (RFC 9449 §4.2).
+pub const DPOP_TYPE: &str = "dpop+jwt";
+
+/// A DPoP proof whose signature verified with the key it carries.
+#[derive(Debug)]
+pub struct DpopProof {
+    /// Its claims (`jti`, `htm`, `htu`, `iat`, and `ath` or `nonce` when
+    /// sent), for the caller to check.
+    pub claims: Value,
+    /// The RFC 7638 thumbprint of its key: what a token bound to that key
+    /// names in `cnf.jkt`.
+    pub jkt: String,
+}
+
+/// Signs a DPoP proof (RFC 9449 §4.2) of `claims` with `key`, its public
+/// JWK in the header: what a client sends in the `DPoP` header.
+pub fn sign_dpop_proof(key: &SigningKey, claims: &Value) -> Result<String, KeyError> {
+    let header = json!({"typ": DPOP_TYPE, "alg": key.alg().as_str(), "jwk": key.verifying_key().jwk()});
+    let mut proof = String::with_capacity(768);
+    B64.encode_string(header.to_string(), &mut proof);
+    proof.push('.');
+    B64.encode_string(claims.to_string(), &mut proof);
+    let signature = key.sign_bytes(proof.as_bytes())?;
+    proof.push('.');
+    B64.encode_string(signature, &mut proof);
+    Ok(proof)
+}
+
+/// Verifies a DPoP proof's form and signature (RFC 9449 §4.3, checks 2 to
+/// 6): a JWS with `typ` `dpop+jwt`, an `alg` of `algorithms`, and in its
+/// header a public `jwk` of that algorithm, which the signature must
+/// verify with. Any other header member (`kid`, `crit`, `jku`, `x5c`...)
+/// is refused. The caller checks the claims.
+pub fn verify_dpop_proof(proof: &str, algorithms: &[Algorithm]) -> Result<DpopProof, VerifyError> {
+    if proof.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::TooLong);
+    }
+    let mut parts = proof.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(sig_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed);
+    };
+    let header: Value = decode_json(header_b64)?;
+    let header = header.as_object().ok_or(VerifyError::Malformed)?;
+    if header.keys().any(|k| !matches!(k.as_str(), "alg" | "typ" | "jwk")) {
+        return Err(VerifyError::Malformed);
+    }
+    if !header.get("typ").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(DPOP_TYPE)) {
+        return Err(VerifyError::WrongType);
+    }
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .and_then(Algorithm::parse)
+        .filter(|alg| algorithms.contains(alg))
+        .ok_or(VerifyError::UnsupportedAlgorithm)?;
+    // A private key in the header is refused by `from_jwk`: its holder
+    // has leaked it.
+    let key = header.get("jwk").ok_or(VerifyError::UnknownKey).and_then(|jwk| {
+        if jwk.is_object() {
+            VerifyingKey::from_jwk(jwk).map_err(|_| VerifyError::UnknownKey)
+        } else {
+            Err(VerifyError::Malformed)
+        }
+    })?;
+    if key.alg() != alg {
+        return Err(VerifyError::UnsupportedAlgorithm);
+    }
+    let signature = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
+    let signed_len = header_b64.len() + 1 + claims_b64.len();
+    if !key.verify_bytes(&proof.as_bytes()[..signed_len], &signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    let claims: Value = decode_json(claims_b64)?;
+    if !claims.is_object() {
+        return Err(VerifyError::Malformed);
+    }
+    Ok(DpopProof { claims, jkt: key.thumbprint() })
+}
+
 /// What one kind of JWT must look like before its signature is checked.
 struct Profile<'a> {
     /// The `typ` required, or `None` for `JWT` or none.
@@ -203,6 +284,78 @@ mod tests {
 
     fn key(alg: Algorithm) -> SigningKey {
         SigningKey::from_pkcs8(alg, &generate_pkcs8(alg).unwrap()).unwrap()
+    }
+
+    /// A JWS of `claims` with exactly `header`, signed by `key`.
+    fn signed_with_header(key: &SigningKey, header: &Value, claims: &Value) -> String {
+        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let signature = key.sign_bytes(signing_input.as_bytes()).unwrap();
+        format!("{signing_input}.{}", B64.encode(signature))
+    }
+
+    #[test]
+    fn a_dpop_proof_verifies_with_its_own_key_and_names_its_thumbprint() {
+        for alg in [Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa] {
+            let k = key(alg);
+            let proof = sign_dpop_proof(&k, &json!({"htm": "POST"})).unwrap();
+            let verified = verify_dpop_proof(&proof, &Algorithm::ALL).unwrap();
+            assert_eq!(verified.claims["htm"], "POST", "{alg:?}");
+            assert_eq!(verified.jkt, k.verifying_key().thumbprint(), "{alg:?}");
+            assert_eq!(verified.jkt.len(), 43, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn the_thumbprint_is_rfc_7638s_whatever_kid_the_jwk_gives_itself() {
+        // RFC 7638 §3.1's example key and thumbprint.
+        let jwk = json!({
+            "kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        });
+        let key = VerifyingKey::from_jwk(&jwk).unwrap();
+        assert_eq!(key.kid(), "2011-04-29");
+        assert_eq!(key.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn dpop_proofs_of_another_type_key_or_form_are_refused() {
+        let k = key(Algorithm::Es256);
+        let jwk = k.verifying_key().jwk();
+        let claims = json!({"htm": "POST"});
+        let proof = |header: Value| signed_with_header(&k, &header, &claims);
+        let refused = |proof: &str| verify_dpop_proof(proof, &Algorithm::ALL).unwrap_err();
+        assert_eq!(refused(&proof(json!({"typ": "JWT", "alg": "ES256", "jwk": jwk}))), VerifyError::WrongType);
+        assert_eq!(refused(&proof(json!({"alg": "ES256", "jwk": jwk}))), VerifyError::WrongType);
+        assert_eq!(refused(&proof(json!({"typ": "dpop+jwt", "alg": "ES256"}))), VerifyError::UnknownKey);
+        assert_eq!(
+            refused(&proof(json!({"typ": "dpop+jwt", "alg": "none", "jwk": jwk}))),
+            VerifyError::UnsupportedAlgorithm
+        );
+        // The header's alg must be the key's.
+        assert_eq!(
+            refused(&proof(json!({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}))),
+            VerifyError::UnsupportedAlgorithm
+        );
+        for extra in ["kid", "crit", "jku", "x5c"] {
+            let mut header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
+            header[extra] = json!("x");
+            assert_eq!(refused(&proof(header)), VerifyError::Malformed, "{extra}");
+        }
+        // A private key in the header has leaked, and is no key here.
+        let pkcs8 = generate_pkcs8(Algorithm::Es256).unwrap();
+        let mut private = jwk.clone();
+        private["d"] = json!(B64.encode(&pkcs8[..32]));
+        assert_eq!(
+            refused(&proof(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": private}))),
+            VerifyError::UnknownKey
+        );
+        // Signed by another key than the header's.
+        let other = key(Algorithm::Es256);
+        let forged = signed_with_header(&other, &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}), &claims);
+        assert_eq!(refused(&forged), VerifyError::BadSignature);
+        // Only the algorithms asked for.
+        let good = sign_dpop_proof(&k, &claims).unwrap();
+        assert_eq!(verify_dpop_proof(&good, &[Algorithm::Rs256]).unwrap_err(), VerifyError::UnsupportedAlgorithm);
     }
 
     #[test]

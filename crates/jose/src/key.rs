@@ -203,6 +203,21 @@ enum PublicKey {
     },
 }
 
+/// RFC 7638 §3: the SHA-256 of the JWK's required members, in
+/// lexicographic order and without whitespace, base64url.
+fn thumbprint(public: &PublicKey) -> String {
+    let input = match public {
+        PublicKey::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, B64.encode(e), B64.encode(n)),
+        PublicKey::P256 { point } => format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            B64.encode(&point[1..33]),
+            B64.encode(&point[33..65])
+        ),
+        PublicKey::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, B64.encode(x)),
+    };
+    B64.encode(ring::digest::digest(&ring::digest::SHA256, input.as_bytes()))
+}
+
 /// A public key that verifies a realm's tokens, named by its `kid`: the
 /// RFC 7638 thumbprint of its JWK.
 #[derive(Clone, PartialEq, Eq)]
@@ -220,18 +235,14 @@ impl fmt::Debug for VerifyingKey {
 
 impl VerifyingKey {
     fn new(alg: Algorithm, public: PublicKey) -> Self {
-        let thumbprint_input = match &public {
-            // RFC 7638 §3.2: the required members, in lexicographic order.
-            PublicKey::Rsa { n, e } => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, B64.encode(e), B64.encode(n)),
-            PublicKey::P256 { point } => format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                B64.encode(&point[1..33]),
-                B64.encode(&point[33..65])
-            ),
-            PublicKey::Ed25519 { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, B64.encode(x)),
-        };
-        let kid = B64.encode(ring::digest::digest(&ring::digest::SHA256, thumbprint_input.as_bytes()));
-        Self { kid, alg, public }
+        Self { kid: thumbprint(&public), alg, public }
+    }
+
+    /// The key's JWK SHA-256 thumbprint (RFC 7638), base64url: what a
+    /// DPoP-bound token's `cnf.jkt` names (RFC 9449 §6.1), whatever `kid`
+    /// the JWK gave itself.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&self.public)
     }
 
     pub fn kid(&self) -> &str {

@@ -17,7 +17,8 @@ mod seal;
 mod strict_json;
 
 pub use jwt::{
-    ExternalType, MAX_TOKEN_LEN, VerifyError, sign, unverified_claims, verify, verify_client_assertion, verify_external,
+    DPOP_TYPE, DpopProof, ExternalType, MAX_TOKEN_LEN, VerifyError, sign, sign_dpop_proof, unverified_claims, verify,
+    verify_client_assertion, verify_dpop_proof, verify_external,
 };
 pub use key::{Algorithm, KeyError, SigningKey, VerifyingKey, generate_pkcs8};
 pub use seal::{MasterKey, is_sealed};

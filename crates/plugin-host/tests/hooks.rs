@@ -26,6 +26,7 @@ fn agent(name: &str) -> Client {
             jwks: None,
             application_type: ApplicationType::Web,
             workload: None,
+            dpop_bound_access_tokens: false,
         },
         attributes: ClientAttributes::default(),
         is_ai_agent: true,

@@ -23,6 +23,7 @@ pub mod client_auth;
 pub mod client_metadata;
 mod clock;
 mod decisions;
+pub mod dpop;
 mod follow;
 pub mod grant;
 mod housekeeping;

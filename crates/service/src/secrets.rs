@@ -29,6 +29,8 @@ pub enum Purpose {
     /// What the server hands the browser and reads back: a sign-in
     /// session, a pending authorization request.
     Browser,
+    /// A DPoP nonce's MAC.
+    DpopNonce,
 }
 
 impl Purpose {
@@ -42,6 +44,7 @@ impl Purpose {
             Self::AdminToken => b"admin-token\0",
             Self::AuthorizationCode => b"authorization-code\0",
             Self::Browser => b"browser\0",
+            Self::DpopNonce => b"dpop-nonce\0",
         }
     }
 }

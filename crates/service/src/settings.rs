@@ -91,6 +91,18 @@ pub struct RealmSettings {
     /// replicas that predate it.
     #[serde(skip_serializing_if = "is_true")]
     pub local_login: bool,
+    /// Whether every agent (a client registered at `aiagent/register`)
+    /// must prove possession of a key with DPoP (RFC 9449) at the token
+    /// endpoint, so that each token it gets is bound to that key. Other
+    /// clients choose with `dpop_bound_access_tokens`. Left out of the
+    /// stored JSON while off, for replicas that predate it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_required_for_agents: bool,
+    /// Whether DPoP proofs must carry a nonce of the server's (RFC 9449
+    /// §8), which bounds how long before its use a proof can be made.
+    /// Left out of the stored JSON while off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_nonces: bool,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -306,6 +318,8 @@ impl Default for RealmSettings {
             trusted_issuers: Vec::new(),
             client_metadata_documents: false,
             local_login: true,
+            dpop_required_for_agents: false,
+            dpop_nonces: false,
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),

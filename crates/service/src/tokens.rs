@@ -114,7 +114,9 @@ impl Service {
             Some(Found::Access(claims)) => {
                 let mut answer = serde_json::to_value(&*claims).map_err(internal)?;
                 answer["active"] = json!(true);
-                answer["token_type"] = json!("Bearer");
+                // RFC 9449 §6.2: a bound token says so, and its `cnf` (in
+                // the claims) names the key.
+                answer["token_type"] = json!(if claims.cnf.is_some() { "DPoP" } else { "Bearer" });
                 answer
             }
             Some(Found::Refresh { grant, .. }) => {

@@ -61,7 +61,7 @@ fn access_tokens_expire_when_the_service_clock_passes_their_lifetime() {
         let client = service.authenticate(&realm, "access_token", &credentials).unwrap();
         let request =
             TokenRequest::ClientCredentials { scope: Some(Scopes::parse("read").unwrap()), resources: vec![] };
-        let issued = service.issue(&realm, &client, request).unwrap();
+        let issued = service.issue(&realm, &client, request, None).unwrap();
         assert_eq!(issued.expires_in, 600);
         assert_eq!(issued.access_token.contains('.'), stateless);
 

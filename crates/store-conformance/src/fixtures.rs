@@ -22,6 +22,7 @@ pub fn client_row(id: &str) -> ClientRow {
                 jwks: None,
                 application_type: ApplicationType::Native,
                 workload: None,
+                dpop_bound_access_tokens: false,
             },
             attributes: ClientAttributes { stateless_tokens_enabled: true, ..Default::default() },
             is_ai_agent: true,

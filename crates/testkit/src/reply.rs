@@ -15,6 +15,8 @@ pub struct Reply {
     pub cache_control: Option<String>,
     pub www_authenticate: Option<String>,
     pub retry_after: Option<String>,
+    /// The server's DPoP nonce (RFC 9449 §8), when it sent one.
+    pub dpop_nonce: Option<String>,
 }
 
 impl Reply {
@@ -24,14 +26,14 @@ impl Reply {
         let mut response = result.map_err(|e| Error::caused_by(ErrorKind::Http, "no answer", e))?;
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (cache_control, www_authenticate) = (header("cache-control"), header("www-authenticate"));
-        let retry_after = header("retry-after");
+        let (retry_after, dpop_nonce) = (header("retry-after"), header("dpop-nonce"));
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .read_to_string()
             .map_err(|e| Error::caused_by(ErrorKind::Http, "reading a text body", e))?;
         let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-        Ok(Self { status, body, json, cache_control, www_authenticate, retry_after })
+        Ok(Self { status, body, json, cache_control, www_authenticate, retry_after, dpop_nonce })
     }
 
     /// This reply when its status is `expected`, else an error naming

@@ -316,9 +316,24 @@ impl Server {
     /// POSTs `form` to `url`, with `client` in a Basic `Authorization`
     /// header when given.
     pub fn post_form(&self, url: &str, form: &Form, client: Option<&Credentials>) -> Result<Reply, Error> {
+        self.post_form_with(url, form, client, &[])
+    }
+
+    /// POSTs `form` to `url` as [`Server::post_form`] does, with extra
+    /// `headers` (a `DPoP` proof, say).
+    pub fn post_form_with(
+        &self,
+        url: &str,
+        form: &Form,
+        client: Option<&Credentials>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, Error> {
         let mut request = request("POST", url).header("Content-Type", "application/x-www-form-urlencoded");
         if let Some(client) = client {
             request = request.header("Authorization", client.basic_authorization());
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         self.send(request.body(form.encode().into_bytes()).map_err(bad)?)
     }

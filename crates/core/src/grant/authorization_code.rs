@@ -69,6 +69,7 @@ pub fn decide(
         audience: code.resources.clone(),
         not_after: None,
         may_act,
+        cnf: None,
     })
 }
 

@@ -30,6 +30,7 @@ pub fn decide(
         audience,
         not_after: None,
         may_act: None,
+        cnf: None,
     })
 }
 

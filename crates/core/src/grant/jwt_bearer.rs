@@ -84,6 +84,7 @@ pub fn decide(
         audience,
         not_after: None,
         may_act: assertion.may_act,
+        cnf: None,
     })
 }
 

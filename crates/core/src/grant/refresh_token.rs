@@ -30,6 +30,11 @@ pub struct RefreshGrant {
     /// for every token refreshed from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_act: Option<crate::token::MayAct>,
+    /// For a public client that used DPoP: the thumbprint of its key, with
+    /// which every refresh must be proven (RFC 9449 §5), since nothing else
+    /// authenticates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// Decides a refresh request. A token issued to another client, or
@@ -90,6 +95,7 @@ pub fn decide(
         audience,
         not_after: Some(grant.expires_at),
         may_act: grant.may_act.clone(),
+        cnf: None,
     })
 }
 
@@ -111,6 +117,7 @@ mod tests {
             audience: vec![],
             expires_at: 1000,
             may_act: None,
+            jkt: None,
         }
     }
 

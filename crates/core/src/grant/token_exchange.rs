@@ -129,6 +129,7 @@ pub fn decide(
         audience: Vec::new(),
         not_after: Some(not_after),
         may_act: None,
+        cnf: None,
     })
 }
 
@@ -203,6 +204,7 @@ mod tests {
             may_act,
             act: None,
             custom: serde_json::Map::new(),
+            cnf: None,
         }
     }
 

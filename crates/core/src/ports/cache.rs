@@ -159,6 +159,7 @@ mod tests {
                     jwks: None,
                     application_type: ApplicationType::Web,
                     workload: None,
+                    dpop_bound_access_tokens: false,
                 },
                 attributes: ClientAttributes::default(),
                 is_ai_agent: false,

@@ -48,6 +48,8 @@ pub fn metadata(realm: &RealmRuntime) -> Reply {
         "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "token_types_supported": [ACCESS_TOKEN_TYPE],
         "access_token_signing_alg_values_supported": [realm.signing_key.alg().as_str()],
+        // RFC 9449 §5.1: the token endpoint takes DPoP proofs of these.
+        "dpop_signing_alg_values_supported": agentauth_service::dpop::ALGORITHMS.map(|a| a.as_str()),
     });
     // draft-ietf-oauth-client-id-metadata-document §5: a server that
     // publishes metadata says whether it takes client ID URLs.

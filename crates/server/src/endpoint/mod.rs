@@ -45,6 +45,7 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
     // Token requests and registrations are decisions: audited with their
     // outcome, under the request's id.
     let request_id = parts.extensions.get::<crate::trace::RequestId>().map_or("", |id| id.0.as_str());
+    let token_endpoint = matches!(route, Route::Token { .. });
     let result = match route {
         Route::Register { ai_agent, .. } => registration::register(service, &realm, ai_agent, parts, body, request_id),
         Route::Manage { .. } => registration::manage(service, &realm, parts, body, request_id),
@@ -69,10 +70,15 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
             return (Reply::not_found(), None);
         }
     };
-    let reply = result.unwrap_or_else(|e| {
+    let mut reply = result.unwrap_or_else(|e| {
         realm.metrics.oauth_error(e.code);
         Reply::error(&e)
     });
+    // RFC 9449 §8: every token response of a realm that asks for DPoP
+    // nonces carries the current one, refused requests' too.
+    if token_endpoint && let Some(nonce) = service.dpop_nonce(&realm) {
+        reply = reply.with_header(hyper::header::HeaderName::from_static("dpop-nonce"), nonce);
+    }
     (reply, Some(realm))
 }
 

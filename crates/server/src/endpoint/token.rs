@@ -22,7 +22,11 @@ pub fn token(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]
     let form = form(parts, body)?;
     let client = authenticate(service, realm, "access_token", parts, &form)?;
     let request = parse(&form)?;
-    let issued = service.issue(realm, &client, request)?;
+    // RFC 9449: a proof, if sent, is for this endpoint, POSTed; its key
+    // binds what is issued.
+    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or_default()).collect();
+    let dpop = service.check_dpop(realm, &proofs, "POST", &realm.endpoint("access_token"))?;
+    let issued = service.issue(realm, &client, request, dpop.as_ref())?;
     Ok(Reply::json(200, &serde_json::to_value(&issued).map_err(|_| OAuthError::server_error("internal error"))?))
 }
 

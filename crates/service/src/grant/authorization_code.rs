@@ -16,6 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{TokenResponse, mint, refresh_row};
+use crate::dpop::Dpop;
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::{Service, internal};
@@ -38,6 +39,7 @@ pub(crate) fn issue(
     realm: &RealmRuntime,
     client: &Client,
     request: &CodeRequest,
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, OAuthError> {
     let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the code is invalid, expired or already used");
     let hash = svc.hasher.hash(Purpose::AuthorizationCode, request.code.as_str());
@@ -60,7 +62,7 @@ pub(crate) fn issue(
         request.code_verifier.as_ref().map(super::Secret::as_str),
         s256,
     )?;
-    let minted = mint(svc, realm, client, decided, GrantType::AuthorizationCode)?;
+    let minted = mint(svc, realm, client, decided, GrantType::AuthorizationCode, dpop)?;
 
     let family = new_jti();
     let refresh_token = new_secret();
@@ -73,6 +75,7 @@ pub(crate) fn issue(
         audience: code.resources.clone(),
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime),
         may_act: minted.claims.may_act.clone(),
+        jkt: super::refresh_binding(client, dpop),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal)?;
     let issued = CodeIssue {

@@ -7,6 +7,7 @@ use agentauth_core::{Client, GrantType, OAuthError, Scopes};
 
 use super::{TokenResponse, mint, persist};
 use crate::Service;
+use crate::dpop::Dpop;
 use crate::realm::RealmRuntime;
 
 pub(crate) fn issue(
@@ -15,9 +16,10 @@ pub(crate) fn issue(
     client: &Client,
     scope: Option<Scopes>,
     resources: &[String],
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, OAuthError> {
     let request = client_credentials::decide(client, scope, resources, &realm.resource_rules)?;
-    let minted = mint(svc, realm, client, request, GrantType::ClientCredentials)?;
+    let minted = mint(svc, realm, client, request, GrantType::ClientCredentials, dpop)?;
     persist(svc, realm, &minted.stored(None))?;
     minted.count(realm, GrantType::ClientCredentials, false);
     Ok(minted.response(None, false))

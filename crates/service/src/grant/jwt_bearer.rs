@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::{Secret, TokenResponse, mint, persist};
 use crate::Service;
+use crate::dpop::Dpop;
 use crate::realm::RealmRuntime;
 use crate::trust::verify::{AudienceRule, Refused};
 
@@ -64,6 +65,7 @@ pub(crate) fn issue(
     realm: &RealmRuntime,
     client: &Client,
     request: AssertionRequest,
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, OAuthError> {
     agentauth_core::grant::require_grant(client, GrantType::JwtBearer)?;
     let token = request.assertion.as_str();
@@ -149,8 +151,9 @@ pub(crate) fn issue(
         &request.resources,
         &realm.resource_rules,
     )?;
-    let minted = mint(svc, realm, client, decided, GrantType::JwtBearer)?;
+    let minted = mint(svc, realm, client, decided, GrantType::JwtBearer, dpop)?;
     persist(svc, realm, &minted.stored(None))?;
-    minted.count(realm, GrantType::JwtBearer, true);
+    // No refresh token: the assertion's issuer decides again each time.
+    minted.count(realm, GrantType::JwtBearer, false);
     Ok(minted.response(None, false))
 }

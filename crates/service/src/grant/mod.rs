@@ -29,6 +29,7 @@ pub use authorization_code::CodeRequest;
 pub use jwt_bearer::AssertionRequest;
 pub use token_exchange::{ExchangeRequest, SubjectTokenType};
 
+use crate::dpop::Dpop;
 use crate::policy::{audited, hook_error, invalid_answer};
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
@@ -93,12 +94,15 @@ impl std::fmt::Debug for TokenResponse {
 }
 
 impl Service {
-    /// Issues what `request` asks for to the authenticated `client`.
+    /// Issues what `request` asks for to the authenticated `client`, its
+    /// access token bound to the key of `dpop`, the request's checked DPoP
+    /// proof, if it has one ([`Service::check_dpop`]).
     pub fn issue(
         &self,
         realm: &RealmRuntime,
         client: &Client,
         request: TokenRequest,
+        dpop: Option<&Dpop>,
     ) -> Result<TokenResponse, OAuthError> {
         let grant = match &request {
             TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
@@ -108,19 +112,43 @@ impl Service {
             TokenRequest::JwtBearer(_) => GrantType::JwtBearer,
         };
         crate::decisions::note(|d| d.grant = Some(grant.as_str().to_string()));
+        if dpop.is_none() && requires_dpop(realm, client) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "this client's tokens are bound to its key: send a DPoP proof (RFC 9449)",
+            ));
+        }
         match request {
             TokenRequest::ClientCredentials { scope, resources } => {
-                client_credentials::issue(self, realm, client, scope, &resources)
+                client_credentials::issue(self, realm, client, scope, &resources, dpop)
             }
-            TokenRequest::TokenExchange(request) => token_exchange::issue(self, realm, client, request),
+            TokenRequest::TokenExchange(request) => token_exchange::issue(self, realm, client, request, dpop),
             TokenRequest::RefreshToken { refresh_token, scope, resources } => {
-                refresh_token::issue(self, realm, client, refresh_token.as_str(), scope, &resources)
+                refresh_token::issue(self, realm, client, refresh_token.as_str(), scope, &resources, dpop)
             }
-            TokenRequest::AuthorizationCode(request) => authorization_code::issue(self, realm, client, &request),
-            TokenRequest::JwtBearer(request) => jwt_bearer::issue(self, realm, client, request),
+            TokenRequest::AuthorizationCode(request) => authorization_code::issue(self, realm, client, &request, dpop),
+            TokenRequest::JwtBearer(request) => jwt_bearer::issue(self, realm, client, request, dpop),
         }
     }
 }
+
+/// Whether `client` must send a DPoP proof with every token request: it
+/// registered `dpop_bound_access_tokens`, or it is an agent of a realm
+/// that requires DPoP of agents.
+pub fn requires_dpop(realm: &RealmRuntime, client: &Client) -> bool {
+    client.metadata.dpop_bound_access_tokens || (client.is_ai_agent && realm.settings.dpop_required_for_agents)
+}
+
+/// The key a public client's refresh tokens are bound to: the DPoP key it
+/// used, since nothing else authenticates it (RFC 9449 §5). A
+/// confidential client's are not bound: it authenticates, and may move
+/// to a new key.
+pub(crate) fn refresh_binding(client: &Client, dpop: Option<&Dpop>) -> Option<String> {
+    let public = client.metadata.token_endpoint_auth_method == agentauth_core::AuthMethod::None;
+    dpop.filter(|_| public).map(|d| d.jkt.clone())
+}
+
+impl Service {}
 
 /// An access token ready to be returned, and what must be stored first.
 pub(crate) struct Minted {
@@ -166,9 +194,10 @@ impl Minted {
     pub fn response(self, refresh_token: Option<String>, exchanged: bool) -> TokenResponse {
         TokenResponse {
             expires_in: self.claims.exp.saturating_sub(self.claims.iat),
+            // RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
+            token_type: if self.claims.cnf.is_some() { "DPoP" } else { "Bearer" },
             scope: self.claims.scope,
             access_token: self.access_token,
-            token_type: "Bearer",
             refresh_token,
             issued_token_type: exchanged.then_some(ACCESS_TOKEN_TYPE),
         }
@@ -197,14 +226,17 @@ pub(crate) fn persist(svc: &Service, realm: &RealmRuntime, tokens: &[NewToken<'_
 }
 
 /// Runs the realm's policies over what a grant decided, in order (scope,
-/// the client's may-act, token claims), and mints the access token.
+/// the client's may-act, token claims), and mints the access token, bound
+/// to the key of `dpop` if the request had a proof.
 pub(crate) fn mint(
     svc: &Service,
     realm: &RealmRuntime,
     client: &Client,
     mut request: Issue,
     grant: GrantType,
+    dpop: Option<&Dpop>,
 ) -> Result<Minted, OAuthError> {
+    request.cnf = dpop.map(|d| agentauth_core::Confirmation { jkt: d.jkt.clone() });
     if let Some(name) = realm.settings.scope_plugin.as_deref() {
         request.scopes = validate_scopes(svc, realm, client, name, &request.scopes, grant)?;
     }

@@ -7,6 +7,7 @@ use agentauth_core::ports::{Rotation, TokenKind};
 use agentauth_core::{Client, ErrorCode, GrantType, OAuthError, Scopes};
 
 use super::{TokenResponse, mint, refresh_row, token_exchange::subject_scope_ceiling};
+use crate::dpop::Dpop;
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_secret};
 use crate::{Service, internal};
@@ -18,6 +19,7 @@ pub(crate) fn issue(
     presented: &str,
     scope: Option<Scopes>,
     resources: &[String],
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, OAuthError> {
     let invalid = || OAuthError::new(ErrorCode::InvalidGrant, "the refresh token is invalid, expired or revoked");
     let old_hash = svc.hasher.hash(Purpose::RefreshToken, presented);
@@ -39,12 +41,21 @@ pub(crate) fn issue(
             return Err(invalid());
         }
     };
+    // A public client's refresh token is its key's alone.
+    if let Some(bound) = &grant.jkt
+        && dpop.is_none_or(|d| &d.jkt != bound)
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "this refresh token is bound to a DPoP key: send a proof signed with it",
+        ));
+    }
     // A subject that narrowed its registration narrows what is refreshed.
     let granted = Scopes::parse(&grant.scope).unwrap_or_default();
     let subject_ceiling = subject_scope_ceiling(svc, realm, &grant.sub, granted)?;
     let request =
         refresh_token::decide(client, &grant, &subject_ceiling, scope, resources, &realm.resource_rules, now)?;
-    let minted = mint(svc, realm, client, request, GrantType::RefreshToken)?;
+    let minted = mint(svc, realm, client, request, GrantType::RefreshToken, dpop)?;
 
     let successor = new_secret();
     let successor_hash = svc.hasher.hash(Purpose::RefreshToken, &successor);

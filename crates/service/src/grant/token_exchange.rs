@@ -8,10 +8,11 @@ use agentauth_core::grant::refresh_token::RefreshGrant;
 use agentauth_core::grant::token_exchange;
 use agentauth_core::ports::Lineage;
 use agentauth_core::trust::TrustPurpose;
-use agentauth_core::{AccessTokenClaims, Client, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
+use agentauth_core::{AccessTokenClaims, Client, Confirmation, ErrorCode, GrantType, MayAct, OAuthError, Scopes};
 use agentauth_jose::ExternalType;
 
 use super::{Secret, TokenResponse, mint, refresh_row};
+use crate::dpop::Dpop;
 use crate::realm::RealmRuntime;
 use crate::secrets::{Purpose, new_jti, new_secret};
 use crate::telemetry::ExchangeOutcome;
@@ -48,8 +49,9 @@ pub(crate) fn issue(
     realm: &RealmRuntime,
     client: &Client,
     request: ExchangeRequest,
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, OAuthError> {
-    let exchanged = exchange(svc, realm, client, request);
+    let exchanged = exchange(svc, realm, client, request, dpop);
     realm.metrics.exchange(match &exchanged {
         Ok(_) => ExchangeOutcome::Issued,
         Err((outcome, _)) => *outcome,
@@ -69,11 +71,12 @@ fn exchange(
     realm: &RealmRuntime,
     client: &Client,
     request: ExchangeRequest,
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, (ExchangeOutcome, OAuthError)> {
     let audience = token_exchange::targets(client, &realm.resource_rules, &request.audiences, &request.resources)
         .map_err(ended(ExchangeOutcome::InvalidTarget))?;
     if request.subject_token_type == SubjectTokenType::External {
-        return exchange_external(svc, realm, client, request, audience);
+        return exchange_external(svc, realm, client, request, audience, dpop);
     }
     let subject_token = request.subject_token.as_str();
     let subject = svc
@@ -94,6 +97,12 @@ fn exchange(
         ),
         None => None,
     };
+    check_holder(client, &subject, dpop, "subject_token").map_err(|e| (ExchangeOutcome::InvalidSubject, e))?;
+    if let Some(actor) = &actor
+        && !holds(actor, dpop)
+    {
+        return Err((ExchangeOutcome::InvalidActor, not_held("actor_token")));
+    }
     let failed = ended(ExchangeOutcome::Failed);
     let ceiling = subject_scope_ceiling(svc, realm, &subject.sub, subject.scopes()).map_err(&failed)?;
     let rules = realm.exchange_rules();
@@ -104,7 +113,8 @@ fn exchange(
     // token does: the refresh token too.
     let family_end = decided.not_after.unwrap_or(i64::MAX);
     // What the realm's policies refuse is a denial; what fails, a failure.
-    let minted = mint(svc, realm, client, decided, GrantType::TokenExchange).map_err(ended(ExchangeOutcome::Denied))?;
+    let minted =
+        mint(svc, realm, client, decided, GrantType::TokenExchange, dpop).map_err(ended(ExchangeOutcome::Denied))?;
     let refresh_token = new_secret();
     let refresh_hash = svc.hasher.hash(Purpose::RefreshToken, &refresh_token);
     let grant = RefreshGrant {
@@ -117,6 +127,7 @@ fn exchange(
         audience,
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
         may_act: None,
+        jkt: super::refresh_binding(client, dpop),
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal).map_err(&failed)?;
     let family = new_jti();
@@ -157,6 +168,7 @@ fn exchange_external(
     client: &Client,
     request: ExchangeRequest,
     audience: Vec<String>,
+    dpop: Option<&Dpop>,
 ) -> Result<TokenResponse, (ExchangeOutcome, OAuthError)> {
     if request.actor_token.is_some() {
         let refused = OAuthError::invalid_request("an actor token goes with this realm's own subject tokens only");
@@ -234,8 +246,10 @@ fn exchange_external(
         jti: verified.jti.clone().unwrap_or_default(),
         may_act,
         act: None,
+        cnf: external_binding(&verified.claims).map_err(|e| (ExchangeOutcome::InvalidSubject, e))?,
         custom: serde_json::Map::new(),
     };
+    check_holder(client, &subject, dpop, "subject_token").map_err(|e| (ExchangeOutcome::InvalidSubject, e))?;
     let rules = realm.exchange_rules();
     if ceiling.is_empty() && !registered.is_empty() {
         let refused = OAuthError::invalid_scope("none of the scopes asked for is in the subject token");
@@ -244,10 +258,64 @@ fn exchange_external(
     let mut decided = token_exchange::decide(client, &subject, &ceiling, None, Some(ceiling.clone()), &rules)
         .map_err(ended(ExchangeOutcome::Refused))?;
     decided.audience = audience;
-    let minted = mint(svc, realm, client, decided, GrantType::TokenExchange).map_err(ended(ExchangeOutcome::Denied))?;
+    let minted =
+        mint(svc, realm, client, decided, GrantType::TokenExchange, dpop).map_err(ended(ExchangeOutcome::Denied))?;
     super::persist(svc, realm, &minted.stored(None)).map_err(ended(ExchangeOutcome::Failed))?;
     minted.count(realm, GrantType::TokenExchange, false);
     Ok(minted.response(None, true))
+}
+
+/// Whether the request's DPoP proof holds the key `token` is bound to, if
+/// it is bound.
+fn holds(token: &AccessTokenClaims, dpop: Option<&Dpop>) -> bool {
+    token.cnf.as_ref().is_none_or(|cnf| dpop.is_some_and(|d| d.jkt == cnf.jkt))
+}
+
+fn not_held(which: &str) -> OAuthError {
+    OAuthError::new(
+        ErrorCode::InvalidDpopProof,
+        format!("{which} is bound to a DPoP key, and this request's proof is not signed with it"),
+    )
+}
+
+/// A subject token bound to a DPoP key is exchanged only with a proof,
+/// so that what comes out is bound too: signed with the token's key, or
+/// with a key of the client its `may_act` names (the subject, or the
+/// realm's policy, chose that client to act, and it authenticates).
+fn check_holder(
+    client: &Client,
+    subject: &AccessTokenClaims,
+    dpop: Option<&Dpop>,
+    which: &str,
+) -> Result<(), OAuthError> {
+    let named = subject.may_act.as_ref().is_some_and(|m| m.client_id == client.client_id);
+    match (&subject.cnf, dpop) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            format!("{which} is bound to a DPoP key: exchange it with a DPoP proof"),
+        )),
+        (Some(cnf), Some(dpop)) if dpop.jkt == cnf.jkt || named => Ok(()),
+        (Some(_), Some(_)) => Err(not_held(which)),
+    }
+}
+
+/// The DPoP key a token from outside is bound to (its `cnf.jkt`), if any;
+/// a token bound otherwise (`x5t#S256`, a `jwk`) is refused, as this
+/// server cannot check that binding and would turn it into a bearer
+/// token.
+fn external_binding(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Option<Confirmation>, OAuthError> {
+    match claims.get("cnf") {
+        None => Ok(None),
+        Some(cnf) => match cnf.get("jkt").and_then(serde_json::Value::as_str) {
+            Some(jkt) if cnf.as_object().is_some_and(|c| c.len() == 1) => {
+                Ok(Some(Confirmation { jkt: jkt.to_string() }))
+            }
+            _ => Err(OAuthError::invalid_request(
+                "subject_token: it is bound to a key in a way this server cannot check (only cnf.jkt is)",
+            )),
+        },
+    }
 }
 
 /// The most that may be granted on a subject's behalf, by exchange or by a
