@@ -6,7 +6,10 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use agentauth_jose::{SigningKey, sign_dpop_proof};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -20,16 +23,73 @@ pub struct Request {
     pub body: Bytes,
     /// The status that counts as success.
     pub expect: u16,
+    /// DPoP proofs, one per request, made before the run.
+    pub dpop: Option<Arc<Proofs>>,
 }
 
 impl Request {
     pub fn form(path: String, pairs: &[(&str, &str)]) -> Self {
         let body = pairs.iter().map(|(n, v)| format!("{}={}", encode(n), encode(v))).collect::<Vec<_>>().join("&");
-        Self { path, content_type: "application/x-www-form-urlencoded", body: Bytes::from(body), expect: 200 }
+        Self {
+            path,
+            content_type: "application/x-www-form-urlencoded",
+            body: Bytes::from(body),
+            expect: 200,
+            dpop: None,
+        }
     }
 
     pub fn json(path: String, body: &serde_json::Value, expect: u16) -> Self {
-        Self { path, content_type: "application/json", body: Bytes::from(body.to_string()), expect }
+        Self { path, content_type: "application/json", body: Bytes::from(body.to_string()), expect, dpop: None }
+    }
+
+    /// This request with a fresh DPoP proof of `key` for `htu` on each.
+    pub fn with_dpop(self, key: SigningKey, htu: String) -> Self {
+        Self { dpop: Some(Arc::new(Proofs { key, htu, ready: Mutex::new(Vec::new()), made: Mutex::new(0) })), ..self }
+    }
+
+    /// Makes the proofs a run of `shape` may use, if the request sends
+    /// proofs: made ahead, so that signing them costs the run nothing, and
+    /// just before it, so that they are fresh (a proof is good for a
+    /// minute).
+    pub fn prepare(&self, shape: Shape) {
+        if let Some(proofs) = &self.dpop {
+            let count = (shape.duration.as_secs_f64() * PROOFS_PER_SECOND) as u64;
+            proofs.make(count.min(shape.max_requests));
+        }
+    }
+}
+
+/// More than any case sends a second on this machine: a run that uses
+/// every proof ends early, and its rate is still right.
+const PROOFS_PER_SECOND: f64 = 25_000.0;
+
+/// DPoP proofs made ahead of a run, each used once.
+#[derive(Debug)]
+pub struct Proofs {
+    key: SigningKey,
+    htu: String,
+    ready: Mutex<Vec<String>>,
+    made: Mutex<u64>,
+}
+
+impl Proofs {
+    fn make(&self, count: u64) {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let fresh: Vec<String> = (*made..*made + count)
+            .filter_map(|n| {
+                let claims =
+                    serde_json::json!({"jti": format!("bench-{n}"), "htm": "POST", "htu": self.htu, "iat": now});
+                sign_dpop_proof(&self.key, &claims).ok()
+            })
+            .collect();
+        *made += count;
+        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
+    fn next(&self) -> Option<String> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 }
 
@@ -137,10 +197,15 @@ async fn connection(addr: SocketAddr, request: Request, state: Rc<State>) {
         Err(e) => return state.fail(e),
     };
     while state.take_one() {
-        let http = hyper::Request::post(&request.path)
+        let mut http = hyper::Request::post(&request.path)
             .header(hyper::header::HOST, "127.0.0.1")
-            .header(hyper::header::CONTENT_TYPE, request.content_type)
-            .body(Full::new(request.body.clone()));
+            .header(hyper::header::CONTENT_TYPE, request.content_type);
+        if let Some(proofs) = &request.dpop {
+            // Out of proofs: the run ends here for this connection.
+            let Some(proof) = proofs.next() else { return };
+            http = http.header("dpop", proof);
+        }
+        let http = http.body(Full::new(request.body.clone()));
         let http = match http {
             Ok(http) => http,
             Err(e) => return state.fail(format!("building the request: {e}")),

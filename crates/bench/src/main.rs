@@ -32,6 +32,9 @@ use crate::server::Server;
 const SERVER_CORES: usize = 2;
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The DPoP case, and the case it is compared with.
+const DPOP_CASE: &str = "client_credentials ES256 jwt + DPoP proof";
+const UNBOUND_CASE: &str = "client_credentials ES256 jwt";
 /// One realm per signing algorithm.
 const REALMS: [(&str, Algorithm); 3] =
     [("rs256", Algorithm::Rs256), ("es256", Algorithm::Es256), ("eddsa", Algorithm::EdDsa)];
@@ -368,6 +371,15 @@ fn run() -> anyhow::Result<()> {
         report,
         "\nThe registration row's limit is SQLite's single-commit rate: above 100% means commits are grouped.\n"
     )?;
+    let rate = |case: &str| token_rows.iter().find(|r| r.case == case).map(|r| r.outcome.per_second());
+    if let (Some(bound), Some(unbound)) = (rate(DPOP_CASE), rate(UNBOUND_CASE)) {
+        writeln!(
+            report,
+            "DPoP-bound client credentials run at {:.0}% of the unbound ES256 JWT rate, measured in this run \
+             (a proof's ES256 verification and its jti's durable record added to each request).\n",
+            bound / unbound * 100.0
+        )?;
+    }
     report.push_str(&postgres.report()?);
 
     writeln!(report, "### Plugins\n")?;
@@ -484,6 +496,28 @@ fn cases(server: &Server) -> anyhow::Result<Vec<Case>> {
         }
     }
 
+    // The same ES256 JWT, bound to the client's DPoP key (RFC 9449): an
+    // ES256 proof verified, and its jti recorded, on every request.
+    let client = server.register("es256", "bench jwt")?;
+    let request = Request::form(
+        Server::realm_path("es256", "access_token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "read"),
+            ("client_id", &client.client_id),
+            ("client_secret", &client.client_secret),
+        ],
+    );
+    let key = agentauth_jose::generate_pkcs8(Algorithm::Es256)
+        .and_then(|der| agentauth_jose::SigningKey::from_pkcs8(Algorithm::Es256, &der))
+        .map_err(|e| anyhow::anyhow!("a DPoP key: {e}"))?;
+    cases.push(Case {
+        name: DPOP_CASE.into(),
+        request: request.with_dpop(key, server.token_endpoint("es256")?),
+        limit: Limit::Ring(Algorithm::Es256),
+        target: Target::None,
+    });
+
     // Token exchange: the seed's second step, in the RS256 realm.
     let agent = server.register("rs256", "bench jwt may-act")?;
     let subject = server.token("rs256", &agent, "read")?;
@@ -541,7 +575,9 @@ fn requests_table(rows: &[Row], limits: &Limits) -> anyhow::Result<String> {
 /// A warm-up, then the measured run, against the servers at `addrs`.
 fn measure(addrs: &[SocketAddr], request: &Request, shape: Shape) -> Outcome {
     let warm = Shape { duration: Duration::from_millis(500), ..shape };
+    request.prepare(warm);
     let _ = load::run(addrs, request, warm);
+    request.prepare(shape);
     load::run(addrs, request, shape)
 }
 

@@ -242,6 +242,7 @@ fn first_answer(addr: SocketAddr, request: &Request, limit: Duration) -> Option<
     let deadline = Instant::now() + limit;
     loop {
         let once = Shape { connections: 1, duration: limit, max_requests: 1 };
+        request.prepare(once);
         let outcome = load::run(&[addr], request, once);
         if outcome.ok == 1 {
             return None;

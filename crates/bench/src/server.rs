@@ -113,6 +113,16 @@ impl Server {
         Ok(self.0.register_agent(realm, &Registration::seed().client_name(name))?)
     }
 
+    /// The token endpoint of `realm`, as its discovery document names it
+    /// (what a DPoP proof's `htu` must be).
+    pub fn token_endpoint(&self, realm: &str) -> anyhow::Result<String> {
+        let reply = self.0.get(&self.0.realm_url(realm, ".well-known/openid-configuration"))?;
+        reply.json["token_endpoint"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("realm {realm} names no token endpoint: {}", reply.body))
+    }
+
     /// A client credentials token for `scope`.
     pub fn token(&self, realm: &str, client: &Credentials, scope: &str) -> anyhow::Result<String> {
         Ok(self.0.client_credentials(realm, client, Some(scope))?)
