@@ -93,6 +93,10 @@ enum Command {
     /// Manage a realm's local users on a running server.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// List, disable, enable or delete a realm's clients (agents among
+    /// them) on a running server.
+    #[command(subcommand)]
+    Client(admin::ClientCommand),
     /// Manage the issuers outside a realm whose JWTs it accepts (ID-JAG,
     /// JWT bearer grants, workload client authentication, upstream login).
     #[command(subcommand)]
@@ -344,6 +348,7 @@ fn run(command: Command, log_format: LogFormat, log_source: Option<ValueSource>)
         Command::Realm(command) => admin::realm(command),
         Command::Keys(command) => admin::keys(command),
         Command::User(command) => admin::user(command),
+        Command::Client(command) => admin::client(command),
         Command::Trust(command) => admin::trust(command),
         Command::Migrate { database, data_dir } => migrate(database.as_deref(), &data_dir),
         Command::Backup { data_dir, to, database } => {

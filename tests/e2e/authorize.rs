@@ -112,6 +112,7 @@ pub(crate) fn admin(server: &Server, method: &str, path: &str, body: Option<Valu
             .header("authorization", &auth)
             .header("content-type", "application/json")
             .send(body.to_string().as_str()),
+        ("POST", None) => http.post(&url).header("authorization", &auth).send_empty(),
         ("GET", _) => http.get(&url).header("authorization", &auth).call(),
         ("DELETE", _) => http.delete(&url).header("authorization", &auth).call(),
         other => panic!("{other:?}"),

@@ -7,6 +7,7 @@ mod admin_bounds;
 mod authorize;
 mod browser;
 mod client_metadata;
+mod clients;
 mod config;
 mod connections;
 mod decisions;

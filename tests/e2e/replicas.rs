@@ -107,6 +107,23 @@ fn a_client_deleted_on_one_replica_cannot_authenticate_on_another() {
 }
 
 #[test]
+fn a_client_disabled_on_one_replica_is_stopped_on_another_within_a_second() {
+    let [a, b] = <[Server; 2]>::try_from(replicas(2)).expect("two replicas");
+    let agent = a.register_agent();
+    let watcher = a.register_agent();
+    // b holds the client in its cache, and a token of it that it finds live.
+    let token = b.read_token(&agent);
+    assert_eq!(b.introspect(&watcher, &token).json["active"], true);
+
+    let (status, body) =
+        crate::authorize::admin(&a, "POST", &format!("/alpha/clients/{}/disable", agent.client_id), None);
+    assert_eq!(status, 200, "{body}");
+    let credentials = [("grant_type", "client_credentials")];
+    within(WITHIN, "b refusing the disabled client", || b.token(&credentials, Some(&agent)).status == 401);
+    assert_eq!(b.introspect(&watcher, &token).json["active"], false, "its token is dead on b too");
+}
+
+#[test]
 fn a_key_rotated_on_one_replica_is_in_the_others_jwks() {
     let [a, b] = <[Server; 2]>::try_from(replicas(2)).expect("two replicas");
     let before = kids(&b);

@@ -7,9 +7,10 @@
 //! before its body is read. A user's password comes in a JSON body (on
 //! creation, or `PUT users/{subject}/password`) and is never answered.
 
-use agentauth_core::ports::UserState;
+use agentauth_core::ports::{ClientState, UserState};
 use agentauth_core::{Algorithm, HookKind};
 use agentauth_service::admin::{PluginListing, Upload, UploadPermit, realm_hooks};
+use agentauth_service::client_admin::client_json;
 use agentauth_service::{AdminError, NewUser, Password, Principal, UserPage};
 use hyper::HeaderMap;
 use hyper::http::request::Parts;
@@ -289,6 +290,25 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
         AdminOp::RevokeConsent { subject, client_id } => {
             service.revoke_consent(realm, &subject, &client_id, &actor)?;
             Ok(Reply::no_content())
+        }
+        AdminOp::ListClients => {
+            let limit = query(parts, "limit")
+                .map(|v| v.parse().map_err(|_| AdminError::Invalid(format!("limit must be an integer: {v:?}"))))
+                .transpose()?;
+            let (clients, next) = service.list_clients(realm, query(parts, "after").as_deref(), limit)?;
+            let clients: Vec<Value> = clients.iter().map(client_json).collect();
+            Ok(Reply::json(200, &json!({ "clients": clients, "next": next })))
+        }
+        AdminOp::ShowClient { client_id } => {
+            Ok(Reply::json(200, &client_json(&service.admin_client(realm, &client_id)?)))
+        }
+        AdminOp::DeleteClient { client_id } => {
+            service.delete_client_as_admin(realm, &client_id, &actor)?;
+            Ok(Reply::no_content())
+        }
+        AdminOp::SetClientState { client_id, enable } => {
+            let state = if enable { ClientState::Active } else { ClientState::Disabled };
+            Ok(Reply::json(200, &client_json(&service.set_client_state(realm, &client_id, state, &actor)?)))
         }
         AdminOp::ListTrustedIssuers => {
             Ok(Reply::json(200, &json!({ "trusted_issuers": to_json(&service.trusted_issuers(realm)?)? })))

@@ -171,6 +171,20 @@ pub enum AdminOp {
         subject: String,
         client_id: String,
     },
+    /// `GET clients`: a page of the realm's clients.
+    ListClients,
+    ShowClient {
+        client_id: String,
+    },
+    /// `DELETE clients/{client_id}`, without its registration token.
+    DeleteClient {
+        client_id: String,
+    },
+    /// `POST clients/{client_id}/disable` (`enable: false`) or `.../enable`.
+    SetClientState {
+        client_id: String,
+        enable: bool,
+    },
     /// `GET trusted-issuers`.
     ListTrustedIssuers,
     /// `GET trusted-issuers/{name}`.
@@ -335,6 +349,15 @@ fn admin_route(method: &Method, rest: &str) -> Route {
             (Some(AdminOp::RevokeConsent { subject: name(s), client_id: name(c) }), "")
         }
         (["users", _, "consents", _], _) => (None, "DELETE"),
+        (["clients"], "GET") => (Some(AdminOp::ListClients), ""),
+        (["clients"], _) => (None, "GET"),
+        (["clients", c], "GET") => (Some(AdminOp::ShowClient { client_id: name(c) }), ""),
+        (["clients", c], "DELETE") => (Some(AdminOp::DeleteClient { client_id: name(c) }), ""),
+        (["clients", _], _) => (None, "GET, DELETE"),
+        (["clients", c, change @ ("enable" | "disable")], "POST") => {
+            (Some(AdminOp::SetClientState { client_id: name(c), enable: *change == "enable" }), "")
+        }
+        (["clients", _, "enable" | "disable"], _) => (None, "POST"),
         (["trusted-issuers"], "GET") => (Some(AdminOp::ListTrustedIssuers), ""),
         (["trusted-issuers"], _) => (None, "GET"),
         (["trusted-issuers", n], "GET") => (Some(AdminOp::ShowTrustedIssuer { name: name(n) }), ""),

@@ -186,9 +186,9 @@ impl Service {
         consented: bool,
     ) -> Result<Step, OAuthError> {
         let client = match self.store.client(&realm.name, &pending.client_id).map_err(internal)? {
-            Some(row) => row.client,
-            // Deleted while the user was signing in.
-            None => return Err(OAuthError::new(ErrorCode::AccessDenied, "the client no longer exists")),
+            Some(row) if row.state == agentauth_core::ports::ClientState::Active => row.client,
+            // Deleted or disabled while the user was signing in.
+            _ => return Err(OAuthError::new(ErrorCode::AccessDenied, "the client no longer exists or is disabled")),
         };
         crate::decisions::note(|d| {
             d.client_id = Some(client.client_id.clone());

@@ -116,7 +116,14 @@ impl Service {
         let matches = self.hasher.matches(Purpose::ClientSecret, secret, stored);
         let by_secret = |m: AuthMethod| matches!(m, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost);
         match row {
-            Some(row) if matches && by_secret(row.client.metadata.token_endpoint_auth_method) => Ok(row.client),
+            // A disabled client fails as an unknown one does.
+            Some(row)
+                if matches
+                    && by_secret(row.client.metadata.token_endpoint_auth_method)
+                    && row.state == agentauth_core::ports::ClientState::Active =>
+            {
+                Ok(row.client)
+            }
             _ => Err(failed()),
         }
     }

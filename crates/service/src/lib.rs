@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod client_admin;
 pub mod client_auth;
 pub mod client_metadata;
 mod clock;

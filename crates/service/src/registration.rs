@@ -120,6 +120,8 @@ impl Service {
             client,
             secret_hash: self.hasher.hash(Purpose::ClientSecret, &client_secret),
             registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
+            state: agentauth_core::ports::ClientState::Active,
+            tokens_valid_after: 0,
         };
         // A private_key_jwt client authenticates with its keys, and a
         // public one with nothing: the secret made for them (so every row
@@ -204,6 +206,8 @@ impl Service {
             client,
             secret_hash: row.secret_hash,
             registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
+            state: row.state,
+            tokens_valid_after: row.tokens_valid_after,
         };
         // A racing update or delete that presented the same token and won
         // leaves this one with a spent token.

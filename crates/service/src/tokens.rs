@@ -79,11 +79,30 @@ impl Service {
         if is_jwt && self.store.is_jwt_revoked(&realm.name, &claims.jti).map_err(internal)? {
             return refused(&"revoked");
         }
-        // A deleted client's tokens die with it (RFC 7592 §2.3).
-        if !self.store.client_exists(&realm.name, &claims.client_id).map_err(internal)? {
-            return refused(&"its client was deleted");
+        // A deleted client's tokens die with it (RFC 7592 §2.3); a disabled
+        // one's, and those naming it as an actor, die with the disabling,
+        // and stay dead.
+        if !self.honoured_by(realm, &claims.client_id, claims.iat)? {
+            return refused(&"its client was deleted or disabled");
+        }
+        let mut actor = claims.act.as_ref();
+        while let Some(act) = actor {
+            if let Some(client_id) = &act.client_id
+                && !self.honoured_by(realm, client_id, claims.iat)?
+            {
+                return refused(&"an actor's client was deleted or disabled");
+            }
+            actor = act.act.as_deref();
         }
         Ok(Some(claims))
+    }
+
+    /// Whether the client `client_id` exists and still honours a token
+    /// issued at `iat` that names it
+    /// ([`agentauth_core::ports::ClientRow::honours`]).
+    fn honoured_by(&self, realm: &RealmRuntime, client_id: &str, iat: i64) -> Result<bool, OAuthError> {
+        let row = self.store.client(&realm.name, client_id).map_err(internal)?;
+        Ok(row.is_some_and(|row| row.honours(iat)))
     }
 
     fn find_token(&self, realm: &RealmRuntime, token: &str) -> Result<Option<Found>, OAuthError> {

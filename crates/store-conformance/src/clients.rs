@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agentauth_core::ApplicationType;
-use agentauth_core::ports::{NewToken, Storage, TokenKind};
+use agentauth_core::ports::{ClientState, NewToken, Storage, TokenKind};
 
 use crate::fixtures::{audit, client_row};
 
@@ -139,6 +139,57 @@ pub fn deleting_a_client_deletes_its_tokens_only<S: Storage + ?Sized>(store: &S)
     assert_eq!(store.client("alpha", "c1").unwrap(), None);
     assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None);
     assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some());
+}
+
+pub fn disabling_a_client_ends_its_tokens_for_good_and_is_audited<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.insert_client("alpha", &client_row("c1"), u64::MAX).unwrap();
+    store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
+    let token = |hash, client_id| NewToken {
+        hash,
+        client_id,
+        family: None,
+        kind: TokenKind::Access,
+        grant: "{}",
+        expires_at: 100,
+    };
+    store.insert_tokens("alpha", &[token(b"t1", "c1"), token(b"t2", "c2")]).unwrap();
+    assert!(store.set_client_state("alpha", "c1", ClientState::Disabled, 40, &audit("disable-client")).unwrap());
+    let disabled = store.client("alpha", "c1").unwrap().unwrap();
+    assert_eq!((disabled.state, disabled.tokens_valid_after), (ClientState::Disabled, 40));
+    assert!(!disabled.honours(41));
+    assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None, "its server-side tokens go");
+    assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some(), "another's stay");
+    // Enabled again, the tokens of before stay dead; later ones live.
+    assert!(store.set_client_state("alpha", "c1", ClientState::Active, 50, &audit("enable-client")).unwrap());
+    let enabled = store.client("alpha", "c1").unwrap().unwrap();
+    assert_eq!((enabled.state, enabled.tokens_valid_after), (ClientState::Active, 40));
+    assert!(!enabled.honours(40) && enabled.honours(41));
+    // Disabling again never moves the line back.
+    assert!(store.set_client_state("alpha", "c1", ClientState::Disabled, 30, &audit("disable-client")).unwrap());
+    assert_eq!(store.client("alpha", "c1").unwrap().unwrap().tokens_valid_after, 40);
+    assert!(!store.set_client_state("alpha", "c9", ClientState::Disabled, 60, &audit("disable-client")).unwrap());
+    let actions: Vec<String> = store.audit("alpha", 0, 10).unwrap().into_iter().map(|(_, e)| e.action).collect();
+    assert_eq!(actions, ["disable-client", "enable-client", "disable-client"]);
+}
+
+pub fn clients_are_listed_by_id_a_page_at_a_time_and_removed_without_their_token<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    store.create_realm_if_absent("beta", "{}", 0).unwrap();
+    for id in ["c3", "c1", "c2"] {
+        store.insert_client("alpha", &client_row(id), u64::MAX).unwrap();
+    }
+    store.insert_client("beta", &client_row("c0"), u64::MAX).unwrap();
+    let ids = |after: &str, limit| -> Vec<String> {
+        store.clients("alpha", after, limit).unwrap().into_iter().map(|r| r.client.client_id).collect()
+    };
+    assert_eq!(ids("", 2), ["c1", "c2"]);
+    assert_eq!(ids("c2", 2), ["c3"]);
+    assert!(store.remove_client("alpha", "c2", &audit("delete-client")).unwrap());
+    assert!(!store.remove_client("alpha", "c2", &audit("delete-client")).unwrap());
+    assert_eq!(ids("", 10), ["c1", "c3"]);
+    assert_eq!(store.count_clients("alpha").unwrap(), 2);
+    assert_eq!(store.client("alpha", "c2").unwrap(), None);
 }
 
 pub fn a_taken_client_id_is_refused<S: Storage + ?Sized>(store: &S) {

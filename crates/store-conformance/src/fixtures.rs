@@ -30,6 +30,8 @@ pub fn client_row(id: &str) -> ClientRow {
         },
         secret_hash: vec![1; 32],
         registration_token_hash: vec![2; 32],
+        state: agentauth_core::ports::ClientState::Active,
+        tokens_valid_after: 0,
     }
 }
 

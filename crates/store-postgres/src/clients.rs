@@ -11,14 +11,17 @@
 //! the SQL; an update or deletion is a change other replicas follow, to
 //! forget the client they cache.
 
-use agentauth_core::ports::{ChangeTopic, ClientRepository, ClientRow, Error, ErrorKind, Result};
+use agentauth_core::ports::{
+    AuditEntry, ChangeTopic, ClientRepository, ClientRow, ClientState, Error, ErrorKind, Result,
+};
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
 use deadpool_postgres::GenericClient;
 
 use crate::PgStore;
+use crate::audit::record;
 use crate::batch::{Statement, Write};
 use crate::coordination::record_change;
-use crate::db::{Db, conn, execute, get, query_one, query_opt, transaction};
+use crate::db::{Db, conn, execute, get, query, query_one, query_opt, transaction};
 use crate::tokens::revoke_derived_from_client;
 
 /// Whether the realm has the client, by (realm, client_id).
@@ -146,33 +149,84 @@ impl ClientRepository for PgClients {
         let (pool, realm, client_id) = (self.db.pool.clone(), realm.to_owned(), client_id.to_owned());
         self.db.run(async move {
             let c = conn(&pool).await?;
-            let row = query_opt(
-                &c,
-                "SELECT client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at
-                 FROM clients WHERE realm = $1 AND client_id = $2",
-                &[&realm, &client_id],
-            )
-            .await?;
-            let Some(r) = row else {
-                return Ok(None);
-            };
-            let metadata: &str = get(&r, 1)?;
-            let attributes: &str = get(&r, 2)?;
-            let metadata: ClientMetadata = serde_json::from_str(metadata)
-                .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its metadata is not valid"), e))?;
-            let attributes: ClientAttributes = serde_json::from_str(attributes)
-                .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its attributes are not valid"), e))?;
-            Ok(Some(ClientRow {
-                client: Client {
-                    client_id: get(&r, 0)?,
-                    metadata,
-                    attributes,
-                    is_ai_agent: get(&r, 3)?,
-                    issued_at: get(&r, 6)?,
-                },
-                secret_hash: get(&r, 4)?,
-                registration_token_hash: get(&r, 5)?,
-            }))
+            let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = $1 AND client_id = $2");
+            let row = query_opt(&c, &sql, &[&realm, &client_id]).await?;
+            row.map(|r| client_row(&realm, &r)).transpose()
+        })
+    }
+
+    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        let (pool, realm, after) = (self.db.pool.clone(), realm.to_owned(), after.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            let sql = format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = $1 AND client_id > $2 ORDER BY client_id LIMIT $3"
+            );
+            let rows = query(&c, &sql, &[&realm, &after, &limit]).await?;
+            rows.iter().map(|r| client_row(&realm, r)).collect()
+        })
+    }
+
+    fn set_client_state(
+        &self,
+        realm: &str,
+        client_id: &str,
+        state: ClientState,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let (pool, realm, client_id, audit) =
+            (self.db.pool.clone(), realm.to_owned(), client_id.to_owned(), audit.clone());
+        self.db.run(async move {
+            transaction!(&pool, |tx| {
+                let n = match state {
+                    ClientState::Active => {
+                        execute(
+                            &tx,
+                            "UPDATE clients SET state = 'active' WHERE realm = $1 AND client_id = $2",
+                            &[&realm, &client_id],
+                        )
+                        .await?
+                    }
+                    ClientState::Disabled => execute(
+                        &tx,
+                        "UPDATE clients SET state = 'disabled', tokens_valid_after = GREATEST(tokens_valid_after, $3)
+                             WHERE realm = $1 AND client_id = $2",
+                        &[&realm, &client_id, &at],
+                    )
+                    .await?,
+                };
+                if n == 1 {
+                    if state == ClientState::Disabled {
+                        execute(&tx, "DELETE FROM tokens WHERE realm = $1 AND client_id = $2", &[&realm, &client_id])
+                            .await?;
+                        revoke_derived_from_client(&tx, &realm, &client_id).await?;
+                    }
+                    record(&tx, &realm, &audit).await?;
+                    record_change(&tx, &realm, ChangeTopic::Client, Some(&client_id)).await?;
+                }
+                n == 1
+            })
+        })
+    }
+
+    fn remove_client(&self, realm: &str, client_id: &str, audit: &AuditEntry) -> Result<bool> {
+        let (pool, realm, client_id, audit) =
+            (self.db.pool.clone(), realm.to_owned(), client_id.to_owned(), audit.clone());
+        self.db.run(async move {
+            transaction!(&pool, |tx| {
+                let n = execute(&tx, "DELETE FROM clients WHERE realm = $1 AND client_id = $2", &[&realm, &client_id])
+                    .await?;
+                if n == 1 {
+                    execute(&tx, "UPDATE client_counts SET n = n - 1 WHERE realm = $1", &[&realm]).await?;
+                    execute(&tx, "DELETE FROM tokens WHERE realm = $1 AND client_id = $2", &[&realm, &client_id])
+                        .await?;
+                    revoke_derived_from_client(&tx, &realm, &client_id).await?;
+                    record(&tx, &realm, &audit).await?;
+                    record_change(&tx, &realm, ChangeTopic::Client, Some(&client_id)).await?;
+                }
+                n == 1
+            })
         })
     }
 
@@ -219,6 +273,51 @@ impl ClientRepository for PgStore {
     fn count_clients(&self, realm: &str) -> Result<u64> {
         self.clients.count_clients(realm)
     }
+
+    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        self.clients.clients(realm, after, limit)
+    }
+
+    fn set_client_state(
+        &self,
+        realm: &str,
+        client_id: &str,
+        state: ClientState,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        self.clients.set_client_state(realm, client_id, state, at, audit)
+    }
+
+    fn remove_client(&self, realm: &str, client_id: &str, audit: &AuditEntry) -> Result<bool> {
+        self.clients.remove_client(realm, client_id, audit)
+    }
+}
+
+/// The columns [`client_row`] reads, in its order.
+const CLIENT_COLUMNS: &str = "client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, \
+                              issued_at, state, tokens_valid_after";
+
+/// A client as read from [`CLIENT_COLUMNS`], its JSON parsed.
+fn client_row(realm: &str, r: &tokio_postgres::Row) -> Result<ClientRow> {
+    let client_id: String = get(r, 0)?;
+    let metadata: &str = get(r, 1)?;
+    let attributes: &str = get(r, 2)?;
+    let metadata: ClientMetadata = serde_json::from_str(metadata)
+        .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its metadata is not valid"), e))?;
+    let attributes: ClientAttributes = serde_json::from_str(attributes)
+        .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its attributes are not valid"), e))?;
+    let state: &str = get(r, 7)?;
+    let state = ClientState::parse(state).ok_or_else(|| {
+        Error::new(ErrorKind::Corrupt, format!("client {realm}/{client_id}: unknown state {state:?}"))
+    })?;
+    Ok(ClientRow {
+        client: Client { client_id, metadata, attributes, is_ai_agent: get(r, 3)?, issued_at: get(r, 6)? },
+        secret_hash: get(r, 4)?,
+        registration_token_hash: get(r, 5)?,
+        state,
+        tokens_valid_after: get(r, 8)?,
+    })
 }
 
 /// A client's metadata and attributes as the JSON stored for them.

@@ -243,6 +243,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (realm, subject) REFERENCES users (realm, subject) ON DELETE CASCADE
     );
     CREATE INDEX consents_by_client ON consents (realm, client_id);",
+    // A client's lifecycle: active or disabled, and the second up to which
+    // its tokens are dead (when it was last disabled).
+    "ALTER TABLE clients
+        ADD COLUMN state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'disabled')),
+        ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build migrates a database to.

@@ -12,10 +12,11 @@ use agentauth_core::ports::ClientRepository;
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
 use rusqlite::{Connection, params};
 
+use crate::audit::record;
 use crate::coordination::record_change;
-use crate::engine::{Engine, execute, exists, query_opt, query_row};
+use crate::engine::{Engine, execute, exists, query_all, query_opt, query_row};
 use crate::tokens::revoke_derived_from_client;
-use crate::{ChangeTopic, ClientRow, Error, ErrorKind, Result, Store};
+use crate::{AuditEntry, ChangeTopic, ClientRow, ClientState, Error, ErrorKind, Result, Store};
 
 /// Whether the realm has the client, by (realm, client_id).
 pub(crate) const CLIENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)";
@@ -98,34 +99,70 @@ impl ClientRepository for SqliteClients {
     fn client(&self, realm: &str, client_id: &str) -> Result<Option<ClientRow>> {
         let row = query_opt(
             &self.db.conn(),
-            "SELECT client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at
-             FROM clients WHERE realm = ?1 AND client_id = ?2",
+            &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = ?1 AND client_id = ?2"),
             params![realm, client_id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, bool>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                    r.get::<_, i64>(6)?,
-                ))
-            },
+            Stored::read,
         )?;
-        let Some((client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, issued_at)) = row
-        else {
-            return Ok(None);
-        };
-        let metadata: ClientMetadata = serde_json::from_str(&metadata)
-            .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its metadata is not valid"), e))?;
-        let attributes: ClientAttributes = serde_json::from_str(&attributes)
-            .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its attributes are not valid"), e))?;
-        Ok(Some(ClientRow {
-            client: Client { client_id, metadata, attributes, is_ai_agent, issued_at },
-            secret_hash,
-            registration_token_hash,
-        }))
+        row.map(|stored| stored.into_row(realm)).transpose()
+    }
+
+    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        let rows = query_all(
+            &self.db.conn(),
+            &format!(
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = ?1 AND client_id > ?2 ORDER BY client_id LIMIT ?3"
+            ),
+            params![realm, after, limit],
+            Stored::read,
+        )?;
+        rows.into_iter().map(|stored| stored.into_row(realm)).collect()
+    }
+
+    fn set_client_state(
+        &self,
+        realm: &str,
+        client_id: &str,
+        state: ClientState,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        self.db.write(|tx| {
+            let n = match state {
+                ClientState::Active => execute(
+                    tx,
+                    "UPDATE clients SET state = 'active' WHERE realm = ?1 AND client_id = ?2",
+                    params![realm, client_id],
+                )?,
+                ClientState::Disabled => execute(
+                    tx,
+                    "UPDATE clients SET state = 'disabled', tokens_valid_after = MAX(tokens_valid_after, ?3)
+                     WHERE realm = ?1 AND client_id = ?2",
+                    params![realm, client_id, at],
+                )?,
+            };
+            if n == 1 {
+                if state == ClientState::Disabled {
+                    execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+                    revoke_derived_from_client(tx, realm, client_id)?;
+                }
+                record(tx, realm, audit)?;
+                record_change(tx, realm, ChangeTopic::Client, Some(client_id))?;
+            }
+            Ok(n == 1)
+        })
+    }
+
+    fn remove_client(&self, realm: &str, client_id: &str, audit: &AuditEntry) -> Result<bool> {
+        self.db.write(|tx| {
+            let n = execute(tx, "DELETE FROM clients WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+            if n == 1 {
+                execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND client_id = ?2", params![realm, client_id])?;
+                revoke_derived_from_client(tx, realm, client_id)?;
+                record(tx, realm, audit)?;
+                record_change(tx, realm, ChangeTopic::Client, Some(client_id))?;
+            }
+            Ok(n == 1)
+        })
     }
 
     fn client_exists(&self, realm: &str, client_id: &str) -> Result<bool> {
@@ -162,6 +199,82 @@ impl ClientRepository for Store {
 
     fn count_clients(&self, realm: &str) -> Result<u64> {
         self.clients.count_clients(realm)
+    }
+
+    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        self.clients.clients(realm, after, limit)
+    }
+
+    fn set_client_state(
+        &self,
+        realm: &str,
+        client_id: &str,
+        state: ClientState,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        self.clients.set_client_state(realm, client_id, state, at, audit)
+    }
+
+    fn remove_client(&self, realm: &str, client_id: &str, audit: &AuditEntry) -> Result<bool> {
+        self.clients.remove_client(realm, client_id, audit)
+    }
+}
+
+/// The columns a [`ClientRow`] is read from, in [`Stored::read`]'s order.
+const CLIENT_COLUMNS: &str = "client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, \
+                              issued_at, state, tokens_valid_after";
+
+/// A client's row as read, before its JSON is parsed.
+struct Stored {
+    client_id: String,
+    metadata: String,
+    attributes: String,
+    is_ai_agent: bool,
+    secret_hash: Vec<u8>,
+    registration_token_hash: Vec<u8>,
+    issued_at: i64,
+    state: String,
+    tokens_valid_after: i64,
+}
+
+impl Stored {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            client_id: r.get(0)?,
+            metadata: r.get(1)?,
+            attributes: r.get(2)?,
+            is_ai_agent: r.get(3)?,
+            secret_hash: r.get(4)?,
+            registration_token_hash: r.get(5)?,
+            issued_at: r.get(6)?,
+            state: r.get(7)?,
+            tokens_valid_after: r.get(8)?,
+        })
+    }
+
+    fn into_row(self, realm: &str) -> Result<ClientRow> {
+        let client_id = self.client_id;
+        let metadata: ClientMetadata = serde_json::from_str(&self.metadata)
+            .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its metadata is not valid"), e))?;
+        let attributes: ClientAttributes = serde_json::from_str(&self.attributes)
+            .map_err(|e| Error::corrupt(format!("client {realm}/{client_id}: its attributes are not valid"), e))?;
+        let state = ClientState::parse(&self.state).ok_or_else(|| {
+            Error::new(ErrorKind::Corrupt, format!("client {realm}/{client_id}: unknown state {:?}", self.state))
+        })?;
+        Ok(ClientRow {
+            client: Client {
+                client_id,
+                metadata,
+                attributes,
+                is_ai_agent: self.is_ai_agent,
+                issued_at: self.issued_at,
+            },
+            secret_hash: self.secret_hash,
+            registration_token_hash: self.registration_token_hash,
+            state,
+            tokens_valid_after: self.tokens_valid_after,
+        })
     }
 }
 

@@ -59,7 +59,7 @@ pub use store::Store;
 // they are re-exported here under the paths callers have always used.
 pub use agentauth_core::ports::{
     AuditEntry, AuditRepository, AuthorizationCode, AuthorizationRepository, CHANGES_KEPT_FOR, CachedClients, Change,
-    ChangeTopic, ClientRepository, ClientRow, CodeIssue, Consent, Coordination, Decision, DecisionQuery,
+    ChangeTopic, ClientRepository, ClientRow, ClientState, CodeIssue, Consent, Coordination, Decision, DecisionQuery,
     DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow, Lineage, NewToken, PluginPush,
     PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome, RealmAdmin, RealmRepository,
     RealmRow, Redemption, Result, Rotation, ServerSecretRepository, Storage, TokenKind, TokenRepository, TokenRow,

@@ -342,6 +342,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (realm, subject) REFERENCES users (realm, subject) ON DELETE CASCADE
     );
     CREATE INDEX consents_by_client ON consents (realm, client_id);",
+    // 19: a client's lifecycle: active or disabled, and the second up to
+    // which its tokens are dead (when it was last disabled).
+    "ALTER TABLE clients ADD COLUMN state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'disabled'));
+    ALTER TABLE clients ADD COLUMN tokens_valid_after INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema of the store's database.
@@ -489,6 +493,31 @@ mod tests {
     }
 
     #[test]
+    fn migration_19_makes_every_client_active_with_no_dead_tokens() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..18] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 18).unwrap();
+        tx.execute_batch(
+            "INSERT INTO realms (name, settings, created_at, id) VALUES ('alpha', '{}', 0, 'a');
+             INSERT INTO clients VALUES ('alpha', 'c1', '{}', '{}', 1, x'01', x'02', 0);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        apply(&mut conn, &STORE).unwrap();
+        let (state, after): (String, i64) = conn
+            .query_row("SELECT state, tokens_valid_after FROM clients WHERE client_id = 'c1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((state.as_str(), after), ("active", 0));
+        assert!(conn.execute("UPDATE clients SET state = 'paused' WHERE client_id = 'c1'", []).is_err());
+    }
+
+    #[test]
     fn migration_13_keeps_each_realms_rows_drops_orphans_and_makes_them_cascade() {
         let mut conn = Connection::open_in_memory().unwrap();
         // As the store opens every connection.
@@ -531,7 +560,13 @@ mod tests {
         assert!(rows("PRAGMA foreign_key_check").is_empty());
 
         // The count triggers, made again, follow the clients.
-        conn.execute("INSERT INTO clients VALUES ('beta', 'c2', '{}', '{}', 1, x'03', x'04', 0)", []).unwrap();
+        conn.execute(
+            "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
+                                  registration_token_hash, issued_at)
+             VALUES ('beta', 'c2', '{}', '{}', 1, x'03', x'04', 0)",
+            [],
+        )
+        .unwrap();
         assert_eq!(rows("SELECT realm || '/' || n FROM client_counts ORDER BY 1"), ["alpha/1", "beta/1"]);
         // A realm's rows now go with it; another realm's stay.
         conn.execute("DELETE FROM realms WHERE name = 'alpha'", []).unwrap();

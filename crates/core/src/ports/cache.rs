@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{ClientRepository, ClientRow, Result};
+use super::{AuditEntry, ClientRepository, ClientRow, ClientState, Result};
 
 /// Clients kept in memory by default; past it, the cache starts again
 /// empty.
@@ -135,6 +135,29 @@ impl<R: ClientRepository> ClientRepository for CachedClients<R> {
     fn count_clients(&self, realm: &str) -> Result<u64> {
         self.inner.count_clients(realm)
     }
+
+    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        self.inner.clients(realm, after, limit)
+    }
+
+    fn set_client_state(
+        &self,
+        realm: &str,
+        client_id: &str,
+        state: ClientState,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let set = self.inner.set_client_state(realm, client_id, state, at, audit);
+        self.forget(realm, client_id);
+        set
+    }
+
+    fn remove_client(&self, realm: &str, client_id: &str, audit: &AuditEntry) -> Result<bool> {
+        let removed = self.inner.remove_client(realm, client_id, audit);
+        self.forget(realm, client_id);
+        removed
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +190,8 @@ mod tests {
             },
             secret_hash: vec![1],
             registration_token_hash: vec![2],
+            state: ClientState::Active,
+            tokens_valid_after: 0,
         }
     }
 
@@ -224,6 +249,24 @@ mod tests {
         fn count_clients(&self, _: &str) -> Result<u64> {
             Ok(u64::from(self.stored.lock().unwrap().is_some()))
         }
+
+        fn clients(&self, _: &str, _: &str, _: i64) -> Result<Vec<ClientRow>> {
+            Ok(self.stored.lock().unwrap().iter().cloned().collect())
+        }
+
+        fn set_client_state(&self, _: &str, _: &str, state: ClientState, at: i64, _: &AuditEntry) -> Result<bool> {
+            let mut stored = self.stored.lock().unwrap();
+            let Some(row) = stored.as_mut() else { return Ok(false) };
+            row.state = state;
+            if state == ClientState::Disabled {
+                row.tokens_valid_after = at;
+            }
+            Ok(true)
+        }
+
+        fn remove_client(&self, _: &str, _: &str, _: &AuditEntry) -> Result<bool> {
+            Ok(self.stored.lock().unwrap().take().is_some())
+        }
     }
 
     #[test]
@@ -250,6 +293,30 @@ mod tests {
             assert!(reader.join().unwrap().is_some());
         });
         assert_eq!(cache.client("alpha", "c1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_read_that_raced_a_disable_does_not_cache_the_active_row() {
+        let cache = CachedClients::new(Slow::new(row("read"), true));
+        let entry = AuditEntry {
+            at: 5,
+            actor: "admin".into(),
+            action: "disable-client".into(),
+            plugin: None,
+            version: None,
+            sha256: None,
+            detail: None,
+        };
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| cache.client("alpha", "c1").unwrap());
+            cache.inner().read_done.wait();
+            assert!(cache.set_client_state("alpha", "c1", ClientState::Disabled, 5, &entry).unwrap());
+            cache.inner().change_done.wait();
+            assert_eq!(reader.join().unwrap().map(|r| r.state), Some(ClientState::Active));
+        });
+        let now = cache.client("alpha", "c1").unwrap().expect("the client");
+        assert_eq!((now.state, now.tokens_valid_after), (ClientState::Disabled, 5));
+        assert!(!now.honours(6), "a disabled client's tokens are dead");
     }
 
     #[test]

@@ -1,7 +1,38 @@
-//! Registered clients, with the keyed hashes of their credentials.
+//! Registered clients, with the keyed hashes of their credentials, and
+//! their lifecycle: active or disabled.
 
-use super::Result;
+use super::{AuditEntry, Result};
 use crate::Client;
+
+/// Whether a client may authenticate, and its tokens live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientState {
+    #[default]
+    Active,
+    /// Kept, but refused at authentication; every token issued to it, or
+    /// naming it as an actor, up to when it was disabled is dead, and
+    /// stays dead when it is enabled again.
+    Disabled,
+}
+
+impl ClientState {
+    /// The state's stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// The state named `state`, as [`ClientState::as_str`] spells it.
+    pub fn parse(state: &str) -> Option<Self> {
+        match state {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
 
 /// A client with the keyed hashes of its credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -9,11 +40,29 @@ pub struct ClientRow {
     pub client: Client,
     pub secret_hash: Vec<u8>,
     pub registration_token_hash: Vec<u8>,
+    pub state: ClientState,
+    /// Tokens issued to the client, or naming it as an actor, at or before
+    /// this second (their `iat`) are dead: when it was last disabled; 0
+    /// if never.
+    pub tokens_valid_after: i64,
+}
+
+impl ClientRow {
+    /// Whether a token issued at `iat` that names this client (as its
+    /// client or an actor) may still live: the client is active, and was
+    /// not disabled since the token was issued.
+    pub fn honours(&self, iat: i64) -> bool {
+        self.state == ClientState::Active && iat > self.tokens_valid_after
+    }
 }
 
 impl std::fmt::Debug for ClientRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientRow").field("client", &self.client).finish_non_exhaustive()
+        f.debug_struct("ClientRow")
+            .field("client", &self.client)
+            .field("state", &self.state)
+            .field("tokens_valid_after", &self.tokens_valid_after)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,4 +97,28 @@ pub trait ClientRepository: Send + Sync {
 
     /// How many clients the realm has, as of the last commit.
     fn count_clients(&self, realm: &str) -> Result<u64>;
+
+    /// The realm's clients with an id after `after`, in id order, at most
+    /// `limit` of them.
+    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
+
+    /// Disables the client, or enables it again, recording `audit`, in one
+    /// commit; false if the realm has no such client. Disabling at `at`
+    /// also makes every token issued up to `at` dead
+    /// (`tokens_valid_after`), deletes the server-side tokens issued to
+    /// the client and revokes every family derived from its tokens.
+    /// Enabling leaves all that dead.
+    fn set_client_state(
+        &self,
+        realm: &str,
+        client_id: &str,
+        state: ClientState,
+        at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool>;
+
+    /// Deletes a client as an operator does (without its registration
+    /// access token), with what [`ClientRepository::delete_client`]
+    /// deletes, recording `audit`; false if the realm has no such client.
+    fn remove_client(&self, realm: &str, client_id: &str, audit: &AuditEntry) -> Result<bool>;
 }

@@ -112,6 +112,18 @@ impl Service {
             TokenRequest::JwtBearer(_) => GrantType::JwtBearer,
         };
         crate::decisions::note(|d| d.grant = Some(grant.as_str().to_string()));
+        // A client enabled again within the second it was disabled would
+        // get tokens dead at birth (their `iat` not after the disabling).
+        if self
+            .store
+            .client(&realm.name, &client.client_id)
+            .map_err(internal)?
+            .is_some_and(|row| row.tokens_valid_after >= self.now())
+        {
+            let again =
+                OAuthError::new(ErrorCode::TemporarilyUnavailable, "this client was just disabled; retry in 1 s");
+            return Err(OAuthError { retry_after: Some(1), ..again });
+        }
         if dpop.is_none() && requires_dpop(realm, client) {
             return Err(OAuthError::new(
                 ErrorCode::InvalidDpopProof,
