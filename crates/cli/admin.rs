@@ -337,6 +337,15 @@ pub enum ClientCommand {
         /// At most this many (1 to 1000).
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Only clients in this state.
+        #[arg(long, value_parser = ["active", "disabled", "expired"])]
+        state: Option<String>,
+        /// Only agents (clients registered at aiagent/register).
+        #[arg(long)]
+        agents: bool,
+        /// Only clients not used for this many days.
+        #[arg(long, value_name = "DAYS")]
+        unused_days: Option<u32>,
     },
     /// Show one client: its registration, attributes and state.
     Show {
@@ -624,12 +633,22 @@ pub fn client(command: ClientCommand) -> anyhow::Result<std::process::ExitCode> 
     // segment, encoded.
     let segment = |id: &str| form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
     let out = match command {
-        ClientCommand::List { remote, after, limit } => {
+        ClientCommand::List { remote, after, limit, state, agents, unused_days } => {
             let mut query = form_urlencoded::Serializer::new(String::new());
             if let Some(after) = &after {
                 query.append_pair("after", after);
             }
             query.append_pair("limit", &limit.to_string());
+            if let Some(state) = &state {
+                query.append_pair("state", state);
+            }
+            if agents {
+                query.append_pair("agents", "true");
+            }
+            if let Some(days) = unused_days {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                query.append_pair("unused_since", &now.saturating_sub(u64::from(days) * 86_400).to_string());
+            }
             call(&remote, "GET", format!("clients?{}", query.finish())).send("application/json", vec![])?
         }
         ClientCommand::Show { remote, client_id } => {

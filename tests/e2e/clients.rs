@@ -100,11 +100,17 @@ fn an_operator_lists_shows_disables_and_deletes_clients_from_the_command_line() 
     expected.sort();
     assert_eq!(ids, expected);
 
+    // Filters: the agents, none of them disabled or unused for a day yet.
+    assert_eq!(listed(&run(&["list", "--agents"])).len(), 3);
+    assert!(listed(&run(&["list", "--state", "disabled"])).is_empty());
+    assert!(listed(&run(&["list", "--unused-days", "1"])).is_empty());
+
     let id = agents[0].client_id.as_str();
     let shown = run(&["show", id]);
     assert_eq!((shown["client_id"].as_str(), shown["state"].as_str()), (Some(id), Some("active")), "{shown}");
     assert_eq!(shown["is_ai_agent"], true);
     assert_eq!(run(&["disable", id])["state"], "disabled");
+    assert_eq!(listed(&run(&["list", "--state", "disabled"])), [id]);
     assert_eq!(run(&["enable", id])["state"], "active");
     assert_eq!(run(&["delete", id])["deleted"], true);
 

@@ -7,7 +7,7 @@
 //! before its body is read. A user's password comes in a JSON body (on
 //! creation, or `PUT users/{subject}/password`) and is never answered.
 
-use agentauth_core::ports::{ClientState, UserState};
+use agentauth_core::ports::{ClientFilter, ClientState, UserState};
 use agentauth_core::{Algorithm, HookKind};
 use agentauth_service::admin::{PluginListing, Upload, UploadPermit, realm_hooks};
 use agentauth_service::client_admin::client_json;
@@ -74,6 +74,33 @@ pub fn metrics(app: &App, headers: &HeaderMap) -> Reply {
 fn actor(parts: &Parts) -> String {
     let named = parts.headers.get("agentauth-actor").and_then(|v| v.to_str().ok());
     parts.extensions.get::<Principal>().unwrap_or(&Principal::Operator).actor(named)
+}
+
+/// The filter of `GET clients`: `state` (`active`, `disabled`,
+/// `expired`), `agents=true`, `unused_since` (a Unix time: not used since).
+fn client_filter(parts: &Parts, now: i64) -> Result<ClientFilter, AdminError> {
+    let mut filter = ClientFilter::default();
+    match query(parts, "state").as_deref() {
+        None => {}
+        Some("expired") => filter.expired_by = Some(now),
+        Some(state) => {
+            filter.state = Some(
+                ClientState::parse(state)
+                    .ok_or_else(|| AdminError::Invalid(format!("state {state:?}: use active, disabled or expired")))?,
+            );
+        }
+    }
+    match query(parts, "agents").as_deref() {
+        None | Some("false") => {}
+        Some("true") => filter.agents_only = true,
+        Some(other) => return Err(AdminError::Invalid(format!("agents {other:?}: use true or false"))),
+    }
+    if let Some(since) = query(parts, "unused_since") {
+        let since =
+            since.parse().map_err(|_| AdminError::Invalid(format!("unused_since must be a Unix time: {since:?}")))?;
+        filter.unused_since = Some(since);
+    }
+    Ok(filter)
 }
 
 fn query(parts: &Parts, name: &str) -> Option<String> {
@@ -295,12 +322,14 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
             let limit = query(parts, "limit")
                 .map(|v| v.parse().map_err(|_| AdminError::Invalid(format!("limit must be an integer: {v:?}"))))
                 .transpose()?;
-            let (clients, next) = service.list_clients(realm, query(parts, "after").as_deref(), limit)?;
-            let clients: Vec<Value> = clients.iter().map(client_json).collect();
+            let filter = client_filter(parts, service.now())?;
+            let (clients, next) = service.list_clients(realm, &filter, query(parts, "after").as_deref(), limit)?;
+            let now = service.now();
+            let clients: Vec<Value> = clients.iter().map(|c| client_json(c, now)).collect();
             Ok(Reply::json(200, &json!({ "clients": clients, "next": next })))
         }
         AdminOp::ShowClient { client_id } => {
-            Ok(Reply::json(200, &client_json(&service.admin_client(realm, &client_id)?)))
+            Ok(Reply::json(200, &client_json(&service.admin_client(realm, &client_id)?, service.now())))
         }
         AdminOp::DeleteClient { client_id } => {
             service.delete_client_as_admin(realm, &client_id, &actor)?;
@@ -308,7 +337,8 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
         }
         AdminOp::SetClientState { client_id, enable } => {
             let state = if enable { ClientState::Active } else { ClientState::Disabled };
-            Ok(Reply::json(200, &client_json(&service.set_client_state(realm, &client_id, state, &actor)?)))
+            let changed = service.set_client_state(realm, &client_id, state, &actor)?;
+            Ok(Reply::json(200, &client_json(&changed, service.now())))
         }
         AdminOp::ListTrustedIssuers => {
             Ok(Reply::json(200, &json!({ "trusted_issuers": to_json(&service.trusted_issuers(realm)?)? })))

@@ -186,7 +186,7 @@ impl Service {
         consented: bool,
     ) -> Result<Step, OAuthError> {
         let client = match self.store.client(&realm.name, &pending.client_id).map_err(internal)? {
-            Some(row) if row.state == agentauth_core::ports::ClientState::Active => row.client,
+            Some(row) if row.is_usable(self.now()) => row.client,
             // Deleted or disabled while the user was signing in.
             _ => return Err(OAuthError::new(ErrorCode::AccessDenied, "the client no longer exists or is disabled")),
         };

@@ -10,7 +10,7 @@
 //! already handed to a resource server that does not introspect lives
 //! until it expires: access tokens are short-lived for that reason.
 
-use agentauth_core::ports::{ClientRow, ClientState};
+use agentauth_core::ports::{ClientFilter, ClientRow, ClientState};
 use agentauth_core::registration::metadata_json;
 use serde_json::{Value, json};
 
@@ -18,16 +18,21 @@ use crate::Service;
 use crate::admin::{AdminError, audit};
 use crate::users::MAX_PAGE;
 
-/// A client as the admin API shows it: its registration (never its
-/// credentials' hashes), attributes and lifecycle.
-pub fn client_json(row: &ClientRow) -> Value {
+/// A client as the admin API shows it at `now`: its registration (never
+/// its credentials' hashes), attributes and lifecycle. Its `state` is
+/// `active`, `disabled`, or `expired` (an active client past its
+/// `client_secret_expires_at`).
+pub fn client_json(row: &ClientRow, now: i64) -> Value {
     let client = &row.client;
     let mut shown = metadata_json(&client.metadata);
     shown["client_id"] = json!(client.client_id);
     shown["client_id_issued_at"] = json!(client.issued_at);
+    shown["client_secret_expires_at"] = json!(row.expires_at.unwrap_or(0));
+    shown["last_used_at"] = json!(row.last_used_at);
     shown["is_ai_agent"] = json!(client.is_ai_agent);
     shown["attributes"] = serde_json::to_value(&client.attributes).unwrap_or(Value::Null);
-    shown["state"] = json!(row.state.as_str());
+    let state = if row.state == ClientState::Active && row.is_expired(now) { "expired" } else { row.state.as_str() };
+    shown["state"] = json!(state);
     if row.tokens_valid_after > 0 {
         shown["tokens_valid_after"] = json!(row.tokens_valid_after);
     }
@@ -45,6 +50,7 @@ impl Service {
     pub fn list_clients(
         &self,
         realm: &str,
+        filter: &ClientFilter,
         after: Option<&str>,
         limit: Option<i64>,
     ) -> Result<(Vec<ClientRow>, Option<String>), AdminError> {
@@ -53,15 +59,17 @@ impl Service {
             return Err(AdminError::Invalid(format!("limit must be between 1 and {MAX_PAGE}")));
         }
         self.realm_settings(realm)?;
-        let clients = self.store.clients(realm, after.unwrap_or_default(), limit)?;
+        let clients = self.store.clients(realm, filter, after.unwrap_or_default(), limit)?;
         let next = clients.last().filter(|_| clients.len() as i64 == limit).map(|c| c.client.client_id.clone());
         Ok((clients, next))
     }
 
-    /// The realm's client `client_id` (404 if none).
+    /// The realm's client `client_id` (404 if none), read past the cache,
+    /// so that its `last_used_at` is the latest recorded.
     pub fn admin_client(&self, realm: &str, client_id: &str) -> Result<ClientRow, AdminError> {
         self.realm_settings(realm)?;
-        self.store.client(realm, client_id)?.ok_or_else(|| no_client(realm, client_id))
+        let only = ClientFilter { client_id: Some(client_id.to_string()), ..ClientFilter::default() };
+        self.store.clients(realm, &only, "", 1)?.pop().ok_or_else(|| no_client(realm, client_id))
     }
 
     /// Disables the client, or enables it again (see the module's

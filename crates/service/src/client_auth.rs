@@ -102,6 +102,7 @@ impl Service {
         drop(authenticating);
         // The request's log lines from here on name the client.
         if let Ok(client) = &authenticated {
+            self.client_uses.note(&realm.name, &client.client_id, self.now());
             tracing::Span::current().record("client_id", client.client_id.as_str());
             crate::decisions::note(|d| d.client_id = Some(client.client_id.clone()));
         }
@@ -120,7 +121,7 @@ impl Service {
             Some(row)
                 if matches
                     && by_secret(row.client.metadata.token_endpoint_auth_method)
-                    && row.state == agentauth_core::ports::ClientState::Active =>
+                    && row.is_usable(self.now()) =>
             {
                 Ok(row.client)
             }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use agentauth_core::ports::{ClientRow, ClientState};
+use agentauth_core::ports::ClientRow;
 use agentauth_core::registration;
 use agentauth_core::{AuthMethod, Client, ClientAttributes, ErrorCode, GrantType, OAuthError};
 use agentauth_fetch::{FetchError, Limits};
@@ -162,7 +162,7 @@ impl Service {
     /// endpoint admits new clients ([`Service::find_or_admit_client`]).
     /// A disabled client is no client here.
     pub fn find_client(&self, realm: &RealmRuntime, client_id: &str) -> Result<Option<ClientRow>, OAuthError> {
-        Ok(self.client_by_document(realm, client_id, None)?.filter(|row| row.state == ClientState::Active))
+        Ok(self.client_by_document(realm, client_id, None)?.filter(|row| row.is_usable(self.now())))
     }
 
     /// As [`Service::find_client`], and a client whose document was never
@@ -174,7 +174,7 @@ impl Service {
         client_id: &str,
         source: Option<IpAddr>,
     ) -> Result<Option<ClientRow>, OAuthError> {
-        Ok(self.client_by_document(realm, client_id, Some(source))?.filter(|row| row.state == ClientState::Active))
+        Ok(self.client_by_document(realm, client_id, Some(source))?.filter(|row| row.is_usable(self.now())))
     }
 
     fn client_by_document(
@@ -269,6 +269,8 @@ impl Service {
                     registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &new_secret()),
                     state: agentauth_core::ports::ClientState::Active,
                     tokens_valid_after: 0,
+                    expires_at: None,
+                    last_used_at: 0,
                 };
                 match self.store.insert_client(&realm.name, &row, u64::from(realm.settings.max_clients)) {
                     Ok(true) => {}

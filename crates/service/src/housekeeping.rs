@@ -19,6 +19,8 @@ impl Service {
     /// (`key_rotation_days`) and deletes expired rows (authorization codes
     /// among them). Blocking.
     pub fn maintain(&self, now: i64) {
+        // Every replica writes the uses it noted; one does the rest.
+        self.flush_client_uses();
         match self.store.hold_lease(LEASE, &self.replica, now, LEASE_SECONDS) {
             Ok(true) => {}
             Ok(false) => {
@@ -33,6 +35,10 @@ impl Service {
         let rotated = self.rotate_due_keys(now);
         if !rotated.is_empty() {
             tracing::info!(?rotated, "rotated signing keys on schedule");
+        }
+        let (disabled, deleted) = self.reap_agents(now);
+        if disabled + deleted > 0 {
+            tracing::info!(disabled, deleted, "reaped agents");
         }
         let swept = self.sweep_decisions(now);
         if swept > 0 {

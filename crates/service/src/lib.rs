@@ -28,6 +28,7 @@ pub mod dpop;
 mod follow;
 pub mod grant;
 mod housekeeping;
+mod lifecycle;
 pub mod password;
 mod policy;
 mod rate;
@@ -116,6 +117,8 @@ pub struct Service {
     client_fetcher: agentauth_fetch::Fetcher,
     /// When each client metadata document in use was fetched.
     client_documents: client_metadata::Applied,
+    /// The clients used since the last housekeeping round.
+    client_uses: lifecycle::Uses,
 }
 
 impl Service {
@@ -178,6 +181,7 @@ impl Service {
                 ..fetch_policy
             }),
             client_documents: client_metadata::Applied::default(),
+            client_uses: lifecycle::Uses::default(),
         })
     }
 

@@ -116,12 +116,17 @@ impl Service {
         }
 
         let (client_secret, registration_access_token) = (new_secret(), new_secret());
+        // An agent lives for the realm's agent lifetime, if it sets one.
+        let lifetime_days = i64::from(realm.settings.agent_lifetime_days);
+        let expires_at = (ai_agent && lifetime_days > 0).then(|| client.issued_at + lifetime_days * 86_400);
         let row = ClientRow {
             client,
             secret_hash: self.hasher.hash(Purpose::ClientSecret, &client_secret),
             registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
             state: agentauth_core::ports::ClientState::Active,
             tokens_valid_after: 0,
+            expires_at,
+            last_used_at: 0,
         };
         // A private_key_jwt client authenticates with its keys, and a
         // public one with nothing: the secret made for them (so every row
@@ -141,7 +146,10 @@ impl Service {
         }
         let client = row.client;
         tracing::info!(realm = %realm.name, client_id = %client.client_id, ai_agent, "registered a client");
-        Ok(Registered(registration::response(&client, &credentials, &client_uri(realm, &client))))
+        let mut response = registration::response(&client, &credentials, &client_uri(realm, &client));
+        // RFC 7591 §3.2.1: when the client (its secret with it) expires.
+        response["client_secret_expires_at"] = serde_json::json!(expires_at.unwrap_or(0));
+        Ok(Registered(response))
     }
 
     /// The client `client_id` of `realm`, if `token` is its registration
@@ -208,6 +216,8 @@ impl Service {
             registration_token_hash: self.hasher.hash(Purpose::RegistrationToken, &registration_access_token),
             state: row.state,
             tokens_valid_after: row.tokens_valid_after,
+            expires_at: row.expires_at,
+            last_used_at: row.last_used_at,
         };
         // A racing update or delete that presented the same token and won
         // leaves this one with a spent token.

@@ -103,6 +103,20 @@ pub struct RealmSettings {
     /// Left out of the stored JSON while off.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dpop_nonces: bool,
+    /// Days an agent registered at `aiagent/register` lives (its
+    /// `client_secret_expires_at`); expired, it is refused as a disabled
+    /// client is. 0, the default: agents do not expire. Left out of the
+    /// stored JSON while 0, for replicas that predate it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub agent_lifetime_days: u32,
+    /// Days an agent may go without authenticating before housekeeping
+    /// disables it (audited). 0, the default: never.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disable_unused_agents_after_days: u32,
+    /// Days an agent stays disabled or expired before housekeeping deletes
+    /// it (audited). 0, the default: never.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub delete_disabled_agents_after_days: u32,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -228,6 +242,9 @@ impl RealmSettings {
                         settings); otherwise no one could sign in"
                 .into());
         }
+        within("agent_lifetime_days", i64::from(self.agent_lifetime_days), 0, 3650)?;
+        within("disable_unused_agents_after_days", i64::from(self.disable_unused_agents_after_days), 0, 3650)?;
+        within("delete_disabled_agents_after_days", i64::from(self.delete_disabled_agents_after_days), 0, 3650)?;
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(title) = &self.page_title
@@ -279,6 +296,10 @@ fn is_true(value: &bool) -> bool {
     *value
 }
 
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
 /// A trusted issuer's static JWKS: public keys only (a private one has
 /// leaked, and would be shown and audited with the settings), at least one
 /// of which this server can verify with.
@@ -320,6 +341,9 @@ impl Default for RealmSettings {
             local_login: true,
             dpop_required_for_agents: false,
             dpop_nonces: false,
+            agent_lifetime_days: 0,
+            disable_unused_agents_after_days: 0,
+            delete_disabled_agents_after_days: 0,
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),

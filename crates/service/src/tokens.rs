@@ -102,7 +102,7 @@ impl Service {
     /// ([`agentauth_core::ports::ClientRow::honours`]).
     fn honoured_by(&self, realm: &RealmRuntime, client_id: &str, iat: i64) -> Result<bool, OAuthError> {
         let row = self.store.client(&realm.name, client_id).map_err(internal)?;
-        Ok(row.is_some_and(|row| row.honours(iat)))
+        Ok(row.is_some_and(|row| row.honours(iat, self.now())))
     }
 
     fn find_token(&self, realm: &RealmRuntime, token: &str) -> Result<Option<Found>, OAuthError> {

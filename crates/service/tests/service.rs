@@ -201,3 +201,114 @@ fn housekeeping_sweeps_authorization_codes_once_they_expire() {
     assert!(store.code(REALM, b"long", clock.now()).unwrap().is_some(), "a live code stays");
     assert_eq!(store.sweep_codes(clock.now()).unwrap(), 0, "nothing expired was left");
 }
+
+/// A service whose realm has `settings` (open registration).
+#[cfg(test)]
+fn service_with(clock: &Arc<ManualClock>, settings: RealmSettings) -> Service {
+    let config = Config {
+        master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
+        admin_token: None,
+        issuer_prefix: "https://as.example.test/am".into(),
+        fetch: Default::default(),
+    };
+    let clock: Arc<dyn Clock> = Arc::clone(clock) as _;
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let service = Service::new(config, store, PluginHost::new().unwrap(), clock).unwrap();
+    assert!(service.provision_realm(REALM, &RealmSettings { open_registration: true, ..settings }, &[]).unwrap());
+    service
+}
+
+/// Registers an agent (`aiagent/register`), or an ordinary client; its
+/// credentials and the registration response.
+#[cfg(test)]
+fn register_as(service: &Service, agent: bool) -> (Credentials, serde_json::Value) {
+    let realm = service.realm(REALM).unwrap().unwrap();
+    let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
+    let registered = service.register(&realm, agent, &metadata, RequestContext::default()).unwrap().0;
+    let credentials = Credentials::Secret {
+        client_id: registered["client_id"].as_str().unwrap().into(),
+        secret: registered["client_secret"].as_str().unwrap().into(),
+    };
+    (credentials, registered)
+}
+
+#[cfg(test)]
+fn client_id(credentials: &Credentials) -> &str {
+    match credentials {
+        Credentials::Secret { client_id, .. } => client_id,
+        _ => unreachable!(),
+    }
+}
+
+const DAY: i64 = 86_400;
+
+#[test]
+fn housekeeping_disables_agents_left_unused_and_deletes_them_after_the_grace() {
+    use agentauth_core::ports::ClientState;
+    let clock = Arc::new(ManualClock::new(1_900_000_000));
+    let settings = RealmSettings {
+        disable_unused_agents_after_days: 30,
+        delete_disabled_agents_after_days: 7,
+        ..RealmSettings::default()
+    };
+    let service = service_with(&clock, settings);
+    let realm = service.realm(REALM).unwrap().unwrap();
+    let (used, _) = register_as(&service, true);
+    let (idle, _) = register_as(&service, true);
+    let (ordinary, _) = register_as(&service, false);
+    let state = |c: &Credentials| service.store().client(REALM, client_id(c)).unwrap().map(|r| r.state);
+
+    // Day 20: one agent authenticates; its use is written at the round.
+    clock.advance(20 * DAY);
+    service.authenticate(&realm, "access_token", &used).unwrap();
+    service.maintain(clock.now());
+    let last_used = service.store().client(REALM, client_id(&used)).unwrap().unwrap().last_used_at;
+    assert_eq!(last_used, clock.now());
+
+    // Day 31: the agent idle since its registration is disabled; the one
+    // used on day 20 and the ordinary client are not.
+    clock.advance(11 * DAY);
+    service.maintain(clock.now());
+    assert_eq!(state(&idle), Some(ClientState::Disabled));
+    assert_eq!(state(&used), Some(ClientState::Active));
+    assert_eq!(state(&ordinary), Some(ClientState::Active), "only agents are reaped");
+    assert!(service.authenticate(&realm, "access_token", &idle).is_err(), "a disabled agent cannot authenticate");
+
+    // Day 38: the grace not over; day 39: it is deleted.
+    clock.advance(7 * DAY - 1);
+    service.maintain(clock.now());
+    assert_eq!(state(&idle), Some(ClientState::Disabled));
+    clock.advance(2);
+    service.maintain(clock.now());
+    assert_eq!(state(&idle), None, "deleted after the grace");
+    assert_eq!(state(&used), Some(ClientState::Active));
+
+    let audit: Vec<(String, String)> =
+        service.store().audit(REALM, 0, 100).unwrap().into_iter().map(|(_, e)| (e.actor, e.action)).collect();
+    for action in ["disable-unused-agent", "delete-reaped-agent"] {
+        assert!(audit.contains(&("housekeeping".to_string(), action.to_string())), "{action}: {audit:?}");
+    }
+}
+
+#[test]
+fn an_agent_past_its_lifetime_is_refused_and_its_tokens_die_with_it() {
+    let clock = Arc::new(ManualClock::new(1_900_000_000));
+    let settings = RealmSettings { agent_lifetime_days: 1, access_token_lifetime: 3600, ..RealmSettings::default() };
+    let service = service_with(&clock, settings);
+    let realm = service.realm(REALM).unwrap().unwrap();
+    let (agent, registered) = register_as(&service, true);
+    assert_eq!(registered["client_secret_expires_at"], clock.now() + DAY);
+    let (_, ordinary) = register_as(&service, false);
+    assert_eq!(ordinary["client_secret_expires_at"], 0, "only agents expire");
+
+    // An hour before the end: a token, live for an hour.
+    clock.advance(DAY - 100);
+    let client = service.authenticate(&realm, "access_token", &agent).unwrap();
+    let request = TokenRequest::ClientCredentials { scope: Some(Scopes::parse("read").unwrap()), resources: vec![] };
+    let issued = service.issue(&realm, &client, request, None).unwrap();
+    assert_eq!(service.introspect(&realm, &client, &issued.access_token).unwrap()["active"], true);
+    // At the end, the agent and its token are done.
+    clock.advance(100);
+    assert!(service.authenticate(&realm, "access_token", &agent).is_err());
+    assert_eq!(service.introspect(&realm, &client, &issued.access_token).unwrap(), json!({"active": false}));
+}

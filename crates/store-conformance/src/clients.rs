@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agentauth_core::ApplicationType;
-use agentauth_core::ports::{ClientState, NewToken, Storage, TokenKind};
+use agentauth_core::ports::{ClientFilter, ClientState, NewToken, Storage, TokenKind};
 
 use crate::fixtures::{audit, client_row};
 
@@ -157,14 +157,14 @@ pub fn disabling_a_client_ends_its_tokens_for_good_and_is_audited<S: Storage + ?
     assert!(store.set_client_state("alpha", "c1", ClientState::Disabled, 40, &audit("disable-client")).unwrap());
     let disabled = store.client("alpha", "c1").unwrap().unwrap();
     assert_eq!((disabled.state, disabled.tokens_valid_after), (ClientState::Disabled, 40));
-    assert!(!disabled.honours(41));
+    assert!(!disabled.honours(41, 45));
     assert_eq!(store.token(b"t1", "alpha", TokenKind::Access, 0).unwrap(), None, "its server-side tokens go");
     assert!(store.token(b"t2", "alpha", TokenKind::Access, 0).unwrap().is_some(), "another's stay");
     // Enabled again, the tokens of before stay dead; later ones live.
     assert!(store.set_client_state("alpha", "c1", ClientState::Active, 50, &audit("enable-client")).unwrap());
     let enabled = store.client("alpha", "c1").unwrap().unwrap();
     assert_eq!((enabled.state, enabled.tokens_valid_after), (ClientState::Active, 40));
-    assert!(!enabled.honours(40) && enabled.honours(41));
+    assert!(!enabled.honours(40, 50) && enabled.honours(41, 50));
     // Disabling again never moves the line back.
     assert!(store.set_client_state("alpha", "c1", ClientState::Disabled, 30, &audit("disable-client")).unwrap());
     assert_eq!(store.client("alpha", "c1").unwrap().unwrap().tokens_valid_after, 40);
@@ -181,7 +181,8 @@ pub fn clients_are_listed_by_id_a_page_at_a_time_and_removed_without_their_token
     }
     store.insert_client("beta", &client_row("c0"), u64::MAX).unwrap();
     let ids = |after: &str, limit| -> Vec<String> {
-        store.clients("alpha", after, limit).unwrap().into_iter().map(|r| r.client.client_id).collect()
+        let all = ClientFilter::default();
+        store.clients("alpha", &all, after, limit).unwrap().into_iter().map(|r| r.client.client_id).collect()
     };
     assert_eq!(ids("", 2), ["c1", "c2"]);
     assert_eq!(ids("c2", 2), ["c3"]);
@@ -190,6 +191,43 @@ pub fn clients_are_listed_by_id_a_page_at_a_time_and_removed_without_their_token
     assert_eq!(ids("", 10), ["c1", "c3"]);
     assert_eq!(store.count_clients("alpha").unwrap(), 2);
     assert_eq!(store.client("alpha", "c2").unwrap(), None);
+}
+
+pub fn clients_are_filtered_by_state_kind_last_use_and_expiry<S: Storage + ?Sized>(store: &S) {
+    store.create_realm_if_absent("alpha", "{}", 0).unwrap();
+    let client = |id: &str, agent: bool, issued_at: i64, expires_at: Option<i64>| {
+        let mut row = client_row(id);
+        row.client.is_ai_agent = agent;
+        row.client.issued_at = issued_at;
+        row.expires_at = expires_at;
+        row
+    };
+    store.insert_client("alpha", &client("a-old", true, 10, None), u64::MAX).unwrap();
+    store.insert_client("alpha", &client("a-new", true, 90, Some(200)), u64::MAX).unwrap();
+    store.insert_client("alpha", &client("c-old", false, 10, None), u64::MAX).unwrap();
+    let stored = store.client("alpha", "a-new").unwrap().unwrap();
+    assert_eq!((stored.expires_at, stored.last_used_at), (Some(200), 90), "last used when registered");
+    assert!(stored.is_usable(199) && !stored.is_usable(200));
+    let ids = |filter: ClientFilter| -> Vec<String> {
+        store.clients("alpha", &filter, "", 10).unwrap().into_iter().map(|r| r.client.client_id).collect()
+    };
+    let unused_since_50 = ClientFilter { unused_since: Some(50), ..ClientFilter::default() };
+    assert_eq!(ids(unused_since_50.clone()), ["a-old", "c-old"]);
+    assert_eq!(ids(ClientFilter { agents_only: true, ..unused_since_50.clone() }), ["a-old"]);
+    // A use recorded later moves it out of the unused; an older one does
+    // not move it back.
+    store.touch_clients("alpha", &[("a-old".into(), 60), ("gone".into(), 60)]).unwrap();
+    store.touch_clients("alpha", &[("a-old".into(), 20)]).unwrap();
+    assert_eq!(store.client("alpha", "a-old").unwrap().map(|r| r.last_used_at), Some(60));
+    assert_eq!(ids(unused_since_50), ["c-old"]);
+    assert_eq!(ids(ClientFilter { expired_by: Some(200), ..ClientFilter::default() }), ["a-new"]);
+    assert!(ids(ClientFilter { expired_by: Some(199), ..ClientFilter::default() }).is_empty());
+    store.set_client_state("alpha", "c-old", ClientState::Disabled, 70, &audit("disable-client")).unwrap();
+    assert_eq!(ids(ClientFilter { state: Some(ClientState::Disabled), ..ClientFilter::default() }), ["c-old"]);
+    assert_eq!(ids(ClientFilter { state: Some(ClientState::Active), ..ClientFilter::default() }), ["a-new", "a-old"]);
+    assert_eq!(ids(ClientFilter { disabled_before: Some(71), ..ClientFilter::default() }), ["c-old"]);
+    assert!(ids(ClientFilter { disabled_before: Some(70), ..ClientFilter::default() }).is_empty());
+    assert_eq!(ids(ClientFilter { client_id: Some("a-old".into()), ..ClientFilter::default() }), ["a-old"]);
 }
 
 pub fn a_taken_client_id_is_refused<S: Storage + ?Sized>(store: &S) {

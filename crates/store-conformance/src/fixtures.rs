@@ -32,6 +32,9 @@ pub fn client_row(id: &str) -> ClientRow {
         registration_token_hash: vec![2; 32],
         state: agentauth_core::ports::ClientState::Active,
         tokens_valid_after: 0,
+        expires_at: None,
+        // As stored: a new client was last used when it registered.
+        last_used_at: 42,
     }
 }
 

@@ -59,6 +59,7 @@ macro_rules! store_conformance_tests {
             clients::deleting_a_client_deletes_its_tokens_only,
             clients::disabling_a_client_ends_its_tokens_for_good_and_is_audited,
             clients::clients_are_listed_by_id_a_page_at_a_time_and_removed_without_their_token,
+            clients::clients_are_filtered_by_state_kind_last_use_and_expiry,
             clients::a_taken_client_id_is_refused,
             clients::a_client_of_an_unknown_realm_is_refused,
             keys::the_first_key_stored_is_the_one_every_caller_gets,

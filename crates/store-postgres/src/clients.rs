@@ -12,7 +12,7 @@
 //! forget the client they cache.
 
 use agentauth_core::ports::{
-    AuditEntry, ChangeTopic, ClientRepository, ClientRow, ClientState, Error, ErrorKind, Result,
+    AuditEntry, ChangeTopic, ClientFilter, ClientRepository, ClientRow, ClientState, Error, ErrorKind, Result,
 };
 use agentauth_core::{Client, ClientAttributes, ClientMetadata};
 use deadpool_postgres::GenericClient;
@@ -57,8 +57,8 @@ impl NewClient {
         let c = &self.row.client;
         Statement {
             sql: "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
-                                       registration_token_hash, issued_at)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                       registration_token_hash, issued_at, expires_at, last_used_at)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)",
             params: vec![
                 &self.realm,
                 &c.client_id,
@@ -68,6 +68,7 @@ impl NewClient {
                 &self.row.secret_hash,
                 &self.row.registration_token_hash,
                 &c.issued_at,
+                &self.row.expires_at,
             ],
         }
     }
@@ -155,15 +156,56 @@ impl ClientRepository for PgClients {
         })
     }
 
-    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
-        let (pool, realm, after) = (self.db.pool.clone(), realm.to_owned(), after.to_owned());
+    fn clients(&self, realm: &str, filter: &ClientFilter, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        let (pool, realm, after, filter) = (self.db.pool.clone(), realm.to_owned(), after.to_owned(), filter.clone());
         self.db.run(async move {
             let c = conn(&pool).await?;
+            // Each condition is always there, and true when its filter is
+            // not set: one statement, its parameters typed alike.
             let sql = format!(
-                "SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = $1 AND client_id > $2 ORDER BY client_id LIMIT $3"
+                "SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = $1 AND client_id > $2
+                   AND ($3::TEXT IS NULL OR state = $3)
+                   AND (NOT $4 OR is_ai_agent)
+                   AND ($5::BIGINT IS NULL OR last_used_at < $5)
+                   AND ($6::BIGINT IS NULL OR (state = 'disabled' AND tokens_valid_after < $6))
+                   AND ($7::BIGINT IS NULL OR expires_at <= $7)
+                   AND ($9::TEXT IS NULL OR client_id = $9)
+                 ORDER BY client_id LIMIT $8"
             );
-            let rows = query(&c, &sql, &[&realm, &after, &limit]).await?;
+            let state = filter.state.map(ClientState::as_str);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &realm,
+                &after,
+                &state,
+                &filter.agents_only,
+                &filter.unused_since,
+                &filter.disabled_before,
+                &filter.expired_by,
+                &limit,
+                &filter.client_id,
+            ];
+            let rows = query(&c, &sql, &params).await?;
             rows.iter().map(|r| client_row(&realm, r)).collect()
+        })
+    }
+
+    fn touch_clients(&self, realm: &str, used: &[(String, i64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let (pool, realm) = (self.db.pool.clone(), realm.to_owned());
+        let (ids, ats): (Vec<String>, Vec<i64>) = used.iter().cloned().unzip();
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            execute(
+                &c,
+                "UPDATE clients SET last_used_at = GREATEST(clients.last_used_at, used.at)
+                 FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS used (client_id, at)
+                 WHERE clients.realm = $1 AND clients.client_id = used.client_id",
+                &[&realm, &ids, &ats],
+            )
+            .await?;
+            Ok(())
         })
     }
 
@@ -274,8 +316,12 @@ impl ClientRepository for PgStore {
         self.clients.count_clients(realm)
     }
 
-    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
-        self.clients.clients(realm, after, limit)
+    fn clients(&self, realm: &str, filter: &ClientFilter, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        self.clients.clients(realm, filter, after, limit)
+    }
+
+    fn touch_clients(&self, realm: &str, used: &[(String, i64)]) -> Result<()> {
+        self.clients.touch_clients(realm, used)
     }
 
     fn set_client_state(
@@ -296,7 +342,7 @@ impl ClientRepository for PgStore {
 
 /// The columns [`client_row`] reads, in its order.
 const CLIENT_COLUMNS: &str = "client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, \
-                              issued_at, state, tokens_valid_after";
+                              issued_at, state, tokens_valid_after, expires_at, last_used_at";
 
 /// A client as read from [`CLIENT_COLUMNS`], its JSON parsed.
 fn client_row(realm: &str, r: &tokio_postgres::Row) -> Result<ClientRow> {
@@ -317,6 +363,8 @@ fn client_row(realm: &str, r: &tokio_postgres::Row) -> Result<ClientRow> {
         registration_token_hash: get(r, 5)?,
         state,
         tokens_valid_after: get(r, 8)?,
+        expires_at: get(r, 9)?,
+        last_used_at: get(r, 10)?,
     })
 }
 

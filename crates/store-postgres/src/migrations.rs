@@ -248,6 +248,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE clients
         ADD COLUMN state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'disabled')),
         ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0;",
+    // When a client expires (none for those before), and when it last
+    // authenticated (its registration, for those before).
+    "ALTER TABLE clients ADD COLUMN expires_at BIGINT, ADD COLUMN last_used_at BIGINT NOT NULL DEFAULT 0;
+    UPDATE clients SET last_used_at = issued_at;",
 ];
 
 /// The schema version this build migrates a database to.

@@ -16,7 +16,7 @@ use crate::audit::record;
 use crate::coordination::record_change;
 use crate::engine::{Engine, execute, exists, query_all, query_opt, query_row};
 use crate::tokens::revoke_derived_from_client;
-use crate::{AuditEntry, ChangeTopic, ClientRow, ClientState, Error, ErrorKind, Result, Store};
+use crate::{AuditEntry, ChangeTopic, ClientFilter, ClientRow, ClientState, Error, ErrorKind, Result, Store};
 
 /// Whether the realm has the client, by (realm, client_id).
 pub(crate) const CLIENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM clients WHERE realm = ?1 AND client_id = ?2)";
@@ -41,8 +41,8 @@ impl ClientRepository for SqliteClients {
             execute(
                 tx,
                 "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
-                                      registration_token_hash, issued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                      registration_token_hash, issued_at, expires_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8)",
                 params![
                     realm,
                     c.client_id,
@@ -51,7 +51,8 @@ impl ClientRepository for SqliteClients {
                     c.is_ai_agent,
                     row.secret_hash,
                     row.registration_token_hash,
-                    c.issued_at
+                    c.issued_at,
+                    row.expires_at
                 ],
             )?;
             Ok(true)
@@ -106,16 +107,52 @@ impl ClientRepository for SqliteClients {
         row.map(|stored| stored.into_row(realm)).transpose()
     }
 
-    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
-        let rows = query_all(
-            &self.db.conn(),
-            &format!(
-                "SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = ?1 AND client_id > ?2 ORDER BY client_id LIMIT ?3"
-            ),
-            params![realm, after, limit],
-            Stored::read,
-        )?;
+    fn clients(&self, realm: &str, filter: &ClientFilter, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        use rusqlite::types::Value;
+        let mut sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE realm = ?1 AND client_id > ?2");
+        let mut values: Vec<Value> = vec![realm.to_owned().into(), after.to_owned().into()];
+        let mut condition = |clause: &str, value: Value| {
+            values.push(value);
+            sql.push_str(&format!(" AND {clause} ?{}", values.len()));
+        };
+        if let Some(client_id) = &filter.client_id {
+            condition("client_id =", client_id.clone().into());
+        }
+        if let Some(state) = filter.state {
+            condition("state =", state.as_str().to_owned().into());
+        }
+        if filter.agents_only {
+            condition("is_ai_agent =", true.into());
+        }
+        if let Some(since) = filter.unused_since {
+            condition("last_used_at <", since.into());
+        }
+        if let Some(before) = filter.disabled_before {
+            condition("state = 'disabled' AND tokens_valid_after <", before.into());
+        }
+        if let Some(by) = filter.expired_by {
+            condition("expires_at <=", by.into());
+        }
+        values.push(limit.into());
+        sql.push_str(&format!(" ORDER BY client_id LIMIT ?{}", values.len()));
+        let rows = query_all(&self.db.conn(), &sql, rusqlite::params_from_iter(values), Stored::read)?;
         rows.into_iter().map(|stored| stored.into_row(realm)).collect()
+    }
+
+    fn touch_clients(&self, realm: &str, used: &[(String, i64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.db.write(|tx| {
+            for (client_id, at) in used {
+                execute(
+                    tx,
+                    "UPDATE clients SET last_used_at = MAX(last_used_at, ?3) WHERE realm = ?1 AND client_id = ?2",
+                    params![realm, client_id, at],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     fn set_client_state(
@@ -201,8 +238,12 @@ impl ClientRepository for Store {
         self.clients.count_clients(realm)
     }
 
-    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
-        self.clients.clients(realm, after, limit)
+    fn clients(&self, realm: &str, filter: &ClientFilter, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        self.clients.clients(realm, filter, after, limit)
+    }
+
+    fn touch_clients(&self, realm: &str, used: &[(String, i64)]) -> Result<()> {
+        self.clients.touch_clients(realm, used)
     }
 
     fn set_client_state(
@@ -223,7 +264,7 @@ impl ClientRepository for Store {
 
 /// The columns a [`ClientRow`] is read from, in [`Stored::read`]'s order.
 const CLIENT_COLUMNS: &str = "client_id, metadata, attributes, is_ai_agent, secret_hash, registration_token_hash, \
-                              issued_at, state, tokens_valid_after";
+                              issued_at, state, tokens_valid_after, expires_at, last_used_at";
 
 /// A client's row as read, before its JSON is parsed.
 struct Stored {
@@ -236,6 +277,8 @@ struct Stored {
     issued_at: i64,
     state: String,
     tokens_valid_after: i64,
+    expires_at: Option<i64>,
+    last_used_at: i64,
 }
 
 impl Stored {
@@ -250,6 +293,8 @@ impl Stored {
             issued_at: r.get(6)?,
             state: r.get(7)?,
             tokens_valid_after: r.get(8)?,
+            expires_at: r.get(9)?,
+            last_used_at: r.get(10)?,
         })
     }
 
@@ -274,6 +319,8 @@ impl Stored {
             registration_token_hash: self.registration_token_hash,
             state,
             tokens_valid_after: self.tokens_valid_after,
+            expires_at: self.expires_at,
+            last_used_at: self.last_used_at,
         })
     }
 }

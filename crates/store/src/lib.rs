@@ -59,11 +59,11 @@ pub use store::Store;
 // they are re-exported here under the paths callers have always used.
 pub use agentauth_core::ports::{
     AuditEntry, AuditRepository, AuthorizationCode, AuthorizationRepository, CHANGES_KEPT_FOR, CachedClients, Change,
-    ChangeTopic, ClientRepository, ClientRow, ClientState, CodeIssue, Consent, Coordination, Decision, DecisionQuery,
-    DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow, Lineage, NewToken, PluginPush,
-    PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome, RealmAdmin, RealmRepository,
-    RealmRow, Redemption, Result, Rotation, ServerSecretRepository, Storage, TokenKind, TokenRepository, TokenRow,
-    UserRepository, UserRow, UserState,
+    ChangeTopic, ClientFilter, ClientRepository, ClientRow, ClientState, CodeIssue, Consent, Coordination, Decision,
+    DecisionQuery, DecisionRepository, Error, ErrorKind, Housekeeping, KeyRepository, KeyRow, Lineage, NewToken,
+    PluginPush, PluginQuota, PluginRepository, PluginRow, PluginUse, PluginVersion, PushOutcome, RealmAdmin,
+    RealmRepository, RealmRow, Redemption, Result, Rotation, ServerSecretRepository, Storage, TokenKind,
+    TokenRepository, TokenRow, UserRepository, UserRow, UserState,
 };
 
 /// The repository traits [`Store`] implements, whose methods are all it

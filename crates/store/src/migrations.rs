@@ -346,6 +346,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // which its tokens are dead (when it was last disabled).
     "ALTER TABLE clients ADD COLUMN state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'disabled'));
     ALTER TABLE clients ADD COLUMN tokens_valid_after INTEGER NOT NULL DEFAULT 0;",
+    // 20: when a client expires (none for those before), and when it last
+    // authenticated (its registration, for those before).
+    "ALTER TABLE clients ADD COLUMN expires_at INTEGER;
+    ALTER TABLE clients ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE clients SET last_used_at = issued_at;",
 ];
 
 /// The schema of the store's database.
@@ -493,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn migration_19_makes_every_client_active_with_no_dead_tokens() {
+    fn migrations_19_and_20_make_every_client_active_unexpiring_and_used_at_registration() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         let tx = conn.transaction().unwrap();
@@ -501,19 +506,19 @@ mod tests {
             tx.execute_batch(sql).unwrap();
         }
         tx.pragma_update(None, "user_version", 18).unwrap();
+        // Registered at 7, before clients had a lifecycle.
         tx.execute_batch(
             "INSERT INTO realms (name, settings, created_at, id) VALUES ('alpha', '{}', 0, 'a');
-             INSERT INTO clients VALUES ('alpha', 'c1', '{}', '{}', 1, x'01', x'02', 0);",
+             INSERT INTO clients VALUES ('alpha', 'c1', '{}', '{}', 1, x'01', x'02', 7);",
         )
         .unwrap();
         tx.commit().unwrap();
         apply(&mut conn, &STORE).unwrap();
-        let (state, after): (String, i64) = conn
-            .query_row("SELECT state, tokens_valid_after FROM clients WHERE client_id = 'c1'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!((state.as_str(), after), ("active", 0));
+        let lifecycle =
+            "SELECT state, tokens_valid_after, expires_at, last_used_at FROM clients WHERE client_id = 'c1'";
+        let read: (String, i64, Option<i64>, i64) =
+            conn.query_row(lifecycle, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap();
+        assert_eq!(read, ("active".to_string(), 0, None, 7), "active, never expiring, last used when registered");
         assert!(conn.execute("UPDATE clients SET state = 'paused' WHERE client_id = 'c1'", []).is_err());
     }
 

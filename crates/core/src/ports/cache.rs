@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{AuditEntry, ClientRepository, ClientRow, ClientState, Result};
+use super::{AuditEntry, ClientFilter, ClientRepository, ClientRow, ClientState, Result};
 
 /// Clients kept in memory by default; past it, the cache starts again
 /// empty.
@@ -136,8 +136,18 @@ impl<R: ClientRepository> ClientRepository for CachedClients<R> {
         self.inner.count_clients(realm)
     }
 
-    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
-        self.inner.clients(realm, after, limit)
+    fn clients(&self, realm: &str, filter: &ClientFilter, after: &str, limit: i64) -> Result<Vec<ClientRow>> {
+        self.inner.clients(realm, filter, after, limit)
+    }
+
+    fn touch_clients(&self, realm: &str, used: &[(String, i64)]) -> Result<()> {
+        let touched = self.inner.touch_clients(realm, used);
+        // Read again when next used, with the new `last_used_at`. (Other
+        // replicas' copies keep theirs: listings read past the cache.)
+        for (client_id, _) in used {
+            self.forget(realm, client_id);
+        }
+        touched
     }
 
     fn set_client_state(
@@ -192,6 +202,8 @@ mod tests {
             registration_token_hash: vec![2],
             state: ClientState::Active,
             tokens_valid_after: 0,
+            expires_at: None,
+            last_used_at: 0,
         }
     }
 
@@ -250,8 +262,12 @@ mod tests {
             Ok(u64::from(self.stored.lock().unwrap().is_some()))
         }
 
-        fn clients(&self, _: &str, _: &str, _: i64) -> Result<Vec<ClientRow>> {
+        fn clients(&self, _: &str, _: &ClientFilter, _: &str, _: i64) -> Result<Vec<ClientRow>> {
             Ok(self.stored.lock().unwrap().iter().cloned().collect())
+        }
+
+        fn touch_clients(&self, _: &str, _: &[(String, i64)]) -> Result<()> {
+            Ok(())
         }
 
         fn set_client_state(&self, _: &str, _: &str, state: ClientState, at: i64, _: &AuditEntry) -> Result<bool> {
@@ -316,7 +332,7 @@ mod tests {
         });
         let now = cache.client("alpha", "c1").unwrap().expect("the client");
         assert_eq!((now.state, now.tokens_valid_after), (ClientState::Disabled, 5));
-        assert!(!now.honours(6), "a disabled client's tokens are dead");
+        assert!(!now.honours(6, 6), "a disabled client's tokens are dead");
     }
 
     #[test]

@@ -45,15 +45,49 @@ pub struct ClientRow {
     /// this second (their `iat`) are dead: when it was last disabled; 0
     /// if never.
     pub tokens_valid_after: i64,
+    /// When the client expires (RFC 7591's `client_secret_expires_at`):
+    /// from then on it is refused as a disabled one is. `None`: never.
+    pub expires_at: Option<i64>,
+    /// The last second it authenticated, as the replicas last recorded it
+    /// (they record uses in batches, about once a minute); its
+    /// registration's until then.
+    pub last_used_at: i64,
 }
 
 impl ClientRow {
     /// Whether a token issued at `iat` that names this client (as its
-    /// client or an actor) may still live: the client is active, and was
-    /// not disabled since the token was issued.
-    pub fn honours(&self, iat: i64) -> bool {
-        self.state == ClientState::Active && iat > self.tokens_valid_after
+    /// client or an actor) may still live at `now`: the client is active
+    /// and unexpired, and was not disabled since the token was issued.
+    pub fn honours(&self, iat: i64, now: i64) -> bool {
+        self.is_usable(now) && iat > self.tokens_valid_after
     }
+
+    /// Whether the client may authenticate at `now`: active, and not
+    /// expired.
+    pub fn is_usable(&self, now: i64) -> bool {
+        self.state == ClientState::Active && !self.is_expired(now)
+    }
+
+    /// Whether the client has expired by `now`.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|expires_at| now >= expires_at)
+    }
+}
+
+/// Which of a realm's clients to list: those matching every condition set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientFilter {
+    /// This client only: a read that bypasses any cache.
+    pub client_id: Option<String>,
+    pub state: Option<ClientState>,
+    /// Agents only (clients registered at `aiagent/register`).
+    pub agents_only: bool,
+    /// Not used since this second (their `last_used_at` earlier).
+    pub unused_since: Option<i64>,
+    /// Disabled before this second (their `tokens_valid_after` earlier).
+    pub disabled_before: Option<i64>,
+    /// Expired at or before this second.
+    pub expired_by: Option<i64>,
 }
 
 impl std::fmt::Debug for ClientRow {
@@ -98,9 +132,14 @@ pub trait ClientRepository: Send + Sync {
     /// How many clients the realm has, as of the last commit.
     fn count_clients(&self, realm: &str) -> Result<u64>;
 
-    /// The realm's clients with an id after `after`, in id order, at most
-    /// `limit` of them.
-    fn clients(&self, realm: &str, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
+    /// The realm's clients matching `filter` with an id after `after`, in
+    /// id order, at most `limit` of them.
+    fn clients(&self, realm: &str, filter: &ClientFilter, after: &str, limit: i64) -> Result<Vec<ClientRow>>;
+
+    /// Records that the clients `used` (id, second) authenticated then:
+    /// each one's `last_used_at` becomes the later of the two. Clients
+    /// since deleted are skipped. Not a change the others follow.
+    fn touch_clients(&self, realm: &str, used: &[(String, i64)]) -> Result<()>;
 
     /// Disables the client, or enables it again, recording `audit`, in one
     /// commit; false if the realm has no such client. Disabling at `at`

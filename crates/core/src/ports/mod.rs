@@ -29,7 +29,7 @@ mod users;
 pub use audit::{AuditEntry, AuditRepository};
 pub use authorizations::{AuthorizationCode, AuthorizationRepository, CodeIssue, Consent, Redemption};
 pub use cache::CachedClients;
-pub use clients::{ClientRepository, ClientRow, ClientState};
+pub use clients::{ClientFilter, ClientRepository, ClientRow, ClientState};
 pub use coordination::{CHANGES_KEPT_FOR, Change, ChangeTopic, CommitObserver, Coordination};
 pub use decisions::{Decision, DecisionQuery, DecisionRepository, PluginUse};
 pub use error::{Error, ErrorKind, Result};
