@@ -346,6 +346,16 @@ pub enum ClientCommand {
         /// Only clients not used for this many days.
         #[arg(long, value_name = "DAYS")]
         unused_days: Option<u32>,
+        /// Only the clients of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Disable every active client of an owner.
+    DisableOwned {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        owner: String,
     },
     /// Show one client: its registration, attributes and state.
     Show {
@@ -633,7 +643,7 @@ pub fn client(command: ClientCommand) -> anyhow::Result<std::process::ExitCode> 
     // segment, encoded.
     let segment = |id: &str| form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
     let out = match command {
-        ClientCommand::List { remote, after, limit, state, agents, unused_days } => {
+        ClientCommand::List { remote, after, limit, state, agents, unused_days, owner } => {
             let mut query = form_urlencoded::Serializer::new(String::new());
             if let Some(after) = &after {
                 query.append_pair("after", after);
@@ -644,6 +654,9 @@ pub fn client(command: ClientCommand) -> anyhow::Result<std::process::ExitCode> 
             }
             if agents {
                 query.append_pair("agents", "true");
+            }
+            if let Some(owner) = &owner {
+                query.append_pair("owner", owner);
             }
             if let Some(days) = unused_days {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -660,6 +673,9 @@ pub fn client(command: ClientCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         ClientCommand::Enable { remote, client_id } => {
             call(&remote, "POST", format!("clients/{}/enable", segment(&client_id))).send("application/json", vec![])?
+        }
+        ClientCommand::DisableOwned { remote, owner } => {
+            call(&remote, "POST", format!("owners/{}/disable", segment(&owner))).send("application/json", vec![])?
         }
         ClientCommand::Delete { remote, client_id } => {
             call(&remote, "DELETE", format!("clients/{}", segment(&client_id))).send("application/json", vec![])?;

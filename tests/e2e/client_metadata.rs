@@ -183,3 +183,35 @@ fn a_document_for_machine_grants_is_refused_and_the_token_endpoint_never_fetches
     reply.assert_error(401, "invalid_client");
     assert_eq!(host.requests.load(Ordering::SeqCst), before);
 }
+
+#[test]
+fn documents_are_owned_by_their_host_which_the_realm_may_cap_and_disable_at_once() {
+    let server = server_taking_documents();
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"max_clients_per_owner": 1})));
+    assert_eq!(status, 200, "{body}");
+    let (first, second) = (DocumentHost::start(), DocumentHost::start());
+    first.serve(inspector(&first.client_id()));
+    second.serve(inspector(&second.client_id()));
+
+    let mut browser = Browser::new();
+    let admitted = browser.get(&authorize_url(&server, &first.client_id(), &[]));
+    assert_eq!(admitted.status, 200, "{}", admitted.body);
+    // The same host's second document is past the owner's cap.
+    let refused = browser.get(&authorize_url(&server, &second.client_id(), &[]));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("maximum of 1 clients"), "{}", refused.body);
+
+    let owner = "document:127.0.0.1";
+    let (status, listed) = admin(&server, "GET", "/alpha/clients?owner=document%3A127.0.0.1", None);
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["clients"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["clients"][0]["client_id"], first.client_id());
+    assert_eq!(listed["clients"][0]["attributes"]["owner"], owner);
+
+    // Every client of the owner, disabled in one call.
+    let (status, done) = admin(&server, "POST", "/alpha/owners/document%3A127.0.0.1/disable", None);
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done, json!({"owner": owner, "disabled": 1}));
+    let stopped = browser.get(&authorize_url(&server, &first.client_id(), &[]));
+    assert_eq!(stopped.status, 400, "{}", stopped.body);
+}

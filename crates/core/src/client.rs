@@ -165,6 +165,10 @@ vocabulary! {
         /// ask tokens for, beside those the realm's `allowed_resources`
         /// allows.
         AllowedAudiences = "allowedAudiences",
+        /// `[owner]`: who registered or sponsors the client (`user:alice`,
+        /// `team:payments`, `issuer:https://idp.example`), for listings,
+        /// bulk changes and the realm's per-owner cap (`[]` clears it).
+        Owner = "owner",
     }
 }
 
@@ -178,6 +182,9 @@ pub enum AttributeShape {
     /// At most [`MAX_AUDIENCES`] printable strings of 1 to
     /// [`MAX_AUDIENCE`] bytes; a JSON array in responses.
     Audiences,
+    /// One printable string of 1 to [`MAX_OWNER`] bytes, or none; a JSON
+    /// string in responses.
+    Owner,
 }
 
 impl ClientAttribute {
@@ -187,6 +194,7 @@ impl ClientAttribute {
             Self::ProviderOverridesEnabled | Self::StatelessTokensEnabled => AttributeShape::Flag,
             Self::AccessTokenMayActScript => AttributeShape::PluginName,
             Self::AllowedAudiences => AttributeShape::Audiences,
+            Self::Owner => AttributeShape::Owner,
         }
     }
 }
@@ -197,6 +205,14 @@ const MAX_PLUGIN_NAME: usize = 64;
 pub const MAX_AUDIENCES: usize = 16;
 /// Longest audience a client may be allowed, in bytes.
 pub const MAX_AUDIENCE: usize = 256;
+/// Longest owner a client may name, in bytes.
+pub const MAX_OWNER: usize = 256;
+
+/// Whether `owner` may name a client's owner: 1 to [`MAX_OWNER`] bytes, no
+/// control characters.
+pub fn is_owner(owner: &str) -> bool {
+    !owner.is_empty() && owner.len() <= MAX_OWNER && !owner.chars().any(char::is_control)
+}
 
 impl AttributeShape {
     /// Checks `values` for the attribute `name` of this shape; the refusal
@@ -211,6 +227,7 @@ impl AttributeShape {
                         .iter()
                         .all(|v| !v.is_empty() && v.len() <= MAX_AUDIENCE && !v.chars().any(char::is_control))
             }
+            Self::Owner => matches!(values, [] | [_]) && values.iter().all(|v| is_owner(v)),
         };
         if fits {
             return Ok(());
@@ -223,6 +240,7 @@ impl AttributeShape {
             Self::Audiences => format!(
                 "attribute {name} takes at most {MAX_AUDIENCES} audiences of 1 to {MAX_AUDIENCE} printable characters"
             ),
+            Self::Owner => format!("attribute {name} takes one owner of 1 to {MAX_OWNER} printable characters"),
         })
     }
 }
@@ -242,6 +260,9 @@ pub struct ClientAttributes {
     /// tokens for, beside those its realm allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_audiences: Vec<String>,
+    /// `owner`: who registered or sponsors the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl ClientAttributes {
@@ -259,6 +280,7 @@ impl ClientAttributes {
             ClientAttribute::StatelessTokensEnabled => self.stateless_tokens_enabled = flag(),
             ClientAttribute::AccessTokenMayActScript => self.access_token_may_act_script = values.first().cloned(),
             ClientAttribute::AllowedAudiences => self.allowed_audiences = values.to_vec(),
+            ClientAttribute::Owner => self.owner = values.first().cloned(),
         }
         Ok(())
     }
@@ -273,6 +295,7 @@ impl ClientAttributes {
             ClientAttribute::AllowedAudiences => {
                 Some(self.allowed_audiences.clone()).filter(|audiences| !audiences.is_empty())
             }
+            ClientAttribute::Owner => self.owner.clone().map(|o| vec![o]),
         }
     }
 
@@ -292,7 +315,7 @@ impl ClientAttributes {
                 let mut values = self.values(attribute)?;
                 let value = match attribute.shape() {
                     AttributeShape::Flag => Value::Bool(values.first().is_some_and(|v| v == "true")),
-                    AttributeShape::PluginName => Value::String(values.pop()?),
+                    AttributeShape::PluginName | AttributeShape::Owner => Value::String(values.pop()?),
                     AttributeShape::Audiences => Value::from(values),
                 };
                 Some((attribute.as_str().to_string(), value))
@@ -460,6 +483,7 @@ mod tests {
                 AttributeShape::Flag => strings(&["true"]),
                 AttributeShape::PluginName => strings(&["some-plugin"]),
                 AttributeShape::Audiences => strings(&["https://a.example", "https://b.example"]),
+                AttributeShape::Owner => strings(&["team:payments"]),
             };
             a.set(attribute.as_str(), &values).unwrap();
             assert_eq!(a.values(attribute), Some(values.clone()), "{attribute}");
@@ -468,6 +492,7 @@ mod tests {
                 AttributeShape::Flag => assert_eq!(shown, &serde_json::json!(true)),
                 AttributeShape::PluginName => assert_eq!(shown, &serde_json::json!("some-plugin")),
                 AttributeShape::Audiences => assert_eq!(shown, &serde_json::json!(values)),
+                AttributeShape::Owner => assert_eq!(shown, &serde_json::json!("team:payments")),
             }
         }
         let names: Vec<_> = a.as_pairs().into_iter().map(|(name, _)| name).collect();

@@ -95,6 +95,7 @@ fn client_filter(parts: &Parts, now: i64) -> Result<ClientFilter, AdminError> {
         Some("true") => filter.agents_only = true,
         Some(other) => return Err(AdminError::Invalid(format!("agents {other:?}: use true or false"))),
     }
+    filter.owner = query(parts, "owner");
     if let Some(since) = query(parts, "unused_since") {
         let since =
             since.parse().map_err(|_| AdminError::Invalid(format!("unused_since must be a Unix time: {since:?}")))?;
@@ -339,6 +340,10 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
             let state = if enable { ClientState::Active } else { ClientState::Disabled };
             let changed = service.set_client_state(realm, &client_id, state, &actor)?;
             Ok(Reply::json(200, &client_json(&changed, service.now())))
+        }
+        AdminOp::DisableOwned { owner } => {
+            let disabled = service.disable_owned(realm, &owner, &actor)?;
+            Ok(Reply::json(200, &json!({ "owner": owner, "disabled": disabled })))
         }
         AdminOp::ListTrustedIssuers => {
             Ok(Reply::json(200, &json!({ "trusted_issuers": to_json(&service.trusted_issuers(realm)?)? })))

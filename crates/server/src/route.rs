@@ -185,6 +185,10 @@ pub enum AdminOp {
         client_id: String,
         enable: bool,
     },
+    /// `POST owners/{owner}/disable`: every active client of the owner.
+    DisableOwned {
+        owner: String,
+    },
     /// `GET trusted-issuers`.
     ListTrustedIssuers,
     /// `GET trusted-issuers/{name}`.
@@ -294,7 +298,11 @@ fn admin_route(method: &Method, rest: &str) -> Route {
     if !is_realm_name(realm) || segments.iter().skip(1).any(|s| s.is_empty()) {
         return Route::NotFound;
     }
-    let name = |n: &str| n.to_string();
+    // Segments are percent-decoded: a client id may be a URL, and an
+    // owner may hold a ':' (RFC 3986 §3.3).
+    let name = |n: &str| {
+        percent_encoding::percent_decode_str(n).decode_utf8().map_or_else(|_| n.to_string(), |d| d.into_owned())
+    };
     let (op, allow): (Option<AdminOp>, &'static str) = match (segments, method.as_str()) {
         ([], "GET") => (Some(AdminOp::ShowRealm), ""),
         ([], "PUT") => (Some(AdminOp::CreateRealm), ""),
@@ -358,6 +366,8 @@ fn admin_route(method: &Method, rest: &str) -> Route {
             (Some(AdminOp::SetClientState { client_id: name(c), enable: *change == "enable" }), "")
         }
         (["clients", _, "enable" | "disable"], _) => (None, "POST"),
+        (["owners", o, "disable"], "POST") => (Some(AdminOp::DisableOwned { owner: name(o) }), ""),
+        (["owners", _, "disable"], _) => (None, "POST"),
         (["trusted-issuers"], "GET") => (Some(AdminOp::ListTrustedIssuers), ""),
         (["trusted-issuers"], _) => (None, "GET"),
         (["trusted-issuers", n], "GET") => (Some(AdminOp::ShowTrustedIssuer { name: name(n) }), ""),
@@ -475,6 +485,15 @@ mod tests {
             admin(AdminOp::DeleteVersion { name: name(), version: 3 })
         );
         assert_eq!(route(&Method::PUT, "/admin/v1/realms/alpha/hooks", ""), admin(AdminOp::SetHooks));
+        // A client id that is a URL, and an owner with a ':', encoded.
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/realms/alpha/clients/https%3A%2F%2Fapp.example%2Fc.json/disable", ""),
+            admin(AdminOp::SetClientState { client_id: "https://app.example/c.json".into(), enable: false })
+        );
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/realms/alpha/owners/team%3Apayments/disable", ""),
+            admin(AdminOp::DisableOwned { owner: "team:payments".into() })
+        );
         assert_eq!(route(&Method::PATCH, "/admin/v1/realms/alpha", ""), admin(AdminOp::UpdateRealm));
         assert_eq!(
             route(&Method::DELETE, "/admin/v1/realms/alpha/admins/a1", ""),

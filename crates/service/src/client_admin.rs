@@ -95,6 +95,36 @@ impl Service {
         self.admin_client(realm, client_id)
     }
 
+    /// Disables every active client of `owner` in the realm (each audited
+    /// as a disabling); how many.
+    pub fn disable_owned(&self, realm: &str, owner: &str, actor: &str) -> Result<usize, AdminError> {
+        self.realm_settings(realm)?;
+        let filter = ClientFilter {
+            owner: Some(owner.to_string()),
+            state: Some(ClientState::Active),
+            ..ClientFilter::default()
+        };
+        let mut disabled = 0;
+        let mut after = String::new();
+        loop {
+            let page = self.store.clients(realm, &filter, &after, MAX_PAGE)?;
+            for row in &page {
+                let id = row.client.client_id.as_str();
+                let detail = json!({ "client_id": id, "owner": owner }).to_string();
+                let entry = audit(self.now(), actor, "disable-client", None, Some(detail));
+                if self.store.set_client_state(realm, id, ClientState::Disabled, self.now(), &entry)? {
+                    disabled += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == MAX_PAGE => after = last.client.client_id.clone(),
+                _ => break,
+            }
+        }
+        tracing::info!(realm, owner, disabled, "disabled an owner's clients");
+        Ok(disabled)
+    }
+
     /// Deletes the client, with every token issued to it and every family
     /// derived from them, its codes and the consents users gave it.
     pub fn delete_client_as_admin(&self, realm: &str, client_id: &str, actor: &str) -> Result<(), AdminError> {

@@ -243,6 +243,11 @@ impl Service {
                 RequestContext { method: "GET".into(), uri: client_id.to_string(), ..RequestContext::default() };
             client.attributes = self.run_dcr_policy(realm, dcr, Operation::Create, &client, &request, context)?;
         }
+        // Owned by whoever serves the document, unless the policy says.
+        if client.attributes.owner.is_none() {
+            let host = url::Url::parse(client_id).ok().and_then(|u| u.host_str().map(str::to_string));
+            client.attributes.owner = host.map(|host| format!("document:{host}"));
+        }
         let row = match stored {
             Some(old) if old.client == client => old,
             Some(old) => {
@@ -261,6 +266,7 @@ impl Service {
                     realm.metrics.registrations_rate_limited();
                     return Err(OAuthError::slow_down(format!("too many new clients; retry in {wait} s"), wait));
                 }
+                self.check_owner_cap(realm, &client)?;
                 // Neither is ever shown or accepted: the client has no
                 // secret and no registration access token.
                 let row = ClientRow {

@@ -115,6 +115,7 @@ impl Service {
             client.attributes = self.run_dcr_policy(realm, dcr, Operation::Create, &client, request, context)?;
         }
 
+        self.check_owner_cap(realm, &client)?;
         let (client_secret, registration_access_token) = (new_secret(), new_secret());
         // An agent lives for the realm's agent lifetime, if it sets one.
         let lifetime_days = i64::from(realm.settings.agent_lifetime_days);
@@ -150,6 +151,26 @@ impl Service {
         // RFC 7591 §3.2.1: when the client (its secret with it) expires.
         response["client_secret_expires_at"] = serde_json::json!(expires_at.unwrap_or(0));
         Ok(Registered(response))
+    }
+
+    /// Refuses a new `client` whose owner holds the realm's
+    /// `max_clients_per_owner` already. Counted before the insert, so
+    /// registrations of one owner racing each other may pass the cap by as
+    /// many as race; the realm's own cap is exact.
+    pub(crate) fn check_owner_cap(&self, realm: &RealmRuntime, client: &Client) -> Result<(), OAuthError> {
+        let cap = realm.settings.max_clients_per_owner;
+        let Some(owner) = client.attributes.owner.as_deref().filter(|_| cap > 0) else {
+            return Ok(());
+        };
+        let filter = agentauth_core::ports::ClientFilter { owner: Some(owner.to_string()), ..Default::default() };
+        let held = self.store.clients(&realm.name, &filter, "", i64::from(cap)).map_err(internal)?.len();
+        if held >= cap as usize {
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                format!("the owner {owner:?} holds its maximum of {cap} clients in this realm"),
+            ));
+        }
+        Ok(())
     }
 
     /// The client `client_id` of `realm`, if `token` is its registration

@@ -117,6 +117,11 @@ pub struct RealmSettings {
     /// it (audited). 0, the default: never.
     #[serde(skip_serializing_if = "is_zero")]
     pub delete_disabled_agents_after_days: u32,
+    /// Clients one owner (the `owner` attribute a DCR policy sets, or a
+    /// metadata document's host) may hold in the realm; a registration
+    /// past it is refused. 0, the default: no cap but the realm's.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_clients_per_owner: u32,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -245,6 +250,7 @@ impl RealmSettings {
         within("agent_lifetime_days", i64::from(self.agent_lifetime_days), 0, 3650)?;
         within("disable_unused_agents_after_days", i64::from(self.disable_unused_agents_after_days), 0, 3650)?;
         within("delete_disabled_agents_after_days", i64::from(self.delete_disabled_agents_after_days), 0, 3650)?;
+        within("max_clients_per_owner", i64::from(self.max_clients_per_owner), 0, 10_000)?;
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(title) = &self.page_title
@@ -344,6 +350,7 @@ impl Default for RealmSettings {
             agent_lifetime_days: 0,
             disable_unused_agents_after_days: 0,
             delete_disabled_agents_after_days: 0,
+            max_clients_per_owner: 0,
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),

@@ -200,6 +200,8 @@ pub fn clients_are_filtered_by_state_kind_last_use_and_expiry<S: Storage + ?Size
         row.client.is_ai_agent = agent;
         row.client.issued_at = issued_at;
         row.expires_at = expires_at;
+        // The old ones are team A's.
+        row.client.attributes.owner = (issued_at < 50).then(|| "team:a".to_string());
         row
     };
     store.insert_client("alpha", &client("a-old", true, 10, None), u64::MAX).unwrap();
@@ -228,6 +230,14 @@ pub fn clients_are_filtered_by_state_kind_last_use_and_expiry<S: Storage + ?Size
     assert_eq!(ids(ClientFilter { disabled_before: Some(71), ..ClientFilter::default() }), ["c-old"]);
     assert!(ids(ClientFilter { disabled_before: Some(70), ..ClientFilter::default() }).is_empty());
     assert_eq!(ids(ClientFilter { client_id: Some("a-old".into()), ..ClientFilter::default() }), ["a-old"]);
+    let team_a = ClientFilter { owner: Some("team:a".into()), ..ClientFilter::default() };
+    assert_eq!(ids(team_a.clone()), ["a-old", "c-old"]);
+    // An update that changes the owner moves the client.
+    let mut moved = store.client("alpha", "a-old").unwrap().unwrap();
+    moved.client.attributes.owner = Some("team:b".into());
+    let token = moved.registration_token_hash.clone();
+    assert!(store.update_client("alpha", &moved, &token).unwrap());
+    assert_eq!(ids(team_a), ["c-old"]);
 }
 
 pub fn a_taken_client_id_is_refused<S: Storage + ?Sized>(store: &S) {

@@ -57,8 +57,8 @@ impl NewClient {
         let c = &self.row.client;
         Statement {
             sql: "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
-                                       registration_token_hash, issued_at, expires_at, last_used_at)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8)",
+                                       registration_token_hash, issued_at, expires_at, last_used_at, owner)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $10)",
             params: vec![
                 &self.realm,
                 &c.client_id,
@@ -69,6 +69,7 @@ impl NewClient {
                 &self.row.registration_token_hash,
                 &c.issued_at,
                 &self.row.expires_at,
+                &c.attributes.owner,
             ],
         }
     }
@@ -110,9 +111,17 @@ impl ClientRepository for PgClients {
                 let c = &row.client;
                 let n = execute(
                     &tx,
-                    "UPDATE clients SET metadata = $3, attributes = $4, registration_token_hash = $5
+                    "UPDATE clients SET metadata = $3, attributes = $4, registration_token_hash = $5, owner = $7
                      WHERE realm = $1 AND client_id = $2 AND registration_token_hash = $6",
-                    &[&realm, &c.client_id, &metadata, &attributes, &row.registration_token_hash, &token_hash],
+                    &[
+                        &realm,
+                        &c.client_id,
+                        &metadata,
+                        &attributes,
+                        &row.registration_token_hash,
+                        &token_hash,
+                        &c.attributes.owner,
+                    ],
                 )
                 .await?;
                 if n == 1 {
@@ -170,10 +179,11 @@ impl ClientRepository for PgClients {
                    AND ($6::BIGINT IS NULL OR (state = 'disabled' AND tokens_valid_after < $6))
                    AND ($7::BIGINT IS NULL OR expires_at <= $7)
                    AND ($9::TEXT IS NULL OR client_id = $9)
+                   AND ($10::TEXT IS NULL OR owner = $10)
                  ORDER BY client_id LIMIT $8"
             );
             let state = filter.state.map(ClientState::as_str);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &realm,
                 &after,
                 &state,
@@ -183,6 +193,7 @@ impl ClientRepository for PgClients {
                 &filter.expired_by,
                 &limit,
                 &filter.client_id,
+                &filter.owner,
             ];
             let rows = query(&c, &sql, &params).await?;
             rows.iter().map(|r| client_row(&realm, r)).collect()

@@ -252,6 +252,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // authenticated (its registration, for those before).
     "ALTER TABLE clients ADD COLUMN expires_at BIGINT, ADD COLUMN last_used_at BIGINT NOT NULL DEFAULT 0;
     UPDATE clients SET last_used_at = issued_at;",
+    // The client's owner (its `owner` attribute), to list and count a
+    // realm's clients by owner.
+    "ALTER TABLE clients ADD COLUMN owner TEXT;
+    UPDATE clients SET owner = attributes::jsonb ->> 'owner';
+    CREATE INDEX clients_by_owner ON clients (realm, owner) WHERE owner IS NOT NULL;",
 ];
 
 /// The schema version this build migrates a database to.

@@ -41,8 +41,8 @@ impl ClientRepository for SqliteClients {
             execute(
                 tx,
                 "INSERT INTO clients (realm, client_id, metadata, attributes, is_ai_agent, secret_hash,
-                                      registration_token_hash, issued_at, expires_at, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8)",
+                                      registration_token_hash, issued_at, expires_at, last_used_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8, ?10)",
                 params![
                     realm,
                     c.client_id,
@@ -52,7 +52,8 @@ impl ClientRepository for SqliteClients {
                     row.secret_hash,
                     row.registration_token_hash,
                     c.issued_at,
-                    row.expires_at
+                    row.expires_at,
+                    c.attributes.owner
                 ],
             )?;
             Ok(true)
@@ -70,9 +71,17 @@ impl ClientRepository for SqliteClients {
         self.db.write(|tx| {
             let n = execute(
                 tx,
-                "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5
+                "UPDATE clients SET metadata = ?3, attributes = ?4, registration_token_hash = ?5, owner = ?7
                  WHERE realm = ?1 AND client_id = ?2 AND registration_token_hash = ?6",
-                params![realm, c.client_id, metadata, attributes, row.registration_token_hash, token_hash],
+                params![
+                    realm,
+                    c.client_id,
+                    metadata,
+                    attributes,
+                    row.registration_token_hash,
+                    token_hash,
+                    c.attributes.owner
+                ],
             )?;
             if n == 1 {
                 record_change(tx, realm, ChangeTopic::Client, Some(&c.client_id))?;
@@ -120,6 +129,9 @@ impl ClientRepository for SqliteClients {
         }
         if let Some(state) = filter.state {
             condition("state =", state.as_str().to_owned().into());
+        }
+        if let Some(owner) = &filter.owner {
+            condition("owner =", owner.clone().into());
         }
         if filter.agents_only {
             condition("is_ai_agent =", true.into());

@@ -351,6 +351,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE clients ADD COLUMN expires_at INTEGER;
     ALTER TABLE clients ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
     UPDATE clients SET last_used_at = issued_at;",
+    // 21: the client's owner (its `owner` attribute), to list and count
+    // a realm's clients by owner.
+    "ALTER TABLE clients ADD COLUMN owner TEXT;
+    UPDATE clients SET owner = json_extract(attributes, '$.owner');
+    CREATE INDEX clients_by_owner ON clients (realm, owner) WHERE owner IS NOT NULL;",
 ];
 
 /// The schema of the store's database.

@@ -80,6 +80,8 @@ pub struct ClientFilter {
     /// This client only: a read that bypasses any cache.
     pub client_id: Option<String>,
     pub state: Option<ClientState>,
+    /// Owned by this owner (their `owner` attribute).
+    pub owner: Option<String>,
     /// Agents only (clients registered at `aiagent/register`).
     pub agents_only: bool,
     /// Not used since this second (their `last_used_at` earlier).
