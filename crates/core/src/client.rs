@@ -169,6 +169,10 @@ vocabulary! {
         /// `team:payments`, `issuer:https://idp.example`), for listings,
         /// bulk changes and the realm's per-owner cap (`[]` clears it).
         Owner = "owner",
+        /// `[seconds]`: the client expires this long after it registered
+        /// (`client_secret_expires_at`), whatever the realm's default for
+        /// agents; `[]` leaves the default.
+        ExpiresIn = "expiresIn",
     }
 }
 
@@ -185,6 +189,9 @@ pub enum AttributeShape {
     /// One printable string of 1 to [`MAX_OWNER`] bytes, or none; a JSON
     /// string in responses.
     Owner,
+    /// One whole number of seconds from [`MIN_EXPIRES_IN`] to
+    /// [`MAX_EXPIRES_IN`], or none; a JSON number in responses.
+    Seconds,
 }
 
 impl ClientAttribute {
@@ -195,6 +202,7 @@ impl ClientAttribute {
             Self::AccessTokenMayActScript => AttributeShape::PluginName,
             Self::AllowedAudiences => AttributeShape::Audiences,
             Self::Owner => AttributeShape::Owner,
+            Self::ExpiresIn => AttributeShape::Seconds,
         }
     }
 }
@@ -207,6 +215,10 @@ pub const MAX_AUDIENCES: usize = 16;
 pub const MAX_AUDIENCE: usize = 256;
 /// Longest owner a client may name, in bytes.
 pub const MAX_OWNER: usize = 256;
+/// The shortest life a policy may give a client, seconds: a minute.
+pub const MIN_EXPIRES_IN: i64 = 60;
+/// The longest life a policy may give a client, seconds: ten years.
+pub const MAX_EXPIRES_IN: i64 = 10 * 366 * 86_400;
 
 /// Whether `owner` may name a client's owner: 1 to [`MAX_OWNER`] bytes, no
 /// control characters.
@@ -228,6 +240,13 @@ impl AttributeShape {
                         .all(|v| !v.is_empty() && v.len() <= MAX_AUDIENCE && !v.chars().any(char::is_control))
             }
             Self::Owner => matches!(values, [] | [_]) && values.iter().all(|v| is_owner(v)),
+            Self::Seconds => {
+                matches!(values, [] | [_])
+                    && values.iter().all(|v| {
+                        v.bytes().all(|b| b.is_ascii_digit())
+                            && v.parse::<i64>().is_ok_and(|s| (MIN_EXPIRES_IN..=MAX_EXPIRES_IN).contains(&s))
+                    })
+            }
         };
         if fits {
             return Ok(());
@@ -241,6 +260,9 @@ impl AttributeShape {
                 "attribute {name} takes at most {MAX_AUDIENCES} audiences of 1 to {MAX_AUDIENCE} printable characters"
             ),
             Self::Owner => format!("attribute {name} takes one owner of 1 to {MAX_OWNER} printable characters"),
+            Self::Seconds => {
+                format!("attribute {name} takes one whole number of seconds, {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}")
+            }
         })
     }
 }
@@ -263,6 +285,9 @@ pub struct ClientAttributes {
     /// `owner`: who registered or sponsors the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// `expiresIn`: seconds from registration to the client's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
 }
 
 impl ClientAttributes {
@@ -281,6 +306,7 @@ impl ClientAttributes {
             ClientAttribute::AccessTokenMayActScript => self.access_token_may_act_script = values.first().cloned(),
             ClientAttribute::AllowedAudiences => self.allowed_audiences = values.to_vec(),
             ClientAttribute::Owner => self.owner = values.first().cloned(),
+            ClientAttribute::ExpiresIn => self.expires_in = values.first().and_then(|v| v.parse().ok()),
         }
         Ok(())
     }
@@ -296,6 +322,7 @@ impl ClientAttributes {
                 Some(self.allowed_audiences.clone()).filter(|audiences| !audiences.is_empty())
             }
             ClientAttribute::Owner => self.owner.clone().map(|o| vec![o]),
+            ClientAttribute::ExpiresIn => self.expires_in.map(|s| vec![s.to_string()]),
         }
     }
 
@@ -316,6 +343,7 @@ impl ClientAttributes {
                 let value = match attribute.shape() {
                     AttributeShape::Flag => Value::Bool(values.first().is_some_and(|v| v == "true")),
                     AttributeShape::PluginName | AttributeShape::Owner => Value::String(values.pop()?),
+                    AttributeShape::Seconds => Value::from(values.pop()?.parse::<i64>().ok()?),
                     AttributeShape::Audiences => Value::from(values),
                 };
                 Some((attribute.as_str().to_string(), value))
@@ -484,6 +512,7 @@ mod tests {
                 AttributeShape::PluginName => strings(&["some-plugin"]),
                 AttributeShape::Audiences => strings(&["https://a.example", "https://b.example"]),
                 AttributeShape::Owner => strings(&["team:payments"]),
+                AttributeShape::Seconds => strings(&["3600"]),
             };
             a.set(attribute.as_str(), &values).unwrap();
             assert_eq!(a.values(attribute), Some(values.clone()), "{attribute}");
@@ -493,6 +522,7 @@ mod tests {
                 AttributeShape::PluginName => assert_eq!(shown, &serde_json::json!("some-plugin")),
                 AttributeShape::Audiences => assert_eq!(shown, &serde_json::json!(values)),
                 AttributeShape::Owner => assert_eq!(shown, &serde_json::json!("team:payments")),
+                AttributeShape::Seconds => assert_eq!(shown, &serde_json::json!(3600)),
             }
         }
         let names: Vec<_> = a.as_pairs().into_iter().map(|(name, _)| name).collect();
@@ -516,6 +546,17 @@ mod tests {
         assert_eq!(
             refusal(&mut a, "allowedAudiences", &[""]),
             "attribute allowedAudiences takes at most 16 audiences of 1 to 256 printable characters"
+        );
+        for bad in [&["59"][..], &["-3600"], &["+3600"], &["1e4"], &["999999999999"], &["60", "61"]] {
+            assert_eq!(
+                refusal(&mut a, "expiresIn", bad),
+                "attribute expiresIn takes one whole number of seconds, 60 to 316224000",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            refusal(&mut a, "owner", &["a\nb"]),
+            "attribute owner takes one owner of 1 to 256 printable characters"
         );
         a.set("accessTokenMayActScript", &strings(&["p"])).unwrap();
         a.set("accessTokenMayActScript", &[]).unwrap();

@@ -117,9 +117,13 @@ impl Service {
 
         self.check_owner_cap(realm, &client)?;
         let (client_secret, registration_access_token) = (new_secret(), new_secret());
-        // An agent lives for the realm's agent lifetime, if it sets one.
+        // The policy's `expiresIn`, if it set one; for an agent, else, the
+        // realm's agent lifetime, if it sets one.
         let lifetime_days = i64::from(realm.settings.agent_lifetime_days);
-        let expires_at = (ai_agent && lifetime_days > 0).then(|| client.issued_at + lifetime_days * 86_400);
+        let expires_at = match client.attributes.expires_in {
+            Some(seconds) => Some(client.issued_at.saturating_add(seconds)),
+            None => (ai_agent && lifetime_days > 0).then(|| client.issued_at + lifetime_days * 86_400),
+        };
         let row = ClientRow {
             client,
             secret_hash: self.hasher.hash(Purpose::ClientSecret, &client_secret),

@@ -2,7 +2,8 @@
 //! `client_name` picks the misbehaviour (`dcr-keep` refuses DELETE only,
 //! `dcr-show-body` refuses with the request body it was shown,
 //! `dcr-deny`, `dcr-loop`, `dcr-sleep` (waits in a host call),
-//! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`); any other
+//! `dcr-trap`, `dcr-unknown-attribute`, `dcr-missing-may-act`,
+//! `dcr-expires-in:<seconds>` admits it with that `expiresIn`); any other
 //! client is admitted with stateless tokens, the audience
 //! `https://updates.example`, and the `misbehaving-may-act` plugin, whose
 //! misbehaviour its `client_name` then picks.
@@ -30,6 +31,13 @@ fn admitted(may_act_plugin: &str) -> Decision {
             set("allowedAudiences", "https://updates.example"),
         ],
     }
+}
+
+/// What follows `prefix` in the client's name, if its name starts so.
+fn name_after<'a>(metadata: &'a str, prefix: &str) -> Option<&'a str> {
+    let start = metadata.find(&format!("\"client_name\":\"{prefix}"))? + "\"client_name\":\"".len() + prefix.len();
+    let rest = &metadata[start..];
+    Some(&rest[..rest.find('"')?])
 }
 
 impl Guest for Misbehaving {
@@ -61,6 +69,11 @@ impl Guest for Misbehaving {
         }
         if is("dcr-missing-may-act") {
             return Ok(admitted("no-such-plugin"));
+        }
+        if let Some(seconds) = name_after(metadata, "dcr-expires-in:") {
+            let mut decision = admitted("misbehaving-may-act");
+            decision.set_attributes.push(set("expiresIn", seconds));
+            return Ok(decision);
         }
         Ok(admitted("misbehaving-may-act"))
     }

@@ -147,6 +147,24 @@ async fn a_failing_dcr_policy_fails_closed_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_dcr_policy_sets_how_long_a_client_lives_within_bounds() {
+    let app = app();
+    let (status, client) = register(&app, "dcr-expires-in:3600").await;
+    assert_eq!(status, 201, "{client}");
+    let issued = client["client_id_issued_at"].as_i64().unwrap();
+    assert_eq!(client["client_secret_expires_at"].as_i64(), Some(issued + 3600), "{client}");
+    // Outside a minute to ten years, the policy has failed, and nothing is
+    // stored.
+    for seconds in ["59", "316224001", "-1", "soon"] {
+        let (status, body) = register(&app, &format!("dcr-expires-in:{seconds}")).await;
+        assert_eq!((status, body["error"].as_str()), (500, Some("server_error")), "{seconds}: {body}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.contains("expiresIn takes one whole number of seconds"), "{seconds}: {description}");
+    }
+    assert_eq!(clients(&app), 1);
+}
+
+#[tokio::test]
 async fn a_failing_may_act_policy_issues_no_token() {
     let app = app();
     for (mode, status, code) in [
