@@ -47,6 +47,17 @@ pub fn admit(
     op: &AdminOp,
 ) -> Result<(Principal, Option<UploadPermit>), Reply> {
     let principal = app.service.admin_principal(crate::http::bearer(headers))?;
+    admit_principal(app, principal, realm, op)
+}
+
+/// Checks an identified caller's right to `op` on `realm`, and admits an
+/// upload. Blocking.
+pub fn admit_principal(
+    app: &std::sync::Arc<App>,
+    principal: Principal,
+    realm: &str,
+    op: &AdminOp,
+) -> Result<(Principal, Option<UploadPermit>), Reply> {
     principal.permit(realm, server_wide(op))?;
     let upload = match op {
         AdminOp::PushPlugin { .. } => Some(app.service.admit_upload(realm)?),

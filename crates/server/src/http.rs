@@ -140,6 +140,29 @@ impl Reply {
         }
     }
 
+    /// One of the console's files: its script and style come from the
+    /// server only, it is never framed, and a browser revalidates it.
+    pub fn console_file(content_type: &'static str, content: &'static str) -> Self {
+        Self {
+            status: 200,
+            body: Bytes::from_static(content.as_bytes()),
+            content_type,
+            no_store: false,
+            headers: vec![
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+                        .into(),
+                ),
+                (header::CACHE_CONTROL, "no-cache".into()),
+                (header::X_FRAME_OPTIONS, "DENY".into()),
+                (header::REFERRER_POLICY, "no-referrer".into()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
+            ],
+        }
+    }
+
     /// 303 See Other to `location`: the browser follows it with a GET.
     pub fn redirect(location: String) -> Self {
         Self {

@@ -7,6 +7,7 @@
 
 mod admin;
 mod conn;
+mod console;
 mod endpoint;
 mod http;
 mod route;
@@ -97,6 +98,9 @@ pub struct App {
     warmed: std::sync::atomic::AtomicBool,
     /// The body of `GET /version`.
     versions: serde_json::Value,
+    /// The origin of the server's public URL, which the console's pages
+    /// have (see `console`).
+    origin: String,
 }
 
 impl App {
@@ -143,6 +147,9 @@ impl App {
         let workers =
             workers::Workers::new(threads).map_err(|e| StartError(format!("starting worker threads: {e}")))?;
         Ok(Arc::new(Self {
+            origin: url::Url::parse(&config.public_url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_else(|_| config.public_url.clone()),
             base_path: config.base_path,
             service: Arc::new(service),
             workers,
@@ -322,15 +329,22 @@ impl App {
         let mut limit = MAX_BODY;
         let mut upload = None;
         let (mut parts, body) = request.into_parts();
-        if let Route::Admin { realm, op } = &route {
+        if let Route::Admin { realm, op, console } = &route {
             // The caller is identified, and its right to this operation
             // checked, before a byte of the body is read.
             let app = Arc::clone(self);
-            let (headers, realm, op) = (parts.headers.clone(), realm.clone(), op.clone());
+            let (headers, realm, op, console) = (parts.headers.clone(), realm.clone(), op.clone(), *console);
+            let method = parts.method.clone();
             // An upload is also admitted (its place among the uploads in
             // flight, its turn in the realm's rate) before its body is
             // read; only an upload may send a large body.
-            let checked = self.workers.run(move || admin::admit(&app, &headers, &realm, &op)).await;
+            let checked = self
+                .workers
+                .run(move || match console {
+                    true => console::admit(&app, &method, &headers, &realm, &op),
+                    false => admin::admit(&app, &headers, &realm, &op),
+                })
+                .await;
             match checked {
                 Ok(Ok((principal, admitted))) => {
                     parts.extensions.insert(principal);

@@ -48,11 +48,22 @@ pub enum Route {
     Discovery {
         realm: String,
     },
-    /// The admin API, `/admin/v1/realms/{realm}/...`.
+    /// The admin API, `/admin/v1/realms/{realm}/...`, or the same
+    /// operation under `/console/api/v1/realms/{realm}/...` (`console`),
+    /// authenticated by the console's session cookie instead of a bearer.
     Admin {
         realm: String,
         op: AdminOp,
+        console: bool,
     },
+    /// The console's page and its script and style (`GET /console/...`);
+    /// the file, empty for the page.
+    Console {
+        file: String,
+    },
+    /// `/console/api/session`: GET who is signed in, POST to sign in,
+    /// DELETE to sign out.
+    ConsoleSession,
     /// A known path with a method it does not answer.
     MethodNotAllowed {
         allow: &'static str,
@@ -77,6 +88,8 @@ impl Route {
             | Self::Ready
             | Self::Version
             | Self::Metrics
+            | Self::Console { .. }
+            | Self::ConsoleSession
             | Self::MethodNotAllowed { .. }
             | Self::NotFound => None,
         }
@@ -93,8 +106,9 @@ impl Route {
             Self::Authorize { .. } => Endpoint::Authorize,
             Self::Jwks { .. } => Endpoint::Jwks,
             Self::Discovery { .. } => Endpoint::Discovery,
-            Self::Admin { .. } => Endpoint::Admin,
+            Self::Admin { .. } | Self::ConsoleSession => Endpoint::Admin,
             Self::Health
+            | Self::Console { .. }
             | Self::Ready
             | Self::Version
             | Self::Metrics
@@ -225,14 +239,11 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     if path == METRICS_PATH {
         return if method == Method::GET { Route::Metrics } else { Route::MethodNotAllowed { allow: "GET" } };
     }
-    if path == "/admin/v1/realms" {
-        return match *method {
-            Method::GET => Route::Admin { realm: String::new(), op: AdminOp::ListRealms },
-            _ => Route::MethodNotAllowed { allow: "GET" },
-        };
+    if let Some(rest) = path.strip_prefix("/console") {
+        return console_route(method, rest);
     }
-    if let Some(rest) = path.strip_prefix("/admin/v1/realms/") {
-        return admin_route(method, rest);
+    if let Some(rest) = path.strip_prefix("/admin/v1/realms") {
+        return admin_api_route(method, rest, false);
     }
     if let Some(issuer_path) = path.strip_prefix(AUTHORIZATION_SERVER_METADATA) {
         // The issuer's path exactly: nothing after the realm's name, as
@@ -287,6 +298,45 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
                 _ => "POST",
             },
         }
+    }
+}
+
+/// `/console` and what is under it: the page, its files, the session,
+/// and the admin API for the signed-in console.
+fn console_route(method: &Method, rest: &str) -> Route {
+    let get_only = |route: Route| if *method == Method::GET { route } else { Route::MethodNotAllowed { allow: "GET" } };
+    match rest {
+        "" | "/" => get_only(Route::Console { file: String::new() }),
+        "/api/session" => match *method {
+            Method::GET | Method::POST | Method::DELETE => Route::ConsoleSession,
+            _ => Route::MethodNotAllowed { allow: "GET, POST, DELETE" },
+        },
+        _ => match rest.strip_prefix("/api/v1/realms") {
+            Some(rest) => admin_api_route(method, rest, true),
+            None => match rest.strip_prefix('/') {
+                Some(file) if crate::console::is_file(file) => get_only(Route::Console { file: file.to_string() }),
+                _ => Route::NotFound,
+            },
+        },
+    }
+}
+
+/// The admin API after its `.../realms` prefix: the list of realms, or an
+/// operation on one.
+fn admin_api_route(method: &Method, rest: &str, console: bool) -> Route {
+    let route = match rest {
+        "" => match *method {
+            Method::GET => Route::Admin { realm: String::new(), op: AdminOp::ListRealms, console },
+            _ => Route::MethodNotAllowed { allow: "GET" },
+        },
+        _ => match rest.strip_prefix('/') {
+            Some(rest) => admin_route(method, rest),
+            None => Route::NotFound,
+        },
+    };
+    match route {
+        Route::Admin { realm, op, .. } => Route::Admin { realm, op, console },
+        other => other,
     }
 }
 
@@ -377,7 +427,7 @@ fn admin_route(method: &Method, rest: &str) -> Route {
         _ => return Route::NotFound,
     };
     match op {
-        Some(op) => Route::Admin { realm: realm.to_string(), op },
+        Some(op) => Route::Admin { realm: realm.to_string(), op, console: false },
         None => Route::MethodNotAllowed { allow },
     }
 }
@@ -469,8 +519,36 @@ mod tests {
     }
 
     #[test]
+    fn console_paths_route_to_its_files_its_session_and_the_admin_api() {
+        let page = || Route::Console { file: String::new() };
+        assert_eq!(route(&Method::GET, "/console", "/am"), page());
+        assert_eq!(route(&Method::GET, "/console/", "/am"), page());
+        assert_eq!(route(&Method::GET, "/console/console.js", "/am"), Route::Console { file: "console.js".into() });
+        assert_eq!(route(&Method::POST, "/console/", "/am"), Route::MethodNotAllowed { allow: "GET" });
+        for path in ["/console/../admin", "/console/nothing.js", "/consolex", "/console/api", "/console/api/v1/realmsx"]
+        {
+            assert_eq!(route(&Method::GET, path, "/am"), Route::NotFound, "{path}");
+        }
+        for method in [Method::GET, Method::POST, Method::DELETE] {
+            assert_eq!(route(&method, "/console/api/session", ""), Route::ConsoleSession);
+        }
+        assert_eq!(
+            route(&Method::POST, "/console/api/v1/realms/alpha/clients/c1/disable", ""),
+            Route::Admin {
+                realm: "alpha".into(),
+                op: AdminOp::SetClientState { client_id: "c1".into(), enable: false },
+                console: true
+            }
+        );
+        assert_eq!(
+            route(&Method::GET, "/console/api/v1/realms", ""),
+            Route::Admin { realm: String::new(), op: AdminOp::ListRealms, console: true }
+        );
+    }
+
+    #[test]
     fn admin_paths_route_to_their_operations() {
-        let admin = |op| Route::Admin { realm: "alpha".into(), op };
+        let admin = |op| Route::Admin { realm: "alpha".into(), op, console: false };
         let name = || "p".to_string();
         assert_eq!(
             route(&Method::POST, "/admin/v1/realms/alpha/plugins/p", "/am"),
@@ -501,7 +579,7 @@ mod tests {
         );
         assert_eq!(
             route(&Method::GET, "/admin/v1/realms", ""),
-            Route::Admin { realm: String::new(), op: AdminOp::ListRealms }
+            Route::Admin { realm: String::new(), op: AdminOp::ListRealms, console: false }
         );
         assert_eq!(
             route(&Method::GET, "/admin/v1/realms/alpha/plugins/p/activate", ""),

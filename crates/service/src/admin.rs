@@ -115,6 +115,12 @@ impl AdminToken {
         Ok(Self(token))
     }
 
+    /// The token, for hashing under the server key (a console session
+    /// names it by that hash).
+    pub(crate) fn secret(&self) -> &str {
+        &self.0
+    }
+
     fn matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
         let (a, b) = (

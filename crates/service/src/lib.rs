@@ -23,6 +23,7 @@ pub mod client_admin;
 pub mod client_auth;
 pub mod client_metadata;
 mod clock;
+pub mod console;
 mod decisions;
 pub mod dpop;
 mod follow;

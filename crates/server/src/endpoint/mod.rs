@@ -29,7 +29,14 @@ use crate::route::Route;
 /// the async threads.
 pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, Option<Arc<RealmRuntime>>) {
     match &route {
-        Route::Admin { realm, op } => return (crate::admin::dispatch(app, realm, op.clone(), parts, body), None),
+        Route::Admin { realm, op, .. } => {
+            return (crate::admin::dispatch(app, realm, op.clone(), parts, body), None);
+        }
+        Route::Console { file } if file.is_empty() && !parts.uri.path().ends_with('/') => {
+            return (Reply::redirect("/console/".into()), None);
+        }
+        Route::Console { file } => return (crate::console::file(app, file), None),
+        Route::ConsoleSession => return (crate::console::session(app, parts, body), None),
         Route::MethodNotAllowed { allow } => return (Reply::method_not_allowed(allow), None),
         _ => {}
     }
@@ -61,6 +68,8 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::metadata(&realm)),
         Route::Admin { .. }
+        | Route::Console { .. }
+        | Route::ConsoleSession
         | Route::MethodNotAllowed { .. }
         | Route::Health
         | Route::Ready

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{AdminToken, App, Config, RealmSettings};
 
+mod console;
 mod metrics;
 
 const REALM: &str = "hostile";
