@@ -15,7 +15,7 @@ serve:
 # alone resolves its dependencies' features differently and would build
 # wasmtime a second time.
 test: wasm-target postgres fmt lint unit polyglot browser mcp-conformance
-	$(CARGO) test --release --workspace --test e2e -- --ignored polyglot browser:: mcp_conformance upstream_login oauth4webapi
+	$(CARGO) test --release --workspace --test e2e -- --ignored polyglot browser:: mcp_conformance upstream_login oauth4webapi console::in_chromium
 
 # A fresh machine lacks the wasm32-wasip2 standard library, and rustup
 # does not install targets by itself here. (The build scripts that embed

@@ -10,6 +10,7 @@ mod client_metadata;
 mod clients;
 mod config;
 mod connections;
+mod console;
 mod decisions;
 mod dpop;
 mod durability;

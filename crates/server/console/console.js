@@ -48,7 +48,15 @@ function clearStatus() {
 
 function when(seconds) {
   if (!seconds) return "—";
-  return new Date(seconds * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  return new Date(seconds * 1000)
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, " UTC");
+}
+
+/** "1 client", "2 clients". */
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function badge(state) {
@@ -63,7 +71,15 @@ function table(caption, headers, rows) {
       "table",
       {},
       h("caption", { class: "muted" }, caption),
-      h("thead", {}, h("tr", {}, headers.map((name) => h("th", { scope: "col" }, name)))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          headers.map((name) => h("th", { scope: "col" }, name)),
+        ),
+      ),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length }, "None."))),
     ),
   );
@@ -169,7 +185,9 @@ function renderChrome(realm, section) {
       links.push([`#/realms/${seg(realm)}/${key}`, label, section === key]);
     }
   }
-  nav.replaceChildren(...links.map(([href, label, current]) => h("a", { href, "aria-current": current ? "page" : null }, label)));
+  nav.replaceChildren(
+    ...links.map(([href, label, current]) => h("a", { href, "aria-current": current ? "page" : null }, label)),
+  );
   nav.hidden = false;
   const name = session.principal === "operator" ? "Operator" : `${session.name} (admin of ${session.realm})`;
   who.replaceChildren(
@@ -199,7 +217,14 @@ async function route() {
   const [, realm, section = "clients", ...rest] = parts;
   renderChrome(realm, realm ? section : "realms");
   if (!realm) return realmsPage();
-  const pages = { clients: clientsPage, client: clientPage, plugins: pluginsPage, keys: keysPage, audit: auditPage, settings: settingsPage };
+  const pages = {
+    clients: clientsPage,
+    client: clientPage,
+    plugins: pluginsPage,
+    keys: keysPage,
+    audit: auditPage,
+    settings: settingsPage,
+  };
   const page = pages[section];
   if (!page) return show("Not found", h("p", {}, "There is no such page."));
   try {
@@ -233,7 +258,11 @@ function signInPage() {
         }
       },
     },
-    h("p", { id: "sign-in-help", class: "muted" }, "Sign in with the operator's admin token, or a realm admin's token. The token is exchanged for a session cookie and not kept by the browser."),
+    h(
+      "p",
+      { id: "sign-in-help", class: "muted" },
+      "Sign in with the operator's admin token, or a realm admin's token. The token is exchanged for a session cookie and not kept by the browser.",
+    ),
     h("label", { for: "token" }, "Admin token"),
     token,
     error,
@@ -254,7 +283,7 @@ async function signOut() {
 async function realmsPage() {
   const { realms } = await api("GET", "");
   const name = h("input", { type: "text", id: "new-realm", required: true, pattern: "[A-Za-z0-9_-]{1,64}" });
-  const settings = h("textarea", { id: "new-realm-settings", rows: 6 }, "{}");
+  const settings = h("textarea", { id: "new-realm-settings", class: "short", rows: 4 }, "{}");
   const rows = realms.map((realm) =>
     h(
       "tr",
@@ -262,15 +291,19 @@ async function realmsPage() {
       h("td", {}, h("a", { href: `#/realms/${seg(realm)}/clients` }, realm)),
       h(
         "td",
-        { class: "actions" },
-        h("a", { href: `#/realms/${seg(realm)}/settings` }, "Settings"),
-        h("button", { type: "button", class: "danger", onclick: () => deleteRealm(realm) }, "Delete"),
+        {},
+        h(
+          "div",
+          { class: "actions" },
+          h("a", { href: `#/realms/${seg(realm)}/settings` }, "Settings"),
+          h("button", { type: "button", class: "danger", onclick: () => deleteRealm(realm) }, "Delete"),
+        ),
       ),
     ),
   );
   show(
     "Realms",
-    table(`${realms.length} realms`, ["Realm", "Actions"], rows),
+    table(count(realms.length, "realm"), ["Realm", "Actions"], rows),
     h(
       "form",
       {
@@ -298,8 +331,16 @@ async function realmsPage() {
 }
 
 async function deleteRealm(realm) {
-  if (!(await confirmAction(`Delete realm ${realm}, with its clients, users, tokens, plugins and keys?`, `Delete ${realm}`))) return;
-  if (await attempt(() => api("DELETE", `/${seg(realm)}`), `Realm ${realm} deleted.`)) realmsPage();
+  if (
+    !(await confirmAction(
+      `Delete realm ${realm}, with its clients, users, tokens, plugins and keys?`,
+      `Delete ${realm}`,
+    ))
+  )
+    return;
+  if ((await attempt(() => api("DELETE", `/${seg(realm)}`))) === undefined) return;
+  await realmsPage();
+  say(`Realm ${realm} deleted.`);
 }
 
 // ---- agents and clients ---------------------------------------------------
@@ -316,18 +357,24 @@ async function clientsPage(realm) {
   let clients = [];
   const render = () => {
     const needle = search.value.trim().toLowerCase();
-    const shown = clients.filter((c) =>
-      !needle || [c.client_id, c.client_name, c.attributes?.owner].some((v) => v && String(v).toLowerCase().includes(needle)),
+    const shown = clients.filter(
+      (c) =>
+        !needle ||
+        [c.client_id, c.client_name, c.attributes?.owner].some((v) => v && String(v).toLowerCase().includes(needle)),
     );
     holder.replaceChildren(
       table(
-        `${shown.length} of ${clients.length} clients`,
+        `${shown.length} of ${count(clients.length, "client")}`,
         ["Name", "Client id", "Kind", "Owner", "Created", "Last used", "State", "Actions"],
         shown.map((c) =>
           h(
             "tr",
             {},
-            h("td", {}, h("a", { href: `#/realms/${seg(realm)}/client/${seg(c.client_id)}` }, c.client_name || "(unnamed)")),
+            h(
+              "td",
+              {},
+              h("a", { href: `#/realms/${seg(realm)}/client/${seg(c.client_id)}` }, c.client_name || "(unnamed)"),
+            ),
             h("td", {}, h("code", {}, c.client_id)),
             h("td", {}, c.is_ai_agent ? "agent" : "client"),
             h("td", {}, c.attributes?.owner || "—"),
@@ -378,23 +425,50 @@ function clientActions(realm, client, reload) {
   const buttons = [];
   if (client.state === "disabled") {
     buttons.push(
-      h("button", { type: "button", class: "secondary", onclick: async () => {
-        if (await attempt(() => api("POST", `${path}/enable`), `${name} enabled; its earlier tokens stay dead.`)) reload();
-      } }, "Enable"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "secondary",
+          onclick: async () => {
+            if (await attempt(() => api("POST", `${path}/enable`), `${name} enabled; its earlier tokens stay dead.`))
+              reload();
+          },
+        },
+        "Enable",
+      ),
     );
   } else {
     buttons.push(
-      h("button", { type: "button", class: "danger", onclick: async () => {
-        if (!(await confirmAction(`Disable ${name}? Every token it holds stops working at once.`, "Disable"))) return;
-        if (await attempt(() => api("POST", `${path}/disable`), `${name} disabled; its tokens are inactive.`)) reload();
-      } }, "Disable"),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          onclick: async () => {
+            if (!(await confirmAction(`Disable ${name}? Every token it holds stops working at once.`, "Disable")))
+              return;
+            if (await attempt(() => api("POST", `${path}/disable`), `${name} disabled; its tokens are inactive.`))
+              reload();
+          },
+        },
+        "Disable",
+      ),
     );
   }
   buttons.push(
-    h("button", { type: "button", class: "danger", onclick: async () => {
-      if (!(await confirmAction(`Delete ${name}, its tokens and the consents given to it?`, "Delete"))) return;
-      if ((await attempt(() => api("DELETE", path), `${name} deleted.`)) !== undefined) reload();
-    } }, "Delete"),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "danger",
+        onclick: async () => {
+          if (!(await confirmAction(`Delete ${name}, its tokens and the consents given to it?`, "Delete"))) return;
+          if ((await attempt(() => api("DELETE", path), `${name} deleted.`)) !== undefined) reload();
+        },
+      },
+      "Delete",
+    ),
   );
   return h("div", { class: "actions" }, buttons);
 }
@@ -417,7 +491,15 @@ async function clientPage(realm, clientId) {
     show(
       client.client_name || client.client_id,
       h("p", {}, h("a", { href: `#/realms/${seg(realm)}/clients` }, "← All clients")),
-      h("div", { class: "card" }, h("dl", { class: "facts" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+      h(
+        "div",
+        { class: "card" },
+        h(
+          "dl",
+          { class: "facts" },
+          facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+        ),
+      ),
       clientActions(realm, client, load),
       h("h2", {}, "Registration"),
       h("pre", { class: "card mono" }, JSON.stringify(client, null, 2)),
@@ -429,7 +511,10 @@ async function clientPage(realm, clientId) {
 // ---- plugins ----------------------------------------------------------------
 
 async function pluginsPage(realm) {
-  const [{ plugins }, hooks] = await Promise.all([api("GET", `/${seg(realm)}/plugins`), api("GET", `/${seg(realm)}/hooks`)]);
+  const [{ plugins }, hooks] = await Promise.all([
+    api("GET", `/${seg(realm)}/plugins`),
+    api("GET", `/${seg(realm)}/hooks`),
+  ]);
   const byName = new Map();
   for (const p of plugins) {
     if (!byName.has(p.name)) byName.set(p.name, []);
@@ -443,10 +528,21 @@ async function pluginsPage(realm) {
       h(
         "div",
         { class: "actions" },
-        h("button", { type: "button", class: "secondary", onclick: async () => {
-          const done = await attempt(() => api("POST", `/${seg(realm)}/plugins/${seg(name)}/rollback`), (r) => `${name}: version ${r.version} active again.`);
-          if (done) pluginsPage(realm).then(() => say(`${name}: version ${done.version} active again.`));
-        } }, "Roll back"),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "secondary",
+            onclick: async () => {
+              const done = await attempt(
+                () => api("POST", `/${seg(realm)}/plugins/${seg(name)}/rollback`),
+                (r) => `${name}: version ${r.version} active again.`,
+              );
+              if (done) pluginsPage(realm).then(() => say(`${name}: version ${done.version} active again.`));
+            },
+          },
+          "Roll back",
+        ),
       ),
       table(
         `Versions of ${name}`,
@@ -462,20 +558,44 @@ async function pluginsPage(realm) {
             h("td", {}, when(v.created_at)),
             h(
               "td",
-              { class: "actions" },
-              v.active
-                ? null
-                : h("button", { type: "button", onclick: async () => {
-                    const done = await attempt(() => api("POST", `/${seg(realm)}/plugins/${seg(name)}/activate`, { version: v.version }));
-                    if (done) pluginsPage(realm).then(() => say(`${name}: version ${v.version} active.`));
-                  } }, `Activate v${v.version}`),
-              v.active
-                ? null
-                : h("button", { type: "button", class: "danger", onclick: async () => {
-                    if (!(await confirmAction(`Delete version ${v.version} of ${name}?`, "Delete version"))) return;
-                    const done = await attempt(() => api("DELETE", `/${seg(realm)}/plugins/${seg(name)}/versions/${v.version}`));
-                    if (done) pluginsPage(realm).then(() => say(`${name}: version ${v.version} deleted.`));
-                  } }, "Delete"),
+              {},
+              h(
+                "div",
+                { class: "actions" },
+                v.active
+                  ? null
+                  : h(
+                      "button",
+                      {
+                        type: "button",
+                        onclick: async () => {
+                          const done = await attempt(() =>
+                            api("POST", `/${seg(realm)}/plugins/${seg(name)}/activate`, { version: v.version }),
+                          );
+                          if (done) pluginsPage(realm).then(() => say(`${name}: version ${v.version} active.`));
+                        },
+                      },
+                      `Activate v${v.version}`,
+                    ),
+                v.active
+                  ? null
+                  : h(
+                      "button",
+                      {
+                        type: "button",
+                        class: "danger",
+                        onclick: async () => {
+                          if (!(await confirmAction(`Delete version ${v.version} of ${name}?`, "Delete version")))
+                            return;
+                          const done = await attempt(() =>
+                            api("DELETE", `/${seg(realm)}/plugins/${seg(name)}/versions/${v.version}`),
+                          );
+                          if (done) pluginsPage(realm).then(() => say(`${name}: version ${v.version} deleted.`));
+                        },
+                      },
+                      "Delete",
+                    ),
+              ),
             ),
           ),
         ),
@@ -489,22 +609,41 @@ async function pluginsPage(realm) {
     "Plugins",
     uploadForm(realm, [...byName.keys()]),
     h("h2", {}, "The realm's hooks"),
-    h("div", { class: "table-wrap" }, h("table", {}, h("caption", { class: "muted" }, "Which plugin each hook runs"), h("tbody", {}, selected))),
+    h(
+      "div",
+      { class: "table-wrap" },
+      h("table", {}, h("caption", { class: "muted" }, "Which plugin each hook runs"), h("tbody", {}, selected)),
+    ),
     ...sections,
   );
 }
 
 function uploadForm(realm, names) {
   const file = h("input", { type: "file", id: "plugin-file", accept: ".wasm,application/wasm", required: true });
-  const name = h("input", { type: "text", id: "plugin-name", required: true, list: "plugin-names", pattern: "[a-z0-9][a-z0-9-]{0,63}" });
-  const hook = h("select", { id: "plugin-hook" }, h("option", { value: "" }, "the one it exports"), HOOKS.map((k) => h("option", { value: k }, k)));
+  const name = h("input", {
+    type: "text",
+    id: "plugin-name",
+    required: true,
+    list: "plugin-names",
+    pattern: "[a-z0-9][a-z0-9-]{0,63}",
+  });
+  const hook = h(
+    "select",
+    { id: "plugin-hook" },
+    h("option", { value: "" }, "the one it exports"),
+    HOOKS.map((k) => h("option", { value: k }, k)),
+  );
   const activate = h("input", { type: "checkbox", id: "plugin-activate", checked: true });
   const drop = h("div", { class: "drop", id: "plugin-drop" }, "Drop a WebAssembly component here, or choose a file.");
   const result = h("div", { role: "status" });
   const pick = (f) => {
     if (!f) return;
     drop.textContent = `${f.name} (${Math.round(f.size / 1024)} KiB)`;
-    if (!name.value) name.value = f.name.replace(/\.wasm$/, "").replace(/_/g, "-").toLowerCase();
+    if (!name.value)
+      name.value = f.name
+        .replace(/\.wasm$/, "")
+        .replace(/_/g, "-")
+        .toLowerCase();
   };
   let dropped = null;
   file.addEventListener("change", () => {
@@ -533,9 +672,16 @@ function uploadForm(realm, names) {
         const query = new URLSearchParams({ activate: String(activate.checked) });
         if (hook.value) query.set("hook", hook.value);
         try {
-          const pushed = await api("POST", `/${seg(realm)}/plugins/${seg(name.value)}?${query}`, await component.arrayBuffer(), "application/wasm");
+          const pushed = await api(
+            "POST",
+            `/${seg(realm)}/plugins/${seg(name.value)}?${query}`,
+            await component.arrayBuffer(),
+            "application/wasm",
+          );
           await pluginsPage(realm);
-          say(`Accepted: ${pushed.name} version ${pushed.version}${activate.checked ? ", active" : ""} (sha256 ${pushed.sha256}).`);
+          say(
+            `Accepted: ${pushed.name} version ${pushed.version}${activate.checked ? ", active" : ""} (sha256 ${pushed.sha256}).`,
+          );
         } catch (e) {
           result.replaceChildren(h("p", { class: "message error", role: "alert" }, `Refused: ${e.message}`));
         }
@@ -545,12 +691,18 @@ function uploadForm(realm, names) {
     drop,
     h("label", { for: "plugin-file" }, "Component (.wasm)"),
     file,
-    h("div", { class: "inline" },
+    h(
+      "div",
+      { class: "inline" },
       h("div", {}, h("label", { for: "plugin-name" }, "Plugin name"), name),
       h("div", {}, h("label", { for: "plugin-hook" }, "Hook"), hook),
       h("div", {}, h("label", { for: "plugin-activate" }, "Activate it"), activate),
     ),
-    h("datalist", { id: "plugin-names" }, names.map((n) => h("option", { value: n }))),
+    h(
+      "datalist",
+      { id: "plugin-names" },
+      names.map((n) => h("option", { value: n })),
+    ),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Upload")),
     result,
   );
@@ -560,13 +712,28 @@ function uploadForm(realm, names) {
 
 async function keysPage(realm) {
   const { keys } = await api("GET", `/${seg(realm)}/keys`);
-  const alg = h("select", { id: "rotate-alg" }, h("option", { value: "" }, "the realm's algorithm"), ["ES256", "RS256", "EdDSA"].map((a) => h("option", { value: a }, a)));
+  const alg = h(
+    "select",
+    { id: "rotate-alg" },
+    h("option", { value: "" }, "the realm's algorithm"),
+    ["ES256", "RS256", "EdDSA"].map((a) => h("option", { value: a }, a)),
+  );
   show(
     "Signing keys",
     table(
-      `${keys.length} keys`,
+      count(keys.length, "key"),
       ["Algorithm", "Status", "Created", "Signs from", "Retires"],
-      keys.map((k) => h("tr", {}, h("td", {}, k.alg), h("td", {}, badge(k.status)), h("td", {}, when(k.created_at)), h("td", {}, when(k.signs_from)), h("td", {}, when(k.retires_at)))),
+      keys.map((k) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, k.alg),
+          h("td", {}, badge(k.status)),
+          h("td", {}, when(k.created_at)),
+          h("td", {}, when(k.signs_from)),
+          h("td", {}, when(k.retires_at)),
+        ),
+      ),
     ),
     h(
       "form",
@@ -575,8 +742,11 @@ async function keysPage(realm) {
         onsubmit: async (event) => {
           event.preventDefault();
           if (!(await confirmAction("Rotate the realm's signing key now?", "Rotate"))) return;
-          const rotated = await attempt(() => api("POST", `/${seg(realm)}/keys/rotate`, alg.value ? { alg: alg.value } : {}));
-          if (rotated) keysPage(realm).then(() => say(`A new ${rotated.alg} key signs from ${when(rotated.signs_from)}.`));
+          const rotated = await attempt(() =>
+            api("POST", `/${seg(realm)}/keys/rotate`, alg.value ? { alg: alg.value } : {}),
+          );
+          if (rotated)
+            keysPage(realm).then(() => say(`A new ${rotated.alg} key signs from ${when(rotated.signs_from)}.`));
         },
       },
       h("div", {}, h("label", { for: "rotate-alg" }, "New key's algorithm"), alg),
@@ -595,7 +765,11 @@ async function auditPage(realm) {
   const [client, clientField] = field("audit-client", "Client id");
   const [plugin, pluginField] = field("audit-plugin", "Plugin");
   const [version, versionField] = field("audit-version", "Version", { inputmode: "numeric", pattern: "[0-9]*" });
-  const outcome = h("select", { id: "audit-outcome" }, ["", "allowed", "refused"].map((o) => h("option", { value: o }, o || "any")));
+  const outcome = h(
+    "select",
+    { id: "audit-outcome" },
+    ["", "allowed", "refused"].map((o) => h("option", { value: o }, o || "any")),
+  );
   const since = h("input", { type: "datetime-local", id: "audit-since" });
   const decisions = h("div", {});
   const load = async () => {
@@ -608,7 +782,7 @@ async function auditPage(realm) {
     const found = await api("GET", `/${seg(realm)}/decisions?${query}`);
     decisions.replaceChildren(
       table(
-        `${found.decisions.length} decisions, oldest first`,
+        `${count(found.decisions.length, "decision")}, oldest first`,
         ["At", "Event", "Client", "Grant", "Outcome", "Plugins (version)", "Error"],
         found.decisions.map((d) =>
           h(
@@ -650,9 +824,20 @@ async function auditPage(realm) {
     decisions,
     h("h2", {}, "Administrative changes"),
     table(
-      `${entries.length} changes`,
+      count(entries.length, "change"),
       ["At", "Actor", "Action", "Plugin", "Version", "Detail"],
-      entries.map((e) => h("tr", {}, h("td", {}, when(e.at)), h("td", {}, e.actor), h("td", {}, e.action), h("td", {}, e.plugin || "—"), h("td", {}, e.version ?? "—"), h("td", {}, h("code", {}, e.detail || "")))),
+      entries.map((e) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, when(e.at)),
+          h("td", {}, e.actor),
+          h("td", {}, e.action),
+          h("td", {}, e.plugin || "—"),
+          h("td", {}, e.version ?? "—"),
+          h("td", {}, h("code", {}, e.detail || "")),
+        ),
+      ),
     ),
   );
   await load();
@@ -662,7 +847,11 @@ async function auditPage(realm) {
 
 async function settingsPage(realm) {
   const { settings } = await api("GET", `/${seg(realm)}`);
-  const editor = h("textarea", { id: "settings", spellcheck: "false", "aria-describedby": "settings-help" }, JSON.stringify(settings, null, 2));
+  const editor = h(
+    "textarea",
+    { id: "settings", spellcheck: "false", "aria-describedby": "settings-help" },
+    JSON.stringify(settings, null, 2),
+  );
   const result = h("div", { role: "status" });
   show(
     `Settings of ${realm}`,
@@ -684,7 +873,8 @@ async function settingsPage(realm) {
           for (const [key, value] of Object.entries(edited)) {
             if (JSON.stringify(value) !== JSON.stringify(settings[key])) changes[key] = value;
           }
-          if (!Object.keys(changes).length) return result.replaceChildren(h("p", { class: "message ok" }, "Nothing changed."));
+          if (!Object.keys(changes).length)
+            return result.replaceChildren(h("p", { class: "message ok" }, "Nothing changed."));
           try {
             await api("PATCH", `/${seg(realm)}`, changes);
             await settingsPage(realm);
@@ -695,7 +885,11 @@ async function settingsPage(realm) {
         },
       },
       h("label", { for: "settings" }, "Realm settings (JSON)"),
-      h("p", { id: "settings-help", class: "muted" }, "The server checks every value; a refused change says why and changes nothing."),
+      h(
+        "p",
+        { id: "settings-help", class: "muted" },
+        "The server checks every value; a refused change says why and changes nothing.",
+      ),
       editor,
       h("div", { class: "actions" }, h("button", { type: "submit" }, "Save settings")),
       result,
