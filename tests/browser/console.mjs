@@ -118,9 +118,18 @@ async function asRealmAdmin(browser) {
   await page.getByLabel('Activate it').uncheck();
   await page.getByRole('button', { name: 'Upload' }).click();
   await status(page, `Accepted: ${plan.plugin} version 2`);
+  // Tried on a case before it is activated.
+  const section = page.locator('section').filter({ has: page.getByRole('heading', { name: plan.plugin }) });
+  await section.getByText(`Test a version of ${plan.plugin} on a case`).click();
+  check((await section.getByLabel('Version').inputValue()) === '2', 'the test panel does not offer the new version');
+  await section.getByRole('button', { name: 'Run test' }).click();
+  const tried = await section
+    .getByRole('status', { name: `Test result of ${plan.plugin}` })
+    .filter({ hasText: 'Allowed' });
+  await tried.waitFor();
+  check((await tried.textContent()).includes('"may_act"'), 'the test result does not show the decision');
   await page.getByRole('button', { name: 'Activate v2' }).click();
   await status(page, `${plan.plugin}: version 2 active.`);
-  await shot(page, 'plugins');
 
   // A token request is served by version 2, and the audit shows it.
   const served = await clientCredentials();
@@ -139,7 +148,10 @@ async function asRealmAdmin(browser) {
 
   // Rolling back makes version 1 active again.
   await page.getByRole('link', { name: 'Plugins' }).click();
-  const section = page.locator('section').filter({ has: page.getByRole('heading', { name: plan.plugin }) });
+  const v2 = section.getByRole('row').filter({ has: page.getByRole('cell', { name: '2', exact: true }) });
+  await v2.getByText('1 call').waitFor();
+  check((await v2.textContent()).includes('realm-admin:ops'), 'the uploader is not shown');
+  await shot(page, 'plugins');
   await section.getByRole('button', { name: 'Roll back' }).click();
   await status(page, `${plan.plugin}: version 1 active again.`);
 

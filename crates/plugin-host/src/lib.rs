@@ -64,6 +64,7 @@
 //!   grants nothing, and the bounded log).
 
 mod bindings;
+pub mod case;
 mod compile;
 mod engine;
 mod hooks;
@@ -75,6 +76,7 @@ mod state;
 use std::fmt;
 
 pub use agentauth_core::{Client, HookKind};
+pub use case::{CaseOutcome, run_case};
 pub use compile::{
     COMPILE_CPU_SECONDS, COMPILE_MEMORY_BYTES, CompileLimits, Compiler, INVALID_COMPONENT_EXIT,
     MAX_CONCURRENT_COMPILES, run_compile_child,

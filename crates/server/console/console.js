@@ -510,21 +510,112 @@ async function clientPage(realm, clientId) {
 
 // ---- plugins ----------------------------------------------------------------
 
+/** A sample test case for a plugin of `hook` (see `agentauth plugin test`). */
+const SAMPLE_CASES = {
+  dcr: {
+    operation: "create",
+    client: {
+      client_id: "agent-1",
+      metadata: { client_name: "helper", grant_types: ["client_credentials"], scope: "read" },
+    },
+  },
+  "may-act": { client: { client_id: "agent-1" }, token: { grant_type: "client_credentials", scopes: ["read"] } },
+  token: { client: { client_id: "agent-1" }, token: { grant_type: "client_credentials" } },
+  scope: { scope_request: { grant_type: "client_credentials", requested: ["read", "write"] } },
+  authorize: { user: { username: "ada" }, authorization_request: { scopes: ["read"], consented: false } },
+  assertion: {
+    assertion: {
+      purpose: "login",
+      issuer: "https://idp.example.com",
+      claims: { sub: "248289761001", email: "ada@example.com" },
+    },
+  },
+};
+
+/** What a version's calls on this replica came to. */
+function callStats(stats) {
+  if (!stats) return "—";
+  const mean = stats.calls ? ` · ${((stats.seconds / stats.calls) * 1000).toFixed(2)} ms mean` : "";
+  const failures = Object.entries(stats.failures)
+    .map(([cause, n]) => `${n} ${cause}`)
+    .join(", ");
+  return `${count(stats.calls, "call")}${mean}${failures ? ` · failed: ${failures}` : ""}`;
+}
+
 async function pluginsPage(realm) {
-  const [{ plugins }, hooks] = await Promise.all([
+  const [{ plugins }, hooks, { entries }] = await Promise.all([
     api("GET", `/${seg(realm)}/plugins`),
     api("GET", `/${seg(realm)}/hooks`),
+    api("GET", `/${seg(realm)}/audit`),
   ]);
+  // Who uploaded each version: the audit's push entries.
+  const uploader = new Map(
+    entries.filter((e) => e.action === "push").map((e) => [`${e.plugin}\u0000${e.version}`, e.actor]),
+  );
   const byName = new Map();
   for (const p of plugins) {
     if (!byName.has(p.name)) byName.set(p.name, []);
     byName.get(p.name).push(p);
   }
-  const sections = [...byName].map(([name, versions]) =>
+  const reload = (message) => pluginsPage(realm).then(() => say(message));
+  const path = (name, rest = "") => `/${seg(realm)}/plugins/${seg(name)}${rest}`;
+  const versionRow = (name, v) =>
     h(
+      "tr",
+      {},
+      h("td", {}, String(v.version)),
+      h("td", {}, v.active ? badge("active") : "—"),
+      h("td", {}, h("code", {}, v.sha256)),
+      h("td", {}, `${Math.round(v.size / 1024)} KiB`),
+      h(
+        "td",
+        {},
+        when(v.created_at),
+        h("br"),
+        h("span", { class: "muted" }, uploader.get(`${name}\u0000${v.version}`) || ""),
+      ),
+      h("td", {}, callStats(v.stats)),
+      h(
+        "td",
+        {},
+        h(
+          "div",
+          { class: "actions" },
+          !v.active &&
+            h(
+              "button",
+              {
+                type: "button",
+                onclick: async () => {
+                  const done = await attempt(() => api("POST", path(name, "/activate"), { version: v.version }));
+                  if (done) reload(`${name}: version ${v.version} active.`);
+                },
+              },
+              `Activate v${v.version}`,
+            ),
+          !v.active &&
+            h(
+              "button",
+              {
+                type: "button",
+                class: "danger",
+                onclick: async () => {
+                  if (!(await confirmAction(`Delete version ${v.version} of ${name}?`, "Delete version"))) return;
+                  const done = await attempt(() => api("DELETE", path(name, `/versions/${v.version}`)));
+                  if (done) reload(`${name}: version ${v.version} deleted.`);
+                },
+              },
+              "Delete",
+            ),
+        ),
+      ),
+    );
+  const sections = [...byName].map(([name, versions]) => {
+    const id = `plugin-${name}`;
+    return h(
       "section",
-      { class: "card", "aria-labelledby": `plugin-${name}` },
-      h("h2", { id: `plugin-${name}` }, `${name} `, h("span", { class: "muted" }, `(${versions[0].hook} hook)`)),
+      { class: "card", "aria-labelledby": id },
+      h("h2", { id }, `${name} `, h("span", { class: "muted" }, `(${versions[0].hook} hook)`)),
       h(
         "div",
         { class: "actions" },
@@ -534,74 +625,21 @@ async function pluginsPage(realm) {
             type: "button",
             class: "secondary",
             onclick: async () => {
-              const done = await attempt(
-                () => api("POST", `/${seg(realm)}/plugins/${seg(name)}/rollback`),
-                (r) => `${name}: version ${r.version} active again.`,
-              );
-              if (done) pluginsPage(realm).then(() => say(`${name}: version ${done.version} active again.`));
+              const done = await attempt(() => api("POST", path(name, "/rollback")));
+              if (done) reload(`${name}: version ${done.version} active again.`);
             },
           },
           "Roll back",
         ),
       ),
       table(
-        `Versions of ${name}`,
-        ["Version", "Active", "sha256", "Size", "Uploaded", "Actions"],
-        versions.map((v) =>
-          h(
-            "tr",
-            {},
-            h("td", {}, String(v.version)),
-            h("td", {}, v.active ? badge("active") : "—"),
-            h("td", {}, h("code", {}, v.sha256)),
-            h("td", {}, `${Math.round(v.size / 1024)} KiB`),
-            h("td", {}, when(v.created_at)),
-            h(
-              "td",
-              {},
-              h(
-                "div",
-                { class: "actions" },
-                v.active
-                  ? null
-                  : h(
-                      "button",
-                      {
-                        type: "button",
-                        onclick: async () => {
-                          const done = await attempt(() =>
-                            api("POST", `/${seg(realm)}/plugins/${seg(name)}/activate`, { version: v.version }),
-                          );
-                          if (done) pluginsPage(realm).then(() => say(`${name}: version ${v.version} active.`));
-                        },
-                      },
-                      `Activate v${v.version}`,
-                    ),
-                v.active
-                  ? null
-                  : h(
-                      "button",
-                      {
-                        type: "button",
-                        class: "danger",
-                        onclick: async () => {
-                          if (!(await confirmAction(`Delete version ${v.version} of ${name}?`, "Delete version")))
-                            return;
-                          const done = await attempt(() =>
-                            api("DELETE", `/${seg(realm)}/plugins/${seg(name)}/versions/${v.version}`),
-                          );
-                          if (done) pluginsPage(realm).then(() => say(`${name}: version ${v.version} deleted.`));
-                        },
-                      },
-                      "Delete",
-                    ),
-              ),
-            ),
-          ),
-        ),
+        `Versions of ${name}; calls as this server counted them since the version was loaded`,
+        ["Version", "Active", "sha256", "Size", "Uploaded", "Calls", "Actions"],
+        versions.map((v) => versionRow(name, v)),
       ),
-    ),
-  );
+      testPanel(name, versions, path),
+    );
+  });
   const selected = Object.entries(hooks).map(([hook, plugin]) =>
     h("tr", {}, h("th", { scope: "row" }, hook), h("td", {}, plugin ? String(plugin) : "—")),
   );
@@ -615,6 +653,56 @@ async function pluginsPage(realm) {
       h("table", {}, h("caption", { class: "muted" }, "Which plugin each hook runs"), h("tbody", {}, selected)),
     ),
     ...sections,
+  );
+}
+
+/** Runs a version of plugin `name` on a test case, before activating it. */
+function testPanel(name, versions, path) {
+  const key = name.replace(/[^a-z0-9-]/gi, "");
+  const version = h(
+    "select",
+    { id: `test-version-${key}` },
+    versions.map((v) => h("option", { value: v.version }, `v${v.version}${v.active ? " (active)" : ""}`)),
+  );
+  version.value = String(Math.max(...versions.map((v) => v.version)));
+  const sample = SAMPLE_CASES[versions[0].hook] || {};
+  const caseText = h(
+    "textarea",
+    { id: `test-case-${key}`, class: "short", spellcheck: "false", rows: 6 },
+    JSON.stringify(sample, null, 2),
+  );
+  const result = h("pre", { class: "mono", role: "status", "aria-label": `Test result of ${name}` });
+  return h(
+    "details",
+    {},
+    h("summary", {}, `Test a version of ${name} on a case`),
+    h(
+      "form",
+      {
+        onsubmit: async (event) => {
+          event.preventDefault();
+          let testCase;
+          try {
+            testCase = JSON.parse(caseText.value || "{}");
+          } catch (e) {
+            result.textContent = `The case is not JSON: ${e.message}`;
+            return;
+          }
+          try {
+            const answer = await api("POST", path(name, `/versions/${version.value}/test`), testCase);
+            const verdict = answer.allowed ? "Allowed" : answer.denied !== undefined ? "Denied" : "Failed";
+            result.textContent = `${verdict}\n${JSON.stringify(answer, null, 2)}`;
+          } catch (e) {
+            result.textContent = `Not run: ${e.message}`;
+          }
+        },
+      },
+      h("div", { class: "inline" }, h("div", {}, h("label", { for: version.id }, "Version"), version)),
+      h("label", { for: caseText.id }, "Test case (JSON; see agentauth plugin test)"),
+      caseText,
+      h("div", { class: "actions" }, h("button", { type: "submit" }, "Run test")),
+      result,
+    ),
   );
 }
 

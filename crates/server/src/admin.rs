@@ -203,6 +203,9 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
         AdminOp::DeleteVersion { name, version } => {
             deleted(&name, service.delete_plugin(realm, &name, Some(version), &actor)?)
         }
+        AdminOp::TestPlugin { name, version } => {
+            Ok(Reply::json(200, &service.test_plugin(realm, &name, version, &optional_json_body(body)?)?))
+        }
         AdminOp::DeletePlugin { name } => deleted(&name, service.delete_plugin(realm, &name, None, &actor)?),
         AdminOp::Hooks => Ok(Reply::json(200, &Value::Object(realm_hooks(&service.realm_settings(realm)?)))),
         AdminOp::SetHooks => {

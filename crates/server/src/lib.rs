@@ -377,13 +377,16 @@ impl App {
             Route::Register { realm, .. }
             | Route::Manage { realm }
             | Route::Token { realm }
-            | Route::Authorize { realm } => match self.plugin_slot(realm).await {
-                Ok(slot) => slot,
-                Err((reply, realm)) => {
-                    served.realm = realm;
-                    return (reply.into_response(), served);
+            | Route::Authorize { realm }
+            | Route::Admin { realm, op: route::AdminOp::TestPlugin { .. }, .. } => {
+                match self.plugin_slot(realm).await {
+                    Ok(slot) => slot,
+                    Err((reply, realm)) => {
+                        served.realm = realm;
+                        return (reply.into_response(), served);
+                    }
                 }
-            },
+            }
             _ => None,
         };
         // Handlers do blocking work (SQLite, RSA signing, plugin calls):

@@ -141,6 +141,12 @@ pub enum AdminOp {
         name: String,
         version: i64,
     },
+    /// `POST plugins/{name}/versions/{version}/test`: runs the version on
+    /// the test case in the body.
+    TestPlugin {
+        name: String,
+        version: i64,
+    },
     Hooks,
     SetHooks,
     Audit,
@@ -373,6 +379,11 @@ fn admin_route(method: &Method, rest: &str) -> Route {
             Err(_) => return Route::NotFound,
         },
         (["plugins", _, "versions", _], _) => (None, "DELETE"),
+        (["plugins", n, "versions", v, "test"], "POST") => match v.parse() {
+            Ok(version) => (Some(AdminOp::TestPlugin { name: name(n), version }), ""),
+            Err(_) => return Route::NotFound,
+        },
+        (["plugins", _, "versions", _, "test"], _) => (None, "POST"),
         (["hooks"], "GET") => (Some(AdminOp::Hooks), ""),
         (["hooks"], "PUT") => (Some(AdminOp::SetHooks), ""),
         (["hooks"], _) => (None, "GET, PUT"),
@@ -563,6 +574,10 @@ mod tests {
             admin(AdminOp::DeleteVersion { name: name(), version: 3 })
         );
         assert_eq!(route(&Method::PUT, "/admin/v1/realms/alpha/hooks", ""), admin(AdminOp::SetHooks));
+        assert_eq!(
+            route(&Method::POST, "/admin/v1/realms/alpha/plugins/p/versions/2/test", ""),
+            admin(AdminOp::TestPlugin { name: name(), version: 2 })
+        );
         // A client id that is a URL, and an owner with a ':', encoded.
         assert_eq!(
             route(&Method::POST, "/admin/v1/realms/alpha/clients/https%3A%2F%2Fapp.example%2Fc.json/disable", ""),

@@ -231,6 +231,10 @@ pub struct PluginListing {
     pub size: i64,
     pub created_at: i64,
     pub active: bool,
+    /// For a version the realm runs: its calls as this process counted
+    /// them (each replica counts its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::telemetry::PluginStats>,
 }
 
 impl From<PluginVersion> for PluginListing {
@@ -243,6 +247,7 @@ impl From<PluginVersion> for PluginListing {
             size: v.size,
             created_at: v.created_at,
             active: v.active,
+            stats: None,
         }
     }
 }
@@ -454,12 +459,16 @@ impl Service {
     /// The realm's plugin versions; of plugin `only` if given (404 if it
     /// has none).
     pub fn plugin_versions(&self, realm: &str, only: Option<&str>) -> Result<Vec<PluginListing>, AdminError> {
+        let runtime = self.realm(realm)?;
         let listed: Vec<PluginListing> = self
             .store
             .plugin_versions(realm)?
             .into_iter()
             .filter(|v| only.is_none_or(|n| v.name == n))
-            .map(PluginListing::from)
+            .map(|v| {
+                let stats = runtime.as_ref().and_then(|r| r.metrics.plugin_stats(&v.name, v.version));
+                PluginListing { stats, ..PluginListing::from(v) }
+            })
             .collect();
         if let Some(name) = only.filter(|_| listed.is_empty()) {
             return Err(AdminError::NotFound(format!("no plugin {name} in realm {realm}")));
@@ -537,6 +546,33 @@ impl Service {
         self.republish_with(realm, None)?;
         tracing::info!(realm, plugin = name, version, action = %entry.action, "plugin activated");
         Ok(())
+    }
+
+    /// Runs version `version` of plugin `name` on a test case (see
+    /// `agentauth_plugin_host::case`) under the realm's limits, as `agentauth
+    /// plugin test` does on a file: before activating it, say. The
+    /// version may be inactive; a precompiled artifact is reused. The
+    /// caller holds one of the realm's plugin call slots. Nothing is
+    /// stored or audited: the run decides nothing.
+    pub fn test_plugin(&self, realm: &str, name: &str, version: i64, case: &Value) -> Result<Value, AdminError> {
+        let runtime = self.realm(realm)?.ok_or_else(|| AdminError::NotFound(format!("no realm {realm}")))?;
+        let no_version = || AdminError::NotFound(format!("no version {version} of plugin {name}"));
+        let row = self
+            .store
+            .plugin_versions(realm)?
+            .into_iter()
+            .find(|v| v.name == name && v.version == version)
+            .ok_or_else(no_version)?;
+        let component = self.store.plugin_component(realm, name, version)?.ok_or_else(no_version)?;
+        let cache = crate::realm::StoredArtifacts { store: self.store.as_ref(), now: self.now() };
+        let plugin = self.host.load_cached(row.hook, name, version, &component, &cache).map_err(|e| {
+            tracing::error!(realm, plugin = name, version, "loading a stored plugin to test it: {e}");
+            AdminError::Internal
+        })?;
+        let outcome = agentauth_plugin_host::run_case(&self.host, &plugin, &runtime.plugin_limits, realm, case)
+            .map_err(|why| AdminError::Invalid(format!("the test case: {why}")))?;
+        tracing::info!(realm, plugin = name, version, failed = outcome.failed, "plugin version tested");
+        Ok(outcome.answer)
     }
 
     /// Activates the newest version older than the active one; returns it.

@@ -270,6 +270,10 @@ struct Families {
     oauth_errors: Family<Labels<2>, Counter>,
     requests: Histograms<2>,
     plugin_calls: Histograms<3>,
+    /// Each plugin version's calls and their total time in microseconds,
+    /// which a histogram does not tell back: for the admin API, not
+    /// exported (the histogram carries both).
+    plugin_totals: Family<Labels<3>, CallTotals>,
     plugin_failures: Family<Labels<4>, Counter>,
     key_rotations: Family<Labels<2>, Counter>,
     signing_key_created: Family<Labels<1>, Gauge>,
@@ -408,6 +412,7 @@ impl Metrics {
             oauth_errors,
             requests,
             plugin_calls,
+            plugin_totals: Family::default(),
             plugin_failures,
             key_rotations,
             signing_key_created,
@@ -464,11 +469,13 @@ impl Metrics {
     fn plugin(&self, realm: &str, plugin: &str, version: i64) -> PluginMetrics {
         let labels = plugin_labels(realm, plugin, version);
         let calls = self.families.plugin_calls.get_or_create_owned(&labels);
+        let totals = self.families.plugin_totals.get_or_create_owned(&labels);
         PluginMetrics {
             version,
             labels,
             family: self.families.plugin_failures.clone(),
             calls,
+            totals,
             failures: Default::default(),
         }
     }
@@ -482,6 +489,7 @@ impl Metrics {
             }
             let labels = plugin_labels(&before.realm, plugin, version);
             self.families.plugin_calls.remove(&labels);
+            self.families.plugin_totals.remove(&labels);
             for cause in PluginFailure::ALL {
                 self.families.plugin_failures.remove(&with_cause(&labels, cause));
             }
@@ -732,6 +740,32 @@ impl RealmMetrics {
     fn plugin_versions(&self) -> impl Iterator<Item = (&str, i64)> {
         self.plugins.iter().map(|(name, metrics)| (name.as_str(), metrics.version))
     }
+
+    /// What this process has seen of version `version` of plugin `name`,
+    /// if the realm runs it here (counts start when the version was first
+    /// loaded in this process, and each replica has its own).
+    pub fn plugin_stats(&self, name: &str, version: i64) -> Option<PluginStats> {
+        let metrics = self.plugins.get(name).filter(|m| m.version == version)?;
+        let failures = PluginFailure::ALL
+            .into_iter()
+            .filter_map(|cause| {
+                let count = metrics.family.get(&with_cause(&metrics.labels, cause)).map(|c| c.get())?;
+                (count > 0).then(|| (cause.as_str(), count))
+            })
+            .collect();
+        let (calls, micros) = (metrics.totals.calls.get(), metrics.totals.micros.get());
+        Some(PluginStats { calls, seconds: micros as f64 / 1e6, failures })
+    }
+}
+
+/// Calls of one plugin version, as a process counted them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PluginStats {
+    pub calls: u64,
+    /// Their total time, waits included.
+    pub seconds: f64,
+    /// Calls without a usable answer, by cause.
+    pub failures: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// One plugin version's handles in one realm: its call latency from the
@@ -742,13 +776,23 @@ pub struct PluginMetrics {
     labels: Labels<3>,
     family: Family<Labels<4>, Counter>,
     calls: Histogram,
+    totals: CallTotals,
     failures: [OnceLock<Counter>; PluginFailure::ALL.len()],
+}
+
+/// How many calls, and their total time in microseconds.
+#[derive(Clone, Debug, Default)]
+pub struct CallTotals {
+    calls: Counter,
+    micros: Counter,
 }
 
 impl PluginMetrics {
     /// A call took `elapsed`, whatever it answered.
     pub fn called(&self, elapsed: Duration) {
         self.calls.observe(elapsed.as_secs_f64());
+        self.totals.calls.inc();
+        self.totals.micros.inc_by(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// A call gave no usable answer, for `cause`.

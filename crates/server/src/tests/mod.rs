@@ -284,6 +284,68 @@ async fn the_admin_api_needs_the_bearer_token() {
 }
 
 #[tokio::test]
+async fn a_stored_version_runs_on_a_test_case_under_the_realms_limits_before_it_is_activated() {
+    let app = app();
+    let path = "plugins/trial?hook=may-act&activate=false";
+    let (status, body) = admin(&app, "POST", path, agentauth_plugins::SOFTWARE_AGENT_MAY_ACT.to_vec()).await;
+    assert_eq!(status, 201, "{body}");
+    let case = |case: Value| case.to_string().into_bytes();
+    let (status, body) = admin(&app, "POST", "plugins/trial/versions/1/test", case(json!({}))).await;
+    assert_eq!((status, body["allowed"].as_bool()), (200, Some(true)), "{body}");
+    assert!(body["decision"].get("may_act").is_some(), "{body}");
+    // An empty body is the empty case.
+    let (status, body) = admin(&app, "POST", "plugins/trial/versions/1/test", vec![]).await;
+    assert_eq!((status, body["allowed"].as_bool()), (200, Some(true)), "{body}");
+
+    // A refusal and a failure are told apart; the realm's 50 ms deadline
+    // stops the loop.
+    let named = |name: &str| {
+        case(json!({"client": {"metadata": {"client_name": name, "grant_types": ["client_credentials"]}}}))
+    };
+    let (status, body) = admin(&app, "POST", "plugins/misbehaving-dcr/versions/1/test", named("dcr-deny")).await;
+    assert_eq!((status, body["denied"].as_str()), (200, Some("registrations named dcr-deny are refused")), "{body}");
+    let started = std::time::Instant::now();
+    let (status, body) = admin(&app, "POST", "plugins/misbehaving-dcr/versions/1/test", named("dcr-loop")).await;
+    assert_eq!((status, body["allowed"].as_bool()), (200, Some(false)), "{body}");
+    assert!(body["failed"].as_str().unwrap().contains("timed out"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // A case that does not fit, and a version that does not exist.
+    let (status, body) =
+        admin(&app, "POST", "plugins/misbehaving-dcr/versions/1/test", case(json!({"operation": "explode"}))).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().starts_with("the test case: operation must be"), "{body}");
+    let (status, _) = admin(&app, "POST", "plugins/trial/versions/9/test", case(json!({}))).await;
+    assert_eq!(status, 404);
+    let (status, _) = admin(&app, "POST", "plugins/trial/versions/1/test", b"not json".to_vec()).await;
+    assert_eq!(status, 400);
+
+    // Testing activated nothing.
+    let (_, listed) = admin(&app, "GET", "plugins/trial", vec![]).await;
+    assert_eq!(listed["plugins"][0]["active"], false, "{listed}");
+}
+
+#[tokio::test]
+async fn the_plugin_listing_counts_each_active_versions_calls_and_failures() {
+    let app = app();
+    for name in ["fine", "also-fine", "dcr-trap"] {
+        register(&app, name).await;
+    }
+    let (status, listed) = admin(&app, "GET", "plugins/misbehaving-dcr", vec![]).await;
+    assert_eq!(status, 200, "{listed}");
+    let stats = &listed["plugins"][0]["stats"];
+    assert_eq!(stats["calls"], 3, "{listed}");
+    assert!(stats["seconds"].as_f64().unwrap() > 0.0, "{listed}");
+    assert_eq!(stats["failures"], json!({"trap": 1}), "{listed}");
+    // A version the realm does not run has none.
+    let path = "plugins/misbehaving-dcr?activate=false";
+    assert_eq!(admin(&app, "POST", path, agentauth_plugins::SOFTWARE_AGENT_DCR.to_vec()).await.0, 201);
+    let (_, listed) = admin(&app, "GET", "plugins/misbehaving-dcr", vec![]).await;
+    let second = listed["plugins"].as_array().unwrap().iter().find(|v| v["version"] == 2).unwrap().clone();
+    assert!(second.get("stats").is_none(), "{listed}");
+}
+
+#[tokio::test]
 async fn a_bad_upload_is_refused_with_its_reason_and_the_active_version_keeps_serving() {
     let app = app();
     for (bytes, hook, why) in [
