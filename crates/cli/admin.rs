@@ -114,6 +114,19 @@ pub enum PluginCommand {
     },
     /// Run a plugin on a test case, without a server, and print its decision.
     Test(crate::plugin_test::Args),
+    /// Run a version stored on the server (active or not) on a test case,
+    /// under the realm's limits, and print its decision.
+    TestVersion {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: i64,
+        /// The test case (JSON, as for `plugin test`); `{}` when omitted.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -716,6 +729,13 @@ pub fn plugin(command: PluginCommand) -> anyhow::Result<std::process::ExitCode> 
             call(&remote, "DELETE", path).send("application/json", vec![])?
         }
         PluginCommand::Test(args) => return crate::plugin_test::run(&args),
+        PluginCommand::TestVersion { remote, name, version, input } => {
+            let case = match input {
+                Some(path) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                None => b"{}".to_vec(),
+            };
+            call(&remote, "POST", format!("plugins/{name}/versions/{version}/test")).send("application/json", case)?
+        }
     };
     print(&out)?;
     Ok(std::process::ExitCode::SUCCESS)

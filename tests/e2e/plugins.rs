@@ -50,6 +50,17 @@ fn an_operator_pushes_lists_rolls_back_and_audits_a_plugin() {
         .collect();
     assert_eq!(versions, [(1, false), (2, true)]);
 
+    // Version 1, no longer active, still runs on a case there.
+    let case = write(dir.path(), "case.json", br#"{"client": {"client_id": "agent-7"}}"#);
+    let (ok, out, err) = run(with(
+        &["plugin", "test-version"],
+        &["--name", "software-agent-may-act", "--version", "1", "--input", &case],
+    ));
+    assert!(ok, "{err}");
+    let tried = json_of(&out);
+    assert_eq!(tried["allowed"], true, "{tried}");
+    assert_eq!(tried["decision"]["may_act"]["sub"], "(age!agent-7)", "{tried}");
+
     let (ok, _, err) = run(with(&["plugin", "rollback"], &["--name", "software-agent-may-act"]));
     assert!(ok, "{err}");
     let (_, claims) = jwt_parts(&server.read_token(&agent));
