@@ -30,11 +30,26 @@ fn a_disabled_agent_stops_at_once_and_enabling_it_brings_nothing_back() {
     }
 
     let path = format!("/alpha/clients/{}", agent.client_id);
+    // Its exchanged JWT and refresh token are server-side, so counted; the
+    // client credentials JWT is not stored, so not.
+    let (_, shown) = admin(&server, "GET", &path, None);
+    assert_eq!(shown["live_tokens"], 2, "{shown}");
+    let (_, listed) = admin(&server, "GET", "/alpha/clients", None);
+    let counts: Vec<(&str, i64)> = listed["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter_map(|c| Some((c["client_id"].as_str()?, c["live_tokens"].as_i64()?)))
+        .collect();
+    assert!(counts.contains(&(agent.client_id.as_str(), 2)) && counts.contains(&(watcher.client_id.as_str(), 0)));
+
     let (status, shown) = admin(&server, "POST", &format!("{path}/disable"), None);
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["state"], "disabled", "{shown}");
     assert!(shown.get("client_secret").is_none() && shown.get("secret_hash").is_none(), "{shown}");
 
+    let (_, shown) = admin(&server, "GET", &path, None);
+    assert_eq!(shown["live_tokens"], 0, "its server-side tokens are gone: {shown}");
     // Everything it held is dead, as a JWT, a refresh token, a subject.
     for token in [&read, &wider, &refresh] {
         assert!(!active(&server, &watcher, token), "dead after disabling");

@@ -365,7 +365,7 @@ async function clientsPage(realm) {
     holder.replaceChildren(
       table(
         `${shown.length} of ${count(clients.length, "client")}`,
-        ["Name", "Client id", "Kind", "Owner", "Created", "Last used", "State", "Actions"],
+        ["Name", "Client id", "Kind", "Owner", "Created", "Last used", "Live tokens", "State", "Actions"],
         shown.map((c) =>
           h(
             "tr",
@@ -380,6 +380,7 @@ async function clientsPage(realm) {
             h("td", {}, c.attributes?.owner || "—"),
             h("td", {}, when(c.client_id_issued_at)),
             h("td", {}, when(c.last_used_at)),
+            h("td", {}, String(c.live_tokens ?? 0)),
             h("td", {}, badge(c.state)),
             h("td", {}, clientActions(realm, c, load)),
           ),
@@ -485,6 +486,7 @@ async function clientPage(realm, clientId) {
       ["Created", when(client.client_id_issued_at)],
       ["Expires", client.client_secret_expires_at ? when(client.client_secret_expires_at) : "never"],
       ["Last used", when(client.last_used_at)],
+      ["Live tokens", `${client.live_tokens ?? 0} server-side (opaque, refresh, and JWTs of token families)`],
       ["Grant types", (client.grant_types || []).join(", ") || "—"],
       ["Scope", client.scope || "—"],
     ];

@@ -340,11 +340,23 @@ fn run(app: &App, realm: &str, op: AdminOp, parts: &Parts, body: &[u8]) -> Resul
             let filter = client_filter(parts, service.now())?;
             let (clients, next) = service.list_clients(realm, &filter, query(parts, "after").as_deref(), limit)?;
             let now = service.now();
-            let clients: Vec<Value> = clients.iter().map(|c| client_json(c, now)).collect();
+            let live = service.live_tokens(realm, &clients)?;
+            let clients: Vec<Value> = clients
+                .iter()
+                .map(|c| {
+                    let mut shown = client_json(c, now);
+                    shown["live_tokens"] = json!(live.get(&c.client.client_id).copied().unwrap_or(0));
+                    shown
+                })
+                .collect();
             Ok(Reply::json(200, &json!({ "clients": clients, "next": next })))
         }
         AdminOp::ShowClient { client_id } => {
-            Ok(Reply::json(200, &client_json(&service.admin_client(realm, &client_id)?, service.now())))
+            let row = service.admin_client(realm, &client_id)?;
+            let mut shown = client_json(&row, service.now());
+            let live = service.live_tokens(realm, std::slice::from_ref(&row))?;
+            shown["live_tokens"] = json!(live.get(&row.client.client_id).copied().unwrap_or(0));
+            Ok(Reply::json(200, &shown))
         }
         AdminOp::DeleteClient { client_id } => {
             service.delete_client_as_admin(realm, &client_id, &actor)?;

@@ -64,6 +64,18 @@ impl Service {
         Ok((clients, next))
     }
 
+    /// How many live server-side tokens each of `clients` holds (see
+    /// `TokenRepository::live_token_counts`: JWTs outside a token family
+    /// are not stored, so not counted), by client id.
+    pub fn live_tokens(
+        &self,
+        realm: &str,
+        clients: &[ClientRow],
+    ) -> Result<std::collections::HashMap<String, i64>, AdminError> {
+        let ids: Vec<String> = clients.iter().map(|c| c.client.client_id.clone()).collect();
+        Ok(self.store.live_token_counts(realm, &ids, self.now())?.into_iter().collect())
+    }
+
     /// The realm's client `client_id` (404 if none), read past the cache,
     /// so that its `last_used_at` is the latest recorded.
     pub fn admin_client(&self, realm: &str, client_id: &str) -> Result<ClientRow, AdminError> {

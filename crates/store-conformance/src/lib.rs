@@ -74,6 +74,7 @@ macro_rules! store_conformance_tests {
             plugins::an_artifact_is_kept_for_one_engine_at_a_time,
             plugins::a_sweep_drops_artifacts_no_stored_version_uses,
             tokens::a_token_is_found_only_in_its_realm_of_its_kind_before_it_expires,
+            tokens::live_tokens_are_counted_per_client_in_their_realm,
             tokens::rotating_a_refresh_token_twice_reports_reuse,
             tokens::racing_rotations_of_one_refresh_token_rotate_it_once,
             tokens::reusing_a_refresh_token_revokes_its_whole_family,

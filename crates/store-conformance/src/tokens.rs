@@ -47,6 +47,30 @@ pub fn a_token_is_found_only_in_its_realm_of_its_kind_before_it_expires<S: Stora
     assert_eq!(store.count_tokens("beta", TokenKind::Access).unwrap(), 0);
 }
 
+pub fn live_tokens_are_counted_per_client_in_their_realm<S: Storage + ?Sized>(store: &S) {
+    realms(store);
+    store.insert_client("alpha", &client_row("c2"), u64::MAX).unwrap();
+    let of_c2 = |hash: &'static [u8], kind, expires_at| NewToken {
+        hash,
+        client_id: "c2",
+        family: Some("f2"),
+        kind,
+        grant: "{}",
+        expires_at,
+    };
+    store.insert_tokens("alpha", &[token(b"a1", None, TokenKind::Access, "{}"), refresh(b"r1", "f1")]).unwrap();
+    store.insert_tokens("alpha", &[of_c2(b"a2", TokenKind::Jwt, 100), of_c2(b"old", TokenKind::Access, 10)]).unwrap();
+    store.insert_tokens("beta", &[token(b"b1", None, TokenKind::Access, "{}")]).unwrap();
+    let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let counted = store.live_token_counts("alpha", &ids(&["c1", "c2", "c3"]), 50).unwrap();
+    assert_eq!(counted, [("c1".to_string(), 2), ("c2".to_string(), 1)], "expired tokens and other realms not counted");
+    // A used refresh token is no longer live.
+    assert_eq!(store.rotate_token("alpha", b"r1", &[], 50).unwrap(), Rotation::Rotated);
+    assert_eq!(store.live_token_counts("alpha", &ids(&["c1"]), 50).unwrap(), [("c1".to_string(), 1)]);
+    assert_eq!(store.live_token_counts("alpha", &[], 50).unwrap(), []);
+    assert_eq!(store.live_token_counts("alpha", &ids(&["c1"]), 100).unwrap(), [], "all expired");
+}
+
 pub fn rotating_a_refresh_token_twice_reports_reuse<S: Storage + ?Sized>(store: &S) {
     realms(store);
     store.insert_tokens("alpha", &[refresh(b"old", "f1")]).unwrap();

@@ -141,6 +141,23 @@ impl TokenRepository for PgStore {
         })
     }
 
+    fn live_token_counts(&self, realm: &str, client_ids: &[String], now: i64) -> Result<Vec<(String, i64)>> {
+        let (pool, realm, ids) = (self.db.pool.clone(), realm.to_owned(), client_ids.to_vec());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            let rows = query(
+                &c,
+                "SELECT client_id, COUNT(*) FROM tokens
+                 WHERE realm = $1 AND client_id = ANY($2) AND expires_at > $3
+                   AND (kind <> 'refresh' OR used_at IS NULL)
+                 GROUP BY client_id ORDER BY client_id",
+                &[&realm, &ids, &now],
+            )
+            .await?;
+            rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?))).collect()
+        })
+    }
+
     /// Made in a batch (see `batch`), in a savepoint of its own.
     fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
         let write = Write::Rotation {

@@ -101,6 +101,20 @@ impl TokenRepository for Store {
         )
     }
 
+    fn live_token_counts(&self, realm: &str, client_ids: &[String], now: i64) -> Result<Vec<(String, i64)>> {
+        // The ids as one JSON array, so the statement is always the same.
+        let ids = serde_json::to_string(client_ids).unwrap_or_else(|_| "[]".into());
+        query_all(
+            &self.db.conn(),
+            "SELECT client_id, COUNT(*) FROM tokens
+             WHERE realm = ?1 AND client_id IN (SELECT value FROM json_each(?2))
+               AND expires_at > ?3 AND (kind <> 'refresh' OR used_at IS NULL)
+             GROUP BY client_id ORDER BY client_id",
+            params![realm, ids, now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
         self.db.write(|tx| {
             let found: Option<(Option<i64>, Option<String>)> = query_opt(

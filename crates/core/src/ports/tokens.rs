@@ -114,6 +114,12 @@ pub trait TokenRepository: Send + Sync {
     /// How many server-side tokens of `kind` the realm holds.
     fn count_tokens(&self, realm: &str, kind: TokenKind) -> Result<i64>;
 
+    /// How many live server-side tokens (unexpired at `now`; refresh
+    /// tokens not yet used) each of `client_ids` holds in the realm;
+    /// clients holding none are left out. JWTs outside a token family are
+    /// never stored, so never counted.
+    fn live_token_counts(&self, realm: &str, client_ids: &[String], now: i64) -> Result<Vec<(String, i64)>>;
+
     /// Rotates a refresh token in one commit, exactly once: a live, unused
     /// token is marked used and its successors stored; a token used before
     /// revokes its whole family (and the families derived from it) and
