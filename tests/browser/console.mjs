@@ -15,8 +15,11 @@
 // `screenshots` as console-*.png.
 
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const CHROMIUM = process.env.AGENTAUTH_CHROMIUM || '/usr/bin/chromium';
 const STEP_TIMEOUT_MS = 20_000;
@@ -87,7 +90,14 @@ async function asRealmAdmin(browser) {
   await shot(page, 'sign-in');
   await signIn(page, 'certainly-not-an-admin-token');
   await page.getByRole('alert').getByText('not an admin token').waitFor();
-  await signIn(page, plan.realmAdminToken);
+  // With the keyboard alone: the token field has the focus, Enter submits.
+  await page.getByLabel('Admin token').fill('');
+  check(
+    await page.getByLabel('Admin token').evaluate((el) => el === document.activeElement),
+    'the token field does not have the focus',
+  );
+  await page.keyboard.type(plan.realmAdminToken);
+  await page.keyboard.press('Enter');
   await page.getByRole('heading', { name: 'Agents and clients' }).waitFor();
   const kept = await page.evaluate(() => ({
     storage: localStorage.length + sessionStorage.length,
@@ -215,6 +225,61 @@ async function asRealmAdmin(browser) {
   return { tokenFromNewVersion: served.body.access_token, afterDisable: afterDisable.status };
 }
 
+/**
+ * Every page, checked by axe-core against WCAG 2.1 A and AA (contrast,
+ * labels, names, landmarks, ...), at a laptop's width without sideways
+ * scrolling. In a context of its own that lets axe's script in past the
+ * console's CSP (the other runs keep the CSP in force).
+ */
+async function accessibility(browser) {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 700 }, bypassCSP: true });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const page = await context.newPage();
+  const problems = [];
+  const examine = async (what) => {
+    await page.addScriptTag({ path: AXE });
+    const result = await page.evaluate(() =>
+      window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }),
+    );
+    if (result.passes.length < 10) problems.push(`${what}: axe checked only ${result.passes.length} rules`);
+    for (const v of result.violations) {
+      problems.push(
+        `${what}: ${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`,
+      );
+    }
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (wide > 0) problems.push(`${what}: ${wide}px wider than a 1024px window`);
+  };
+  await page.goto(`${plan.base}/console/`);
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await examine('sign-in');
+  await signIn(page, plan.operatorToken);
+  await page.getByRole('heading', { name: 'Realms' }).waitFor();
+  await examine('realms');
+  for (const [section, heading] of [
+    ['clients', 'Agents and clients'],
+    ['plugins', 'Plugins'],
+    ['keys', 'Signing keys'],
+    ['audit', 'Audit'],
+    ['settings', `Settings of ${plan.realm}`],
+  ]) {
+    await page.goto(`${plan.base}/console/#/realms/${plan.realm}/${section}`);
+    await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+    if (section === 'plugins')
+      await page
+        .getByText(/^Test a version of/)
+        .first()
+        .click();
+    if (section === 'audit') await page.getByRole('table').first().waitFor();
+    await examine(section);
+  }
+  await page.goto(`${plan.base}/console/#/realms/${plan.realm}/client/${encodeURIComponent(plan.agent.client_id)}`);
+  await page.getByRole('heading', { name: 'Registration' }).waitFor();
+  await examine('client');
+  await context.close();
+  check(problems.length === 0, `accessibility:\n${problems.join('\n')}`);
+}
+
 async function asOperator(browser) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
@@ -248,6 +313,7 @@ const browser = await chromium.launch({
 try {
   const answer = await asRealmAdmin(browser);
   await asOperator(browser);
+  await accessibility(browser);
   process.stdout.write(JSON.stringify(answer));
 } catch (e) {
   process.stderr.write(`${e instanceof Unexpected ? '' : 'unexpected: '}${e.stack || e}\n`);
