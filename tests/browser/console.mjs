@@ -160,7 +160,11 @@ async function asRealmAdmin(browser) {
   await page.getByRole('link', { name: 'Plugins' }).click();
   const v2 = section.getByRole('row').filter({ has: page.getByRole('cell', { name: '2', exact: true }) });
   await v2.getByText('1 call').waitFor();
-  check((await v2.textContent()).includes('realm-admin:ops'), 'the uploader is not shown');
+  const v2text = await v2.textContent();
+  check(
+    v2text.includes('realm-admin:ops') && v2text.includes('Rust'),
+    `the uploader or language is not shown: ${v2text}`,
+  );
   await shot(page, 'plugins');
   await section.getByRole('button', { name: 'Roll back' }).click();
   await status(page, `${plan.plugin}: version 1 active again.`);

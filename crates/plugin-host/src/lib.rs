@@ -68,6 +68,7 @@ pub mod case;
 mod compile;
 mod engine;
 mod hooks;
+mod language;
 mod limits;
 mod pool;
 mod registry;
@@ -88,6 +89,7 @@ pub use hooks::dcr::{Attribute, DcrInput, Operation, RequestContext};
 pub use hooks::export_name;
 pub use hooks::may_act::{MayActClaim, TokenView};
 pub use hooks::scope::ScopeRequest;
+pub use language::source_language;
 pub use limits::{
     HOST_PLUGIN_BYTES, Limits, MAX_COPIED_BYTES, MAX_PLUGIN_MEMORY, MAX_REALM_CALLS, POOL_INSTANCES, REALM_PLUGIN_BYTES,
 };

@@ -545,15 +545,10 @@ function callStats(stats) {
 }
 
 async function pluginsPage(realm) {
-  const [{ plugins }, hooks, { entries }] = await Promise.all([
+  const [{ plugins }, hooks] = await Promise.all([
     api("GET", `/${seg(realm)}/plugins`),
     api("GET", `/${seg(realm)}/hooks`),
-    api("GET", `/${seg(realm)}/audit`),
   ]);
-  // Who uploaded each version: the audit's push entries.
-  const uploader = new Map(
-    entries.filter((e) => e.action === "push").map((e) => [`${e.plugin}\u0000${e.version}`, e.actor]),
-  );
   const byName = new Map();
   for (const p of plugins) {
     if (!byName.has(p.name)) byName.set(p.name, []);
@@ -569,13 +564,8 @@ async function pluginsPage(realm) {
       h("td", {}, v.active ? badge("active") : "—"),
       h("td", {}, h("code", {}, v.sha256)),
       h("td", {}, `${Math.round(v.size / 1024)} KiB`),
-      h(
-        "td",
-        {},
-        when(v.created_at),
-        h("br"),
-        h("span", { class: "muted" }, uploader.get(`${name}\u0000${v.version}`) || ""),
-      ),
+      h("td", {}, v.language || "—"),
+      h("td", {}, when(v.created_at), h("br"), h("span", { class: "muted" }, v.uploaded_by || "")),
       h("td", {}, callStats(v.stats)),
       h(
         "td",
@@ -636,7 +626,7 @@ async function pluginsPage(realm) {
       ),
       table(
         `Versions of ${name}; calls as this server counted them since the version was loaded`,
-        ["Version", "Active", "sha256", "Size", "Uploaded", "Calls", "Actions"],
+        ["Version", "Active", "sha256", "Size", "Language", "Uploaded", "Calls", "Actions"],
         versions.map((v) => versionRow(name, v)),
       ),
       testPanel(name, versions, path),

@@ -231,6 +231,12 @@ pub struct PluginListing {
     pub size: i64,
     pub created_at: i64,
     pub active: bool,
+    /// Who pushed it, if it was pushed (not provisioned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_by: Option<String>,
+    /// Its language, if its producers sections say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// For a version the realm runs: its calls as this process counted
     /// them (each replica counts its own).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -247,6 +253,8 @@ impl From<PluginVersion> for PluginListing {
             size: v.size,
             created_at: v.created_at,
             active: v.active,
+            uploaded_by: v.uploaded_by,
+            language: v.language,
             stats: None,
         }
     }
@@ -516,7 +524,8 @@ impl Service {
         let sha256 = agentauth_plugin_host::sha256_hex(component);
         let made = cache.made.into_inner().filter(|(key, _)| key.component_sha256 == sha256);
         let artifact = made.as_ref().map(|(key, artifact)| (key.engine.as_str(), artifact.as_slice()));
-        let push = PluginPush { name, hook: kind, sha256: &sha256, component, activate, artifact, quota };
+        let language = agentauth_plugin_host::source_language(component);
+        let push = PluginPush { name, hook: kind, sha256: &sha256, component, activate, language, artifact, quota };
         let entry = AuditEntry { sha256: Some(sha256.clone()), ..audit(now, &actor, "push", Some(name), None) };
         let version = match self.store.push_plugin(realm, &push, &entry)? {
             PushOutcome::Stored { version } => version,

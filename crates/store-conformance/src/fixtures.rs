@@ -51,6 +51,7 @@ pub fn pushed<'a>(name: &'a str, sha256: &'a str, component: &'a [u8]) -> Plugin
         sha256,
         component,
         activate: true,
+        language: Some("Rust"),
         artifact: Some(("engine", b"compiled")),
         quota: PluginQuota::UNLIMITED,
     }

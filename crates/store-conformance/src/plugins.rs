@@ -31,6 +31,8 @@ pub fn plugin_versions_count_up_and_the_newest_is_active<S: Storage + ?Sized>(st
     let listed = store.plugin_versions("alpha").unwrap();
     let listed: Vec<_> = listed.iter().map(|v| (v.name.as_str(), v.version, v.size, v.active)).collect();
     assert_eq!(listed, [("p", 1, 2, false), ("p", 2, 2, true), ("q", 1, 2, true)]);
+    let versions = store.plugin_versions("alpha").unwrap();
+    assert!(versions.iter().all(|v| v.uploaded_by.is_none() && v.language.is_none()), "provisioned, not pushed");
     assert_eq!(store.plugin_usage("alpha").unwrap(), (3, 6));
     assert_eq!(store.plugin_component("alpha", "p", 1).unwrap().as_deref(), Some(&b"v1"[..]));
     assert_eq!(store.plugin_component("alpha", "p", 3).unwrap(), None);
@@ -48,6 +50,9 @@ pub fn pushes_activations_and_deletions_are_audited_in_the_same_commit<S: Storag
         PushOutcome::Stored { version: 2 }
     );
     assert_eq!(active(store, "alpha", "p"), [1], "an inactive push leaves the active version");
+    let pushed = store.plugin_versions("alpha").unwrap();
+    let who: Vec<_> = pushed.iter().map(|v| (v.uploaded_by.as_deref(), v.language.as_deref())).collect();
+    assert_eq!(who, [(Some("admin"), Some("Rust")); 2], "each version keeps who pushed it and its language");
     assert!(store.activate_plugin("alpha", "p", 2, &audit("activate")).unwrap());
     assert_eq!(active(store, "alpha", "p"), [2]);
     assert!(!store.activate_plugin("alpha", "p", 9, &audit("activate")).unwrap());

@@ -257,6 +257,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE clients ADD COLUMN owner TEXT;
     UPDATE clients SET owner = attributes::jsonb ->> 'owner';
     CREATE INDEX clients_by_owner ON clients (realm, owner) WHERE owner IS NOT NULL;",
+    // Who pushed each plugin version, and its language if known (none for
+    // versions before).
+    "ALTER TABLE plugins ADD COLUMN uploaded_by TEXT, ADD COLUMN language TEXT;",
 ];
 
 /// The schema version this build migrates a database to.

@@ -25,8 +25,9 @@ use crate::keys::lock_realm;
 /// The version number the next version of plugin `name` gets.
 const NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = $1 AND name = $2";
 const DEACTIVATE: &str = "UPDATE plugins SET active = FALSE WHERE realm = $1 AND name = $2 AND active";
-const INSERT_VERSION: &str = "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const INSERT_VERSION: &str = "INSERT INTO plugins
+     (realm, name, version, hook, sha256, component, created_at, active, uploaded_by, language)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 impl PluginRepository for PgStore {
     fn add_plugin_version(
@@ -48,7 +49,18 @@ impl PluginRepository for PgStore {
                 execute(
                     &tx,
                     INSERT_VERSION,
-                    &[&realm, &name, &version, &hook.as_str(), &sha256, &component, &now, &true],
+                    &[
+                        &realm,
+                        &name,
+                        &version,
+                        &hook.as_str(),
+                        &sha256,
+                        &component,
+                        &now,
+                        &true,
+                        &None::<String>,
+                        &None::<String>,
+                    ],
                 )
                 .await?;
                 record_change(&tx, &realm, ChangeTopic::Plugins, None).await?;
@@ -87,7 +99,8 @@ impl PluginRepository for PgStore {
             let c = conn(&pool).await?;
             let rows = query(
                 &c,
-                "SELECT name, version, hook, sha256, octet_length(component)::BIGINT, created_at, active
+                "SELECT name, version, hook, sha256, octet_length(component)::BIGINT, created_at, active, uploaded_by,
+                        language
                  FROM plugins WHERE realm = $1 ORDER BY name, version",
                 &[&realm],
             )
@@ -102,6 +115,8 @@ impl PluginRepository for PgStore {
                         size: get(r, 4)?,
                         created_at: get(r, 5)?,
                         active: get(r, 6)?,
+                        uploaded_by: get(r, 7)?,
+                        language: get(r, 8)?,
                     })
                 })
                 .collect()
@@ -133,6 +148,7 @@ impl PluginRepository for PgStore {
             push.activate,
             push.quota,
         );
+        let language = push.language.map(str::to_owned);
         let artifact = push.artifact.map(|(engine, artifact)| (engine.to_owned(), artifact.to_vec()));
         let audit = audit.clone();
         self.db.run(async move {
@@ -157,7 +173,18 @@ impl PluginRepository for PgStore {
                         execute(
                             &tx,
                             INSERT_VERSION,
-                            &[&realm, &name, &version, &hook.as_str(), &sha256, &component, &audit.at, &activate],
+                            &[
+                                &realm,
+                                &name,
+                                &version,
+                                &hook.as_str(),
+                                &sha256,
+                                &component,
+                                &audit.at,
+                                &activate,
+                                &audit.actor,
+                                &language,
+                            ],
                         )
                         .await?;
                         if let Some((engine, artifact)) = &artifact {

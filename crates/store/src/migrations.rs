@@ -356,6 +356,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE clients ADD COLUMN owner TEXT;
     UPDATE clients SET owner = json_extract(attributes, '$.owner');
     CREATE INDEX clients_by_owner ON clients (realm, owner) WHERE owner IS NOT NULL;",
+    // 22: who pushed each plugin version, and its language if known
+    // (none for versions before).
+    "ALTER TABLE plugins ADD COLUMN uploaded_by TEXT;
+    ALTER TABLE plugins ADD COLUMN language TEXT;",
 ];
 
 /// The schema of the store's database.

@@ -21,8 +21,9 @@ use crate::{
 /// The version number the next version of plugin `name` gets.
 const NEXT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE realm = ?1 AND name = ?2";
 const DEACTIVATE: &str = "UPDATE plugins SET active = 0 WHERE realm = ?1 AND name = ?2";
-const INSERT_VERSION: &str = "INSERT INTO plugins (realm, name, version, hook, sha256, component, created_at, active)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const INSERT_VERSION: &str = "INSERT INTO plugins
+     (realm, name, version, hook, sha256, component, created_at, active, uploaded_by, language)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 impl PluginRepository for Store {
     fn add_plugin_version(
@@ -37,7 +38,10 @@ impl PluginRepository for Store {
         self.db.write(|tx| {
             let version: i64 = query_row(tx, NEXT_VERSION, params![realm, name], |r| r.get(0))?;
             execute(tx, DEACTIVATE, params![realm, name])?;
-            execute(tx, INSERT_VERSION, params![realm, name, version, hook.as_str(), sha256, component, now, true])?;
+            let (uploaded_by, language) = (None::<&str>, None::<&str>);
+            let values =
+                params![realm, name, version, hook.as_str(), sha256, component, now, true, uploaded_by, language];
+            execute(tx, INSERT_VERSION, values)?;
             record_change(tx, realm, ChangeTopic::Plugins, None)?;
             Ok(version)
         })
@@ -63,7 +67,7 @@ impl PluginRepository for Store {
     fn plugin_versions(&self, realm: &str) -> Result<Vec<PluginVersion>> {
         query_all(
             &self.db.conn(),
-            "SELECT name, version, hook, sha256, length(component), created_at, active
+            "SELECT name, version, hook, sha256, length(component), created_at, active, uploaded_by, language
              FROM plugins WHERE realm = ?1 ORDER BY name, version",
             [realm],
             |r| {
@@ -75,6 +79,8 @@ impl PluginRepository for Store {
                     size: r.get(4)?,
                     created_at: r.get(5)?,
                     active: r.get(6)?,
+                    uploaded_by: r.get(7)?,
+                    language: r.get(8)?,
                 })
             },
         )
@@ -120,7 +126,9 @@ impl PluginRepository for Store {
                     push.sha256,
                     push.component,
                     audit.at,
-                    push.activate
+                    push.activate,
+                    audit.actor,
+                    push.language
                 ],
             )?;
             if let Some((engine, artifact)) = push.artifact {

@@ -36,6 +36,10 @@ pub struct PluginVersion {
     pub size: i64,
     pub created_at: i64,
     pub active: bool,
+    /// Who pushed it (the actor of its push), if it was pushed.
+    pub uploaded_by: Option<String>,
+    /// The language it was written in, if its producers sections said.
+    pub language: Option<String>,
 }
 
 /// A plugin version to store.
@@ -46,6 +50,10 @@ pub struct PluginPush<'a> {
     pub sha256: &'a str,
     pub component: &'a [u8],
     pub activate: bool,
+    /// The language it was written in, if known (see
+    /// `agentauth_plugin_host::source_language`); who pushed it is the
+    /// audit entry's actor.
+    pub language: Option<&'a str>,
     /// The component compiled, and the engine it was compiled for: stored
     /// in the same commit as the version, so a refused push stores neither.
     pub artifact: Option<(&'a str, &'a [u8])>,

@@ -323,6 +323,9 @@ async fn a_stored_version_runs_on_a_test_case_under_the_realms_limits_before_it_
     // Testing activated nothing.
     let (_, listed) = admin(&app, "GET", "plugins/trial", vec![]).await;
     assert_eq!(listed["plugins"][0]["active"], false, "{listed}");
+    // The listing says who pushed it and in what it was written.
+    assert_eq!(listed["plugins"][0]["uploaded_by"], "admin:tester", "{listed}");
+    assert_eq!(listed["plugins"][0]["language"], "Rust", "{listed}");
 }
 
 #[tokio::test]
