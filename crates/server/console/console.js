@@ -852,35 +852,80 @@ async function auditPage(realm) {
   );
   const since = h("input", { type: "datetime-local", id: "audit-since" });
   const decisions = h("div", {});
-  const load = async () => {
-    const query = new URLSearchParams({ limit: "200" });
+  const PAGE = 200;
+  const decisionRow = (d) =>
+    h(
+      "tr",
+      {},
+      h("td", {}, when(d.at)),
+      h("td", {}, d.event),
+      h("td", {}, h("code", {}, d.client_id || "—")),
+      h("td", {}, d.grant_type || "—"),
+      h("td", {}, badge(d.outcome)),
+      h("td", {}, d.plugins.map((p) => `${p.name} v${p.version} (${p.outcome})`).join(", ") || "—"),
+      h("td", {}, d.error || ""),
+    );
+  // Decisions come oldest first, a page at a time: "more" asks for the
+  // page after the last one shown.
+  let shown = [];
+  const load = async (after) => {
+    const query = new URLSearchParams({ limit: String(PAGE) });
     if (client.value) query.set("client_id", client.value.trim());
     if (plugin.value) query.set("plugin", plugin.value.trim());
     if (version.value) query.set("version", version.value.trim());
     if (outcome.value) query.set("outcome", outcome.value);
     if (since.value) query.set("since", String(Math.floor(new Date(since.value).getTime() / 1000)));
+    if (after) query.set("after", String(after));
     const found = await api("GET", `/${seg(realm)}/decisions?${query}`);
+    shown = after ? shown.concat(found.decisions) : found.decisions;
+    const more =
+      found.decisions.length === PAGE &&
+      h(
+        "button",
+        { type: "button", class: "secondary", onclick: () => attempt(() => load(found.next)) },
+        "More decisions",
+      );
     decisions.replaceChildren(
       table(
-        `${count(found.decisions.length, "decision")}, oldest first`,
+        `${count(shown.length, "decision")}, oldest first`,
         ["At", "Event", "Client", "Grant", "Outcome", "Plugins (version)", "Error"],
-        found.decisions.map((d) =>
+        shown.map(decisionRow),
+      ),
+      more || "",
+    );
+  };
+  const changes = h("div", {});
+  let entries = [];
+  const loadChanges = async (after) => {
+    const page = await api("GET", `/${seg(realm)}/audit${after ? `?after=${after}` : ""}`);
+    entries = after ? entries.concat(page.entries) : page.entries;
+    const last = page.entries.length === 1000 && page.entries[page.entries.length - 1].id;
+    changes.replaceChildren(
+      table(
+        count(entries.length, "change"),
+        ["At", "Actor", "Action", "Plugin", "Version", "Detail"],
+        entries.map((e) =>
           h(
             "tr",
             {},
-            h("td", {}, when(d.at)),
-            h("td", {}, d.event),
-            h("td", {}, h("code", {}, d.client_id || "—")),
-            h("td", {}, d.grant_type || "—"),
-            h("td", {}, badge(d.outcome)),
-            h("td", {}, d.plugins.map((p) => `${p.name} v${p.version} (${p.outcome})`).join(", ") || "—"),
-            h("td", {}, d.error || ""),
+            h("td", {}, when(e.at)),
+            h("td", {}, e.actor),
+            h("td", {}, e.action),
+            h("td", {}, e.plugin || "—"),
+            h("td", {}, e.version ?? "—"),
+            h("td", {}, h("code", {}, e.detail || "")),
           ),
         ),
       ),
+      last
+        ? h(
+            "button",
+            { type: "button", class: "secondary", onclick: () => attempt(() => loadChanges(last)) },
+            "More changes",
+          )
+        : "",
     );
   };
-  const { entries } = await api("GET", `/${seg(realm)}/audit`);
   show(
     "Audit",
     h(
@@ -890,7 +935,7 @@ async function auditPage(realm) {
         role: "search",
         onsubmit: (event) => {
           event.preventDefault();
-          attempt(load);
+          attempt(() => load());
         },
       },
       clientField,
@@ -903,24 +948,9 @@ async function auditPage(realm) {
     h("h2", {}, "Token and registration decisions"),
     decisions,
     h("h2", {}, "Administrative changes"),
-    table(
-      count(entries.length, "change"),
-      ["At", "Actor", "Action", "Plugin", "Version", "Detail"],
-      entries.map((e) =>
-        h(
-          "tr",
-          {},
-          h("td", {}, when(e.at)),
-          h("td", {}, e.actor),
-          h("td", {}, e.action),
-          h("td", {}, e.plugin || "—"),
-          h("td", {}, e.version ?? "—"),
-          h("td", {}, h("code", {}, e.detail || "")),
-        ),
-      ),
-    ),
+    changes,
   );
-  await load();
+  await Promise.all([load(), loadChanges()]);
 }
 
 // ---- settings ---------------------------------------------------------------
