@@ -7,6 +7,8 @@
 
 const API = "/console/api/v1/realms";
 const CSRF_HEADER = "x-agentauth-csrf";
+/** The most clients the list loads. */
+const MAX_LISTED = 5000;
 const HOOKS = ["dcr", "may-act", "token", "scope", "authorize", "assertion"];
 
 let session = null;
@@ -210,7 +212,12 @@ async function route() {
     renderChrome();
     return signInPage();
   }
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch {
+    parts = [];
+  }
   if (parts[0] !== "realms" || (parts.length === 1 && session.principal !== "operator") || !parts[0]) {
     return navigate(session.principal === "operator" ? "#/realms" : `#/realms/${seg(session.realm)}/clients`);
   }
@@ -355,6 +362,7 @@ async function clientsPage(realm) {
   const agents = h("input", { type: "checkbox", id: "agents-only" });
   const holder = h("div", {});
   let clients = [];
+  let more = false;
   const render = () => {
     const needle = search.value.trim().toLowerCase();
     const shown = clients.filter(
@@ -364,7 +372,7 @@ async function clientsPage(realm) {
     );
     holder.replaceChildren(
       table(
-        `${shown.length} of ${count(clients.length, "client")}`,
+        `${shown.length} of ${count(clients.length, "client")}${more ? ` (the first ${MAX_LISTED}; filter by state or kind to see others)` : ""}`,
         ["Name", "Client id", "Kind", "Owner", "Created", "Last used", "Live tokens", "State", "Actions"],
         shown.map((c) =>
           h(
@@ -399,7 +407,8 @@ async function clientsPage(realm) {
       const page = await api("GET", `/${seg(realm)}/clients?${query}`);
       clients.push(...page.clients);
       after = page.next;
-    } while (after && clients.length < 5000);
+    } while (after && clients.length < MAX_LISTED);
+    more = Boolean(after);
     render();
   };
   search.addEventListener("input", render);

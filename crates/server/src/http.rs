@@ -135,7 +135,6 @@ impl Reply {
                 ),
                 (header::X_FRAME_OPTIONS, "DENY".into()),
                 (header::REFERRER_POLICY, "no-referrer".into()),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
             ],
         }
     }
@@ -158,7 +157,6 @@ impl Reply {
                 (header::CACHE_CONTROL, "no-cache".into()),
                 (header::X_FRAME_OPTIONS, "DENY".into()),
                 (header::REFERRER_POLICY, "no-referrer".into()),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".into()),
             ],
         }
     }
@@ -202,6 +200,8 @@ impl Reply {
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        // Every answer is what its type says, never sniffed as another.
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if self.no_store {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

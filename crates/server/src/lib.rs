@@ -179,12 +179,13 @@ impl App {
         self.service.maintain(now);
     }
 
-    /// One of realm `name`'s plugin call slots, if the realm has plugins;
-    /// a realm used for the first time is loaded (blocking work) first. A
+    /// One of realm `name`'s plugin call slots, if the realm has plugins
+    /// (or `always`); a realm used for the first time is loaded (blocking work) first. A
     /// refusal comes with the realm's runtime, whose metrics count it.
     async fn plugin_slot(
         self: &Arc<Self>,
         name: &str,
+        always: bool,
     ) -> Result<Option<agentauth_plugin_host::CallSlot>, (Reply, Option<Arc<RealmRuntime>>)> {
         let runtime = match self.service.loaded_realm(name) {
             Some(runtime) => runtime,
@@ -202,7 +203,7 @@ impl App {
                 }
             }
         };
-        match Service::plugin_slot(&runtime).await {
+        match Service::plugin_slot_for(&runtime, always).await {
             Ok(slot) => Ok(slot),
             Err(e) => {
                 runtime.metrics.oauth_error(e.code);
@@ -377,9 +378,18 @@ impl App {
             Route::Register { realm, .. }
             | Route::Manage { realm }
             | Route::Token { realm }
-            | Route::Authorize { realm }
-            | Route::Admin { realm, op: route::AdminOp::TestPlugin { .. }, .. } => {
-                match self.plugin_slot(realm).await {
+            | Route::Authorize { realm } => match self.plugin_slot(realm, false).await {
+                Ok(slot) => slot,
+                Err((reply, realm)) => {
+                    served.realm = realm;
+                    return (reply.into_response(), served);
+                }
+            },
+            // A test runs a version whether or not the realm runs any: it
+            // always takes a slot, so tests past the realm's slots wait
+            // without a thread.
+            Route::Admin { realm, op: route::AdminOp::TestPlugin { .. }, .. } => {
+                match self.plugin_slot(realm, true).await {
                     Ok(slot) => slot,
                     Err((reply, realm)) => {
                         served.realm = realm;

@@ -96,6 +96,8 @@ async fn the_console_is_served_by_the_server_and_signs_in_into_a_strict_http_onl
         send(&app, "POST", "/console/api/session", &Sent::default(), json!({"token": "not-an-admin-token"})).await;
     assert_eq!((wrong.status, wrong.body["error"].as_str()), (401, Some("invalid_token")));
     assert!(wrong.headers.get("set-cookie").is_none());
+    assert_eq!(wrong.headers["x-content-type-options"], "nosniff", "no answer is sniffed as another type");
+    assert_eq!(page.headers.get_all("x-content-type-options").iter().count(), 1);
 
     let from_page = Sent { origin: Some(ORIGIN), fetch_site: Some("same-origin"), ..Sent::default() };
     let signed_in = send(&app, "POST", "/console/api/session", &from_page, json!({ "token": ADMIN_TOKEN })).await;

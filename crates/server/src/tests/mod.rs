@@ -256,6 +256,12 @@ fn admin_request(method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -
     request.header("agentauth-actor", "tester").body(Full::new(Bytes::from(body))).unwrap()
 }
 
+/// An operator's admin request to `path`, a full path.
+fn admin_request_to(method: &str, path: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+    let request = Request::builder().method(method).uri(path).header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+    request.body(Full::new(Bytes::from(body))).unwrap()
+}
+
 async fn admin(app: &Arc<App>, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
     call(app, admin_request(method, path, Some(ADMIN_TOKEN), body)).await
 }
@@ -326,6 +332,32 @@ async fn a_stored_version_runs_on_a_test_case_under_the_realms_limits_before_it_
     // The listing says who pushed it and in what it was written.
     assert_eq!(listed["plugins"][0]["uploaded_by"], "admin:tester", "{listed}");
     assert_eq!(listed["plugins"][0]["language"], "Rust", "{listed}");
+}
+
+#[tokio::test]
+async fn tests_of_a_version_take_the_realms_call_slots_even_when_it_runs_no_plugin() {
+    let app = app();
+    let settings = json!({"plugin_concurrency": 1, "plugin_timeout_ms": 1000}).to_string().into_bytes();
+    let (status, _) = call(&app, admin_request_to("PUT", "/admin/v1/realms/idle", settings)).await;
+    assert_eq!(status, 201);
+    let path = "/admin/v1/realms/idle/plugins/looper?activate=false";
+    let (status, body) = call(&app, admin_request_to("POST", path, agentauth_plugins::MISBEHAVING_DCR.to_vec())).await;
+    assert_eq!(status, 201, "{body}");
+    let case = json!({"client": {"metadata": {"client_name": "dcr-loop", "grant_types": ["client_credentials"]}}});
+    let test = || {
+        let request = admin_request_to(
+            "POST",
+            "/admin/v1/realms/idle/plugins/looper/versions/1/test",
+            case.to_string().into_bytes(),
+        );
+        call(&app, request)
+    };
+    // One slot, four tests that each hold it for a second: those that
+    // cannot have it within the realm's timeout are turned away.
+    let answers = tokio::join!(test(), test(), test(), test());
+    let statuses = [answers.0.0, answers.1.0, answers.2.0, answers.3.0];
+    assert!(statuses.iter().filter(|s| **s == 503).count() >= 2, "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
 }
 
 #[tokio::test]
