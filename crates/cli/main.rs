@@ -546,6 +546,7 @@ fn serve_with(settings: config::Settings) -> anyhow::Result<ExitCode> {
         }
         println!("agentauth listening on http://{local}");
         tokio::spawn(agentauth_server::maintain_periodically(std::sync::Arc::clone(&app)));
+        tokio::spawn(agentauth_server::deliver_events_periodically(std::sync::Arc::clone(&app)));
         if let Some(dir) = args.watch_plugins {
             tokio::spawn(agentauth_server::watch_plugins(std::sync::Arc::clone(&app), dir));
         }

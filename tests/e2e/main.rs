@@ -14,6 +14,7 @@ mod console;
 mod decisions;
 mod dpop;
 mod durability;
+mod events;
 mod introspection;
 mod key_rotation;
 mod keys_at_rest;

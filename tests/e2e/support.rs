@@ -87,6 +87,12 @@ impl Server {
         Self::launch(Self::builder().admin_token(ADMIN_TOKEN).data_dir(dir))
     }
 
+    /// Starts a server on the data directory `dir` with the admin API on
+    /// and extra arguments.
+    pub fn start_with_admin_in_args(dir: &Path, args: &[&str]) -> Self {
+        Self::launch(Self::builder().admin_token(ADMIN_TOKEN).data_dir(dir).args(args))
+    }
+
     /// Starts a server on the data directory `dir`, with extra arguments.
     pub fn start_with(dir: &Path, args: &[&str]) -> Self {
         Self::launch(Self::builder().data_dir(dir).args(args))

@@ -207,6 +207,40 @@ impl Fetcher {
                 match self.inner.client.exchange(&target, &addrs, deadline, limits, send)? {
                     Answer::Document(fetched) => Ok(fetched.json),
                     Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
+                    Answer::Accepted => Err(FetchError::Status(200)),
+                }
+            });
+        {
+            let mut state = self.lock();
+            lead.leave(&mut state);
+        }
+        lead.flight.complete(Outcome::Abandoned);
+        lead.finished = true;
+        outcome
+    }
+
+    /// POSTs a Security Event Token to `url` (a receiver's push endpoint,
+    /// RFC 8935) on behalf of `owner`: `Ok` for any `2xx`, the status as
+    /// [`FetchError::Status`] otherwise. Under the same rules as a fetch
+    /// (addresses checked, bounds, a slot in flight), never cached,
+    /// joined or redirected.
+    pub fn post_set_for(&self, owner: &str, url: &str, set: &str, limits: &Limits) -> Result<(), FetchError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static POSTS: AtomicU64 = AtomicU64::new(0);
+        let target = target::parse(url)?;
+        let key: Key = (format!("SET#{} {}", POSTS.fetch_add(1, Ordering::Relaxed), target.url), *limits);
+        let mut lead = match self.join_or_lead(&mut self.lock(), &key, owner) {
+            Step::Lead(lead) => lead,
+            Step::Joined(_) | Step::Busy => return Err(FetchError::Busy),
+        };
+        let deadline = self.deadline();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let outcome = target::admit(&target, self.inner.policy.allow_loopback_http, &*self.inner.resolver, remaining)
+            .and_then(|addrs| {
+                match self.inner.client.exchange(&target, &addrs, deadline, limits, Send::PostSet { body: set })? {
+                    Answer::Accepted => Ok(()),
+                    Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
+                    Answer::Document(_) => Err(FetchError::Status(200)),
                 }
             });
         {
@@ -290,6 +324,7 @@ impl Fetcher {
             let addrs = target::admit(&target, policy.allow_loopback_http, &*self.inner.resolver, remaining)?;
             match self.inner.client.exchange(&target, &addrs, deadline, limits, Send::Get)? {
                 Answer::Document(fetched) => return Ok(fetched),
+                Answer::Accepted => return Err(FetchError::Status(200)),
                 Answer::Redirect(location) => {
                     if !limits.follow_redirects {
                         return Err(FetchError::RedirectNotAllowed);

@@ -34,6 +34,18 @@ pub(crate) enum Send<'a> {
         body: &'a str,
         authorization: Option<&'a str>,
     },
+    /// A Security Event Token (`application/secevent+jwt`, RFC 8935 §2):
+    /// any `2xx` is its acknowledgement, and what comes back is not read.
+    PostSet {
+        body: &'a str,
+    },
+}
+
+/// Whether an exchange expects a document back or only an acknowledgement.
+#[derive(Clone, Copy)]
+enum SendKind {
+    Document,
+    Set,
 }
 
 /// What one exchange came to.
@@ -43,6 +55,8 @@ pub(crate) enum Answer {
     Document(Fetched),
     /// A redirect, to this `Location` (not yet resolved against the URL).
     Redirect(String),
+    /// A `2xx` to a [`Send::PostSet`].
+    Accepted,
 }
 
 /// The connectors every agent shares: TCP, then rustls for `https`.
@@ -110,6 +124,7 @@ impl Client {
         };
         let agent = ureq::Agent::with_parts(builder.build(), Shared(Arc::clone(&self.connector)), pinned);
 
+        let send_kind = if matches!(send, Send::PostSet { .. }) { SendKind::Set } else { SendKind::Document };
         let sent = match send {
             Send::Get => agent.get(target.url.as_str()).call(),
             Send::PostForm { body, authorization } => {
@@ -120,12 +135,18 @@ impl Client {
                     None => request.send(body),
                 }
             }
+            Send::PostSet { body } => {
+                agent.post(target.url.as_str()).header("content-type", "application/secevent+jwt").send(body)
+            }
         };
         let mut response = sent.map_err(|e| failure(e, target, limits))?;
         let status = response.status().as_u16();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             let location = response.headers().get("location").and_then(|v| v.to_str().ok());
             return location.map(|l| Answer::Redirect(l.to_owned())).ok_or(FetchError::BadRedirect);
+        }
+        if matches!(send_kind, SendKind::Set) {
+            return if (200..300).contains(&status) { Ok(Answer::Accepted) } else { Err(FetchError::Status(status)) };
         }
         if status != 200 {
             return Err(FetchError::Status(status));

@@ -453,6 +453,22 @@ pub struct Peer(pub std::net::SocketAddr);
 /// How often the server does its housekeeping (see [`App::maintain`]).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
+/// How often due security events are sent (see
+/// `agentauth_service::events`).
+const DELIVER_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the delivery of due security events every second until the
+/// process ends (each realm's on a thread of its own).
+pub async fn deliver_events_periodically(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(DELIVER_EVERY).await;
+        let service = Arc::clone(&app.service);
+        if let Err(e) = tokio::task::spawn_blocking(move || service.deliver_events()).await {
+            tracing::warn!("security event delivery panicked: {e}");
+        }
+    }
+}
+
 /// Runs [`App::maintain`] every minute until the process ends. Failures
 /// are logged and retried next time.
 pub async fn maintain_periodically(app: Arc<App>) {

@@ -408,6 +408,7 @@ impl Service {
         if !self.store.create_realm(realm, &json, &entry)? {
             return Err(AdminError::Conflict(format!("realm {realm} exists")));
         }
+        self.start_event_receivers(realm, &settings.event_receivers)?;
         tracing::info!(realm, "realm created");
         Ok(settings)
     }
@@ -443,6 +444,7 @@ impl Service {
             ));
         }
         self.check_hook_plugins(realm, &settings)?;
+        self.start_event_receivers(realm, &settings.event_receivers)?;
         let json = serde_json::to_string(&settings).map_err(internal)?;
         self.store.set_realm_settings(
             realm,

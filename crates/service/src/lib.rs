@@ -26,6 +26,7 @@ mod clock;
 pub mod console;
 mod decisions;
 pub mod dpop;
+pub mod events;
 mod follow;
 pub mod grant;
 mod housekeeping;
@@ -120,6 +121,8 @@ pub struct Service {
     client_documents: client_metadata::Applied,
     /// The clients used since the last housekeeping round.
     client_uses: lifecycle::Uses,
+    /// Where the delivery of security events stands.
+    deliveries: events::Deliveries,
 }
 
 impl Service {
@@ -183,6 +186,7 @@ impl Service {
             }),
             client_documents: client_metadata::Applied::default(),
             client_uses: lifecycle::Uses::default(),
+            deliveries: events::Deliveries::default(),
         })
     }
 

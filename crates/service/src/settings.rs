@@ -24,6 +24,39 @@ pub const OPERATOR_SETTINGS: [&str; 14] = [
     "logins_per_minute_per_source",
 ];
 
+/// The most event receivers a realm lists.
+pub const MAX_EVENT_RECEIVERS: usize = 4;
+
+/// Event receivers are absolute `https` URLs without credentials or a
+/// fragment (or `http` to a loopback host, which the server reaches only
+/// when started for development), at most [`MAX_EVENT_RECEIVERS`] and
+/// none twice. Where they resolve to is checked at each delivery.
+fn check_event_receivers(receivers: &[String]) -> Result<(), String> {
+    if receivers.len() > MAX_EVENT_RECEIVERS {
+        return Err(format!("event_receivers: at most {MAX_EVENT_RECEIVERS}"));
+    }
+    for (i, receiver) in receivers.iter().enumerate() {
+        let refused = |why: &str| Err(format!("event_receivers: {receiver:?} {why}"));
+        if receiver.len() > 512 {
+            return refused("is longer than 512 characters");
+        }
+        let Ok(url) = url::Url::parse(receiver) else {
+            return refused("is not a URL");
+        };
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+            return refused("must be https (http only to a loopback address)");
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+            return refused("must have no credentials and no fragment");
+        }
+        if receivers[..i].contains(receiver) {
+            return refused("is listed twice");
+        }
+    }
+    Ok(())
+}
+
 /// A realm's configuration, stored as JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -122,6 +155,12 @@ pub struct RealmSettings {
     /// past it is refused. 0, the default: no cap but the realm's.
     #[serde(skip_serializing_if = "is_zero")]
     pub max_clients_per_owner: u32,
+    /// Where the realm's security events go (RFC 8935 push delivery of
+    /// RFC 8417 SETs signed with the realm's key): up to
+    /// [`MAX_EVENT_RECEIVERS`] `https` URLs (`http` on loopback for
+    /// development). See `events`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_receivers: Vec<String>,
     /// `RS256`, `ES256` or `EdDSA`.
     pub signing_alg: String,
     /// Access token lifetime, seconds.
@@ -251,6 +290,7 @@ impl RealmSettings {
         within("disable_unused_agents_after_days", i64::from(self.disable_unused_agents_after_days), 0, 3650)?;
         within("delete_disabled_agents_after_days", i64::from(self.delete_disabled_agents_after_days), 0, 3650)?;
         within("max_clients_per_owner", i64::from(self.max_clients_per_owner), 0, 10_000)?;
+        check_event_receivers(&self.event_receivers)?;
         within("logins_per_minute_per_user", i64::from(self.logins_per_minute_per_user), 1, 1000)?;
         within("logins_per_minute_per_source", i64::from(self.logins_per_minute_per_source), 1, 100_000)?;
         if let Some(title) = &self.page_title
@@ -351,6 +391,7 @@ impl Default for RealmSettings {
             disable_unused_agents_after_days: 0,
             delete_disabled_agents_after_days: 0,
             max_clients_per_owner: 0,
+            event_receivers: Vec::new(),
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.
             signing_alg: "ES256".into(),

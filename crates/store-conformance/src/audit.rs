@@ -36,3 +36,20 @@ pub fn a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log<S: Storage 
     let log: Vec<String> = store.audit("beta", 0, 100).unwrap().into_iter().map(|(_, e)| e.action).collect();
     assert_eq!(log, ["create-realm"], "the earlier realm's push and deletion are not this realm's");
 }
+
+pub fn event_delivery_cursors_only_move_forward_per_receiver_and_go_with_the_realm<S: Storage + ?Sized>(store: &S) {
+    assert!(store.create_realm("alpha", "{}", &audit("create-realm")).unwrap());
+    assert!(store.set_realm_settings("alpha", "{}", &audit("update-realm")).unwrap());
+    let log = store.audit("alpha", 0, 100).unwrap();
+    assert_eq!(store.latest_audit_id("alpha").unwrap(), log[1].0);
+    assert_eq!(store.latest_audit_id("nowhere").unwrap(), 0);
+    let (one, two) = ("https://one.example/events", "https://two.example/events");
+    assert_eq!(store.event_cursor("alpha", one).unwrap(), None, "not started");
+    store.set_event_cursor("alpha", one, log[1].0).unwrap();
+    store.set_event_cursor("alpha", one, log[0].0).unwrap();
+    assert_eq!(store.event_cursor("alpha", one).unwrap(), Some(log[1].0), "never moves back");
+    assert_eq!(store.event_cursor("alpha", two).unwrap(), None, "each receiver its own");
+    assert!(store.delete_realm("alpha", &audit("delete-realm")).unwrap());
+    assert!(store.create_realm("alpha", "{}", &audit("create-realm")).unwrap());
+    assert_eq!(store.event_cursor("alpha", one).unwrap(), None, "a new realm of the name starts afresh");
+}

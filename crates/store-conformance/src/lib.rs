@@ -88,6 +88,7 @@ macro_rules! store_conformance_tests {
             tokens::a_sweep_removes_only_what_has_expired,
             audit::audited_changes_are_listed_in_order_a_page_at_a_time,
             audit::a_new_realm_of_a_deleted_realms_name_starts_its_own_audit_log,
+            audit::event_delivery_cursors_only_move_forward_per_receiver_and_go_with_the_realm,
             secrets::a_server_secret_is_made_once_even_by_racing_callers,
             coordination::every_change_a_replica_acts_on_is_recorded_in_commit_order,
             coordination::writes_nobody_caches_record_no_change,

@@ -11,7 +11,7 @@ use agentauth_core::ports::{AuditEntry, AuditRepository, Result};
 use deadpool_postgres::GenericClient;
 
 use crate::PgStore;
-use crate::db::{conn, execute, get, query};
+use crate::db::{conn, execute, get, query, query_one, query_opt};
 
 impl AuditRepository for PgStore {
     fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>> {
@@ -41,6 +41,49 @@ impl AuditRepository for PgStore {
                     ))
                 })
                 .collect()
+        })
+    }
+
+    fn latest_audit_id(&self, realm: &str) -> Result<i64> {
+        let (pool, realm) = (self.db.pool.clone(), realm.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            let row = query_one(
+                &c,
+                "SELECT COALESCE(MAX(id), 0)::BIGINT FROM audit WHERE realm_id = (SELECT id FROM realms WHERE name = $1)",
+                &[&realm],
+            )
+            .await?;
+            get(&row, 0)
+        })
+    }
+
+    fn event_cursor(&self, realm: &str, receiver: &str) -> Result<Option<i64>> {
+        let (pool, realm, receiver) = (self.db.pool.clone(), realm.to_owned(), receiver.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            let row = query_opt(
+                &c,
+                "SELECT upto FROM event_cursors WHERE realm = $1 AND receiver = $2",
+                &[&realm, &receiver],
+            )
+            .await?;
+            row.map(|r| get(&r, 0)).transpose()
+        })
+    }
+
+    fn set_event_cursor(&self, realm: &str, receiver: &str, upto: i64) -> Result<()> {
+        let (pool, realm, receiver) = (self.db.pool.clone(), realm.to_owned(), receiver.to_owned());
+        self.db.run(async move {
+            let c = conn(&pool).await?;
+            execute(
+                &c,
+                "INSERT INTO event_cursors (realm, receiver, upto) VALUES ($1, $2, $3)
+                 ON CONFLICT (realm, receiver) DO UPDATE SET upto = GREATEST(event_cursors.upto, excluded.upto)",
+                &[&realm, &receiver, &upto],
+            )
+            .await
+            .map(drop)
         })
     }
 }

@@ -260,6 +260,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // Who pushed each plugin version, and its language if known (none for
     // versions before).
     "ALTER TABLE plugins ADD COLUMN uploaded_by TEXT, ADD COLUMN language TEXT;",
+    // How far each realm's audit is delivered to each of its event
+    // receivers.
+    "CREATE TABLE event_cursors (
+        realm    TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        receiver TEXT NOT NULL,
+        upto     BIGINT NOT NULL,
+        PRIMARY KEY (realm, receiver)
+    );",
 ];
 
 /// The schema version this build migrates a database to.

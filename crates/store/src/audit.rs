@@ -9,7 +9,7 @@
 
 use rusqlite::{Connection, params};
 
-use crate::engine::{execute, query_all};
+use crate::engine::{execute, query_all, query_opt, query_row};
 use crate::{AuditEntry, AuditRepository, Result, Store};
 
 impl AuditRepository for Store {
@@ -34,6 +34,36 @@ impl AuditRepository for Store {
                 ))
             },
         )
+    }
+
+    fn latest_audit_id(&self, realm: &str) -> Result<i64> {
+        query_row(
+            &self.db.conn(),
+            "SELECT COALESCE(MAX(id), 0) FROM audit WHERE realm_id = (SELECT id FROM realms WHERE name = ?1)",
+            [realm],
+            |r| r.get(0),
+        )
+    }
+
+    fn event_cursor(&self, realm: &str, receiver: &str) -> Result<Option<i64>> {
+        query_opt(
+            &self.db.conn(),
+            "SELECT upto FROM event_cursors WHERE realm = ?1 AND receiver = ?2",
+            params![realm, receiver],
+            |r| r.get(0),
+        )
+    }
+
+    fn set_event_cursor(&self, realm: &str, receiver: &str, upto: i64) -> Result<()> {
+        self.db.write(|tx| {
+            execute(
+                tx,
+                "INSERT INTO event_cursors (realm, receiver, upto) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (realm, receiver) DO UPDATE SET upto = MAX(upto, excluded.upto)",
+                params![realm, receiver, upto],
+            )
+            .map(drop)
+        })
     }
 }
 

@@ -360,6 +360,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // (none for versions before).
     "ALTER TABLE plugins ADD COLUMN uploaded_by TEXT;
     ALTER TABLE plugins ADD COLUMN language TEXT;",
+    // 23: how far each realm's audit is delivered to each of its event
+    // receivers.
+    "CREATE TABLE event_cursors (
+        realm    TEXT NOT NULL REFERENCES realms (name) ON DELETE CASCADE,
+        receiver TEXT NOT NULL,
+        upto     INTEGER NOT NULL,
+        PRIMARY KEY (realm, receiver)
+    );",
 ];
 
 /// The schema of the store's database.

@@ -25,4 +25,15 @@ pub trait AuditRepository: Send + Sync {
     /// entry `after`, each with its id: the entries of this realm, not of
     /// an earlier, deleted realm of the same name.
     fn audit(&self, realm: &str, after: i64, limit: i64) -> Result<Vec<(i64, AuditEntry)>>;
+
+    /// The id of the realm's newest audit entry (0 if it has none).
+    fn latest_audit_id(&self, realm: &str) -> Result<i64>;
+
+    /// How far the realm's audit has been delivered to event receiver
+    /// `receiver` (every entry up to this id), if delivery there started.
+    fn event_cursor(&self, realm: &str, receiver: &str) -> Result<Option<i64>>;
+
+    /// Records that the realm's audit is delivered to `receiver` up to
+    /// entry `upto`. Kept until the realm is deleted.
+    fn set_event_cursor(&self, realm: &str, receiver: &str, upto: i64) -> Result<()>;
 }
