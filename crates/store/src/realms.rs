@@ -209,6 +209,7 @@ mod tests {
         assert!(store.create_user(realm, &user_row(&subject, "alice"), &audit("create-user")).unwrap());
         store.insert_code(realm, &hash("code"), &authorization_code("c1", &subject)).unwrap();
         store.save_consent(realm, &consent(&subject, "c1", 0)).unwrap();
+        store.set_event_cursor(realm, "https://receiver.example/events", 1).unwrap();
     }
 
     #[test]
