@@ -136,9 +136,18 @@ impl Service {
         };
         let mut due = Vec::new();
         for name in names {
+            // A realm not loaded is read, not loaded (loading one makes
+            // its first key): only a realm with receivers needs its key.
+            let listed = match self.loaded_realm(&name) {
+                Some(runtime) => !runtime.settings.event_receivers.is_empty(),
+                None => self.realm_settings(&name).is_ok_and(|s| !s.event_receivers.is_empty()),
+            };
+            if !listed {
+                continue;
+            }
             match self.realm(&name) {
-                Ok(Some(runtime)) if !runtime.settings.event_receivers.is_empty() => due.push(runtime),
-                Ok(_) => {}
+                Ok(Some(runtime)) => due.push(runtime),
+                Ok(None) => {}
                 Err(e) => tracing::warn!(realm = %name, "loading a realm for event delivery: {}", e.description),
             }
         }
