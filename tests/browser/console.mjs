@@ -147,13 +147,23 @@ async function asRealmAdmin(browser) {
   await page.getByRole('link', { name: 'Audit' }).click();
   await page.getByLabel('Plugin').fill(plan.plugin);
   await page.getByLabel('Version').fill('2');
-  await page.getByRole('button', { name: 'Filter' }).click();
-  await page
+  // Decisions are written in batches a moment after the request: filter
+  // again, as a user would, until it is there.
+  const servedRow = page
     .getByRole('row')
     .filter({ hasText: `${plan.plugin} v2 (allowed)` })
     .filter({ hasText: plan.agent.client_id })
-    .first()
-    .waitFor();
+    .first();
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  for (;;) {
+    await page.getByRole('button', { name: 'Filter' }).click();
+    try {
+      await servedRow.waitFor({ timeout: 1000 });
+      break;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+  }
   await shot(page, 'audit');
 
   // Rolling back makes version 1 active again.
