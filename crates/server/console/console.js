@@ -992,6 +992,11 @@ async function settingsPage(realm) {
           for (const [key, value] of Object.entries(edited)) {
             if (JSON.stringify(value) !== JSON.stringify(settings[key])) changes[key] = value;
           }
+          // A setting taken out of the editor is unset (the server says
+          // so if it cannot be).
+          for (const key of Object.keys(settings)) {
+            if (!(key in edited)) changes[key] = null;
+          }
           if (!Object.keys(changes).length)
             return result.replaceChildren(h("p", { class: "message ok" }, "Nothing changed."));
           try {

@@ -136,17 +136,28 @@ impl Service {
     /// `value` sealed for the browser: its JSON, and a MAC under the
     /// database's key.
     pub fn seal<T: Serialize>(&self, value: &T) -> String {
-        let json = serde_json::to_vec(value).unwrap_or_default();
-        let body = URL_SAFE_NO_PAD.encode(&json);
-        let mac = URL_SAFE_NO_PAD.encode(self.hasher.hash(Purpose::Browser, &body));
-        format!("{body}.{mac}")
+        self.seal_for(Purpose::Browser, value)
     }
 
     /// A sealed value of this server, if `sealed` is one (untouched).
     pub fn unseal<T: DeserializeOwned>(&self, sealed: &str) -> Option<T> {
+        self.unseal_for(Purpose::Browser, sealed)
+    }
+
+    /// `value` sealed under `purpose`: only [`Service::unseal_for`] with
+    /// the same purpose opens it.
+    pub(crate) fn seal_for<T: Serialize>(&self, purpose: Purpose, value: &T) -> String {
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        let body = URL_SAFE_NO_PAD.encode(&json);
+        let mac = URL_SAFE_NO_PAD.encode(self.hasher.hash(purpose, &body));
+        format!("{body}.{mac}")
+    }
+
+    /// A value this server sealed under `purpose`, if `sealed` is one.
+    pub(crate) fn unseal_for<T: DeserializeOwned>(&self, purpose: Purpose, sealed: &str) -> Option<T> {
         let (body, mac) = sealed.split_once('.')?;
         let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        if !self.hasher.matches(Purpose::Browser, body, &mac) {
+        if !self.hasher.matches(purpose, body, &mac) {
             return None;
         }
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()

@@ -1,7 +1,8 @@
 //! Signing in to the web console with an admin token.
 //!
 //! The console's browser never keeps the token: it presents it once, and
-//! gets back a session, sealed under the server key into an `HttpOnly`,
+//! gets back a session, sealed under the server key (for this purpose
+//! alone: no other value the server seals opens as one) into an `HttpOnly`,
 //! `SameSite=Strict` cookie. The session names the token by its keyed
 //! hash (as the store keeps a realm admin's), never the token itself, and
 //! each request resolves it again: revoking a realm admin, or starting the
@@ -80,7 +81,7 @@ impl Service {
             expires_at: self.now() + CONSOLE_SESSION_LIFETIME,
             csrf: URL_SAFE_NO_PAD.encode(random_bytes::<32>()),
         };
-        let cookie = self.seal(&sealed);
+        let cookie = self.seal_for(Purpose::ConsoleSession, &sealed);
         let session = ConsoleSession { principal, csrf: sealed.csrf, expires_at: sealed.expires_at };
         Ok((session, cookie))
     }
@@ -94,7 +95,7 @@ impl Service {
         };
         let sealed = cookie
             .filter(|c| c.len() <= 1024)
-            .and_then(|c| self.unseal::<Sealed>(c))
+            .and_then(|c| self.unseal_for::<Sealed>(Purpose::ConsoleSession, c))
             .filter(|s| s.console_session == 1 && s.expires_at > self.now())
             .ok_or(AdminError::Unauthorized)?;
         let hash = URL_SAFE_NO_PAD.decode(&sealed.admin).map_err(|_| AdminError::Unauthorized)?;
@@ -111,5 +112,49 @@ impl Service {
             }
         };
         Ok(ConsoleSession { principal, csrf: sealed.csrf, expires_at: sealed.expires_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agentauth_plugin_host::PluginHost;
+    use agentauth_store::Store;
+
+    use super::*;
+    use crate::admin::AdminToken;
+    use crate::{Clock, Config, ManualClock};
+
+    const OPERATOR: &str = "operator-token-0123456789";
+
+    fn service(clock: &Arc<ManualClock>) -> Service {
+        let config = Config {
+            master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
+            admin_token: Some(AdminToken::new(OPERATOR.into()).unwrap()),
+            issuer_prefix: "https://as.example.test/am".into(),
+            fetch: Default::default(),
+        };
+        let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
+        Service::new(config, Arc::new(Store::open_in_memory().unwrap()), PluginHost::new().unwrap(), clock).unwrap()
+    }
+
+    #[test]
+    fn a_session_opens_only_as_sealed_for_the_console_and_until_it_expires() {
+        let clock = Arc::new(ManualClock::new(1_900_000_000));
+        let service = service(&clock);
+        let (session, cookie) = service.console_sign_in(OPERATOR).unwrap();
+        assert_eq!(service.console_session(Some(&cookie)).unwrap(), session);
+        assert!(!format!("{session:?}").contains(&session.csrf), "the CSRF secret stays out of Debug");
+
+        // The same value sealed for any other browser use is no session.
+        let (body, _) = cookie.split_once('.').unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+        let elsewhere = service.seal(&value);
+        assert_eq!(service.console_session(Some(&elsewhere)), Err(AdminError::Unauthorized));
+
+        clock.advance(CONSOLE_SESSION_LIFETIME);
+        assert_eq!(service.console_session(Some(&cookie)), Err(AdminError::Unauthorized), "expired");
+        assert_eq!(service.console_sign_in("not-the-token").err(), Some(AdminError::Unauthorized));
     }
 }

@@ -31,6 +31,8 @@ pub enum Purpose {
     Browser,
     /// A DPoP nonce's MAC.
     DpopNonce,
+    /// A console session's seal: apart from every other browser value.
+    ConsoleSession,
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
             Self::AuthorizationCode => b"authorization-code\0",
             Self::Browser => b"browser\0",
             Self::DpopNonce => b"dpop-nonce\0",
+            Self::ConsoleSession => b"console-session\0",
         }
     }
 }
