@@ -135,29 +135,15 @@ pub fn sign_dpop_proof(key: &SigningKey, claims: &Value) -> Result<String, KeyEr
 /// verify with. Any other header member (`kid`, `crit`, `jku`, `x5c`...)
 /// is refused. The caller checks the claims.
 pub fn verify_dpop_proof(proof: &str, algorithms: &[Algorithm]) -> Result<DpopProof, VerifyError> {
-    if proof.len() > MAX_TOKEN_LEN {
-        return Err(VerifyError::TooLong);
-    }
-    let mut parts = proof.split('.');
-    let (Some(header_b64), Some(claims_b64), Some(sig_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::Malformed);
-    };
-    let header: Value = decode_json(header_b64)?;
-    let header = header.as_object().ok_or(VerifyError::Malformed)?;
+    let jws = Jws::parse(proof)?;
+    let header = &jws.header;
     if header.keys().any(|k| !matches!(k.as_str(), "alg" | "typ" | "jwk")) {
         return Err(VerifyError::Malformed);
     }
     if !header.get("typ").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(DPOP_TYPE)) {
         return Err(VerifyError::WrongType);
     }
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .and_then(Algorithm::parse)
-        .filter(|alg| algorithms.contains(alg))
-        .ok_or(VerifyError::UnsupportedAlgorithm)?;
+    let alg = jws.alg(algorithms)?;
     // A private key in the header is refused by `from_jwk`: its holder
     // has leaked it.
     let key = header.get("jwk").ok_or(VerifyError::UnknownKey).and_then(|jwk| {
@@ -170,16 +156,62 @@ pub fn verify_dpop_proof(proof: &str, algorithms: &[Algorithm]) -> Result<DpopPr
     if key.alg() != alg {
         return Err(VerifyError::UnsupportedAlgorithm);
     }
-    let signature = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
-    let signed_len = header_b64.len() + 1 + claims_b64.len();
-    if !key.verify_bytes(&proof.as_bytes()[..signed_len], &signature) {
+    let signature = jws.signature()?;
+    if !key.verify_bytes(jws.signed, &signature) {
         return Err(VerifyError::BadSignature);
     }
-    let claims: Value = decode_json(claims_b64)?;
-    if !claims.is_object() {
-        return Err(VerifyError::Malformed);
+    Ok(DpopProof { claims: jws.claims()?, jkt: key.thumbprint() })
+}
+
+/// A compact JWS taken apart, its header decoded: what every
+/// verification starts from.
+struct Jws<'a> {
+    header: serde_json::Map<String, Value>,
+    /// What the signature covers: the header and claims, as sent.
+    signed: &'a [u8],
+    claims_b64: &'a str,
+    sig_b64: &'a str,
+}
+
+impl<'a> Jws<'a> {
+    /// `token`'s three parts, if it has exactly three, is not too long,
+    /// and its header is a JSON object.
+    fn parse(token: &'a str) -> Result<Self, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::TooLong);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(claims_b64), Some(sig_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::Malformed);
+        };
+        let Value::Object(header) = decode_json(header_b64)? else {
+            return Err(VerifyError::Malformed);
+        };
+        let signed = &token.as_bytes()[..header_b64.len() + 1 + claims_b64.len()];
+        Ok(Self { header, signed, claims_b64, sig_b64 })
     }
-    Ok(DpopProof { claims, jkt: key.thumbprint() })
+
+    /// The header's `alg`, if it is one of `allowed`.
+    fn alg(&self, allowed: &[Algorithm]) -> Result<Algorithm, VerifyError> {
+        self.header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(Algorithm::parse)
+            .filter(|alg| allowed.contains(alg))
+            .ok_or(VerifyError::UnsupportedAlgorithm)
+    }
+
+    fn signature(&self) -> Result<Vec<u8>, VerifyError> {
+        B64.decode(self.sig_b64).map_err(|_| VerifyError::Malformed)
+    }
+
+    /// The claims, which must be a JSON object.
+    fn claims(&self) -> Result<Value, VerifyError> {
+        let claims: Value = decode_json(self.claims_b64)?;
+        if claims.is_object() { Ok(claims) } else { Err(VerifyError::Malformed) }
+    }
 }
 
 /// What one kind of JWT must look like before its signature is checked.
@@ -213,17 +245,8 @@ fn verify_with(token: &str, keys: &[VerifyingKey], typ: Option<&str>) -> Result<
 
 fn verify_profile(token: &str, keys: &[VerifyingKey], profile: &Profile<'_>) -> Result<Value, VerifyError> {
     let typ = profile.typ;
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(VerifyError::TooLong);
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(claims_b64), Some(sig_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::Malformed);
-    };
-    let header: Value = decode_json(header_b64)?;
-    let header = header.as_object().ok_or(VerifyError::Malformed)?;
+    let jws = Jws::parse(token)?;
+    let header = &jws.header;
     // Only the members this server writes; anything else (crit, jku, jwk,
     // x5u, b64, zip, ...) could change how the token must be read.
     if header
@@ -232,12 +255,7 @@ fn verify_profile(token: &str, keys: &[VerifyingKey], profile: &Profile<'_>) -> 
     {
         return Err(VerifyError::Malformed);
     }
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .and_then(Algorithm::parse)
-        .filter(|alg| profile.algorithms.contains(alg))
-        .ok_or(VerifyError::UnsupportedAlgorithm)?;
+    let alg = jws.alg(profile.algorithms)?;
     // RFC 8725 §3.11: compare `typ` case-insensitively, with or without
     // the `application/` prefix.
     let token_typ = header.get("typ").and_then(Value::as_str);
@@ -258,16 +276,11 @@ fn verify_profile(token: &str, keys: &[VerifyingKey], profile: &Profile<'_>) -> 
     if candidates.peek().is_none() {
         return Err(VerifyError::UnknownKey);
     }
-    let signature = B64.decode(sig_b64).map_err(|_| VerifyError::Malformed)?;
-    let signed_len = header_b64.len() + 1 + claims_b64.len();
-    if !candidates.any(|key| key.verify_bytes(&token.as_bytes()[..signed_len], &signature)) {
+    let signature = jws.signature()?;
+    if !candidates.any(|key| key.verify_bytes(jws.signed, &signature)) {
         return Err(VerifyError::BadSignature);
     }
-    let claims: Value = decode_json(claims_b64)?;
-    if !claims.is_object() {
-        return Err(VerifyError::Malformed);
-    }
-    Ok(claims)
+    jws.claims()
 }
 
 /// Decodes a header or claim set: base64url, then JSON in which no member
