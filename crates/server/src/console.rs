@@ -18,7 +18,7 @@ use std::sync::Arc;
 use agentauth_service::admin::UploadPermit;
 use agentauth_service::console::{CONSOLE_SESSION_LIFETIME, ConsoleSession};
 use agentauth_service::{AdminError, Principal};
-use hyper::header::{COOKIE, SET_COOKIE};
+use hyper::header::SET_COOKIE;
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method};
 use serde_json::{Value, json};
@@ -131,14 +131,7 @@ fn from_the_console(app: &App, headers: &HeaderMap) -> Result<(), AdminError> {
 }
 
 fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == COOKIE_NAME)
-        .map(|(_, v)| v)
+    crate::http::cookie(headers, COOKIE_NAME)
 }
 
 fn set_cookie(app: &App, value: &str, max_age: i64) -> String {

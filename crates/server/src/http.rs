@@ -399,6 +399,18 @@ impl Form {
 }
 
 /// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
+/// The value of cookie `name` in the request, if it sent one.
+pub(crate) fn cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
 pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)

@@ -20,10 +20,10 @@ use agentauth_service::trust::UpstreamRefused;
 use agentauth_service::users::LoginError;
 use agentauth_service::{RealmRuntime, Service};
 use hyper::Method;
-use hyper::header::{COOKIE, RETRY_AFTER, SET_COOKIE};
+use hyper::header::{RETRY_AFTER, SET_COOKIE};
 use hyper::http::request::Parts;
 
-use crate::http::{Form, Reply, has_media_type};
+use crate::http::{Form, Reply, cookie, has_media_type};
 
 const SESSION_COOKIE: &str = "agentauth_session";
 const CSRF_COOKIE: &str = "agentauth_csrf";
@@ -56,7 +56,7 @@ pub fn authorize(
                 return Reply::redirect(redirect_to(&redirect_uri, &params, state.as_deref(), &realm.issuer));
             }
         };
-        let signed_in = cookie(parts, SESSION_COOKIE).and_then(|s| service.open_session(realm, s));
+        let signed_in = cookie(&parts.headers, SESSION_COOKIE).and_then(|s| service.open_session(realm, s));
         return match signed_in {
             None => login_page(service, realm, &pending, None, 200),
             Some((session, user)) => decide(service, realm, &pending, &session, &user, false, request_id, Vec::new()),
@@ -69,7 +69,7 @@ pub fn authorize(
         return error_page(realm, &OAuthError::invalid_request("the form cannot be read"));
     };
     let sealed = form.get("pending").unwrap_or_default();
-    let Some(pending) = service.open_pending(realm, sealed, cookie(parts, CSRF_COOKIE)) else {
+    let Some(pending) = service.open_pending(realm, sealed, cookie(&parts.headers, CSRF_COOKIE)) else {
         return error_page(
             realm,
             &OAuthError::invalid_request(
@@ -102,7 +102,7 @@ pub fn authorize(
             }
         }
         Some(answer @ ("allow" | "deny")) => {
-            let Some((session, user)) = cookie(parts, SESSION_COOKIE).and_then(|s| service.open_session(realm, s))
+            let Some((session, user)) = cookie(&parts.headers, SESSION_COOKIE).and_then(|s| service.open_session(realm, s))
             else {
                 return login_page(service, realm, &pending, None, 200);
             };
@@ -135,7 +135,7 @@ fn upstream_callback(
     params: &[(String, String)],
     request_id: &str,
 ) -> Reply {
-    match service.finish_upstream_login(realm, params, cookie(parts, UPSTREAM_COOKIE)) {
+    match service.finish_upstream_login(realm, params, cookie(&parts.headers, UPSTREAM_COOKIE)) {
         Ok((pending, session, user)) => {
             let signed_in = set_cookie(realm, SESSION_COOKIE, &service.seal(&session), SESSION_LIFETIME);
             let spent = set_cookie(realm, UPSTREAM_COOKIE, "", 0);
@@ -180,19 +180,6 @@ fn decide(
         reply = reply.with_header(SET_COOKIE, cookie);
     }
     reply
-}
-
-/// The value of cookie `name` in the request, if it sent one.
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
 }
 
 /// A `Set-Cookie` value for the realm's path, living `max_age` seconds.
