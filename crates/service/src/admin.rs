@@ -469,7 +469,8 @@ impl Service {
     /// The realm's plugin versions; of plugin `only` if given (404 if it
     /// has none).
     pub fn plugin_versions(&self, realm: &str, only: Option<&str>) -> Result<Vec<PluginListing>, AdminError> {
-        let runtime = self.realm(realm)?;
+        // Only a realm loaded here has counted calls; listing loads none.
+        let runtime = self.loaded_realm(realm);
         let listed: Vec<PluginListing> = self
             .store
             .plugin_versions(realm)?
