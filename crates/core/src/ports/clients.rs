@@ -4,33 +4,17 @@
 use super::{AuditEntry, Result};
 use crate::Client;
 
-/// Whether a client may authenticate, and its tokens live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ClientState {
-    #[default]
-    Active,
-    /// Kept, but refused at authentication; every token issued to it, or
-    /// naming it as an actor, up to when it was disabled is dead, and
-    /// stays dead when it is enabled again.
-    Disabled,
-}
-
-impl ClientState {
-    /// The state's stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Disabled => "disabled",
-        }
-    }
-
-    /// The state named `state`, as [`ClientState::as_str`] spells it.
-    pub fn parse(state: &str) -> Option<Self> {
-        match state {
-            "active" => Some(Self::Active),
-            "disabled" => Some(Self::Disabled),
-            _ => None,
-        }
+crate::vocabulary::vocabulary! {
+    /// Whether a client may authenticate, and its tokens live; stored by
+    /// its name.
+    #[derive(Default)]
+    pub enum ClientState {
+        #[default]
+        Active = "active",
+        /// Kept, but refused at authentication; every token issued to it,
+        /// or naming it as an actor, up to when it was disabled is dead,
+        /// and stays dead when it is enabled again.
+        Disabled = "disabled",
     }
 }
 

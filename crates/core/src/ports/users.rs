@@ -14,32 +14,14 @@
 
 use super::{AuditEntry, Result};
 
-/// Whether a user may sign in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UserState {
-    /// Signs in.
-    Active,
-    /// Kept, with its subject and password, but refused at every login
-    /// until enabled again.
-    Disabled,
-}
-
-impl UserState {
-    /// The state's stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Disabled => "disabled",
-        }
-    }
-
-    /// The state named `state`, as [`UserState::as_str`] spells it.
-    pub fn parse(state: &str) -> Option<Self> {
-        match state {
-            "active" => Some(Self::Active),
-            "disabled" => Some(Self::Disabled),
-            _ => None,
-        }
+crate::vocabulary::vocabulary! {
+    /// Whether a user may sign in; stored by its name.
+    pub enum UserState {
+        /// Signs in.
+        Active = "active",
+        /// Kept, with its subject and password, but refused at every login
+        /// until enabled again.
+        Disabled = "disabled",
     }
 }
 

@@ -102,7 +102,8 @@ pub fn authorize(
             }
         }
         Some(answer @ ("allow" | "deny")) => {
-            let Some((session, user)) = cookie(&parts.headers, SESSION_COOKIE).and_then(|s| service.open_session(realm, s))
+            let Some((session, user)) =
+                cookie(&parts.headers, SESSION_COOKIE).and_then(|s| service.open_session(realm, s))
             else {
                 return login_page(service, realm, &pending, None, 200);
             };
