@@ -184,39 +184,18 @@ impl Fetcher {
         limits: &Limits,
     ) -> Result<serde_json::Map<String, serde_json::Value>, FetchError> {
         use base64::Engine as _;
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static POSTS: AtomicU64 = AtomicU64::new(0);
-        let target = target::parse(url)?;
-        // A key of its own: a POST shares no flight and no cache entry.
-        let key: Key = (format!("POST#{} {}", POSTS.fetch_add(1, Ordering::Relaxed), target.url), *limits);
-        let mut lead = match self.join_or_lead(&mut self.lock(), &key, owner) {
-            Step::Lead(lead) => lead,
-            Step::Joined(_) | Step::Busy => return Err(FetchError::Busy),
-        };
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
         let authorization = basic.map(|(id, secret)| {
             let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
             let credential = format!("{}:{}", encode(id), encode(secret));
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credential))
         });
-        let deadline = self.deadline();
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let outcome = target::admit(&target, self.inner.policy.allow_loopback_http, &*self.inner.resolver, remaining)
-            .and_then(|addrs| {
-                let send = Send::PostForm { body: &body, authorization: authorization.as_deref() };
-                match self.inner.client.exchange(&target, &addrs, deadline, limits, send)? {
-                    Answer::Document(fetched) => Ok(fetched.json),
-                    Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
-                    Answer::Accepted => Err(FetchError::Status(200)),
-                }
-            });
-        {
-            let mut state = self.lock();
-            lead.leave(&mut state);
+        let send = Send::PostForm { body: &body, authorization: authorization.as_deref() };
+        match self.post(owner, url, limits, send)? {
+            Answer::Document(fetched) => Ok(fetched.json),
+            Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
+            Answer::Accepted => Err(FetchError::Status(200)),
         }
-        lead.flight.complete(Outcome::Abandoned);
-        lead.finished = true;
-        outcome
     }
 
     /// POSTs a Security Event Token to `url` (a receiver's push endpoint,
@@ -225,10 +204,20 @@ impl Fetcher {
     /// (addresses checked, bounds, a slot in flight), never cached,
     /// joined or redirected.
     pub fn post_set_for(&self, owner: &str, url: &str, set: &str, limits: &Limits) -> Result<(), FetchError> {
+        match self.post(owner, url, limits, Send::PostSet { body: set })? {
+            Answer::Accepted => Ok(()),
+            Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
+            Answer::Document(_) => Err(FetchError::Status(200)),
+        }
+    }
+
+    /// Sends `send` to `url` for `owner` in a slot of its own: a POST
+    /// shares no flight and no cache entry, and follows no redirect.
+    fn post(&self, owner: &str, url: &str, limits: &Limits, send: Send<'_>) -> Result<Answer, FetchError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static POSTS: AtomicU64 = AtomicU64::new(0);
         let target = target::parse(url)?;
-        let key: Key = (format!("SET#{} {}", POSTS.fetch_add(1, Ordering::Relaxed), target.url), *limits);
+        let key: Key = (format!("POST#{} {}", POSTS.fetch_add(1, Ordering::Relaxed), target.url), *limits);
         let mut lead = match self.join_or_lead(&mut self.lock(), &key, owner) {
             Step::Lead(lead) => lead,
             Step::Joined(_) | Step::Busy => return Err(FetchError::Busy),
@@ -236,13 +225,7 @@ impl Fetcher {
         let deadline = self.deadline();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let outcome = target::admit(&target, self.inner.policy.allow_loopback_http, &*self.inner.resolver, remaining)
-            .and_then(|addrs| {
-                match self.inner.client.exchange(&target, &addrs, deadline, limits, Send::PostSet { body: set })? {
-                    Answer::Accepted => Ok(()),
-                    Answer::Redirect(_) => Err(FetchError::RedirectNotAllowed),
-                    Answer::Document(_) => Err(FetchError::Status(200)),
-                }
-            });
+            .and_then(|addrs| self.inner.client.exchange(&target, &addrs, deadline, limits, send));
         {
             let mut state = self.lock();
             lead.leave(&mut state);
