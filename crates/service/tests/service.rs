@@ -16,18 +16,7 @@ const REALM: &str = "clockwork";
 
 #[cfg(test)]
 fn service(clock: &Arc<ManualClock>) -> Service {
-    let config = Config {
-        master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
-        admin_token: None,
-        issuer_prefix: "https://as.example.test/am".into(),
-        fetch: Default::default(),
-    };
-    let clock: Arc<dyn Clock> = Arc::clone(clock) as _;
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let service = Service::new(config, store, PluginHost::new().unwrap(), clock).unwrap();
-    let settings = RealmSettings { open_registration: true, access_token_lifetime: 600, ..RealmSettings::default() };
-    assert!(service.provision_realm(REALM, &settings, &[]).unwrap());
-    service
+    service_with(clock, RealmSettings { access_token_lifetime: 600, ..RealmSettings::default() })
 }
 
 /// Registers a client and returns its credentials.
