@@ -23,6 +23,7 @@ mod logs;
 mod management;
 mod mcp_conformance;
 mod metrics;
+mod owners;
 mod plugins;
 mod polyglot;
 mod private_key_jwt;

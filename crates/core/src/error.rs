@@ -57,11 +57,14 @@ pub enum ErrorCode {
     /// The DPoP proof must carry the server's nonce, sent in the
     /// `DPoP-Nonce` header (RFC 9449 §8).
     UseDpopNonce,
+    /// The access token presented to one of the server's own resources
+    /// lacks the scope it requires (RFC 6750 §3.1).
+    InsufficientScope,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the enum.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::InvalidRequest,
         Self::InvalidClient,
         Self::InvalidGrant,
@@ -79,6 +82,7 @@ impl ErrorCode {
         Self::SlowDown,
         Self::InvalidDpopProof,
         Self::UseDpopNonce,
+        Self::InsufficientScope,
     ];
 
     /// Its place in [`ErrorCode::ALL`].
@@ -106,6 +110,7 @@ impl ErrorCode {
             Self::SlowDown => "slow_down",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 
@@ -114,7 +119,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             Self::InvalidClient | Self::InvalidToken => 401,
-            Self::AccessDenied => 403,
+            Self::AccessDenied | Self::InsufficientScope => 403,
             Self::ServerError => 500,
             Self::TemporarilyUnavailable => 503,
             Self::SlowDown => 429,

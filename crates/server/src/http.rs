@@ -398,7 +398,6 @@ impl Form {
     }
 }
 
-/// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
 /// The value of cookie `name` in the request, if it sent one.
 pub(crate) fn cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -411,6 +410,7 @@ pub(crate) fn cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'
         .map(|(_, v)| v)
 }
 
+/// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
 pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)

@@ -48,6 +48,13 @@ pub enum Route {
     Discovery {
         realm: String,
     },
+    /// A user's own agents (`agents`, `agents/{client_id}`, with
+    /// `/disable`, and `agents/disable-all`), reached with the user's
+    /// access token.
+    Agents {
+        realm: String,
+        op: AgentsOp,
+    },
     /// The admin API, `/admin/v1/realms/{realm}/...`, or the same
     /// operation under `/console/api/v1/realms/{realm}/...` (`console`),
     /// authenticated by the console's session cookie instead of a bearer.
@@ -83,6 +90,7 @@ impl Route {
             | Self::Authorize { realm }
             | Self::Jwks { realm }
             | Self::Discovery { realm }
+            | Self::Agents { realm, .. }
             | Self::Admin { realm, .. } => Some(realm).filter(|r| !r.is_empty()).map(String::as_str),
             Self::Health
             | Self::Ready
@@ -106,6 +114,7 @@ impl Route {
             Self::Authorize { .. } => Endpoint::Authorize,
             Self::Jwks { .. } => Endpoint::Jwks,
             Self::Discovery { .. } => Endpoint::Discovery,
+            Self::Agents { .. } => Endpoint::Agents,
             Self::Admin { .. } | Self::ConsoleSession => Endpoint::Admin,
             Self::Health
             | Self::Console { .. }
@@ -116,6 +125,15 @@ impl Route {
             | Self::NotFound => return None,
         })
     }
+}
+
+/// An operation on a user's own agents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentsOp {
+    List,
+    Show { client_id: String },
+    Disable { client_id: String },
+    DisableAll,
 }
 
 /// An operation of the admin API.
@@ -276,6 +294,9 @@ pub fn route(method: &Method, path: &str, base: &str) -> Route {
     {
         return Route::Manage { realm };
     }
+    if endpoint == "agents" || endpoint.starts_with("agents/") {
+        return agents_route(method, realm, endpoint);
+    }
     // `authorize/upstream`: where an upstream provider sends the browser
     // back after signing the user in there.
     if endpoint == "authorize" || endpoint == "authorize/upstream" {
@@ -343,6 +364,33 @@ fn admin_api_route(method: &Method, rest: &str, console: bool) -> Route {
     match route {
         Route::Admin { realm, op, .. } => Route::Admin { realm, op, console },
         other => other,
+    }
+}
+
+/// `agents...` of realm `realm`: a client id is one path segment,
+/// percent-decoded (it may be a URL).
+fn agents_route(method: &Method, realm: String, endpoint: &str) -> Route {
+    let segments: Vec<&str> = endpoint.split('/').collect();
+    let id = |n: &str| percent_encoding::percent_decode_str(n).decode_utf8().map(|d| d.into_owned()).ok();
+    let (op, allow) = match (&segments[1..], method.as_str()) {
+        ([], "GET") => (Some(AgentsOp::List), ""),
+        ([], _) => (None, "GET"),
+        (["disable-all"], "POST") => (Some(AgentsOp::DisableAll), ""),
+        ([n], "GET") if !n.is_empty() => match id(n) {
+            Some(client_id) => (Some(AgentsOp::Show { client_id }), ""),
+            None => return Route::NotFound,
+        },
+        ([n], _) if !n.is_empty() => (None, if *n == "disable-all" { "GET, POST" } else { "GET" }),
+        ([n, "disable"], "POST") if !n.is_empty() => match id(n) {
+            Some(client_id) => (Some(AgentsOp::Disable { client_id }), ""),
+            None => return Route::NotFound,
+        },
+        ([n, "disable"], _) if !n.is_empty() => (None, "POST"),
+        _ => return Route::NotFound,
+    };
+    match op {
+        Some(op) => Route::Agents { realm, op },
+        None => Route::MethodNotAllowed { allow },
     }
 }
 
@@ -453,6 +501,25 @@ mod tests {
     use super::*;
 
     const REALM: &str = "/am/oauth2/realms/root/realms/alpha";
+
+    #[test]
+    fn a_users_agents_route_by_method_with_client_ids_decoded() {
+        let at = |method: Method, path: &str| route(&method, &format!("{REALM}/{path}"), "/am");
+        let agents = |op| Route::Agents { realm: "alpha".into(), op };
+        assert_eq!(at(Method::GET, "agents"), agents(AgentsOp::List));
+        assert_eq!(at(Method::POST, "agents/disable-all"), agents(AgentsOp::DisableAll));
+        assert_eq!(at(Method::GET, "agents/c1"), agents(AgentsOp::Show { client_id: "c1".into() }));
+        assert_eq!(
+            at(Method::POST, "agents/https%3A%2F%2Fapp.example%2Fc/disable"),
+            agents(AgentsOp::Disable { client_id: "https://app.example/c".into() })
+        );
+        assert_eq!(at(Method::POST, "agents"), Route::MethodNotAllowed { allow: "GET" });
+        assert_eq!(at(Method::GET, "agents/c1/disable"), Route::MethodNotAllowed { allow: "POST" });
+        assert_eq!(at(Method::DELETE, "agents/c1"), Route::MethodNotAllowed { allow: "GET" });
+        for unknown in ["agents/", "agents//disable", "agents/c1/enable", "agents/c1/disable/x", "agentsx"] {
+            assert_eq!(at(Method::POST, unknown), Route::NotFound, "{unknown}");
+        }
+    }
 
     #[test]
     fn seed_paths_route_to_their_endpoints() {

@@ -55,6 +55,12 @@ fn invalid(why: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidDpopProof, why)
 }
 
+/// `ath` of a proof presented with `token`: the base64url SHA-256 of its
+/// ASCII (RFC 9449 §4.2).
+pub fn token_hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()))
+}
+
 /// `url` as `htu` compares it: scheme, host, port and path, normalised as
 /// RFC 3986 §6.2.2–6.2.3 do (case, default port), without query or
 /// fragment.
@@ -69,13 +75,16 @@ impl Service {
     /// Checks the `DPoP` header of a request to `url` with `method`: none
     /// is `Ok(None)`; more than one, or one that does not hold, is
     /// `invalid_dpop_proof`, and one without the realm's current nonce
-    /// when it asks for nonces `use_dpop_nonce`.
+    /// when it asks for nonces `use_dpop_nonce`. With `access_token`, the
+    /// token the request presents (at a protected resource, RFC 9449 §7),
+    /// the proof must also carry its hash in `ath` (§4.3 step 11).
     pub fn check_dpop(
         &self,
         realm: &RealmRuntime,
         headers: &[&str],
         method: &str,
         url: &str,
+        access_token: Option<&str>,
     ) -> Result<Option<Dpop>, OAuthError> {
         let proof = match headers {
             [] => return Ok(None),
@@ -98,6 +107,11 @@ impl Service {
         }
         let jti = text("jti").filter(|j| !j.is_empty() && j.len() <= MAX_JTI);
         let jti = jti.ok_or_else(|| invalid(format!("the DPoP proof needs a jti of 1 to {MAX_JTI} characters")))?;
+        if let Some(token) = access_token
+            && text("ath").is_none_or(|ath| !bool::from(ath.as_bytes().ct_eq(token_hash(token).as_bytes())))
+        {
+            return Err(invalid("the DPoP proof's ath is not the hash of the access token presented"));
+        }
         if realm.settings.dpop_nonces && !text("nonce").is_some_and(|n| self.is_dpop_nonce(realm, n)) {
             return Err(OAuthError::new(ErrorCode::UseDpopNonce, "the DPoP proof must carry the server's nonce"));
         }
@@ -149,5 +163,14 @@ mod tests {
         assert!(!same("http://as.example/realms/a/access_token", "https://as.example/realms/a/access_token"));
         assert!(!same("https://as.example:8443/realms/a/access_token", "https://as.example/realms/a/access_token"));
         assert!(comparable("not a url").is_none());
+    }
+
+    #[test]
+    fn ath_is_the_base64url_sha256_of_the_token() {
+        // RFC 9449 §7.1's example: this access token's ath.
+        assert_eq!(
+            token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
     }
 }

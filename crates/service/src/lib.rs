@@ -31,6 +31,7 @@ mod follow;
 pub mod grant;
 mod housekeeping;
 mod lifecycle;
+pub mod owners;
 pub mod password;
 mod policy;
 mod rate;

@@ -91,13 +91,16 @@ impl Service {
 
     /// Registers a client with the metadata in `request` (a JSON object),
     /// after the realm's DCR policy approved it; `context` is the request
-    /// as the policy may see it.
+    /// as the policy may see it. A client registered by `owner` (a user
+    /// who presented its token) is the user's, unless the policy names
+    /// another owner.
     pub fn register(
         &self,
         realm: &RealmRuntime,
         ai_agent: bool,
         request: &Value,
         context: RequestContext,
+        owner: Option<&crate::owners::Owner>,
     ) -> Result<Registered, OAuthError> {
         let metadata = registration::parse_metadata(request)?;
         check_allowed_scopes(realm, &metadata)?;
@@ -106,7 +109,9 @@ impl Service {
         let mut client = Client {
             client_id: new_client_id(),
             metadata,
-            attributes: ClientAttributes::default(),
+            // Set before the policy runs, so that it sees who registers
+            // and may name another owner.
+            attributes: ClientAttributes { owner: owner.map(|o| o.name()), ..ClientAttributes::default() },
             is_ai_agent: ai_agent,
             issued_at: self.now(),
         };

@@ -155,6 +155,14 @@ pub struct RealmSettings {
     /// past it is refused. 0, the default: no cap but the realm's.
     #[serde(skip_serializing_if = "is_zero")]
     pub max_clients_per_owner: u32,
+    /// Whether a user of the realm may manage the agents it owns (those
+    /// whose `owner` is `user:<its subject>`) at the realm's `agents`
+    /// endpoints, with an access token carrying the scope
+    /// [`crate::owners::AGENTS_SCOPE`], and becomes the owner of an agent
+    /// it registers with such a token. Off by default: the scope is then
+    /// just a name. Left out of the stored JSON while off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub owner_self_service: bool,
     /// Where the realm's security events go (RFC 8935 push delivery of
     /// RFC 8417 SETs signed with the realm's key): up to
     /// [`MAX_EVENT_RECEIVERS`] `https` URLs (`http` on loopback for
@@ -391,6 +399,7 @@ impl Default for RealmSettings {
             disable_unused_agents_after_days: 0,
             delete_disabled_agents_after_days: 0,
             max_clients_per_owner: 0,
+            owner_self_service: false,
             event_receivers: Vec::new(),
             // ring signs ES256 about thirty times faster than RS256, and
             // the tokens are smaller; RS256 stays a setting away.

@@ -190,6 +190,8 @@ label_values! {
         Authorize = "authorize",
         /// The admin API, server-wide: under [`NO_REALM`].
         Admin = "admin",
+        /// A user's own agents.
+        Agents = "agents",
     }
 }
 

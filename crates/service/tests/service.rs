@@ -25,7 +25,7 @@ fn register(service: &Service, stateless: bool) -> Credentials {
     let realm = service.realm(REALM).unwrap().unwrap();
     service.admit_registration(&realm, false, None).unwrap();
     let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
-    let registered = service.register(&realm, false, &metadata, RequestContext::default()).unwrap().0;
+    let registered = service.register(&realm, false, &metadata, RequestContext::default(), None).unwrap().0;
     let credentials = Credentials::Secret {
         client_id: registered["client_id"].as_str().unwrap().into(),
         secret: registered["client_secret"].as_str().unwrap().into(),
@@ -81,7 +81,7 @@ fn a_registration_answer_never_prints_its_credentials() {
     let service = service(&clock);
     let realm = service.realm(REALM).unwrap().unwrap();
     let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
-    let registered = service.register(&realm, false, &metadata, RequestContext::default()).unwrap();
+    let registered = service.register(&realm, false, &metadata, RequestContext::default(), None).unwrap();
     let printed = format!("{registered:?}");
     for secret in ["client_secret", "registration_access_token"] {
         let value = registered.0[secret].as_str().unwrap();
@@ -213,7 +213,7 @@ fn service_with(clock: &Arc<ManualClock>, settings: RealmSettings) -> Service {
 fn register_as(service: &Service, agent: bool) -> (Credentials, serde_json::Value) {
     let realm = service.realm(REALM).unwrap().unwrap();
     let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
-    let registered = service.register(&realm, agent, &metadata, RequestContext::default()).unwrap().0;
+    let registered = service.register(&realm, agent, &metadata, RequestContext::default(), None).unwrap().0;
     let credentials = Credentials::Secret {
         client_id: registered["client_id"].as_str().unwrap().into(),
         secret: registered["client_secret"].as_str().unwrap().into(),

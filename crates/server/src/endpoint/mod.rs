@@ -2,6 +2,7 @@
 //! them. Each reads its request into a typed one, hands it to the
 //! [`Service`](agentauth_service::Service), and renders the outcome.
 
+mod agents;
 mod authorize;
 mod discovery;
 mod introspection;
@@ -67,6 +68,7 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
         }
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::metadata(&realm)),
+        Route::Agents { op, .. } => Ok(agents::agents(service, &realm, op, parts)),
         Route::Admin { .. }
         | Route::Console { .. }
         | Route::ConsoleSession

@@ -2,7 +2,8 @@
 //! registration at `aiagent/register`; client configuration (RFC 7592) at
 //! the `registration_client_uri`. The rules are the service's.
 
-use agentauth_core::OAuthError;
+use agentauth_core::{ErrorCode, OAuthError};
+use agentauth_service::owners::{Owner, Presented, Scheme};
 use agentauth_service::registration::invalid_token;
 use agentauth_service::telemetry::{RegistrationEndpoint, RegistrationOutcome};
 use agentauth_service::{RealmRuntime, Service};
@@ -53,9 +54,48 @@ fn create(
     // fill the audit).
     service.admit_registration(realm, ai_agent, source)?;
     service.decision(realm, "register", request_id, || {
+        let owner = registering_user(service, realm, ai_agent, parts)?;
         let request = metadata(parts, body)?;
-        let registered = service.register(realm, ai_agent, &request, request_context(parts, None))?;
+        let registered = service.register(realm, ai_agent, &request, request_context(parts, None), owner.as_ref())?;
         Ok(Reply::json(201, &registered.0))
+    })
+}
+
+/// The user registering, in a realm with `owner_self_service` on, when
+/// the request presents a user's access token (RFC 7591 §3's initial
+/// access token): it must then be one that manages the user's agents.
+/// Elsewhere the header means nothing, as before.
+fn registering_user(
+    service: &Service,
+    realm: &RealmRuntime,
+    ai_agent: bool,
+    parts: &Parts,
+) -> Result<Option<Owner>, OAuthError> {
+    if !realm.settings.owner_self_service {
+        return Ok(None);
+    }
+    let Some(value) = parts.headers.get(hyper::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let (scheme, token) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, token)| match scheme.to_ascii_lowercase().as_str() {
+            "bearer" => Some((Scheme::Bearer, token.trim())),
+            "dpop" => Some((Scheme::Dpop, token.trim())),
+            _ => None,
+        })
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "the Authorization header must be Bearer or DPoP"))?;
+    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().filter_map(|v| v.to_str().ok()).collect();
+    let url = realm.endpoint(if ai_agent { "aiagent/register" } else { "register" });
+    let presented = Presented { scheme, token, proofs: &proofs, method: "POST", url: &url };
+    service.owner_of(realm, &presented).map(Some).map_err(|mut e| {
+        // The registration endpoint answers a bad token as RFC 6750 does.
+        if matches!(e.code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce) {
+            e.code = ErrorCode::InvalidToken;
+        }
+        e
     })
 }
 
