@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentauth_service::events::{ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED, SET_TYPE};
+use agentauth_service::events::{ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED, SESSION_REVOKED, SET_TYPE};
 use serde_json::{Value, json};
 
-use crate::authorize::admin;
+use crate::authorize::{Browser, PASSWORD, REDIRECT, VERIFIER, admin, authorize_url, redeem, sign_in_and_allow};
 use crate::support::Server;
 
 /// One POST the receiver got: its content type and body.
@@ -116,6 +116,61 @@ fn a_realms_receiver_is_told_when_an_agent_is_disabled_enabled_and_deleted() {
     assert_eq!(kinds, [ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED], "{sent:?}");
     let jtis: std::collections::HashSet<&str> = sent[1..].iter().filter_map(|e| e["jti"].as_str()).collect();
     assert_eq!(jtis.len(), 3, "each event once: {sent:?}");
+}
+
+#[test]
+fn a_refresh_token_used_twice_ends_its_grant_and_the_receiver_is_told_whose() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let (url, received) = receiver(0, Arc::new(AtomicBool::new(true)));
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"event_receivers": [url]})));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "ada", "password": PASSWORD})));
+    assert_eq!(status, 201, "{body}");
+    let subject = body["subject"].as_str().expect("ada's subject").to_string();
+    let registration = json!({
+        "client_name": "Inspector",
+        "redirect_uris": [REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "none",
+        "application_type": "native",
+        "scope": "read",
+    });
+    let registered = server.register_raw(&registration.to_string());
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let client_id = registered.json["client_id"].as_str().expect("a client_id").to_string();
+    let answer = sign_in_and_allow(&mut Browser::new(), &server, &authorize_url(&server, &client_id, &[]));
+    let tokens = redeem(&server, &client_id, &answer["code"], VERIFIER);
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let first = tokens.json["refresh_token"].as_str().expect("a refresh token").to_string();
+    let refresh = |token: &str| {
+        server.post_form(
+            "access_token",
+            &[("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", &client_id)],
+            None,
+        )
+    };
+    let rotated = refresh(&first);
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let second = rotated.json["refresh_token"].as_str().expect("a successor").to_string();
+
+    // The rotated token comes back: the grant ends, successor included.
+    refresh(&first).assert_error(400, "invalid_grant");
+    refresh(&second).assert_error(400, "invalid_grant");
+    wait_for("the revocation was delivered", || !received.lock().expect("log").is_empty());
+    let sent = events(&server, &received);
+    assert_eq!(sent.len(), 1, "one event, for the one grant: {sent:?}");
+    let event = &sent[0];
+    let subject_id = &event["sub_id"];
+    assert_eq!(subject_id["format"], "complex", "{event}");
+    assert_eq!(subject_id["application"], json!({"format": "opaque", "id": client_id}), "{event}");
+    let issuer = server.realm_url("").trim_end_matches('/').to_string();
+    assert_eq!(subject_id["user"], json!({"format": "iss_sub", "iss": issuer, "sub": subject}), "{event}");
+    assert!(subject_id["session"]["id"].as_str().is_some_and(|id| !id.is_empty()), "{event}");
+    let payload = &event["events"][SESSION_REVOKED];
+    assert_eq!(payload["initiating_entity"], "policy", "{event}");
+    let (_, audit) = admin(&server, "GET", "/alpha/audit", None);
+    let entries = audit["entries"].as_array().expect("entries");
+    assert!(entries.iter().any(|e| e["action"] == "revoke-family" && e["actor"] == "token-endpoint"), "{audit}");
 }
 
 #[test]

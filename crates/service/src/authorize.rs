@@ -354,7 +354,7 @@ impl Service {
 
     fn end_families(&self, realm: &str, families: &[String]) -> Result<(), agentauth_core::ports::Error> {
         for family in families {
-            self.store.revoke_token(realm, &[], Some(family))?;
+            self.store.revoke_token(realm, &[], Some(family), None)?;
         }
         Ok(())
     }

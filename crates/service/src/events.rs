@@ -1,8 +1,11 @@
 //! Security events pushed to the receivers a realm lists
 //! (`event_receivers`): when a client is disabled, enabled again or
-//! deleted, by an admin, its owner's bulk change or housekeeping, each
-//! receiver is sent a Security Event Token (RFC 8417), signed with the
-//! realm's key, by push delivery (RFC 8935).
+//! deleted, by an admin, its owner or housekeeping (RISC account events
+//! about the client), and when a grant's refresh token family is revoked
+//! because a rotated refresh token came back (CAEP `session-revoked`,
+//! about the client, the user and the grant), each receiver is sent a
+//! Security Event Token (RFC 8417), signed with the realm's key, by push
+//! delivery (RFC 8935).
 //!
 //! Nothing is lost: events are read from the realm's audit log, which the
 //! change itself writes in its commit, and each receiver has a cursor in
@@ -23,7 +26,9 @@
 //! Each realm's deliveries run on a thread of their own, at most
 //! [`MAX_REALMS_AT_ONCE`] at a time, each request under the fetcher's
 //! bounds and the realm's share of its slots: a receiver that hangs delays
-//! only its realm's events. Token family revocations are not events yet.
+//! only its realm's events. Families revoked otherwise (a client revoking
+//! its own token, consent withdrawn, a user disabled, a reused
+//! authorization code) are not events.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -55,6 +60,9 @@ pub const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/eve
 pub const ACCOUNT_ENABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-enabled";
 pub const ACCOUNT_PURGED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
 
+/// CAEP's event type (OpenID CAEP 1.0) for a grant ended.
+pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+
 /// The `typ` of a SET (RFC 8417 §2.3).
 pub const SET_TYPE: &str = "secevent+jwt";
 
@@ -74,29 +82,48 @@ struct Receiver {
     retry_at: Option<Instant>,
 }
 
-/// The event an audit entry is, if it is one: its type and client.
-fn event_of(entry: &AuditEntry) -> Option<(&'static str, String)> {
+/// The event an audit entry of `realm` is, if it is one: its type, its
+/// subject (RFC 9493 `sub_id`) and its payload.
+fn event_of(realm: &RealmRuntime, entry: &AuditEntry) -> Option<(&'static str, Value, Value)> {
+    let detail: Value = serde_json::from_str(entry.detail.as_deref()?).ok()?;
+    let client_id = detail.get("client_id")?.as_str()?;
     let kind = match entry.action.as_str() {
         "disable-client" | "disable-unused-agent" => ACCOUNT_DISABLED,
         "enable-client" => ACCOUNT_ENABLED,
         "delete-client" | "delete-reaped-agent" => ACCOUNT_PURGED,
+        crate::grant::refresh_token::REVOKE_FAMILY => {
+            // SSF's complex subject: the client, the user (this realm's
+            // `sub`) and the grant, as a session.
+            let mut subject = json!({"format": "complex", "application": {"format": "opaque", "id": client_id}});
+            if let Some(sub) = detail.get("sub").and_then(Value::as_str) {
+                subject["user"] = json!({"format": "iss_sub", "iss": realm.issuer, "sub": sub});
+            }
+            if let Some(family) = detail.get("family").and_then(Value::as_str) {
+                subject["session"] = json!({"format": "opaque", "id": family});
+            }
+            let payload = json!({
+                "event_timestamp": entry.at,
+                "initiating_entity": "policy",
+                "reason_admin": {"en": "a refresh token was used again after its rotation; the grant is revoked"},
+            });
+            return Some((SESSION_REVOKED, subject, payload));
+        }
         _ => return None,
     };
-    let detail: Value = serde_json::from_str(entry.detail.as_deref()?).ok()?;
-    Some((kind, detail.get("client_id")?.as_str()?.to_string()))
+    Some((kind, json!({"format": "opaque", "id": client_id}), json!({})))
 }
 
 /// The SET for audit entry `id` of `realm`, to `receiver`.
 fn security_event(realm: &RealmRuntime, receiver: &str, id: i64, entry: &AuditEntry, now: i64) -> Option<String> {
-    let (kind, client_id) = event_of(entry)?;
+    let (kind, subject, payload) = event_of(realm, entry)?;
     let claims = json!({
         "iss": realm.issuer,
         "aud": receiver,
         "iat": now,
         "jti": format!("audit-{id}"),
         "toe": entry.at,
-        "sub_id": {"format": "opaque", "id": client_id},
-        "events": { kind: {} },
+        "sub_id": subject,
+        "events": { kind: payload },
     });
     match agentauth_jose::sign(&realm.signing_key, SET_TYPE, &claims) {
         Ok(set) => Some(set),

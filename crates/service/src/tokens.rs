@@ -181,7 +181,7 @@ impl Service {
                 // Revoking a refresh token revokes what was issued from it,
                 // and what was exchanged from that; a rotated one too, since
                 // its family may have leaked.
-                self.store.revoke_token(&realm.name, &hash, family.as_deref()).map_err(internal)?;
+                self.store.revoke_token(&realm.name, &hash, family.as_deref(), None).map_err(internal)?;
             }
         }
         Ok(())

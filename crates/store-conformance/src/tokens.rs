@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agentauth_core::ports::{Lineage, NewToken, Rotation, Storage, TokenKind, TokenRow};
+use agentauth_core::ports::{AuditEntry, Lineage, NewToken, Rotation, Storage, TokenKind, TokenRow};
 
 use crate::fixtures::client_row;
 
@@ -182,8 +182,13 @@ pub fn revoking_a_family_revokes_every_family_derived_from_it<S: Storage + ?Size
     realms(store);
     derived_families(store);
     assert_eq!(live_refresh_tokens(store), ["r1", "r2", "r3"]);
-    store.revoke_token("alpha", b"r2", Some("f2")).unwrap();
+    let before = store.latest_audit_id("alpha").unwrap();
+    let entry =
+        AuditEntry { at: 7, actor: "token-endpoint".into(), action: "revoke-family".into(), ..Default::default() };
+    store.revoke_token("alpha", b"r2", Some("f2"), Some(&entry)).unwrap();
     assert_eq!(live_refresh_tokens(store), ["r1"], "f2 and f3, derived from it, are gone");
+    let recorded: Vec<AuditEntry> = store.audit("alpha", before, 10).unwrap().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(recorded, [entry], "the revocation's audit, recorded with it");
     assert!(store.is_jwt_revoked("alpha", "jti-2").unwrap() && store.is_jwt_revoked("alpha", "jti-3").unwrap());
     assert!(!store.is_jwt_revoked("alpha", "jti-1").unwrap(), "the parent family stays");
 }
@@ -237,7 +242,7 @@ pub fn a_family_derived_from_a_revoked_token_is_refused<S: Storage + ?Sized>(sto
     store.revoke_opaque("alpha", b"opaque", "jti-opaque").unwrap();
     assert!(!attempt(&lineage("f3", "jti-opaque", Some(b"opaque"), None), b"r3"));
     // A token of a family revoked meanwhile.
-    store.revoke_token("alpha", b"r1", Some("f1")).unwrap();
+    store.revoke_token("alpha", b"r1", Some("f1"), None).unwrap();
     assert!(!attempt(&lineage("f4", "jti-f1", None, Some("f1")), b"r4"));
     // A token of a client deleted meanwhile.
     assert!(store.delete_client("alpha", "c1", &[2; 32]).unwrap());

@@ -20,7 +20,7 @@
 //!   revoking one and deriving from one take the same advisory lock, by
 //!   realm and `jti`.
 
-use agentauth_core::ports::{Lineage, NewToken, Result, Rotation, TokenKind, TokenRepository, TokenRow};
+use agentauth_core::ports::{AuditEntry, Lineage, NewToken, Result, Rotation, TokenKind, TokenRepository, TokenRow};
 use deadpool_postgres::GenericClient;
 
 use crate::PgStore;
@@ -169,9 +169,10 @@ impl TokenRepository for PgStore {
         self.db.write(write)?.rotation()
     }
 
-    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
+    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>, audit: Option<&AuditEntry>) -> Result<()> {
         let (pool, realm, hash, family) =
             (self.db.pool.clone(), realm.to_owned(), hash.to_vec(), family.map(str::to_owned));
+        let audit = audit.cloned();
         self.db.run(async move {
             transaction!(&pool, |tx| {
                 match &family {
@@ -179,6 +180,9 @@ impl TokenRepository for PgStore {
                     None => {
                         execute(&tx, DELETE_TOKEN, &[&hash, &realm]).await?;
                     }
+                }
+                if let Some(entry) = &audit {
+                    crate::audit::record(&tx, &realm, entry).await?;
                 }
             })
         })

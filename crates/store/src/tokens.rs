@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use crate::clients::CLIENT_EXISTS;
 use crate::engine::{execute, exists, query_all, query_opt, query_row};
 use crate::stored::Stored;
-use crate::{Lineage, NewToken, Result, Rotation, Store, TokenKind, TokenRepository, TokenRow};
+use crate::{AuditEntry, Lineage, NewToken, Result, Rotation, Store, TokenKind, TokenRepository, TokenRow};
 
 /// Whether a JWT was revoked, by (realm, jti).
 const JWT_REVOKED: &str = "SELECT EXISTS (SELECT 1 FROM revoked_jwts WHERE realm = ?1 AND jti = ?2)";
@@ -147,13 +147,16 @@ impl TokenRepository for Store {
         })
     }
 
-    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()> {
+    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>, audit: Option<&AuditEntry>) -> Result<()> {
         self.db.write(|tx| {
             match family {
                 Some(family) => revoke_family(tx, realm, family)?,
                 None => {
                     execute(tx, DELETE_TOKEN, params![hash, realm])?;
                 }
+            }
+            if let Some(entry) = audit {
+                crate::audit::record(tx, realm, entry)?;
             }
             Ok(())
         })

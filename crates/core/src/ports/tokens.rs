@@ -2,7 +2,7 @@
 //! their rotation, the lineage of families derived by token exchange,
 //! revoked JWT ids, and client assertion ids seen.
 
-use super::Result;
+use super::{AuditEntry, Result};
 
 /// What a server-side token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +129,8 @@ pub trait TokenRepository: Send + Sync {
 
     /// Revokes one server-side token; with a family, every token of it.
     /// Either way, every family derived from what is revoked goes too.
-    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>) -> Result<()>;
+    /// `audit`, when given, is recorded in the same commit.
+    fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>, audit: Option<&AuditEntry>) -> Result<()>;
 
     /// Revokes one opaque access token, outside any family, and every
     /// family derived from it (its `jti`).

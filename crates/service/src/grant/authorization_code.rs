@@ -110,6 +110,6 @@ fn revoke(svc: &Service, realm: &RealmRuntime, issued: &CodeIssue) -> Result<(),
         return Ok(());
     }
     tracing::warn!(realm = %realm.name, "an authorization code came back; revoking what it issued");
-    svc.store.revoke_token(&realm.name, &[], Some(&issued.family)).map_err(internal)?;
+    svc.store.revoke_token(&realm.name, &[], Some(&issued.family), None).map_err(internal)?;
     svc.store.revoke_jwt(&realm.name, &issued.jti, issued.jti_expires_at).map_err(internal)
 }

@@ -3,7 +3,7 @@
 //! family (everything issued from the same first refresh token).
 
 use agentauth_core::grant::refresh_token::{self, RefreshGrant};
-use agentauth_core::ports::{Rotation, TokenKind};
+use agentauth_core::ports::{AuditEntry, Rotation, TokenKind};
 use agentauth_core::{Client, ErrorCode, GrantType, OAuthError, Scopes};
 
 use super::{TokenResponse, mint, refresh_row, token_exchange::subject_scope_ceiling};
@@ -31,7 +31,9 @@ pub(crate) fn issue(
     if row.used {
         // A rotated token came back: it has leaked. End its family.
         tracing::warn!(realm = %realm.name, client_id = %row.client_id, "refresh token reused; revoking its family");
-        svc.store.revoke_token(&realm.name, &old_hash, row.family.as_deref()).map_err(internal)?;
+        let sub = serde_json::from_str::<RefreshGrant>(&row.grant).ok().map(|g| g.sub);
+        let entry = reused(svc, &row.client_id, row.family.as_deref(), sub.as_deref());
+        svc.store.revoke_token(&realm.name, &old_hash, row.family.as_deref(), Some(&entry)).map_err(internal)?;
         return Err(invalid());
     }
     let grant: RefreshGrant = match serde_json::from_str(&row.grant) {
@@ -63,6 +65,7 @@ pub(crate) fn issue(
     // It keeps the grant's audience whole too, even when this token was
     // asked for fewer resources: the next refresh may ask for the others
     // (RFC 8707 §2.2).
+    let subject = grant.sub.clone();
     let successor_grant = RefreshGrant { scope: minted.claims.scope.clone(), ..grant };
     let successor_json = serde_json::to_string(&successor_grant).map_err(internal)?;
     let family = row.family.as_deref();
@@ -75,6 +78,30 @@ pub(crate) fn issue(
             minted.count(realm, GrantType::RefreshToken, true);
             Ok(minted.response(Some(successor), false))
         }
-        Rotation::Reused | Rotation::Unknown => Err(invalid()),
+        Rotation::Reused => {
+            // A racing request used the token first, and the store has
+            // ended the family; this records that, for the audit and the
+            // realm's event receivers.
+            let entry = reused(svc, &client.client_id, family, Some(&subject));
+            svc.store.revoke_token(&realm.name, &old_hash, family, Some(&entry)).map_err(internal)?;
+            Err(invalid())
+        }
+        Rotation::Unknown => Err(invalid()),
     }
 }
+
+/// The audit of a refresh token family ended because one of its tokens
+/// came back after its rotation: the grant's client, family and subject,
+/// which the realm's event receivers are told of.
+fn reused(svc: &Service, client_id: &str, family: Option<&str>, sub: Option<&str>) -> AuditEntry {
+    let detail = serde_json::json!({
+        "client_id": client_id,
+        "family": family,
+        "sub": sub,
+        "reason": "refresh-token-reused",
+    });
+    crate::admin::audit(svc.now(), "token-endpoint", REVOKE_FAMILY, None, Some(detail.to_string()))
+}
+
+/// The audit action of a token family revoked because it leaked.
+pub(crate) const REVOKE_FAMILY: &str = "revoke-family";
