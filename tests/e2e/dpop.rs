@@ -237,6 +237,39 @@ fn an_exchange_keeps_the_subject_tokens_binding() {
 }
 
 #[test]
+fn a_code_asked_for_with_dpop_jkt_is_redeemed_only_with_a_proof_of_that_key() {
+    let (server, client_id) = setup();
+    let key = key(Algorithm::Es256);
+    let thumbprint = key.verifying_key().thumbprint();
+    let mut browser = Browser::new();
+    let url = authorize_url(&server, &client_id, &[("dpop_jkt", &thumbprint)]);
+    let answer: HashMap<String, String> = sign_in_and_allow(&mut browser, &server, &url);
+    let redeem = Form::new()
+        .field("grant_type", "authorization_code")
+        .field("code", &answer["code"])
+        .field("redirect_uri", "http://127.0.0.1:49152/callback")
+        .field("client_id", &client_id)
+        .field("code_verifier", VERIFIER);
+    // Stolen with its verifier, the code is still of no use without the
+    // key; and the refusals spend nothing.
+    token_with(&server, &redeem, None, &[]).assert_error(400, "invalid_dpop_proof");
+    let other = proof(&server, &self::key(Algorithm::Es256));
+    token_with(&server, &redeem, None, &[&other]).assert_error(400, "invalid_dpop_proof");
+    let tokens = token_with(&server, &redeem, None, &[&proof(&server, &key)]);
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    assert_eq!(tokens.json["token_type"], "DPoP");
+    let access = tokens.json["access_token"].as_str().unwrap_or_default();
+    assert_eq!(jwt_parts(access).1["cnf"]["jkt"], thumbprint.as_str(), "{}", tokens.body);
+
+    // A dpop_jkt that is no thumbprint goes back to the client.
+    let bad = authorize_url(&server, &client_id, &[("dpop_jkt", "not-a-thumbprint"), ("state", "s-bad")]);
+    let seen = browser.get(&bad);
+    assert_eq!(seen.status, 303, "{}", seen.body);
+    let back = crate::authorize::query(&seen.location.expect("a redirect"));
+    assert_eq!((back["error"].as_str(), back["state"].as_str()), ("invalid_request", "s-bad"));
+}
+
+#[test]
 fn a_public_clients_refresh_token_is_bound_to_the_key_it_redeemed_its_code_with() {
     let (server, client_id) = setup();
     let mut browser = Browser::new();

@@ -38,6 +38,9 @@ pub struct Authorization {
     pub code_challenge: String,
     /// The resources the tokens are for, allowed by the realm or client.
     pub resources: Vec<String>,
+    /// The DPoP key the code is to be bound to (`dpop_jkt`, RFC 9449
+    /// §10): its JWK thumbprint.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Why an authorization request failed, and so where the answer goes.
@@ -177,7 +180,26 @@ pub fn check(client: &Client, params: &Params<'_>, rules: &ResourceRules) -> Res
     };
     let asked: Vec<String> = params.iter().filter(|(n, _)| n == "resource").map(|(_, v)| v.clone()).collect();
     let resources = resource::resolve(&asked, rules, client).map_err(redirect)?;
-    Ok(Authorization { client_id: client.client_id.clone(), redirect_uri, state, scopes, code_challenge, resources })
+    let dpop_jkt = match single("dpop_jkt").map_err(redirect)? {
+        // A SHA-256 JWK thumbprint (RFC 7638), base64url: 43 characters,
+        // as an S256 challenge is.
+        Some(jkt) if is_s256_challenge(jkt) => Some(jkt.to_string()),
+        Some(_) => {
+            return Err(redirect(OAuthError::invalid_request(
+                "dpop_jkt must be a JWK SHA-256 thumbprint: 43 base64url characters",
+            )));
+        }
+        None => None,
+    };
+    Ok(Authorization {
+        client_id: client.client_id.clone(),
+        redirect_uri,
+        state,
+        scopes,
+        code_challenge,
+        resources,
+        dpop_jkt,
+    })
 }
 
 /// An S256 `code_challenge`: BASE64URL(SHA-256(verifier)) without padding,

@@ -50,6 +50,9 @@ pub struct Pending {
     pub scope: String,
     pub code_challenge: String,
     pub resources: Vec<String>,
+    /// The DPoP key the code is to be bound to, if the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     /// Equals the browser's CSRF cookie: a form posted from elsewhere has
     /// no way to know it.
     pub nonce: String,
@@ -117,6 +120,7 @@ impl Service {
             scope: a.scopes.to_string(),
             code_challenge: a.code_challenge,
             resources: a.resources,
+            dpop_jkt: a.dpop_jkt,
             nonce: new_jti(),
             expires_at: self.now().saturating_add(FORM_LIFETIME),
         }
@@ -259,6 +263,7 @@ impl Service {
             scope: decided.scopes.join(" "),
             resources: pending.resources.clone(),
             may_act: may_act.map(|m| serde_json::to_string(&m)).transpose().map_err(internal)?,
+            dpop_jkt: pending.dpop_jkt.clone(),
             auth_time: session.auth_time,
             created_at: now,
             expires_at: now.saturating_add(CODE_LIFETIME),

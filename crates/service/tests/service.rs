@@ -173,6 +173,7 @@ fn housekeeping_sweeps_authorization_codes_once_they_expire() {
         scope: "read".into(),
         resources: vec![],
         may_act: None,
+        dpop_jkt: None,
         auth_time: now,
         created_at: now,
         expires_at,

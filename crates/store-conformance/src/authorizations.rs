@@ -50,7 +50,8 @@ pub fn a_code_is_read_back_as_stored_in_its_realm_only_until_it_expires<S: Stora
     assert_eq!(store.code("beta", b"h1", 10).unwrap(), None, "another realm's");
     assert_eq!(store.code("alpha", b"h2", 10).unwrap(), None, "never issued");
     // Optional and empty fields are kept as given.
-    let plain = AuthorizationCode { resources: vec![], may_act: None, ..authorization_code("c2", "usr_2") };
+    let plain =
+        AuthorizationCode { resources: vec![], may_act: None, dpop_jkt: None, ..authorization_code("c2", "usr_2") };
     store.insert_code("beta", b"h1", &plain).unwrap();
     assert_eq!(store.code("beta", b"h1", 10).unwrap(), Some(plain));
     assert_eq!(store.code("alpha", b"h1", 10).unwrap(), Some(code), "the same hash in two realms is two codes");

@@ -83,6 +83,7 @@ pub fn authorization_code(client_id: &str, subject: &str) -> AuthorizationCode {
         scope: "openid read".into(),
         resources: vec!["https://api.example/".into(), "calendar".into()],
         may_act: Some("{\"sub\":\"agent\"}".into()),
+        dpop_jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
         auth_time: 5,
         created_at: 10,
         expires_at: 100,

@@ -26,7 +26,8 @@ use crate::db::{conn, execute, get, query, query_opt, transaction};
 
 /// The columns [`code_row`] reads, in order.
 const CODE_COLUMNS: &str =
-    "client_id, redirect_uri, code_challenge, subject, scope, resources, may_act, auth_time, created_at, expires_at";
+    "client_id, redirect_uri, code_challenge, subject, scope, resources, may_act, auth_time, created_at, expires_at,
+     dpop_jkt";
 
 /// The columns [`consent_row`] reads, in order.
 const CONSENT_COLUMNS: &str = "subject, client_id, scope, resources, granted_at";
@@ -43,6 +44,7 @@ fn code_row(r: &Row) -> Result<AuthorizationCode> {
         auth_time: get(r, 7)?,
         created_at: get(r, 8)?,
         expires_at: get(r, 9)?,
+        dpop_jkt: get(r, 10)?,
     })
 }
 
@@ -81,8 +83,9 @@ impl AuthorizationRepository for PgStore {
                 execute(
                     &tx,
                     "INSERT INTO authorization_codes (realm, hash, client_id, redirect_uri, code_challenge, subject,
-                                                      scope, resources, may_act, auth_time, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                                      scope, resources, may_act, auth_time, created_at, expires_at,
+                                                      dpop_jkt)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                     &[
                         &realm,
                         &hash,
@@ -96,6 +99,7 @@ impl AuthorizationRepository for PgStore {
                         &code.auth_time,
                         &code.created_at,
                         &code.expires_at,
+                        &code.dpop_jkt,
                     ],
                 )
                 .await?;

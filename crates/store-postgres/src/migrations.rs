@@ -268,6 +268,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         upto     BIGINT NOT NULL,
         PRIMARY KEY (realm, receiver)
     );",
+    // The DPoP key an authorization code is bound to (RFC 9449 §10).
+    "ALTER TABLE authorization_codes ADD COLUMN dpop_jkt TEXT;",
 ];
 
 /// The schema version this build migrates a database to.

@@ -24,7 +24,8 @@ use crate::{
 
 /// The columns [`code_row`] reads, in order.
 const CODE_COLUMNS: &str =
-    "client_id, redirect_uri, code_challenge, subject, scope, resources, may_act, auth_time, created_at, expires_at";
+    "client_id, redirect_uri, code_challenge, subject, scope, resources, may_act, auth_time, created_at, expires_at,
+     dpop_jkt";
 
 /// The columns [`consent_row`] reads, in order.
 const CONSENT_COLUMNS: &str = "subject, client_id, scope, resources, granted_at";
@@ -41,6 +42,7 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthorizationCode> {
         auth_time: r.get(7)?,
         created_at: r.get(8)?,
         expires_at: r.get(9)?,
+        dpop_jkt: r.get(10)?,
     })
 }
 
@@ -76,8 +78,8 @@ impl AuthorizationRepository for Store {
             execute(
                 tx,
                 "INSERT INTO authorization_codes (realm, hash, client_id, redirect_uri, code_challenge, subject, scope,
-                                                  resources, may_act, auth_time, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                                  resources, may_act, auth_time, created_at, expires_at, dpop_jkt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     realm,
                     hash,
@@ -90,7 +92,8 @@ impl AuthorizationRepository for Store {
                     code.may_act,
                     code.auth_time,
                     code.created_at,
-                    code.expires_at
+                    code.expires_at,
+                    code.dpop_jkt
                 ],
             )?;
             Ok(())

@@ -368,6 +368,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         upto     INTEGER NOT NULL,
         PRIMARY KEY (realm, receiver)
     );",
+    // 24: the DPoP key an authorization code is bound to (RFC 9449 §10).
+    "ALTER TABLE authorization_codes ADD COLUMN dpop_jkt TEXT;",
 ];
 
 /// The schema of the store's database.

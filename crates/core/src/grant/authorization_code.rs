@@ -96,6 +96,7 @@ mod tests {
             scope: "read".into(),
             resources: vec!["https://mcp.example/".into()],
             may_act: Some(r#"{"client_id":"app","sub":"(age!app)"}"#.into()),
+            dpop_jkt: None,
             auth_time: 1,
             created_at: 1,
             expires_at: 61,

@@ -34,6 +34,10 @@ pub struct AuthorizationCode {
     /// The `may_act` claim the authorize hook gave the user's tokens, as
     /// JSON, if any.
     pub may_act: Option<String>,
+    /// The JWK thumbprint of the DPoP key the code is bound to
+    /// (`dpop_jkt`, RFC 9449 §10), if the request named one: only a token
+    /// request with a proof of that key redeems it.
+    pub dpop_jkt: Option<String>,
     /// When the user signed in (`auth_time`).
     pub auth_time: i64,
     pub created_at: i64,

@@ -55,6 +55,16 @@ pub(crate) fn issue(
         }
         return Err(invalid());
     };
+    // RFC 9449 §10: a code bound to a key goes only with a proof of it,
+    // checked before anything is spent.
+    if let Some(bound) = &code.dpop_jkt
+        && dpop.is_none_or(|d| &d.jkt != bound)
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "the code is bound to a DPoP key (dpop_jkt): send a proof signed with it",
+        ));
+    }
     let decided = authorization_code::decide(
         client,
         &code,
