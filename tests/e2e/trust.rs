@@ -382,8 +382,14 @@ fn a_kubernetes_workload_authenticates_with_its_service_account_token() {
 fn a_spiffe_workload_authenticates_with_its_jwt_svid() {
     let server = Server::start_with_admin();
     let bundle = key();
+    // The trust domain's bundle as SPIFFE publishes it: its JWT-SVID key
+    // marked for that use, and the bundle's own sequence and refresh hint.
+    let mut authority = bundle.verifying_key().jwk();
+    authority["use"] = json!("jwt-svid");
+    authority.as_object_mut().expect("a JWK").remove("alg");
     let trusted = json!({"issuer": "spiffe://prod.example", "purposes": ["client_auth"],
-                         "jwks": {"keys": [bundle.verifying_key().jwk()]}, "algorithms": ["ES256"]});
+                         "jwks": {"keys": [authority], "spiffe_sequence": 7, "spiffe_refresh_hint": 300},
+                         "algorithms": ["ES256"]});
     assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/prod", Some(trusted)).0, 201);
     let client_id = register_workload(&server, "spiffe_jwt", json!({"spiffe_id": "spiffe://prod.example/agents/*"}));
     let svid = |sub: &str, aud: Value| {
