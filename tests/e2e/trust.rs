@@ -198,6 +198,33 @@ fn id_jags_that_are_misaddressed_mistyped_stale_or_for_another_client_are_refuse
 }
 
 #[test]
+fn an_id_jag_is_for_the_realms_issuer_whatever_audience_its_issuer_is_configured_with() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag", "jwt_bearer"]);
+    // The issuer's plain assertions name an audience of their own.
+    let partner = "https://partner.example";
+    let trusted = json!({"issuer": idp.url, "purposes": ["id_jag", "jwt_bearer"], "jwks_uri": idp.jwks_uri(),
+                         "algorithms": ["ES256"], "audience": partner});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(trusted)).0, 200);
+    let plain =
+        json!({"iss": idp.url, "sub": "batch-job-7", "aud": partner, "jti": "pa1", "iat": now(), "exp": now() + 120});
+    let reply = grant(&server, &client, &idp.sign("JWT", &plain), &[("scope", "calendar.read")]);
+    assert_eq!(reply.status, 200, "the configured audience holds for plain assertions: {}", reply.body);
+
+    // An ID-JAG addressed to that audience is for another server.
+    let mut misaddressed = id_jag_claims(&idp, &server, &client, "pa2");
+    misaddressed["aud"] = json!(partner);
+    let reply = grant(&server, &client, &idp.sign(ID_JAG, &misaddressed), &[]);
+    reply.assert_error(400, "invalid_grant");
+    assert!(reply.body.contains("aud"), "{}", reply.body);
+    // Addressed to this realm's issuer, it is redeemed.
+    let jag = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "pa3"));
+    let reply = grant(&server, &client, &jag, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
 fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_make_the_server_fetch_again_and_again() {
     let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
     let idp = Issuer::start();

@@ -59,9 +59,16 @@ pub enum AudienceRule {
     /// its token endpoint (RFC 7523 §3), among others.
     Includes,
     /// Exactly one audience, the issuer's configured one or else the
-    /// realm's issuer: ID-JAG (a one-element array counts) and SPIFFE
-    /// JWT-SVIDs.
+    /// realm's issuer (a one-element array counts): SPIFFE JWT-SVIDs.
     Sole,
+    /// Exactly one audience, the realm's issuer, whatever audience the
+    /// issuer is configured with: an ID-JAG, whose `aud` is the issuer
+    /// identifier of the authorization server it is for
+    /// (draft-ietf-oauth-identity-assertion-authz-grant). An issuer
+    /// trusted for ID-JAG and plain assertions may be configured with
+    /// another audience for the latter; that must not let an ID-JAG
+    /// addressed to another server be redeemed here.
+    RealmIssuer,
     /// An ID token of an upstream login: the realm's client id at the
     /// provider, among its audiences (OpenID Connect Core §3.1.3.7), and
     /// `azp` that client when there are several.
@@ -323,12 +330,12 @@ impl Service {
         };
         let expected: Vec<String> = match (&issuer.audience, audience_rule) {
             (_, AudienceRule::LoginClient) => issuer.login.iter().map(|l| l.client_id.clone()).collect(),
+            (_, AudienceRule::RealmIssuer) | (None, AudienceRule::Sole) => vec![realm.issuer.clone()],
             (Some(configured), _) => vec![configured.clone()],
-            (None, AudienceRule::Sole) => vec![realm.issuer.clone()],
             (None, AudienceRule::Includes) => vec![realm.issuer.clone(), realm.endpoint("access_token")],
         };
         let audience_ok = match audience_rule {
-            AudienceRule::Sole => audience.len() == 1 && expected.contains(&audience[0]),
+            AudienceRule::Sole | AudienceRule::RealmIssuer => audience.len() == 1 && expected.contains(&audience[0]),
             AudienceRule::Includes => audience.iter().any(|a| expected.contains(a)),
             AudienceRule::LoginClient => {
                 let azp = claims.get("azp").and_then(Value::as_str);
