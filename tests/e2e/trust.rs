@@ -588,3 +588,84 @@ fn with_an_assertion_policy_a_workload_must_still_be_the_subject_its_client_regi
     let reply = workload_token(&server, Some(&planner), CLIENT_JWT, &token("system:serviceaccount:agents:planner"));
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
+
+/// Runs `agentauth trust ...` against `server`'s realm `alpha`: its
+/// output as JSON, or its error output.
+fn trust_cli(server: &Server, args: &[&str]) -> Result<Value, String> {
+    let remote = ["--server", server.base.as_str(), "--realm", "alpha"];
+    let (ok, out, err) = crate::support::cli(&[&["trust"], args, &remote[..]].concat(), crate::support::ADMIN_TOKEN);
+    if !ok {
+        return Err(err);
+    }
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
+#[test]
+fn the_trust_command_adds_an_upstream_login_provider_shows_lists_and_removes_issuers() {
+    let (server, client_id) = crate::authorize::setup();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let jwks = dir.path().join("cluster-jwks.json");
+    std::fs::write(&jwks, json!({"keys": [key().verifying_key().jwk()]}).to_string()).expect("writing the JWKS");
+    let jwks = jwks.to_string_lossy().into_owned();
+    let cluster = [
+        "add",
+        "--name",
+        "k8s",
+        "--issuer",
+        "https://kubernetes.default.svc",
+        "--purpose",
+        "client_auth",
+        "--jwks-file",
+        &jwks,
+        "--audience",
+        "agentauth",
+    ];
+    let added = trust_cli(&server, &cluster).expect("the cluster trusted");
+    assert_eq!((added["name"].as_str(), added["audience"].as_str()), (Some("k8s"), Some("agentauth")), "{added}");
+
+    // A login provider needs the realm's client there: without it the
+    // server says what is missing.
+    let login = ["add", "--name", "corp", "--issuer", "https://idp.corp.example", "--purpose", "login", "--discovery"];
+    let refused = trust_cli(&server, &login).expect_err("login without its settings");
+    assert!(refused.contains("400") && refused.contains("login needs login"), "{refused}");
+    // Its settings without the client id are refused before any call.
+    let orphan = trust_cli(&server, &[&login[..], &["--login-label", "Corp"]].concat()).expect_err("no client id");
+    assert!(orphan.contains("--login-client-id"), "{orphan}");
+    let settings = [
+        "--login-client-id",
+        "agentauth-alpha",
+        "--login-client-secret-env",
+        "CORP_CLIENT_SECRET",
+        "--login-scope",
+        "openid email",
+        "--login-label",
+        "Corp",
+    ];
+    let added = trust_cli(&server, &[&login[..], &settings[..]].concat()).expect("the provider trusted");
+    let expected = json!({"client_id": "agentauth-alpha", "client_secret_env": "CORP_CLIENT_SECRET",
+                          "scope": "openid email", "label": "Corp"});
+    assert_eq!(added["login"], expected, "{added}");
+    let shown = trust_cli(&server, &["show", "--name", "corp"]).expect("shown");
+    assert_eq!((shown["purposes"].clone(), shown["login"].clone()), (json!(["login"]), expected), "{shown}");
+    // Its users see it on the login page.
+    let page = crate::authorize::Browser::new().get(&crate::authorize::authorize_url(&server, &client_id, &[]));
+    assert!(page.body.contains("Sign in with Corp"), "{}", page.body);
+
+    let names = |listed: &Value| -> Vec<String> {
+        listed["trusted_issuers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(names(&trust_cli(&server, &["list"]).expect("listed")), ["k8s", "corp"]);
+    let removed = trust_cli(&server, &["remove", "--name", "corp"]).expect("removed");
+    assert_eq!(removed, json!({"name": "corp", "removed": true}));
+    let gone = trust_cli(&server, &["show", "--name", "corp"]).expect_err("no longer trusted");
+    assert!(gone.contains("404"), "{gone}");
+    assert_eq!(names(&trust_cli(&server, &["list"]).expect("listed")), ["k8s"]);
+    let page = crate::authorize::Browser::new().get(&crate::authorize::authorize_url(&server, &client_id, &[]));
+    assert!(!page.body.contains("Sign in with"), "{}", page.body);
+}
