@@ -215,3 +215,66 @@ fn documents_are_owned_by_their_host_which_the_realm_may_cap_and_disable_at_once
     let stopped = browser.get(&authorize_url(&server, &first.client_id(), &[]));
     assert_eq!(stopped.status, 400, "{}", stopped.body);
 }
+
+/// Pushes the misbehaving DCR fixture (it refuses a client named
+/// `dcr-deny`, and admits any other with stateless tokens, the audience
+/// `https://updates.example` and its may-act plugin) and makes it realm
+/// `alpha`'s DCR policy.
+fn use_misbehaving_dcr_policy(server: &Server) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let remote = ["--server", server.base.as_str(), "--realm", "alpha"];
+    for (name, hook, bytes) in [
+        ("misbehaving-may-act", "may-act", agentauth_plugins::MISBEHAVING_MAY_ACT),
+        ("misbehaving-dcr", "dcr", agentauth_plugins::MISBEHAVING_DCR),
+    ] {
+        let file = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&file, bytes).expect("writing the plugin");
+        let file = file.to_string_lossy().into_owned();
+        let push = [&["plugin", "push"], &remote[..], &["--name", name, "--hook", hook, &file]].concat();
+        let (ok, out, err) = crate::support::cli(&push, crate::support::ADMIN_TOKEN);
+        assert!(ok, "{out} {err}");
+    }
+    let (status, body) = admin(server, "PATCH", "/alpha", Some(json!({"dcr_plugin": "misbehaving-dcr"})));
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn the_realms_dcr_policy_decides_which_documents_become_clients_and_what_they_may_do() {
+    let server = server_taking_documents();
+    use_misbehaving_dcr_policy(&server);
+    let host = DocumentHost::start();
+    let documents = "/alpha/clients?owner=document%3A127.0.0.1";
+
+    // A document the policy refuses names no client: the page says so,
+    // and nothing is redirected or stored.
+    let refused_id = format!("{}?refused", host.client_id());
+    let mut refused = inspector(&refused_id);
+    refused["client_name"] = json!("dcr-deny");
+    host.serve(refused);
+    let page = Browser::new().get(&authorize_url(&server, &refused_id, &[]));
+    assert_eq!((page.status, page.location.as_deref()), (400, None), "{}", page.body);
+    assert!(!page.body.contains("<form"), "no login form: {}", page.body);
+    assert!(page.body.contains("registrations named dcr-deny are refused"), "the policy's words: {}", page.body);
+    let (status, listed) = admin(&server, "GET", documents, None);
+    assert_eq!((status, listed["clients"].as_array().map(Vec::len)), (200, Some(0)), "{listed}");
+
+    // One it admits works, with what the policy set on it.
+    let client_id = host.client_id();
+    host.serve(inspector(&client_id));
+    let mut browser = Browser::new();
+    let answer = sign_in_and_allow(&mut browser, &server, &authorize_url(&server, &client_id, &[]));
+    let reply = redeem(&server, &client_id, answer.get("code").expect("a code"), VERIFIER);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json["access_token"].as_str().unwrap_or_default();
+    // The policy made its tokens stateless: a JWT naming the client.
+    let (header, claims) = crate::support::jwt_parts(token);
+    assert_eq!((header["typ"].as_str(), claims["client_id"].as_str()), (Some("at+jwt"), Some(client_id.as_str())));
+    let (_, listed) = admin(&server, "GET", documents, None);
+    assert_eq!(listed["clients"].as_array().map(Vec::len), Some(1), "{listed}");
+    let attributes = &listed["clients"][0]["attributes"];
+    assert_eq!(listed["clients"][0]["client_id"], client_id);
+    assert_eq!(attributes["stateless_tokens_enabled"], true, "{attributes}");
+    assert_eq!(attributes["allowed_audiences"], json!(["https://updates.example"]), "{attributes}");
+    assert_eq!(attributes["access_token_may_act_script"], "misbehaving-may-act", "{attributes}");
+    assert_eq!(attributes["owner"], "document:127.0.0.1", "the document's host, as the policy did not say");
+}
