@@ -84,6 +84,12 @@ impl Issuer {
     fn rotate(&self) {
         self.keys.lock().expect("keys").push(key());
     }
+
+    /// Publishes `count` new keys beside the old ones, signing with the
+    /// last.
+    fn publish(&self, count: usize) {
+        self.keys.lock().expect("keys").extend((0..count).map(|_| key()));
+    }
 }
 
 /// The demo realm trusting `issuer` for `purposes`, and a confidential
@@ -248,6 +254,39 @@ fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_make_the_server_fetch_a
         grant(&server, &client, &stranger, &[]).assert_error(400, "invalid_grant");
     }
     assert_eq!(idp.fetches.load(Ordering::SeqCst), 2, "unknown kids are rate-limited");
+}
+
+#[test]
+fn an_issuer_whose_jwks_grows_past_the_bound_is_refused_whole_and_other_issuers_still_work() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag"]);
+    let first = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "g1"));
+    assert_eq!(grant(&server, &client, &first, &[]).status, 200);
+
+    // The issuer now publishes more keys than any issuer may have: a
+    // token under one of them makes the server fetch the set again, and
+    // the whole set is refused, the key it trusted before included.
+    let bound = agentauth_core::trust::MAX_ISSUER_KEYS;
+    idp.publish(bound);
+    let grown = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "g2"));
+    let reply = grant(&server, &client, &grown, &[]);
+    reply.assert_error(400, "invalid_grant");
+    let why = reply.json["error_description"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("more than {bound} keys")), "the reason is given: {}", reply.body);
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 2, "fetched again once");
+    let old_key = sign(&idp.keys.lock().expect("keys")[0], ID_JAG, &id_jag_claims(&idp, &server, &client, "g3"))
+        .expect("signing");
+    grant(&server, &client, &old_key, &[]).assert_error(400, "invalid_grant");
+
+    // Another issuer of the same realm is not held up by it.
+    let other = Issuer::start();
+    let trusted =
+        json!({"issuer": other.url, "purposes": ["id_jag"], "jwks_uri": other.jwks_uri(), "algorithms": ["ES256"]});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/other", Some(trusted)).0, 201);
+    let jag = other.sign(ID_JAG, &id_jag_claims(&other, &server, &client, "g4"));
+    let reply = grant(&server, &client, &jag, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
 #[test]
