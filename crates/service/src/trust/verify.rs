@@ -156,6 +156,14 @@ impl IssuerKeys {
         }
     }
 
+    /// The keys of the JWKS at `url`, fetched, cached and parsed as an
+    /// issuer's `jwks_uri` is, under the same bounds: the keys a client
+    /// known by its metadata document publishes. `refresh` as for
+    /// [`Self::keys`]; fetches count against `realm`'s share.
+    pub(crate) fn keys_at(&self, realm: &str, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+        self.fetched(realm, url, refresh)
+    }
+
     fn fetched(&self, realm: &str, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
         let get = || self.fetcher.get_json_for(realm, url, &Limits::DOCUMENT).map_err(unavailable("keys"));
         let document = if refresh {
