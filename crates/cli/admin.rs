@@ -414,40 +414,7 @@ pub enum TrustCommand {
     },
     /// Trust an issuer for some purposes, or replace what it is trusted
     /// with. Give exactly one of --jwks-file, --jwks-uri and --discovery.
-    Add {
-        #[command(flatten)]
-        remote: Remote,
-        /// The realm's name for it: a-z, 0-9 and '-'.
-        #[arg(long)]
-        name: String,
-        /// Its issuer identifier, exactly as its tokens' `iss` is.
-        #[arg(long)]
-        issuer: String,
-        /// What its tokens may be used for: login, id_jag, jwt_bearer,
-        /// client_auth, subject_token. Repeat for several.
-        #[arg(long = "purpose", required = true)]
-        purposes: Vec<String>,
-        /// A JWKS file holding its public keys.
-        #[arg(long, value_name = "FILE")]
-        jwks_file: Option<PathBuf>,
-        /// Where its public keys are published.
-        #[arg(long)]
-        jwks_uri: Option<String>,
-        /// Read its keys' location from its OpenID discovery document.
-        #[arg(long)]
-        discovery: bool,
-        /// An algorithm its tokens may be signed with (RS256, ES256,
-        /// EdDSA); RS256 and ES256 when none is given. Repeat for several.
-        #[arg(long = "algorithm")]
-        algorithms: Vec<String>,
-        /// The audience its tokens must name, when not the realm's issuer.
-        #[arg(long)]
-        audience: Option<String>,
-        #[arg(long)]
-        clock_skew_seconds: Option<u32>,
-        #[arg(long)]
-        max_token_lifetime_seconds: Option<u32>,
-    },
+    Add(Box<TrustAdd>),
     /// Stop trusting an issuer: its tokens are refused from the next
     /// request on.
     Remove {
@@ -458,6 +425,63 @@ pub enum TrustCommand {
     },
 }
 
+/// What `trust add` is given: the trusted issuer, flag by flag (boxed in
+/// [`TrustCommand`], whose other commands are small).
+#[derive(Debug, clap::Args)]
+pub struct TrustAdd {
+    #[command(flatten)]
+    remote: Remote,
+    /// The realm's name for it: a-z, 0-9 and '-'.
+    #[arg(long)]
+    name: String,
+    /// Its issuer identifier, exactly as its tokens' `iss` is.
+    #[arg(long)]
+    issuer: String,
+    /// What its tokens may be used for: login, id_jag, jwt_bearer,
+    /// client_auth, subject_token. Repeat for several.
+    #[arg(long = "purpose", required = true)]
+    purposes: Vec<String>,
+    /// A JWKS file holding its public keys.
+    #[arg(long, value_name = "FILE")]
+    jwks_file: Option<PathBuf>,
+    /// Where its public keys are published.
+    #[arg(long)]
+    jwks_uri: Option<String>,
+    /// Read its keys' location from its OpenID discovery document.
+    #[arg(long)]
+    discovery: bool,
+    /// An algorithm its tokens may be signed with (RS256, ES256,
+    /// EdDSA); RS256 and ES256 when none is given. Repeat for several.
+    #[arg(long = "algorithm")]
+    algorithms: Vec<String>,
+    /// The audience its tokens must name, when not the realm's issuer
+    /// (an ID-JAG names the realm's issuer whatever this says).
+    #[arg(long)]
+    audience: Option<String>,
+    #[arg(long)]
+    clock_skew_seconds: Option<u32>,
+    #[arg(long)]
+    max_token_lifetime_seconds: Option<u32>,
+    /// For --purpose login: the realm's client id at the provider,
+    /// where the login page sends users to sign in.
+    #[arg(long)]
+    login_client_id: Option<String>,
+    /// For --purpose login: the server's environment variable holding
+    /// the realm's client secret there (the secret itself never goes
+    /// into the settings); none for a public client, PKCE alone.
+    #[arg(long, value_name = "NAME", requires = "login_client_id")]
+    login_client_secret_env: Option<String>,
+    /// For --purpose login: the scopes asked of the provider,
+    /// space-separated, openid among them ("openid email profile" when
+    /// not given).
+    #[arg(long, requires = "login_client_id")]
+    login_scope: Option<String>,
+    /// For --purpose login: what the login page's button says, "Sign in
+    /// with LABEL".
+    #[arg(long, requires = "login_client_id")]
+    login_label: Option<String>,
+}
+
 pub fn trust(command: TrustCommand) -> anyhow::Result<std::process::ExitCode> {
     let out = match command {
         TrustCommand::List { remote } => {
@@ -466,19 +490,24 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<std::process::ExitCode> {
         TrustCommand::Show { remote, name } => {
             call(&remote, "GET", format!("trusted-issuers/{name}")).send("application/json", vec![])?
         }
-        TrustCommand::Add {
-            remote,
-            name,
-            issuer,
-            purposes,
-            jwks_file,
-            jwks_uri,
-            discovery,
-            algorithms,
-            audience,
-            clock_skew_seconds,
-            max_token_lifetime_seconds,
-        } => {
+        TrustCommand::Add(add) => {
+            let TrustAdd {
+                remote,
+                name,
+                issuer,
+                purposes,
+                jwks_file,
+                jwks_uri,
+                discovery,
+                algorithms,
+                audience,
+                clock_skew_seconds,
+                max_token_lifetime_seconds,
+                login_client_id,
+                login_client_secret_env,
+                login_scope,
+                login_label,
+            } = *add;
             let mut body = json!({ "issuer": issuer, "purposes": purposes });
             if let Some(file) = jwks_file {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -503,6 +532,21 @@ pub fn trust(command: TrustCommand) -> anyhow::Result<std::process::ExitCode> {
             }
             if let Some(lifetime) = max_token_lifetime_seconds {
                 body["max_token_lifetime_seconds"] = json!(lifetime);
+            }
+            // The server checks the login settings go with the login
+            // purpose, and says what is missing when they do not.
+            if let Some(client_id) = login_client_id {
+                let mut login = json!({ "client_id": client_id });
+                if let Some(env) = login_client_secret_env {
+                    login["client_secret_env"] = json!(env);
+                }
+                if let Some(scope) = login_scope {
+                    login["scope"] = json!(scope);
+                }
+                if let Some(label) = login_label {
+                    login["label"] = json!(label);
+                }
+                body["login"] = login;
             }
             call(&remote, "PUT", format!("trusted-issuers/{name}"))
                 .send("application/json", body.to_string().into_bytes())?

@@ -84,6 +84,12 @@ impl Issuer {
     fn rotate(&self) {
         self.keys.lock().expect("keys").push(key());
     }
+
+    /// Publishes `count` new keys beside the old ones, signing with the
+    /// last.
+    fn publish(&self, count: usize) {
+        self.keys.lock().expect("keys").extend((0..count).map(|_| key()));
+    }
 }
 
 /// The demo realm trusting `issuer` for `purposes`, and a confidential
@@ -198,6 +204,33 @@ fn id_jags_that_are_misaddressed_mistyped_stale_or_for_another_client_are_refuse
 }
 
 #[test]
+fn an_id_jag_is_for_the_realms_issuer_whatever_audience_its_issuer_is_configured_with() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag", "jwt_bearer"]);
+    // The issuer's plain assertions name an audience of their own.
+    let partner = "https://partner.example";
+    let trusted = json!({"issuer": idp.url, "purposes": ["id_jag", "jwt_bearer"], "jwks_uri": idp.jwks_uri(),
+                         "algorithms": ["ES256"], "audience": partner});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(trusted)).0, 200);
+    let plain =
+        json!({"iss": idp.url, "sub": "batch-job-7", "aud": partner, "jti": "pa1", "iat": now(), "exp": now() + 120});
+    let reply = grant(&server, &client, &idp.sign("JWT", &plain), &[("scope", "calendar.read")]);
+    assert_eq!(reply.status, 200, "the configured audience holds for plain assertions: {}", reply.body);
+
+    // An ID-JAG addressed to that audience is for another server.
+    let mut misaddressed = id_jag_claims(&idp, &server, &client, "pa2");
+    misaddressed["aud"] = json!(partner);
+    let reply = grant(&server, &client, &idp.sign(ID_JAG, &misaddressed), &[]);
+    reply.assert_error(400, "invalid_grant");
+    assert!(reply.body.contains("aud"), "{}", reply.body);
+    // Addressed to this realm's issuer, it is redeemed.
+    let jag = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "pa3"));
+    let reply = grant(&server, &client, &jag, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
 fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_make_the_server_fetch_again_and_again() {
     let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
     let idp = Issuer::start();
@@ -221,6 +254,39 @@ fn a_rotated_key_is_fetched_once_and_unknown_keys_do_not_make_the_server_fetch_a
         grant(&server, &client, &stranger, &[]).assert_error(400, "invalid_grant");
     }
     assert_eq!(idp.fetches.load(Ordering::SeqCst), 2, "unknown kids are rate-limited");
+}
+
+#[test]
+fn an_issuer_whose_jwks_grows_past_the_bound_is_refused_whole_and_other_issuers_still_work() {
+    let server = Server::start_with_admin_args(&["--dev-loopback-fetch"]);
+    let idp = Issuer::start();
+    let client = setup(&server, &idp, &["id_jag"]);
+    let first = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "g1"));
+    assert_eq!(grant(&server, &client, &first, &[]).status, 200);
+
+    // The issuer now publishes more keys than any issuer may have: a
+    // token under one of them makes the server fetch the set again, and
+    // the whole set is refused, the key it trusted before included.
+    let bound = agentauth_core::trust::MAX_ISSUER_KEYS;
+    idp.publish(bound);
+    let grown = idp.sign(ID_JAG, &id_jag_claims(&idp, &server, &client, "g2"));
+    let reply = grant(&server, &client, &grown, &[]);
+    reply.assert_error(400, "invalid_grant");
+    let why = reply.json["error_description"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("more than {bound} keys")), "the reason is given: {}", reply.body);
+    assert_eq!(idp.fetches.load(Ordering::SeqCst), 2, "fetched again once");
+    let old_key = sign(&idp.keys.lock().expect("keys")[0], ID_JAG, &id_jag_claims(&idp, &server, &client, "g3"))
+        .expect("signing");
+    grant(&server, &client, &old_key, &[]).assert_error(400, "invalid_grant");
+
+    // Another issuer of the same realm is not held up by it.
+    let other = Issuer::start();
+    let trusted =
+        json!({"issuer": other.url, "purposes": ["id_jag"], "jwks_uri": other.jwks_uri(), "algorithms": ["ES256"]});
+    assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/other", Some(trusted)).0, 201);
+    let jag = other.sign(ID_JAG, &id_jag_claims(&other, &server, &client, "g4"));
+    let reply = grant(&server, &client, &jag, &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
 #[test]
@@ -382,8 +448,14 @@ fn a_kubernetes_workload_authenticates_with_its_service_account_token() {
 fn a_spiffe_workload_authenticates_with_its_jwt_svid() {
     let server = Server::start_with_admin();
     let bundle = key();
+    // The trust domain's bundle as SPIFFE publishes it: its JWT-SVID key
+    // marked for that use, and the bundle's own sequence and refresh hint.
+    let mut authority = bundle.verifying_key().jwk();
+    authority["use"] = json!("jwt-svid");
+    authority.as_object_mut().expect("a JWK").remove("alg");
     let trusted = json!({"issuer": "spiffe://prod.example", "purposes": ["client_auth"],
-                         "jwks": {"keys": [bundle.verifying_key().jwk()]}, "algorithms": ["ES256"]});
+                         "jwks": {"keys": [authority], "spiffe_sequence": 7, "spiffe_refresh_hint": 300},
+                         "algorithms": ["ES256"]});
     assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/prod", Some(trusted)).0, 201);
     let client_id = register_workload(&server, "spiffe_jwt", json!({"spiffe_id": "spiffe://prod.example/agents/*"}));
     let svid = |sub: &str, aud: Value| {
@@ -554,4 +626,85 @@ fn with_an_assertion_policy_a_workload_must_still_be_the_subject_its_client_regi
     let planner = register_workload(&server, "federated_jwt", naming);
     let reply = workload_token(&server, Some(&planner), CLIENT_JWT, &token("system:serviceaccount:agents:planner"));
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// Runs `agentauth trust ...` against `server`'s realm `alpha`: its
+/// output as JSON, or its error output.
+fn trust_cli(server: &Server, args: &[&str]) -> Result<Value, String> {
+    let remote = ["--server", server.base.as_str(), "--realm", "alpha"];
+    let (ok, out, err) = crate::support::cli(&[&["trust"], args, &remote[..]].concat(), crate::support::ADMIN_TOKEN);
+    if !ok {
+        return Err(err);
+    }
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
+#[test]
+fn the_trust_command_adds_an_upstream_login_provider_shows_lists_and_removes_issuers() {
+    let (server, client_id) = crate::authorize::setup();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let jwks = dir.path().join("cluster-jwks.json");
+    std::fs::write(&jwks, json!({"keys": [key().verifying_key().jwk()]}).to_string()).expect("writing the JWKS");
+    let jwks = jwks.to_string_lossy().into_owned();
+    let cluster = [
+        "add",
+        "--name",
+        "k8s",
+        "--issuer",
+        "https://kubernetes.default.svc",
+        "--purpose",
+        "client_auth",
+        "--jwks-file",
+        &jwks,
+        "--audience",
+        "agentauth",
+    ];
+    let added = trust_cli(&server, &cluster).expect("the cluster trusted");
+    assert_eq!((added["name"].as_str(), added["audience"].as_str()), (Some("k8s"), Some("agentauth")), "{added}");
+
+    // A login provider needs the realm's client there: without it the
+    // server says what is missing.
+    let login = ["add", "--name", "corp", "--issuer", "https://idp.corp.example", "--purpose", "login", "--discovery"];
+    let refused = trust_cli(&server, &login).expect_err("login without its settings");
+    assert!(refused.contains("400") && refused.contains("login needs login"), "{refused}");
+    // Its settings without the client id are refused before any call.
+    let orphan = trust_cli(&server, &[&login[..], &["--login-label", "Corp"]].concat()).expect_err("no client id");
+    assert!(orphan.contains("--login-client-id"), "{orphan}");
+    let settings = [
+        "--login-client-id",
+        "agentauth-alpha",
+        "--login-client-secret-env",
+        "CORP_CLIENT_SECRET",
+        "--login-scope",
+        "openid email",
+        "--login-label",
+        "Corp",
+    ];
+    let added = trust_cli(&server, &[&login[..], &settings[..]].concat()).expect("the provider trusted");
+    let expected = json!({"client_id": "agentauth-alpha", "client_secret_env": "CORP_CLIENT_SECRET",
+                          "scope": "openid email", "label": "Corp"});
+    assert_eq!(added["login"], expected, "{added}");
+    let shown = trust_cli(&server, &["show", "--name", "corp"]).expect("shown");
+    assert_eq!((shown["purposes"].clone(), shown["login"].clone()), (json!(["login"]), expected), "{shown}");
+    // Its users see it on the login page.
+    let page = crate::authorize::Browser::new().get(&crate::authorize::authorize_url(&server, &client_id, &[]));
+    assert!(page.body.contains("Sign in with Corp"), "{}", page.body);
+
+    let names = |listed: &Value| -> Vec<String> {
+        listed["trusted_issuers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(names(&trust_cli(&server, &["list"]).expect("listed")), ["k8s", "corp"]);
+    let removed = trust_cli(&server, &["remove", "--name", "corp"]).expect("removed");
+    assert_eq!(removed, json!({"name": "corp", "removed": true}));
+    let gone = trust_cli(&server, &["show", "--name", "corp"]).expect_err("no longer trusted");
+    assert!(gone.contains("404"), "{gone}");
+    assert_eq!(names(&trust_cli(&server, &["list"]).expect("listed")), ["k8s"]);
+    let page = crate::authorize::Browser::new().get(&crate::authorize::authorize_url(&server, &client_id, &[]));
+    assert!(!page.body.contains("Sign in with"), "{}", page.body);
 }

@@ -94,6 +94,7 @@ fn agent() -> Client {
             scope: "read write".into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            jwks_uri: None,
             application_type: ApplicationType::Web,
             workload: None,
             dpop_bound_access_tokens: false,

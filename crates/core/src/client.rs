@@ -118,6 +118,12 @@ pub struct ClientMetadata {
     /// The client's public keys (a JWK Set), for `private_key_jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
+    /// Where the client's public keys are published, for
+    /// `private_key_jwt`: only a client known by its metadata document
+    /// gives one (a registration gives `jwks`), and its keys are fetched
+    /// and cached as a trusted issuer's `jwks_uri` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     /// `web` or `native`; clients registered before it was kept are
     /// `web`, the default.
     #[serde(default)]
@@ -407,6 +413,7 @@ pub(crate) fn test_agent(client_id: &str, scope: &str, grant_types: &[GrantType]
             scope: scope.into(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            jwks_uri: None,
             application_type: ApplicationType::Web,
             workload: None,
             dpop_bound_access_tokens: false,
@@ -460,6 +467,7 @@ mod tests {
             scope: String::new(),
             token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
             jwks: None,
+            jwks_uri: None,
             application_type: ApplicationType::Web,
             workload: None,
             dpop_bound_access_tokens: false,

@@ -25,6 +25,8 @@ pub const MAX_JWKS_KEYS: usize = 8;
 pub const MAX_JWK_BYTES: usize = 8 * 1024;
 /// Longest `software_statement` (a JWT) a policy is shown.
 pub const MAX_SOFTWARE_STATEMENT: usize = 8 * 1024;
+/// The longest `jwks_uri` a client metadata document may give.
+pub const MAX_JWKS_URI: usize = 512;
 /// Most bytes the registered metadata may take in all, as stored.
 pub const MAX_METADATA_BYTES: usize = 32 * 1024;
 
@@ -61,7 +63,33 @@ pub const SERVER_MANAGED_FIELDS: &[&str] =
 /// Every field is bounded (see [`MAX_STRING`] and the constants beside
 /// it), RFC 7591 fields this server does not keep included; over a bound,
 /// the error names the field.
+///
+/// `jwks_uri` is refused: a registration gives its keys inline, so that
+/// registering never makes the server fetch from a URL the caller chose.
 pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
+    parse(body, KeyLocation::Inline)
+}
+
+/// As [`parse_metadata`], for a Client ID Metadata Document: a
+/// `private_key_jwt` client may also say where its keys are published
+/// (`jwks_uri`, an `https` URL, or `http` on loopback for a server in
+/// development), as the draft allows. The server fetches them only when
+/// the client authenticates, through the fetcher that checks every
+/// address, as it fetches trusted issuers' keys.
+pub fn parse_document_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
+    parse(body, KeyLocation::InlineOrUri)
+}
+
+/// Where a client's public keys may be given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyLocation {
+    /// `jwks` only.
+    Inline,
+    /// `jwks`, or a `jwks_uri` to fetch them from.
+    InlineOrUri,
+}
+
+fn parse(body: &Value, keys: KeyLocation) -> Result<ClientMetadata, OAuthError> {
     let Some(fields) = body.as_object() else {
         return Err(OAuthError::invalid_client_metadata("the request body must be a JSON object"));
     };
@@ -110,11 +138,22 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
     if present("jwks") && present("jwks_uri") {
         return Err(OAuthError::invalid_client_metadata("jwks and jwks_uri must not both be present"));
     }
-    if present("jwks_uri") {
-        return Err(OAuthError::invalid_client_metadata(
-            "jwks_uri is not supported: this server fetches nothing; register the keys inline as jwks",
-        ));
-    }
+    let jwks_uri = match optional_string_up_to(fields, "jwks_uri", MAX_JWKS_URI)? {
+        None => None,
+        Some(_) if keys == KeyLocation::Inline => {
+            return Err(OAuthError::invalid_client_metadata(
+                "jwks_uri is not supported: registering fetches nothing; register the keys inline as jwks",
+            ));
+        }
+        Some(uri) if crate::trust::is_https_url(uri) || crate::trust::is_loopback_http_url(uri) => {
+            Some(uri.to_string())
+        }
+        Some(_) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "jwks_uri must be an https URL without credentials or fragment",
+            ));
+        }
+    };
     let jwks = match fields.get("jwks") {
         None | Some(Value::Null) => None,
         Some(jwks) => match jwks.get("keys").and_then(Value::as_array) {
@@ -201,10 +240,11 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         response_types
     };
 
-    if (token_endpoint_auth_method == AuthMethod::PrivateKeyJwt) != jwks.is_some() {
-        return Err(OAuthError::invalid_client_metadata(
-            "private_key_jwt needs jwks, and jwks are used only with private_key_jwt",
-        ));
+    if (token_endpoint_auth_method == AuthMethod::PrivateKeyJwt) != (jwks.is_some() || jwks_uri.is_some()) {
+        let keys = if keys == KeyLocation::Inline { "jwks" } else { "jwks or jwks_uri" };
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "private_key_jwt needs {keys}, and {keys} are used only with private_key_jwt",
+        )));
     }
     let workload = workload_identity(fields, token_endpoint_auth_method)?;
     let dpop_bound_access_tokens = match fields.get("dpop_bound_access_tokens") {
@@ -221,6 +261,7 @@ pub fn parse_metadata(body: &Value) -> Result<ClientMetadata, OAuthError> {
         scope: scope.to_string(),
         token_endpoint_auth_method,
         jwks,
+        jwks_uri,
         application_type,
         workload,
         dpop_bound_access_tokens,
@@ -464,6 +505,9 @@ pub fn metadata_json(m: &ClientMetadata) -> Value {
     }
     if let Some(jwks) = &m.jwks {
         body["jwks"] = jwks.clone();
+    }
+    if let Some(uri) = &m.jwks_uri {
+        body["jwks_uri"] = json!(uri);
     }
     if m.dpop_bound_access_tokens {
         body["dpop_bound_access_tokens"] = json!(true);
@@ -746,5 +790,39 @@ mod tests {
         req["client_id"] = json!("chosen-by-client");
         let m = parse_metadata(&req).unwrap();
         assert_eq!(m, parse_metadata(&seed_request()).unwrap());
+    }
+
+    #[test]
+    fn only_a_metadata_document_may_give_a_jwks_uri_and_only_for_private_key_jwt() {
+        let document = |extra: Value| {
+            let mut body = json!({"grant_types": ["authorization_code"], "redirect_uris": ["https://app.example/cb"]});
+            for (name, value) in extra.as_object().into_iter().flatten() {
+                body[name] = value.clone();
+            }
+            body
+        };
+        let uri = "https://app.example/jwks.json";
+        let keyed = document(json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": uri}));
+        let read = parse_document_metadata(&keyed).unwrap();
+        assert_eq!(read.jwks_uri.as_deref(), Some(uri));
+        assert_eq!(metadata_json(&read)["jwks_uri"], uri, "the policy and the admin API see it");
+        let registered = parse_metadata(&keyed).unwrap_err();
+        assert!(registered.description.contains("jwks_uri is not supported"), "{registered:?}");
+        for (bad, why) in [
+            (json!({"token_endpoint_auth_method": "none", "jwks_uri": uri}), "only with private_key_jwt"),
+            (json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://app.example/k"}), "https URL"),
+            (
+                json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://app.example/k#1"}),
+                "https URL",
+            ),
+            (json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": 7}), "jwks_uri must be a string"),
+            (json!({"token_endpoint_auth_method": "private_key_jwt"}), "needs jwks or jwks_uri"),
+        ] {
+            let refused = parse_document_metadata(&document(bad.clone())).unwrap_err();
+            assert!(refused.description.contains(why), "{bad}: {refused:?}");
+        }
+        let loopback =
+            document(json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://127.0.0.1:8080/k"}));
+        assert!(parse_document_metadata(&loopback).is_ok(), "for a server in development; the fetcher decides");
     }
 }

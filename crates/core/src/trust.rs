@@ -309,7 +309,7 @@ pub fn is_https_url(text: &str) -> bool {
 
 /// An `http` URL on a loopback address, allowed (as the fetcher decides)
 /// only in development.
-fn is_loopback_http_url(text: &str) -> bool {
+pub(crate) fn is_loopback_http_url(text: &str) -> bool {
     url::Url::parse(text).is_ok_and(|u| {
         u.scheme() == "http"
             && match u.host() {

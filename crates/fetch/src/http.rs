@@ -65,6 +65,13 @@ pub(crate) struct Client {
     connector: Arc<Chain>,
     #[cfg(test)]
     roots: Option<ureq::tls::RootCerts>,
+    /// Tests only: the address every connection goes to, in place of the
+    /// checked ones, standing in for a public host. What is checked is
+    /// unchanged (the URL's host, what it resolves to); only where the
+    /// socket connects differs, so the production policy can be tested
+    /// against a server that can only be on loopback.
+    #[cfg(test)]
+    stand_in: Option<SocketAddr>,
 }
 
 type Chain = ureq::unversioned::transport::ChainedConnector<
@@ -79,6 +86,8 @@ impl Client {
             connector: Arc::new(().chain(TcpConnector::default()).chain(RustlsConnector::default())),
             #[cfg(test)]
             roots: None,
+            #[cfg(test)]
+            stand_in: None,
         }
     }
 
@@ -86,6 +95,13 @@ impl Client {
     #[cfg(test)]
     pub fn trusting(roots: ureq::tls::RootCerts) -> Self {
         Self { roots: Some(roots), ..Self::new() }
+    }
+
+    /// This client, connecting to `addr` whatever admitted addresses it
+    /// is given (see the `stand_in` field).
+    #[cfg(test)]
+    pub fn standing_in(self, addr: SocketAddr) -> Self {
+        Self { stand_in: Some(addr), ..self }
     }
 
     /// GETs `target` from `addrs`, finishing by `deadline`.
@@ -117,11 +133,10 @@ impl Client {
             Some(roots) => builder.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots.clone()).build()),
             None => builder,
         };
-        let pinned = Pinned {
-            host: target.host.clone(),
-            port: target.port,
-            addrs: addrs.iter().map(|&ip| SocketAddr::new(ip, target.port)).collect(),
-        };
+        let addrs: Vec<SocketAddr> = addrs.iter().map(|&ip| SocketAddr::new(ip, target.port)).collect();
+        #[cfg(test)]
+        let addrs = self.stand_in.map_or(addrs, |stand_in| vec![stand_in]);
+        let pinned = Pinned { host: target.host.clone(), port: target.port, addrs };
         let agent = ureq::Agent::with_parts(builder.build(), Shared(Arc::clone(&self.connector)), pinned);
 
         let send_kind = if matches!(send, Send::PostSet { .. }) { SendKind::Set } else { SendKind::Document };

@@ -10,8 +10,7 @@
 
 use agentauth_core::trust::TrustPurpose;
 use agentauth_core::{AuthMethod, Client, ErrorCode, OAuthError};
-use agentauth_jose::ExternalType;
-use agentauth_jose::VerifyingKey;
+use agentauth_jose::{ExternalType, VerifyError, VerifyingKey};
 use serde_json::Value;
 
 use crate::realm::RealmRuntime;
@@ -175,14 +174,32 @@ impl Service {
         if client.metadata.token_endpoint_auth_method != AuthMethod::PrivateKeyJwt {
             return Err(refused("the client does not use private_key_jwt"));
         }
-        let keys: Vec<VerifyingKey> = client
-            .metadata
-            .jwks
-            .iter()
-            .flat_map(|j| j["keys"].as_array().into_iter().flatten())
-            .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
-            .collect();
-        let claims = agentauth_jose::verify_client_assertion(assertion, &keys).map_err(|e| refused(&e.to_string()))?;
+        let claims = match &client.metadata.jwks_uri {
+            None => {
+                let keys: Vec<VerifyingKey> = client
+                    .metadata
+                    .jwks
+                    .iter()
+                    .flat_map(|j| j["keys"].as_array().into_iter().flatten())
+                    .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
+                    .collect();
+                agentauth_jose::verify_client_assertion(assertion, &keys)
+            }
+            // A client known by its metadata document may publish its keys:
+            // fetched and cached as trusted issuers' are, and fetched again
+            // (at most every 30 s) for a key not seen yet, as it rotates.
+            Some(uri) => {
+                let keys = self.trust.keys_at(&realm.name, uri, false).map_err(|e| refused(&e.reason))?;
+                match agentauth_jose::verify_client_assertion(assertion, &keys) {
+                    Err(VerifyError::UnknownKey) => {
+                        let keys = self.trust.keys_at(&realm.name, uri, true).map_err(|e| refused(&e.reason))?;
+                        agentauth_jose::verify_client_assertion(assertion, &keys)
+                    }
+                    verified => verified,
+                }
+            }
+        }
+        .map_err(|e| refused(&e.to_string()))?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
         if text("iss") != Some(client_id) || text("sub") != Some(client_id) {
             return Err(refused("iss and sub must both be the client_id"));

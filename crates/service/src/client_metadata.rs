@@ -7,7 +7,8 @@
 //! fetched through the SSRF-hardened fetcher (5 KiB at most, no
 //! redirects, public addresses only), held to the draft's rules (its
 //! `client_id` is the URL exactly, no secret, a public client or
-//! `private_key_jwt` with its keys), to the registration rules every
+//! `private_key_jwt` with its keys, inline or at a `jwks_uri` fetched as
+//! trusted issuers' keys are), to the registration rules every
 //! client meets, and to the realm's DCR policy, which sees it as a
 //! registration (`create`): one policy governs both ways in. The client is
 //! then stored under its URL, so consents, codes and tokens name it as
@@ -139,14 +140,11 @@ fn read_document(client_id: &str, document: &serde_json::Map<String, Value>) -> 
     match method {
         Some(AuthMethod::None) => {}
         Some(AuthMethod::PrivateKeyJwt) => {
-            if !body.contains_key("jwks") {
-                return Err("a private_key_jwt client's document holds its keys (jwks)".into());
+            if !body.contains_key("jwks") && !body.contains_key("jwks_uri") {
+                return Err("a private_key_jwt client's document holds its keys (jwks) or their URL (jwks_uri)".into());
             }
         }
         _ => return Err("token_endpoint_auth_method is none or private_key_jwt: no shared secret".into()),
-    }
-    if body.contains_key("jwks_uri") {
-        return Err("jwks_uri is not supported here; put the keys in jwks".into());
     }
     body.entry("grant_types").or_insert_with(|| serde_json::json!(["authorization_code", "refresh_token"]));
     body.remove("client_id");
@@ -220,7 +218,8 @@ impl Service {
             return Ok(stored);
         }
         let request = read_document(client_id, &document.json).map_err(refused)?;
-        let metadata = registration::parse_metadata(&request).map_err(|e| refused(e.description.into_owned()))?;
+        let metadata =
+            registration::parse_document_metadata(&request).map_err(|e| refused(e.description.into_owned()))?;
         // A client anyone can name is one that acts for a user who signs
         // in: the code grant and its refresh tokens, nothing a machine
         // client gets by registering.

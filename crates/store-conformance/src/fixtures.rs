@@ -20,6 +20,7 @@ pub fn client_row(id: &str) -> ClientRow {
                 scope: "read write".into(),
                 token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                 jwks: None,
+                jwks_uri: None,
                 application_type: ApplicationType::Native,
                 workload: None,
                 dpop_bound_access_tokens: false,

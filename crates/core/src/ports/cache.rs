@@ -190,6 +190,7 @@ mod tests {
                     scope: scope.into(),
                     token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
                     jwks: None,
+                    jwks_uri: None,
                     application_type: ApplicationType::Web,
                     workload: None,
                     dpop_bound_access_tokens: false,

@@ -36,6 +36,22 @@ fn a_redirect_to_a_private_address_is_refused() {
 }
 
 #[test]
+fn a_later_hop_to_a_private_address_is_refused_though_the_first_were_followed() {
+    // Loopback is allowed here (the development setting); 10/8 never is.
+    let server = Server::start(|path| match path {
+        "/hop/2" => Reply::redirect("/hop/1"),
+        "/hop/1" => Reply::redirect("http://10.0.0.1/keys"),
+        _ => Reply::json("{}"),
+    });
+    let fetcher = fetcher(FetchPolicy { timeout: LONG, ..dev() });
+    let start = Instant::now();
+    let err = fetcher.get_json(&server.url("/hop/2"), &Limits::default()).unwrap_err();
+    assert!(matches!(err, FetchError::RefusedAddress { addr, .. } if addr.to_string() == "10.0.0.1"), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2), "refused before any connection");
+    assert_eq!(server.paths(), ["/hop/2", "/hop/1"]);
+}
+
+#[test]
 fn a_redirect_to_a_name_resolving_to_a_private_address_is_refused() {
     let server = Server::start(|_| Reply::redirect("https://intranet.example/keys"));
     let (fetcher, _) = fetcher_with(dev(), &[("intranet.example", &["192.168.0.7"])]);

@@ -71,7 +71,7 @@ pub(crate) fn issue(
     let token = request.assertion.as_str();
     let id_jag = is_id_jag(token);
     let (purpose, typ, audience) = if id_jag {
-        (TrustPurpose::IdJag, ExternalType::Exactly(ID_JAG_TYPE), AudienceRule::Sole)
+        (TrustPurpose::IdJag, ExternalType::Exactly(ID_JAG_TYPE), AudienceRule::RealmIssuer)
     } else {
         (TrustPurpose::JwtBearer, ExternalType::Jwt, AudienceRule::Includes)
     };

@@ -59,9 +59,16 @@ pub enum AudienceRule {
     /// its token endpoint (RFC 7523 §3), among others.
     Includes,
     /// Exactly one audience, the issuer's configured one or else the
-    /// realm's issuer: ID-JAG (a one-element array counts) and SPIFFE
-    /// JWT-SVIDs.
+    /// realm's issuer (a one-element array counts): SPIFFE JWT-SVIDs.
     Sole,
+    /// Exactly one audience, the realm's issuer, whatever audience the
+    /// issuer is configured with: an ID-JAG, whose `aud` is the issuer
+    /// identifier of the authorization server it is for
+    /// (draft-ietf-oauth-identity-assertion-authz-grant). An issuer
+    /// trusted for ID-JAG and plain assertions may be configured with
+    /// another audience for the latter; that must not let an ID-JAG
+    /// addressed to another server be redeemed here.
+    RealmIssuer,
     /// An ID token of an upstream login: the realm's client id at the
     /// provider, among its audiences (OpenID Connect Core §3.1.3.7), and
     /// `azp` that client when there are several.
@@ -149,6 +156,14 @@ impl IssuerKeys {
         }
     }
 
+    /// The keys of the JWKS at `url`, fetched, cached and parsed as an
+    /// issuer's `jwks_uri` is, under the same bounds: the keys a client
+    /// known by its metadata document publishes. `refresh` as for
+    /// [`Self::keys`]; fetches count against `realm`'s share.
+    pub(crate) fn keys_at(&self, realm: &str, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
+        self.fetched(realm, url, refresh)
+    }
+
     fn fetched(&self, realm: &str, url: &str, refresh: bool) -> Result<Arc<[VerifyingKey]>, Refused> {
         let get = || self.fetcher.get_json_for(realm, url, &Limits::DOCUMENT).map_err(unavailable("keys"));
         let document = if refresh {
@@ -212,9 +227,11 @@ fn unavailable(what: &'static str) -> impl Fn(FetchError) -> Refused {
 }
 
 /// The signing keys of a JWKS: those this server can verify with and
-/// meant for signatures. Others (encryption keys, curves it does not
-/// support) are skipped, as a JWKS may list them; a set of more than
-/// [`MAX_ISSUER_KEYS`] keys is refused whole.
+/// meant for signatures. Others (encryption keys, a SPIFFE bundle's X.509
+/// authorities, curves it does not support) are skipped, as a JWKS may
+/// list them; a set of more than [`MAX_ISSUER_KEYS`] keys is refused
+/// whole. Members beside `keys` (a SPIFFE bundle's `spiffe_sequence` and
+/// `spiffe_refresh_hint`) are not read.
 fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
     let keys = jwks.get("keys").and_then(Value::as_array).ok_or_else(|| Refused::because("the JWKS has no keys"))?;
     if keys.len() > MAX_ISSUER_KEYS {
@@ -222,9 +239,19 @@ fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
     }
     Ok(keys
         .iter()
-        .filter(|jwk| jwk.get("use").and_then(Value::as_str).is_none_or(|u| u == "sig"))
+        .filter(|jwk| jwk.get("use").and_then(Value::as_str).is_none_or(is_signing_use))
         .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
         .collect())
+}
+
+/// Whether a JWK's `use` marks a key that signs tokens: `sig` (RFC 7517
+/// §4.2), or `jwt-svid`, which a SPIFFE trust bundle gives the keys its
+/// JWT-SVIDs are signed with (SPIFFE Trust Domain and Bundle §4.2.2; a
+/// realm trusting a trust domain for draft-ietf-oauth-spiffe-client-auth
+/// is given that bundle as it is). A bundle's `x509-svid` keys are
+/// certificate authorities, never token signers, and `enc` keys encrypt.
+fn is_signing_use(usage: &str) -> bool {
+    matches!(usage, "sig" | "jwt-svid")
 }
 
 /// The issuer a token names: its `iss` (a string), or for a SPIFFE
@@ -311,12 +338,12 @@ impl Service {
         };
         let expected: Vec<String> = match (&issuer.audience, audience_rule) {
             (_, AudienceRule::LoginClient) => issuer.login.iter().map(|l| l.client_id.clone()).collect(),
+            (_, AudienceRule::RealmIssuer) | (None, AudienceRule::Sole) => vec![realm.issuer.clone()],
             (Some(configured), _) => vec![configured.clone()],
-            (None, AudienceRule::Sole) => vec![realm.issuer.clone()],
             (None, AudienceRule::Includes) => vec![realm.issuer.clone(), realm.endpoint("access_token")],
         };
         let audience_ok = match audience_rule {
-            AudienceRule::Sole => audience.len() == 1 && expected.contains(&audience[0]),
+            AudienceRule::Sole | AudienceRule::RealmIssuer => audience.len() == 1 && expected.contains(&audience[0]),
             AudienceRule::Includes => audience.iter().any(|a| expected.contains(a)),
             AudienceRule::LoginClient => {
                 let azp = claims.get("azp").and_then(Value::as_str);
@@ -400,6 +427,14 @@ mod tests {
         let kept =
             parse_jwks(&json!({"keys": [key(Algorithm::Rs256), encryption, p384, key(Algorithm::EdDsa)]})).unwrap();
         assert_eq!(kept.iter().map(VerifyingKey::alg).collect::<Vec<_>>(), [Algorithm::Rs256, Algorithm::EdDsa]);
+        // A SPIFFE bundle: its JWT-SVID key signs, its X.509 authority
+        // does not, and its own members do not get in the way.
+        let (mut svid, mut authority) = (key(Algorithm::Es256), key(Algorithm::Rs256));
+        svid["use"] = json!("jwt-svid");
+        authority["use"] = json!("x509-svid");
+        let bundle = json!({"keys": [authority, svid], "spiffe_sequence": 12, "spiffe_refresh_hint": 300});
+        let kept = parse_jwks(&bundle).unwrap();
+        assert_eq!(kept.iter().map(VerifyingKey::alg).collect::<Vec<_>>(), [Algorithm::Es256]);
         let many: Vec<Value> = (0..=MAX_ISSUER_KEYS).map(|_| key(Algorithm::Es256)).collect();
         let refused = parse_jwks(&json!({ "keys": many })).unwrap_err();
         assert!(refused.reason.contains("more than"), "{refused}");
