@@ -165,12 +165,23 @@ pub(crate) fn authorize_url(server: &Server, client_id: &str, extra: &[(&str, &s
 
 /// Signs `ada` in and allows the request: the redirect back to the client.
 pub(crate) fn sign_in_and_allow(browser: &mut Browser, server: &Server, url: &str) -> HashMap<String, String> {
+    sign_in_as_and_allow(browser, server, url, "ada")
+}
+
+/// Signs `username` (whose password is [`PASSWORD`]) in and allows the
+/// request: the redirect back to the client.
+pub(crate) fn sign_in_as_and_allow(
+    browser: &mut Browser,
+    server: &Server,
+    url: &str,
+    username: &str,
+) -> HashMap<String, String> {
     let login = browser.get(url);
     assert_eq!(login.status, 200, "{}", login.body);
     assert!(login.body.contains("<form method=\"post\">"), "{}", login.body);
     let endpoint = server.realm_url("authorize");
     let pending = hidden(&login.body, "pending");
-    let fields = [("pending", pending.as_str()), ("action", "login"), ("username", "ada"), ("password", PASSWORD)];
+    let fields = [("pending", pending.as_str()), ("action", "login"), ("username", username), ("password", PASSWORD)];
     let consent = browser.post(&endpoint, &fields);
     assert_eq!(consent.status, 200, "{}", consent.body);
     assert!(consent.body.contains("Inspector") && consent.body.contains("read"), "{}", consent.body);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agentauth_jose::{Algorithm, SigningKey, generate_pkcs8, sign_dpop_proof};
 use serde_json::{Value, json};
 
-use crate::authorize::{Browser, PASSWORD, REDIRECT, VERIFIER, admin, authorize_url, sign_in_and_allow};
+use crate::authorize::{Browser, PASSWORD, REDIRECT, VERIFIER, admin, authorize_url, sign_in_as_and_allow};
 use crate::support::{Credentials, Server, seed_registration};
 
 const SCOPE: &str = "agentauth:agents";
@@ -20,6 +20,8 @@ struct Answer {
     status: u16,
     json: Value,
     challenges: Vec<String>,
+    /// The server's `DPoP-Nonce`, if it sent one.
+    nonce: Option<String>,
 }
 
 /// Calls `url` with `method`, the `headers` and, for a POST, the JSON
@@ -48,9 +50,10 @@ fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Value>)
         .iter()
         .filter_map(|v| v.to_str().ok().map(String::from))
         .collect();
+    let nonce = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(String::from);
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
-    Answer { status, json: serde_json::from_str(&text).unwrap_or(Value::Null), challenges }
+    Answer { status, json: serde_json::from_str(&text).unwrap_or(Value::Null), challenges, nonce }
 }
 
 fn bearer(token: &str) -> String {
@@ -81,8 +84,15 @@ fn setup() -> (Server, String) {
 /// Ada's access token for `scope`, by the code grant; bound to `key` when
 /// there is one.
 fn users_token(server: &Server, client_id: &str, scope: &str, key: Option<&SigningKey>) -> String {
+    token_of(server, "ada", client_id, scope, key)
+}
+
+/// `username`'s access token for `scope`, by the code grant; bound to
+/// `key` when there is one.
+fn token_of(server: &Server, username: &str, client_id: &str, scope: &str, key: Option<&SigningKey>) -> String {
     let mut browser = Browser::new();
-    let answer = sign_in_and_allow(&mut browser, server, &authorize_url(server, client_id, &[("scope", scope)]));
+    let url = authorize_url(server, client_id, &[("scope", scope)]);
+    let answer = sign_in_as_and_allow(&mut browser, server, &url, username);
     let token_url = server.realm_url("access_token");
     let form: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
@@ -114,11 +124,19 @@ fn now() -> i64 {
 /// A DPoP proof by `key` for `method` on `url`, naming `token` in `ath`
 /// when given.
 fn proof(key: &SigningKey, method: &str, url: &str, ath: Option<&str>) -> String {
+    proof_with_nonce(key, method, url, ath, None)
+}
+
+/// [`proof`], with the server's `nonce` when given.
+fn proof_with_nonce(key: &SigningKey, method: &str, url: &str, ath: Option<&str>, nonce: Option<&str>) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut claims = json!({"jti": format!("owner-proof-{n}-{}", now()), "htm": method, "htu": url, "iat": now()});
     if let Some(ath) = ath {
         claims["ath"] = json!(ath);
+    }
+    if let Some(nonce) = nonce {
+        claims["nonce"] = json!(nonce);
     }
     sign_dpop_proof(key, &claims).expect("a proof")
 }
@@ -152,8 +170,14 @@ fn a_user_registers_an_agent_lists_it_and_disables_it_and_its_tokens_die() {
     assert_eq!(status, 200, "{shown}");
     let owner = shown["attributes"]["owner"].as_str().expect("an owner").to_string();
     assert!(owner.starts_with("user:usr_"), "{owner}");
-    // Registered by nobody: nobody's.
+    // Registered by nobody: nobody's. Registered by bob: bob's.
     let stranger = server.register_agent();
+    let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "bob", "password": PASSWORD})));
+    assert_eq!(status, 201, "{body}");
+    let bobs_token = token_of(&server, "bob", &inspector, &format!("read {SCOPE}"), None);
+    let bobs = register_with(&server, &bearer(&bobs_token));
+    assert_eq!(bobs.status, 201, "{:?}", bobs.json);
+    let bobs = Credentials::from_registration(&bobs.json);
 
     let agents = server.realm_url("agents");
     let mine = call("GET", &agents, &[("authorization", &auth)], None);
@@ -163,12 +187,22 @@ fn a_user_registers_an_agent_lists_it_and_disables_it_and_its_tokens_die() {
         mine.json["clients"].as_array().expect("clients").iter().filter_map(|c| c["client_id"].as_str()).collect();
     assert_eq!(listed, [agent.client_id.as_str()], "only ada's own agent");
 
-    // Another's agent is not there to read or disable, and stays active.
-    let theirs = format!("{agents}/{}", stranger.client_id);
-    assert_eq!(call("GET", &theirs, &[("authorization", &auth)], None).status, 404);
-    assert_eq!(call("POST", &format!("{theirs}/disable"), &[("authorization", &auth)], None).status, 404);
+    // Another's agent, or nobody's, is not there to read or disable, and
+    // stays active.
+    for other in [&stranger, &bobs] {
+        let theirs = format!("{agents}/{}", other.client_id);
+        assert_eq!(call("GET", &theirs, &[("authorization", &auth)], None).status, 404);
+        assert_eq!(call("POST", &format!("{theirs}/disable"), &[("authorization", &auth)], None).status, 404);
+    }
     let stranger_token = server.read_token(&stranger);
     assert_eq!(server.introspect(&stranger, &stranger_token).json["active"], true);
+    let bobs_agent_token = server.read_token(&bobs);
+    assert_eq!(server.introspect(&stranger, &bobs_agent_token).json["active"], true);
+    // Bob sees his own.
+    let his = call("GET", &agents, &[("authorization", &bearer(&bobs_token))], None);
+    let listed: Vec<&str> =
+        his.json["clients"].as_array().expect("clients").iter().filter_map(|c| c["client_id"].as_str()).collect();
+    assert_eq!(listed, [bobs.client_id.as_str()]);
 
     // Ada disables hers: its token is dead at once, it cannot get another,
     // and the audit names ada.
@@ -202,7 +236,8 @@ fn a_user_registers_an_agent_lists_it_and_disables_it_and_its_tokens_die() {
     server
         .token(&[("grant_type", "client_credentials"), ("scope", "read")], Some(&second))
         .assert_error(401, "invalid_client");
-    assert_eq!(server.introspect(&stranger, &stranger_token).json["active"], true, "another's agent is untouched");
+    assert_eq!(server.introspect(&stranger, &stranger_token).json["active"], true, "nobody's agent is untouched");
+    assert_eq!(server.introspect(&stranger, &bobs_agent_token).json["active"], true, "bob's agent is untouched");
 }
 
 #[test]
@@ -319,4 +354,14 @@ fn a_dpop_bound_token_is_accepted_only_with_a_proof_of_its_key_that_names_it() {
         None,
     );
     assert_eq!((answer.status, answer.json["state"].as_str()), (200, Some("disabled")), "{:?}", answer.json);
+
+    // A realm that asks for nonces asks here too, and says which.
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"dpop_nonces": true})));
+    assert_eq!(status, 200, "{body}");
+    let without = get(&[("authorization", &dpop), ("dpop", &proof(&key, "GET", &agents, Some(&ath(&token))))]);
+    assert_eq!((without.status, without.json["error"].as_str()), (401, Some("use_dpop_nonce")), "{:?}", without.json);
+    assert!(without.challenges.iter().any(|c| c.starts_with("DPoP ") && c.contains("use_dpop_nonce")));
+    let nonce = without.nonce.expect("the server's nonce");
+    let with = proof_with_nonce(&key, "GET", &agents, Some(&ath(&token)), Some(&nonce));
+    assert_eq!(get(&[("authorization", &dpop), ("dpop", &with)]).status, 200);
 }

@@ -63,6 +63,11 @@ pub struct AccessTokenClaims {
     /// The DPoP key the token is bound to, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// When the user signed in (RFC 9068 §2.2.1): on the tokens of a grant
+    /// a user gave by signing in (the code grant and its refreshes) and on
+    /// no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     /// Custom claims a token policy added.
     #[serde(flatten)]
     pub custom: serde_json::Map<String, serde_json::Value>,
@@ -88,18 +93,34 @@ struct WireClaims {
     act: Option<Act>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
     #[serde(flatten)]
     custom: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<AccessTokenClaims> for WireClaims {
     fn from(claims: AccessTokenClaims) -> Self {
-        let AccessTokenClaims { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, cnf, custom } =
-            claims;
+        let AccessTokenClaims {
+            iss,
+            sub,
+            aud,
+            more_aud,
+            client_id,
+            scope,
+            iat,
+            exp,
+            jti,
+            may_act,
+            act,
+            cnf,
+            auth_time,
+            custom,
+        } = claims;
         let mut audience = Vec::with_capacity(1 + more_aud.len());
         audience.push(aud);
         audience.extend(more_aud);
-        Self { iss, sub, aud: audience, client_id, scope, iat, exp, jti, may_act, act, cnf, custom }
+        Self { iss, sub, aud: audience, client_id, scope, iat, exp, jti, may_act, act, cnf, auth_time, custom }
     }
 }
 
@@ -107,11 +128,11 @@ impl TryFrom<WireClaims> for AccessTokenClaims {
     type Error = &'static str;
 
     fn try_from(wire: WireClaims) -> Result<Self, Self::Error> {
-        let WireClaims { iss, sub, aud, client_id, scope, iat, exp, jti, may_act, act, cnf, custom } = wire;
+        let WireClaims { iss, sub, aud, client_id, scope, iat, exp, jti, may_act, act, cnf, auth_time, custom } = wire;
         let mut audience = aud.into_iter();
         let aud = audience.next().ok_or("aud names no audience")?;
         let more_aud = audience.collect();
-        Ok(Self { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, cnf, custom })
+        Ok(Self { iss, sub, aud, more_aud, client_id, scope, iat, exp, jti, may_act, act, cnf, auth_time, custom })
     }
 }
 
@@ -254,6 +275,8 @@ pub struct TokenRequest {
     /// The DPoP key the token is to be bound to: the one the request's
     /// proof was signed with.
     pub cnf: Option<Confirmation>,
+    /// When the user signed in, for a grant a user gave by signing in.
+    pub auth_time: Option<i64>,
 }
 
 impl TokenRequest {
@@ -281,6 +304,7 @@ impl TokenRequest {
             may_act,
             act: self.act,
             cnf: self.cnf,
+            auth_time: self.auth_time,
             custom: serde_json::Map::new(),
         }
     }
@@ -315,6 +339,7 @@ mod tests {
             not_after,
             may_act: None,
             cnf: None,
+            auth_time: None,
         };
         assert_eq!(request(None).into_claims("https://as", 100, 60, "j".into(), None).exp, 160);
         assert_eq!(request(Some(130)).into_claims("https://as", 100, 60, "j".into(), None).exp, 130);
@@ -331,6 +356,7 @@ mod tests {
             not_after: None,
             may_act: None,
             cnf: None,
+            auth_time: None,
         }
     }
 
@@ -371,6 +397,7 @@ mod tests {
             not_after: None,
             may_act: None,
             cnf: None,
+            auth_time: None,
         }
         .into_claims("https://as", 0, 60, "j".into(), None);
         claims.custom = custom_claims(r#"{"department": "updates"}"#).unwrap();

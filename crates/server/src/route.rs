@@ -50,10 +50,12 @@ pub enum Route {
     },
     /// A user's own agents (`agents`, `agents/{client_id}`, with
     /// `/disable`, and `agents/disable-all`), reached with the user's
-    /// access token.
+    /// access token. `path` is the endpoint as requested, after the
+    /// realm's issuer (`agents/...`), which a DPoP proof's `htu` names.
     Agents {
         realm: String,
         op: AgentsOp,
+        path: String,
     },
     /// The admin API, `/admin/v1/realms/{realm}/...`, or the same
     /// operation under `/console/api/v1/realms/{realm}/...` (`console`),
@@ -389,7 +391,7 @@ fn agents_route(method: &Method, realm: String, endpoint: &str) -> Route {
         _ => return Route::NotFound,
     };
     match op {
-        Some(op) => Route::Agents { realm, op },
+        Some(op) => Route::Agents { realm, op, path: endpoint.to_string() },
         None => Route::MethodNotAllowed { allow },
     }
 }
@@ -505,13 +507,21 @@ mod tests {
     #[test]
     fn a_users_agents_route_by_method_with_client_ids_decoded() {
         let at = |method: Method, path: &str| route(&method, &format!("{REALM}/{path}"), "/am");
-        let agents = |op| Route::Agents { realm: "alpha".into(), op };
-        assert_eq!(at(Method::GET, "agents"), agents(AgentsOp::List));
-        assert_eq!(at(Method::POST, "agents/disable-all"), agents(AgentsOp::DisableAll));
-        assert_eq!(at(Method::GET, "agents/c1"), agents(AgentsOp::Show { client_id: "c1".into() }));
+        let agents = |op, path: &str| Route::Agents { realm: "alpha".into(), op, path: path.into() };
+        assert_eq!(at(Method::GET, "agents"), agents(AgentsOp::List, "agents"));
+        assert_eq!(at(Method::POST, "agents/disable-all"), agents(AgentsOp::DisableAll, "agents/disable-all"));
+        assert_eq!(at(Method::GET, "agents/c1"), agents(AgentsOp::Show { client_id: "c1".into() }, "agents/c1"));
         assert_eq!(
             at(Method::POST, "agents/https%3A%2F%2Fapp.example%2Fc/disable"),
-            agents(AgentsOp::Disable { client_id: "https://app.example/c".into() })
+            agents(
+                AgentsOp::Disable { client_id: "https://app.example/c".into() },
+                "agents/https%3A%2F%2Fapp.example%2Fc/disable"
+            )
+        );
+        // In a realm named root, the path is still the one after the realm.
+        assert_eq!(
+            route(&Method::GET, "/am/oauth2/realms/root/realms/root/agents", "/am"),
+            Route::Agents { realm: "root".into(), op: AgentsOp::List, path: "agents".into() }
         );
         assert_eq!(at(Method::POST, "agents"), Route::MethodNotAllowed { allow: "GET" });
         assert_eq!(at(Method::GET, "agents/c1/disable"), Route::MethodNotAllowed { allow: "POST" });

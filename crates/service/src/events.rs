@@ -95,7 +95,8 @@ fn event_of(realm: &RealmRuntime, entry: &AuditEntry) -> Option<(&'static str, V
             // SSF's complex subject: the client, the user (this realm's
             // `sub`) and the grant, as a session.
             let mut subject = json!({"format": "complex", "application": {"format": "opaque", "id": client_id}});
-            if let Some(sub) = detail.get("sub").and_then(Value::as_str) {
+            let user = detail.get("sub").and_then(Value::as_str).filter(|s| agentauth_core::user::is_user_subject(s));
+            if let Some(sub) = user {
                 subject["user"] = json!({"format": "iss_sub", "iss": realm.issuer, "sub": sub});
             }
             if let Some(family) = detail.get("family").and_then(Value::as_str) {

@@ -17,7 +17,10 @@
 //!
 //! The token is checked as a resource server checks one (RFC 6750,
 //! RFC 9449 §7): live in this realm, of an active user, the user's own
-//! (not an agent's acting for it, which carries `act`), for this API (its
+//! (issued by the code grant, or a refresh of it, to a client the user
+//! signed in to and consented for: such tokens carry `auth_time`; not an
+//! agent's acting for it, which carries `act`, nor one an ID-JAG or a
+//! token exchange made in its name), for this API (its
 //! default audience, the client that asked for it, or the `agents`
 //! endpoint as an RFC 8707 resource; a token for another resource server
 //! is not one this server accepts), and, when bound to a DPoP key, with a
@@ -119,8 +122,17 @@ impl Service {
             }
             (None, Scheme::Bearer) => {}
         }
+        // The user's own: given by the user signing in (the code grant and
+        // its refreshes carry `auth_time`), not an agent's acting for the
+        // user (`act`), nor a token another grant made in the user's name
+        // (an ID-JAG, a JWT bearer assertion, an impersonating exchange).
         if claims.act.is_some() {
             return Err(invalid_token("the access token is an agent's acting for a user, not the user's own"));
+        }
+        if claims.auth_time.is_none() {
+            return Err(invalid_token(
+                "the access token was not given by a user signing in (the authorization code grant)",
+            ));
         }
         let agents = realm.endpoint("agents");
         let default_audience = claims.aud == claims.client_id && claims.more_aud.is_empty();
@@ -210,6 +222,129 @@ fn from_admin(error: AdminError) -> OAuthError {
         other => {
             tracing::error!("an owner's request: {other}");
             OAuthError::new(ErrorCode::ServerError, "the request could not be completed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agentauth_core::{AccessTokenClaims, Act, Confirmation};
+    use agentauth_plugin_host::{PluginHost, RequestContext};
+    use agentauth_store::Store;
+
+    use super::*;
+    use crate::users::NewUser;
+    use crate::{Clock, Config, ManualClock, RealmSettings};
+
+    const REALM: &str = "people";
+    const NOW: i64 = 1_900_000_000;
+
+    /// A service whose realm has a user and a client; the realm, the
+    /// user's subject and the client's id.
+    fn setup() -> (Service, Arc<RealmRuntime>, String, String) {
+        let config = Config {
+            master_key: Arc::new(agentauth_jose::MasterKey::generate().unwrap().0),
+            admin_token: None,
+            issuer_prefix: "https://as.example.test/am".into(),
+            fetch: Default::default(),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let service = Service::new(config, store, PluginHost::new().unwrap(), clock).unwrap();
+        let settings = RealmSettings { owner_self_service: true, ..RealmSettings::default() };
+        assert!(service.provision_realm(REALM, &settings, &[]).unwrap());
+        let new = NewUser {
+            username: "ada".into(),
+            password: crate::password::Password::new("correct horse battery".into()),
+            display_name: None,
+            email: None,
+        };
+        let ada = service.create_user(REALM, new, "admin").unwrap();
+        let realm = service.realm(REALM).unwrap().unwrap();
+        let request = json!({"client_name": "Inspector", "redirect_uris": ["http://127.0.0.1/cb"]});
+        let registered = service.register(&realm, false, &request, RequestContext::default(), None).unwrap();
+        let client_id = registered.0["client_id"].as_str().unwrap().to_string();
+        (service, realm, ada.subject, client_id)
+    }
+
+    /// What the code grant gives `subject` through `client_id`, scoped to
+    /// manage agents.
+    fn users_claims(realm: &RealmRuntime, subject: &str, client_id: &str) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: realm.issuer.clone(),
+            sub: subject.into(),
+            aud: client_id.into(),
+            more_aud: vec![],
+            client_id: client_id.into(),
+            scope: format!("read {AGENTS_SCOPE}"),
+            iat: NOW,
+            exp: NOW + 300,
+            jti: "j1".into(),
+            may_act: None,
+            act: None,
+            cnf: None,
+            auth_time: Some(NOW - 60),
+            custom: serde_json::Map::new(),
+        }
+    }
+
+    fn owner(service: &Service, realm: &RealmRuntime, claims: &AccessTokenClaims) -> Result<Owner, OAuthError> {
+        let payload = serde_json::to_value(claims).unwrap();
+        let token = agentauth_jose::sign(&realm.signing_key, "at+jwt", &payload).unwrap();
+        let url = realm.endpoint("agents");
+        let presented = Presented { scheme: Scheme::Bearer, token: &token, proofs: &[], method: "GET", url: &url };
+        service.owner_of(realm, &presented)
+    }
+
+    #[test]
+    fn only_the_users_own_signed_in_token_for_this_api_with_the_scope_speaks_for_the_user() {
+        let (service, realm, ada, client_id) = setup();
+        let good = users_claims(&realm, &ada, &client_id);
+        assert_eq!(owner(&service, &realm, &good).map(|o| o.name()), Ok(format!("user:{ada}")));
+        let for_the_api = AccessTokenClaims { aud: realm.endpoint("agents"), ..good.clone() };
+        assert!(owner(&service, &realm, &for_the_api).is_ok(), "the agents endpoint as an RFC 8707 resource");
+
+        let code = |claims: &AccessTokenClaims| owner(&service, &realm, claims).map_err(|e| e.code);
+        let refused = [
+            // An ID-JAG, a JWT bearer assertion or an impersonating exchange
+            // may name the user, but the user did not sign in for it.
+            ("no auth_time", AccessTokenClaims { auth_time: None, ..good.clone() }, ErrorCode::InvalidToken),
+            (
+                "an agent acting for the user",
+                AccessTokenClaims {
+                    act: Some(Act { sub: "agent".into(), client_id: Some(client_id.clone()), act: None }),
+                    ..good.clone()
+                },
+                ErrorCode::InvalidToken,
+            ),
+            (
+                "for another resource",
+                AccessTokenClaims { aud: "https://mcp.example/".into(), ..good.clone() },
+                ErrorCode::InvalidToken,
+            ),
+            (
+                "for the client and another resource",
+                AccessTokenClaims { more_aud: vec!["https://mcp.example/".into()], ..good.clone() },
+                ErrorCode::InvalidToken,
+            ),
+            ("the client's own", AccessTokenClaims { sub: client_id.clone(), ..good.clone() }, ErrorCode::InvalidToken),
+            (
+                "without the scope",
+                AccessTokenClaims { scope: "read".into(), ..good.clone() },
+                ErrorCode::InsufficientScope,
+            ),
+            (
+                "DPoP-bound, as a bearer token",
+                AccessTokenClaims { cnf: Some(Confirmation { jkt: "k".repeat(43) }), ..good.clone() },
+                ErrorCode::InvalidToken,
+            ),
+            ("expired", AccessTokenClaims { exp: NOW, ..good.clone() }, ErrorCode::InvalidToken),
+            ("of no user", AccessTokenClaims { sub: "usr_nobody".into(), ..good.clone() }, ErrorCode::InvalidToken),
+        ];
+        for (why, claims, expected) in refused {
+            assert_eq!(code(&claims), Err(expected), "{why}");
         }
     }
 }

@@ -65,7 +65,7 @@ pub fn live_tokens_are_counted_per_client_in_their_realm<S: Storage + ?Sized>(st
     let counted = store.live_token_counts("alpha", &ids(&["c1", "c2", "c3"]), 50).unwrap();
     assert_eq!(counted, [("c1".to_string(), 2), ("c2".to_string(), 1)], "expired tokens and other realms not counted");
     // A used refresh token is no longer live.
-    assert_eq!(store.rotate_token("alpha", b"r1", &[], 50).unwrap(), Rotation::Rotated);
+    assert_eq!(store.rotate_token("alpha", b"r1", &[], 50, &AuditEntry::default()).unwrap(), Rotation::Rotated);
     assert_eq!(store.live_token_counts("alpha", &ids(&["c1"]), 50).unwrap(), [("c1".to_string(), 1)]);
     assert_eq!(store.live_token_counts("alpha", &[], 50).unwrap(), []);
     assert_eq!(store.live_token_counts("alpha", &ids(&["c1"]), 100).unwrap(), [], "all expired");
@@ -74,22 +74,31 @@ pub fn live_tokens_are_counted_per_client_in_their_realm<S: Storage + ?Sized>(st
 pub fn rotating_a_refresh_token_twice_reports_reuse<S: Storage + ?Sized>(store: &S) {
     realms(store);
     store.insert_tokens("alpha", &[refresh(b"old", "f1")]).unwrap();
-    assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"new", "f1")], 0).unwrap(), Rotation::Rotated);
+    assert_eq!(
+        store.rotate_token("alpha", b"old", &[refresh(b"new", "f1")], 0, &AuditEntry::default()).unwrap(),
+        Rotation::Rotated
+    );
     assert!(store.token_row(b"old", "alpha", 0).unwrap().unwrap().used, "kept, marked used");
-    assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"other", "f1")], 0).unwrap(), Rotation::Reused);
+    assert_eq!(
+        store.rotate_token("alpha", b"old", &[refresh(b"other", "f1")], 0, &AuditEntry::default()).unwrap(),
+        Rotation::Reused
+    );
     assert_eq!(store.token(b"other", "alpha", TokenKind::Refresh, 0).unwrap(), None, "a reuse stores nothing");
 }
 
 pub fn racing_rotations_of_one_refresh_token_rotate_it_once<S: Storage + ?Sized>(store: &S) {
     realms(store);
     store.insert_tokens("alpha", &[refresh(b"old", "f1")]).unwrap();
+    let before = store.latest_audit_id("alpha").unwrap();
+    let reused =
+        AuditEntry { at: 3, actor: "token-endpoint".into(), action: "revoke-family".into(), ..Default::default() };
     let rotated = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for t in 0..8u8 {
-            let rotated = &rotated;
+            let (rotated, reused) = (&rotated, &reused);
             s.spawn(move || {
                 let next = [t];
-                match store.rotate_token("alpha", b"old", &[refresh(&next, "f1")], 0).unwrap() {
+                match store.rotate_token("alpha", b"old", &[refresh(&next, "f1")], 0, reused).unwrap() {
                     Rotation::Rotated => {
                         rotated.fetch_add(1, Ordering::SeqCst);
                     }
@@ -99,8 +108,11 @@ pub fn racing_rotations_of_one_refresh_token_rotate_it_once<S: Storage + ?Sized>
         }
     });
     assert_eq!(rotated.load(Ordering::SeqCst), 1);
-    // The losers presented a used token: the family is revoked.
+    // The losers presented a used token: the family is revoked, and that
+    // is recorded once, by the one that revoked it.
     assert_eq!(store.count_tokens("alpha", TokenKind::Refresh).unwrap(), 0);
+    let recorded: Vec<AuditEntry> = store.audit("alpha", before, 10).unwrap().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(recorded, [reused]);
 }
 
 pub fn reusing_a_refresh_token_revokes_its_whole_family<S: Storage + ?Sized>(store: &S) {
@@ -111,13 +123,21 @@ pub fn reusing_a_refresh_token_revokes_its_whole_family<S: Storage + ?Sized>(sto
     // Hashes are keyed hashes of random tokens: no two realms share one.
     store.insert_tokens("beta", &[refresh(b"beta-old", "f1"), jwt(b"beta-j1", "jti-1")]).unwrap();
     assert_eq!(
-        store.rotate_token("alpha", b"old", &[refresh(b"new", "f1"), jwt(b"j2", "jti-2")], 0).unwrap(),
+        store
+            .rotate_token("alpha", b"old", &[refresh(b"new", "f1"), jwt(b"j2", "jti-2")], 0, &AuditEntry::default())
+            .unwrap(),
         Rotation::Rotated
     );
-    assert_eq!(store.rotate_token("alpha", b"old", &[refresh(b"x", "f1")], 0).unwrap(), Rotation::Reused);
+    assert_eq!(
+        store.rotate_token("alpha", b"old", &[refresh(b"x", "f1")], 0, &AuditEntry::default()).unwrap(),
+        Rotation::Reused
+    );
     assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap(), None, "the successor goes too");
     assert!(store.is_jwt_revoked("alpha", "jti-1").unwrap() && store.is_jwt_revoked("alpha", "jti-2").unwrap());
-    assert_eq!(store.rotate_token("alpha", b"new", &[refresh(b"y", "f1")], 0).unwrap(), Rotation::Unknown);
+    assert_eq!(
+        store.rotate_token("alpha", b"new", &[refresh(b"y", "f1")], 0, &AuditEntry::default()).unwrap(),
+        Rotation::Unknown
+    );
     assert!(store.token(b"elsewhere", "alpha", TokenKind::Refresh, 0).unwrap().is_some(), "another family stays");
     assert!(!store.is_jwt_revoked("beta", "jti-1").unwrap(), "another realm's family stays");
     assert!(store.token(b"beta-old", "beta", TokenKind::Refresh, 0).unwrap().is_some());
@@ -134,7 +154,7 @@ pub fn a_rotation_stores_each_successor_with_the_grant_it_was_given<S: Storage +
     let access = r#"{"aud":"https://b.example/api","scope":"read"}"#;
     let successors =
         [token(b"new", Some("f1"), TokenKind::Refresh, narrowed), token(b"at", Some("f1"), TokenKind::Access, access)];
-    assert_eq!(store.rotate_token("alpha", b"old", &successors, 0).unwrap(), Rotation::Rotated);
+    assert_eq!(store.rotate_token("alpha", b"old", &successors, 0, &AuditEntry::default()).unwrap(), Rotation::Rotated);
     assert_eq!(store.token(b"new", "alpha", TokenKind::Refresh, 0).unwrap().as_deref(), Some(narrowed));
     assert_eq!(store.token(b"at", "alpha", TokenKind::Access, 0).unwrap().as_deref(), Some(access));
     let old = store.token_row(b"old", "alpha", 0).unwrap().unwrap();
@@ -144,11 +164,24 @@ pub fn a_rotation_stores_each_successor_with_the_grant_it_was_given<S: Storage +
 pub fn only_a_live_refresh_token_of_the_realm_rotates<S: Storage + ?Sized>(store: &S) {
     realms(store);
     store.insert_tokens("alpha", &[refresh(b"r", "f1"), token(b"a", None, TokenKind::Access, "{}")]).unwrap();
-    assert_eq!(store.rotate_token("beta", b"r", &[refresh(b"n", "f1")], 0).unwrap(), Rotation::Unknown);
-    assert_eq!(store.rotate_token("alpha", b"a", &[refresh(b"n", "f1")], 0).unwrap(), Rotation::Unknown);
-    assert_eq!(store.rotate_token("alpha", b"r", &[refresh(b"n", "f1")], 100).unwrap(), Rotation::Unknown, "expired");
+    assert_eq!(
+        store.rotate_token("beta", b"r", &[refresh(b"n", "f1")], 0, &AuditEntry::default()).unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        store.rotate_token("alpha", b"a", &[refresh(b"n", "f1")], 0, &AuditEntry::default()).unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        store.rotate_token("alpha", b"r", &[refresh(b"n", "f1")], 100, &AuditEntry::default()).unwrap(),
+        Rotation::Unknown,
+        "expired"
+    );
     assert_eq!(store.token(b"n", "alpha", TokenKind::Refresh, 0).unwrap(), None);
-    assert_eq!(store.rotate_token("alpha", b"r", &[refresh(b"n", "f1")], 99).unwrap(), Rotation::Rotated);
+    assert_eq!(
+        store.rotate_token("alpha", b"r", &[refresh(b"n", "f1")], 99, &AuditEntry::default()).unwrap(),
+        Rotation::Rotated
+    );
 }
 
 /// Family `f2` derived from the JWT `jti-1` of family `f1`, and `f3`
@@ -187,8 +220,11 @@ pub fn revoking_a_family_revokes_every_family_derived_from_it<S: Storage + ?Size
         AuditEntry { at: 7, actor: "token-endpoint".into(), action: "revoke-family".into(), ..Default::default() };
     store.revoke_token("alpha", b"r2", Some("f2"), Some(&entry)).unwrap();
     assert_eq!(live_refresh_tokens(store), ["r1"], "f2 and f3, derived from it, are gone");
+    // Revoked again, by a racing request: nothing to revoke, nothing
+    // recorded.
+    store.revoke_token("alpha", b"r2", Some("f2"), Some(&entry)).unwrap();
     let recorded: Vec<AuditEntry> = store.audit("alpha", before, 10).unwrap().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(recorded, [entry], "the revocation's audit, recorded with it");
+    assert_eq!(recorded, [entry], "the revocation's audit, recorded with it, once");
     assert!(store.is_jwt_revoked("alpha", "jti-2").unwrap() && store.is_jwt_revoked("alpha", "jti-3").unwrap());
     assert!(!store.is_jwt_revoked("alpha", "jti-1").unwrap(), "the parent family stays");
 }

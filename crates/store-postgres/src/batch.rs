@@ -47,7 +47,7 @@ use std::sync::mpsc as std_mpsc;
 use std::task::Poll;
 use std::time::Duration;
 
-use agentauth_core::ports::{Error, ErrorKind, Result, Rotation};
+use agentauth_core::ports::{AuditEntry, Error, ErrorKind, Result, Rotation};
 use deadpool_postgres::Transaction;
 
 use crate::db::Pool;
@@ -80,7 +80,8 @@ pub(crate) enum Write {
     /// A client assertion's id, used once.
     Assertion { realm: String, client_id: String, jti: String, expires_at: i64 },
     /// A refresh token rotated, or found reused.
-    Rotation { realm: String, old_hash: Vec<u8>, successors: Vec<Token>, now: i64 },
+    /// `reused`: the audit recorded if the token was used before.
+    Rotation { realm: String, old_hash: Vec<u8>, successors: Vec<Token>, now: i64, reused: Box<AuditEntry> },
 }
 
 /// What a write came to.
@@ -384,13 +385,14 @@ async fn make(pool: &Pool, writes: &[&Write]) -> Result<Vec<Result<Done>>> {
 
     // Rotations read before they write: one at a time, each in its savepoint.
     for (i, write) in writes.iter().enumerate() {
-        let Write::Rotation { realm, old_hash, successors, now } = write else { continue };
+        let Write::Rotation { realm, old_hash, successors, now, reused } = write else { continue };
         if !framed {
-            outcomes[i] = Some(Ok(Done::Rotation(tokens::rotate(&tx, realm, old_hash, successors, *now).await?)));
+            let rotation = tokens::rotate(&tx, realm, old_hash, successors, *now, reused).await?;
+            outcomes[i] = Some(Ok(Done::Rotation(rotation)));
             continue;
         }
         tx.batch_execute("SAVEPOINT w").await.pg()?;
-        match tokens::rotate(&tx, realm, old_hash, successors, *now).await {
+        match tokens::rotate(&tx, realm, old_hash, successors, *now, reused).await {
             Ok(rotation) => {
                 tx.batch_execute("RELEASE SAVEPOINT w").await.pg()?;
                 outcomes[i] = Some(Ok(Done::Rotation(rotation)));
@@ -629,7 +631,7 @@ mod tests {
 
     fn rotation(old: &[u8], next: &[u8]) -> Write {
         let successors = owned(&[token(next, Some("f1"), TokenKind::Refresh)]);
-        Write::Rotation { realm: "alpha".into(), old_hash: old.to_vec(), successors, now: 0 }
+        Write::Rotation { realm: "alpha".into(), old_hash: old.to_vec(), successors, now: 0, reused: Box::default() }
     }
 
     fn commits(store: &PgStore) -> (u64, u64) {

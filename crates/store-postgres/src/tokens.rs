@@ -159,12 +159,20 @@ impl TokenRepository for PgStore {
     }
 
     /// Made in a batch (see `batch`), in a savepoint of its own.
-    fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
+    fn rotate_token(
+        &self,
+        realm: &str,
+        old_hash: &[u8],
+        successors: &[NewToken<'_>],
+        now: i64,
+        reused: &AuditEntry,
+    ) -> Result<Rotation> {
         let write = Write::Rotation {
             realm: realm.to_owned(),
             old_hash: old_hash.to_vec(),
             successors: owned(successors),
             now,
+            reused: Box::new(reused.clone()),
         };
         self.db.write(write)?.rotation()
     }
@@ -175,13 +183,11 @@ impl TokenRepository for PgStore {
         let audit = audit.cloned();
         self.db.run(async move {
             transaction!(&pool, |tx| {
-                match &family {
+                let revoked = match &family {
                     Some(family) => revoke_family(&tx, &realm, family).await?,
-                    None => {
-                        execute(&tx, DELETE_TOKEN, &[&hash, &realm]).await?;
-                    }
-                }
-                if let Some(entry) = &audit {
+                    None => execute(&tx, DELETE_TOKEN, &[&hash, &realm]).await?,
+                };
+                if let Some(entry) = audit.as_ref().filter(|_| revoked > 0) {
                     crate::audit::record(&tx, &realm, entry).await?;
                 }
             })
@@ -292,6 +298,7 @@ pub(crate) async fn rotate<C: GenericClient + ?Sized>(
     old_hash: &[u8],
     successors: &[Token],
     now: i64,
+    reused: &AuditEntry,
 ) -> Result<Rotation> {
     let rotated = query_opt(
         tx,
@@ -322,11 +329,12 @@ pub(crate) async fn rotate<C: GenericClient + ?Sized>(
     };
     match found {
         Some((Some(_), family)) => {
-            match family {
+            let revoked = match family {
                 Some(family) => revoke_family(tx, realm, &family).await?,
-                None => {
-                    execute(tx, DELETE_TOKEN, &[&old_hash, &realm]).await?;
-                }
+                None => execute(tx, DELETE_TOKEN, &[&old_hash, &realm]).await?,
+            };
+            if revoked > 0 {
+                crate::audit::record(tx, realm, reused).await?;
             }
             Ok(Rotation::Reused)
         }
@@ -344,8 +352,11 @@ async fn lock_jti<C: GenericClient + ?Sized>(tx: &C, realm: &str, jti: &str) -> 
 
 /// Ends a token family and, transitively, every family derived from it:
 /// their JWTs are recorded as revoked, their server-side tokens deleted.
-async fn revoke_family<C: GenericClient + ?Sized>(tx: &C, realm: &str, family: &str) -> Result<()> {
+/// Revokes the family `family` and those derived from it; how many
+/// tokens that deleted.
+async fn revoke_family<C: GenericClient + ?Sized>(tx: &C, realm: &str, family: &str) -> Result<u64> {
     let mut pending = vec![family.to_string()];
+    let mut revoked = 0;
     while let Some(family) = pending.pop() {
         execute(
             tx,
@@ -355,7 +366,7 @@ async fn revoke_family<C: GenericClient + ?Sized>(tx: &C, realm: &str, family: &
             &[&realm, &family],
         )
         .await?;
-        execute(tx, "DELETE FROM tokens WHERE realm = $1 AND family = $2", &[&realm, &family]).await?;
+        revoked += execute(tx, "DELETE FROM tokens WHERE realm = $1 AND family = $2", &[&realm, &family]).await?;
         pending.extend(
             derived_families(
                 tx,
@@ -367,7 +378,7 @@ async fn revoke_family<C: GenericClient + ?Sized>(tx: &C, realm: &str, family: &
         );
         execute(tx, "DELETE FROM token_lineage WHERE realm = $1 AND family = $2", &[&realm, &family]).await?;
     }
-    Ok(())
+    Ok(revoked)
 }
 
 /// Revokes every family derived from the token `jti`.

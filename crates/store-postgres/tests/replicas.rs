@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use agentauth_core::HookKind;
 use agentauth_core::ports::prelude::*;
-use agentauth_core::ports::{ChangeTopic, ErrorKind, NewToken, Rotation, TokenKind};
+use agentauth_core::ports::{AuditEntry, ChangeTopic, ErrorKind, NewToken, Rotation, TokenKind};
 use agentauth_store_conformance::fixtures::{audit, client_row};
 use agentauth_store_postgres::throwaway::Cluster;
 use agentauth_store_postgres::{Options, PgStore};
@@ -167,7 +167,9 @@ fn replicas_racing_to_rotate_one_refresh_token_rotate_it_once() {
             s.spawn(move || {
                 let next = [t];
                 ready.wait();
-                if store.rotate_token("alpha", b"old", &[refresh(&next, "f1")], 0).unwrap() == Rotation::Rotated {
+                if store.rotate_token("alpha", b"old", &[refresh(&next, "f1")], 0, &AuditEntry::default()).unwrap()
+                    == Rotation::Rotated
+                {
                     rotated.fetch_add(1, Ordering::SeqCst);
                 }
             });

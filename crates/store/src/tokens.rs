@@ -115,7 +115,14 @@ impl TokenRepository for Store {
         )
     }
 
-    fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation> {
+    fn rotate_token(
+        &self,
+        realm: &str,
+        old_hash: &[u8],
+        successors: &[NewToken<'_>],
+        now: i64,
+        reused: &AuditEntry,
+    ) -> Result<Rotation> {
         self.db.write(|tx| {
             let found: Option<(Option<i64>, Option<String>)> = query_opt(
                 tx,
@@ -126,11 +133,12 @@ impl TokenRepository for Store {
             match found {
                 None => Ok(Rotation::Unknown),
                 Some((Some(_), family)) => {
-                    match family {
+                    let revoked = match family {
                         Some(family) => revoke_family(tx, realm, &family)?,
-                        None => {
-                            execute(tx, DELETE_TOKEN, params![old_hash, realm])?;
-                        }
+                        None => execute(tx, DELETE_TOKEN, params![old_hash, realm])?,
+                    };
+                    if revoked > 0 {
+                        crate::audit::record(tx, realm, reused)?;
                     }
                     Ok(Rotation::Reused)
                 }
@@ -149,13 +157,11 @@ impl TokenRepository for Store {
 
     fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>, audit: Option<&AuditEntry>) -> Result<()> {
         self.db.write(|tx| {
-            match family {
+            let revoked = match family {
                 Some(family) => revoke_family(tx, realm, family)?,
-                None => {
-                    execute(tx, DELETE_TOKEN, params![hash, realm])?;
-                }
-            }
-            if let Some(entry) = audit {
+                None => execute(tx, DELETE_TOKEN, params![hash, realm])?,
+            };
+            if let Some(entry) = audit.filter(|_| revoked > 0) {
                 crate::audit::record(tx, realm, entry)?;
             }
             Ok(())
@@ -208,8 +214,11 @@ fn insert_token(tx: &Connection, realm: &str, t: &NewToken<'_>) -> Result<()> {
 
 /// Ends a token family and, transitively, every family derived from it:
 /// their JWTs are recorded as revoked, their server-side tokens deleted.
-fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
+/// Revokes the family `family` and those derived from it; how many
+/// tokens that deleted.
+fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<usize> {
     let mut pending = vec![family.to_string()];
+    let mut revoked = 0;
     while let Some(family) = pending.pop() {
         execute(
             tx,
@@ -217,7 +226,7 @@ fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
              SELECT realm, grant_json, expires_at FROM tokens WHERE realm = ?1 AND family = ?2 AND kind = 'jwt'",
             params![realm, family],
         )?;
-        execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
+        revoked += execute(tx, "DELETE FROM tokens WHERE realm = ?1 AND family = ?2", params![realm, family])?;
         pending.extend(derived_families(
             tx,
             "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_family = ?2",
@@ -226,19 +235,21 @@ fn revoke_family(tx: &Connection, realm: &str, family: &str) -> Result<()> {
         )?);
         execute(tx, "DELETE FROM token_lineage WHERE realm = ?1 AND family = ?2", params![realm, family])?;
     }
-    Ok(())
+    Ok(revoked)
 }
 
 /// Revokes every family derived from the token `jti`.
 fn revoke_derived_from_token(tx: &Connection, realm: &str, jti: &str) -> Result<()> {
     let sql = "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_jti = ?2";
-    derived_families(tx, sql, realm, jti)?.iter().try_for_each(|family| revoke_family(tx, realm, family))
+    derived_families(tx, sql, realm, jti)?.iter().try_for_each(|family| revoke_family(tx, realm, family).map(drop))
 }
 
 /// Revokes every family derived from a token of the client `client_id`.
 pub(crate) fn revoke_derived_from_client(tx: &Connection, realm: &str, client_id: &str) -> Result<()> {
     let sql = "SELECT family FROM token_lineage WHERE realm = ?1 AND parent_client = ?2";
-    derived_families(tx, sql, realm, client_id)?.iter().try_for_each(|family| revoke_family(tx, realm, family))
+    derived_families(tx, sql, realm, client_id)?
+        .iter()
+        .try_for_each(|family| revoke_family(tx, realm, family).map(drop))
 }
 
 fn derived_families(tx: &Connection, sql: &str, realm: &str, parent: &str) -> Result<Vec<String>> {

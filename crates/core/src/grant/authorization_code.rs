@@ -70,6 +70,7 @@ pub fn decide(
         not_after: None,
         may_act,
         cnf: None,
+        auth_time: Some(code.auth_time),
     })
 }
 

@@ -31,6 +31,7 @@ pub fn decide(
         not_after: None,
         may_act: None,
         cnf: None,
+        auth_time: None,
     })
 }
 

@@ -85,6 +85,7 @@ pub fn decide(
         not_after: None,
         may_act: assertion.may_act,
         cnf: None,
+        auth_time: None,
     })
 }
 

@@ -35,6 +35,10 @@ pub struct RefreshGrant {
     /// authenticates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// When the user signed in, for a grant a user gave by signing in
+    /// (the code grant); its tokens carry it as `auth_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// Decides a refresh request. A token issued to another client, or
@@ -96,6 +100,7 @@ pub fn decide(
         not_after: Some(grant.expires_at),
         may_act: grant.may_act.clone(),
         cnf: None,
+        auth_time: grant.auth_time,
     })
 }
 
@@ -118,6 +123,7 @@ mod tests {
             expires_at: 1000,
             may_act: None,
             jkt: None,
+            auth_time: None,
         }
     }
 

@@ -130,6 +130,7 @@ pub fn decide(
         not_after: Some(not_after),
         may_act: None,
         cnf: None,
+        auth_time: None,
     })
 }
 
@@ -205,6 +206,7 @@ mod tests {
             act: None,
             custom: serde_json::Map::new(),
             cnf: None,
+            auth_time: None,
         }
     }
 

@@ -123,13 +123,22 @@ pub trait TokenRepository: Send + Sync {
     /// Rotates a refresh token in one commit, exactly once: a live, unused
     /// token is marked used and its successors stored; a token used before
     /// revokes its whole family (and the families derived from it) and
-    /// stores nothing, since the token has leaked (RFC 9700 §4.14.2). So a
-    /// refresh token works once, even for racing requests.
-    fn rotate_token(&self, realm: &str, old_hash: &[u8], successors: &[NewToken<'_>], now: i64) -> Result<Rotation>;
+    /// stores nothing but `reused`, recorded in the audit in the same
+    /// commit if anything was revoked, since the token has leaked (RFC 9700
+    /// §4.14.2). So a refresh token works once, even for racing requests.
+    fn rotate_token(
+        &self,
+        realm: &str,
+        old_hash: &[u8],
+        successors: &[NewToken<'_>],
+        now: i64,
+        reused: &AuditEntry,
+    ) -> Result<Rotation>;
 
     /// Revokes one server-side token; with a family, every token of it.
     /// Either way, every family derived from what is revoked goes too.
-    /// `audit`, when given, is recorded in the same commit.
+    /// `audit`, when given, is recorded in the same commit if anything was
+    /// revoked (so of racing revocations of one family, one records it).
     fn revoke_token(&self, realm: &str, hash: &[u8], family: Option<&str>, audit: Option<&AuditEntry>) -> Result<()>;
 
     /// Revokes one opaque access token, outside any family, and every

@@ -21,7 +21,8 @@ fn dpop_algs() -> String {
     agentauth_service::dpop::ALGORITHMS.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")
 }
 
-pub fn agents(service: &Service, realm: &RealmRuntime, op: AgentsOp, parts: &Parts) -> Reply {
+/// Answers `op` on the realm's endpoint `path` (`agents...`, as requested).
+pub fn agents(service: &Service, realm: &RealmRuntime, op: AgentsOp, path: &str, parts: &Parts) -> Reply {
     if !realm.settings.owner_self_service {
         return Reply::not_found();
     }
@@ -30,26 +31,17 @@ pub fn agents(service: &Service, realm: &RealmRuntime, op: AgentsOp, parts: &Par
         // RFC 6750 §3.1: a request without a token is told how to send
         // one, with no error code.
         Ok(None) => return challenge(realm, None, None),
-        Err(e) => return challenge(realm, None, Some(&e)),
+        Err(e) => return refused(service, realm, None, &e),
     };
-    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().filter_map(|v| v.to_str().ok()).collect();
+    // A header that is not text counts, and fails, as a proof.
+    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("")).collect();
     // The URL the proof's htu names: the endpoint as requested, without
     // its query.
-    let path = parts.uri.path();
-    let after_realm = path.split_once(&format!("/realms/{}/", realm.name)).map_or("agents", |(_, rest)| rest);
-    let url = realm.endpoint(after_realm);
+    let url = realm.endpoint(path);
     let presented = Presented { scheme, token, proofs: &proofs, method: parts.method.as_str(), url: &url };
     let owner = match service.owner_of(realm, &presented) {
         Ok(owner) => owner,
-        Err(e) => {
-            realm.metrics.oauth_error(e.code);
-            let nonce = (e.code == ErrorCode::UseDpopNonce).then(|| service.dpop_nonce(realm)).flatten();
-            let mut reply = challenge(realm, Some(scheme), Some(&e));
-            if let Some(nonce) = nonce {
-                reply = reply.with_header(HeaderName::from_static("dpop-nonce"), nonce);
-            }
-            return reply;
-        }
+        Err(e) => return refused(service, realm, Some(scheme), &e),
     };
     match run(service, realm, op, &owner, parts) {
         Ok(reply) => reply,
@@ -95,6 +87,18 @@ fn run(
     }
 }
 
+/// The answer to a presented token refused with `e`: counted, with the
+/// challenge for the scheme `used`, and the realm's DPoP nonce when the
+/// proof lacked it.
+pub(super) fn refused(service: &Service, realm: &RealmRuntime, used: Option<Scheme>, e: &OAuthError) -> Reply {
+    realm.metrics.oauth_error(e.code);
+    let reply = challenge(realm, used, Some(e));
+    match service.dpop_nonce(realm).filter(|_| e.code == ErrorCode::UseDpopNonce) {
+        Some(nonce) => reply.with_header(HeaderName::from_static("dpop-nonce"), nonce),
+        None => reply,
+    }
+}
+
 /// A client that is not the user's, or none: the same answer, so that
 /// nobody learns of another's agents.
 fn no_such_agent() -> Reply {
@@ -104,7 +108,7 @@ fn no_such_agent() -> Reply {
 /// The request's access token and the scheme it came with: none without
 /// an `Authorization` header; `invalid_request` for one that is not a
 /// single `Bearer` or `DPoP` credential (RFC 6750 §3.1).
-fn authorization(parts: &Parts) -> Result<Option<(Scheme, &str)>, OAuthError> {
+pub(super) fn authorization(parts: &Parts) -> Result<Option<(Scheme, &str)>, OAuthError> {
     let mut values = parts.headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -68,7 +68,7 @@ pub fn dispatch(app: &App, route: Route, parts: &Parts, body: &[u8]) -> (Reply, 
         }
         Route::Jwks { .. } => Ok(Reply::public_json(&realm.jwks)),
         Route::Discovery { .. } => Ok(discovery::metadata(&realm)),
-        Route::Agents { op, .. } => Ok(agents::agents(service, &realm, op, parts)),
+        Route::Agents { op, path, .. } => Ok(agents::agents(service, &realm, op, &path, parts)),
         Route::Admin { .. }
         | Route::Console { .. }
         | Route::ConsoleSession

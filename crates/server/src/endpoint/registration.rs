@@ -2,15 +2,15 @@
 //! registration at `aiagent/register`; client configuration (RFC 7592) at
 //! the `registration_client_uri`. The rules are the service's.
 
-use agentauth_core::{ErrorCode, OAuthError};
-use agentauth_service::owners::{Owner, Presented, Scheme};
+use agentauth_core::OAuthError;
+use agentauth_service::owners::{Owner, Presented};
 use agentauth_service::registration::invalid_token;
 use agentauth_service::telemetry::{RegistrationEndpoint, RegistrationOutcome};
 use agentauth_service::{RealmRuntime, Service};
 use hyper::http::request::Parts;
 use serde_json::Value;
 
-use super::request_context;
+use super::{agents, request_context};
 use crate::http::bearer;
 use crate::http::{Reply, has_media_type, parse_json};
 
@@ -23,7 +23,22 @@ pub fn register(
     request_id: &str,
 ) -> Result<Reply, OAuthError> {
     let endpoint = if ai_agent { RegistrationEndpoint::AiAgentRegister } else { RegistrationEndpoint::Register };
-    counted(realm, endpoint, create(service, realm, ai_agent, parts, body, request_id))
+    let source = parts.extensions.get::<crate::Peer>().map(|p| p.0.ip());
+    // Refused by the rate limit: counted, not audited (a flood would only
+    // fill the audit).
+    if let Err(e) = service.admit_registration(realm, ai_agent, source) {
+        return counted(realm, endpoint, Err(e));
+    }
+    // A token that does not hold is answered as a protected resource
+    // answers one (RFC 6750 §3, RFC 9449 §7.1), before the body is read.
+    let owner = match registering_user(service, realm, ai_agent, parts) {
+        Ok(owner) => owner,
+        Err(refusal) => {
+            realm.metrics.registration(endpoint, RegistrationOutcome::Refused);
+            return Ok(refusal);
+        }
+    };
+    counted(realm, endpoint, create(service, realm, ai_agent, parts, body, request_id, owner))
 }
 
 /// Counts a registration operation at `endpoint` by how it ended.
@@ -48,13 +63,9 @@ fn create(
     parts: &Parts,
     body: &[u8],
     request_id: &str,
+    owner: Option<Owner>,
 ) -> Result<Reply, OAuthError> {
-    let source = parts.extensions.get::<crate::Peer>().map(|p| p.0.ip());
-    // Refused by the rate limit: counted, not audited (a flood would only
-    // fill the audit).
-    service.admit_registration(realm, ai_agent, source)?;
     service.decision(realm, "register", request_id, || {
-        let owner = registering_user(service, realm, ai_agent, parts)?;
         let request = metadata(parts, body)?;
         let registered = service.register(realm, ai_agent, &request, request_context(parts, None), owner.as_ref())?;
         Ok(Reply::json(201, &registered.0))
@@ -70,33 +81,20 @@ fn registering_user(
     realm: &RealmRuntime,
     ai_agent: bool,
     parts: &Parts,
-) -> Result<Option<Owner>, OAuthError> {
+) -> Result<Option<Owner>, Reply> {
     if !realm.settings.owner_self_service {
         return Ok(None);
     }
-    let Some(value) = parts.headers.get(hyper::header::AUTHORIZATION) else {
-        return Ok(None);
+    let (scheme, token) = match agents::authorization(parts) {
+        Ok(Some(presented)) => presented,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(agents::refused(service, realm, None, &e)),
     };
-    let (scheme, token) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .and_then(|(scheme, token)| match scheme.to_ascii_lowercase().as_str() {
-            "bearer" => Some((Scheme::Bearer, token.trim())),
-            "dpop" => Some((Scheme::Dpop, token.trim())),
-            _ => None,
-        })
-        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "the Authorization header must be Bearer or DPoP"))?;
-    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().filter_map(|v| v.to_str().ok()).collect();
+    // A header that is not text counts, and fails, as a proof.
+    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("")).collect();
     let url = realm.endpoint(if ai_agent { "aiagent/register" } else { "register" });
     let presented = Presented { scheme, token, proofs: &proofs, method: "POST", url: &url };
-    service.owner_of(realm, &presented).map(Some).map_err(|mut e| {
-        // The registration endpoint answers a bad token as RFC 6750 does.
-        if matches!(e.code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce) {
-            e.code = ErrorCode::InvalidToken;
-        }
-        e
-    })
+    service.owner_of(realm, &presented).map(Some).map_err(|e| agents::refused(service, realm, Some(scheme), &e))
 }
 
 /// A registration request's metadata: a JSON object.

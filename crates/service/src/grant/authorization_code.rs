@@ -55,8 +55,15 @@ pub(crate) fn issue(
         }
         return Err(invalid());
     };
+    let decided = authorization_code::decide(
+        client,
+        &code,
+        request.redirect_uri.as_deref(),
+        request.code_verifier.as_ref().map(super::Secret::as_str),
+        s256,
+    )?;
     // RFC 9449 §10: a code bound to a key goes only with a proof of it,
-    // checked before anything is spent.
+    // checked after the client and verifier, before anything is spent.
     if let Some(bound) = &code.dpop_jkt
         && dpop.is_none_or(|d| &d.jkt != bound)
     {
@@ -65,13 +72,6 @@ pub(crate) fn issue(
             "the code is bound to a DPoP key (dpop_jkt): send a proof signed with it",
         ));
     }
-    let decided = authorization_code::decide(
-        client,
-        &code,
-        request.redirect_uri.as_deref(),
-        request.code_verifier.as_ref().map(super::Secret::as_str),
-        s256,
-    )?;
     let minted = mint(svc, realm, client, decided, GrantType::AuthorizationCode, dpop)?;
 
     let family = new_jti();
@@ -86,6 +86,7 @@ pub(crate) fn issue(
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime),
         may_act: minted.claims.may_act.clone(),
         jkt: super::refresh_binding(client, dpop),
+        auth_time: minted.claims.auth_time,
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal)?;
     let issued = CodeIssue {

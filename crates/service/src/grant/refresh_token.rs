@@ -65,28 +65,22 @@ pub(crate) fn issue(
     // It keeps the grant's audience whole too, even when this token was
     // asked for fewer resources: the next refresh may ask for the others
     // (RFC 8707 §2.2).
-    let subject = grant.sub.clone();
+    // Recorded by the store if the token turns out to have been used by a
+    // racing request, which ends the family.
+    let reuse = reused(svc, &client.client_id, row.family.as_deref(), Some(&grant.sub));
     let successor_grant = RefreshGrant { scope: minted.claims.scope.clone(), ..grant };
     let successor_json = serde_json::to_string(&successor_grant).map_err(internal)?;
     let family = row.family.as_deref();
     let mut stored = minted.stored(family);
     stored.push(refresh_row(&successor_hash, &client.client_id, family, &successor_json, successor_grant.expires_at));
-    let rotation = svc.store.rotate_token(&realm.name, &old_hash, &stored, now).map_err(internal)?;
+    let rotation = svc.store.rotate_token(&realm.name, &old_hash, &stored, now, &reuse).map_err(internal)?;
     drop(stored);
     match rotation {
         Rotation::Rotated => {
             minted.count(realm, GrantType::RefreshToken, true);
             Ok(minted.response(Some(successor), false))
         }
-        Rotation::Reused => {
-            // A racing request used the token first, and the store has
-            // ended the family; this records that, for the audit and the
-            // realm's event receivers.
-            let entry = reused(svc, &client.client_id, family, Some(&subject));
-            svc.store.revoke_token(&realm.name, &old_hash, family, Some(&entry)).map_err(internal)?;
-            Err(invalid())
-        }
-        Rotation::Unknown => Err(invalid()),
+        Rotation::Reused | Rotation::Unknown => Err(invalid()),
     }
 }
 

@@ -128,6 +128,7 @@ fn exchange(
         expires_at: minted.claims.iat.saturating_add(realm.settings.refresh_token_lifetime).min(family_end),
         may_act: None,
         jkt: super::refresh_binding(client, dpop),
+        auth_time: None,
     };
     let grant_json = serde_json::to_string(&grant).map_err(internal).map_err(&failed)?;
     let family = new_jti();
@@ -247,6 +248,7 @@ fn exchange_external(
         may_act,
         act: None,
         cnf: external_binding(&verified.claims).map_err(|e| (ExchangeOutcome::InvalidSubject, e))?,
+        auth_time: None,
         custom: serde_json::Map::new(),
     };
     check_holder(client, &subject, dpop, "subject_token").map_err(|e| (ExchangeOutcome::InvalidSubject, e))?;
