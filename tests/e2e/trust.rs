@@ -347,6 +347,8 @@ fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
     let mut replaced = corp.clone();
     replaced["purposes"] = json!(["id_jag", "jwt_bearer"]);
     assert_eq!(admin(&server, "PUT", "/alpha/trusted-issuers/corp", Some(replaced)).0, 200);
+    let mut encryption = key().verifying_key().jwk();
+    encryption["use"] = json!("enc");
     for (bad, why) in [
         (json!({"issuer": "https://x.example", "purposes": ["id_jag"]}), "exactly one"),
         (json!({"issuer": "https://x.example", "purposes": ["root"], "discovery": true}), "root"),
@@ -358,6 +360,10 @@ fn trusted_issuers_are_managed_whole_and_checked_through_the_admin_api() {
         (
             json!({"issuer": "https://x.example", "purposes": ["id_jag"], "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
             "private",
+        ),
+        (
+            json!({"issuer": "https://x.example", "purposes": ["id_jag"], "jwks": {"keys": [encryption]}}),
+            "no signing key",
         ),
         (
             json!({"issuer": "https://x.example", "purposes": ["client_auth", "id_jag"], "discovery": true}),

@@ -367,9 +367,12 @@ fn check_static_jwks(issuer: &agentauth_core::trust::TrustedIssuer) -> Result<()
             issuer.name
         ));
     }
-    if !keys.iter().any(|jwk| agentauth_jose::VerifyingKey::from_jwk(jwk).is_ok()) {
+    // The keys verification uses: an encryption key, or a SPIFFE bundle's
+    // X.509 authority, verifies nothing.
+    if !crate::trust::verify::parse_jwks(jwks).is_ok_and(|usable| !usable.is_empty()) {
         return Err(format!(
-            "trusted issuer {:?}: jwks has no key this server verifies with (RSA 2048+, EC P-256, Ed25519)",
+            "trusted issuer {:?}: jwks has no signing key this server verifies with (RSA 2048+, EC P-256, \
+             Ed25519; use sig, jwt-svid or none)",
             issuer.name
         ));
     }

@@ -175,7 +175,14 @@ impl IssuerKeys {
             get()?
         };
         let jwks = Value::Object(document.json.clone());
-        self.parsed_or(url, Some(document), || parse_jwks(&jwks))
+        match self.parsed_or(url, Some(document), || parse_jwks(&jwks)) {
+            // A set that cannot be used (grown past the bound, say) is
+            // fetched again as for an unknown kid, at most every 30 s,
+            // rather than kept for as long as it said it could be cached:
+            // the issuer may have mended it.
+            Err(_) if !refresh => self.fetched(realm, url, true),
+            parsed => parsed,
+        }
     }
 
     /// The key set parsed from `document` (none for a static JWKS) at
@@ -232,7 +239,7 @@ fn unavailable(what: &'static str) -> impl Fn(FetchError) -> Refused {
 /// list them; a set of more than [`MAX_ISSUER_KEYS`] keys is refused
 /// whole. Members beside `keys` (a SPIFFE bundle's `spiffe_sequence` and
 /// `spiffe_refresh_hint`) are not read.
-fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
+pub(crate) fn parse_jwks(jwks: &Value) -> Result<Vec<VerifyingKey>, Refused> {
     let keys = jwks.get("keys").and_then(Value::as_array).ok_or_else(|| Refused::because("the JWKS has no keys"))?;
     if keys.len() > MAX_ISSUER_KEYS {
         return Err(Refused::because(format!("the issuer's JWKS holds more than {MAX_ISSUER_KEYS} keys")));
