@@ -542,7 +542,8 @@ fn a_trusted_issuers_jwt_is_exchanged_for_the_client_it_names_in_may_act() {
 
 /// Pushes the trusted-domains assertion policy and makes it realm
 /// `alpha`'s assertion plugin.
-fn use_trusted_domains_policy(server: &Server) {
+/// Makes the Rust trusted-domains policy realm `alpha`'s assertion plugin.
+pub(crate) fn use_trusted_domains_policy(server: &Server) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let plugin = dir.path().join("trusted-domains.wasm");
     std::fs::write(&plugin, agentauth_plugins::TRUSTED_DOMAINS_ASSERTION).expect("writing the plugin");

@@ -467,6 +467,69 @@ impl Tamper {
     }
 }
 
+/// Starts a sign-in at `url` in a fresh browser, choosing `provider` (the
+/// realm's `example`), and brings the browser back with the answer
+/// `answer` makes from the request the realm sent the provider: the page
+/// the realm then shows.
+fn sign_in_at(
+    server: &Server,
+    provider: &FakeProvider,
+    url: &str,
+    answer: &dyn Fn(&str) -> Vec<(String, String)>,
+) -> Page {
+    let (endpoint, callback) = (server.realm_url("authorize"), server.realm_url("authorize/upstream"));
+    let mut browser = Agent::new();
+    let login = browser.get(url);
+    let pending = hidden(&login.body, "pending");
+    let away = browser.post(&endpoint, &[("pending", &pending), ("action", "upstream"), ("upstream", "example")]);
+    let request = away.location.clone().unwrap_or_else(|| panic!("to the provider: {}", away.body));
+    assert!(request.starts_with(&format!("{}/authorize?", provider.issuer)), "{request}");
+    let params = query(&request);
+    assert_eq!(params["client_id"], "agentauth");
+    assert_eq!(params["redirect_uri"], callback);
+    assert_eq!(params["code_challenge_method"], "S256");
+    assert!(params["scope"].split(' ').any(|s| s == "openid"), "{request}");
+    let back: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(answer(&request)).finish();
+    browser.get(&format!("{callback}?{back}"))
+}
+
+#[test]
+fn the_realms_assertion_policy_decides_who_signs_in_upstream() {
+    let server = upstream_server();
+    let provider = FakeProvider::start(&server.realm_url("authorize/upstream"));
+    trust(&server, &provider.issuer);
+    crate::trust::use_trusted_domains_policy(&server);
+    let client_id = register_inspector(&server);
+    let url = authorize_url(&server, &client_id, &[]);
+    let provider = &provider;
+    let verified = |sub: &'static str, email: &'static str| {
+        move |request: &str| {
+            let mut claims = provider.claims(request, sub);
+            claims["email"] = json!(email);
+            claims["email_verified"] = json!(true);
+            provider.answer(request, &claims, None)
+        }
+    };
+
+    // A verified user of a trusted domain: signed in, asked to consent.
+    let alice = sign_in_at(&server, provider, &url, &verified("alice", "alice@example.com"));
+    assert_eq!(alice.status, 200, "{}", alice.body);
+    assert!(alice.body.contains("Allow access?"), "{}", alice.body);
+    // Another domain, or an address the provider did not verify: the
+    // login page again, in the policy's words, and no user made.
+    let mallory = sign_in_at(&server, provider, &url, &verified("mallory", "mallory@evil.example"));
+    let unverified = sign_in_at(&server, provider, &url, &|request: &str| {
+        provider.answer(request, &provider.claims(request, "eve"), None)
+    });
+    for page in [&mallory, &unverified] {
+        assert_eq!(page.status, 403, "{}", page.body);
+        assert!(page.body.contains("only verified users of a trusted email domain"), "{}", page.body);
+        assert!(!page.body.contains("Allow access?"), "{}", page.body);
+    }
+    let (_, users) = admin(&server, "GET", "/alpha/users", None);
+    assert_eq!(users["users"].as_array().map(Vec::len), Some(1), "only alice: {users}");
+}
+
 #[test]
 fn the_provider_answers_that_do_not_hold_sign_no_one_in() {
     let server = upstream_server();
@@ -475,26 +538,9 @@ fn the_provider_answers_that_do_not_hold_sign_no_one_in() {
     trust(&server, &provider.issuer);
     let client_id = register_inspector(&server);
     let url = authorize_url(&server, &client_id, &[]);
-    let endpoint = server.realm_url("authorize");
     let users = |server: &Server| admin(server, "GET", "/alpha/users", None).1["users"].as_array().map_or(0, Vec::len);
 
-    // Each case starts a sign-in in a fresh browser; `answer` makes the
-    // provider's answer from the request the realm sent it.
-    let sign_in = |answer: &dyn Fn(&str) -> Vec<(String, String)>| {
-        let mut browser = Agent::new();
-        let login = browser.get(&url);
-        let pending = hidden(&login.body, "pending");
-        let away = browser.post(&endpoint, &[("pending", &pending), ("action", "upstream"), ("upstream", "example")]);
-        let request = away.location.clone().unwrap_or_else(|| panic!("to the provider: {}", away.body));
-        assert!(request.starts_with(&format!("{}/authorize?", provider.issuer)), "{request}");
-        let params = query(&request);
-        assert_eq!(params["client_id"], "agentauth");
-        assert_eq!(params["redirect_uri"], callback);
-        assert_eq!(params["code_challenge_method"], "S256");
-        assert!(params["scope"].split(' ').any(|s| s == "openid"), "{request}");
-        let back: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(answer(&request)).finish();
-        browser.get(&format!("{callback}?{back}"))
-    };
+    let sign_in = |answer: &dyn Fn(&str) -> Vec<(String, String)>| sign_in_at(&server, &provider, &url, answer);
 
     // The harness holds: a right answer signs bob in.
     let good = sign_in(&|request| provider.answer(request, &provider.claims(request, "bob"), None));
