@@ -307,10 +307,31 @@ fn key() -> SigningKey {
 /// Redeems `code` as `client_id`, authenticating with a client assertion
 /// (RFC 7523) signed by `key`; `jti` unique per call.
 fn redeem_with_key(server: &Server, client_id: &str, key: &SigningKey, code: &str, jti: &str) -> Reply {
+    redeem_with_assertion(server, client_id, key, code, jti, true)
+}
+
+/// [`redeem_with_key`], the assertion's header naming the key's `kid`
+/// or not (`kid`): many client libraries name none.
+fn redeem_with_assertion(
+    server: &Server,
+    client_id: &str,
+    key: &SigningKey,
+    code: &str,
+    jti: &str,
+    kid: bool,
+) -> Reply {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let claims = json!({"iss": client_id, "sub": client_id, "aud": server.realm_url("access_token"),
                         "iat": now, "exp": now + 60, "jti": jti});
-    let assertion = sign(key, "JWT", &claims).expect("signing");
+    let assertion = if kid {
+        sign(key, "JWT", &claims).expect("signing")
+    } else {
+        use base64::Engine as _;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let input = format!("{}.{}", b64(&json!({"alg": key.alg().as_str(), "typ": "JWT"})), b64(&claims));
+        let signature = key.sign_bytes(input.as_bytes()).expect("signing");
+        format!("{input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature))
+    };
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -352,10 +373,10 @@ fn a_document_may_publish_its_keys_at_a_jwks_uri_which_is_fetched_when_the_clien
     assert_eq!(host.key_requests.load(Ordering::SeqCst), 1);
 
     // The client rotates its key: an assertion under the new one makes
-    // the server fetch the keys again.
+    // the server fetch the keys again, even one that names no kid.
     let second = key();
     host.publish(&[&first, &second]);
-    let reply = redeem_with_key(&server, &client_id, &second, &code(&mut browser), "j2");
+    let reply = redeem_with_assertion(&server, &client_id, &second, &code(&mut browser), "j2", false);
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(host.key_requests.load(Ordering::SeqCst), 2, "fetched again for the new key");
     // A key it never published is refused, and does not make the server

@@ -278,7 +278,10 @@ fn verify_profile(token: &str, keys: &[VerifyingKey], profile: &Profile<'_>) -> 
     }
     let signature = jws.signature()?;
     if !candidates.any(|key| key.verify_bytes(jws.signed, &signature)) {
-        return Err(VerifyError::BadSignature);
+        // Without a `kid`, no key of the set verifying it is a key the set
+        // does not hold (yet: an issuer may have rotated), as with a `kid`
+        // the set does not list.
+        return Err(if kid.is_none() { VerifyError::UnknownKey } else { VerifyError::BadSignature });
     }
     jws.claims()
 }
@@ -397,6 +400,23 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], B64.encode(r#"{"scope":"admin"}"#), parts[2]);
         assert_eq!(verify(&forged, &[k.verifying_key().clone()], "at+jwt"), Err(VerifyError::BadSignature));
+    }
+
+    #[test]
+    fn without_a_kid_a_signature_no_key_verifies_is_an_unknown_key() {
+        let (k, other) = (key(Algorithm::Es256), key(Algorithm::Es256));
+        let header = B64.encode(r#"{"alg":"ES256"}"#);
+        let claims = B64.encode(r#"{"sub":"a"}"#);
+        let input = format!("{header}.{claims}");
+        let token = format!("{input}.{}", B64.encode(other.sign_bytes(input.as_bytes()).unwrap()));
+        let known = [k.verifying_key().clone()];
+        assert_eq!(
+            verify_external(&token, &known, &[Algorithm::Es256], ExternalType::Jwt),
+            Err(VerifyError::UnknownKey)
+        );
+        let both = [k.verifying_key().clone(), other.verifying_key().clone()];
+        let verified = verify_external(&token, &both, &[Algorithm::Es256], ExternalType::Jwt);
+        assert_eq!(verified.map(|c| c["sub"].clone()), Ok(json!("a")), "once the set holds the key");
     }
 
     #[test]
