@@ -228,11 +228,22 @@ fn a_user_registers_an_agent_lists_it_and_disables_it_and_its_tokens_die() {
     let enable = call("POST", &format!("{agents}/{}/enable", agent.client_id), &[("authorization", &auth)], None);
     assert_eq!(enable.status, 404);
 
+    // Where registration is not open, a user still registers its own
+    // agents; nobody else registers anything.
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"open_registration": false})));
+    assert_eq!(status, 200, "{body}");
+    let anonymous = server.register_raw(&seed_registration().to_string());
+    anonymous.assert_error(403, "access_denied");
+    let by_ada = register_with(&server, &auth);
+    assert_eq!(by_ada.status, 201, "{:?}", by_ada.json);
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"open_registration": true})));
+    assert_eq!(status, 200, "{body}");
+
     // A second agent, then all at once.
     let second = Credentials::from_registration(&register_with(&server, &auth).json);
     let all = call("POST", &format!("{agents}/disable-all"), &[("authorization", &auth)], None);
     assert_eq!(all.status, 200, "{:?}", all.json);
-    assert_eq!(all.json["disabled"], 1, "the first was disabled already");
+    assert_eq!(all.json["disabled"], 2, "the first was disabled already");
     server
         .token(&[("grant_type", "client_credentials"), ("scope", "read")], Some(&second))
         .assert_error(401, "invalid_client");

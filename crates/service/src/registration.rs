@@ -57,15 +57,18 @@ impl ManagedClient {
 
 impl Service {
     /// Admits a registration to `realm` before its body is read: the realm
-    /// must take open registrations (of AI agents, for `ai_agent`), within
-    /// its rates (per realm and per `source`) and its `max_clients`.
+    /// must take open registrations, or this one is `by_user` (a user of
+    /// the realm registering its own agent with its token, see
+    /// [`crate::owners`]); of AI agents, for `ai_agent`; within its rates
+    /// (per realm and per `source`) and its `max_clients`.
     pub fn admit_registration(
         &self,
         realm: &RealmRuntime,
         ai_agent: bool,
         source: Option<IpAddr>,
+        by_user: bool,
     ) -> Result<(), OAuthError> {
-        if !realm.settings.open_registration {
+        if !realm.settings.open_registration && !by_user {
             return Err(OAuthError::new(
                 ErrorCode::AccessDenied,
                 "open dynamic client registration is disabled in this realm",

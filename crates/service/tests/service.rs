@@ -23,7 +23,7 @@ fn service(clock: &Arc<ManualClock>) -> Service {
 #[cfg(test)]
 fn register(service: &Service, stateless: bool) -> Credentials {
     let realm = service.realm(REALM).unwrap().unwrap();
-    service.admit_registration(&realm, false, None).unwrap();
+    service.admit_registration(&realm, false, None, false).unwrap();
     let metadata = json!({"grant_types": ["client_credentials"], "scope": "read"});
     let registered = service.register(&realm, false, &metadata, RequestContext::default(), None).unwrap().0;
     let credentials = Credentials::Secret {

@@ -24,11 +24,6 @@ pub fn register(
 ) -> Result<Reply, OAuthError> {
     let endpoint = if ai_agent { RegistrationEndpoint::AiAgentRegister } else { RegistrationEndpoint::Register };
     let source = parts.extensions.get::<crate::Peer>().map(|p| p.0.ip());
-    // Refused by the rate limit: counted, not audited (a flood would only
-    // fill the audit).
-    if let Err(e) = service.admit_registration(realm, ai_agent, source) {
-        return counted(realm, endpoint, Err(e));
-    }
     // A token that does not hold is answered as a protected resource
     // answers one (RFC 6750 §3, RFC 9449 §7.1), before the body is read.
     let owner = match registering_user(service, realm, ai_agent, parts) {
@@ -38,6 +33,12 @@ pub fn register(
             return Ok(refusal);
         }
     };
+    // Refused by the rate limit: counted, not audited (a flood would only
+    // fill the audit). A user registering its own agent is admitted where
+    // registration is not open.
+    if let Err(e) = service.admit_registration(realm, ai_agent, source, owner.is_some()) {
+        return counted(realm, endpoint, Err(e));
+    }
     counted(realm, endpoint, create(service, realm, ai_agent, parts, body, request_id, owner))
 }
 
