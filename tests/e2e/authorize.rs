@@ -129,19 +129,26 @@ pub(crate) fn setup() -> (Server, String) {
     let server = Server::start_with_admin();
     let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "ada", "password": PASSWORD})));
     assert_eq!(status, 201, "{body}");
+    let client_id = register_public_client(&server, "read write");
+    (server, client_id)
+}
+
+/// Registers "Inspector", an MCP-style public client of the code grant
+/// (with refresh tokens) on a loopback redirect URI, for `scope`; its
+/// client id.
+pub(crate) fn register_public_client(server: &Server, scope: &str) -> String {
     let registration = json!({
         "client_name": "Inspector",
         "redirect_uris": [REDIRECT],
         "grant_types": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_method": "none",
         "application_type": "native",
-        "scope": "read write",
+        "scope": scope,
     });
     let registered = server.register_raw(&registration.to_string());
     assert_eq!(registered.status, 201, "{}", registered.body);
     assert!(registered.json.get("client_secret").is_none(), "a public client gets no secret");
-    let client_id = registered.json["client_id"].as_str().expect("a client_id").to_string();
-    (server, client_id)
+    registered.json["client_id"].as_str().expect("a client_id").to_string()
 }
 
 pub(crate) fn authorize_url(server: &Server, client_id: &str, extra: &[(&str, &str)]) -> String {

@@ -236,6 +236,17 @@ fn an_exchange_keeps_the_subject_tokens_binding() {
     stolen.assert_error(400, "invalid_dpop_proof");
 }
 
+/// The public client `client_id`'s redemption of `code`, with the PKCE
+/// verifier.
+fn code_redemption(code: &str, client_id: &str) -> Form {
+    Form::new()
+        .field("grant_type", "authorization_code")
+        .field("code", code)
+        .field("redirect_uri", "http://127.0.0.1:49152/callback")
+        .field("client_id", client_id)
+        .field("code_verifier", VERIFIER)
+}
+
 #[test]
 fn a_code_asked_for_with_dpop_jkt_is_redeemed_only_with_a_proof_of_that_key() {
     let (server, client_id) = setup();
@@ -244,12 +255,7 @@ fn a_code_asked_for_with_dpop_jkt_is_redeemed_only_with_a_proof_of_that_key() {
     let mut browser = Browser::new();
     let url = authorize_url(&server, &client_id, &[("dpop_jkt", &thumbprint)]);
     let answer: HashMap<String, String> = sign_in_and_allow(&mut browser, &server, &url);
-    let redeem = Form::new()
-        .field("grant_type", "authorization_code")
-        .field("code", &answer["code"])
-        .field("redirect_uri", "http://127.0.0.1:49152/callback")
-        .field("client_id", &client_id)
-        .field("code_verifier", VERIFIER);
+    let redeem = code_redemption(&answer["code"], &client_id);
     // Stolen with its verifier, the code is still of no use without the
     // key; and the refusals spend nothing.
     token_with(&server, &redeem, None, &[]).assert_error(400, "invalid_dpop_proof");
@@ -276,12 +282,7 @@ fn a_public_clients_refresh_token_is_bound_to_the_key_it_redeemed_its_code_with(
     let answer: HashMap<String, String> =
         sign_in_and_allow(&mut browser, &server, &authorize_url(&server, &client_id, &[]));
     let key = key(Algorithm::Es256);
-    let redeem = Form::new()
-        .field("grant_type", "authorization_code")
-        .field("code", &answer["code"])
-        .field("redirect_uri", "http://127.0.0.1:49152/callback")
-        .field("client_id", &client_id)
-        .field("code_verifier", VERIFIER);
+    let redeem = code_redemption(&answer["code"], &client_id);
     let tokens = token_with(&server, &redeem, None, &[&proof(&server, &key)]);
     assert_eq!(tokens.status, 200, "{}", tokens.body);
     assert_eq!(tokens.json["token_type"], "DPoP");

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use agentauth_service::events::{ACCOUNT_DISABLED, ACCOUNT_ENABLED, ACCOUNT_PURGED, SESSION_REVOKED, SET_TYPE};
 use serde_json::{Value, json};
 
-use crate::authorize::{Browser, PASSWORD, REDIRECT, VERIFIER, admin, authorize_url, redeem, sign_in_and_allow};
+use crate::authorize::{
+    Browser, PASSWORD, VERIFIER, admin, authorize_url, redeem, register_public_client, sign_in_and_allow,
+};
 use crate::support::Server;
 
 /// One POST the receiver got: its content type and body.
@@ -127,17 +129,7 @@ fn a_refresh_token_used_twice_ends_its_grant_and_the_receiver_is_told_whose() {
     let (status, body) = admin(&server, "POST", "/alpha/users", Some(json!({"username": "ada", "password": PASSWORD})));
     assert_eq!(status, 201, "{body}");
     let subject = body["subject"].as_str().expect("ada's subject").to_string();
-    let registration = json!({
-        "client_name": "Inspector",
-        "redirect_uris": [REDIRECT],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_method": "none",
-        "application_type": "native",
-        "scope": "read",
-    });
-    let registered = server.register_raw(&registration.to_string());
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    let client_id = registered.json["client_id"].as_str().expect("a client_id").to_string();
+    let client_id = register_public_client(&server, "read");
     let answer = sign_in_and_allow(&mut Browser::new(), &server, &authorize_url(&server, &client_id, &[]));
     let tokens = redeem(&server, &client_id, &answer["code"], VERIFIER);
     assert_eq!(tokens.status, 200, "{}", tokens.body);

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use agentauth_jose::{Algorithm, SigningKey, generate_pkcs8, sign_dpop_proof};
 use serde_json::{Value, json};
 
-use crate::authorize::{Browser, PASSWORD, REDIRECT, VERIFIER, admin, authorize_url, sign_in_as_and_allow};
+use crate::authorize::{
+    Browser, PASSWORD, VERIFIER, admin, authorize_url, register_public_client, sign_in_as_and_allow,
+};
 use crate::support::{Credentials, Server, seed_registration};
 
 const SCOPE: &str = "agentauth:agents";
@@ -68,17 +70,8 @@ fn setup() -> (Server, String) {
     assert_eq!(status, 201, "{body}");
     let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"owner_self_service": true})));
     assert_eq!(status, 200, "{body}");
-    let registration = json!({
-        "client_name": "Inspector",
-        "redirect_uris": [REDIRECT],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_method": "none",
-        "application_type": "native",
-        "scope": format!("read {SCOPE}"),
-    });
-    let registered = server.register_raw(&registration.to_string());
-    assert_eq!(registered.status, 201, "{}", registered.body);
-    (server, registered.json["client_id"].as_str().expect("a client_id").to_string())
+    let client_id = register_public_client(&server, &format!("read {SCOPE}"));
+    (server, client_id)
 }
 
 /// Ada's access token for `scope`, by the code grant; bound to `key` when
