@@ -369,3 +369,29 @@ fn a_dpop_bound_token_is_accepted_only_with_a_proof_of_its_key_that_names_it() {
     let with = proof_with_nonce(&key, "GET", &agents, Some(&ath(&token)), Some(&nonce));
     assert_eq!(get(&[("authorization", &dpop), ("dpop", &with)]).status, 200);
 }
+
+#[test]
+#[ignore = "needs node and oauth4webapi (scripts/install-browser); make test runs it"]
+fn oauth4webapi_presents_a_bound_token_at_the_agents_endpoint_through_a_nonce_challenge() {
+    use base64::Engine as _;
+    let (server, inspector) = setup();
+    let pkcs8 = generate_pkcs8(Algorithm::Es256).expect("a key");
+    let key = SigningKey::from_pkcs8(Algorithm::Es256, &pkcs8).expect("a key");
+    let token = users_token(&server, &inspector, &format!("read {SCOPE}"), Some(&key));
+    let (status, body) = admin(&server, "PATCH", "/alpha", Some(json!({"dpop_nonces": true})));
+    assert_eq!(status, 200, "{body}");
+    let agents = server.realm_url("agents");
+    let private = base64::engine::general_purpose::STANDARD.encode(&pkcs8);
+    let public = key.verifying_key().jwk().to_string();
+    let out = std::process::Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .args(["dpop-resource.mjs", &agents, &token, &private, &public])
+        .output()
+        .expect("node runs the client (scripts/install-browser installs it)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the client failed ({}): {stderr}{stdout}", out.status);
+    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(answer["nonce_challenges"], 1, "the first request met the nonce challenge, and no other: {answer}");
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert!(answer["body"]["owner"].as_str().is_some_and(|o| o.starts_with("user:usr_")), "{answer}");
+}
