@@ -61,7 +61,7 @@ fn run(
 ) -> Result<Reply, OAuthError> {
     let now = service.now();
     let shown = |row: Option<agentauth_core::ports::ClientRow>| match row {
-        Some(row) => Reply::json(200, &client_json(&row, now)),
+        Some(row) => Reply::json(200, &owners_view(&row, now)),
         None => no_such_agent(),
     };
     match op {
@@ -75,7 +75,7 @@ fn run(
                 .map(|v| v.parse().map_err(|_| OAuthError::invalid_request(format!("limit must be an integer: {v:?}"))))
                 .transpose()?;
             let (clients, next) = service.owned_clients(realm, owner, query("after").as_deref(), limit)?;
-            let clients: Vec<Value> = clients.iter().map(|c| client_json(c, now)).collect();
+            let clients: Vec<Value> = clients.iter().map(|c| owners_view(c, now)).collect();
             Ok(Reply::json(200, &json!({ "owner": owner.name(), "clients": clients, "next": next })))
         }
         AgentsOp::Show { client_id } => Ok(shown(service.owned_client(realm, owner, &client_id)?)),
@@ -97,6 +97,15 @@ pub(super) fn refused(service: &Service, realm: &RealmRuntime, used: Option<Sche
         Some(nonce) => reply.with_header(HeaderName::from_static("dpop-nonce"), nonce),
         None => reply,
     }
+}
+
+/// A client as its owner sees it: as the admin API shows it, but of the
+/// attributes the realm's policy set (the plugins it runs, the audiences
+/// it allows) only the owner, which are the realm's business.
+fn owners_view(row: &agentauth_core::ports::ClientRow, now: i64) -> Value {
+    let mut shown = client_json(row, now);
+    shown["attributes"] = json!({ "owner": row.client.attributes.owner });
+    shown
 }
 
 /// A client that is not the user's, or none: the same answer, so that
