@@ -115,7 +115,7 @@ fn client_filter(parts: &Parts, now: i64) -> Result<ClientFilter, AdminError> {
     Ok(filter)
 }
 
-fn query(parts: &Parts, name: &str) -> Option<String> {
+pub(crate) fn query(parts: &Parts, name: &str) -> Option<String> {
     parts
         .uri
         .query()

@@ -410,6 +410,13 @@ pub(crate) fn cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'
         .map(|(_, v)| v)
 }
 
+/// The request's `DPoP` proofs (RFC 9449 §4.1), each header a proof; one
+/// that is not text is kept, empty, so that it fails as a proof and
+/// counts toward "one proof per request".
+pub(crate) fn dpop_proofs(headers: &hyper::HeaderMap) -> Vec<&str> {
+    headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or_default()).collect()
+}
+
 /// A bearer token in the `Authorization` header (RFC 6750 §2.1), if any.
 pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     headers

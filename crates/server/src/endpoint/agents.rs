@@ -13,6 +13,7 @@ use hyper::header::{self, AUTHORIZATION, HeaderName};
 use hyper::http::request::Parts;
 use serde_json::{Value, json};
 
+use crate::admin::query;
 use crate::http::Reply;
 use crate::route::AgentsOp;
 
@@ -26,22 +27,12 @@ pub fn agents(service: &Service, realm: &RealmRuntime, op: AgentsOp, path: &str,
     if !realm.settings.owner_self_service {
         return Reply::not_found();
     }
-    let (scheme, token) = match authorization(parts) {
-        Ok(Some(presented)) => presented,
+    let owner = match presenting_user(service, realm, path, parts) {
+        Ok(Some(owner)) => owner,
         // RFC 6750 §3.1: a request without a token is told how to send
         // one, with no error code.
         Ok(None) => return challenge(realm, None, None),
-        Err(e) => return refused(service, realm, None, &e),
-    };
-    // A header that is not text counts, and fails, as a proof.
-    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("")).collect();
-    // The URL the proof's htu names: the endpoint as requested, without
-    // its query.
-    let url = realm.endpoint(path);
-    let presented = Presented { scheme, token, proofs: &proofs, method: parts.method.as_str(), url: &url };
-    let owner = match service.owner_of(realm, &presented) {
-        Ok(owner) => owner,
-        Err(e) => return refused(service, realm, Some(scheme), &e),
+        Err(refusal) => return refusal,
     };
     match run(service, realm, op, &owner, parts) {
         Ok(reply) => reply,
@@ -50,6 +41,29 @@ pub fn agents(service: &Service, realm: &RealmRuntime, op: AgentsOp, path: &str,
             Reply::error(&e)
         }
     }
+}
+
+/// The user whose access token a request to the realm's endpoint `path`
+/// presents (see `agentauth_service::owners`): none without an
+/// `Authorization` header; the answer to give when the token does not
+/// hold.
+pub(super) fn presenting_user(
+    service: &Service,
+    realm: &RealmRuntime,
+    path: &str,
+    parts: &Parts,
+) -> Result<Option<Owner>, Reply> {
+    let (scheme, token) = match authorization(parts) {
+        Ok(Some(presented)) => presented,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(refused(service, realm, None, &e)),
+    };
+    let proofs = crate::http::dpop_proofs(&parts.headers);
+    // The URL a proof's htu names: the endpoint as requested, without its
+    // query.
+    let url = realm.endpoint(path);
+    let presented = Presented { scheme, token, proofs: &proofs, method: parts.method.as_str(), url: &url };
+    service.owner_of(realm, &presented).map(Some).map_err(|e| refused(service, realm, Some(scheme), &e))
 }
 
 fn run(
@@ -66,15 +80,10 @@ fn run(
     };
     match op {
         AgentsOp::List => {
-            let query = |name: &str| {
-                parts.uri.query().and_then(|q| {
-                    form_urlencoded::parse(q.as_bytes()).find(|(n, _)| n == name).map(|(_, v)| v.into_owned())
-                })
-            };
-            let limit = query("limit")
+            let limit = query(parts, "limit")
                 .map(|v| v.parse().map_err(|_| OAuthError::invalid_request(format!("limit must be an integer: {v:?}"))))
                 .transpose()?;
-            let (clients, next) = service.owned_clients(realm, owner, query("after").as_deref(), limit)?;
+            let (clients, next) = service.owned_clients(realm, owner, query(parts, "after").as_deref(), limit)?;
             let clients: Vec<Value> = clients.iter().map(|c| owners_view(c, now)).collect();
             Ok(Reply::json(200, &json!({ "owner": owner.name(), "clients": clients, "next": next })))
         }
@@ -90,7 +99,7 @@ fn run(
 /// The answer to a presented token refused with `e`: counted, with the
 /// challenge for the scheme `used`, and the realm's DPoP nonce when the
 /// proof lacked it.
-pub(super) fn refused(service: &Service, realm: &RealmRuntime, used: Option<Scheme>, e: &OAuthError) -> Reply {
+fn refused(service: &Service, realm: &RealmRuntime, used: Option<Scheme>, e: &OAuthError) -> Reply {
     realm.metrics.oauth_error(e.code);
     let reply = challenge(realm, used, Some(e));
     match service.dpop_nonce(realm).filter(|_| e.code == ErrorCode::UseDpopNonce) {
@@ -117,7 +126,7 @@ fn no_such_agent() -> Reply {
 /// The request's access token and the scheme it came with: none without
 /// an `Authorization` header; `invalid_request` for one that is not a
 /// single `Bearer` or `DPoP` credential (RFC 6750 §3.1).
-pub(super) fn authorization(parts: &Parts) -> Result<Option<(Scheme, &str)>, OAuthError> {
+fn authorization(parts: &Parts) -> Result<Option<(Scheme, &str)>, OAuthError> {
     let mut values = parts.headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -3,7 +3,7 @@
 //! the `registration_client_uri`. The rules are the service's.
 
 use agentauth_core::OAuthError;
-use agentauth_service::owners::{Owner, Presented};
+use agentauth_service::owners::Owner;
 use agentauth_service::registration::invalid_token;
 use agentauth_service::telemetry::{RegistrationEndpoint, RegistrationOutcome};
 use agentauth_service::{RealmRuntime, Service};
@@ -86,16 +86,7 @@ fn registering_user(
     if !realm.settings.owner_self_service {
         return Ok(None);
     }
-    let (scheme, token) = match agents::authorization(parts) {
-        Ok(Some(presented)) => presented,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(agents::refused(service, realm, None, &e)),
-    };
-    // A header that is not text counts, and fails, as a proof.
-    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("")).collect();
-    let url = realm.endpoint(if ai_agent { "aiagent/register" } else { "register" });
-    let presented = Presented { scheme, token, proofs: &proofs, method: "POST", url: &url };
-    service.owner_of(realm, &presented).map(Some).map_err(|e| agents::refused(service, realm, Some(scheme), &e))
+    agents::presenting_user(service, realm, if ai_agent { "aiagent/register" } else { "register" }, parts)
 }
 
 /// A registration request's metadata: a JSON object.

@@ -24,7 +24,7 @@ pub fn token(service: &Service, realm: &RealmRuntime, parts: &Parts, body: &[u8]
     let request = parse(&form)?;
     // RFC 9449: a proof, if sent, is for this endpoint, POSTed; its key
     // binds what is issued.
-    let proofs: Vec<&str> = parts.headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or_default()).collect();
+    let proofs = crate::http::dpop_proofs(&parts.headers);
     let dpop = service.check_dpop(realm, &proofs, "POST", &realm.endpoint("access_token"), None)?;
     let issued = service.issue(realm, &client, request, dpop.as_ref())?;
     Ok(Reply::json(200, &serde_json::to_value(&issued).map_err(|_| OAuthError::server_error("internal error"))?))
