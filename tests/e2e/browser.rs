@@ -14,15 +14,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::authorize::{
     PASSWORD, VERIFIER, admin, authorize_url, query, redeem, redeem_as, register_agent_for_code, setup,
     use_agent_for_user_policy,
 };
-use crate::support::{Server, jwt_parts};
+use crate::support::{Server, jwt_parts, node_script};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -43,16 +42,8 @@ fn in_chromium(url: &str, screenshots: &Path) -> (HashMap<String, String>, bool)
         dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
         "Chromium or playwright-core is missing: run scripts/install-browser (make test does)"
     );
-    let out = Command::new("node")
-        .current_dir(&dir)
-        .arg("authorize.mjs")
-        .args([url, "ada", PASSWORD])
-        .arg(screenshots)
-        .output()
-        .expect("running node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the browser did not get back to the client ({}): {stderr}{stdout}", out.status);
-    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let args = [url.as_ref(), "ada".as_ref(), PASSWORD.as_ref(), screenshots.as_os_str()];
+    let answer = node_script("authorize.mjs", &args, "the browser did not get back to the client");
     let redirect = answer["redirect"].as_str().unwrap_or_else(|| panic!("no redirect: {answer}"));
     assert!(redirect.starts_with("http://127.0.0.1:49152/callback?"), "{redirect}");
     (query(redirect), answer["consent"] == true)

@@ -11,12 +11,11 @@
 //! by `make test`), hence `#[ignore]` for plain `cargo test`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::authorize::admin;
-use crate::support::{ADMIN_TOKEN, Server};
+use crate::support::{ADMIN_TOKEN, Server, node_script};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const PLUGIN: &str = "software-agent-may-act";
@@ -61,11 +60,7 @@ fn in_chromium_a_realm_admin_runs_its_realm_from_the_console_and_no_other() {
         "agent": {"client_id": agent.client_id, "client_secret": agent.client_secret},
         "screenshots": screenshots(),
     });
-    let out =
-        Command::new("node").current_dir(&dir).arg("console.mjs").arg(plan.to_string()).output().expect("running node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the console run failed ({}): {stderr}{stdout}", out.status);
-    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let answer = node_script("console.mjs", &[plan.to_string()], "the console run failed");
 
     // What the pages did, seen through the admin API.
     assert_eq!(answer["afterDisable"], 401, "a disabled agent gets no token: {answer}");

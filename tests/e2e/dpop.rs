@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::authorize::{Browser, VERIFIER, admin, authorize_url, setup, sign_in_and_allow};
-use crate::support::{ACCESS_TOKEN_TYPE, Reply, Server, answered, jwt_parts};
+use crate::support::{ACCESS_TOKEN_TYPE, Reply, Server, answered, jwt_parts, node_script};
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
@@ -312,14 +312,8 @@ fn oauth4webapi_gets_and_exchanges_tokens_bound_to_its_key_through_a_nonce_chall
         admin(&server, "PATCH", "/alpha", Some(json!({"dpop_nonces": true, "dpop_required_for_agents": true})));
     assert_eq!(status, 200, "{body}");
     let issuer = server.realm_url("").trim_end_matches('/').to_string();
-    let out = std::process::Command::new("node")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
-        .args(["dpop-client.mjs", &issuer, &agent.client_id, &agent.client_secret])
-        .output()
-        .expect("node runs the client (scripts/install-browser installs it)");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the client failed ({}): {stderr}{stdout}", out.status);
-    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let args = [&issuer, &agent.client_id, &agent.client_secret];
+    let answer = node_script("dpop-client.mjs", &args, "the client failed");
     assert_eq!(answer["nonce_challenges"], 1, "the first request met the nonce challenge, and no other: {answer}");
     let thumbprint = agentauth_jose::VerifyingKey::from_jwk(&answer["jwk"]).expect("its public key").thumbprint();
     for (kind, token) in [("token_type", "access_token"), ("exchanged_token_type", "exchanged_access_token")] {

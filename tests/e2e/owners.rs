@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::authorize::{
     Browser, PASSWORD, VERIFIER, admin, authorize_url, register_public_client, sign_in_as_and_allow,
 };
-use crate::support::{Credentials, Server, seed_registration};
+use crate::support::{Credentials, Server, node_script, seed_registration};
 
 const SCOPE: &str = "agentauth:agents";
 
@@ -386,14 +386,7 @@ fn oauth4webapi_presents_a_bound_token_at_the_agents_endpoint_through_a_nonce_ch
     let agents = server.realm_url("agents");
     let private = base64::engine::general_purpose::STANDARD.encode(&pkcs8);
     let public = key.verifying_key().jwk().to_string();
-    let out = std::process::Command::new("node")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
-        .args(["dpop-resource.mjs", &agents, &token, &private, &public])
-        .output()
-        .expect("node runs the client (scripts/install-browser installs it)");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the client failed ({}): {stderr}{stdout}", out.status);
-    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let answer = node_script("dpop-resource.mjs", &[&agents, &token, &private, &public], "the client failed");
     assert_eq!(answer["nonce_challenges"], 1, "the first request met the nonce challenge, and no other: {answer}");
     assert_eq!(answer["status"], 200, "{answer}");
     assert!(answer["body"]["owner"].as_str().is_some_and(|o| o.starts_with("user:usr_")), "{answer}");

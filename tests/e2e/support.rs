@@ -242,3 +242,19 @@ pub fn cli(args: &[&str], admin_token: &str) -> (bool, String, String) {
         .expect("running agentauth");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
+
+/// Runs the node script `script` of tests/browser (whose packages
+/// scripts/install-browser installs) with `args`, and reads the JSON it
+/// prints; a test failure, saying `what` failed and what the script
+/// printed, when it fails.
+pub fn node_script<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S], what: &str) -> Value {
+    let out = Command::new("node")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("running node (scripts/install-browser installs what the scripts need)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} ({}): {stderr}{stdout}", out.status);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::authorize::{REDIRECT, VERIFIER, admin, authorize_url, hidden, query, redeem};
-use crate::support::{Server, jwt_parts};
+use crate::support::{Server, jwt_parts, node_script};
 
 const SECRET: &str = "upstream-client-secret-for-tests";
 
@@ -278,17 +278,9 @@ fn in_chromium_a_realm_without_passwords_signs_its_users_in_at_their_provider() 
 
     // In Chromium: the provider's button has the focus, Enter leads to
     // the provider, alice signs in there and allows the request here.
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
     let screenshots = concat!(env!("CARGO_MANIFEST_DIR"), "/target/browser/upstream-login");
-    let out = Command::new("node")
-        .current_dir(dir)
-        .arg("upstream-login.mjs")
-        .args([url.as_str(), provider.issuer.as_str(), "Example IdP", "alice", screenshots])
-        .output()
-        .expect("running node");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the browser did not get back to the client ({}): {stderr}{stdout}", out.status);
-    let answer: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let args = [url.as_str(), provider.issuer.as_str(), "Example IdP", "alice", screenshots];
+    let answer = node_script("upstream-login.mjs", &args, "the browser did not get back to the client");
     assert_eq!(answer["password_form"], false, "{answer}");
     let redirect = answer["redirect"].as_str().unwrap_or_else(|| panic!("no redirect: {answer}"));
     let code = query(redirect).remove("code").unwrap_or_else(|| panic!("a code: {redirect}"));
