@@ -179,6 +179,10 @@ fn a_user_registers_an_agent_lists_it_and_disables_it_and_its_tokens_die() {
     let listed: Vec<&str> =
         mine.json["clients"].as_array().expect("clients").iter().filter_map(|c| c["client_id"].as_str()).collect();
     assert_eq!(listed, [agent.client_id.as_str()], "only ada's own agent");
+    for bad in ["limit=0", "limit=1001", "limit=ten"] {
+        let answer = call("GET", &format!("{agents}?{bad}"), &[("authorization", &auth)], None);
+        assert_eq!((answer.status, answer.json["error"].as_str()), (400, Some("invalid_request")), "{bad}");
+    }
     // Of what the realm's policy set on it, ada sees the owner alone.
     assert!(shown["attributes"].as_object().is_some_and(|a| a.len() > 1), "the policy set more: {shown}");
     assert_eq!(mine.json["clients"][0]["attributes"], json!({"owner": owner}), "{}", mine.json);

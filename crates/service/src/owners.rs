@@ -341,6 +341,11 @@ mod tests {
                 ErrorCode::InvalidToken,
             ),
             ("expired", AccessTokenClaims { exp: NOW, ..good.clone() }, ErrorCode::InvalidToken),
+            (
+                "another realm's",
+                AccessTokenClaims { iss: realm.issuer.replace("/people", "/other"), ..good.clone() },
+                ErrorCode::InvalidToken,
+            ),
             ("of no user", AccessTokenClaims { sub: "usr_nobody".into(), ..good.clone() }, ErrorCode::InvalidToken),
         ];
         for (why, claims, expected) in refused {
